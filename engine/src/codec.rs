@@ -1,0 +1,490 @@
+//! Binary encoding of memory images and WAL operations (little endian, length-prefixed strings).
+//! The byte layout is documented in `docs/format.md`; bump [`IMAGE_VERSION`] or [`OP_VERSION`] on
+//! any change.
+
+use uuid::Uuid;
+
+use crate::model::{Memory, Status, Tier, MAX_DIMENSIONS};
+
+/// Version byte at the start of every memory image.
+pub const IMAGE_VERSION: u8 = 1;
+/// Version byte at the start of every WAL operation payload.
+pub const OP_VERSION: u8 = 1;
+
+const OP_PUT: u8 = 1;
+const OP_PURGE: u8 = 2;
+const OP_ACCESS: u8 = 3;
+
+/// Why does a record produce a new image?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutKind {
+    Create,
+    Update,
+    /// A tier move: same version, new tier.
+    Move,
+}
+
+/// One access-statistics delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessDelta {
+    pub id: Uuid,
+    pub count: u64,
+    pub last_accessed_at_us: i64,
+}
+
+/// A WAL operation. Each is self-contained: applying it reads nothing from other tiers, so every
+/// tier can replay exactly the suffix of the log its durable image is missing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Store this full image in `memory.tier`, removing any copy from other tiers.
+    Put {
+        kind: PutKind,
+        memory: Memory,
+        /// Tier the memory was in before this record, if it existed.
+        previous_tier: Option<Tier>,
+        /// The content hash this memory held in the dedup index before this record (`None` if
+        /// it held none: new, or soft-deleted). Released when the content changes or the memory
+        /// is deleted.
+        previous_hash: Option<[u8; 32]>,
+    },
+    /// Remove the memory from every tier and index.
+    Purge {
+        id: Uuid,
+        namespace: String,
+        /// The content hash to drop from the dedup index: set only when this memory held it
+        /// (a soft-deleted memory already released it, and another may have claimed it since).
+        release_hash: Option<[u8; 32]>,
+        previous_tier: Tier,
+    },
+    /// Soft state: access counts and times, batched.
+    Access(Vec<AccessDelta>),
+}
+
+/// A decode failure: the bytes are not what this version wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {what}: {reason}")]
+pub struct DecodeError {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f32(&mut self, v: f32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
+    fn str(&mut self, v: &str) {
+        self.u32(u32::try_from(v.len()).expect("strings are bounded well below 4 GiB"));
+        self.bytes(v.as_bytes());
+    }
+    fn opt_i64(&mut self, v: Option<i64>) {
+        match v {
+            Some(v) => {
+                self.u8(1);
+                self.i64(v);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn opt_uuid(&mut self, v: Option<Uuid>) {
+        match v {
+            Some(v) => {
+                self.u8(1);
+                self.bytes(v.as_bytes());
+            }
+            None => self.u8(0),
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, reason: impl Into<String>) -> DecodeError {
+        DecodeError {
+            what: self.what,
+            reason: reason.into(),
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(self.err(format!("needs {n} more bytes, {} left", self.buf.len())));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+    fn f32(&mut self) -> Result<f32, DecodeError> {
+        Ok(f32::from_le_bytes(self.array()?))
+    }
+    fn str(&mut self) -> Result<String, DecodeError> {
+        let len = self.u32()? as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.err("string is not UTF-8"))
+    }
+    fn uuid(&mut self) -> Result<Uuid, DecodeError> {
+        Ok(Uuid::from_bytes(self.array()?))
+    }
+    fn flag(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(self.err(format!("flag byte {other}"))),
+        }
+    }
+    fn opt_i64(&mut self) -> Result<Option<i64>, DecodeError> {
+        Ok(if self.flag()? { Some(self.i64()?) } else { None })
+    }
+    fn opt_uuid(&mut self) -> Result<Option<Uuid>, DecodeError> {
+        Ok(if self.flag()? { Some(self.uuid()?) } else { None })
+    }
+    fn tier(&mut self) -> Result<Tier, DecodeError> {
+        let code = self.u8()?;
+        Tier::from_code(code).ok_or_else(|| self.err(format!("tier code {code}")))
+    }
+    fn finish(self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err(format!("{} trailing bytes", self.buf.len())))
+        }
+    }
+}
+
+/// Appends the image of `memory` (embedding included when `with_embedding`; the LSN is not part
+/// of the image: the tier stores it beside).
+pub fn encode_memory(out: &mut Vec<u8>, memory: &Memory, with_embedding: bool) {
+    let mut w = Writer(out);
+    w.u8(IMAGE_VERSION);
+    w.bytes(memory.id.as_bytes());
+    w.str(&memory.namespace);
+    w.str(&memory.content);
+    w.bytes(&memory.content_hash);
+    w.u8(memory.tier.code());
+    w.u8(memory.status.code());
+    w.f32(memory.importance);
+    w.u64(memory.access_count);
+    w.opt_i64(memory.last_accessed_at_us);
+    w.str(&memory.metadata_json);
+    w.u32(u32::try_from(memory.tags.len()).expect("tags are bounded"));
+    for tag in &memory.tags {
+        w.str(tag);
+    }
+    w.opt_uuid(memory.parent_id);
+    w.i64(memory.created_at_us);
+    w.i64(memory.updated_at_us);
+    w.opt_i64(memory.expires_at_us);
+    w.u64(memory.version);
+    match (&memory.embedding, with_embedding) {
+        (Some(v), true) => {
+            w.u8(1);
+            w.u32(u32::try_from(v.len()).expect("dimensions are bounded"));
+            for x in v {
+                w.f32(*x);
+            }
+        }
+        _ => w.u8(0),
+    }
+}
+
+fn read_memory(r: &mut Reader<'_>, lsn: u64) -> Result<Memory, DecodeError> {
+    let version = r.u8()?;
+    if version != IMAGE_VERSION {
+        return Err(r.err(format!("image version {version}")));
+    }
+    let id = r.uuid()?;
+    let namespace = r.str()?;
+    let content = r.str()?;
+    let content_hash = r.array()?;
+    let tier = r.tier()?;
+    let status_code = r.u8()?;
+    let status =
+        Status::from_code(status_code).ok_or_else(|| r.err(format!("status {status_code}")))?;
+    let importance = r.f32()?;
+    let access_count = r.u64()?;
+    let last_accessed_at_us = r.opt_i64()?;
+    let metadata_json = r.str()?;
+    let tag_count = r.u32()? as usize;
+    if tag_count > crate::model::MAX_TAGS {
+        return Err(r.err(format!("{tag_count} tags")));
+    }
+    let mut tags = Vec::with_capacity(tag_count);
+    for _ in 0..tag_count {
+        tags.push(r.str()?);
+    }
+    let parent_id = r.opt_uuid()?;
+    let created_at_us = r.i64()?;
+    let updated_at_us = r.i64()?;
+    let expires_at_us = r.opt_i64()?;
+    let version = r.u64()?;
+    let embedding = if r.flag()? {
+        let dims = r.u32()? as usize;
+        if dims > MAX_DIMENSIONS {
+            return Err(r.err(format!("{dims} dimensions")));
+        }
+        let mut v = Vec::with_capacity(dims);
+        for _ in 0..dims {
+            v.push(r.f32()?);
+        }
+        Some(v)
+    } else {
+        None
+    };
+    Ok(Memory {
+        id,
+        namespace,
+        content,
+        content_hash,
+        embedding,
+        tier,
+        status,
+        importance,
+        access_count,
+        last_accessed_at_us,
+        metadata_json,
+        tags,
+        parent_id,
+        created_at_us,
+        updated_at_us,
+        expires_at_us,
+        version,
+        lsn,
+    })
+}
+
+/// Decodes a memory image written by [`encode_memory`], giving it `lsn`.
+pub fn decode_memory(bytes: &[u8], lsn: u64) -> Result<Memory, DecodeError> {
+    let mut r = Reader {
+        buf: bytes,
+        what: "memory image",
+    };
+    let memory = read_memory(&mut r, lsn)?;
+    r.finish()?;
+    Ok(memory)
+}
+
+/// Encodes a WAL operation payload.
+pub fn encode_op(op: &Op) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    {
+        let mut w = Writer(&mut out);
+        w.u8(OP_VERSION);
+        match op {
+            Op::Put {
+                kind,
+                previous_tier,
+                previous_hash,
+                ..
+            } => {
+                w.u8(OP_PUT);
+                w.u8(match kind {
+                    PutKind::Create => 1,
+                    PutKind::Update => 2,
+                    PutKind::Move => 3,
+                });
+                w.u8(previous_tier.map_or(0, Tier::code));
+                match previous_hash {
+                    Some(h) => {
+                        w.u8(1);
+                        w.bytes(h);
+                    }
+                    None => w.u8(0),
+                }
+            }
+            Op::Purge {
+                id,
+                namespace,
+                release_hash,
+                previous_tier,
+            } => {
+                w.u8(OP_PURGE);
+                w.bytes(id.as_bytes());
+                w.str(namespace);
+                match release_hash {
+                    Some(h) => {
+                        w.u8(1);
+                        w.bytes(h);
+                    }
+                    None => w.u8(0),
+                }
+                w.u8(previous_tier.code());
+            }
+            Op::Access(deltas) => {
+                w.u8(OP_ACCESS);
+                w.u32(u32::try_from(deltas.len()).expect("access batches are bounded"));
+                for d in deltas {
+                    w.bytes(d.id.as_bytes());
+                    w.u64(d.count);
+                    w.i64(d.last_accessed_at_us);
+                }
+            }
+        }
+    }
+    if let Op::Put { memory, .. } = op {
+        encode_memory(&mut out, memory, true);
+    }
+    out
+}
+
+/// Decodes a WAL operation payload; `lsn` is the record's LSN, given to any image inside.
+pub fn decode_op(bytes: &[u8], lsn: u64) -> Result<Op, DecodeError> {
+    let mut r = Reader {
+        buf: bytes,
+        what: "WAL operation",
+    };
+    let version = r.u8()?;
+    if version != OP_VERSION {
+        return Err(r.err(format!("operation version {version}")));
+    }
+    let op = match r.u8()? {
+        OP_PUT => {
+            let kind = match r.u8()? {
+                1 => PutKind::Create,
+                2 => PutKind::Update,
+                3 => PutKind::Move,
+                other => return Err(r.err(format!("put kind {other}"))),
+            };
+            let previous_tier = match r.u8()? {
+                0 => None,
+                code => Some(Tier::from_code(code).ok_or_else(|| r.err(format!("tier {code}")))?),
+            };
+            let previous_hash = if r.flag()? { Some(r.array()?) } else { None };
+            let memory = read_memory(&mut r, lsn)?;
+            Op::Put {
+                kind,
+                memory,
+                previous_tier,
+                previous_hash,
+            }
+        }
+        OP_PURGE => Op::Purge {
+            id: r.uuid()?,
+            namespace: r.str()?,
+            release_hash: if r.flag()? { Some(r.array()?) } else { None },
+            previous_tier: r.tier()?,
+        },
+        OP_ACCESS => {
+            let n = r.u32()? as usize;
+            // Each delta takes 32 bytes: refuse counts the buffer cannot hold before allocating.
+            if n > r.buf.len() / 32 {
+                return Err(r.err(format!("{n} access deltas in {} bytes", r.buf.len())));
+            }
+            let mut deltas = Vec::with_capacity(n);
+            for _ in 0..n {
+                deltas.push(AccessDelta {
+                    id: r.uuid()?,
+                    count: r.u64()?,
+                    last_accessed_at_us: r.i64()?,
+                });
+            }
+            Op::Access(deltas)
+        }
+        other => return Err(r.err(format!("operation tag {other}"))),
+    };
+    r.finish()?;
+    Ok(op)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample_memory() -> Memory {
+        Memory {
+            id: Uuid::now_v7(),
+            namespace: "agent:7".into(),
+            content: "Caroline went to the support group 🌈".into(),
+            content_hash: crate::model::content_hash("Caroline went to the support group 🌈"),
+            embedding: Some(vec![0.25, -1.5, f32::MIN_POSITIVE]),
+            tier: Tier::Working,
+            status: Status::Active,
+            importance: 0.75,
+            access_count: 3,
+            last_accessed_at_us: Some(1_700_000_000_000_001),
+            metadata_json: r#"{"speaker":"Caroline"}"#.into(),
+            tags: vec!["a".into(), "b c".into()],
+            parent_id: Some(Uuid::now_v7()),
+            created_at_us: -5,
+            updated_at_us: 1_700_000_000_000_000,
+            expires_at_us: None,
+            version: 4,
+            lsn: 99,
+        }
+    }
+
+    #[test]
+    fn ops_round_trip() {
+        let memory = sample_memory();
+        let ops = vec![
+            Op::Put {
+                kind: PutKind::Update,
+                memory: memory.clone(),
+                previous_tier: Some(Tier::Warm),
+                previous_hash: Some([7; 32]),
+            },
+            Op::Purge {
+                id: memory.id,
+                namespace: "x".into(),
+                release_hash: Some([1; 32]),
+                previous_tier: Tier::Warm,
+            },
+            Op::Access(vec![AccessDelta {
+                id: memory.id,
+                count: 2,
+                last_accessed_at_us: 5,
+            }]),
+        ];
+        for op in ops {
+            let bytes = encode_op(&op);
+            assert_eq!(decode_op(&bytes, 99).expect("decodes"), op);
+            // Every strict prefix is an error, never a panic or a wrong value.
+            for cut in 0..bytes.len() {
+                assert!(decode_op(&bytes[..cut], 99).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn image_without_embedding() {
+        let memory = sample_memory();
+        let mut bytes = Vec::new();
+        encode_memory(&mut bytes, &memory, false);
+        let back = decode_memory(&bytes, 99).expect("decodes");
+        assert_eq!(back.embedding, None);
+        assert_eq!(back.content, memory.content);
+    }
+}

@@ -1,0 +1,1362 @@
+//! The engine: the write path (validate → log → group commit → apply in LSN order), reads across
+//! tiers, listing, eviction from the working tier, access statistics, checkpoints and recovery.
+//!
+//! Locks, in the only order they are ever taken:
+//! 1. `writer` — one writer at a time decides what a change is (dedup, versions, eviction) and
+//!    appends it to the WAL, so WAL order is decision order. Held for microseconds, never across
+//!    an fsync.
+//! 2. `apply_lock` — one thread at a time applies durable records to the tiers, in LSN order.
+//! 3. `queue`, `access_pending` — short critical sections only.
+//!
+//! Readers take none of these: they see what is applied, and a record is applied only after it
+//! is durable, so nothing a reader sees can vanish in a crash.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use engram_wal::{FaultInjector, Lsn, SyncMode, Wal, WalError, WalOptions};
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::codec::{self, AccessDelta, Op, PutKind};
+use crate::model::{
+    self, content_hash, is_valid_namespace, ListFilter, Memory, MemoryPatch, NewMemory, Status,
+    Tier, MAX_BATCH_ITEMS, MAX_CONTENT_BYTES, MAX_DIMENSIONS, MAX_METADATA_BYTES, MAX_TAGS,
+    MAX_TAG_BYTES,
+};
+use crate::warm::WarmTier;
+use crate::working::WorkingTier;
+use crate::EngineError;
+
+/// Ids a single list request may examine before it returns a (possibly short) page with a
+/// cursor, so a selective filter cannot turn one request into a full scan.
+pub const LIST_SCAN_BUDGET: usize = 10_000;
+/// Largest page a list request may ask for.
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// Access deltas per WAL record; more are split over several records.
+pub const MAX_ACCESS_DELTAS_PER_RECORD: usize = 50_000;
+/// Records replayed per RocksDB write batch during recovery.
+const REPLAY_BATCH_RECORDS: usize = 1024;
+/// How often the background thread wakes to look for work.
+const BACKGROUND_TICK: Duration = Duration::from_millis(100);
+
+/// How an engine is opened. Build with [`EngineConfig::new`] and adjust fields.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// Dimensions every embedding must have.
+    pub dimensions: usize,
+    /// Memories the working tier holds before the least valuable move to warm.
+    pub working_capacity: usize,
+    /// Size of each of the two working-tier heap files (sparse).
+    pub working_heap_bytes: u64,
+    pub wal_segment_bytes: u64,
+    pub sync_mode: SyncMode,
+    /// Keep closed WAL segments in `archive/` (point-in-time restore reads them).
+    pub wal_archive: bool,
+    pub block_cache_bytes: usize,
+    /// How often tiers are made durable and the WAL trimmed.
+    pub checkpoint_interval: Duration,
+    /// How often batched access statistics are logged.
+    pub access_flush_interval: Duration,
+    /// Writes are refused (storage full) when the data dir's filesystem has less free space.
+    pub min_free_disk_bytes: u64,
+    pub fault_injector: Option<FaultInjector>,
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("data_dir", &self.data_dir)
+            .field("dimensions", &self.dimensions)
+            .field("working_capacity", &self.working_capacity)
+            .field("sync_mode", &self.sync_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            dimensions: 384,
+            working_capacity: 100_000,
+            working_heap_bytes: 8 << 30,
+            wal_segment_bytes: engram_wal::DEFAULT_SEGMENT_BYTES,
+            sync_mode: SyncMode::Always,
+            wal_archive: true,
+            block_cache_bytes: 256 << 20,
+            checkpoint_interval: Duration::from_secs(60),
+            access_flush_interval: Duration::from_secs(1),
+            min_free_disk_bytes: 64 << 20,
+            fault_injector: None,
+        }
+    }
+}
+
+/// Counts of what the engine did, for metrics.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    pub creates: AtomicU64,
+    pub updates: AtomicU64,
+    pub deletes: AtomicU64,
+    pub purges: AtomicU64,
+    pub reads: AtomicU64,
+    pub migrations_working_to_warm: AtomicU64,
+    pub migrations_warm_to_working: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+/// A point-in-time view for health and metrics.
+#[derive(Debug, Clone)]
+pub struct EngineStats {
+    pub working: u64,
+    pub warm: u64,
+    pub cold: u64,
+    pub durable_lsn: Lsn,
+    pub applied_lsn: Lsn,
+    pub poisoned: bool,
+    pub wal_active_segments: usize,
+    pub warm_disk_bytes: u64,
+    pub working_heap_live_bytes: u64,
+}
+
+/// What recovery did at open, for logs.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub working_checkpoint_lsn: Lsn,
+    pub warm_applied_lsn: Lsn,
+    pub records_replayed: u64,
+    pub last_lsn: Lsn,
+    pub torn_tail: Option<(PathBuf, u64)>,
+    pub took: Duration,
+}
+
+/// Outcome of a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deleted {
+    pub id: Uuid,
+    pub deleted_at_us: i64,
+    pub purged: bool,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub memories: Vec<Memory>,
+    /// Pass back as `after` for the next page; `None` when the walk is complete.
+    pub next_after: Option<Uuid>,
+}
+
+struct WriterState {
+    /// Latest logged-but-not-yet-applied image per id (`None`: purged).
+    pending: HashMap<Uuid, (Lsn, Option<Memory>)>,
+    /// Dedup claims and releases not yet applied: `Some(id)` claimed, `None` released.
+    pending_hashes: HashMap<(String, [u8; 32]), (Lsn, Option<Uuid>)>,
+    /// Working-tier count once everything logged is applied.
+    working_projected: usize,
+}
+
+struct Inner {
+    config: EngineConfig,
+    wal: Wal,
+    working: WorkingTier,
+    warm: WarmTier,
+    writer: Mutex<WriterState>,
+    queue: Mutex<VecDeque<(Lsn, Op)>>,
+    apply_lock: Mutex<()>,
+    checkpoint_lock: Mutex<()>,
+    applied_lsn: AtomicU64,
+    poisoned: AtomicBool,
+    tier_counts: [AtomicU64; 3],
+    access_pending: Mutex<HashMap<Uuid, (u64, i64)>>,
+    free_disk_bytes: AtomicU64,
+    counters: EngineCounters,
+    stop: AtomicBool,
+    _lock_file: File,
+}
+
+/// An open store. All methods block (they may wait for an fsync); call them from threads that
+/// may block.
+pub struct Engine {
+    inner: Arc<Inner>,
+    background: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tier_index(tier: Tier) -> usize {
+    match tier {
+        Tier::Working => 0,
+        Tier::Warm => 1,
+        Tier::Cold => 2,
+    }
+}
+
+/// Takes the data directory's lock file, so two processes never open one store.
+pub fn lock_data_dir(data_dir: &Path) -> Result<File, EngineError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| EngineError::io(data_dir, e))?;
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| EngineError::io(&path, e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {
+            use std::io::Write;
+            let mut f = &file;
+            let _ = f.write_all(format!("{}\n", std::process::id()).as_bytes());
+            Ok(file)
+        }
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(EngineError::Locked { path }),
+        Err(e) => Err(EngineError::io(&path, e.into())),
+    }
+}
+
+fn free_disk_bytes(path: &Path) -> u64 {
+    rustix::fs::statvfs(path)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(u64::MAX)
+}
+
+impl Engine {
+    /// Opens the store: lock, open tiers, replay the WAL from the lowest LSN any tier is missing,
+    /// start the background thread.
+    pub fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineError> {
+        let started = Instant::now();
+        if config.dimensions == 0 || config.dimensions > MAX_DIMENSIONS {
+            return Err(EngineError::Config(format!(
+                "embedding.dimensions must be 1..={MAX_DIMENSIONS}, got {}",
+                config.dimensions
+            )));
+        }
+        if config.working_capacity == 0 {
+            return Err(EngineError::Config("working.capacity must be at least 1".to_owned()));
+        }
+        let lock_file = lock_data_dir(&config.data_dir)?;
+        let (working, working_report) = WorkingTier::open(
+            &config.data_dir.join("working"),
+            config.dimensions,
+            config.working_capacity,
+            config.working_heap_bytes,
+        )?;
+        let (warm, warm_lsn) = WarmTier::open(&config.data_dir.join("warm"), config.block_cache_bytes)?;
+        let working_lsn = working_report.checkpoint_lsn;
+        let replay_from = working_lsn.min(warm_lsn) + 1;
+        let min_next = working_lsn.max(warm_lsn) + 1;
+        let mut wal_opts = WalOptions::new(config.data_dir.join("wal"));
+        wal_opts.segment_bytes = config.wal_segment_bytes;
+        wal_opts.sync_mode = config.sync_mode;
+        wal_opts.archive_dir = config.wal_archive.then(|| config.data_dir.join("archive"));
+        wal_opts.fault_injector = config.fault_injector.clone();
+
+        let mut batch = Some(warm.batch());
+        let mut batched = 0usize;
+        let mut last_batched_lsn = 0;
+        let (wal, wal_report) = Wal::open(wal_opts, replay_from, min_next, |record| {
+            let op = codec::decode_op(record.payload, record.lsn).map_err(|e| {
+                EngineError::Corrupt {
+                    path: config.data_dir.join("wal"),
+                    detail: format!("record at LSN {}: {e}", record.lsn),
+                }
+            })?;
+            let to_rocks = record.lsn > warm_lsn;
+            let to_working = record.lsn > working_lsn;
+            if to_rocks {
+                if matches!(op, Op::Access(_)) {
+                    // Access deltas read the current counters: commit what is batched first.
+                    if let Some(b) = batch.take() {
+                        b.commit(last_batched_lsn.max(warm_lsn))?;
+                    }
+                    batch = Some(warm.batch());
+                    batched = 0;
+                }
+                let b = batch.get_or_insert_with(|| warm.batch());
+                rocks_part(&warm, &working, b, &op)?;
+                last_batched_lsn = record.lsn;
+                batched += 1;
+            }
+            if to_working {
+                working_part(&working, &op)?;
+            }
+            if batched >= REPLAY_BATCH_RECORDS {
+                if let Some(b) = batch.take() {
+                    b.commit(last_batched_lsn)?;
+                }
+                batched = 0;
+            }
+            Ok::<(), EngineError>(())
+        })?;
+        if let Some(b) = batch.take() {
+            if last_batched_lsn > 0 {
+                b.commit(last_batched_lsn)?;
+            }
+        }
+        let last_lsn = wal.last_lsn();
+        let working_count = working.len();
+        let warm_count = warm.count_records()?;
+        let report = OpenReport {
+            working_checkpoint_lsn: working_lsn,
+            warm_applied_lsn: warm_lsn,
+            records_replayed: wal_report.records_replayed,
+            last_lsn,
+            torn_tail: wal_report.truncated_tail.clone(),
+            took: started.elapsed(),
+        };
+        let free = free_disk_bytes(&config.data_dir);
+        let inner = Arc::new(Inner {
+            wal,
+            working,
+            warm,
+            writer: Mutex::new(WriterState {
+                pending: HashMap::new(),
+                pending_hashes: HashMap::new(),
+                working_projected: working_count,
+            }),
+            queue: Mutex::new(VecDeque::new()),
+            apply_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(()),
+            applied_lsn: AtomicU64::new(last_lsn),
+            poisoned: AtomicBool::new(false),
+            tier_counts: [
+                AtomicU64::new(working_count as u64),
+                AtomicU64::new(warm_count),
+                AtomicU64::new(0),
+            ],
+            access_pending: Mutex::new(HashMap::new()),
+            free_disk_bytes: AtomicU64::new(free),
+            counters: EngineCounters::default(),
+            stop: AtomicBool::new(false),
+            _lock_file: lock_file,
+            config,
+        });
+        if report.records_replayed > 0 {
+            // Make the replayed state durable now, so a crash loop does not replay it again.
+            inner.checkpoint()?;
+        }
+        let bg = Arc::clone(&inner);
+        let handle = std::thread::Builder::new()
+            .name("engram-background".to_owned())
+            .spawn(move || bg.background())
+            .map_err(|e| EngineError::io(Path::new("<thread>"), e))?;
+        Ok((
+            Engine {
+                inner,
+                background: Mutex::new(Some(handle)),
+            },
+            report,
+        ))
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn counters(&self) -> &EngineCounters {
+        &self.inner.counters
+    }
+
+    /// Registers a callback told the duration of every WAL fdatasync.
+    pub fn set_fsync_observer(&self, observer: Box<dyn Fn(Duration) + Send + Sync>) {
+        self.inner.wal.set_fsync_observer(observer);
+    }
+
+    /// Stores one memory durably.
+    pub fn create(&self, new: NewMemory) -> Result<Memory, EngineError> {
+        self.create_batch(vec![new])
+            .pop()
+            .expect("one input gives one result")
+    }
+
+    /// Stores up to [`MAX_BATCH_ITEMS`] memories with one group commit; one result per input.
+    pub fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
+        let inner = &self.inner;
+        if items.len() > MAX_BATCH_ITEMS {
+            return vec![Err(EngineError::Invalid {
+                field: "memories",
+                message: format!("at most {MAX_BATCH_ITEMS} memories per batch"),
+            })];
+        }
+        if let Err(e) = inner.check_writable() {
+            return items.iter().map(|_| Err(e.clone_kind())).collect();
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let mut last_lsn = 0;
+        {
+            let mut w = inner.writer.lock();
+            let now = model::now_us();
+            for item in items {
+                let result = inner.log_create(&mut w, item, now);
+                if let Ok(m) = &result {
+                    last_lsn = m.lsn;
+                }
+                results.push(result);
+            }
+        }
+        if last_lsn > 0 {
+            if let Err(e) = inner.commit(last_lsn) {
+                for r in &mut results {
+                    if r.is_ok() {
+                        *r = Err(e.clone_kind());
+                    }
+                }
+                return results;
+            }
+            inner
+                .counters
+                .creates
+                .fetch_add(results.iter().filter(|r| r.is_ok()).count() as u64, Ordering::Relaxed);
+        }
+        results
+    }
+
+    /// Reads a memory by id without counting an access.
+    pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let m = self.inner.read(id)?;
+        Ok(m.map(|m| self.inner.with_pending_access(m)))
+    }
+
+    /// Reads a memory by id and counts an access (soft state: batched into the WAL later).
+    pub fn get_and_touch(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let Some(m) = self.inner.read(id)? else {
+            return Ok(None);
+        };
+        self.record_access(&[m.id]);
+        Ok(Some(self.inner.with_pending_access(m)))
+    }
+
+    /// Counts an access to each id (soft state).
+    pub fn record_access(&self, ids: &[Uuid]) {
+        let now = model::now_us();
+        let mut pending = self.inner.access_pending.lock();
+        for id in ids {
+            let e = pending.entry(*id).or_insert((0, now));
+            e.0 += 1;
+            e.1 = e.1.max(now);
+        }
+    }
+
+    /// Applies a partial update; `version` + 1.
+    pub fn update(&self, id: &Uuid, patch: MemoryPatch) -> Result<Memory, EngineError> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        inner.validate_patch(&patch)?;
+        let memory = {
+            let mut w = inner.writer.lock();
+            inner.log_update(&mut w, id, patch)?
+        };
+        inner.commit(memory.lsn)?;
+        inner.counters.updates.fetch_add(1, Ordering::Relaxed);
+        Ok(memory)
+    }
+
+    /// Soft-deletes (status `deleted`, hidden from lists) or, with `purge`, removes for good.
+    pub fn delete(&self, id: &Uuid, purge: bool) -> Result<Deleted, EngineError> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        let (lsn, deleted) = {
+            let mut w = inner.writer.lock();
+            inner.log_delete(&mut w, id, purge)?
+        };
+        inner.commit(lsn)?;
+        let counter = if purge {
+            &inner.counters.purges
+        } else {
+            &inner.counters.deletes
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(deleted)
+    }
+
+    /// One page of memories in id order (UUIDv7: creation order) after `after`.
+    pub fn list(&self, filter: &ListFilter, after: Option<Uuid>, limit: usize) -> Result<Page, EngineError> {
+        self.inner.list(filter, after, limit.clamp(1, MAX_LIST_LIMIT))
+    }
+
+    /// Moves a memory to `tier` (working or warm) as a logged operation.
+    pub fn move_to(&self, id: &Uuid, tier: Tier) -> Result<Memory, EngineError> {
+        self.update(
+            id,
+            MemoryPatch {
+                tier: Some(tier),
+                ..MemoryPatch::default()
+            },
+        )
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let inner = &self.inner;
+        EngineStats {
+            working: inner.tier_counts[0].load(Ordering::Relaxed),
+            warm: inner.tier_counts[1].load(Ordering::Relaxed),
+            cold: inner.tier_counts[2].load(Ordering::Relaxed),
+            durable_lsn: inner.wal.durable_lsn(),
+            applied_lsn: inner.applied_lsn.load(Ordering::Acquire),
+            poisoned: inner.is_poisoned(),
+            wal_active_segments: inner.wal.active_segments(),
+            warm_disk_bytes: inner.warm.disk_bytes(),
+            working_heap_live_bytes: inner.working.heap_usage().0,
+        }
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+
+    /// Makes every tier durable at the current applied LSN and trims the WAL.
+    pub fn checkpoint(&self) -> Result<(), EngineError> {
+        self.inner.flush_access()?;
+        self.inner.checkpoint()
+    }
+
+    /// Graceful shutdown: stop background work, log pending access statistics, checkpoint,
+    /// sync and close the WAL.
+    pub fn close(self) -> Result<(), EngineError> {
+        self.stop_background();
+        let inner = &self.inner;
+        if inner.is_poisoned() {
+            return Err(EngineError::Poisoned);
+        }
+        inner.flush_access()?;
+        inner.checkpoint()?;
+        inner.wal.sync_all()?;
+        Ok(())
+    }
+
+    fn stop_background(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+        if let Some(handle) = self.background.lock().take() {
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_background();
+    }
+}
+
+/// The RocksDB part of applying `op`: blind writes only (no reads), except access deltas.
+fn rocks_part(
+    warm: &WarmTier,
+    working: &WorkingTier,
+    batch: &mut crate::warm::WarmBatch<'_>,
+    op: &Op,
+) -> Result<(), EngineError> {
+    match op {
+        Op::Put {
+            kind,
+            memory,
+            previous_tier,
+            previous_hash,
+        } => {
+            if *kind == PutKind::Create {
+                batch.index_namespace(&memory.namespace, &memory.id);
+            }
+            if let Some(h) = previous_hash {
+                if *h != memory.content_hash || memory.status == Status::Deleted {
+                    batch.unindex_hash(&memory.namespace, h);
+                }
+            }
+            if memory.status != Status::Deleted {
+                batch.index_hash(&memory.namespace, &memory.content_hash, &memory.id);
+            }
+            match memory.tier {
+                Tier::Warm => batch.put_record(memory),
+                _ => {
+                    if *previous_tier == Some(Tier::Warm) {
+                        batch.delete_record(&memory.id);
+                    }
+                }
+            }
+        }
+        Op::Purge {
+            id,
+            namespace,
+            release_hash,
+            previous_tier,
+        } => {
+            batch.unindex_namespace(namespace, id);
+            if let Some(h) = release_hash {
+                batch.unindex_hash(namespace, h);
+            }
+            if *previous_tier == Tier::Warm {
+                batch.delete_record(id);
+            }
+        }
+        Op::Access(deltas) => {
+            for d in deltas {
+                if working.contains(&d.id) {
+                    continue;
+                }
+                if let Some((count, last)) = warm.access(&d.id)? {
+                    let last = last.map_or(d.last_accessed_at_us, |l| l.max(d.last_accessed_at_us));
+                    batch.put_access(&d.id, count.saturating_add(d.count), last);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The working-tier part of applying `op`.
+fn working_part(working: &WorkingTier, op: &Op) -> Result<(), EngineError> {
+    match op {
+        Op::Put { memory, .. } => {
+            if memory.tier == Tier::Working {
+                working.put(memory)?;
+            } else {
+                working.remove(&memory.id);
+            }
+        }
+        Op::Purge { id, .. } => {
+            working.remove(id);
+        }
+        Op::Access(deltas) => {
+            for d in deltas {
+                working.record_access(&d.id, d.count, d.last_accessed_at_us)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire) || self.wal.is_poisoned()
+    }
+
+    fn poison(&self, error: &EngineError) {
+        if !self.poisoned.swap(true, Ordering::AcqRel) {
+            tracing::error!(%error, "engine poisoned: refusing writes until restart");
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), EngineError> {
+        if self.is_poisoned() {
+            return Err(EngineError::Poisoned);
+        }
+        let free = self.free_disk_bytes.load(Ordering::Relaxed);
+        if free < self.config.min_free_disk_bytes {
+            return Err(EngineError::StorageFull(format!(
+                "{free} bytes free on the data directory's filesystem, below storage.min_free_disk_bytes ({})",
+                self.config.min_free_disk_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_embedding(&self, embedding: &[f32]) -> Result<(), EngineError> {
+        if embedding.len() != self.config.dimensions {
+            return Err(EngineError::Invalid {
+                field: "embedding",
+                message: format!(
+                    "has {} dimensions; this store uses {}",
+                    embedding.len(),
+                    self.config.dimensions
+                ),
+            });
+        }
+        if let Some(i) = embedding.iter().position(|x| !x.is_finite()) {
+            return Err(EngineError::Invalid {
+                field: "embedding",
+                message: format!("value at index {i} is not a finite number"),
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_common(
+        &self,
+        content: Option<&str>,
+        embedding: Option<&[f32]>,
+        importance: Option<f32>,
+        metadata_json: Option<&str>,
+        tags: Option<&[String]>,
+    ) -> Result<(), EngineError> {
+        if let Some(c) = content {
+            if c.is_empty() {
+                return Err(EngineError::Invalid {
+                    field: "content",
+                    message: "must not be empty".to_owned(),
+                });
+            }
+            if c.len() > MAX_CONTENT_BYTES {
+                return Err(EngineError::TooLarge {
+                    field: "content",
+                    message: format!("is {} bytes; the limit is {MAX_CONTENT_BYTES}", c.len()),
+                });
+            }
+        }
+        if let Some(e) = embedding {
+            self.validate_embedding(e)?;
+        }
+        if let Some(i) = importance {
+            if !(0.0..=1.0).contains(&i) {
+                return Err(EngineError::Invalid {
+                    field: "importance_score",
+                    message: format!("must be between 0.0 and 1.0, got {i}"),
+                });
+            }
+        }
+        if let Some(m) = metadata_json {
+            if m.len() > MAX_METADATA_BYTES {
+                return Err(EngineError::TooLarge {
+                    field: "metadata",
+                    message: format!("is {} bytes of JSON; the limit is {MAX_METADATA_BYTES}", m.len()),
+                });
+            }
+        }
+        if let Some(tags) = tags {
+            if tags.len() > MAX_TAGS {
+                return Err(EngineError::Invalid {
+                    field: "tags",
+                    message: format!("has {} tags; the limit is {MAX_TAGS}", tags.len()),
+                });
+            }
+            for tag in tags {
+                if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
+                    return Err(EngineError::Invalid {
+                        field: "tags",
+                        message: format!("each tag must be 1 to {MAX_TAG_BYTES} bytes"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_patch(&self, p: &MemoryPatch) -> Result<(), EngineError> {
+        self.validate_common(
+            p.content.as_deref(),
+            p.embedding.as_ref().and_then(|e| e.as_deref()),
+            p.importance,
+            p.metadata_json.as_deref(),
+            p.tags.as_deref(),
+        )?;
+        if p.tier == Some(Tier::Cold) {
+            return Err(EngineError::Invalid {
+                field: "tier",
+                message: "the cold tier is not available in this version".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The latest state of `id` as the writer sees it: logged-but-unapplied first.
+    fn current(&self, w: &WriterState, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        if let Some((_, m)) = w.pending.get(id) {
+            return Ok(m.clone());
+        }
+        self.read(id)
+    }
+
+    /// Who holds `hash` in `namespace`, counting logged-but-unapplied claims and releases.
+    fn hash_holder(
+        &self,
+        w: &WriterState,
+        namespace: &str,
+        hash: &[u8; 32],
+    ) -> Result<Option<Uuid>, EngineError> {
+        if let Some((_, holder)) = w.pending_hashes.get(&(namespace.to_owned(), *hash)) {
+            return Ok(*holder);
+        }
+        self.warm.find_hash(namespace, hash)
+    }
+
+    /// Appends `op` to the WAL and queues it for apply. The caller holds the writer lock.
+    fn log(&self, w: &mut WriterState, mut op: Op) -> Result<Lsn, EngineError> {
+        let payload = codec::encode_op(&op);
+        let (lsn, _) = self.wal.append(&payload).map_err(|e| match e {
+            WalError::RecordTooLarge { len } => EngineError::TooLarge {
+                field: "body",
+                message: format!("the memory encodes to {len} bytes, above the WAL record limit"),
+            },
+            other => EngineError::from(other),
+        })?;
+        match &mut op {
+            Op::Put {
+                memory,
+                previous_hash,
+                ..
+            } => {
+                memory.lsn = lsn;
+                if let Some(h) = previous_hash {
+                    if *h != memory.content_hash || memory.status == Status::Deleted {
+                        w.pending_hashes
+                            .insert((memory.namespace.clone(), *h), (lsn, None));
+                    }
+                }
+                if memory.status != Status::Deleted {
+                    w.pending_hashes.insert(
+                        (memory.namespace.clone(), memory.content_hash),
+                        (lsn, Some(memory.id)),
+                    );
+                }
+                w.pending.insert(memory.id, (lsn, Some(memory.clone())));
+            }
+            Op::Purge {
+                id,
+                namespace,
+                release_hash,
+                ..
+            } => {
+                if let Some(h) = release_hash {
+                    w.pending_hashes.insert((namespace.clone(), *h), (lsn, None));
+                }
+                w.pending.insert(*id, (lsn, None));
+            }
+            Op::Access(_) => {}
+        }
+        self.queue.lock().push_back((lsn, op));
+        Ok(lsn)
+    }
+
+    fn log_create(&self, w: &mut WriterState, item: NewMemory, now: i64) -> Result<Memory, EngineError> {
+        if !is_valid_namespace(&item.namespace) {
+            return Err(EngineError::Invalid {
+                field: "namespace",
+                message: "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -".to_owned(),
+            });
+        }
+        self.validate_common(
+            Some(&item.content),
+            item.embedding.as_deref(),
+            Some(item.importance),
+            Some(&item.metadata_json),
+            Some(&item.tags),
+        )?;
+        let hash = content_hash(&item.content);
+        if let Some(existing) = self.hash_holder(w, &item.namespace, &hash)? {
+            return Err(EngineError::Duplicate { existing });
+        }
+        self.make_room(w, 1)?;
+        let memory = Memory {
+            id: Uuid::now_v7(),
+            namespace: item.namespace,
+            content: item.content,
+            content_hash: hash,
+            embedding: item.embedding,
+            tier: Tier::Working,
+            status: Status::Active,
+            importance: item.importance,
+            access_count: 0,
+            last_accessed_at_us: None,
+            metadata_json: item.metadata_json,
+            tags: item.tags,
+            parent_id: item.parent_id,
+            created_at_us: item.created_at_us.unwrap_or(now),
+            updated_at_us: now,
+            expires_at_us: item.expires_at_us,
+            version: 1,
+            lsn: 0,
+        };
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Create,
+                memory: memory.clone(),
+                previous_tier: None,
+                previous_hash: None,
+            },
+        )?;
+        w.working_projected += 1;
+        Ok(Memory { lsn, ..memory })
+    }
+
+    fn log_update(&self, w: &mut WriterState, id: &Uuid, patch: MemoryPatch) -> Result<Memory, EngineError> {
+        let Some(current) = self.current(w, id)? else {
+            return Err(EngineError::NotFound(*id));
+        };
+        if current.status == Status::Deleted && patch.status.is_none() {
+            return Err(EngineError::NotFound(*id));
+        }
+        let mut next = current.clone();
+        let mut content_changed = false;
+        if let Some(content) = patch.content {
+            if content != current.content {
+                next.content_hash = content_hash(&content);
+                next.content = content;
+                content_changed = true;
+                // The old vector described the old text.
+                next.embedding = None;
+            }
+        }
+        if let Some(e) = patch.embedding {
+            next.embedding = e;
+        }
+        if let Some(i) = patch.importance {
+            next.importance = i;
+        }
+        if let Some(m) = patch.metadata_json {
+            next.metadata_json = m;
+        }
+        if let Some(t) = patch.tags {
+            next.tags = t;
+        }
+        if let Some(s) = patch.status {
+            next.status = s;
+        }
+        if let Some(p) = patch.parent_id {
+            next.parent_id = p;
+        }
+        if let Some(x) = patch.expires_at_us {
+            next.expires_at_us = x;
+        }
+        if let Some(t) = patch.tier {
+            next.tier = t;
+        }
+        let holds_hash = current.status != Status::Deleted;
+        let claims_hash = next.status != Status::Deleted;
+        if claims_hash && (content_changed || !holds_hash) {
+            if let Some(existing) = self.hash_holder(w, &next.namespace, &next.content_hash)? {
+                if existing != *id {
+                    return Err(EngineError::Duplicate { existing });
+                }
+            }
+        }
+        if next.tier == Tier::Working && current.tier != Tier::Working {
+            self.make_room(w, 1)?;
+        }
+        next.version = current.version + 1;
+        next.updated_at_us = model::now_us().max(current.updated_at_us);
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Update,
+                memory: next.clone(),
+                previous_tier: Some(current.tier),
+                previous_hash: holds_hash.then_some(current.content_hash),
+            },
+        )?;
+        self.adjust_projected(w, Some(current.tier), Some(next.tier));
+        Ok(Memory { lsn, ..next })
+    }
+
+    fn log_delete(&self, w: &mut WriterState, id: &Uuid, purge: bool) -> Result<(Lsn, Deleted), EngineError> {
+        let Some(current) = self.current(w, id)? else {
+            return Err(EngineError::NotFound(*id));
+        };
+        let now = model::now_us().max(current.updated_at_us);
+        let holds_hash = current.status != Status::Deleted;
+        if purge {
+            let lsn = self.log(
+                w,
+                Op::Purge {
+                    id: *id,
+                    namespace: current.namespace.clone(),
+                    release_hash: holds_hash.then_some(current.content_hash),
+                    previous_tier: current.tier,
+                },
+            )?;
+            self.adjust_projected(w, Some(current.tier), None);
+            return Ok((
+                lsn,
+                Deleted {
+                    id: *id,
+                    deleted_at_us: now,
+                    purged: true,
+                },
+            ));
+        }
+        if current.status == Status::Deleted {
+            return Err(EngineError::NotFound(*id));
+        }
+        let mut next = current.clone();
+        next.status = Status::Deleted;
+        next.version += 1;
+        next.updated_at_us = now;
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Update,
+                memory: next,
+                previous_tier: Some(current.tier),
+                previous_hash: Some(current.content_hash),
+            },
+        )?;
+        Ok((
+            lsn,
+            Deleted {
+                id: *id,
+                deleted_at_us: now,
+                purged: false,
+            },
+        ))
+    }
+
+    fn adjust_projected(&self, w: &mut WriterState, from: Option<Tier>, to: Option<Tier>) {
+        if from == Some(Tier::Working) && to != Some(Tier::Working) {
+            w.working_projected = w.working_projected.saturating_sub(1);
+        }
+        if to == Some(Tier::Working) && from != Some(Tier::Working) {
+            w.working_projected += 1;
+        }
+    }
+
+    /// Before `incoming` memories enter the working tier: if it would exceed its capacity, log
+    /// moves of the least valuable (lowest importance, then least recently used) to warm.
+    fn make_room(&self, w: &mut WriterState, incoming: usize) -> Result<(), EngineError> {
+        let capacity = self.config.working_capacity;
+        if w.working_projected + incoming <= capacity {
+            return Ok(());
+        }
+        // Evict a little more than needed so eviction runs once per batch of creates, not once
+        // per create.
+        let excess = w.working_projected + incoming - capacity;
+        let want = excess + (capacity / 100).min(1024);
+        let mut candidates: Vec<(Uuid, f32, i64)> = self
+            .working
+            .eviction_inputs()
+            .into_iter()
+            .filter(|(id, _, _)| !w.pending.contains_key(id))
+            .collect();
+        candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
+        let mut moved = 0;
+        for (id, _, _) in candidates.into_iter().take(want) {
+            let Some(mut memory) = self.working.get(&id)? else {
+                continue;
+            };
+            memory.tier = Tier::Warm;
+            let holds = memory.status != Status::Deleted;
+            let hash = memory.content_hash;
+            self.log(
+                w,
+                Op::Put {
+                    kind: PutKind::Move,
+                    memory,
+                    previous_tier: Some(Tier::Working),
+                    previous_hash: holds.then_some(hash),
+                },
+            )?;
+            w.working_projected -= 1;
+            moved += 1;
+        }
+        self.counters
+            .migrations_working_to_warm
+            .fetch_add(moved, Ordering::Relaxed);
+        if w.working_projected + incoming > capacity {
+            // Everything left is in flight; the spare capacity is the pending writes themselves.
+            return Err(EngineError::Busy("working tier is full of in-flight writes"));
+        }
+        Ok(())
+    }
+
+    /// Waits until `lsn` is durable, then applies everything durable in LSN order.
+    fn commit(&self, lsn: Lsn) -> Result<(), EngineError> {
+        if let Err(e) = self.wal.sync(lsn) {
+            let e = EngineError::from(e);
+            self.poison(&e);
+            return Err(EngineError::Poisoned);
+        }
+        self.apply_durable(lsn)
+    }
+
+    /// Acknowledged LSN: fsync'd in `always` mode, written otherwise.
+    fn ack_lsn(&self) -> Lsn {
+        match self.wal.sync_mode() {
+            SyncMode::Always => self.wal.durable_lsn(),
+            _ => self.wal.written_lsn(),
+        }
+    }
+
+    fn apply_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
+        if self.applied_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let _apply = self.apply_lock.lock();
+        let ack = self.ack_lsn();
+        let mut done: Vec<(Lsn, Option<Uuid>, Vec<(String, [u8; 32])>)> = Vec::new();
+        loop {
+            let next = {
+                let mut q = self.queue.lock();
+                match q.front() {
+                    Some((l, _)) if *l <= ack => q.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((l, op)) = next else { break };
+            if let Err(e) = self.apply_live(l, &op) {
+                self.poison(&e);
+                return Err(e);
+            }
+            done.push((l, op_id(&op), op_hashes(&op)));
+            self.applied_lsn.store(l, Ordering::Release);
+        }
+        if !done.is_empty() {
+            let mut w = self.writer.lock();
+            for (l, id, hashes) in done {
+                if let Some(id) = id {
+                    if w.pending.get(&id).is_some_and(|(pl, _)| *pl == l) {
+                        w.pending.remove(&id);
+                    }
+                }
+                for key in hashes {
+                    if w.pending_hashes.get(&key).is_some_and(|(pl, _)| *pl == l) {
+                        w.pending_hashes.remove(&key);
+                    }
+                }
+            }
+        }
+        if self.applied_lsn.load(Ordering::Acquire) < lsn {
+            return Err(EngineError::Busy("record not applied after it became durable"));
+        }
+        Ok(())
+    }
+
+    /// Applies one durable record in the order that keeps it visible to lock-free readers at
+    /// every moment: into its new tier first, out of the old one after.
+    fn apply_live(&self, lsn: Lsn, op: &Op) -> Result<(), EngineError> {
+        let mut batch = self.warm.batch();
+        rocks_part(&self.warm, &self.working, &mut batch, op)?;
+        let into_working = matches!(op, Op::Put { memory, .. } if memory.tier == Tier::Working);
+        if into_working {
+            working_part(&self.working, op)?;
+            batch.commit(lsn)?;
+        } else {
+            batch.commit(lsn)?;
+            working_part(&self.working, op)?;
+        }
+        match op {
+            Op::Put {
+                memory,
+                previous_tier,
+                ..
+            } => {
+                if *previous_tier != Some(memory.tier) {
+                    if let Some(p) = previous_tier {
+                        self.tier_counts[tier_index(*p)].fetch_sub(1, Ordering::Relaxed);
+                    }
+                    self.tier_counts[tier_index(memory.tier)].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Op::Purge { previous_tier, .. } => {
+                self.tier_counts[tier_index(*previous_tier)].fetch_sub(1, Ordering::Relaxed);
+            }
+            Op::Access(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Applied state of `id`, from whichever tier holds it.
+    fn read(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        // A move applies into the new tier before leaving the old one, so looking in working
+        // then warm can only miss a memory whose move finished between the two lookups: look
+        // once more in that case.
+        for _ in 0..2 {
+            if let Some(m) = self.working.get(id)? {
+                return Ok(Some(m));
+            }
+            if let Some(m) = self.warm.get(id)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    fn with_pending_access(&self, mut m: Memory) -> Memory {
+        if let Some((count, last)) = self.access_pending.lock().get(&m.id) {
+            m.access_count += count;
+            m.last_accessed_at_us = Some(m.last_accessed_at_us.map_or(*last, |l| l.max(*last)));
+        }
+        m
+    }
+
+    fn list(&self, filter: &ListFilter, after: Option<Uuid>, limit: usize) -> Result<Page, EngineError> {
+        let matches = |m: &Memory| {
+            filter.tier.is_none_or(|t| m.tier == t)
+                && match filter.status {
+                    Some(s) => m.status == s,
+                    None => m.status != Status::Deleted,
+                }
+                && filter.tag.as_ref().is_none_or(|t| m.tags.iter().any(|x| x == t))
+                && filter.namespace.as_ref().is_none_or(|n| &m.namespace == n)
+        };
+        let mut out = Vec::with_capacity(limit.min(256));
+        let mut cursor = after;
+        let mut scanned = 0usize;
+        let chunk = (limit * 2).clamp(64, 2048);
+        // Ids in order: the namespace index covers every tier; without a namespace, merge the
+        // sorted working-tier ids with the warm records.
+        let working_sorted: Vec<Uuid> = if filter.namespace.is_none() {
+            let mut ids = self.working.ids();
+            ids.sort_unstable();
+            ids
+        } else {
+            Vec::new()
+        };
+        loop {
+            let ids: Vec<Uuid> = match &filter.namespace {
+                Some(ns) => self.warm.ids_after(Some(ns), cursor, chunk)?,
+                None => {
+                    let warm = self.warm.ids_after(None, cursor, chunk)?;
+                    let start = match cursor {
+                        Some(c) => working_sorted.partition_point(|id| *id <= c),
+                        None => 0,
+                    };
+                    let mut merged: Vec<Uuid> = working_sorted[start..]
+                        .iter()
+                        .take(chunk)
+                        .copied()
+                        .chain(warm)
+                        .collect();
+                    merged.sort_unstable();
+                    merged.dedup();
+                    merged.truncate(chunk);
+                    merged
+                }
+            };
+            if ids.is_empty() {
+                return Ok(Page {
+                    memories: out,
+                    next_after: None,
+                });
+            }
+            for id in ids {
+                cursor = Some(id);
+                scanned += 1;
+                if let Some(m) = self.read(&id)? {
+                    if matches(&m) {
+                        out.push(self.with_pending_access(m));
+                        if out.len() >= limit {
+                            return Ok(Page {
+                                memories: out,
+                                next_after: cursor,
+                            });
+                        }
+                    }
+                }
+                if scanned >= LIST_SCAN_BUDGET {
+                    return Ok(Page {
+                        memories: out,
+                        next_after: cursor,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Logs the batched access statistics (one WAL record per batch; not waited on by readers).
+    fn flush_access(&self) -> Result<(), EngineError> {
+        let drained: Vec<AccessDelta> = {
+            let mut pending = self.access_pending.lock();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            pending
+                .drain()
+                .map(|(id, (count, last))| AccessDelta {
+                    id,
+                    count,
+                    last_accessed_at_us: last,
+                })
+                .collect()
+        };
+        if self.is_poisoned() {
+            return Ok(());
+        }
+        let mut last = 0;
+        {
+            let mut w = self.writer.lock();
+            for chunk in drained.chunks(MAX_ACCESS_DELTAS_PER_RECORD) {
+                last = self.log(&mut w, Op::Access(chunk.to_vec()))?;
+            }
+        }
+        self.commit(last)
+    }
+
+    fn checkpoint(&self) -> Result<(), EngineError> {
+        let _one = self.checkpoint_lock.lock();
+        if self.is_poisoned() {
+            return Err(EngineError::Poisoned);
+        }
+        let lsn = self.applied_lsn.load(Ordering::Acquire);
+        let warm_lsn = self.warm.applied_lsn()?;
+        self.warm.flush()?;
+        self.working.checkpoint(lsn)?;
+        self.wal.checkpoint(lsn.min(warm_lsn))?;
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn background(&self) {
+        let mut last_access_flush = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        let mut last_statvfs = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            std::thread::park_timeout(BACKGROUND_TICK);
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            if last_statvfs.elapsed() >= Duration::from_secs(1) {
+                self.free_disk_bytes
+                    .store(free_disk_bytes(&self.config.data_dir), Ordering::Relaxed);
+                last_statvfs = Instant::now();
+            }
+            if self.is_poisoned() {
+                continue;
+            }
+            if last_access_flush.elapsed() >= self.config.access_flush_interval {
+                if let Err(e) = self.flush_access() {
+                    tracing::error!(error = %e, "logging access statistics failed");
+                }
+                last_access_flush = Instant::now();
+            }
+            if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
+                if let Err(e) = self.checkpoint() {
+                    tracing::error!(error = %e, "checkpoint failed");
+                    self.poison(&e);
+                }
+                last_checkpoint = Instant::now();
+            }
+        }
+    }
+}
+
+fn op_id(op: &Op) -> Option<Uuid> {
+    match op {
+        Op::Put { memory, .. } => Some(memory.id),
+        Op::Purge { id, .. } => Some(*id),
+        Op::Access(_) => None,
+    }
+}
+
+fn op_hashes(op: &Op) -> Vec<(String, [u8; 32])> {
+    match op {
+        Op::Put {
+            memory,
+            previous_hash,
+            ..
+        } => {
+            let mut v = vec![(memory.namespace.clone(), memory.content_hash)];
+            if let Some(h) = previous_hash {
+                v.push((memory.namespace.clone(), *h));
+            }
+            v
+        }
+        Op::Purge {
+            namespace,
+            release_hash: Some(h),
+            ..
+        } => vec![(namespace.clone(), *h)],
+        _ => Vec::new(),
+    }
+}

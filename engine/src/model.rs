@@ -1,0 +1,234 @@
+//! The memory model: what a memory is, what a client may ask to create or change, and the limits
+//! every field must respect.
+
+use uuid::Uuid;
+
+/// Largest `content`, in bytes of UTF-8.
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+/// Largest `metadata` object, in bytes of its JSON text.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// Most tags on one memory.
+pub const MAX_TAGS: usize = 64;
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 128;
+/// Longest namespace, in bytes (`[A-Za-z0-9._:-]`).
+pub const MAX_NAMESPACE_BYTES: usize = 128;
+/// Most memories in one batch create.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Largest embedding dimension the engine accepts in config.
+pub const MAX_DIMENSIONS: usize = 4096;
+/// Namespace used when a request names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Importance when a request gives none.
+pub const DEFAULT_IMPORTANCE: f32 = 0.5;
+
+/// Where a memory lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    Working,
+    Warm,
+    Cold,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Working, Tier::Warm, Tier::Cold];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Working => "working",
+            Tier::Warm => "warm",
+            Tier::Cold => "cold",
+        }
+    }
+
+    /// Case-insensitive parse of `working`, `warm` or `cold`.
+    pub fn parse(s: &str) -> Option<Tier> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Tier::Working => 1,
+            Tier::Warm => 2,
+            Tier::Cold => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.code() == code)
+    }
+}
+
+/// Lifecycle state of a memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Active,
+    Archived,
+    /// Soft-deleted: kept, readable by id, hidden from lists; `?purge=true` removes it for good.
+    Deleted,
+}
+
+impl Status {
+    pub const ALL: [Status; 3] = [Status::Active, Status::Archived, Status::Deleted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Archived => "archived",
+            Status::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Status::Active => 1,
+            Status::Archived => 2,
+            Status::Deleted => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Status> {
+        Status::ALL.into_iter().find(|t| t.code() == code)
+    }
+}
+
+/// A stored memory. Times are microseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Memory {
+    pub id: Uuid,
+    pub namespace: String,
+    pub content: String,
+    /// SHA-256 of `content`; unique per namespace among memories that are not deleted.
+    pub content_hash: [u8; 32],
+    pub embedding: Option<Vec<f32>>,
+    pub tier: Tier,
+    pub status: Status,
+    pub importance: f32,
+    pub access_count: u64,
+    pub last_accessed_at_us: Option<i64>,
+    /// A JSON object, as text.
+    pub metadata_json: String,
+    pub tags: Vec<String>,
+    pub parent_id: Option<Uuid>,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+    pub expires_at_us: Option<i64>,
+    /// 1 on create, +1 on every update (moves between tiers and accesses do not count).
+    pub version: u64,
+    /// LSN of the WAL record that produced this image.
+    pub lsn: u64,
+}
+
+/// What a client asks to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMemory {
+    pub namespace: String,
+    pub content: String,
+    pub embedding: Option<Vec<f32>>,
+    pub importance: f32,
+    pub metadata_json: String,
+    pub tags: Vec<String>,
+    pub parent_id: Option<Uuid>,
+    /// `None` means now.
+    pub created_at_us: Option<i64>,
+    pub expires_at_us: Option<i64>,
+}
+
+/// A partial update: `None` leaves a field as it is; `Some(None)` clears a nullable field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryPatch {
+    pub content: Option<String>,
+    pub embedding: Option<Option<Vec<f32>>>,
+    pub importance: Option<f32>,
+    pub metadata_json: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub status: Option<Status>,
+    pub tier: Option<Tier>,
+    pub parent_id: Option<Option<Uuid>>,
+    pub expires_at_us: Option<Option<i64>>,
+}
+
+/// Filters for listing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    pub namespace: Option<String>,
+    pub tier: Option<Tier>,
+    /// `None` lists every status except `deleted`.
+    pub status: Option<Status>,
+    pub tag: Option<String>,
+}
+
+/// Whether `s` is a valid namespace: 1–128 bytes of `[A-Za-z0-9._:-]`.
+pub fn is_valid_namespace(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAMESPACE_BYTES
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// SHA-256 of a memory's content.
+pub fn content_hash(content: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(content.as_bytes()).into()
+}
+
+/// Lower-case hex of a hash.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+/// Wall clock in microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_rules() {
+        assert!(is_valid_namespace("agent-1.profile:v2_x"));
+        assert!(is_valid_namespace(&"a".repeat(MAX_NAMESPACE_BYTES)));
+        assert!(!is_valid_namespace(&"a".repeat(MAX_NAMESPACE_BYTES + 1)));
+        assert!(!is_valid_namespace(""));
+        assert!(!is_valid_namespace("has space"));
+        assert!(!is_valid_namespace("slash/no"));
+    }
+
+    #[test]
+    fn tier_and_status_parse_case_insensitively() {
+        assert_eq!(Tier::parse("WaRm"), Some(Tier::Warm));
+        assert_eq!(Tier::parse("hot"), None);
+        assert_eq!(Status::parse("ARCHIVED"), Some(Status::Archived));
+        for t in Tier::ALL {
+            assert_eq!(Tier::from_code(t.code()), Some(t));
+        }
+    }
+
+    #[test]
+    fn hash_hex() {
+        assert_eq!(
+            hex(&content_hash("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

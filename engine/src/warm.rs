@@ -1,0 +1,391 @@
+//! The warm tier and the store-wide indexes, in RocksDB.
+//!
+//! Column families:
+//! - `records`: id → `lsn u64 | memory image without embedding` (warm memories only);
+//! - `vectors`: id → f32 little-endian (warm memories with an embedding);
+//! - `access`: id → `count u64 | last_accessed_at_us i64` (warm memories' soft access state);
+//! - `ns_index`: `namespace 0x00 id` → empty, for every stored memory whatever its tier;
+//! - `hash_index`: `namespace 0x00 sha256` → id, for every memory that is not deleted;
+//! - `meta`: `applied_lsn` → u64, written in the same WriteBatch as the change it covers.
+//!
+//! RocksDB's own WAL is off: Engram's WAL is the truth. Flushes are atomic across column families,
+//! so the durable image is always the state after exactly `applied_lsn`.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, FlushOptions, IteratorMode, Options,
+    ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use uuid::Uuid;
+
+use crate::codec;
+use crate::model::{Memory, Tier};
+use crate::EngineError;
+
+const CF_RECORDS: &str = "records";
+const CF_VECTORS: &str = "vectors";
+const CF_ACCESS: &str = "access";
+const CF_NS_INDEX: &str = "ns_index";
+const CF_HASH_INDEX: &str = "hash_index";
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 6] = [CF_RECORDS, CF_VECTORS, CF_ACCESS, CF_NS_INDEX, CF_HASH_INDEX, CF_META];
+const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
+
+/// The RocksDB part of the store.
+pub struct WarmTier {
+    db: DB,
+    path: PathBuf,
+    write_opts: WriteOptions,
+}
+
+impl std::fmt::Debug for WarmTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmTier").field("path", &self.path).finish()
+    }
+}
+
+fn rocks_err(path: &Path, e: rocksdb::Error) -> EngineError {
+    EngineError::Rocks {
+        path: path.to_path_buf(),
+        message: e.into_string(),
+    }
+}
+
+/// `namespace 0x00 suffix`.
+pub(crate) fn ns_key(namespace: &str, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(namespace.len() + 1 + suffix.len());
+    k.extend_from_slice(namespace.as_bytes());
+    k.push(0);
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// A set of changes applied atomically with the LSN they reflect.
+pub struct WarmBatch<'a> {
+    tier: &'a WarmTier,
+    batch: WriteBatch,
+}
+
+impl std::fmt::Debug for WarmBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmBatch").field("ops", &self.batch.len()).finish()
+    }
+}
+
+impl WarmBatch<'_> {
+    /// Stores a warm memory: record, vector and access state.
+    pub fn put_record(&mut self, memory: &Memory) {
+        let mut value = Vec::with_capacity(memory.content.len() + memory.metadata_json.len() + 160);
+        value.extend_from_slice(&memory.lsn.to_le_bytes());
+        codec::encode_memory(&mut value, memory, false);
+        self.batch.put_cf(self.tier.cf(CF_RECORDS), memory.id.as_bytes(), value);
+        match &memory.embedding {
+            Some(v) => {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                self.batch.put_cf(self.tier.cf(CF_VECTORS), memory.id.as_bytes(), bytes);
+            }
+            None => self.batch.delete_cf(self.tier.cf(CF_VECTORS), memory.id.as_bytes()),
+        }
+        let mut access = Vec::with_capacity(16);
+        access.extend_from_slice(&memory.access_count.to_le_bytes());
+        access.extend_from_slice(&memory.last_accessed_at_us.unwrap_or(i64::MIN).to_le_bytes());
+        self.batch.put_cf(self.tier.cf(CF_ACCESS), memory.id.as_bytes(), access);
+    }
+
+    /// Removes a memory's warm record, vector and access state (no-op if absent).
+    pub fn delete_record(&mut self, id: &Uuid) {
+        self.batch.delete_cf(self.tier.cf(CF_RECORDS), id.as_bytes());
+        self.batch.delete_cf(self.tier.cf(CF_VECTORS), id.as_bytes());
+        self.batch.delete_cf(self.tier.cf(CF_ACCESS), id.as_bytes());
+    }
+
+    pub fn put_access(&mut self, id: &Uuid, count: u64, last_accessed_at_us: i64) {
+        let mut access = Vec::with_capacity(16);
+        access.extend_from_slice(&count.to_le_bytes());
+        access.extend_from_slice(&last_accessed_at_us.to_le_bytes());
+        self.batch.put_cf(self.tier.cf(CF_ACCESS), id.as_bytes(), access);
+    }
+
+    pub fn index_namespace(&mut self, namespace: &str, id: &Uuid) {
+        self.batch.put_cf(self.tier.cf(CF_NS_INDEX), ns_key(namespace, id.as_bytes()), []);
+    }
+
+    pub fn unindex_namespace(&mut self, namespace: &str, id: &Uuid) {
+        self.batch.delete_cf(self.tier.cf(CF_NS_INDEX), ns_key(namespace, id.as_bytes()));
+    }
+
+    pub fn index_hash(&mut self, namespace: &str, hash: &[u8; 32], id: &Uuid) {
+        self.batch.put_cf(self.tier.cf(CF_HASH_INDEX), ns_key(namespace, hash), id.as_bytes());
+    }
+
+    pub fn unindex_hash(&mut self, namespace: &str, hash: &[u8; 32]) {
+        self.batch.delete_cf(self.tier.cf(CF_HASH_INDEX), ns_key(namespace, hash));
+    }
+
+    /// Writes the batch together with the LSN it brings the tier to.
+    pub fn commit(mut self, lsn: u64) -> Result<(), EngineError> {
+        self.batch.put_cf(self.tier.cf(CF_META), KEY_APPLIED_LSN, lsn.to_le_bytes());
+        self.tier
+            .db
+            .write_opt(self.batch, &self.tier.write_opts)
+            .map_err(|e| rocks_err(&self.tier.path, e))
+    }
+}
+
+impl WarmTier {
+    /// Opens or creates the database at `path`; returns it with the LSN its durable image
+    /// reflects.
+    pub fn open(path: &Path, block_cache_bytes: usize) -> Result<(WarmTier, u64), EngineError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Our WAL is the truth; flushes must keep every column family at the same LSN.
+        opts.set_atomic_flush(true);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        let cache = rocksdb::Cache::new_lru_cache(block_cache_bytes);
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs: Vec<ColumnFamilyDescriptor> = ALL_CFS
+            .iter()
+            .map(|name| {
+                let mut cf_opts = Options::default();
+                cf_opts.set_compression_type(if *name == CF_VECTORS {
+                    rocksdb::DBCompressionType::None
+                } else {
+                    rocksdb::DBCompressionType::Lz4
+                });
+                cf_opts.set_block_based_table_factory(&table);
+                ColumnFamilyDescriptor::new(*name, cf_opts)
+            })
+            .collect();
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| rocks_err(path, e))?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.disable_wal(true);
+        let tier = WarmTier {
+            db,
+            path: path.to_path_buf(),
+            write_opts,
+        };
+        let lsn = tier.applied_lsn()?;
+        Ok((tier, lsn))
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created at open")
+    }
+
+    /// LSN of the last batch written (durable only after [`WarmTier::flush`]).
+    pub fn applied_lsn(&self) -> Result<u64, EngineError> {
+        let value = self
+            .db
+            .get_cf(self.cf(CF_META), KEY_APPLIED_LSN)
+            .map_err(|e| rocks_err(&self.path, e))?;
+        match value {
+            None => Ok(0),
+            Some(v) if v.len() == 8 => Ok(u64::from_le_bytes(v[..].try_into().expect("8 bytes"))),
+            Some(v) => Err(EngineError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("applied_lsn is {} bytes", v.len()),
+            }),
+        }
+    }
+
+    pub fn batch(&self) -> WarmBatch<'_> {
+        WarmBatch {
+            tier: self,
+            batch: WriteBatch::default(),
+        }
+    }
+
+    /// Reads a warm memory with its vector and access state.
+    pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        let keys = [
+            (self.cf(CF_RECORDS), id.as_bytes()),
+            (self.cf(CF_VECTORS), id.as_bytes()),
+            (self.cf(CF_ACCESS), id.as_bytes()),
+        ];
+        let mut values = self.db.multi_get_cf(keys).into_iter();
+        let mut next = || -> Result<Option<Vec<u8>>, EngineError> {
+            values
+                .next()
+                .expect("three keys give three values")
+                .map_err(|e| rocks_err(&self.path, e))
+        };
+        let Some(record) = next()? else {
+            return Ok(None);
+        };
+        let vector = next()?;
+        let access = next()?;
+        self.decode(id, &record, vector.as_deref(), access.as_deref()).map(Some)
+    }
+
+    fn decode(
+        &self,
+        id: &Uuid,
+        record: &[u8],
+        vector: Option<&[u8]>,
+        access: Option<&[u8]>,
+    ) -> Result<Memory, EngineError> {
+        let corrupt = |detail: String| EngineError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("warm memory {id}: {detail}"),
+        };
+        if record.len() < 8 {
+            return Err(corrupt("record shorter than its LSN".to_owned()));
+        }
+        let lsn = u64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
+        let mut memory = codec::decode_memory(&record[8..], lsn).map_err(|e| corrupt(e.to_string()))?;
+        memory.tier = Tier::Warm;
+        if let Some(v) = vector {
+            if v.len() % 4 != 0 {
+                return Err(corrupt(format!("vector of {} bytes", v.len())));
+            }
+            memory.embedding = Some(
+                v.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect(),
+            );
+        }
+        if let Some(a) = access {
+            if a.len() != 16 {
+                return Err(corrupt(format!("access state of {} bytes", a.len())));
+            }
+            memory.access_count = u64::from_le_bytes(a[..8].try_into().expect("8 bytes"));
+            let last = i64::from_le_bytes(a[8..].try_into().expect("8 bytes"));
+            memory.last_accessed_at_us = (last != i64::MIN).then_some(last);
+        }
+        Ok(memory)
+    }
+
+    /// Current access state of a warm memory.
+    pub fn access(&self, id: &Uuid) -> Result<Option<(u64, Option<i64>)>, EngineError> {
+        let value = self
+            .db
+            .get_cf(self.cf(CF_ACCESS), id.as_bytes())
+            .map_err(|e| rocks_err(&self.path, e))?;
+        Ok(value.filter(|a| a.len() == 16).map(|a| {
+            let count = u64::from_le_bytes(a[..8].try_into().expect("8 bytes"));
+            let last = i64::from_le_bytes(a[8..].try_into().expect("8 bytes"));
+            (count, (last != i64::MIN).then_some(last))
+        }))
+    }
+
+    /// The memory holding `hash` in `namespace`, if any (not deleted).
+    pub fn find_hash(&self, namespace: &str, hash: &[u8; 32]) -> Result<Option<Uuid>, EngineError> {
+        let value = self
+            .db
+            .get_cf(self.cf(CF_HASH_INDEX), ns_key(namespace, hash))
+            .map_err(|e| rocks_err(&self.path, e))?;
+        Ok(value.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok().map(Uuid::from_bytes)))
+    }
+
+    /// Ids after `after` in id order: all memories in `namespace` (any tier) when given, else
+    /// the warm memories. At most `limit`.
+    pub fn ids_after(
+        &self,
+        namespace: Option<&str>,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, EngineError> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        match namespace {
+            Some(ns) => {
+                let prefix = ns_key(ns, &[]);
+                let start = match after {
+                    Some(id) => {
+                        let mut k = ns_key(ns, id.as_bytes());
+                        k.push(0); // strictly after `id`
+                        k
+                    }
+                    None => prefix.clone(),
+                };
+                let mut ro = ReadOptions::default();
+                let mut upper = prefix.clone();
+                *upper.last_mut().expect("prefix ends in 0x00") = 1;
+                ro.set_iterate_upper_bound(upper);
+                let iter = self.db.iterator_cf_opt(
+                    self.cf(CF_NS_INDEX),
+                    ro,
+                    IteratorMode::From(&start, Direction::Forward),
+                );
+                for item in iter {
+                    let (key, _) = item.map_err(|e| rocks_err(&self.path, e))?;
+                    let Ok(bytes) = <[u8; 16]>::try_from(&key[prefix.len()..]) else {
+                        return Err(EngineError::Corrupt {
+                            path: self.path.clone(),
+                            detail: "namespace index key has a bad id".to_owned(),
+                        });
+                    };
+                    out.push(Uuid::from_bytes(bytes));
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            None => {
+                let start = after.map(|id| {
+                    let mut k = id.as_bytes().to_vec();
+                    k.push(0);
+                    k
+                });
+                let mode = match &start {
+                    Some(k) => IteratorMode::From(k, Direction::Forward),
+                    None => IteratorMode::Start,
+                };
+                for item in self.db.iterator_cf(self.cf(CF_RECORDS), mode) {
+                    let (key, _) = item.map_err(|e| rocks_err(&self.path, e))?;
+                    let Ok(bytes) = <[u8; 16]>::try_from(&key[..]) else {
+                        return Err(EngineError::Corrupt {
+                            path: self.path.clone(),
+                            detail: "record key is not an id".to_owned(),
+                        });
+                    };
+                    out.push(Uuid::from_bytes(bytes));
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Exact number of warm records (a key-only scan; used at open).
+    pub fn count_records(&self) -> Result<u64, EngineError> {
+        let mut n = 0;
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_RECORDS));
+        iter.seek_to_first();
+        while iter.valid() {
+            n += 1;
+            iter.next();
+        }
+        iter.status().map_err(|e| rocks_err(&self.path, e))?;
+        Ok(n)
+    }
+
+    /// Makes everything written so far durable (atomic across column families).
+    pub fn flush(&self) -> Result<(), EngineError> {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        let cfs: Vec<&rocksdb::ColumnFamily> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
+        self.db
+            .flush_cfs_opt(&cfs, &fo)
+            .map_err(|e| rocks_err(&self.path, e))
+    }
+
+    /// Total bytes of live SST files.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db
+            .property_int_value(rocksdb::properties::TOTAL_SST_FILES_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+}

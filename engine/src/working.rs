@@ -1,0 +1,965 @@
+//! The working tier: a memory-mapped arena of fixed-size slots (header + vector) plus two
+//! append-only heap files holding each memory's encoded image.
+//!
+//! One writer (the engine's apply step, serialized by the engine), many lock-free readers. A slot
+//! carries a sequence number that is odd while the writer changes it; a reader copies the slot and
+//! the heap entry it points to, then re-reads the sequence and retries if it moved. All slot words
+//! are read and written as `AtomicU64`, so slot copies are data-race free; heap entries are
+//! immutable once a slot publishes them (until a compaction has moved every slot off that heap).
+//!
+//! The files are a cache of the WAL: `checkpoint` msyncs them and records the LSN they reflect;
+//! on open every live slot and heap entry is checked (CRC32) and the engine replays the WAL from
+//! that LSN. See `docs/format.md` for the layouts.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::{Mutex, RwLock};
+use uuid::Uuid;
+
+use crate::codec;
+use crate::model::{Memory, Tier};
+#[cfg(test)]
+use crate::model::Status;
+use crate::EngineError;
+
+/// Bytes of the file header before slot 0 (one page, so slots stay page-aligned in sum).
+pub const WORKING_FILE_HEADER_BYTES: usize = 4096;
+/// Bytes of a slot before its vector.
+pub const SLOT_HEADER_BYTES: usize = 128;
+const SLOT_ALIGN_BYTES: usize = 64;
+const FILE_MAGIC: [u8; 8] = *b"ENGRMWRK";
+const FILE_FORMAT_VERSION: u32 = 1;
+const HEAP_ENTRY_HEADER_BYTES: usize = 8;
+/// A reader gives up (and reports the slot as busy) after this many torn copies in a row; one
+/// writer changing one slot cannot cause more than a handful.
+const MAX_READ_RETRIES: usize = 10_000;
+const NO_TIME: i64 = i64::MIN;
+
+const STATE_EMPTY: u8 = 0;
+const STATE_LIVE: u8 = 1;
+
+// Slot header field offsets (bytes).
+const OFF_SEQ: usize = 0;
+const OFF_LSN: usize = 8;
+const OFF_ID: usize = 16;
+const OFF_HEAP_OFFSET: usize = 32;
+const OFF_HEAP_LEN: usize = 40;
+const OFF_HEAP_GEN: usize = 44;
+const OFF_STATE: usize = 45;
+const OFF_STATUS: usize = 46;
+const OFF_HAS_EMBEDDING: usize = 47;
+const OFF_IMPORTANCE: usize = 48;
+const OFF_CRC: usize = 52;
+const OFF_CREATED: usize = 56;
+const OFF_UPDATED: usize = 64;
+const OFF_ACCESS_COUNT: usize = 72;
+const OFF_LAST_ACCESS: usize = 80;
+const OFF_EXPIRES: usize = 88;
+
+/// Size of one slot for `dims`-dimensional vectors.
+pub fn slot_bytes(dims: usize) -> usize {
+    (SLOT_HEADER_BYTES + dims * 4).next_multiple_of(SLOT_ALIGN_BYTES)
+}
+
+/// A decoded slot header.
+#[derive(Debug, Clone, Copy)]
+struct SlotHeader {
+    seq: u64,
+    lsn: u64,
+    id: Uuid,
+    heap_offset: u64,
+    heap_len: u32,
+    heap_gen: u8,
+    state: u8,
+    importance: f32,
+    created_at_us: i64,
+    updated_at_us: i64,
+    access_count: u64,
+    last_accessed_at_us: i64,
+}
+
+fn rd_u64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+fn rd_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+fn rd_i64(b: &[u8], off: usize) -> i64 {
+    i64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
+fn slot_crc(bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&bytes[OFF_LSN..OFF_CRC]);
+    h.update(&bytes[OFF_CRC + 4..]);
+    h.finalize()
+}
+
+fn parse_header(b: &[u8]) -> SlotHeader {
+    SlotHeader {
+        seq: rd_u64(b, OFF_SEQ),
+        lsn: rd_u64(b, OFF_LSN),
+        id: Uuid::from_bytes(b[OFF_ID..OFF_ID + 16].try_into().expect("16 bytes")),
+        heap_offset: rd_u64(b, OFF_HEAP_OFFSET),
+        heap_len: rd_u32(b, OFF_HEAP_LEN),
+        heap_gen: b[OFF_HEAP_GEN],
+        state: b[OFF_STATE],
+        importance: f32::from_le_bytes(b[OFF_IMPORTANCE..OFF_IMPORTANCE + 4].try_into().expect("4")),
+        created_at_us: rd_i64(b, OFF_CREATED),
+        updated_at_us: rd_i64(b, OFF_UPDATED),
+        access_count: rd_u64(b, OFF_ACCESS_COUNT),
+        last_accessed_at_us: rd_i64(b, OFF_LAST_ACCESS),
+    }
+}
+
+/// A memory-mapped file that is written by one writer and read concurrently.
+struct Mapped {
+    map: MmapRaw,
+    _file: File,
+    path: PathBuf,
+}
+
+impl Mapped {
+    fn open(path: &Path, len: u64) -> Result<Mapped, EngineError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| EngineError::io(path, e))?;
+        let current = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+        if current < len {
+            // Sparse: blocks are allocated as the writer touches them.
+            file.set_len(len).map_err(|e| EngineError::io(path, e))?;
+        }
+        let map = MmapOptions::new()
+            .len(usize::try_from(len.max(current)).expect("64-bit target"))
+            .map_raw(&file)
+            .map_err(|e| EngineError::io(path, e))?;
+        Ok(Mapped {
+            map,
+            _file: file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The word at byte offset `off`, as an atomic.
+    fn word(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.len(), "word offset {off} out of bounds");
+        // SAFETY: `off` is 8-aligned and inside the mapping (asserted above; the mapping itself is
+        // page-aligned), the mapping lives as long as `self`, and every access to slot words goes
+        // through atomics, so creating a shared `&AtomicU64` over this memory is sound.
+        unsafe { &*(self.map.as_ptr().add(off).cast::<AtomicU64>()) }
+    }
+
+    /// Copies `dst.len()` bytes from offset `off`. Used for heap entries only: the caller
+    /// validates the copy afterwards (CRC and the slot sequence), so a concurrent overwrite is
+    /// detected and the copy discarded.
+    fn copy_out(&self, off: usize, dst: &mut [u8]) -> bool {
+        let Some(end) = off.checked_add(dst.len()) else {
+            return false;
+        };
+        if end > self.len() {
+            return false;
+        }
+        // SAFETY: the range [off, end) is inside the mapping (checked above) and `dst` is a
+        // distinct, writable buffer. Bytes of a published heap entry are never written while a
+        // slot points at them; a stale reader whose slot moved re-checks the sequence and throws
+        // the copy away.
+        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(off), dst.as_mut_ptr(), dst.len()) };
+        true
+    }
+
+    /// Writes `src` at offset `off`. Only the single writer calls this, on heap bytes that no
+    /// slot points at yet.
+    fn copy_in(&self, off: usize, src: &[u8]) {
+        assert!(off + src.len() <= self.len(), "heap write out of bounds");
+        // SAFETY: in bounds (asserted); the writer is serialized by `WorkingTier::writer`, and no
+        // published slot references [off, off + len), so no reader relies on these bytes.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.map.as_mut_ptr().add(off), src.len()) };
+    }
+
+    fn sync(&self) -> Result<(), EngineError> {
+        self.map.flush().map_err(|e| EngineError::io(&self.path, e))
+    }
+}
+
+struct WriterState {
+    free: Vec<u32>,
+    /// Heap receiving new entries (0 or 1) and the next write offset in it.
+    heap_gen: u8,
+    heap_tail: u64,
+    /// Bytes of heap entries referenced by live slots.
+    live_heap_bytes: u64,
+}
+
+/// The working tier. See the module docs for the concurrency protocol.
+pub struct WorkingTier {
+    dims: usize,
+    slot_bytes: usize,
+    slot_count: usize,
+    heap_capacity_bytes: u64,
+    slots: Mapped,
+    heaps: [Mapped; 2],
+    /// id → slot. Readers take the read lock for one hash lookup; the slot data itself is read
+    /// lock-free. The writer holds the write lock only to insert or remove an entry.
+    index: RwLock<HashMap<Uuid, u32>>,
+    /// Serializes writers (the engine already applies one record at a time; this makes the
+    /// tier safe on its own).
+    writer: Mutex<WriterState>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for WorkingTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkingTier")
+            .field("dir", &self.dir)
+            .field("slots", &self.slot_count)
+            .field("live", &self.len())
+            .finish()
+    }
+}
+
+/// What opening the tier found.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkingOpenReport {
+    /// LSN the last checkpoint recorded; the WAL must be replayed after it.
+    pub checkpoint_lsn: u64,
+    pub live: usize,
+    /// Slots written after the checkpoint that failed their checksum (the WAL rebuilds them).
+    pub discarded_torn: usize,
+}
+
+impl WorkingTier {
+    /// Opens or creates the tier in `dir` with room for at least `capacity` memories.
+    pub fn open(
+        dir: &Path,
+        dims: usize,
+        capacity: usize,
+        heap_capacity_bytes: u64,
+    ) -> Result<(WorkingTier, WorkingOpenReport), EngineError> {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+        let checkpoint_lsn = read_checkpoint(&dir.join("checkpoint"))?;
+        let slots_path = dir.join("slots.bin");
+        let slot_bytes = slot_bytes(dims);
+        let existing_slots = read_file_header(&slots_path, dims, slot_bytes)?;
+        // One spare slot beyond the capacity: every write is copy-on-write into a free slot.
+        let slot_count = (capacity + 1).max(existing_slots.unwrap_or(0));
+        let slots_len = (WORKING_FILE_HEADER_BYTES + slot_count * slot_bytes) as u64;
+        let slots = Mapped::open(&slots_path, slots_len)?;
+        write_file_header(&slots, dims, slot_count, slot_bytes);
+        let heaps = [
+            Mapped::open(&dir.join("heap-0.bin"), heap_capacity_bytes)?,
+            Mapped::open(&dir.join("heap-1.bin"), heap_capacity_bytes)?,
+        ];
+        let tier = WorkingTier {
+            dims,
+            slot_bytes,
+            slot_count,
+            heap_capacity_bytes: heaps[0].len().min(heaps[1].len()) as u64,
+            slots,
+            heaps,
+            index: RwLock::new(HashMap::new()),
+            writer: Mutex::new(WriterState {
+                free: Vec::new(),
+                heap_gen: 0,
+                heap_tail: 0,
+                live_heap_bytes: 0,
+            }),
+            dir: dir.to_path_buf(),
+        };
+        let report = tier.load(checkpoint_lsn)?;
+        Ok((tier, report))
+    }
+
+    /// Scans every slot: validates checksums, rebuilds the index and free list, and finishes a
+    /// heap compaction a crash interrupted.
+    fn load(&self, checkpoint_lsn: u64) -> Result<WorkingOpenReport, EngineError> {
+        let mut report = WorkingOpenReport {
+            checkpoint_lsn,
+            ..WorkingOpenReport::default()
+        };
+        let mut index: HashMap<Uuid, u32> = HashMap::new();
+        let mut free = Vec::new();
+        let mut tails = [0u64; 2];
+        let mut live_bytes = 0u64;
+        let mut buf = vec![0u8; self.slot_bytes];
+        for slot in (0..self.slot_count as u32).rev() {
+            self.copy_slot_raw(slot, &mut buf);
+            let header = parse_header(&buf);
+            if header.state == STATE_EMPTY && header.seq % 2 == 0 {
+                free.push(slot);
+                continue;
+            }
+            if header.seq % 2 == 1 {
+                // The process died while writing this slot. Every write goes to a slot that was
+                // free (copy-on-write), so the previous image of that memory is intact elsewhere.
+                report.discarded_torn += 1;
+                self.clear_slot(slot);
+                free.push(slot);
+                continue;
+            }
+            let valid = header.state == STATE_LIVE
+                && rd_u32(&buf, OFF_CRC) == slot_crc(&buf)
+                && header.heap_gen < 2
+                && self.read_heap_entry(&header).is_some();
+            if !valid {
+                if header.lsn <= checkpoint_lsn {
+                    return Err(EngineError::Corrupt {
+                        path: self.slots.path.clone(),
+                        detail: format!(
+                            "working-tier slot {slot} (LSN {}) fails its checksum but the checkpoint at LSN {checkpoint_lsn} covers it",
+                            header.lsn
+                        ),
+                    });
+                }
+                // Written after the checkpoint and damaged: the WAL replay rebuilds it.
+                report.discarded_torn += 1;
+                self.clear_slot(slot);
+                free.push(slot);
+                continue;
+            }
+            if let Some(&other) = index.get(&header.id) {
+                // A crash between writing the new copy and clearing the old one: keep the newer
+                // (higher LSN, then more accesses; equal images are interchangeable).
+                let mut other_buf = vec![0u8; self.slot_bytes];
+                self.copy_slot_raw(other, &mut other_buf);
+                let o = parse_header(&other_buf);
+                let other_newer = (o.lsn, o.access_count) >= (header.lsn, header.access_count);
+                let (keep, drop_slot) = if other_newer { (other, slot) } else { (slot, other) };
+                self.clear_slot(drop_slot);
+                free.push(drop_slot);
+                index.insert(header.id, keep);
+                continue;
+            }
+            index.insert(header.id, slot);
+        }
+        // Heap tails and live bytes from the surviving slots.
+        let mut gens_used = [false; 2];
+        for &slot in index.values() {
+            self.copy_slot_raw(slot, &mut buf);
+            let h = parse_header(&buf);
+            let end = h.heap_offset + entry_span(h.heap_len);
+            let g = usize::from(h.heap_gen);
+            tails[g] = tails[g].max(end);
+            gens_used[g] = true;
+            live_bytes += entry_span(h.heap_len);
+        }
+        report.live = index.len();
+        let current = match gens_used {
+            [true, true] => {
+                if tails[0] <= tails[1] {
+                    0
+                } else {
+                    1
+                }
+            }
+            [false, true] => 1,
+            _ => 0,
+        };
+        *self.index.write() = index;
+        {
+            let mut w = self.writer.lock();
+            w.free = free;
+            w.heap_gen = current;
+            w.heap_tail = tails[usize::from(current)];
+            w.live_heap_bytes = live_bytes;
+        }
+        if gens_used == [true, true] {
+            // A compaction was cut short: move what is left on the old heap.
+            self.move_slots_off(1 - current)?;
+        }
+        Ok(report)
+    }
+
+    /// Number of memories in the tier.
+    pub fn len(&self) -> usize {
+        self.index.read().len()
+    }
+
+    /// Heap bytes referenced by live memories, and the capacity of one heap file.
+    pub fn heap_usage(&self) -> (u64, u64) {
+        (self.writer.lock().live_heap_bytes, self.heap_capacity_bytes)
+    }
+
+    pub fn contains(&self, id: &Uuid) -> bool {
+        self.index.read().contains_key(id)
+    }
+
+    /// Every id in the tier (unordered).
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.index.read().keys().copied().collect()
+    }
+
+    fn slot_offset(&self, slot: u32) -> usize {
+        assert!((slot as usize) < self.slot_count, "slot {slot} out of range");
+        WORKING_FILE_HEADER_BYTES + slot as usize * self.slot_bytes
+    }
+
+    /// Copies a slot's bytes word by word without checking the sequence (open-time scans and
+    /// the writer, which has no concurrent writer to race with).
+    fn copy_slot_raw(&self, slot: u32, buf: &mut [u8]) {
+        let base = self.slot_offset(slot);
+        for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
+            let v = self.slots.word(base + i * 8).load(Ordering::Relaxed);
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Seqlock read: a consistent copy of the slot and the sequence it had.
+    fn read_slot(&self, slot: u32, buf: &mut [u8]) -> Option<u64> {
+        let base = self.slot_offset(slot);
+        let seq_word = self.slots.word(base + OFF_SEQ);
+        for _ in 0..MAX_READ_RETRIES {
+            let before = seq_word.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
+                let v = self.slots.word(base + i * 8).load(Ordering::Relaxed);
+                chunk.copy_from_slice(&v.to_le_bytes());
+            }
+            fence(Ordering::Acquire);
+            if seq_word.load(Ordering::Relaxed) == before {
+                return Some(before);
+            }
+        }
+        None
+    }
+
+    fn slot_seq(&self, slot: u32) -> u64 {
+        self.slots
+            .word(self.slot_offset(slot) + OFF_SEQ)
+            .load(Ordering::Acquire)
+    }
+
+    /// Writer-side: publishes `bytes` (a full slot image, seq word ignored) into `slot`.
+    fn write_slot(&self, slot: u32, bytes: &[u8]) {
+        let base = self.slot_offset(slot);
+        let seq_word = self.slots.word(base + OFF_SEQ);
+        let seq = seq_word.load(Ordering::Relaxed);
+        let seq = seq + (seq % 2); // an odd sequence left by a crash counts as even again
+        seq_word.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (i, chunk) in bytes.chunks_exact(8).enumerate().skip(1) {
+            let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            self.slots.word(base + i * 8).store(v, Ordering::Relaxed);
+        }
+        seq_word.store(seq + 2, Ordering::Release);
+    }
+
+    fn clear_slot(&self, slot: u32) {
+        let zeros = vec![0u8; self.slot_bytes];
+        self.write_slot(slot, &zeros);
+    }
+
+    /// Reads and checks the heap entry a slot header points to.
+    fn read_heap_entry(&self, h: &SlotHeader) -> Option<Vec<u8>> {
+        let heap = self.heaps.get(usize::from(h.heap_gen))?;
+        let off = usize::try_from(h.heap_offset).ok()?;
+        let mut head = [0u8; HEAP_ENTRY_HEADER_BYTES];
+        if !heap.copy_out(off, &mut head) {
+            return None;
+        }
+        let len = rd_u32(&head, 0);
+        if len != h.heap_len {
+            return None;
+        }
+        let mut body = vec![0u8; len as usize];
+        if !heap.copy_out(off + HEAP_ENTRY_HEADER_BYTES, &mut body) {
+            return None;
+        }
+        (crc32fast::hash(&body) == rd_u32(&head, 4)).then_some(body)
+    }
+
+    /// Reads a memory by id, lock-free on the slot. `Ok(None)` if it is not in this tier.
+    pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        let mut buf = vec![0u8; self.slot_bytes];
+        for _ in 0..MAX_READ_RETRIES {
+            let Some(slot) = self.index.read().get(id).copied() else {
+                return Ok(None);
+            };
+            let Some(seq) = self.read_slot(slot, &mut buf) else {
+                continue;
+            };
+            let h = parse_header(&buf);
+            if h.state != STATE_LIVE || h.id != *id {
+                // The slot was reused between the index lookup and the copy: look again.
+                continue;
+            }
+            let entry = self.read_heap_entry(&h);
+            if self.slot_seq(slot) != seq {
+                continue;
+            }
+            let Some(entry) = entry else {
+                return Err(EngineError::Corrupt {
+                    path: self.heaps[usize::from(h.heap_gen.min(1))].path.clone(),
+                    detail: format!(
+                        "heap entry of memory {id} at offset {} fails its checksum",
+                        h.heap_offset
+                    ),
+                });
+            };
+            let mut memory = codec::decode_memory(&entry, h.lsn).map_err(|e| {
+                EngineError::Corrupt {
+                    path: self.slots.path.clone(),
+                    detail: format!("memory {id}: {e}"),
+                }
+            })?;
+            memory.tier = Tier::Working;
+            memory.access_count = h.access_count;
+            memory.last_accessed_at_us = (h.last_accessed_at_us != NO_TIME).then_some(h.last_accessed_at_us);
+            memory.embedding = (buf[OFF_HAS_EMBEDDING] == 1).then(|| {
+                buf[SLOT_HEADER_BYTES..SLOT_HEADER_BYTES + self.dims * 4]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect()
+            });
+            return Ok(Some(memory));
+        }
+        Err(EngineError::Busy("working-tier slot kept changing during a read"))
+    }
+
+    /// Eviction inputs for every memory in the tier: (id, importance, last access or creation).
+    pub fn eviction_inputs(&self) -> Vec<(Uuid, f32, i64)> {
+        let slots: Vec<u32> = self.index.read().values().copied().collect();
+        let mut buf = vec![0u8; SLOT_HEADER_BYTES];
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            // Header words only; a torn copy is harmless here (it only ranks a candidate).
+            let base = self.slot_offset(slot);
+            for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
+                let v = self.slots.word(base + i * 8).load(Ordering::Relaxed);
+                chunk.copy_from_slice(&v.to_le_bytes());
+            }
+            let h = parse_header(&buf);
+            if h.state == STATE_LIVE {
+                let last = if h.last_accessed_at_us == NO_TIME {
+                    h.updated_at_us.max(h.created_at_us)
+                } else {
+                    h.last_accessed_at_us
+                };
+                out.push((h.id, h.importance, last));
+            }
+        }
+        out
+    }
+
+    fn encode_slot(&self, memory: &Memory, heap_gen: u8, heap_offset: u64, heap_len: u32) -> Vec<u8> {
+        let mut b = vec![0u8; self.slot_bytes];
+        b[OFF_LSN..OFF_LSN + 8].copy_from_slice(&memory.lsn.to_le_bytes());
+        b[OFF_ID..OFF_ID + 16].copy_from_slice(memory.id.as_bytes());
+        b[OFF_HEAP_OFFSET..OFF_HEAP_OFFSET + 8].copy_from_slice(&heap_offset.to_le_bytes());
+        b[OFF_HEAP_LEN..OFF_HEAP_LEN + 4].copy_from_slice(&heap_len.to_le_bytes());
+        b[OFF_HEAP_GEN] = heap_gen;
+        b[OFF_STATE] = STATE_LIVE;
+        b[OFF_STATUS] = memory.status.code();
+        b[OFF_IMPORTANCE..OFF_IMPORTANCE + 4].copy_from_slice(&memory.importance.to_le_bytes());
+        b[OFF_CREATED..OFF_CREATED + 8].copy_from_slice(&memory.created_at_us.to_le_bytes());
+        b[OFF_UPDATED..OFF_UPDATED + 8].copy_from_slice(&memory.updated_at_us.to_le_bytes());
+        b[OFF_ACCESS_COUNT..OFF_ACCESS_COUNT + 8].copy_from_slice(&memory.access_count.to_le_bytes());
+        b[OFF_LAST_ACCESS..OFF_LAST_ACCESS + 8]
+            .copy_from_slice(&memory.last_accessed_at_us.unwrap_or(NO_TIME).to_le_bytes());
+        b[OFF_EXPIRES..OFF_EXPIRES + 8]
+            .copy_from_slice(&memory.expires_at_us.unwrap_or(NO_TIME).to_le_bytes());
+        if let Some(v) = &memory.embedding {
+            assert_eq!(v.len(), self.dims, "embedding dimensions were validated by the engine");
+            b[OFF_HAS_EMBEDDING] = 1;
+            for (i, x) in v.iter().enumerate() {
+                let at = SLOT_HEADER_BYTES + i * 4;
+                b[at..at + 4].copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        let crc = slot_crc(&b);
+        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Appends a heap entry to the current heap, compacting into the other heap first when it is
+    /// full. Returns (gen, offset, len).
+    fn append_heap(&self, w: &mut WriterState, body: &[u8]) -> Result<(u8, u64, u32), EngineError> {
+        let len = u32::try_from(body.len()).expect("images are bounded by MAX_RECORD_BYTES");
+        let span = entry_span(len);
+        if w.heap_tail + span > self.heap_capacity_bytes {
+            self.compact_locked(w)?;
+            if w.heap_tail + span > self.heap_capacity_bytes {
+                return Err(EngineError::StorageFull(format!(
+                    "working-tier heap holds {} live bytes of {}; raise working.heap_bytes or lower the working capacity",
+                    w.live_heap_bytes, self.heap_capacity_bytes
+                )));
+            }
+        }
+        let mut entry = Vec::with_capacity(span as usize);
+        entry.extend_from_slice(&len.to_le_bytes());
+        entry.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        entry.extend_from_slice(body);
+        entry.resize(span as usize, 0);
+        let offset = w.heap_tail;
+        self.heaps[usize::from(w.heap_gen)].copy_in(offset as usize, &entry);
+        w.heap_tail += span;
+        Ok((w.heap_gen, offset, len))
+    }
+
+    /// Inserts or replaces a memory (writer only).
+    pub fn put(&self, memory: &Memory) -> Result<(), EngineError> {
+        let mut w = self.writer.lock();
+        let mut body = Vec::with_capacity(memory.content.len() + memory.metadata_json.len() + 128);
+        let mut image = memory.clone();
+        image.embedding = None;
+        image.tier = Tier::Working;
+        codec::encode_memory(&mut body, &image, false);
+        let (gen, offset, len) = self.append_heap(&mut w, &body)?;
+        let bytes = self.encode_slot(memory, gen, offset, len);
+        let existing = self.index.read().get(&memory.id).copied();
+        if let Some(slot) = existing {
+            let mut old = vec![0u8; SLOT_HEADER_BYTES];
+            self.copy_slot_prefix(slot, &mut old);
+            w.live_heap_bytes -= entry_span(parse_header(&old).heap_len);
+        }
+        self.replace_slot(&mut w, memory.id, existing, &bytes)?;
+        w.live_heap_bytes += entry_span(len);
+        Ok(())
+    }
+
+    /// Copy-on-write: writes `bytes` into a free slot, points the index at it, then clears the
+    /// old slot. A crash at any point leaves at least one intact image of the memory.
+    fn replace_slot(
+        &self,
+        w: &mut WriterState,
+        id: Uuid,
+        old: Option<u32>,
+        bytes: &[u8],
+    ) -> Result<(), EngineError> {
+        let slot = w.free.pop().ok_or_else(|| {
+            EngineError::StorageFull(format!("working tier is full ({} slots)", self.slot_count))
+        })?;
+        self.write_slot(slot, bytes);
+        self.index.write().insert(id, slot);
+        if let Some(old) = old {
+            self.clear_slot(old);
+            w.free.push(old);
+        }
+        Ok(())
+    }
+
+    fn copy_slot_prefix(&self, slot: u32, buf: &mut [u8]) {
+        let base = self.slot_offset(slot);
+        for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
+            let v = self.slots.word(base + i * 8).load(Ordering::Relaxed);
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Removes a memory (writer only). Returns whether it was here.
+    pub fn remove(&self, id: &Uuid) -> bool {
+        let mut w = self.writer.lock();
+        let Some(slot) = self.index.write().remove(id) else {
+            return false;
+        };
+        let mut old = vec![0u8; SLOT_HEADER_BYTES];
+        self.copy_slot_prefix(slot, &mut old);
+        w.live_heap_bytes -= entry_span(parse_header(&old).heap_len);
+        self.clear_slot(slot);
+        w.free.push(slot);
+        true
+    }
+
+    /// Adds an access delta to a memory's counters (writer only). Returns whether it was here.
+    pub fn record_access(&self, id: &Uuid, count: u64, last_accessed_at_us: i64) -> Result<bool, EngineError> {
+        let mut w = self.writer.lock();
+        let Some(slot) = self.index.read().get(id).copied() else {
+            return Ok(false);
+        };
+        let mut bytes = vec![0u8; self.slot_bytes];
+        self.copy_slot_raw(slot, &mut bytes);
+        let h = parse_header(&bytes);
+        let last = if h.last_accessed_at_us == NO_TIME {
+            last_accessed_at_us
+        } else {
+            h.last_accessed_at_us.max(last_accessed_at_us)
+        };
+        bytes[OFF_ACCESS_COUNT..OFF_ACCESS_COUNT + 8]
+            .copy_from_slice(&h.access_count.saturating_add(count).to_le_bytes());
+        bytes[OFF_LAST_ACCESS..OFF_LAST_ACCESS + 8].copy_from_slice(&last.to_le_bytes());
+        let crc = slot_crc(&bytes);
+        bytes[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        self.replace_slot(&mut w, *id, Some(slot), &bytes)?;
+        Ok(true)
+    }
+
+    fn compact_locked(&self, w: &mut WriterState) -> Result<(), EngineError> {
+        let from = w.heap_gen;
+        w.heap_gen = 1 - from;
+        w.heap_tail = 0;
+        self.move_slots_off_locked(w, from)
+    }
+
+    fn move_slots_off(&self, from: u8) -> Result<(), EngineError> {
+        let mut w = self.writer.lock();
+        self.move_slots_off_locked(&mut w, from)
+    }
+
+    /// Re-appends every entry on heap `from` to the current heap and repoints its slot. The old
+    /// heap's bytes stay readable until the next compaction reuses that heap, by which time no
+    /// slot points there.
+    fn move_slots_off_locked(&self, w: &mut WriterState, from: u8) -> Result<(), EngineError> {
+        assert_ne!(from, w.heap_gen, "cannot compact a heap into itself");
+        let slots: Vec<u32> = self.index.read().values().copied().collect();
+        let mut bytes = vec![0u8; self.slot_bytes];
+        let mut live = 0u64;
+        for slot in slots {
+            self.copy_slot_raw(slot, &mut bytes);
+            let h = parse_header(&bytes);
+            if h.heap_gen == from {
+                let body = self.read_heap_entry(&h).ok_or_else(|| EngineError::Corrupt {
+                    path: self.heaps[usize::from(from)].path.clone(),
+                    detail: format!("heap entry at offset {} fails its checksum", h.heap_offset),
+                })?;
+                let len = u32::try_from(body.len()).expect("entry length came from a u32");
+                let span = entry_span(len);
+                if w.heap_tail + span > self.heap_capacity_bytes {
+                    return Err(EngineError::StorageFull(
+                        "working-tier heap cannot hold its live entries".to_owned(),
+                    ));
+                }
+                let mut entry = Vec::with_capacity(span as usize);
+                entry.extend_from_slice(&len.to_le_bytes());
+                entry.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+                entry.extend_from_slice(&body);
+                entry.resize(span as usize, 0);
+                let offset = w.heap_tail;
+                self.heaps[usize::from(w.heap_gen)].copy_in(offset as usize, &entry);
+                w.heap_tail += span;
+                bytes[OFF_HEAP_OFFSET..OFF_HEAP_OFFSET + 8].copy_from_slice(&offset.to_le_bytes());
+                bytes[OFF_HEAP_GEN] = w.heap_gen;
+                let crc = slot_crc(&bytes);
+                bytes[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+                self.replace_slot(w, h.id, Some(slot), &bytes)?;
+            }
+            live += entry_span(h.heap_len);
+        }
+        w.live_heap_bytes = live;
+        Ok(())
+    }
+
+    /// Makes the files durable and records that they reflect every record up to `lsn`. The
+    /// caller reads `lsn` before calling, so the files hold at least that state.
+    pub fn checkpoint(&self, lsn: u64) -> Result<(), EngineError> {
+        for heap in &self.heaps {
+            heap.sync()?;
+        }
+        self.slots.sync()?;
+        let mut bytes = Vec::with_capacity(12);
+        bytes.extend_from_slice(&lsn.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&lsn.to_le_bytes()).to_le_bytes());
+        let path = self.dir.join("checkpoint");
+        engram_wal::durable::write_atomic(&path, &bytes).map_err(|e| EngineError::io(&path, e))
+    }
+}
+
+/// Bytes a heap entry with a `len`-byte body occupies (header, body, padding to 8).
+fn entry_span(len: u32) -> u64 {
+    (HEAP_ENTRY_HEADER_BYTES as u64 + u64::from(len)).next_multiple_of(8)
+}
+
+fn read_checkpoint(path: &Path) -> Result<u64, EngineError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            if bytes.len() != 12 || crc32fast::hash(&bytes[0..8]) != rd_u32(&bytes, 8) {
+                return Err(EngineError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: "working-tier checkpoint fails its checksum".to_owned(),
+                });
+            }
+            Ok(rd_u64(&bytes, 0))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(EngineError::io(path, e)),
+    }
+}
+
+/// Reads the slot file header; `Ok(None)` for a new file. Refuses a file made for other
+/// dimensions.
+fn read_file_header(path: &Path, dims: usize, slot_bytes: usize) -> Result<Option<usize>, EngineError> {
+    let bytes = match std::fs::File::open(path) {
+        Ok(f) => {
+            use std::os::unix::fs::FileExt;
+            let mut b = vec![0u8; 32];
+            match f.read_exact_at(&mut b, 0) {
+                Ok(()) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(EngineError::io(path, e)),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::io(path, e)),
+    };
+    if bytes.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let corrupt = |detail: String| EngineError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    if bytes[0..8] != FILE_MAGIC || crc32fast::hash(&bytes[0..24]) != rd_u32(&bytes, 24) {
+        return Err(corrupt("working-tier file header is damaged".to_owned()));
+    }
+    let version = rd_u32(&bytes, 8);
+    if version != FILE_FORMAT_VERSION {
+        return Err(corrupt(format!("working-tier format version {version} is not supported")));
+    }
+    let file_dims = rd_u32(&bytes, 12) as usize;
+    if file_dims != dims {
+        return Err(EngineError::Config(format!(
+            "embedding.dimensions is {dims} but the working tier in {} was made for {file_dims}",
+            path.display()
+        )));
+    }
+    if rd_u32(&bytes, 20) as usize != slot_bytes {
+        return Err(corrupt("working-tier slot size does not match its dimensions".to_owned()));
+    }
+    Ok(Some(rd_u32(&bytes, 16) as usize))
+}
+
+fn write_file_header(slots: &Mapped, dims: usize, slot_count: usize, slot_bytes: usize) {
+    let mut b = [0u8; 32];
+    b[0..8].copy_from_slice(&FILE_MAGIC);
+    b[8..12].copy_from_slice(&FILE_FORMAT_VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&u32::try_from(dims).expect("dims bounded").to_le_bytes());
+    b[16..20].copy_from_slice(&u32::try_from(slot_count).expect("slot count bounded").to_le_bytes());
+    b[20..24].copy_from_slice(&u32::try_from(slot_bytes).expect("slot size bounded").to_le_bytes());
+    let crc = crc32fast::hash(&b[0..24]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    for (i, chunk) in b.chunks_exact(8).enumerate() {
+        slots
+            .word(i * 8)
+            .store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::sample_memory;
+
+    fn memory(dims: usize, i: u32) -> Memory {
+        let mut m = sample_memory();
+        m.id = Uuid::now_v7();
+        m.content = format!("memory {i} {}", "z".repeat((i % 50) as usize));
+        m.embedding = Some((0..dims).map(|d| (d as f32) * 0.5 + i as f32).collect());
+        m.lsn = u64::from(i) + 1;
+        m.status = Status::Active;
+        m
+    }
+
+    #[test]
+    fn put_get_remove_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tier, report) = WorkingTier::open(dir.path(), 4, 16, 1 << 20).expect("open");
+        assert_eq!(report.live, 0);
+        let a = memory(4, 1);
+        let b = memory(4, 2);
+        tier.put(&a).expect("put a");
+        tier.put(&b).expect("put b");
+        let got = tier.get(&a.id).expect("get").expect("present");
+        assert_eq!(got.content, a.content);
+        assert_eq!(got.embedding, a.embedding);
+        assert!(tier.remove(&b.id));
+        assert_eq!(tier.get(&b.id).expect("get"), None);
+        tier.checkpoint(2).expect("checkpoint");
+        drop(tier);
+        let (tier, report) = WorkingTier::open(dir.path(), 4, 16, 1 << 20).expect("reopen");
+        assert_eq!((report.live, report.checkpoint_lsn), (1, 2));
+        assert_eq!(tier.get(&a.id).expect("get").expect("present").content, a.content);
+        assert!(WorkingTier::open(dir.path(), 8, 16, 1 << 20).is_err(), "dims change refused");
+    }
+
+    #[test]
+    fn heap_compaction_keeps_every_live_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A small heap forces many compactions as the same memories are rewritten.
+        let (tier, _) = WorkingTier::open(dir.path(), 4, 8, 16 * 1024).expect("open");
+        let mut live: Vec<Memory> = (0..8).map(|i| memory(4, i)).collect();
+        for round in 0..200u32 {
+            let i = (round % 8) as usize;
+            live[i].content = format!("round {round} {}", "q".repeat((round % 300) as usize));
+            live[i].lsn += 1;
+            tier.put(&live[i]).expect("put");
+            for m in &live[..] {
+                if m.lsn > 0 && tier.contains(&m.id) {
+                    assert_eq!(tier.get(&m.id).expect("get").expect("present").content, m.content);
+                }
+            }
+        }
+        tier.checkpoint(1000).expect("checkpoint");
+        drop(tier);
+        let (tier, report) = WorkingTier::open(dir.path(), 4, 8, 16 * 1024).expect("reopen");
+        assert_eq!(report.live, 8);
+        for m in &live {
+            assert_eq!(tier.get(&m.id).expect("get").expect("present").content, m.content);
+        }
+    }
+
+    #[test]
+    fn concurrent_readers_never_see_torn_memories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tier, _) = WorkingTier::open(dir.path(), 8, 4, 64 * 1024).expect("open");
+        let tier = std::sync::Arc::new(tier);
+        let mut m = memory(8, 0);
+        m.content = "v0".to_owned();
+        m.embedding = Some(vec![0.0; 8]);
+        tier.put(&m).expect("put");
+        let id = m.id;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let tier = std::sync::Arc::clone(&tier);
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut reads = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let got = tier.get(&id).expect("get").expect("present");
+                        // Content and vector are written together: "v{n}" ↔ all lanes == n.
+                        let n: f32 = got.content[1..].parse().expect("content is v<n>");
+                        assert!(got.embedding.expect("vector").iter().all(|&x| x == n));
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for n in 1..3000u32 {
+            m.content = format!("v{n}");
+            m.embedding = Some(vec![n as f32; 8]);
+            m.lsn += 1;
+            tier.put(&m).expect("put");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().expect("reader") > 0);
+        }
+    }
+
+    #[test]
+    fn full_tier_refuses_put() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tier, _) = WorkingTier::open(dir.path(), 4, 2, 1 << 20).expect("open");
+        // Capacity 2 means 3 slots: the spare keeps copy-on-write possible at capacity.
+        tier.put(&memory(4, 1)).expect("1");
+        let second = memory(4, 2);
+        tier.put(&second).expect("2");
+        tier.put(&second).expect("rewrite at capacity uses the spare slot");
+        tier.put(&memory(4, 3)).expect("3 fills the spare");
+        assert!(matches!(tier.put(&memory(4, 4)), Err(EngineError::StorageFull(_))));
+    }
+}

@@ -1,0 +1,443 @@
+//! Configuration in two stages: a raw TOML table merged from the file, then `ENGRAM_*`
+//! environment variables, then `--set key=value` / named flags; then validated [`Settings`]. An
+//! invalid value refuses to start with a message naming its key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use engram_engine::{EngineConfig, SyncMode, MAX_DIMENSIONS};
+use serde::Deserialize;
+
+/// Every settable key, its TOML type, and its default, in the order the docs list them.
+pub const KEYS: &[(&str, Kind, &str)] = &[
+    ("listen", Kind::Str, "127.0.0.1:3333"),
+    ("data_dir", Kind::Str, "./engram-data"),
+    ("log_level", Kind::Str, "info"),
+    ("log_format", Kind::Str, "text"),
+    ("embedding.dimensions", Kind::Int, "384"),
+    ("wal.sync", Kind::Str, "always"),
+    ("wal.sync_interval", Kind::Str, "10ms"),
+    ("wal.segment_bytes", Kind::Int, "67108864"),
+    ("wal.archive", Kind::Bool, "true"),
+    ("working.capacity", Kind::Int, "100000"),
+    ("working.heap_bytes", Kind::Int, "8589934592"),
+    ("storage.block_cache_bytes", Kind::Int, "268435456"),
+    ("storage.min_free_disk_bytes", Kind::Int, "67108864"),
+    ("storage.checkpoint_interval", Kind::Str, "60s"),
+    ("storage.access_flush_interval", Kind::Str, "1s"),
+    ("limits.max_body_bytes", Kind::Int, "8388608"),
+    ("limits.max_batch_body_bytes", Kind::Int, "67108864"),
+    ("limits.shutdown_timeout", Kind::Str, "30s"),
+    ("auth.api_keys", Kind::List, ""),
+    ("rate_limit.requests_per_second", Kind::Int, "0"),
+    ("rate_limit.burst", Kind::Int, "0"),
+];
+
+/// The TOML type of a key, for reading it from the environment or a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Int,
+    Bool,
+    /// Comma-separated in the environment and flags.
+    List,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// One API key and the namespaces it may touch (`*` or empty: all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub key: String,
+    pub namespaces: Vec<String>,
+}
+
+impl ApiKey {
+    pub fn allows(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == "*" || n == namespace)
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub log_json: bool,
+    pub dimensions: usize,
+    pub sync_mode: SyncMode,
+    pub wal_segment_bytes: u64,
+    pub wal_archive: bool,
+    pub working_capacity: usize,
+    pub working_heap_bytes: u64,
+    pub block_cache_bytes: usize,
+    pub min_free_disk_bytes: u64,
+    pub checkpoint_interval: Duration,
+    pub access_flush_interval: Duration,
+    pub max_body_bytes: usize,
+    pub max_batch_body_bytes: usize,
+    pub shutdown_timeout: Duration,
+    /// Empty: no authentication.
+    pub api_keys: Vec<ApiKey>,
+    /// 0: no rate limit.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+}
+
+impl Settings {
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut c = EngineConfig::new(&self.data_dir);
+        c.dimensions = self.dimensions;
+        c.working_capacity = self.working_capacity;
+        c.working_heap_bytes = self.working_heap_bytes;
+        c.wal_segment_bytes = self.wal_segment_bytes;
+        c.sync_mode = self.sync_mode;
+        c.wal_archive = self.wal_archive;
+        c.block_cache_bytes = self.block_cache_bytes;
+        c.checkpoint_interval = self.checkpoint_interval;
+        c.access_flush_interval = self.access_flush_interval;
+        c.min_free_disk_bytes = self.min_free_disk_bytes;
+        c
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    #[serde(default)]
+    embedding: RawEmbedding,
+    #[serde(default)]
+    wal: RawWal,
+    #[serde(default)]
+    working: RawWorking,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEmbedding {
+    dimensions: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWal {
+    sync: Option<String>,
+    sync_interval: Option<String>,
+    segment_bytes: Option<i64>,
+    archive: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWorking {
+    capacity: Option<i64>,
+    heap_bytes: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    block_cache_bytes: Option<i64>,
+    min_free_disk_bytes: Option<i64>,
+    checkpoint_interval: Option<String>,
+    access_flush_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<i64>,
+    max_batch_body_bytes: Option<i64>,
+    shutdown_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    /// Plain keys (all namespaces) or `key:ns1|ns2` entries.
+    api_keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    requests_per_second: Option<i64>,
+    burst: Option<i64>,
+}
+
+/// Parses durations written like `250ms`, `10s`, `5m`, `12h`, `7d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(unit_ms)?))
+}
+
+fn kind_of(key: &str) -> Option<Kind> {
+    KEYS.iter().find(|(k, _, _)| *k == key).map(|(_, kind, _)| *kind)
+}
+
+/// Sets `key` (dotted) in `table` from a string, typed by [`KEYS`].
+fn set_key(table: &mut toml::Table, key: &str, value: &str, source: &str) -> Result<(), ConfigError> {
+    let kind = kind_of(key).ok_or_else(|| err(key, format!("unknown key (from {source})")))?;
+    let parsed = match kind {
+        Kind::Str => toml::Value::String(value.to_owned()),
+        Kind::Int => toml::Value::Integer(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| err(key, format!("expected an integer, got {value:?} (from {source})")))?,
+        ),
+        Kind::Bool => toml::Value::Boolean(match value.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(err(key, format!("expected true or false, got {value:?} (from {source})"))),
+        }),
+        Kind::List => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+    };
+    let mut parts = key.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_owned(), parsed);
+            break;
+        }
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| err(key, format!("{part} is not a table")))?;
+    }
+    Ok(())
+}
+
+/// The environment variable for a key: `wal.sync` → `ENGRAM_WAL_SYNC`.
+pub fn env_name(key: &str) -> String {
+    format!("ENGRAM_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Merges file, environment and overrides (in that order of precedence, lowest first) and
+/// validates the result.
+pub fn load(
+    file: Option<&std::path::Path>,
+    env: &[(String, String)],
+    overrides: &[(String, String)],
+) -> Result<Settings, ConfigError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+            text.parse::<toml::Table>()
+                .map_err(|e| err("--config", format!("{} is not valid TOML: {e}", path.display())))?
+        }
+        None => toml::Table::new(),
+    };
+    for (key, _, _) in KEYS {
+        let name = env_name(key);
+        if let Some((_, value)) = env.iter().find(|(k, _)| *k == name) {
+            set_key(&mut table, key, value, &name)?;
+        }
+    }
+    for (key, value) in overrides {
+        set_key(&mut table, key, value, "command line")?;
+    }
+    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        err(&path, e.into_inner().to_string())
+    })?;
+    validate(raw)
+}
+
+fn positive(key: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v < min || v > max {
+        return Err(err(key, format!("must be between {min} and {max}, got {v}")));
+    }
+    Ok(v)
+}
+
+fn duration(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let s = v.unwrap_or_else(|| default.to_owned());
+    parse_duration(&s).ok_or_else(|| err(key, format!("expected a duration like 250ms, 10s, 5m, 12h or 7d, got {s:?}")))
+}
+
+fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
+    let listen_s = raw.listen.unwrap_or_else(|| "127.0.0.1:3333".to_owned());
+    let listen: SocketAddr = listen_s
+        .parse()
+        .map_err(|_| err("listen", format!("expected ADDRESS:PORT, got {listen_s:?}")))?;
+    let data_dir = raw.data_dir.unwrap_or_else(|| "./engram-data".to_owned());
+    if data_dir.is_empty() {
+        return Err(err("data_dir", "must not be empty"));
+    }
+    let log_level = raw.log_level.unwrap_or_else(|| "info".to_owned());
+    if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+        return Err(err("log_level", format!("expected error, warn, info, debug or trace, got {log_level:?}")));
+    }
+    let log_json = match raw.log_format.as_deref().unwrap_or("text") {
+        "text" => false,
+        "json" => true,
+        other => return Err(err("log_format", format!("expected text or json, got {other:?}"))),
+    };
+    let dimensions = positive("embedding.dimensions", raw.embedding.dimensions, 384, 1, MAX_DIMENSIONS as i64)?;
+    let sync_interval = duration("wal.sync_interval", raw.wal.sync_interval, "10ms")?;
+    if sync_interval.is_zero() {
+        return Err(err("wal.sync_interval", "must be above zero"));
+    }
+    let sync_mode = match raw.wal.sync.as_deref().unwrap_or("always") {
+        "always" => SyncMode::Always,
+        "interval" => SyncMode::Interval(sync_interval),
+        "none" => SyncMode::NoSync,
+        other => return Err(err("wal.sync", format!("expected always, interval or none, got {other:?}"))),
+    };
+    let wal_segment_bytes = positive(
+        "wal.segment_bytes",
+        raw.wal.segment_bytes,
+        64 << 20,
+        16 << 20,
+        1 << 32,
+    )?;
+    let working_capacity = positive("working.capacity", raw.working.capacity, 100_000, 1, 100_000_000)?;
+    let working_heap_bytes = positive("working.heap_bytes", raw.working.heap_bytes, 8 << 30, 1 << 24, 1 << 44)?;
+    let block_cache_bytes = positive("storage.block_cache_bytes", raw.storage.block_cache_bytes, 256 << 20, 1 << 20, 1 << 40)?;
+    let min_free_disk_bytes = positive("storage.min_free_disk_bytes", raw.storage.min_free_disk_bytes, 64 << 20, 0, i64::MAX)?;
+    let checkpoint_interval = duration("storage.checkpoint_interval", raw.storage.checkpoint_interval, "60s")?;
+    let access_flush_interval = duration("storage.access_flush_interval", raw.storage.access_flush_interval, "1s")?;
+    let max_body_bytes = positive("limits.max_body_bytes", raw.limits.max_body_bytes, 8 << 20, 2 << 20, 1 << 30)?;
+    let max_batch_body_bytes = positive("limits.max_batch_body_bytes", raw.limits.max_batch_body_bytes, 64 << 20, 2 << 20, 1 << 32)?;
+    let shutdown_timeout = duration("limits.shutdown_timeout", raw.limits.shutdown_timeout, "30s")?;
+    let mut api_keys = Vec::new();
+    for entry in raw.auth.api_keys.unwrap_or_default() {
+        let (key, namespaces) = match entry.split_once(':') {
+            Some((k, ns)) => (k.to_owned(), ns.split('|').map(str::to_owned).collect()),
+            None => (entry.clone(), Vec::new()),
+        };
+        if key.len() < 8 {
+            return Err(err("auth.api_keys", "each key must be at least 8 characters"));
+        }
+        api_keys.push(ApiKey { key, namespaces });
+    }
+    let rate_limit_per_second = positive("rate_limit.requests_per_second", raw.rate_limit.requests_per_second, 0, 0, 10_000_000)?;
+    let rate_limit_burst = positive("rate_limit.burst", raw.rate_limit.burst, 0, 0, 10_000_000)?;
+    Ok(Settings {
+        listen,
+        data_dir: PathBuf::from(data_dir),
+        log_level,
+        log_json,
+        dimensions: dimensions as usize,
+        sync_mode,
+        wal_segment_bytes: wal_segment_bytes as u64,
+        wal_archive: raw.wal.archive.unwrap_or(true),
+        working_capacity: working_capacity as usize,
+        working_heap_bytes: working_heap_bytes as u64,
+        block_cache_bytes: block_cache_bytes as usize,
+        min_free_disk_bytes: min_free_disk_bytes as u64,
+        checkpoint_interval,
+        access_flush_interval,
+        max_body_bytes: max_body_bytes as usize,
+        max_batch_body_bytes: max_batch_body_bytes as usize,
+        shutdown_timeout,
+        api_keys,
+        rate_limit_per_second: rate_limit_per_second as u32,
+        rate_limit_burst: (rate_limit_burst as u32).max(rate_limit_per_second as u32),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let s = load(None, &[], &[]).expect("defaults are valid");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:3333");
+        assert_eq!(s.dimensions, 384);
+        assert_eq!(s.sync_mode, SyncMode::Always);
+    }
+
+    #[test]
+    fn precedence_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("engram.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[working]\ncapacity = 10\n").expect("write");
+        let env = vec![("ENGRAM_LISTEN".to_owned(), "127.0.0.1:2".to_owned())];
+        let s = load(Some(&path), &env, &[]).expect("valid");
+        assert_eq!(s.listen.port(), 2);
+        assert_eq!(s.working_capacity, 10);
+        let s = load(Some(&path), &env, &[("listen".to_owned(), "127.0.0.1:3".to_owned())]).expect("valid");
+        assert_eq!(s.listen.port(), 3);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("wal.sync", "sometimes", "wal.sync"),
+            ("embedding.dimensions", "0", "embedding.dimensions"),
+            ("embedding.dimensions", "4097", "embedding.dimensions"),
+            ("listen", "nope", "listen"),
+            ("storage.checkpoint_interval", "soon", "storage.checkpoint_interval"),
+            ("working.capacity", "abc", "working.capacity"),
+        ];
+        for (key, value, named) in cases {
+            let e = load(None, &[], &[((*key).to_owned(), (*value).to_owned())]).expect_err(key);
+            assert_eq!(e.key, *named, "{e}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[wal]\nsnyc = \"always\"\n").expect("write");
+        let e = load(Some(&path), &[], &[]).expect_err("unknown key");
+        assert!(e.to_string().contains("snyc"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("1.5s"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+}

@@ -1,0 +1,584 @@
+//! Routing and handlers. Handlers are thin: parse and check the request, call the engine on a
+//! blocking thread, shape the reply; every error goes through [`ApiError`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use engram_engine::{
+    is_valid_namespace, Engine, ListFilter, Memory, NewMemory, Status, Tier, Uuid, MAX_BATCH_ITEMS,
+};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::api::{self, BatchCreate, CreateMemory, MemoryOut, PatchMemory};
+use crate::config::{ApiKey, Settings};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Distinct rate-limit buckets kept; the oldest are dropped past this.
+const MAX_RATE_BUCKETS: usize = 100_000;
+/// Longest client-supplied request id echoed back.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    pub started: Instant,
+    limiter: RateLimiter,
+    request_seq: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, settings: Settings, metrics: Metrics) -> AppState {
+        AppState {
+            limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
+            engine,
+            metrics,
+            settings,
+            started: Instant::now(),
+            request_seq: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Token buckets per API key (or client address when there are no keys).
+#[derive(Debug)]
+struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    fn new(per_second: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(per_second)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(seconds to wait)` when the bucket is empty.
+    fn check(&self, who: &str) -> Result<(), u64> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        if buckets.len() >= MAX_RATE_BUCKETS && !buckets.contains_key(who) {
+            buckets.clear();
+        }
+        let (tokens, at) = buckets.entry(who.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Reply {
+    let body = serde_json::to_vec(value).expect("API values always serialize");
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_reply(e: &ApiError, request_id: &str) -> Reply {
+    let mut r = json_reply(e.status, &e.body(request_id));
+    if let Some(secs) = e.retry_after_seconds {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+/// The entry point for every request.
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Result<Reply, Infallible> {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID_BYTES && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || format!("req-{:x}", state.request_seq.fetch_add(1, Ordering::Relaxed)),
+            str::to_owned,
+        );
+    let span = tracing::debug_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let _enter = span.enter();
+    let (route, result) = dispatch(&state, req, peer).await;
+    let mut reply = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(route, status = e.status.as_u16(), message = %e.message, "request failed");
+            }
+            error_reply(&e, &request_id)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        reply.headers_mut().insert("x-request-id", v);
+    }
+    let status = reply.status().as_u16().to_string();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[route, &status])
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route, &status])
+        .inc();
+    Ok(reply)
+}
+
+async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> (&'static str, Result<Reply, ApiError>) {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let method = req.method().clone();
+    let route: &'static str = match segments.as_slice() {
+        ["api", "v1", "health"] => "health",
+        ["metrics"] | ["api", "v1", "metrics"] => "metrics",
+        ["api", "v1", "memories"] => {
+            if method == Method::POST {
+                "create"
+            } else {
+                "list"
+            }
+        }
+        ["api", "v1", "memories", "batch"] => "batch",
+        ["api", "v1", "memories", _] => match method {
+            Method::GET => "get",
+            Method::DELETE => "delete",
+            _ => "update",
+        },
+        _ => "unknown",
+    };
+    let allowed: &[Method] = match route {
+        "health" | "metrics" => &[Method::GET],
+        "create" | "list" => &[Method::GET, Method::POST],
+        "batch" => &[Method::POST],
+        "get" | "update" | "delete" => &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE],
+        _ => {
+            return (
+                route,
+                Err(ApiError::new(StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND", format!("no route for {path}"))),
+            )
+        }
+    };
+    if !allowed.contains(&method) {
+        return (
+            route,
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                format!("{method} is not allowed on {path}"),
+            )),
+        );
+    }
+    let result = async {
+        match route {
+            "health" => Ok(health(state)),
+            "metrics" => Ok(metrics(state)),
+            _ => {
+                let key = authenticate(state, &req)?;
+                let who = key.map_or_else(|| peer.ip().to_string(), |k| k.key.clone());
+                state.limiter.check(&who).map_err(|secs| ApiError {
+                    retry_after_seconds: Some(secs),
+                    ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED", format!("rate limit exceeded; retry in {secs} s"))
+                })?;
+                let key = key.cloned();
+                let query = Query::parse(req.uri().query())?;
+                match route {
+                    "create" => create(state, req, key.as_ref(), &query).await,
+                    "batch" => batch(state, req, key.as_ref(), &query).await,
+                    "list" => list(state, key.as_ref(), &query),
+                    _ => {
+                        let id = api::parse_id("id", segments[3])?;
+                        match route {
+                            "get" => get(state, id, key.as_ref(), &query),
+                            "delete" => delete(state, id, key.as_ref(), &query).await,
+                            _ => update(state, req, id, key.as_ref(), &query).await,
+                        }
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    (route, result)
+}
+
+fn authenticate<'a>(state: &'a AppState, req: &Request<Incoming>) -> Result<Option<&'a ApiKey>, ApiError> {
+    if state.settings.api_keys.is_empty() {
+        return Ok(None);
+    }
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "an API key is required: send Authorization: Bearer <key> or X-API-Key",
+        ));
+    };
+    state
+        .settings
+        .api_keys
+        .iter()
+        .find(|k| constant_time_eq(k.key.as_bytes(), presented.as_bytes()))
+        .map(Some)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "the API key is not valid"))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(key: Option<&ApiKey>, namespace: &str) -> Result<(), ApiError> {
+    match key {
+        Some(k) if !k.allows(namespace) => Err(ApiError {
+            details: json!({ "namespace": namespace }),
+            ..ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("this API key may not access namespace {namespace:?}"))
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Query parameters, each allowed at most once; unknown names are refused per route.
+struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Result<Query, ApiError> {
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+            if map.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(ApiError::invalid(&k, "is given more than once"));
+            }
+        }
+        Ok(Query(map))
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::invalid(k, format!("is not a query parameter here (allowed: {})", allowed.join(", ")))),
+            None => Ok(()),
+        }
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    fn flag(&self, k: &'static str) -> Result<bool, ApiError> {
+        match self.get(k) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(other) => Err(ApiError::invalid(k, format!("must be true or false, got {other:?}"))),
+        }
+    }
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(ApiError::too_large("body", format!("is {len} bytes; the limit is {limit}")));
+        }
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large("body", format!("is larger than the limit of {limit} bytes")))
+        }
+        Err(e) => Err(ApiError::invalid("body", format!("could not be read: {e}"))),
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::invalid("body", format!("is not valid JSON: {inner}"))
+        } else if path == "." {
+            ApiError::invalid("body", inner)
+        } else {
+            ApiError::invalid(&path, inner)
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid("body", format!("has trailing characters after the JSON value: {e}")))?;
+    Ok(value)
+}
+
+fn parse_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::invalid("body", inner)
+        } else {
+            ApiError::invalid(&path, inner)
+        }
+    })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "engine task failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "engine task failed")
+    })
+}
+
+fn memory_json(m: Memory, include_embedding: bool) -> Value {
+    serde_json::to_value(MemoryOut::new(m, include_embedding)).expect("memories always serialize")
+}
+
+fn health(state: &AppState) -> Reply {
+    let stats = state.engine.stats();
+    let healthy = !stats.poisoned;
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "database_connected": healthy,
+        "embedding_service_available": false,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "tiers": { "working": stats.working, "warm": stats.warm, "cold": stats.cold },
+        "wal": { "durable_lsn": stats.durable_lsn },
+    });
+    json_reply(if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+}
+
+fn metrics(state: &AppState) -> Reply {
+    let text = state.metrics.render(&state.engine, state.started.elapsed().as_secs());
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+fn parse_create(value: Value, key: Option<&ApiKey>) -> Result<NewMemory, ApiError> {
+    let req: CreateMemory = parse_value(value)?;
+    let new = req.into_new()?;
+    if !is_valid_namespace(&new.namespace) {
+        return Err(ApiError::invalid("namespace", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"));
+    }
+    authorize(key, &new.namespace)?;
+    Ok(new)
+}
+
+async fn create(state: &Arc<AppState>, req: Request<Incoming>, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+    query.only(&["include_embedding"])?;
+    let include_embedding = query.flag("include_embedding")?;
+    let body = read_body(req, state.settings.max_body_bytes).await?;
+    let value: Value = parse_json(&body)?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
+    let new = parse_create(value, key)?;
+    let engine = Arc::clone(&state.engine);
+    let memory = blocking(move || engine.create(new)).await??;
+    state.metrics.operations.with_label_values(&["create"]).inc();
+    Ok(json_reply(StatusCode::CREATED, &memory_json(memory, include_embedding)))
+}
+
+async fn batch(state: &Arc<AppState>, req: Request<Incoming>, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+    query.only(&["include_embedding"])?;
+    let include_embedding = query.flag("include_embedding")?;
+    let body = read_body(req, state.settings.max_batch_body_bytes).await?;
+    let req: BatchCreate = parse_json(&body)?;
+    if req.memories.is_empty() || req.memories.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::invalid(
+            "memories",
+            format!("must hold 1 to {MAX_BATCH_ITEMS} memories, got {}", req.memories.len()),
+        ));
+    }
+    // Parse every item; items that fail stay as errors in place, the rest go to the engine.
+    let mut parsed: Vec<Result<NewMemory, ApiError>> = Vec::with_capacity(req.memories.len());
+    for (i, value) in req.memories.into_iter().enumerate() {
+        parsed.push(parse_create(value, key).map_err(|mut e| {
+            if let Some(field) = e.details.get("field").and_then(Value::as_str) {
+                let field = format!("memories[{i}].{field}");
+                e.details = json!({ "field": field, "index": i });
+            } else {
+                e.details["index"] = json!(i);
+            }
+            e
+        }));
+    }
+    let valid: Vec<NewMemory> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let engine = Arc::clone(&state.engine);
+    let mut stored = blocking(move || engine.create_batch(valid)).await?.into_iter();
+    let mut results = Vec::with_capacity(parsed.len());
+    let mut created = 0u64;
+    for (i, item) in parsed.into_iter().enumerate() {
+        let entry = match item {
+            Err(e) => json!({ "error": { "code": e.code, "message": e.message, "details": e.details } }),
+            Ok(_) => match stored.next().expect("one engine result per valid item") {
+                Ok(m) => {
+                    created += 1;
+                    memory_json(m, include_embedding)
+                }
+                Err(e) => {
+                    let mut e = ApiError::from(e);
+                    e.details["index"] = json!(i);
+                    json!({ "error": { "code": e.code, "message": e.message, "details": e.details } })
+                }
+            },
+        };
+        results.push(entry);
+    }
+    state
+        .metrics
+        .operations
+        .with_label_values(&["create"])
+        .inc_by(created);
+    Ok(json_reply(StatusCode::OK, &json!({ "results": results })))
+}
+
+fn get(state: &Arc<AppState>, id: Uuid, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+    query.only(&["include_embedding"])?;
+    let include_embedding = query.flag("include_embedding")?;
+    // Reads never wait on the WAL: a working-tier read is a lock-free slot copy, a warm read a
+    // RocksDB point lookup, so it runs on the async thread.
+    let memory = match key {
+        Some(_) => {
+            let m = state.engine.get(&id)?.ok_or(engram_engine::EngineError::NotFound(id))?;
+            authorize(key, &m.namespace)?;
+            state.engine.get_and_touch(&id)?
+        }
+        None => state.engine.get_and_touch(&id)?,
+    };
+    let memory = memory.ok_or(engram_engine::EngineError::NotFound(id))?;
+    state.metrics.operations.with_label_values(&["get"]).inc();
+    Ok(json_reply(StatusCode::OK, &memory_json(memory, include_embedding)))
+}
+
+async fn update(state: &Arc<AppState>, req: Request<Incoming>, id: Uuid, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+    query.only(&["include_embedding"])?;
+    let include_embedding = query.flag("include_embedding")?;
+    let body = read_body(req, state.settings.max_body_bytes).await?;
+    let patch: PatchMemory = parse_json(&body)?;
+    let (patch, namespace) = patch.into_patch()?;
+    let current = state.engine.get(&id)?.ok_or(engram_engine::EngineError::NotFound(id))?;
+    authorize(key, &current.namespace)?;
+    if let Some(ns) = namespace {
+        if ns != current.namespace {
+            return Err(ApiError::invalid("namespace", "cannot be changed; create a new memory in the other namespace"));
+        }
+    }
+    let engine = Arc::clone(&state.engine);
+    let memory = blocking(move || engine.update(&id, patch)).await??;
+    state.metrics.operations.with_label_values(&["update"]).inc();
+    Ok(json_reply(StatusCode::OK, &memory_json(memory, include_embedding)))
+}
+
+async fn delete(state: &Arc<AppState>, id: Uuid, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+    query.only(&["purge"])?;
+    let purge = query.flag("purge")?;
+    let current = state.engine.get(&id)?.ok_or(engram_engine::EngineError::NotFound(id))?;
+    authorize(key, &current.namespace)?;
+    let engine = Arc::clone(&state.engine);
+    let deleted = blocking(move || engine.delete(&id, purge)).await??;
+    state
+        .metrics
+        .operations
+        .with_label_values(&[if purge { "purge" } else { "delete" }])
+        .inc();
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({
+            "id": deleted.id.to_string(),
+            "deleted_at": api::format_time(deleted.deleted_at_us),
+            "purged": deleted.purged,
+        }),
+    ))
+}
+
+fn list(state: &Arc<AppState>, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+    query.only(&["namespace", "tier", "status", "tag", "limit", "cursor", "include_embedding"])?;
+    let include_embedding = query.flag("include_embedding")?;
+    let namespace = query.get("namespace").map(str::to_owned);
+    if let Some(ns) = &namespace {
+        if !is_valid_namespace(ns) {
+            return Err(ApiError::invalid("namespace", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"));
+        }
+        authorize(key, ns)?;
+    } else if key.is_some_and(|k| !k.allows("*")) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "this API key is limited to some namespaces: name one with ?namespace=",
+        ));
+    }
+    let tier = query
+        .get("tier")
+        .map(|s| Tier::parse(s).ok_or_else(|| ApiError::invalid("tier", format!("must be working, warm or cold, got {s:?}"))))
+        .transpose()?;
+    let status = query
+        .get("status")
+        .map(|s| Status::parse(s).ok_or_else(|| ApiError::invalid("status", format!("must be active, archived or deleted, got {s:?}"))))
+        .transpose()?;
+    let tag = query.get("tag").map(str::to_owned);
+    let limit = match query.get("limit") {
+        None => 100,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=engram_engine::MAX_LIST_LIMIT).contains(&n) => n,
+            _ => return Err(ApiError::invalid("limit", format!("must be an integer from 1 to {}, got {s:?}", engram_engine::MAX_LIST_LIMIT))),
+        },
+    };
+    let after = query.get("cursor").map(api::decode_cursor).transpose()?;
+    let filter = ListFilter {
+        namespace,
+        tier,
+        status,
+        tag,
+    };
+    let page = state.engine.list(&filter, after, limit)?;
+    state.metrics.operations.with_label_values(&["list"]).inc();
+    let memories: Vec<Value> = page
+        .memories
+        .into_iter()
+        .map(|m| memory_json(m, include_embedding))
+        .collect();
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({
+            "memories": memories,
+            "next_cursor": page.next_after.map(api::encode_cursor),
+        }),
+    ))
+}

@@ -1,0 +1,138 @@
+//! `engram-server`: the `engramd` daemon — HTTP API (hyper on tokio), auth, metrics, config and
+//! the daemon lifecycle.
+//!
+//! Invariants: handlers never block an async worker on the WAL (writes run on blocking threads);
+//! every error reaches the client as `{"error":{…}}` with a code from [`error::ApiError`]; a
+//! rejected request changes nothing stored.
+//!
+//! What it does not do: store anything itself (the engine does) or know byte formats.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use engram_engine::{Engine, FaultInjector, IoOp};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub use config::Settings;
+pub use http::AppState;
+
+/// Accepts connections on `listener` until `shutdown` resolves, then stops accepting and waits
+/// (up to the configured timeout) for in-flight requests to finish.
+pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                let service = service_fn(move |req| http::handle(Arc::clone(&state), req, peer));
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let timeout = state.settings.shutdown_timeout;
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(timeout) => tracing::warn!(?timeout, "shutdown timeout: closing remaining connections"),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Fault injection for drills and tests: after `n` successful fsyncs every fsync fails, as a
+/// dying disk would. Set with `ENGRAM_FAULT_FSYNC_FAIL_AFTER`.
+pub fn fsync_failure_after(n: u64) -> FaultInjector {
+    let seen = Arc::new(AtomicU64::new(0));
+    Arc::new(move |op| {
+        if op == IoOp::Sync && seen.fetch_add(1, Ordering::SeqCst) >= n {
+            Err(std::io::Error::other("injected fsync failure (ENGRAM_FAULT_FSYNC_FAIL_AFTER)"))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Opens the store, serves until SIGTERM/SIGINT, then checkpoints and closes. Everything
+/// `engramd` does after parsing its configuration.
+pub async fn serve(settings: Settings, fault: Option<FaultInjector>) -> anyhow::Result<()> {
+    let mut engine_config = settings.engine_config();
+    engine_config.fault_injector = fault;
+    let data_dir = settings.data_dir.clone();
+    let (engine, report) = tokio::task::spawn_blocking(move || Engine::open(engine_config))
+        .await
+        .context("engine open task")?
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    tracing::info!(
+        data_dir = %settings.data_dir.display(),
+        replayed = report.records_replayed,
+        last_lsn = report.last_lsn,
+        took_ms = report.took.as_millis() as u64,
+        "store open"
+    );
+    if let Some((file, offset)) = &report.torn_tail {
+        tracing::warn!(file = %file.display(), offset, "recovered from a torn WAL tail");
+    }
+    let engine = Arc::new(engine);
+    let metrics = metrics::Metrics::new();
+    let histogram = metrics.wal_fsync_duration.clone();
+    engine.set_fsync_observer(Box::new(move |d| histogram.observe(d.as_secs_f64())));
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "engramd serving");
+    let state = Arc::new(AppState::new(Arc::clone(&engine), settings, metrics));
+    run(listener, Arc::clone(&state), shutdown_signal()).await;
+    drop(state);
+    let engine = Arc::try_unwrap(engine)
+        .map_err(|_| anyhow::anyhow!("engine still in use after every connection closed"))?;
+    tokio::task::spawn_blocking(move || engine.close())
+        .await
+        .context("engine close task")?
+        .context("closing the store")?;
+    tracing::info!("store closed cleanly");
+    Ok(())
+}

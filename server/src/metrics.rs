@@ -1,0 +1,141 @@
+//! Prometheus metrics, named `engram_<subsystem>_<noun>_<unit>[_total]`. Gauges that mirror
+//! engine state are refreshed at scrape time, so they are never stale.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use engram_engine::{Engine, EngineStats};
+
+/// Every metric the daemon exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub operations: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub http_requests: IntCounterVec,
+    tier_memories: IntGaugeVec,
+    pub wal_fsync_duration: prometheus::Histogram,
+    wal_durable_lsn: IntGauge,
+    wal_active_segments: IntGauge,
+    engine_poisoned: IntGauge,
+    tier_bytes: IntGaugeVec,
+    uptime_seconds: IntGauge,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    r.expect("metric definitions are static and valid")
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let operations = must(IntCounterVec::new(
+            Opts::new("engram_memory_operations_total", "Memory operations completed, by operation."),
+            &["operation"],
+        ));
+        let http_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "engram_http_request_duration_seconds",
+                "HTTP request latency, by route and status.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route", "status"],
+        ));
+        let http_requests = must(IntCounterVec::new(
+            Opts::new("engram_http_requests_total", "HTTP requests, by route and status."),
+            &["route", "status"],
+        ));
+        let tier_memories = must(IntGaugeVec::new(
+            Opts::new("engram_tier_memories", "Memories stored, by tier."),
+            &["tier"],
+        ));
+        let wal_fsync_duration = must(prometheus::Histogram::with_opts(
+            HistogramOpts::new("engram_wal_fsync_duration_seconds", "WAL fdatasync latency.").buckets(vec![
+                0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0,
+            ]),
+        ));
+        let wal_durable_lsn = must(IntGauge::new("engram_wal_durable_lsn", "Highest LSN on disk."));
+        let wal_active_segments = must(IntGauge::new(
+            "engram_wal_active_segments",
+            "WAL segments not yet covered by a checkpoint.",
+        ));
+        let engine_poisoned = must(IntGauge::new(
+            "engram_engine_poisoned",
+            "1 when a failed write or fsync has stopped writes until restart.",
+        ));
+        let tier_bytes = must(IntGaugeVec::new(
+            Opts::new("engram_tier_bytes", "Bytes used on disk or in heap, by tier."),
+            &["tier"],
+        ));
+        let uptime_seconds = must(IntGauge::new("engram_uptime_seconds", "Seconds since the daemon started."));
+        for c in [
+            Box::new(operations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(http_requests.clone()),
+            Box::new(tier_memories.clone()),
+            Box::new(wal_fsync_duration.clone()),
+            Box::new(wal_durable_lsn.clone()),
+            Box::new(wal_active_segments.clone()),
+            Box::new(engine_poisoned.clone()),
+            Box::new(tier_bytes.clone()),
+            Box::new(uptime_seconds.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Metrics {
+            registry,
+            operations,
+            http_duration,
+            http_requests,
+            tier_memories,
+            wal_fsync_duration,
+            wal_durable_lsn,
+            wal_active_segments,
+            engine_poisoned,
+            tier_bytes,
+            uptime_seconds,
+        }
+    }
+
+    fn refresh(&self, stats: &EngineStats, uptime_seconds: u64) {
+        for (tier, n) in [("working", stats.working), ("warm", stats.warm), ("cold", stats.cold)] {
+            self.tier_memories
+                .with_label_values(&[tier])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.tier_bytes
+            .with_label_values(&["working"])
+            .set(i64::try_from(stats.working_heap_live_bytes).unwrap_or(i64::MAX));
+        self.tier_bytes
+            .with_label_values(&["warm"])
+            .set(i64::try_from(stats.warm_disk_bytes).unwrap_or(i64::MAX));
+        self.wal_durable_lsn
+            .set(i64::try_from(stats.durable_lsn).unwrap_or(i64::MAX));
+        self.wal_active_segments
+            .set(i64::try_from(stats.wal_active_segments).unwrap_or(i64::MAX));
+        self.engine_poisoned.set(i64::from(stats.poisoned));
+        self.uptime_seconds
+            .set(i64::try_from(uptime_seconds).unwrap_or(i64::MAX));
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self, engine: &Engine, uptime_seconds: u64) -> String {
+        self.refresh(&engine.stats(), uptime_seconds);
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(out).expect("the text encoder writes UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
