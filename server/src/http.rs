@@ -12,7 +12,7 @@ use bytes::Bytes;
 use engram_engine::{
     is_valid_namespace, Engine, ListFilter, Memory, NewMemory, Status, Tier, Uuid, MAX_BATCH_ITEMS,
 };
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,6 +27,8 @@ use crate::metrics::Metrics;
 
 /// Distinct rate-limit buckets kept; the oldest are dropped past this.
 const MAX_RATE_BUCKETS: usize = 100_000;
+/// Most bytes of an oversized body read and thrown away before answering 413.
+const MAX_DRAIN_BYTES: u64 = 256 << 20;
 /// Longest client-supplied request id echoed back.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
@@ -304,33 +306,49 @@ impl Query {
     }
 }
 
+/// Reads the body up to `limit` bytes. A larger body is read on and discarded (up to
+/// [`MAX_DRAIN_BYTES`]) before the 413, so a client still sending gets the answer rather than a
+/// reset connection.
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(ApiError::too_large("body", format!("is {len} bytes; the limit is {limit}")));
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(8192, |d| d.min(limit as u64) as usize));
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::invalid("body", format!("could not be read: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen <= limit as u64 {
+                buf.extend_from_slice(&data);
+            } else if seen > MAX_DRAIN_BYTES {
+                break;
+            }
         }
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::too_large("body", format!("is larger than the limit of {limit} bytes")))
-        }
-        Err(e) => Err(ApiError::invalid("body", format!("could not be read: {e}"))),
+    if seen > limit as u64 {
+        let size = declared.unwrap_or(seen);
+        return Err(ApiError::too_large("body", format!("is {size} bytes; the limit is {limit}")));
     }
+    Ok(buf.freeze())
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
+        // "." is the whole body; "?" a position the path tracker could not name.
+        let path = match e.path().to_string() {
+            p if p == "?" => ".".to_owned(),
+            p => p,
+        };
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
+        if (inner.is_syntax() || inner.is_eof()) && path == "." {
             ApiError::invalid("body", format!("is not valid JSON: {inner}"))
+        } else if inner.is_syntax() {
+            ApiError::invalid(&path, format!("is not valid JSON: {inner}"))
         } else if path == "." {
             ApiError::invalid("body", inner)
         } else {
@@ -390,8 +408,7 @@ fn metrics(state: &AppState) -> Reply {
     r
 }
 
-fn parse_create(value: Value, key: Option<&ApiKey>) -> Result<NewMemory, ApiError> {
-    let req: CreateMemory = parse_value(value)?;
+fn check_create(req: CreateMemory, key: Option<&ApiKey>) -> Result<NewMemory, ApiError> {
     let new = req.into_new()?;
     if !is_valid_namespace(&new.namespace) {
         return Err(ApiError::invalid("namespace", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"));
@@ -404,11 +421,7 @@ async fn create(state: &Arc<AppState>, req: Request<Incoming>, key: Option<&ApiK
     query.only(&["include_embedding"])?;
     let include_embedding = query.flag("include_embedding")?;
     let body = read_body(req, state.settings.max_body_bytes).await?;
-    let value: Value = parse_json(&body)?;
-    if !value.is_object() {
-        return Err(ApiError::invalid("body", "must be a JSON object"));
-    }
-    let new = parse_create(value, key)?;
+    let new = check_create(parse_json(&body)?, key)?;
     let engine = Arc::clone(&state.engine);
     let memory = blocking(move || engine.create(new)).await??;
     state.metrics.operations.with_label_values(&["create"]).inc();
@@ -429,15 +442,11 @@ async fn batch(state: &Arc<AppState>, req: Request<Incoming>, key: Option<&ApiKe
     // Parse every item; items that fail stay as errors in place, the rest go to the engine.
     let mut parsed: Vec<Result<NewMemory, ApiError>> = Vec::with_capacity(req.memories.len());
     for (i, value) in req.memories.into_iter().enumerate() {
-        parsed.push(parse_create(value, key).map_err(|mut e| {
-            if let Some(field) = e.details.get("field").and_then(Value::as_str) {
-                let field = format!("memories[{i}].{field}");
-                e.details = json!({ "field": field, "index": i });
-            } else {
-                e.details["index"] = json!(i);
-            }
-            e
-        }));
+        parsed.push(
+            parse_value::<CreateMemory>(value)
+                .and_then(|req| check_create(req, key))
+                .map_err(|e| locate(e, i)),
+        );
     }
     let valid: Vec<NewMemory> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
     let engine = Arc::clone(&state.engine);
@@ -453,8 +462,7 @@ async fn batch(state: &Arc<AppState>, req: Request<Incoming>, key: Option<&ApiKe
                     memory_json(m, include_embedding)
                 }
                 Err(e) => {
-                    let mut e = ApiError::from(e);
-                    e.details["index"] = json!(i);
+                    let e = locate(ApiError::from(e), i);
                     json!({ "error": { "code": e.code, "message": e.message, "details": e.details } })
                 }
             },
@@ -467,6 +475,17 @@ async fn batch(state: &Arc<AppState>, req: Request<Incoming>, key: Option<&ApiKe
         .with_label_values(&["create"])
         .inc_by(created);
     Ok(json_reply(StatusCode::OK, &json!({ "results": results })))
+}
+
+/// Points an error about one batch item at it: `field` becomes `memories[i].field`.
+fn locate(mut e: ApiError, i: usize) -> ApiError {
+    if let Some(field) = e.details.get("field").and_then(Value::as_str) {
+        let field = format!("memories[{i}].{field}");
+        e.details = json!({ "field": field, "index": i });
+    } else {
+        e.details["index"] = json!(i);
+    }
+    e
 }
 
 fn get(state: &Arc<AppState>, id: Uuid, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {

@@ -1,1 +1,260 @@
-//! placeholder
+//! Harness for end-to-end tests: starts the real `engramd` binary on a free port with a temp data
+//! directory, talks HTTP to it, and stops it gracefully (SIGTERM) or brutally (SIGKILL).
+//!
+//! The binary is looked up next to the test executable (`target/<profile>/engramd`), or taken
+//! from `ENGRAM_BIN`. `cargo nextest run --workspace` builds it.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a daemon may take to answer its first health check.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Path of the `engramd` binary under test.
+pub fn engramd_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENGRAM_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/engramd
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = dir.join("engramd");
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build --release -p engram-server` or set ENGRAM_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1 (the kernel's choice; released before the daemon binds it).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running `engramd`.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    agent: ureq::Agent,
+    log_path: PathBuf,
+}
+
+/// An HTTP answer: status and JSON body (`Value::Null` when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The error code of an error reply.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Daemon {
+    /// Starts a daemon on `data_dir` with extra `--set key=value` settings and environment.
+    pub fn start(data_dir: &Path, settings: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with_env(data_dir, settings, &[])
+    }
+
+    pub fn start_with_env(data_dir: &Path, settings: &[(&str, &str)], env: &[(&str, &str)]) -> Daemon {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match Daemon::try_start(data_dir, port, settings, env) {
+                Ok(d) => return d,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("engramd did not start: {last_error}");
+    }
+
+    fn try_start(data_dir: &Path, port: u16, settings: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Daemon, String> {
+        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(engramd_path());
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("ENGRAM_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        for (k, v) in settings {
+            cmd.arg("--set").arg(format!("{k}={v}"));
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .build();
+        let mut d = Daemon {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            agent,
+            log_path,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                d.child = None;
+                return Err(format!("exited with {status} before serving: {}", d.log()));
+            }
+            if let Ok(r) = d.agent.get(&format!("{}/api/v1/health", d.url)).call() {
+                if r.status() == 200 {
+                    return Ok(d);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no healthy answer within {START_TIMEOUT:?}: {}", d.log()));
+            }
+            // Polling for readiness of a separate process, bounded by the deadline above.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the daemon wrote to stdout/stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        c.wait().expect("wait for engramd")
+    }
+
+    /// Sends a request; `body` is JSON text or empty.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.agent.request(method, &format!("{}{}", self.url, path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let result = match body {
+            Some(b) => req.set("content-type", "application/json").send_string(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: transport error {e}"),
+        };
+        let status = resp.status();
+        let headers = resp
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_owned())))
+            .collect();
+        let mut text = String::new();
+        resp.into_reader()
+            .take(256 << 20)
+            .read_to_string(&mut text)
+            .expect("read body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            text,
+            headers,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, None, &[])
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        self.request("POST", path, Some(&body.to_string()), &[])
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> Reply {
+        self.request("PATCH", path, Some(&body.to_string()), &[])
+    }
+
+    pub fn delete(&self, path: &str) -> Reply {
+        self.request("DELETE", path, None, &[])
+    }
+
+    /// Every memory visible through the list API (all namespaces), following cursors.
+    pub fn list_all(&self, extra_query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/memories?limit=1000{extra_query}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let r = self.get(&path);
+            assert_eq!(r.status, 200, "list: {}", r.text);
+            out.extend(r.body["memories"].as_array().expect("memories array").iter().cloned());
+            match r.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A deterministic pseudo-random embedding for `seed`.
+pub fn embedding(seed: u64, dims: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..dims)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}

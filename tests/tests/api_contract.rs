@@ -1,0 +1,463 @@
+//! The v1 HTTP API contract, checked against a real `engramd` with real RocksDB and files.
+//!
+//! Each test starts its own daemon on a free port with a temp data directory and drives it over
+//! HTTP: the memory lifecycle, batch create, cursor listing, every error code with the field it
+//! names, auth and rate limiting, storage-full and poisoned states, and reported corruption.
+
+use engram_tests::{embedding, Daemon};
+use serde_json::{json, Value};
+
+fn start(settings: &[(&str, &str)]) -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(&dir.path().join("data"), settings);
+    (dir, d)
+}
+
+fn create(d: &Daemon, body: &Value) -> Value {
+    let r = d.post("/api/v1/memories", body);
+    assert_eq!(r.status, 201, "create: {}", r.text);
+    r.body
+}
+
+#[test]
+fn memory_lifecycle_create_get_update_delete_purge() {
+    let (_dir, d) = start(&[("embedding.dimensions", "8")]);
+    let emb = embedding(1, 8);
+    let m = create(
+        &d,
+        &json!({
+            "namespace": "agent-1",
+            "content": "Caroline went to the LGBTQ support group",
+            "embedding": emb,
+            "importance_score": 0.8,
+            "metadata": {"speaker": "Caroline", "session": 1},
+            "tags": ["support", "caroline"],
+            "created_at": "2023-05-08T13:56:00Z",
+            "expires_at": "2030-01-01T00:00:00Z"
+        }),
+    );
+    let id = m["id"].as_str().expect("id").to_owned();
+    assert_eq!(uuid_version(&id), 7, "ids are UUIDv7");
+    assert_eq!(m["namespace"], "agent-1");
+    assert_eq!(m["tier"], "working");
+    assert_eq!(m["status"], "active");
+    assert_eq!(m["version"], 1);
+    assert_eq!(m["created_at"], "2023-05-08T13:56:00Z");
+    assert_eq!(m["expires_at"], "2030-01-01T00:00:00Z");
+    assert_eq!(m["metadata"], json!({"speaker": "Caroline", "session": 1}));
+    assert_eq!(m["content_hash"], sha256_hex("Caroline went to the LGBTQ support group"));
+    assert!(m.get("embedding").is_none(), "embedding omitted by default");
+    assert_eq!(m["has_embedding"], true);
+
+    let got = d.get(&format!("/api/v1/memories/{id}?include_embedding=true"));
+    assert_eq!(got.status, 200);
+    let got_emb: Vec<f32> = serde_json::from_value(got.body["embedding"].clone()).expect("embedding");
+    assert_eq!(got_emb, emb, "embedding round-trips exactly");
+    assert_eq!(got.body["access_count"], 1, "a GET counts an access");
+    assert!(got.body["last_accessed_at"].is_string());
+    let again = d.get(&format!("/api/v1/memories/{id}"));
+    assert_eq!(again.body["access_count"], 2);
+
+    let patched = d.patch(
+        &format!("/api/v1/memories/{id}"),
+        &json!({"importance_score": 0.3, "tags": ["x"], "expires_at": null}),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(patched.body["version"], 2);
+    assert_eq!(patched.body["importance_score"], 0.3f32 as f64);
+    assert_eq!(patched.body["tags"], json!(["x"]));
+    assert_eq!(patched.body["expires_at"], Value::Null);
+    assert_eq!(patched.body["content"], m["content"], "unpatched fields stay");
+
+    let put = d.request(
+        "PUT",
+        &format!("/api/v1/memories/{id}"),
+        Some(&json!({"content": "Caroline went to a support group"}).to_string()),
+        &[],
+    );
+    assert_eq!(put.status, 200, "PUT is an alias of PATCH: {}", put.text);
+    assert_eq!(put.body["version"], 3);
+    assert_eq!(put.body["has_embedding"], false, "changing content drops the stale vector");
+    assert_eq!(put.body["content_hash"], sha256_hex("Caroline went to a support group"));
+
+    let del = d.delete(&format!("/api/v1/memories/{id}"));
+    assert_eq!(del.status, 200, "{}", del.text);
+    assert_eq!(del.body["id"], id.as_str());
+    assert!(del.body["deleted_at"].is_string());
+    let soft = d.get(&format!("/api/v1/memories/{id}"));
+    assert_eq!(soft.body["status"], "deleted");
+    assert!(d.list_all("").is_empty(), "deleted memories are hidden from lists");
+    assert_eq!(d.list_all("&status=deleted").len(), 1);
+    assert_eq!(d.delete(&format!("/api/v1/memories/{id}")).status, 404, "deleting twice");
+    // The content is free again for a new memory once the old one is deleted.
+    create(&d, &json!({"namespace": "agent-1", "content": "Caroline went to a support group"}));
+
+    let purge = d.delete(&format!("/api/v1/memories/{id}?purge=true"));
+    assert_eq!(purge.status, 200, "{}", purge.text);
+    let gone = d.get(&format!("/api/v1/memories/{id}"));
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.code(), "MEMORY_NOT_FOUND");
+}
+
+#[test]
+fn duplicate_content_in_a_namespace_is_409_with_the_existing_id() {
+    let (_dir, d) = start(&[]);
+    let first = create(&d, &json!({"content": "same words"}));
+    let dup = d.post("/api/v1/memories", &json!({"content": "same words"}));
+    assert_eq!(dup.status, 409);
+    assert_eq!(dup.code(), "DUPLICATE_CONTENT");
+    assert_eq!(dup.body["error"]["details"]["existing_id"], first["id"]);
+    // Another namespace may hold the same content.
+    create(&d, &json!({"content": "same words", "namespace": "other"}));
+    // Updating another memory to that content is a duplicate too.
+    let second = create(&d, &json!({"content": "different words"}));
+    let r = d.patch(
+        &format!("/api/v1/memories/{}", second["id"].as_str().expect("id")),
+        &json!({"content": "same words"}),
+    );
+    assert_eq!(r.status, 409, "{}", r.text);
+}
+
+#[test]
+fn batch_create_reports_each_item() {
+    let (_dir, d) = start(&[("embedding.dimensions", "4")]);
+    create(&d, &json!({"content": "already here"}));
+    let r = d.post(
+        "/api/v1/memories/batch",
+        &json!({"memories": [
+            {"content": "one", "tags": ["b"]},
+            {"content": "two", "embedding": [1, 2, 3]},
+            {"content": "already here"},
+            {"content": "three", "importance_score": 0.9},
+            {"content": "one"}
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let results = r.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 5);
+    assert_eq!(results[0]["content"], "one");
+    assert_eq!(results[1]["error"]["code"], "INVALID_REQUEST");
+    assert_eq!(results[1]["error"]["details"]["field"], "memories[1].embedding");
+    assert_eq!(results[2]["error"]["code"], "DUPLICATE_CONTENT");
+    assert_eq!(results[3]["importance_score"], 0.9f32 as f64);
+    assert_eq!(results[4]["error"]["code"], "DUPLICATE_CONTENT", "duplicates inside one batch");
+    assert_eq!(d.list_all("").len(), 3);
+
+    let too_many: Vec<Value> = (0..1001).map(|i| json!({"content": format!("m{i}")})).collect();
+    let r = d.post("/api/v1/memories/batch", &json!({ "memories": too_many }));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["error"]["details"]["field"], "memories");
+    let exactly: Vec<Value> = (0..1000).map(|i| json!({"content": format!("m{i}")})).collect();
+    let r = d.post("/api/v1/memories/batch", &json!({ "memories": exactly }));
+    assert_eq!(r.status, 200, "1000 is the limit");
+    assert_eq!(d.list_all("").len(), 1003);
+}
+
+#[test]
+fn list_cursor_walks_every_memory_exactly_once_with_filters() {
+    let (_dir, d) = start(&[]);
+    let mut ids = Vec::new();
+    for i in 0..250 {
+        let ns = if i % 3 == 0 { "a" } else { "b" };
+        let tags = if i % 5 == 0 { json!(["five"]) } else { json!([]) };
+        let m = create(&d, &json!({"namespace": ns, "content": format!("memory {i}"), "tags": tags}));
+        ids.push((m["id"].as_str().expect("id").to_owned(), ns));
+    }
+    // Walk with a small page size.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/memories?limit=7&cursor={c}"),
+            None => "/api/v1/memories?limit=7".to_owned(),
+        };
+        let r = d.get(&path);
+        assert_eq!(r.status, 200, "{}", r.text);
+        for m in r.body["memories"].as_array().expect("array") {
+            seen.push(m["id"].as_str().expect("id").to_owned());
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(seen, expected, "every memory once, in creation order");
+    let a = d.list_all("&namespace=a");
+    assert_eq!(a.len(), ids.iter().filter(|(_, ns)| *ns == "a").count());
+    assert!(a.iter().all(|m| m["namespace"] == "a"));
+    assert_eq!(d.list_all("&tag=five").len(), 50);
+    assert_eq!(d.list_all("&tier=working").len(), 250);
+    assert_eq!(d.list_all("&tier=WARM").len(), 0, "tier is case-insensitive");
+    assert_eq!(d.list_all("&status=archived").len(), 0);
+}
+
+#[test]
+fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
+    let (_dir, d) = start(&[("embedding.dimensions", "4")]);
+    let keep = create(&d, &json!({"content": "keep me", "tags": ["t"]}));
+    let keep_id = keep["id"].as_str().expect("id").to_owned();
+    let big = "x".repeat(1024 * 1024 + 1);
+    let cases: Vec<(&str, &str, String, u16, &str, &str)> = vec![
+        ("POST", "/api/v1/memories", "{not json".into(), 400, "INVALID_REQUEST", "body"),
+        ("POST", "/api/v1/memories", "[]".into(), 400, "INVALID_REQUEST", "body"),
+        ("POST", "/api/v1/memories", json!({}).to_string(), 400, "INVALID_REQUEST", "content"),
+        ("POST", "/api/v1/memories", json!({"content": 5}).to_string(), 400, "INVALID_REQUEST", "content"),
+        ("POST", "/api/v1/memories", json!({"content": ""}).to_string(), 400, "INVALID_REQUEST", "content"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "colour": "red"}).to_string(), 400, "INVALID_REQUEST", "colour"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "importance_score": 1.5}).to_string(), 400, "INVALID_REQUEST", "importance_score"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "importance_score": "high"}).to_string(), 400, "INVALID_REQUEST", "importance_score"),
+        ("POST", "/api/v1/memories", r#"{"content":"a","importance_score":NaN}"#.into(), 400, "INVALID_REQUEST", "importance_score"),
+        ("POST", "/api/v1/memories", r#"{"content":"a","importance_score":1e999}"#.into(), 400, "INVALID_REQUEST", "importance_score"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "embedding": [1, 2, 3]}).to_string(), 400, "INVALID_REQUEST", "embedding"),
+        ("POST", "/api/v1/memories", r#"{"content":"a","embedding":[1,2,3,1e39]}"#.into(), 400, "INVALID_REQUEST", "embedding"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "embedding": [1, 2, "x", 4]}).to_string(), 400, "INVALID_REQUEST", "embedding[2]"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "namespace": "has space"}).to_string(), 400, "INVALID_REQUEST", "namespace"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "namespace": "n".repeat(129)}).to_string(), 400, "INVALID_REQUEST", "namespace"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "metadata": [1]}).to_string(), 400, "INVALID_REQUEST", "metadata"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "metadata": {"k": "v".repeat(65 * 1024)}}).to_string(), 413, "CONTENT_TOO_LARGE", "metadata"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "tags": vec!["t"; 65]}).to_string(), 400, "INVALID_REQUEST", "tags"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "tags": ["x".repeat(129)]}).to_string(), 400, "INVALID_REQUEST", "tags"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "parent_id": "nope"}).to_string(), 400, "INVALID_REQUEST", "parent_id"),
+        ("POST", "/api/v1/memories", json!({"content": "a", "created_at": "yesterday"}).to_string(), 400, "INVALID_REQUEST", "created_at"),
+        ("POST", "/api/v1/memories", json!({"content": big}).to_string(), 413, "CONTENT_TOO_LARGE", "content"),
+        ("POST", "/api/v1/memories", format!("{{\"content\":\"{}\"}}", "y".repeat(9 << 20)), 413, "CONTENT_TOO_LARGE", "body"),
+        ("GET", "/api/v1/memories/not-a-uuid", String::new(), 400, "INVALID_REQUEST", "id"),
+        ("GET", "/api/v1/memories?limit=0", String::new(), 400, "INVALID_REQUEST", "limit"),
+        ("GET", "/api/v1/memories?limit=1001", String::new(), 400, "INVALID_REQUEST", "limit"),
+        ("GET", "/api/v1/memories?limit=ten", String::new(), 400, "INVALID_REQUEST", "limit"),
+        ("GET", "/api/v1/memories?cursor=garbage", String::new(), 400, "INVALID_REQUEST", "cursor"),
+        ("GET", "/api/v1/memories?tier=hot", String::new(), 400, "INVALID_REQUEST", "tier"),
+        ("GET", "/api/v1/memories?status=gone", String::new(), 400, "INVALID_REQUEST", "status"),
+        ("GET", "/api/v1/memories?sort=asc", String::new(), 400, "INVALID_REQUEST", "sort"),
+        ("PATCH", "/api/v1/memories/KEEP", json!({}).to_string(), 400, "INVALID_REQUEST", "body"),
+        ("PATCH", "/api/v1/memories/KEEP", json!({"tier": "lukewarm"}).to_string(), 400, "INVALID_REQUEST", "tier"),
+        ("PATCH", "/api/v1/memories/KEEP", json!({"status": "gone"}).to_string(), 400, "INVALID_REQUEST", "status"),
+        ("PATCH", "/api/v1/memories/KEEP", json!({"namespace": "elsewhere"}).to_string(), 400, "INVALID_REQUEST", "namespace"),
+        ("PATCH", "/api/v1/memories/KEEP", json!({"importance_score": -0.1}).to_string(), 400, "INVALID_REQUEST", "importance_score"),
+        ("PATCH", "/api/v1/memories/KEEP", json!({"tags": "t"}).to_string(), 400, "INVALID_REQUEST", "tags"),
+        ("DELETE", "/api/v1/memories/KEEP?purge=maybe", String::new(), 400, "INVALID_REQUEST", "purge"),
+        ("POST", "/api/v1/memories/batch", json!({"memories": []}).to_string(), 400, "INVALID_REQUEST", "memories"),
+        ("POST", "/api/v1/memories/batch", json!({"items": []}).to_string(), 400, "INVALID_REQUEST", "items"),
+    ];
+    for (method, path, body, status, code, field) in &cases {
+        let path = path.replace("KEEP", &keep_id);
+        let r = d.request(method, &path, (!body.is_empty()).then_some(body.as_str()), &[]);
+        assert_eq!(r.status, *status, "{method} {path} {}: {}", &body[..body.len().min(80)], r.text);
+        assert_eq!(r.code(), *code, "{method} {path}: {}", r.text);
+        let message = r.body["error"]["message"].as_str().expect("message");
+        let named = r.body["error"]["details"]["field"].as_str().unwrap_or("");
+        assert!(
+            named.contains(field) || message.contains(field),
+            "{method} {path}: error does not name {field}: {}",
+            r.text
+        );
+        assert!(r.body["error"]["request_id"].is_string());
+    }
+    let missing = d.get(&format!("/api/v1/memories/{}", uuid_v7_like()));
+    assert_eq!((missing.status, missing.code()), (404, "MEMORY_NOT_FOUND"));
+    let route = d.get("/api/v2/nothing");
+    assert_eq!((route.status, route.code()), (404, "ROUTE_NOT_FOUND"));
+    let method = d.request("DELETE", "/api/v1/health", None, &[]);
+    assert_eq!(method.status, 405);
+    // Nothing stored changed.
+    let all = d.list_all("");
+    assert_eq!(all.len(), 1);
+    let kept = d.get(&format!("/api/v1/memories/{keep_id}"));
+    assert_eq!(kept.body["version"], 1);
+    assert_eq!(kept.body["tags"], json!(["t"]));
+}
+
+#[test]
+fn api_keys_namespaces_and_rate_limit() {
+    let (_dir, d) = start(&[
+        ("auth.api_keys", "admin-key-123,agent-key-456:team-a|team-b"),
+        ("rate_limit.requests_per_second", "5"),
+        ("rate_limit.burst", "20"),
+    ]);
+    let admin = [("authorization", "Bearer admin-key-123")];
+    let agent = [("x-api-key", "agent-key-456")];
+    let body = json!({"content": "secret", "namespace": "team-c"}).to_string();
+    let none = d.request("POST", "/api/v1/memories", Some(&body), &[]);
+    assert_eq!((none.status, none.code()), (401, "UNAUTHORIZED"));
+    let wrong = d.request("POST", "/api/v1/memories", Some(&body), &[("x-api-key", "wrong-key-000")]);
+    assert_eq!((wrong.status, wrong.code()), (401, "UNAUTHORIZED"));
+    let forbidden = d.request("POST", "/api/v1/memories", Some(&body), &agent);
+    assert_eq!((forbidden.status, forbidden.code()), (403, "FORBIDDEN"));
+    let ok = d.request("POST", "/api/v1/memories", Some(&body), &admin);
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    let id = ok.body["id"].as_str().expect("id");
+    let read = d.request("GET", &format!("/api/v1/memories/{id}"), None, &agent);
+    assert_eq!(read.status, 403, "another namespace's memory by id");
+    let list = d.request("GET", "/api/v1/memories", None, &agent);
+    assert_eq!(list.status, 403, "a limited key must name a namespace");
+    let list = d.request("GET", "/api/v1/memories?namespace=team-a", None, &agent);
+    assert_eq!(list.status, 200);
+    assert_eq!(d.get("/api/v1/health").status, 200, "health needs no key");
+    // Exhaust the burst: 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..60 {
+        let r = d.request("GET", "/api/v1/memories?namespace=team-a", None, &agent);
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("the rate limit must trigger within 60 requests");
+    assert_eq!(limited.code(), "RATE_LIMIT_EXCEEDED");
+    assert!(limited.header("retry-after").is_some());
+}
+
+#[test]
+fn low_disk_space_is_507_and_stores_nothing() {
+    let (_dir, d) = start(&[("storage.min_free_disk_bytes", "9223372036854775807")]);
+    let r = d.post("/api/v1/memories", &json!({"content": "no room"}));
+    assert_eq!((r.status, r.code()), (507, "INSUFFICIENT_STORAGE"), "{}", r.text);
+    assert!(d.list_all("").is_empty());
+    assert_eq!(d.get("/api/v1/health").status, 200, "reads still work");
+}
+
+#[test]
+fn failed_fsync_poisons_writes_until_restart_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut d = Daemon::start_with_env(&data, &[], &[("ENGRAM_FAULT_FSYNC_FAIL_AFTER", "3")]);
+    let mut acked = Vec::new();
+    let mut poisoned = None;
+    for i in 0..10 {
+        let r = d.post("/api/v1/memories", &json!({"content": format!("write {i}")}));
+        match r.status {
+            201 => acked.push(r.body["id"].as_str().expect("id").to_owned()),
+            _ => {
+                poisoned = Some(r);
+                break;
+            }
+        }
+    }
+    let r = poisoned.expect("the injected fsync failure must surface");
+    assert_eq!((r.status, r.code()), (503, "SERVICE_UNAVAILABLE"), "{}", r.text);
+    assert_eq!(acked.len(), 3);
+    let again = d.post("/api/v1/memories", &json!({"content": "after the failure"}));
+    assert_eq!(again.status, 503, "writes stay refused: a failed fsync is never retried");
+    let health = d.get("/api/v1/health");
+    assert_eq!(health.status, 503);
+    assert_eq!(health.body["status"], "unhealthy");
+    let metrics = d.get("/metrics");
+    assert!(metrics.text.contains("engram_engine_poisoned 1"), "{}", metrics.text);
+    for id in &acked {
+        assert_eq!(d.get(&format!("/api/v1/memories/{id}")).status, 200, "reads still work");
+    }
+    d.kill9();
+    let d = Daemon::start(&data, &[]);
+    for id in &acked {
+        assert_eq!(d.get(&format!("/api/v1/memories/{id}")).status, 200, "acknowledged before the failure");
+    }
+    assert_eq!(d.post("/api/v1/memories", &json!({"content": "healthy again"})).status, 201);
+}
+
+#[test]
+fn corrupt_working_tier_bytes_are_a_500_never_data() {
+    use std::os::unix::fs::FileExt;
+    let (_dir, d) = start(&[]);
+    let m = create(&d, &json!({"content": "the only memory on the heap"}));
+    // The first heap entry starts at offset 0 of heap-0.bin: 8 bytes of header, then the image.
+    let heap = d.data_dir.join("working").join("heap-0.bin");
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&heap).expect("heap file");
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, 30).expect("read");
+    b[0] ^= 0x40;
+    f.write_all_at(&b, 30).expect("flip a bit");
+    let r = d.get(&format!("/api/v1/memories/{}", m["id"].as_str().expect("id")));
+    assert_eq!((r.status, r.code()), (500, "INTERNAL_ERROR"), "{}", r.text);
+    assert!(r.body["error"]["message"].as_str().expect("message").contains("checksum"));
+}
+
+#[test]
+fn health_and_metrics_tell_the_truth() {
+    let (_dir, d) = start(&[]);
+    for i in 0..5 {
+        create(&d, &json!({"content": format!("m{i}")}));
+    }
+    let h = d.get("/api/v1/health");
+    assert_eq!(h.status, 200);
+    assert_eq!(h.body["status"], "healthy");
+    assert_eq!(h.body["database_connected"], true);
+    assert_eq!(h.body["embedding_service_available"], false);
+    assert_eq!(h.body["tiers"]["working"], 5);
+    assert!(h.body["wal"]["durable_lsn"].as_u64().expect("lsn") >= 5);
+    assert!(h.body["version"].is_string());
+    assert!(h.body["uptime_seconds"].is_u64());
+    for path in ["/metrics", "/api/v1/metrics"] {
+        let m = d.get(path);
+        assert_eq!(m.status, 200);
+        for needle in [
+            "engram_memory_operations_total{operation=\"create\"} 5",
+            "engram_http_request_duration_seconds_bucket{route=\"create\",status=\"201\"",
+            "engram_http_requests_total{route=\"create\",status=\"201\"} 5",
+            "engram_tier_memories{tier=\"working\"} 5",
+            "engram_wal_fsync_duration_seconds_count",
+            "engram_wal_durable_lsn",
+        ] {
+            assert!(m.text.contains(needle), "{path} lacks {needle}:\n{}", m.text);
+        }
+    }
+}
+
+#[test]
+fn full_working_tier_moves_the_least_valuable_to_warm() {
+    let (_dir, d) = start(&[("working.capacity", "20"), ("embedding.dimensions", "4")]);
+    let mut ids = Vec::new();
+    for i in 0..60u64 {
+        let importance = if i < 10 { 0.9 } else { 0.1 };
+        let m = create(
+            &d,
+            &json!({"content": format!("m{i}"), "importance_score": importance, "embedding": embedding(i, 4)}),
+        );
+        ids.push(m["id"].as_str().expect("id").to_owned());
+    }
+    let h = d.get("/api/v1/health");
+    let working = h.body["tiers"]["working"].as_u64().expect("count");
+    let warm = h.body["tiers"]["warm"].as_u64().expect("count");
+    assert!(working <= 20, "working {working}");
+    assert_eq!(working + warm, 60);
+    // The important ones stayed in the working tier.
+    for id in &ids[..10] {
+        assert_eq!(d.get(&format!("/api/v1/memories/{id}")).body["tier"], "working");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let r = d.get(&format!("/api/v1/memories/{id}?include_embedding=true"));
+        assert_eq!(r.body["content"], format!("m{i}"));
+        let e: Vec<f32> = serde_json::from_value(r.body["embedding"].clone()).expect("embedding");
+        assert_eq!(e, embedding(i as u64, 4));
+    }
+    // A client can move a memory between working and warm.
+    let low = &ids[59];
+    let moved = d.patch(&format!("/api/v1/memories/{low}"), &json!({"tier": "warm"}));
+    assert_eq!(moved.body["tier"], "warm", "{}", moved.text);
+    assert_eq!(d.get(&format!("/api/v1/memories/{low}")).body["tier"], "warm");
+    assert_eq!(d.list_all("").len(), 60);
+    assert_eq!(d.list_all("&tier=warm").len() as u64 + d.list_all("&tier=working").len() as u64, 60);
+}
+
+fn uuid_version(id: &str) -> u32 {
+    id.chars().nth(14).and_then(|c| c.to_digit(16)).expect("uuid version digit")
+}
+
+fn uuid_v7_like() -> String {
+    "01890a5d-ac96-774b-bcce-b302099a8057".to_owned()
+}
+
+fn sha256_hex(s: &str) -> String {
+    // Computed independently of the server with the system's sha256sum.
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8(out.stdout).expect("utf8")[..64].to_owned()
+}
