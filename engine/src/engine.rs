@@ -267,6 +267,10 @@ impl Engine {
         let mut batch = Some(warm.batch());
         let mut batched = 0usize;
         let mut last_batched_lsn = 0;
+        // The working-tier image after a crash is newer than its checkpoint, so replaying each
+        // record in turn could re-insert memories that later left and overflow the slots.
+        // Only the last operation per id matters for it: collect those, apply them at the end.
+        let mut working_final = WorkingReplay::default();
         let (wal, wal_report) = Wal::open(wal_opts, replay_from, min_next, |record| {
             let op = codec::decode_op(record.payload, record.lsn).map_err(|e| {
                 EngineError::Corrupt {
@@ -291,7 +295,7 @@ impl Engine {
                 batched += 1;
             }
             if to_working {
-                working_part(&working, &op)?;
+                working_final.record(record.lsn, op);
             }
             if batched >= REPLAY_BATCH_RECORDS {
                 if let Some(b) = batch.take() {
@@ -306,6 +310,7 @@ impl Engine {
                 b.commit(last_batched_lsn)?;
             }
         }
+        working_final.apply(&working)?;
         let last_lsn = wal.last_lsn();
         let working_count = working.len();
         let warm_count = warm.count_records()?;
@@ -615,6 +620,52 @@ fn rocks_part(
         }
     }
     Ok(())
+}
+
+/// The working tier's share of a replay: the last operation per id, and access deltas newer
+/// than that id's last image.
+#[derive(Default)]
+struct WorkingReplay {
+    last: HashMap<Uuid, (Lsn, Option<Memory>)>,
+    access: Vec<(Lsn, AccessDelta)>,
+}
+
+impl WorkingReplay {
+    fn record(&mut self, lsn: Lsn, op: Op) {
+        match op {
+            Op::Put { memory, .. } => {
+                let id = memory.id;
+                let image = (memory.tier == Tier::Working).then_some(memory);
+                self.last.insert(id, (lsn, image));
+            }
+            Op::Purge { id, .. } => {
+                self.last.insert(id, (lsn, None));
+            }
+            Op::Access(deltas) => self.access.extend(deltas.into_iter().map(|d| (lsn, d))),
+        }
+    }
+
+    /// Removals first (they free slots), then puts, then the access deltas that came after
+    /// each memory's last image.
+    fn apply(self, working: &WorkingTier) -> Result<(), EngineError> {
+        for (id, (_, m)) in &self.last {
+            if m.is_none() {
+                working.remove(id);
+            }
+        }
+        for (_, m) in self.last.values() {
+            if let Some(m) = m {
+                working.put(m)?;
+            }
+        }
+        for (lsn, d) in self.access {
+            let newer = self.last.get(&d.id).is_none_or(|(put_lsn, _)| lsn > *put_lsn);
+            if newer {
+                working.record_access(&d.id, d.count, d.last_accessed_at_us)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The working-tier part of applying `op`.
