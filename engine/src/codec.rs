@@ -34,6 +34,9 @@ pub struct AccessDelta {
 
 /// A WAL operation. Each is self-contained: applying it reads nothing from other tiers, so every
 /// tier can replay exactly the suffix of the log its durable image is missing.
+// Put, the common variant, is the large one: boxing it would add an allocation to nearly every
+// operation to shrink the rare ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Store this full image in `memory.tier`, removing any copy from other tiers.
@@ -167,10 +170,18 @@ impl<'a> Reader<'a> {
         }
     }
     fn opt_i64(&mut self) -> Result<Option<i64>, DecodeError> {
-        Ok(if self.flag()? { Some(self.i64()?) } else { None })
+        Ok(if self.flag()? {
+            Some(self.i64()?)
+        } else {
+            None
+        })
     }
     fn opt_uuid(&mut self) -> Result<Option<Uuid>, DecodeError> {
-        Ok(if self.flag()? { Some(self.uuid()?) } else { None })
+        Ok(if self.flag()? {
+            Some(self.uuid()?)
+        } else {
+            None
+        })
     }
     fn tier(&mut self) -> Result<Tier, DecodeError> {
         let code = self.u8()?;

@@ -42,6 +42,8 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 pub const MAX_ACCESS_DELTAS_PER_RECORD: usize = 50_000;
 /// Records replayed per RocksDB write batch during recovery.
 const REPLAY_BATCH_RECORDS: usize = 1024;
+/// Most memories one eviction pass moves to warm beyond what is needed.
+const EVICTION_CHUNK: usize = 8192;
 /// How often the background thread wakes to look for work.
 const BACKGROUND_TICK: Duration = Duration::from_millis(100);
 
@@ -245,7 +247,9 @@ impl Engine {
             )));
         }
         if config.working_capacity == 0 {
-            return Err(EngineError::Config("working.capacity must be at least 1".to_owned()));
+            return Err(EngineError::Config(
+                "working.capacity must be at least 1".to_owned(),
+            ));
         }
         let lock_file = lock_data_dir(&config.data_dir)?;
         let (working, working_report) = WorkingTier::open(
@@ -254,7 +258,8 @@ impl Engine {
             config.working_capacity,
             config.working_heap_bytes,
         )?;
-        let (warm, warm_lsn) = WarmTier::open(&config.data_dir.join("warm"), config.block_cache_bytes)?;
+        let (warm, warm_lsn) =
+            WarmTier::open(&config.data_dir.join("warm"), config.block_cache_bytes)?;
         let working_lsn = working_report.checkpoint_lsn;
         let replay_from = working_lsn.min(warm_lsn) + 1;
         let min_next = working_lsn.max(warm_lsn) + 1;
@@ -272,12 +277,11 @@ impl Engine {
         // Only the last operation per id matters for it: collect those, apply them at the end.
         let mut working_final = WorkingReplay::default();
         let (wal, wal_report) = Wal::open(wal_opts, replay_from, min_next, |record| {
-            let op = codec::decode_op(record.payload, record.lsn).map_err(|e| {
-                EngineError::Corrupt {
+            let op =
+                codec::decode_op(record.payload, record.lsn).map_err(|e| EngineError::Corrupt {
                     path: config.data_dir.join("wal"),
                     detail: format!("record at LSN {}: {e}", record.lsn),
-                }
-            })?;
+                })?;
             let to_rocks = record.lsn > warm_lsn;
             let to_working = record.lsn > working_lsn;
             if to_rocks {
@@ -421,10 +425,10 @@ impl Engine {
                 }
                 return results;
             }
-            inner
-                .counters
-                .creates
-                .fetch_add(results.iter().filter(|r| r.is_ok()).count() as u64, Ordering::Relaxed);
+            inner.counters.creates.fetch_add(
+                results.iter().filter(|r| r.is_ok()).count() as u64,
+                Ordering::Relaxed,
+            );
         }
         results
     }
@@ -490,8 +494,14 @@ impl Engine {
     }
 
     /// One page of memories in id order (UUIDv7: creation order) after `after`.
-    pub fn list(&self, filter: &ListFilter, after: Option<Uuid>, limit: usize) -> Result<Page, EngineError> {
-        self.inner.list(filter, after, limit.clamp(1, MAX_LIST_LIMIT))
+    pub fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Page, EngineError> {
+        self.inner
+            .list(filter, after, limit.clamp(1, MAX_LIST_LIMIT))
     }
 
     /// Moves a memory to `tier` (working or warm) as a logged operation.
@@ -659,7 +669,10 @@ impl WorkingReplay {
             }
         }
         for (lsn, d) in self.access {
-            let newer = self.last.get(&d.id).is_none_or(|(put_lsn, _)| lsn > *put_lsn);
+            let newer = self
+                .last
+                .get(&d.id)
+                .is_none_or(|(put_lsn, _)| lsn > *put_lsn);
             if newer {
                 working.record_access(&d.id, d.count, d.last_accessed_at_us)?;
             }
@@ -772,7 +785,10 @@ impl Inner {
             if m.len() > MAX_METADATA_BYTES {
                 return Err(EngineError::TooLarge {
                     field: "metadata",
-                    message: format!("is {} bytes of JSON; the limit is {MAX_METADATA_BYTES}", m.len()),
+                    message: format!(
+                        "is {} bytes of JSON; the limit is {MAX_METADATA_BYTES}",
+                        m.len()
+                    ),
                 });
             }
         }
@@ -871,7 +887,8 @@ impl Inner {
                 ..
             } => {
                 if let Some(h) = release_hash {
-                    w.pending_hashes.insert((namespace.clone(), *h), (lsn, None));
+                    w.pending_hashes
+                        .insert((namespace.clone(), *h), (lsn, None));
                 }
                 w.pending.insert(*id, (lsn, None));
             }
@@ -881,7 +898,12 @@ impl Inner {
         Ok(lsn)
     }
 
-    fn log_create(&self, w: &mut WriterState, item: NewMemory, now: i64) -> Result<Memory, EngineError> {
+    fn log_create(
+        &self,
+        w: &mut WriterState,
+        item: NewMemory,
+        now: i64,
+    ) -> Result<Memory, EngineError> {
         if !is_valid_namespace(&item.namespace) {
             return Err(EngineError::Invalid {
                 field: "namespace",
@@ -933,7 +955,12 @@ impl Inner {
         Ok(Memory { lsn, ..memory })
     }
 
-    fn log_update(&self, w: &mut WriterState, id: &Uuid, patch: MemoryPatch) -> Result<Memory, EngineError> {
+    fn log_update(
+        &self,
+        w: &mut WriterState,
+        id: &Uuid,
+        patch: MemoryPatch,
+    ) -> Result<Memory, EngineError> {
         let Some(current) = self.current(w, id)? else {
             return Err(EngineError::NotFound(*id));
         };
@@ -1002,7 +1029,12 @@ impl Inner {
         Ok(Memory { lsn, ..next })
     }
 
-    fn log_delete(&self, w: &mut WriterState, id: &Uuid, purge: bool) -> Result<(Lsn, Deleted), EngineError> {
+    fn log_delete(
+        &self,
+        w: &mut WriterState,
+        id: &Uuid,
+        purge: bool,
+    ) -> Result<(Lsn, Deleted), EngineError> {
         let Some(current) = self.current(w, id)? else {
             return Err(EngineError::NotFound(*id));
         };
@@ -1070,10 +1102,10 @@ impl Inner {
         if w.working_projected + incoming <= capacity {
             return Ok(());
         }
-        // Evict a little more than needed so eviction runs once per batch of creates, not once
-        // per create.
+        // Evict a twentieth of the tier at a time (at most EVICTION_CHUNK): the scan that picks
+        // victims reads every slot header, so it should run once per many creates.
         let excess = w.working_projected + incoming - capacity;
-        let want = excess + (capacity / 100).min(1024);
+        let want = excess + (capacity / 20).min(EVICTION_CHUNK);
         let mut candidates: Vec<(Uuid, f32, i64)> = self
             .working
             .eviction_inputs()
@@ -1106,7 +1138,9 @@ impl Inner {
             .fetch_add(moved, Ordering::Relaxed);
         if w.working_projected + incoming > capacity {
             // Everything left is in flight; the spare capacity is the pending writes themselves.
-            return Err(EngineError::Busy("working tier is full of in-flight writes"));
+            return Err(EngineError::Busy(
+                "working tier is full of in-flight writes",
+            ));
         }
         Ok(())
     }
@@ -1135,57 +1169,68 @@ impl Inner {
         }
         let _apply = self.apply_lock.lock();
         let ack = self.ack_lsn();
-        let mut done: Vec<(Lsn, Option<Uuid>, Vec<(String, [u8; 32])>)> = Vec::new();
-        loop {
-            let next = {
-                let mut q = self.queue.lock();
-                match q.front() {
-                    Some((l, _)) if *l <= ack => q.pop_front(),
-                    _ => None,
-                }
-            };
-            let Some((l, op)) = next else { break };
-            if let Err(e) = self.apply_live(l, &op) {
+        let ready: Vec<(Lsn, Op)> = {
+            let mut q = self.queue.lock();
+            let n = q.iter().take_while(|(l, _)| *l <= ack).count();
+            q.drain(..n).collect()
+        };
+        let mut start = 0;
+        while start < ready.len() {
+            let end = group_end(&ready, start);
+            if let Err(e) = self.apply_group(&ready[start..end]) {
                 self.poison(&e);
                 return Err(e);
             }
-            done.push((l, op_id(&op), op_hashes(&op)));
-            self.applied_lsn.store(l, Ordering::Release);
+            self.applied_lsn.store(ready[end - 1].0, Ordering::Release);
+            start = end;
         }
-        if !done.is_empty() {
+        if !ready.is_empty() {
             let mut w = self.writer.lock();
-            for (l, id, hashes) in done {
-                if let Some(id) = id {
-                    if w.pending.get(&id).is_some_and(|(pl, _)| *pl == l) {
+            for (l, op) in &ready {
+                if let Some(id) = op_id(op) {
+                    if w.pending.get(&id).is_some_and(|(pl, _)| pl == l) {
                         w.pending.remove(&id);
                     }
                 }
-                for key in hashes {
-                    if w.pending_hashes.get(&key).is_some_and(|(pl, _)| *pl == l) {
+                for key in op_hashes(op) {
+                    if w.pending_hashes.get(&key).is_some_and(|(pl, _)| pl == l) {
                         w.pending_hashes.remove(&key);
                     }
                 }
             }
         }
         if self.applied_lsn.load(Ordering::Acquire) < lsn {
-            return Err(EngineError::Busy("record not applied after it became durable"));
+            return Err(EngineError::Busy(
+                "record not applied after it became durable",
+            ));
         }
         Ok(())
     }
 
-    /// Applies one durable record in the order that keeps it visible to lock-free readers at
-    /// every moment: into its new tier first, out of the old one after.
-    fn apply_live(&self, lsn: Lsn, op: &Op) -> Result<(), EngineError> {
-        let mut batch = self.warm.batch();
-        rocks_part(&self.warm, &self.working, &mut batch, op)?;
-        let into_working = matches!(op, Op::Put { memory, .. } if memory.tier == Tier::Working);
-        if into_working {
-            working_part(&self.working, op)?;
-            batch.commit(lsn)?;
-        } else {
-            batch.commit(lsn)?;
+    /// Applies durable records (distinct ids, see [`group_end`]) in the order that keeps each
+    /// visible to lock-free readers at every moment: into the working tier first, one RocksDB
+    /// batch, out of the working tier last.
+    fn apply_group(&self, group: &[(Lsn, Op)]) -> Result<(), EngineError> {
+        let into_working =
+            |op: &Op| matches!(op, Op::Put { memory, .. } if memory.tier == Tier::Working);
+        for (_, op) in group.iter().filter(|(_, op)| into_working(op)) {
             working_part(&self.working, op)?;
         }
+        let mut batch = self.warm.batch();
+        for (_, op) in group {
+            rocks_part(&self.warm, &self.working, &mut batch, op)?;
+        }
+        batch.commit(group.last().expect("groups are not empty").0)?;
+        for (_, op) in group.iter().filter(|(_, op)| !into_working(op)) {
+            working_part(&self.working, op)?;
+        }
+        for (_, op) in group {
+            self.count_tiers(op);
+        }
+        Ok(())
+    }
+
+    fn count_tiers(&self, op: &Op) {
         match op {
             Op::Put {
                 memory,
@@ -1204,7 +1249,6 @@ impl Inner {
             }
             Op::Access(_) => {}
         }
-        Ok(())
     }
 
     /// Applied state of `id`, from whichever tier holds it.
@@ -1231,14 +1275,22 @@ impl Inner {
         m
     }
 
-    fn list(&self, filter: &ListFilter, after: Option<Uuid>, limit: usize) -> Result<Page, EngineError> {
+    fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Page, EngineError> {
         let matches = |m: &Memory| {
             filter.tier.is_none_or(|t| m.tier == t)
                 && match filter.status {
                     Some(s) => m.status == s,
                     None => m.status != Status::Deleted,
                 }
-                && filter.tag.as_ref().is_none_or(|t| m.tags.iter().any(|x| x == t))
+                && filter
+                    .tag
+                    .as_ref()
+                    .is_none_or(|t| m.tags.iter().any(|x| x == t))
                 && filter.namespace.as_ref().is_none_or(|n| &m.namespace == n)
         };
         let mut out = Vec::with_capacity(limit.min(256));
@@ -1380,6 +1432,27 @@ impl Inner {
             }
         }
     }
+}
+
+/// Most records applied with one RocksDB write batch.
+const APPLY_GROUP_RECORDS: usize = 256;
+
+/// End of the group starting at `start`: consecutive records touching distinct ids (so their
+/// order within the group does not matter), at most [`APPLY_GROUP_RECORDS`]; an access record
+/// reads RocksDB, so it is applied alone.
+fn group_end(ready: &[(Lsn, Op)], start: usize) -> usize {
+    if matches!(ready[start].1, Op::Access(_)) {
+        return start + 1;
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut end = start;
+    while end < ready.len() && end - start < APPLY_GROUP_RECORDS {
+        match op_id(&ready[end].1) {
+            Some(id) if ids.insert(id) => end += 1,
+            _ => break,
+        }
+    }
+    end.max(start + 1)
 }
 
 fn op_id(op: &Op) -> Option<Uuid> {

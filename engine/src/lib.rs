@@ -24,7 +24,7 @@ mod working;
 
 use std::path::{Path, PathBuf};
 
-pub use codec::{decode_op, AccessDelta, DecodeError, Op, PutKind};
+pub use codec::{decode_op, encode_op, AccessDelta, DecodeError, Op, PutKind};
 pub use engine::{
     lock_data_dir, Deleted, Engine, EngineConfig, EngineCounters, EngineStats, OpenReport, Page,
     LIST_SCAN_BUDGET, MAX_LIST_LIMIT,
@@ -47,9 +47,15 @@ pub use uuid::Uuid;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{field} {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{field} {message}")]
-    TooLarge { field: &'static str, message: String },
+    TooLarge {
+        field: &'static str,
+        message: String,
+    },
     #[error("memory {0} not found")]
     NotFound(Uuid),
     #[error("a memory with the same content already exists in this namespace: {existing}")]

@@ -170,8 +170,7 @@ pub struct ListFilter {
 pub fn is_valid_namespace(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAMESPACE_BYTES
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 

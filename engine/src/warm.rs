@@ -14,8 +14,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    ColumnFamilyDescriptor, Direction, FlushOptions, IteratorMode, Options,
-    ReadOptions, WriteBatch, WriteOptions, DB,
+    ColumnFamilyDescriptor, Direction, FlushOptions, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions, DB,
 };
 use uuid::Uuid;
 
@@ -29,7 +29,14 @@ const CF_ACCESS: &str = "access";
 const CF_NS_INDEX: &str = "ns_index";
 const CF_HASH_INDEX: &str = "hash_index";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 6] = [CF_RECORDS, CF_VECTORS, CF_ACCESS, CF_NS_INDEX, CF_HASH_INDEX, CF_META];
+const ALL_CFS: [&str; 6] = [
+    CF_RECORDS,
+    CF_VECTORS,
+    CF_ACCESS,
+    CF_NS_INDEX,
+    CF_HASH_INDEX,
+    CF_META,
+];
 const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
 
 /// The RocksDB part of the store.
@@ -41,7 +48,9 @@ pub struct WarmTier {
 
 impl std::fmt::Debug for WarmTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WarmTier").field("path", &self.path).finish()
+        f.debug_struct("WarmTier")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -69,7 +78,9 @@ pub struct WarmBatch<'a> {
 
 impl std::fmt::Debug for WarmBatch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WarmBatch").field("ops", &self.batch.len()).finish()
+        f.debug_struct("WarmBatch")
+            .field("ops", &self.batch.len())
+            .finish()
     }
 }
 
@@ -79,24 +90,31 @@ impl WarmBatch<'_> {
         let mut value = Vec::with_capacity(memory.content.len() + memory.metadata_json.len() + 160);
         value.extend_from_slice(&memory.lsn.to_le_bytes());
         codec::encode_memory(&mut value, memory, false);
-        self.batch.put_cf(self.tier.cf(CF_RECORDS), memory.id.as_bytes(), value);
+        self.batch
+            .put_cf(self.tier.cf(CF_RECORDS), memory.id.as_bytes(), value);
         match &memory.embedding {
             Some(v) => {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                self.batch.put_cf(self.tier.cf(CF_VECTORS), memory.id.as_bytes(), bytes);
+                self.batch
+                    .put_cf(self.tier.cf(CF_VECTORS), memory.id.as_bytes(), bytes);
             }
-            None => self.batch.delete_cf(self.tier.cf(CF_VECTORS), memory.id.as_bytes()),
+            None => self
+                .batch
+                .delete_cf(self.tier.cf(CF_VECTORS), memory.id.as_bytes()),
         }
         let mut access = Vec::with_capacity(16);
         access.extend_from_slice(&memory.access_count.to_le_bytes());
         access.extend_from_slice(&memory.last_accessed_at_us.unwrap_or(i64::MIN).to_le_bytes());
-        self.batch.put_cf(self.tier.cf(CF_ACCESS), memory.id.as_bytes(), access);
+        self.batch
+            .put_cf(self.tier.cf(CF_ACCESS), memory.id.as_bytes(), access);
     }
 
     /// Removes a memory's warm record, vector and access state (no-op if absent).
     pub fn delete_record(&mut self, id: &Uuid) {
-        self.batch.delete_cf(self.tier.cf(CF_RECORDS), id.as_bytes());
-        self.batch.delete_cf(self.tier.cf(CF_VECTORS), id.as_bytes());
+        self.batch
+            .delete_cf(self.tier.cf(CF_RECORDS), id.as_bytes());
+        self.batch
+            .delete_cf(self.tier.cf(CF_VECTORS), id.as_bytes());
         self.batch.delete_cf(self.tier.cf(CF_ACCESS), id.as_bytes());
     }
 
@@ -104,28 +122,40 @@ impl WarmBatch<'_> {
         let mut access = Vec::with_capacity(16);
         access.extend_from_slice(&count.to_le_bytes());
         access.extend_from_slice(&last_accessed_at_us.to_le_bytes());
-        self.batch.put_cf(self.tier.cf(CF_ACCESS), id.as_bytes(), access);
+        self.batch
+            .put_cf(self.tier.cf(CF_ACCESS), id.as_bytes(), access);
     }
 
     pub fn index_namespace(&mut self, namespace: &str, id: &Uuid) {
-        self.batch.put_cf(self.tier.cf(CF_NS_INDEX), ns_key(namespace, id.as_bytes()), []);
+        self.batch.put_cf(
+            self.tier.cf(CF_NS_INDEX),
+            ns_key(namespace, id.as_bytes()),
+            [],
+        );
     }
 
     pub fn unindex_namespace(&mut self, namespace: &str, id: &Uuid) {
-        self.batch.delete_cf(self.tier.cf(CF_NS_INDEX), ns_key(namespace, id.as_bytes()));
+        self.batch
+            .delete_cf(self.tier.cf(CF_NS_INDEX), ns_key(namespace, id.as_bytes()));
     }
 
     pub fn index_hash(&mut self, namespace: &str, hash: &[u8; 32], id: &Uuid) {
-        self.batch.put_cf(self.tier.cf(CF_HASH_INDEX), ns_key(namespace, hash), id.as_bytes());
+        self.batch.put_cf(
+            self.tier.cf(CF_HASH_INDEX),
+            ns_key(namespace, hash),
+            id.as_bytes(),
+        );
     }
 
     pub fn unindex_hash(&mut self, namespace: &str, hash: &[u8; 32]) {
-        self.batch.delete_cf(self.tier.cf(CF_HASH_INDEX), ns_key(namespace, hash));
+        self.batch
+            .delete_cf(self.tier.cf(CF_HASH_INDEX), ns_key(namespace, hash));
     }
 
     /// Writes the batch together with the LSN it brings the tier to.
     pub fn commit(mut self, lsn: u64) -> Result<(), EngineError> {
-        self.batch.put_cf(self.tier.cf(CF_META), KEY_APPLIED_LSN, lsn.to_le_bytes());
+        self.batch
+            .put_cf(self.tier.cf(CF_META), KEY_APPLIED_LSN, lsn.to_le_bytes());
         self.tier
             .db
             .write_opt(self.batch, &self.tier.write_opts)
@@ -223,7 +253,8 @@ impl WarmTier {
         };
         let vector = next()?;
         let access = next()?;
-        self.decode(id, &record, vector.as_deref(), access.as_deref()).map(Some)
+        self.decode(id, &record, vector.as_deref(), access.as_deref())
+            .map(Some)
     }
 
     fn decode(
@@ -241,7 +272,8 @@ impl WarmTier {
             return Err(corrupt("record shorter than its LSN".to_owned()));
         }
         let lsn = u64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
-        let mut memory = codec::decode_memory(&record[8..], lsn).map_err(|e| corrupt(e.to_string()))?;
+        let mut memory =
+            codec::decode_memory(&record[8..], lsn).map_err(|e| corrupt(e.to_string()))?;
         memory.tier = Tier::Warm;
         if let Some(v) = vector {
             if v.len() % 4 != 0 {
@@ -283,7 +315,11 @@ impl WarmTier {
             .db
             .get_cf(self.cf(CF_HASH_INDEX), ns_key(namespace, hash))
             .map_err(|e| rocks_err(&self.path, e))?;
-        Ok(value.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok().map(Uuid::from_bytes)))
+        Ok(value.and_then(|v| {
+            <[u8; 16]>::try_from(v.as_slice())
+                .ok()
+                .map(Uuid::from_bytes)
+        }))
     }
 
     /// Ids after `after` in id order: all memories in `namespace` (any tier) when given, else

@@ -21,9 +21,9 @@ use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
 use crate::codec;
-use crate::model::{Memory, Tier};
 #[cfg(test)]
 use crate::model::Status;
+use crate::model::{Memory, Tier};
 use crate::EngineError;
 
 /// Bytes of the file header before slot 0 (one page, so slots stay page-aligned in sum).
@@ -108,7 +108,9 @@ fn parse_header(b: &[u8]) -> SlotHeader {
         heap_len: rd_u32(b, OFF_HEAP_LEN),
         heap_gen: b[OFF_HEAP_GEN],
         state: b[OFF_STATE],
-        importance: f32::from_le_bytes(b[OFF_IMPORTANCE..OFF_IMPORTANCE + 4].try_into().expect("4")),
+        importance: f32::from_le_bytes(
+            b[OFF_IMPORTANCE..OFF_IMPORTANCE + 4].try_into().expect("4"),
+        ),
         created_at_us: rd_i64(b, OFF_CREATED),
         updated_at_us: rd_i64(b, OFF_UPDATED),
         access_count: rd_u64(b, OFF_ACCESS_COUNT),
@@ -154,7 +156,10 @@ impl Mapped {
 
     /// The word at byte offset `off`, as an atomic.
     fn word(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.len(), "word offset {off} out of bounds");
+        assert!(
+            off.is_multiple_of(8) && off + 8 <= self.len(),
+            "word offset {off} out of bounds"
+        );
         // SAFETY: `off` is 8-aligned and inside the mapping (asserted above; the mapping itself is
         // page-aligned), the mapping lives as long as `self`, and every access to slot words goes
         // through atomics, so creating a shared `&AtomicU64` over this memory is sound.
@@ -175,7 +180,9 @@ impl Mapped {
         // distinct, writable buffer. Bytes of a published heap entry are never written while a
         // slot points at them; a stale reader whose slot moved re-checks the sequence and throws
         // the copy away.
-        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(off), dst.as_mut_ptr(), dst.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
+        };
         true
     }
 
@@ -185,7 +192,9 @@ impl Mapped {
         assert!(off + src.len() <= self.len(), "heap write out of bounds");
         // SAFETY: in bounds (asserted); the writer is serialized by `WorkingTier::writer`, and no
         // published slot references [off, off + len), so no reader relies on these bytes.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.map.as_mut_ptr().add(off), src.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.map.as_mut_ptr().add(off), src.len())
+        };
     }
 
     fn sync(&self) -> Result<(), EngineError> {
@@ -296,11 +305,11 @@ impl WorkingTier {
         for slot in (0..self.slot_count as u32).rev() {
             self.copy_slot_raw(slot, &mut buf);
             let header = parse_header(&buf);
-            if header.state == STATE_EMPTY && header.seq % 2 == 0 {
+            if header.state == STATE_EMPTY && header.seq.is_multiple_of(2) {
                 free.push(slot);
                 continue;
             }
-            if header.seq % 2 == 1 {
+            if !header.seq.is_multiple_of(2) {
                 // The process died while writing this slot. Every write goes to a slot that was
                 // free (copy-on-write), so the previous image of that memory is intact elsewhere.
                 report.discarded_torn += 1;
@@ -335,7 +344,11 @@ impl WorkingTier {
                 self.copy_slot_raw(other, &mut other_buf);
                 let o = parse_header(&other_buf);
                 let other_newer = (o.lsn, o.access_count) >= (header.lsn, header.access_count);
-                let (keep, drop_slot) = if other_newer { (other, slot) } else { (slot, other) };
+                let (keep, drop_slot) = if other_newer {
+                    (other, slot)
+                } else {
+                    (slot, other)
+                };
                 self.clear_slot(drop_slot);
                 free.push(drop_slot);
                 index.insert(header.id, keep);
@@ -401,7 +414,10 @@ impl WorkingTier {
     }
 
     fn slot_offset(&self, slot: u32) -> usize {
-        assert!((slot as usize) < self.slot_count, "slot {slot} out of range");
+        assert!(
+            (slot as usize) < self.slot_count,
+            "slot {slot} out of range"
+        );
         WORKING_FILE_HEADER_BYTES + slot as usize * self.slot_bytes
     }
 
@@ -421,7 +437,7 @@ impl WorkingTier {
         let seq_word = self.slots.word(base + OFF_SEQ);
         for _ in 0..MAX_READ_RETRIES {
             let before = seq_word.load(Ordering::Acquire);
-            if before % 2 == 1 {
+            if !before.is_multiple_of(2) {
                 std::hint::spin_loop();
                 continue;
             }
@@ -448,7 +464,7 @@ impl WorkingTier {
         let base = self.slot_offset(slot);
         let seq_word = self.slots.word(base + OFF_SEQ);
         let seq = seq_word.load(Ordering::Relaxed);
-        let seq = seq + (seq % 2); // an odd sequence left by a crash counts as even again
+        let seq = seq + (seq & 1); // an odd sequence left by a crash counts as even again
         seq_word.store(seq + 1, Ordering::Relaxed);
         fence(Ordering::Release);
         for (i, chunk) in bytes.chunks_exact(8).enumerate().skip(1) {
@@ -510,15 +526,15 @@ impl WorkingTier {
                     ),
                 });
             };
-            let mut memory = codec::decode_memory(&entry, h.lsn).map_err(|e| {
-                EngineError::Corrupt {
+            let mut memory =
+                codec::decode_memory(&entry, h.lsn).map_err(|e| EngineError::Corrupt {
                     path: self.slots.path.clone(),
                     detail: format!("memory {id}: {e}"),
-                }
-            })?;
+                })?;
             memory.tier = Tier::Working;
             memory.access_count = h.access_count;
-            memory.last_accessed_at_us = (h.last_accessed_at_us != NO_TIME).then_some(h.last_accessed_at_us);
+            memory.last_accessed_at_us =
+                (h.last_accessed_at_us != NO_TIME).then_some(h.last_accessed_at_us);
             memory.embedding = (buf[OFF_HAS_EMBEDDING] == 1).then(|| {
                 buf[SLOT_HEADER_BYTES..SLOT_HEADER_BYTES + self.dims * 4]
                     .chunks_exact(4)
@@ -527,7 +543,9 @@ impl WorkingTier {
             });
             return Ok(Some(memory));
         }
-        Err(EngineError::Busy("working-tier slot kept changing during a read"))
+        Err(EngineError::Busy(
+            "working-tier slot kept changing during a read",
+        ))
     }
 
     /// Eviction inputs for every memory in the tier: (id, importance, last access or creation).
@@ -555,7 +573,13 @@ impl WorkingTier {
         out
     }
 
-    fn encode_slot(&self, memory: &Memory, heap_gen: u8, heap_offset: u64, heap_len: u32) -> Vec<u8> {
+    fn encode_slot(
+        &self,
+        memory: &Memory,
+        heap_gen: u8,
+        heap_offset: u64,
+        heap_len: u32,
+    ) -> Vec<u8> {
         let mut b = vec![0u8; self.slot_bytes];
         b[OFF_LSN..OFF_LSN + 8].copy_from_slice(&memory.lsn.to_le_bytes());
         b[OFF_ID..OFF_ID + 16].copy_from_slice(memory.id.as_bytes());
@@ -567,13 +591,18 @@ impl WorkingTier {
         b[OFF_IMPORTANCE..OFF_IMPORTANCE + 4].copy_from_slice(&memory.importance.to_le_bytes());
         b[OFF_CREATED..OFF_CREATED + 8].copy_from_slice(&memory.created_at_us.to_le_bytes());
         b[OFF_UPDATED..OFF_UPDATED + 8].copy_from_slice(&memory.updated_at_us.to_le_bytes());
-        b[OFF_ACCESS_COUNT..OFF_ACCESS_COUNT + 8].copy_from_slice(&memory.access_count.to_le_bytes());
+        b[OFF_ACCESS_COUNT..OFF_ACCESS_COUNT + 8]
+            .copy_from_slice(&memory.access_count.to_le_bytes());
         b[OFF_LAST_ACCESS..OFF_LAST_ACCESS + 8]
             .copy_from_slice(&memory.last_accessed_at_us.unwrap_or(NO_TIME).to_le_bytes());
         b[OFF_EXPIRES..OFF_EXPIRES + 8]
             .copy_from_slice(&memory.expires_at_us.unwrap_or(NO_TIME).to_le_bytes());
         if let Some(v) = &memory.embedding {
-            assert_eq!(v.len(), self.dims, "embedding dimensions were validated by the engine");
+            assert_eq!(
+                v.len(),
+                self.dims,
+                "embedding dimensions were validated by the engine"
+            );
             b[OFF_HAS_EMBEDDING] = 1;
             for (i, x) in v.iter().enumerate() {
                 let at = SLOT_HEADER_BYTES + i * 4;
@@ -675,7 +704,12 @@ impl WorkingTier {
     }
 
     /// Adds an access delta to a memory's counters (writer only). Returns whether it was here.
-    pub fn record_access(&self, id: &Uuid, count: u64, last_accessed_at_us: i64) -> Result<bool, EngineError> {
+    pub fn record_access(
+        &self,
+        id: &Uuid,
+        count: u64,
+        last_accessed_at_us: i64,
+    ) -> Result<bool, EngineError> {
         let mut w = self.writer.lock();
         let Some(slot) = self.index.read().get(id).copied() else {
             return Ok(false);
@@ -721,10 +755,15 @@ impl WorkingTier {
             self.copy_slot_raw(slot, &mut bytes);
             let h = parse_header(&bytes);
             if h.heap_gen == from {
-                let body = self.read_heap_entry(&h).ok_or_else(|| EngineError::Corrupt {
-                    path: self.heaps[usize::from(from)].path.clone(),
-                    detail: format!("heap entry at offset {} fails its checksum", h.heap_offset),
-                })?;
+                let body = self
+                    .read_heap_entry(&h)
+                    .ok_or_else(|| EngineError::Corrupt {
+                        path: self.heaps[usize::from(from)].path.clone(),
+                        detail: format!(
+                            "heap entry at offset {} fails its checksum",
+                            h.heap_offset
+                        ),
+                    })?;
                 let len = u32::try_from(body.len()).expect("entry length came from a u32");
                 let span = entry_span(len);
                 if w.heap_tail + span > self.heap_capacity_bytes {
@@ -790,7 +829,11 @@ fn read_checkpoint(path: &Path) -> Result<u64, EngineError> {
 
 /// Reads the slot file header; `Ok(None)` for a new file. Refuses a file made for other
 /// dimensions.
-fn read_file_header(path: &Path, dims: usize, slot_bytes: usize) -> Result<Option<usize>, EngineError> {
+fn read_file_header(
+    path: &Path,
+    dims: usize,
+    slot_bytes: usize,
+) -> Result<Option<usize>, EngineError> {
     let bytes = match std::fs::File::open(path) {
         Ok(f) => {
             use std::os::unix::fs::FileExt;
@@ -816,7 +859,9 @@ fn read_file_header(path: &Path, dims: usize, slot_bytes: usize) -> Result<Optio
     }
     let version = rd_u32(&bytes, 8);
     if version != FILE_FORMAT_VERSION {
-        return Err(corrupt(format!("working-tier format version {version} is not supported")));
+        return Err(corrupt(format!(
+            "working-tier format version {version} is not supported"
+        )));
     }
     let file_dims = rd_u32(&bytes, 12) as usize;
     if file_dims != dims {
@@ -826,7 +871,9 @@ fn read_file_header(path: &Path, dims: usize, slot_bytes: usize) -> Result<Optio
         )));
     }
     if rd_u32(&bytes, 20) as usize != slot_bytes {
-        return Err(corrupt("working-tier slot size does not match its dimensions".to_owned()));
+        return Err(corrupt(
+            "working-tier slot size does not match its dimensions".to_owned(),
+        ));
     }
     Ok(Some(rd_u32(&bytes, 16) as usize))
 }
@@ -836,14 +883,23 @@ fn write_file_header(slots: &Mapped, dims: usize, slot_count: usize, slot_bytes:
     b[0..8].copy_from_slice(&FILE_MAGIC);
     b[8..12].copy_from_slice(&FILE_FORMAT_VERSION.to_le_bytes());
     b[12..16].copy_from_slice(&u32::try_from(dims).expect("dims bounded").to_le_bytes());
-    b[16..20].copy_from_slice(&u32::try_from(slot_count).expect("slot count bounded").to_le_bytes());
-    b[20..24].copy_from_slice(&u32::try_from(slot_bytes).expect("slot size bounded").to_le_bytes());
+    b[16..20].copy_from_slice(
+        &u32::try_from(slot_count)
+            .expect("slot count bounded")
+            .to_le_bytes(),
+    );
+    b[20..24].copy_from_slice(
+        &u32::try_from(slot_bytes)
+            .expect("slot size bounded")
+            .to_le_bytes(),
+    );
     let crc = crc32fast::hash(&b[0..24]);
     b[24..28].copy_from_slice(&crc.to_le_bytes());
     for (i, chunk) in b.chunks_exact(8).enumerate() {
-        slots
-            .word(i * 8)
-            .store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
+        slots.word(i * 8).store(
+            u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -880,8 +936,14 @@ mod tests {
         drop(tier);
         let (tier, report) = WorkingTier::open(dir.path(), 4, 16, 1 << 20).expect("reopen");
         assert_eq!((report.live, report.checkpoint_lsn), (1, 2));
-        assert_eq!(tier.get(&a.id).expect("get").expect("present").content, a.content);
-        assert!(WorkingTier::open(dir.path(), 8, 16, 1 << 20).is_err(), "dims change refused");
+        assert_eq!(
+            tier.get(&a.id).expect("get").expect("present").content,
+            a.content
+        );
+        assert!(
+            WorkingTier::open(dir.path(), 8, 16, 1 << 20).is_err(),
+            "dims change refused"
+        );
     }
 
     #[test]
@@ -897,7 +959,10 @@ mod tests {
             tier.put(&live[i]).expect("put");
             for m in &live[..] {
                 if m.lsn > 0 && tier.contains(&m.id) {
-                    assert_eq!(tier.get(&m.id).expect("get").expect("present").content, m.content);
+                    assert_eq!(
+                        tier.get(&m.id).expect("get").expect("present").content,
+                        m.content
+                    );
                 }
             }
         }
@@ -906,7 +971,10 @@ mod tests {
         let (tier, report) = WorkingTier::open(dir.path(), 4, 8, 16 * 1024).expect("reopen");
         assert_eq!(report.live, 8);
         for m in &live {
-            assert_eq!(tier.get(&m.id).expect("get").expect("present").content, m.content);
+            assert_eq!(
+                tier.get(&m.id).expect("get").expect("present").content,
+                m.content
+            );
         }
     }
 
@@ -958,8 +1026,12 @@ mod tests {
         tier.put(&memory(4, 1)).expect("1");
         let second = memory(4, 2);
         tier.put(&second).expect("2");
-        tier.put(&second).expect("rewrite at capacity uses the spare slot");
+        tier.put(&second)
+            .expect("rewrite at capacity uses the spare slot");
         tier.put(&memory(4, 3)).expect("3 fills the spare");
-        assert!(matches!(tier.put(&memory(4, 4)), Err(EngineError::StorageFull(_))));
+        assert!(matches!(
+            tier.put(&memory(4, 4)),
+            Err(EngineError::StorageFull(_))
+        ));
     }
 }

@@ -38,7 +38,8 @@ pub struct CreateMemory {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchCreate {
-    pub memories: Vec<Value>,
+    /// Kept as raw JSON so each item is parsed once, straight into [`CreateMemory`].
+    pub memories: Vec<Box<RawValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,7 +63,10 @@ pub struct PatchMemory {
 /// Parses an RFC 3339 timestamp to microseconds since the epoch, UTC.
 pub fn parse_time(field: &'static str, s: &str) -> Result<i64, ApiError> {
     let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
-        ApiError::invalid(field, format!("must be an RFC 3339 timestamp like 2024-05-01T12:00:00Z, got {s:?}"))
+        ApiError::invalid(
+            field,
+            format!("must be an RFC 3339 timestamp like 2024-05-01T12:00:00Z, got {s:?}"),
+        )
     })?;
     i64::try_from(t.unix_timestamp_nanos() / 1000)
         .map_err(|_| ApiError::invalid(field, "is out of range"))
@@ -88,7 +92,10 @@ fn embedding(field: &'static str, v: Vec<f64>) -> Result<Vec<f32>, ApiError> {
             if y.is_finite() {
                 Ok(y)
             } else {
-                Err(ApiError::invalid(field, format!("value at index {i} is not a finite 32-bit float")))
+                Err(ApiError::invalid(
+                    field,
+                    format!("value at index {i} is not a finite 32-bit float"),
+                ))
             }
         })
         .collect()
@@ -98,7 +105,10 @@ fn importance(x: f64) -> Result<f32, ApiError> {
     if x.is_finite() && (0.0..=1.0).contains(&x) {
         Ok(x as f32)
     } else {
-        Err(ApiError::invalid("importance_score", format!("must be between 0.0 and 1.0, got {x}")))
+        Err(ApiError::invalid(
+            "importance_score",
+            format!("must be between 0.0 and 1.0, got {x}"),
+        ))
     }
 }
 
@@ -108,15 +118,39 @@ fn metadata_text(m: Map<String, Value>) -> String {
 
 impl CreateMemory {
     pub fn into_new(self) -> Result<NewMemory, ApiError> {
-        let parent_id = self.parent_id.as_deref().map(|s| parse_id("parent_id", s)).transpose()?;
-        let created_at_us = self.created_at.as_deref().map(|s| parse_time("created_at", s)).transpose()?;
-        let expires_at_us = self.expires_at.as_deref().map(|s| parse_time("expires_at", s)).transpose()?;
+        let parent_id = self
+            .parent_id
+            .as_deref()
+            .map(|s| parse_id("parent_id", s))
+            .transpose()?;
+        let created_at_us = self
+            .created_at
+            .as_deref()
+            .map(|s| parse_time("created_at", s))
+            .transpose()?;
+        let expires_at_us = self
+            .expires_at
+            .as_deref()
+            .map(|s| parse_time("expires_at", s))
+            .transpose()?;
         Ok(NewMemory {
-            namespace: self.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+            namespace: self
+                .namespace
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
             content: self.content,
-            embedding: self.embedding.map(|v| embedding("embedding", v)).transpose()?,
-            importance: self.importance_score.map(importance).transpose()?.unwrap_or(DEFAULT_IMPORTANCE),
-            metadata_json: self.metadata.map(metadata_text).unwrap_or_else(|| "{}".to_owned()),
+            embedding: self
+                .embedding
+                .map(|v| embedding("embedding", v))
+                .transpose()?,
+            importance: self
+                .importance_score
+                .map(importance)
+                .transpose()?
+                .unwrap_or(DEFAULT_IMPORTANCE),
+            metadata_json: self
+                .metadata
+                .map(metadata_text)
+                .unwrap_or_else(|| "{}".to_owned()),
             tags: self.tags.unwrap_or_default(),
             parent_id,
             created_at_us,
@@ -142,7 +176,10 @@ impl PatchMemory {
                 .status
                 .map(|s| {
                     Status::parse(&s).ok_or_else(|| {
-                        ApiError::invalid("status", format!("must be active, archived or deleted, got {s:?}"))
+                        ApiError::invalid(
+                            "status",
+                            format!("must be active, archived or deleted, got {s:?}"),
+                        )
                     })
                 })
                 .transpose()?,
@@ -150,7 +187,10 @@ impl PatchMemory {
                 .tier
                 .map(|s| {
                     Tier::parse(&s).ok_or_else(|| {
-                        ApiError::invalid("tier", format!("must be working, warm or cold, got {s:?}"))
+                        ApiError::invalid(
+                            "tier",
+                            format!("must be working, warm or cold, got {s:?}"),
+                        )
                     })
                 })
                 .transpose()?,
@@ -196,9 +236,8 @@ pub struct MemoryOut {
 
 impl MemoryOut {
     pub fn new(m: Memory, include_embedding: bool) -> MemoryOut {
-        let metadata = RawValue::from_string(m.metadata_json).unwrap_or_else(|_| {
-            RawValue::from_string("{}".to_owned()).expect("{} is valid JSON")
-        });
+        let metadata = RawValue::from_string(m.metadata_json)
+            .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("{} is valid JSON"));
         MemoryOut {
             id: m.id.to_string(),
             namespace: m.namespace,

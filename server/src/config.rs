@@ -210,24 +210,36 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 fn kind_of(key: &str) -> Option<Kind> {
-    KEYS.iter().find(|(k, _, _)| *k == key).map(|(_, kind, _)| *kind)
+    KEYS.iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, kind, _)| *kind)
 }
 
 /// Sets `key` (dotted) in `table` from a string, typed by [`KEYS`].
-fn set_key(table: &mut toml::Table, key: &str, value: &str, source: &str) -> Result<(), ConfigError> {
+fn set_key(
+    table: &mut toml::Table,
+    key: &str,
+    value: &str,
+    source: &str,
+) -> Result<(), ConfigError> {
     let kind = kind_of(key).ok_or_else(|| err(key, format!("unknown key (from {source})")))?;
     let parsed = match kind {
         Kind::Str => toml::Value::String(value.to_owned()),
-        Kind::Int => toml::Value::Integer(
-            value
-                .trim()
-                .parse()
-                .map_err(|_| err(key, format!("expected an integer, got {value:?} (from {source})")))?,
-        ),
+        Kind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| {
+            err(
+                key,
+                format!("expected an integer, got {value:?} (from {source})"),
+            )
+        })?),
         Kind::Bool => toml::Value::Boolean(match value.trim() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,
-            _ => return Err(err(key, format!("expected true or false, got {value:?} (from {source})"))),
+            _ => {
+                return Err(err(
+                    key,
+                    format!("expected true or false, got {value:?} (from {source})"),
+                ))
+            }
         }),
         Kind::List => toml::Value::Array(
             value
@@ -271,8 +283,12 @@ pub fn load(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
-            text.parse::<toml::Table>()
-                .map_err(|e| err("--config", format!("{} is not valid TOML: {e}", path.display())))?
+            text.parse::<toml::Table>().map_err(|e| {
+                err(
+                    "--config",
+                    format!("{} is not valid TOML: {e}", path.display()),
+                )
+            })?
         }
         None => toml::Table::new(),
     };
@@ -285,24 +301,39 @@ pub fn load(
     for (key, value) in overrides {
         set_key(&mut table, key, value, "command line")?;
     }
-    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let path = e.path().to_string();
-        err(&path, e.into_inner().to_string())
-    })?;
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            err(&path, e.into_inner().to_string())
+        })?;
     validate(raw)
 }
 
-fn positive(key: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+fn positive(
+    key: &str,
+    v: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ConfigError> {
     let v = v.unwrap_or(default);
     if v < min || v > max {
-        return Err(err(key, format!("must be between {min} and {max}, got {v}")));
+        return Err(err(
+            key,
+            format!("must be between {min} and {max}, got {v}"),
+        ));
     }
     Ok(v)
 }
 
 fn duration(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
     let s = v.unwrap_or_else(|| default.to_owned());
-    parse_duration(&s).ok_or_else(|| err(key, format!("expected a duration like 250ms, 10s, 5m, 12h or 7d, got {s:?}")))
+    parse_duration(&s).ok_or_else(|| {
+        err(
+            key,
+            format!("expected a duration like 250ms, 10s, 5m, 12h or 7d, got {s:?}"),
+        )
+    })
 }
 
 fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
@@ -316,14 +347,28 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     }
     let log_level = raw.log_level.unwrap_or_else(|| "info".to_owned());
     if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
-        return Err(err("log_level", format!("expected error, warn, info, debug or trace, got {log_level:?}")));
+        return Err(err(
+            "log_level",
+            format!("expected error, warn, info, debug or trace, got {log_level:?}"),
+        ));
     }
     let log_json = match raw.log_format.as_deref().unwrap_or("text") {
         "text" => false,
         "json" => true,
-        other => return Err(err("log_format", format!("expected text or json, got {other:?}"))),
+        other => {
+            return Err(err(
+                "log_format",
+                format!("expected text or json, got {other:?}"),
+            ))
+        }
     };
-    let dimensions = positive("embedding.dimensions", raw.embedding.dimensions, 384, 1, MAX_DIMENSIONS as i64)?;
+    let dimensions = positive(
+        "embedding.dimensions",
+        raw.embedding.dimensions,
+        384,
+        1,
+        MAX_DIMENSIONS as i64,
+    )?;
     let sync_interval = duration("wal.sync_interval", raw.wal.sync_interval, "10ms")?;
     if sync_interval.is_zero() {
         return Err(err("wal.sync_interval", "must be above zero"));
@@ -332,7 +377,12 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         "always" => SyncMode::Always,
         "interval" => SyncMode::Interval(sync_interval),
         "none" => SyncMode::NoSync,
-        other => return Err(err("wal.sync", format!("expected always, interval or none, got {other:?}"))),
+        other => {
+            return Err(err(
+                "wal.sync",
+                format!("expected always, interval or none, got {other:?}"),
+            ))
+        }
     };
     let wal_segment_bytes = positive(
         "wal.segment_bytes",
@@ -341,15 +391,63 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         16 << 20,
         1 << 32,
     )?;
-    let working_capacity = positive("working.capacity", raw.working.capacity, 100_000, 1, 100_000_000)?;
-    let working_heap_bytes = positive("working.heap_bytes", raw.working.heap_bytes, 8 << 30, 1 << 24, 1 << 44)?;
-    let block_cache_bytes = positive("storage.block_cache_bytes", raw.storage.block_cache_bytes, 256 << 20, 1 << 20, 1 << 40)?;
-    let min_free_disk_bytes = positive("storage.min_free_disk_bytes", raw.storage.min_free_disk_bytes, 64 << 20, 0, i64::MAX)?;
-    let checkpoint_interval = duration("storage.checkpoint_interval", raw.storage.checkpoint_interval, "60s")?;
-    let access_flush_interval = duration("storage.access_flush_interval", raw.storage.access_flush_interval, "1s")?;
-    let max_body_bytes = positive("limits.max_body_bytes", raw.limits.max_body_bytes, 8 << 20, 2 << 20, 1 << 30)?;
-    let max_batch_body_bytes = positive("limits.max_batch_body_bytes", raw.limits.max_batch_body_bytes, 64 << 20, 2 << 20, 1 << 32)?;
-    let shutdown_timeout = duration("limits.shutdown_timeout", raw.limits.shutdown_timeout, "30s")?;
+    let working_capacity = positive(
+        "working.capacity",
+        raw.working.capacity,
+        100_000,
+        1,
+        100_000_000,
+    )?;
+    let working_heap_bytes = positive(
+        "working.heap_bytes",
+        raw.working.heap_bytes,
+        8 << 30,
+        1 << 24,
+        1 << 44,
+    )?;
+    let block_cache_bytes = positive(
+        "storage.block_cache_bytes",
+        raw.storage.block_cache_bytes,
+        256 << 20,
+        1 << 20,
+        1 << 40,
+    )?;
+    let min_free_disk_bytes = positive(
+        "storage.min_free_disk_bytes",
+        raw.storage.min_free_disk_bytes,
+        64 << 20,
+        0,
+        i64::MAX,
+    )?;
+    let checkpoint_interval = duration(
+        "storage.checkpoint_interval",
+        raw.storage.checkpoint_interval,
+        "60s",
+    )?;
+    let access_flush_interval = duration(
+        "storage.access_flush_interval",
+        raw.storage.access_flush_interval,
+        "1s",
+    )?;
+    let max_body_bytes = positive(
+        "limits.max_body_bytes",
+        raw.limits.max_body_bytes,
+        8 << 20,
+        2 << 20,
+        1 << 30,
+    )?;
+    let max_batch_body_bytes = positive(
+        "limits.max_batch_body_bytes",
+        raw.limits.max_batch_body_bytes,
+        64 << 20,
+        2 << 20,
+        1 << 32,
+    )?;
+    let shutdown_timeout = duration(
+        "limits.shutdown_timeout",
+        raw.limits.shutdown_timeout,
+        "30s",
+    )?;
     let mut api_keys = Vec::new();
     for entry in raw.auth.api_keys.unwrap_or_default() {
         let (key, namespaces) = match entry.split_once(':') {
@@ -357,11 +455,20 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             None => (entry.clone(), Vec::new()),
         };
         if key.len() < 8 {
-            return Err(err("auth.api_keys", "each key must be at least 8 characters"));
+            return Err(err(
+                "auth.api_keys",
+                "each key must be at least 8 characters",
+            ));
         }
         api_keys.push(ApiKey { key, namespaces });
     }
-    let rate_limit_per_second = positive("rate_limit.requests_per_second", raw.rate_limit.requests_per_second, 0, 0, 10_000_000)?;
+    let rate_limit_per_second = positive(
+        "rate_limit.requests_per_second",
+        raw.rate_limit.requests_per_second,
+        0,
+        0,
+        10_000_000,
+    )?;
     let rate_limit_burst = positive("rate_limit.burst", raw.rate_limit.burst, 0, 0, 10_000_000)?;
     Ok(Settings {
         listen,
@@ -403,12 +510,21 @@ mod tests {
     fn precedence_file_then_env_then_flags() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("engram.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[working]\ncapacity = 10\n").expect("write");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\n[working]\ncapacity = 10\n",
+        )
+        .expect("write");
         let env = vec![("ENGRAM_LISTEN".to_owned(), "127.0.0.1:2".to_owned())];
         let s = load(Some(&path), &env, &[]).expect("valid");
         assert_eq!(s.listen.port(), 2);
         assert_eq!(s.working_capacity, 10);
-        let s = load(Some(&path), &env, &[("listen".to_owned(), "127.0.0.1:3".to_owned())]).expect("valid");
+        let s = load(
+            Some(&path),
+            &env,
+            &[("listen".to_owned(), "127.0.0.1:3".to_owned())],
+        )
+        .expect("valid");
         assert_eq!(s.listen.port(), 3);
     }
 
@@ -419,7 +535,11 @@ mod tests {
             ("embedding.dimensions", "0", "embedding.dimensions"),
             ("embedding.dimensions", "4097", "embedding.dimensions"),
             ("listen", "nope", "listen"),
-            ("storage.checkpoint_interval", "soon", "storage.checkpoint_interval"),
+            (
+                "storage.checkpoint_interval",
+                "soon",
+                "storage.checkpoint_interval",
+            ),
             ("working.capacity", "abc", "working.capacity"),
         ];
         for (key, value, named) in cases {

@@ -31,7 +31,11 @@ impl ApiError {
     pub fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError {
             details: json!({ "field": field }),
-            ..ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("{field} {message}"))
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                format!("{field} {message}"),
+            )
         }
     }
 
@@ -39,7 +43,11 @@ impl ApiError {
     pub fn too_large(field: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError {
             details: json!({ "field": field }),
-            ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "CONTENT_TOO_LARGE", format!("{field} {message}"))
+            ..ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "CONTENT_TOO_LARGE",
+                format!("{field} {message}"),
+            )
         }
     }
 

@@ -84,7 +84,8 @@ impl RateLimiter {
             buckets.clear();
         }
         let (tokens, at) = buckets.entry(who.to_owned()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -115,15 +116,28 @@ fn error_reply(e: &ApiError, request_id: &str) -> Reply {
 }
 
 /// The entry point for every request.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Result<Reply, Infallible> {
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Reply, Infallible> {
     let started = Instant::now();
     let request_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID_BYTES && s.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_REQUEST_ID_BYTES
+                && s.bytes().all(|b| b.is_ascii_graphic())
+        })
         .map_or_else(
-            || format!("req-{:x}", state.request_seq.fetch_add(1, Ordering::Relaxed)),
+            || {
+                format!(
+                    "req-{:x}",
+                    state.request_seq.fetch_add(1, Ordering::Relaxed)
+                )
+            },
             str::to_owned,
         );
     let span = tracing::debug_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
@@ -155,7 +169,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAd
     Ok(reply)
 }
 
-async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> (&'static str, Result<Reply, ApiError>) {
+async fn dispatch(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (&'static str, Result<Reply, ApiError>) {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = req.method().clone();
@@ -185,7 +203,11 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
         _ => {
             return (
                 route,
-                Err(ApiError::new(StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND", format!("no route for {path}"))),
+                Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "ROUTE_NOT_FOUND",
+                    format!("no route for {path}"),
+                )),
             )
         }
     };
@@ -208,7 +230,11 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
                 let who = key.map_or_else(|| peer.ip().to_string(), |k| k.key.clone());
                 state.limiter.check(&who).map_err(|secs| ApiError {
                     retry_after_seconds: Some(secs),
-                    ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED", format!("rate limit exceeded; retry in {secs} s"))
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "RATE_LIMIT_EXCEEDED",
+                        format!("rate limit exceeded; retry in {secs} s"),
+                    )
                 })?;
                 let key = key.cloned();
                 let query = Query::parse(req.uri().query())?;
@@ -232,7 +258,10 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
     (route, result)
 }
 
-fn authenticate<'a>(state: &'a AppState, req: &Request<Incoming>) -> Result<Option<&'a ApiKey>, ApiError> {
+fn authenticate<'a>(
+    state: &'a AppState,
+    req: &Request<Incoming>,
+) -> Result<Option<&'a ApiKey>, ApiError> {
     if state.settings.api_keys.is_empty() {
         return Ok(None);
     }
@@ -255,7 +284,13 @@ fn authenticate<'a>(state: &'a AppState, req: &Request<Incoming>) -> Result<Opti
         .iter()
         .find(|k| constant_time_eq(k.key.as_bytes(), presented.as_bytes()))
         .map(Some)
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "the API key is not valid"))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "the API key is not valid",
+            )
+        })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -266,7 +301,11 @@ fn authorize(key: Option<&ApiKey>, namespace: &str) -> Result<(), ApiError> {
     match key {
         Some(k) if !k.allows(namespace) => Err(ApiError {
             details: json!({ "namespace": namespace }),
-            ..ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("this API key may not access namespace {namespace:?}"))
+            ..ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                format!("this API key may not access namespace {namespace:?}"),
+            )
         }),
         _ => Ok(()),
     }
@@ -288,7 +327,13 @@ impl Query {
 
     fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
         match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(k) => Err(ApiError::invalid(k, format!("is not a query parameter here (allowed: {})", allowed.join(", ")))),
+            Some(k) => Err(ApiError::invalid(
+                k,
+                format!(
+                    "is not a query parameter here (allowed: {})",
+                    allowed.join(", ")
+                ),
+            )),
             None => Ok(()),
         }
     }
@@ -301,7 +346,10 @@ impl Query {
         match self.get(k) {
             None | Some("false") | Some("0") => Ok(false),
             Some("true") | Some("1") | Some("") => Ok(true),
-            Some(other) => Err(ApiError::invalid(k, format!("must be true or false, got {other:?}"))),
+            Some(other) => Err(ApiError::invalid(
+                k,
+                format!("must be true or false, got {other:?}"),
+            )),
         }
     }
 }
@@ -316,10 +364,12 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiErr
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let mut body = req.into_body();
-    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(8192, |d| d.min(limit as u64) as usize));
+    let mut buf =
+        bytes::BytesMut::with_capacity(declared.map_or(8192, |d| d.min(limit as u64) as usize));
     let mut seen: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::invalid("body", format!("could not be read: {e}")))?;
+        let frame =
+            frame.map_err(|e| ApiError::invalid("body", format!("could not be read: {e}")))?;
         if let Ok(data) = frame.into_data() {
             seen += data.len() as u64;
             if seen <= limit as u64 {
@@ -331,12 +381,20 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiErr
     }
     if seen > limit as u64 {
         let size = declared.unwrap_or(seen);
-        return Err(ApiError::too_large("body", format!("is {size} bytes; the limit is {limit}")));
+        return Err(ApiError::too_large(
+            "body",
+            format!("is {size} bytes; the limit is {limit}"),
+        ));
     }
     Ok(buf.freeze())
 }
 
+/// Parses a JSON body. The fast path is plain serde_json; only a failing body is parsed again
+/// with path tracking, to name the field in the error.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         // "." is the whole body; "?" a position the path tracker could not name.
@@ -355,27 +413,25 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::invalid(&path, inner)
         }
     })?;
-    de.end()
-        .map_err(|e| ApiError::invalid("body", format!("has trailing characters after the JSON value: {e}")))?;
+    de.end().map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("has trailing characters after the JSON value: {e}"),
+        )
+    })?;
     Ok(value)
 }
 
-fn parse_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            ApiError::invalid("body", inner)
-        } else {
-            ApiError::invalid(&path, inner)
-        }
-    })
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         tracing::error!(error = %e, "engine task failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "engine task failed")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "engine task failed",
+        )
     })
 }
 
@@ -395,11 +451,20 @@ fn health(state: &AppState) -> Reply {
         "tiers": { "working": stats.working, "warm": stats.warm, "cold": stats.cold },
         "wal": { "durable_lsn": stats.durable_lsn },
     });
-    json_reply(if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+    json_reply(
+        if healthy {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
 }
 
 fn metrics(state: &AppState) -> Reply {
-    let text = state.metrics.render(&state.engine, state.started.elapsed().as_secs());
+    let text = state
+        .metrics
+        .render(&state.engine, state.started.elapsed().as_secs());
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -411,24 +476,44 @@ fn metrics(state: &AppState) -> Reply {
 fn check_create(req: CreateMemory, key: Option<&ApiKey>) -> Result<NewMemory, ApiError> {
     let new = req.into_new()?;
     if !is_valid_namespace(&new.namespace) {
-        return Err(ApiError::invalid("namespace", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"));
+        return Err(ApiError::invalid(
+            "namespace",
+            "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+        ));
     }
     authorize(key, &new.namespace)?;
     Ok(new)
 }
 
-async fn create(state: &Arc<AppState>, req: Request<Incoming>, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+async fn create(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
     query.only(&["include_embedding"])?;
     let include_embedding = query.flag("include_embedding")?;
     let body = read_body(req, state.settings.max_body_bytes).await?;
     let new = check_create(parse_json(&body)?, key)?;
     let engine = Arc::clone(&state.engine);
     let memory = blocking(move || engine.create(new)).await??;
-    state.metrics.operations.with_label_values(&["create"]).inc();
-    Ok(json_reply(StatusCode::CREATED, &memory_json(memory, include_embedding)))
+    state
+        .metrics
+        .operations
+        .with_label_values(&["create"])
+        .inc();
+    Ok(json_reply(
+        StatusCode::CREATED,
+        &memory_json(memory, include_embedding),
+    ))
 }
 
-async fn batch(state: &Arc<AppState>, req: Request<Incoming>, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+async fn batch(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
     query.only(&["include_embedding"])?;
     let include_embedding = query.flag("include_embedding")?;
     let body = read_body(req, state.settings.max_batch_body_bytes).await?;
@@ -436,26 +521,36 @@ async fn batch(state: &Arc<AppState>, req: Request<Incoming>, key: Option<&ApiKe
     if req.memories.is_empty() || req.memories.len() > MAX_BATCH_ITEMS {
         return Err(ApiError::invalid(
             "memories",
-            format!("must hold 1 to {MAX_BATCH_ITEMS} memories, got {}", req.memories.len()),
+            format!(
+                "must hold 1 to {MAX_BATCH_ITEMS} memories, got {}",
+                req.memories.len()
+            ),
         ));
     }
     // Parse every item; items that fail stay as errors in place, the rest go to the engine.
     let mut parsed: Vec<Result<NewMemory, ApiError>> = Vec::with_capacity(req.memories.len());
     for (i, value) in req.memories.into_iter().enumerate() {
         parsed.push(
-            parse_value::<CreateMemory>(value)
+            parse_json::<CreateMemory>(value.get().as_bytes())
                 .and_then(|req| check_create(req, key))
                 .map_err(|e| locate(e, i)),
         );
     }
-    let valid: Vec<NewMemory> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let valid: Vec<NewMemory> = parsed
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     let engine = Arc::clone(&state.engine);
-    let mut stored = blocking(move || engine.create_batch(valid)).await?.into_iter();
+    let mut stored = blocking(move || engine.create_batch(valid))
+        .await?
+        .into_iter();
     let mut results = Vec::with_capacity(parsed.len());
     let mut created = 0u64;
     for (i, item) in parsed.into_iter().enumerate() {
         let entry = match item {
-            Err(e) => json!({ "error": { "code": e.code, "message": e.message, "details": e.details } }),
+            Err(e) => {
+                json!({ "error": { "code": e.code, "message": e.message, "details": e.details } })
+            }
             Ok(_) => match stored.next().expect("one engine result per valid item") {
                 Ok(m) => {
                     created += 1;
@@ -488,14 +583,22 @@ fn locate(mut e: ApiError, i: usize) -> ApiError {
     e
 }
 
-fn get(state: &Arc<AppState>, id: Uuid, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+fn get(
+    state: &Arc<AppState>,
+    id: Uuid,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
     query.only(&["include_embedding"])?;
     let include_embedding = query.flag("include_embedding")?;
     // Reads never wait on the WAL: a working-tier read is a lock-free slot copy, a warm read a
     // RocksDB point lookup, so it runs on the async thread.
     let memory = match key {
         Some(_) => {
-            let m = state.engine.get(&id)?.ok_or(engram_engine::EngineError::NotFound(id))?;
+            let m = state
+                .engine
+                .get(&id)?
+                .ok_or(engram_engine::EngineError::NotFound(id))?;
             authorize(key, &m.namespace)?;
             state.engine.get_and_touch(&id)?
         }
@@ -503,32 +606,62 @@ fn get(state: &Arc<AppState>, id: Uuid, key: Option<&ApiKey>, query: &Query) -> 
     };
     let memory = memory.ok_or(engram_engine::EngineError::NotFound(id))?;
     state.metrics.operations.with_label_values(&["get"]).inc();
-    Ok(json_reply(StatusCode::OK, &memory_json(memory, include_embedding)))
+    Ok(json_reply(
+        StatusCode::OK,
+        &memory_json(memory, include_embedding),
+    ))
 }
 
-async fn update(state: &Arc<AppState>, req: Request<Incoming>, id: Uuid, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+async fn update(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    id: Uuid,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
     query.only(&["include_embedding"])?;
     let include_embedding = query.flag("include_embedding")?;
     let body = read_body(req, state.settings.max_body_bytes).await?;
     let patch: PatchMemory = parse_json(&body)?;
     let (patch, namespace) = patch.into_patch()?;
-    let current = state.engine.get(&id)?.ok_or(engram_engine::EngineError::NotFound(id))?;
+    let current = state
+        .engine
+        .get(&id)?
+        .ok_or(engram_engine::EngineError::NotFound(id))?;
     authorize(key, &current.namespace)?;
     if let Some(ns) = namespace {
         if ns != current.namespace {
-            return Err(ApiError::invalid("namespace", "cannot be changed; create a new memory in the other namespace"));
+            return Err(ApiError::invalid(
+                "namespace",
+                "cannot be changed; create a new memory in the other namespace",
+            ));
         }
     }
     let engine = Arc::clone(&state.engine);
     let memory = blocking(move || engine.update(&id, patch)).await??;
-    state.metrics.operations.with_label_values(&["update"]).inc();
-    Ok(json_reply(StatusCode::OK, &memory_json(memory, include_embedding)))
+    state
+        .metrics
+        .operations
+        .with_label_values(&["update"])
+        .inc();
+    Ok(json_reply(
+        StatusCode::OK,
+        &memory_json(memory, include_embedding),
+    ))
 }
 
-async fn delete(state: &Arc<AppState>, id: Uuid, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
+async fn delete(
+    state: &Arc<AppState>,
+    id: Uuid,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
     query.only(&["purge"])?;
     let purge = query.flag("purge")?;
-    let current = state.engine.get(&id)?.ok_or(engram_engine::EngineError::NotFound(id))?;
+    let current = state
+        .engine
+        .get(&id)?
+        .ok_or(engram_engine::EngineError::NotFound(id))?;
     authorize(key, &current.namespace)?;
     let engine = Arc::clone(&state.engine);
     let deleted = blocking(move || engine.delete(&id, purge)).await??;
@@ -548,12 +681,23 @@ async fn delete(state: &Arc<AppState>, id: Uuid, key: Option<&ApiKey>, query: &Q
 }
 
 fn list(state: &Arc<AppState>, key: Option<&ApiKey>, query: &Query) -> Result<Reply, ApiError> {
-    query.only(&["namespace", "tier", "status", "tag", "limit", "cursor", "include_embedding"])?;
+    query.only(&[
+        "namespace",
+        "tier",
+        "status",
+        "tag",
+        "limit",
+        "cursor",
+        "include_embedding",
+    ])?;
     let include_embedding = query.flag("include_embedding")?;
     let namespace = query.get("namespace").map(str::to_owned);
     if let Some(ns) = &namespace {
         if !is_valid_namespace(ns) {
-            return Err(ApiError::invalid("namespace", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"));
+            return Err(ApiError::invalid(
+                "namespace",
+                "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            ));
         }
         authorize(key, ns)?;
     } else if key.is_some_and(|k| !k.allows("*")) {
@@ -565,18 +709,37 @@ fn list(state: &Arc<AppState>, key: Option<&ApiKey>, query: &Query) -> Result<Re
     }
     let tier = query
         .get("tier")
-        .map(|s| Tier::parse(s).ok_or_else(|| ApiError::invalid("tier", format!("must be working, warm or cold, got {s:?}"))))
+        .map(|s| {
+            Tier::parse(s).ok_or_else(|| {
+                ApiError::invalid("tier", format!("must be working, warm or cold, got {s:?}"))
+            })
+        })
         .transpose()?;
     let status = query
         .get("status")
-        .map(|s| Status::parse(s).ok_or_else(|| ApiError::invalid("status", format!("must be active, archived or deleted, got {s:?}"))))
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    format!("must be active, archived or deleted, got {s:?}"),
+                )
+            })
+        })
         .transpose()?;
     let tag = query.get("tag").map(str::to_owned);
     let limit = match query.get("limit") {
         None => 100,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=engram_engine::MAX_LIST_LIMIT).contains(&n) => n,
-            _ => return Err(ApiError::invalid("limit", format!("must be an integer from 1 to {}, got {s:?}", engram_engine::MAX_LIST_LIMIT))),
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!(
+                        "must be an integer from 1 to {}, got {s:?}",
+                        engram_engine::MAX_LIST_LIMIT
+                    ),
+                ))
+            }
         },
     };
     let after = query.get("cursor").map(api::decode_cursor).transpose()?;

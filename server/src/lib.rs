@@ -89,7 +89,9 @@ pub fn fsync_failure_after(n: u64) -> FaultInjector {
     let seen = Arc::new(AtomicU64::new(0));
     Arc::new(move |op| {
         if op == IoOp::Sync && seen.fetch_add(1, Ordering::SeqCst) >= n {
-            Err(std::io::Error::other("injected fsync failure (ENGRAM_FAULT_FSYNC_FAIL_AFTER)"))
+            Err(std::io::Error::other(
+                "injected fsync failure (ENGRAM_FAULT_FSYNC_FAIL_AFTER)",
+            ))
         } else {
             Ok(())
         }

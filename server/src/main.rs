@@ -34,7 +34,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_config_keys {
         for (key, _, default) in engram_server::config::KEYS {
-            println!("{key:32} {:40} default: {default}", engram_server::config::env_name(key));
+            println!(
+                "{key:32} {:40} default: {default}",
+                engram_server::config::env_name(key)
+            );
         }
         return ExitCode::SUCCESS;
     }
@@ -54,15 +57,16 @@ fn main() -> ExitCode {
             }
         }
     }
-    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("ENGRAM_")).collect();
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("ENGRAM_"))
+        .collect();
     let known: Vec<String> = engram_server::config::KEYS
         .iter()
         .map(|(k, _, _)| engram_server::config::env_name(k))
         .collect();
-    if let Some((name, _)) = env
-        .iter()
-        .find(|(k, _)| !known.contains(k) && k != "ENGRAM_CONFIG" && !k.starts_with("ENGRAM_FAULT_"))
-    {
+    if let Some((name, _)) = env.iter().find(|(k, _)| {
+        !known.contains(k) && k != "ENGRAM_CONFIG" && !k.starts_with("ENGRAM_FAULT_")
+    }) {
         eprintln!("engramd: invalid configuration: {name}: not a configuration variable (see --print-config-keys)");
         return ExitCode::from(2);
     }
@@ -86,7 +90,10 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
     if settings.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }

@@ -32,7 +32,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let operations = must(IntCounterVec::new(
-            Opts::new("engram_memory_operations_total", "Memory operations completed, by operation."),
+            Opts::new(
+                "engram_memory_operations_total",
+                "Memory operations completed, by operation.",
+            ),
             &["operation"],
         ));
         let http_duration = must(HistogramVec::new(
@@ -47,7 +50,10 @@ impl Metrics {
             &["route", "status"],
         ));
         let http_requests = must(IntCounterVec::new(
-            Opts::new("engram_http_requests_total", "HTTP requests, by route and status."),
+            Opts::new(
+                "engram_http_requests_total",
+                "HTTP requests, by route and status.",
+            ),
             &["route", "status"],
         ));
         let tier_memories = must(IntGaugeVec::new(
@@ -55,11 +61,18 @@ impl Metrics {
             &["tier"],
         ));
         let wal_fsync_duration = must(prometheus::Histogram::with_opts(
-            HistogramOpts::new("engram_wal_fsync_duration_seconds", "WAL fdatasync latency.").buckets(vec![
+            HistogramOpts::new(
+                "engram_wal_fsync_duration_seconds",
+                "WAL fdatasync latency.",
+            )
+            .buckets(vec![
                 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0,
             ]),
         ));
-        let wal_durable_lsn = must(IntGauge::new("engram_wal_durable_lsn", "Highest LSN on disk."));
+        let wal_durable_lsn = must(IntGauge::new(
+            "engram_wal_durable_lsn",
+            "Highest LSN on disk.",
+        ));
         let wal_active_segments = must(IntGauge::new(
             "engram_wal_active_segments",
             "WAL segments not yet covered by a checkpoint.",
@@ -69,10 +82,16 @@ impl Metrics {
             "1 when a failed write or fsync has stopped writes until restart.",
         ));
         let tier_bytes = must(IntGaugeVec::new(
-            Opts::new("engram_tier_bytes", "Bytes used on disk or in heap, by tier."),
+            Opts::new(
+                "engram_tier_bytes",
+                "Bytes used on disk or in heap, by tier.",
+            ),
             &["tier"],
         ));
-        let uptime_seconds = must(IntGauge::new("engram_uptime_seconds", "Seconds since the daemon started."));
+        let uptime_seconds = must(IntGauge::new(
+            "engram_uptime_seconds",
+            "Seconds since the daemon started.",
+        ));
         for c in [
             Box::new(operations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -103,7 +122,11 @@ impl Metrics {
     }
 
     fn refresh(&self, stats: &EngineStats, uptime_seconds: u64) {
-        for (tier, n) in [("working", stats.working), ("warm", stats.warm), ("cold", stats.cold)] {
+        for (tier, n) in [
+            ("working", stats.working),
+            ("warm", stats.warm),
+            ("cold", stats.cold),
+        ] {
             self.tier_memories
                 .with_label_values(&[tier])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));

@@ -80,7 +80,11 @@ impl Daemon {
         Daemon::start_with_env(data_dir, settings, &[])
     }
 
-    pub fn start_with_env(data_dir: &Path, settings: &[(&str, &str)], env: &[(&str, &str)]) -> Daemon {
+    pub fn start_with_env(
+        data_dir: &Path,
+        settings: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -92,7 +96,12 @@ impl Daemon {
         panic!("engramd did not start: {last_error}");
     }
 
-    fn try_start(data_dir: &Path, port: u16, settings: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Daemon, String> {
+    fn try_start(
+        data_dir: &Path,
+        port: u16,
+        settings: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, String> {
         let log_path = data_dir.with_extension(format!("{port}.log"));
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(engramd_path());
@@ -133,7 +142,10 @@ impl Daemon {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("no healthy answer within {START_TIMEOUT:?}: {}", d.log()));
+                return Err(format!(
+                    "no healthy answer within {START_TIMEOUT:?}: {}",
+                    d.log()
+                ));
             }
             // Polling for readiness of a separate process, bounded by the deadline above.
             std::thread::sleep(Duration::from_millis(20));
@@ -170,7 +182,13 @@ impl Daemon {
     }
 
     /// Sends a request; `body` is JSON text or empty.
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = self.agent.request(method, &format!("{}{}", self.url, path));
         for (k, v) in headers {
             req = req.set(k, v);
@@ -231,7 +249,13 @@ impl Daemon {
             }
             let r = self.get(&path);
             assert_eq!(r.status, 200, "list: {}", r.text);
-            out.extend(r.body["memories"].as_array().expect("memories array").iter().cloned());
+            out.extend(
+                r.body["memories"]
+                    .as_array()
+                    .expect("memories array")
+                    .iter()
+                    .cloned(),
+            );
             match r.body["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_owned()),
                 None => return out,

@@ -45,13 +45,17 @@ fn memory_lifecycle_create_get_update_delete_purge() {
     assert_eq!(m["created_at"], "2023-05-08T13:56:00Z");
     assert_eq!(m["expires_at"], "2030-01-01T00:00:00Z");
     assert_eq!(m["metadata"], json!({"speaker": "Caroline", "session": 1}));
-    assert_eq!(m["content_hash"], sha256_hex("Caroline went to the LGBTQ support group"));
+    assert_eq!(
+        m["content_hash"],
+        sha256_hex("Caroline went to the LGBTQ support group")
+    );
     assert!(m.get("embedding").is_none(), "embedding omitted by default");
     assert_eq!(m["has_embedding"], true);
 
     let got = d.get(&format!("/api/v1/memories/{id}?include_embedding=true"));
     assert_eq!(got.status, 200);
-    let got_emb: Vec<f32> = serde_json::from_value(got.body["embedding"].clone()).expect("embedding");
+    let got_emb: Vec<f32> =
+        serde_json::from_value(got.body["embedding"].clone()).expect("embedding");
     assert_eq!(got_emb, emb, "embedding round-trips exactly");
     assert_eq!(got.body["access_count"], 1, "a GET counts an access");
     assert!(got.body["last_accessed_at"].is_string());
@@ -67,7 +71,10 @@ fn memory_lifecycle_create_get_update_delete_purge() {
     assert_eq!(patched.body["importance_score"], 0.3f32 as f64);
     assert_eq!(patched.body["tags"], json!(["x"]));
     assert_eq!(patched.body["expires_at"], Value::Null);
-    assert_eq!(patched.body["content"], m["content"], "unpatched fields stay");
+    assert_eq!(
+        patched.body["content"], m["content"],
+        "unpatched fields stay"
+    );
 
     let put = d.request(
         "PUT",
@@ -77,8 +84,14 @@ fn memory_lifecycle_create_get_update_delete_purge() {
     );
     assert_eq!(put.status, 200, "PUT is an alias of PATCH: {}", put.text);
     assert_eq!(put.body["version"], 3);
-    assert_eq!(put.body["has_embedding"], false, "changing content drops the stale vector");
-    assert_eq!(put.body["content_hash"], sha256_hex("Caroline went to a support group"));
+    assert_eq!(
+        put.body["has_embedding"], false,
+        "changing content drops the stale vector"
+    );
+    assert_eq!(
+        put.body["content_hash"],
+        sha256_hex("Caroline went to a support group")
+    );
 
     let del = d.delete(&format!("/api/v1/memories/{id}"));
     assert_eq!(del.status, 200, "{}", del.text);
@@ -86,11 +99,21 @@ fn memory_lifecycle_create_get_update_delete_purge() {
     assert!(del.body["deleted_at"].is_string());
     let soft = d.get(&format!("/api/v1/memories/{id}"));
     assert_eq!(soft.body["status"], "deleted");
-    assert!(d.list_all("").is_empty(), "deleted memories are hidden from lists");
+    assert!(
+        d.list_all("").is_empty(),
+        "deleted memories are hidden from lists"
+    );
     assert_eq!(d.list_all("&status=deleted").len(), 1);
-    assert_eq!(d.delete(&format!("/api/v1/memories/{id}")).status, 404, "deleting twice");
+    assert_eq!(
+        d.delete(&format!("/api/v1/memories/{id}")).status,
+        404,
+        "deleting twice"
+    );
     // The content is free again for a new memory once the old one is deleted.
-    create(&d, &json!({"namespace": "agent-1", "content": "Caroline went to a support group"}));
+    create(
+        &d,
+        &json!({"namespace": "agent-1", "content": "Caroline went to a support group"}),
+    );
 
     let purge = d.delete(&format!("/api/v1/memories/{id}?purge=true"));
     assert_eq!(purge.status, 200, "{}", purge.text);
@@ -137,17 +160,27 @@ fn batch_create_reports_each_item() {
     assert_eq!(results.len(), 5);
     assert_eq!(results[0]["content"], "one");
     assert_eq!(results[1]["error"]["code"], "INVALID_REQUEST");
-    assert_eq!(results[1]["error"]["details"]["field"], "memories[1].embedding");
+    assert_eq!(
+        results[1]["error"]["details"]["field"],
+        "memories[1].embedding"
+    );
     assert_eq!(results[2]["error"]["code"], "DUPLICATE_CONTENT");
     assert_eq!(results[3]["importance_score"], 0.9f32 as f64);
-    assert_eq!(results[4]["error"]["code"], "DUPLICATE_CONTENT", "duplicates inside one batch");
+    assert_eq!(
+        results[4]["error"]["code"], "DUPLICATE_CONTENT",
+        "duplicates inside one batch"
+    );
     assert_eq!(d.list_all("").len(), 3);
 
-    let too_many: Vec<Value> = (0..1001).map(|i| json!({"content": format!("m{i}")})).collect();
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| json!({"content": format!("m{i}")}))
+        .collect();
     let r = d.post("/api/v1/memories/batch", &json!({ "memories": too_many }));
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["details"]["field"], "memories");
-    let exactly: Vec<Value> = (0..1000).map(|i| json!({"content": format!("m{i}")})).collect();
+    let exactly: Vec<Value> = (0..1000)
+        .map(|i| json!({"content": format!("m{i}")}))
+        .collect();
     let r = d.post("/api/v1/memories/batch", &json!({ "memories": exactly }));
     assert_eq!(r.status, 200, "1000 is the limit");
     assert_eq!(d.list_all("").len(), 1003);
@@ -159,8 +192,15 @@ fn list_cursor_walks_every_memory_exactly_once_with_filters() {
     let mut ids = Vec::new();
     for i in 0..250 {
         let ns = if i % 3 == 0 { "a" } else { "b" };
-        let tags = if i % 5 == 0 { json!(["five"]) } else { json!([]) };
-        let m = create(&d, &json!({"namespace": ns, "content": format!("memory {i}"), "tags": tags}));
+        let tags = if i % 5 == 0 {
+            json!(["five"])
+        } else {
+            json!([])
+        };
+        let m = create(
+            &d,
+            &json!({"namespace": ns, "content": format!("memory {i}"), "tags": tags}),
+        );
         ids.push((m["id"].as_str().expect("id").to_owned(), ns));
     }
     // Walk with a small page size.
@@ -188,7 +228,11 @@ fn list_cursor_walks_every_memory_exactly_once_with_filters() {
     assert!(a.iter().all(|m| m["namespace"] == "a"));
     assert_eq!(d.list_all("&tag=five").len(), 50);
     assert_eq!(d.list_all("&tier=working").len(), 250);
-    assert_eq!(d.list_all("&tier=WARM").len(), 0, "tier is case-insensitive");
+    assert_eq!(
+        d.list_all("&tier=WARM").len(),
+        0,
+        "tier is case-insensitive"
+    );
     assert_eq!(d.list_all("&status=archived").len(), 0);
 }
 
@@ -199,51 +243,342 @@ fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
     let keep_id = keep["id"].as_str().expect("id").to_owned();
     let big = "x".repeat(1024 * 1024 + 1);
     let cases: Vec<(&str, &str, String, u16, &str, &str)> = vec![
-        ("POST", "/api/v1/memories", "{not json".into(), 400, "INVALID_REQUEST", "body"),
-        ("POST", "/api/v1/memories", "[]".into(), 400, "INVALID_REQUEST", "body"),
-        ("POST", "/api/v1/memories", json!({}).to_string(), 400, "INVALID_REQUEST", "content"),
-        ("POST", "/api/v1/memories", json!({"content": 5}).to_string(), 400, "INVALID_REQUEST", "content"),
-        ("POST", "/api/v1/memories", json!({"content": ""}).to_string(), 400, "INVALID_REQUEST", "content"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "colour": "red"}).to_string(), 400, "INVALID_REQUEST", "colour"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "importance_score": 1.5}).to_string(), 400, "INVALID_REQUEST", "importance_score"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "importance_score": "high"}).to_string(), 400, "INVALID_REQUEST", "importance_score"),
-        ("POST", "/api/v1/memories", r#"{"content":"a","importance_score":NaN}"#.into(), 400, "INVALID_REQUEST", "importance_score"),
-        ("POST", "/api/v1/memories", r#"{"content":"a","importance_score":1e999}"#.into(), 400, "INVALID_REQUEST", "importance_score"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "embedding": [1, 2, 3]}).to_string(), 400, "INVALID_REQUEST", "embedding"),
-        ("POST", "/api/v1/memories", r#"{"content":"a","embedding":[1,2,3,1e39]}"#.into(), 400, "INVALID_REQUEST", "embedding"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "embedding": [1, 2, "x", 4]}).to_string(), 400, "INVALID_REQUEST", "embedding[2]"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "namespace": "has space"}).to_string(), 400, "INVALID_REQUEST", "namespace"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "namespace": "n".repeat(129)}).to_string(), 400, "INVALID_REQUEST", "namespace"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "metadata": [1]}).to_string(), 400, "INVALID_REQUEST", "metadata"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "metadata": {"k": "v".repeat(65 * 1024)}}).to_string(), 413, "CONTENT_TOO_LARGE", "metadata"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "tags": vec!["t"; 65]}).to_string(), 400, "INVALID_REQUEST", "tags"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "tags": ["x".repeat(129)]}).to_string(), 400, "INVALID_REQUEST", "tags"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "parent_id": "nope"}).to_string(), 400, "INVALID_REQUEST", "parent_id"),
-        ("POST", "/api/v1/memories", json!({"content": "a", "created_at": "yesterday"}).to_string(), 400, "INVALID_REQUEST", "created_at"),
-        ("POST", "/api/v1/memories", json!({"content": big}).to_string(), 413, "CONTENT_TOO_LARGE", "content"),
-        ("POST", "/api/v1/memories", format!("{{\"content\":\"{}\"}}", "y".repeat(9 << 20)), 413, "CONTENT_TOO_LARGE", "body"),
-        ("GET", "/api/v1/memories/not-a-uuid", String::new(), 400, "INVALID_REQUEST", "id"),
-        ("GET", "/api/v1/memories?limit=0", String::new(), 400, "INVALID_REQUEST", "limit"),
-        ("GET", "/api/v1/memories?limit=1001", String::new(), 400, "INVALID_REQUEST", "limit"),
-        ("GET", "/api/v1/memories?limit=ten", String::new(), 400, "INVALID_REQUEST", "limit"),
-        ("GET", "/api/v1/memories?cursor=garbage", String::new(), 400, "INVALID_REQUEST", "cursor"),
-        ("GET", "/api/v1/memories?tier=hot", String::new(), 400, "INVALID_REQUEST", "tier"),
-        ("GET", "/api/v1/memories?status=gone", String::new(), 400, "INVALID_REQUEST", "status"),
-        ("GET", "/api/v1/memories?sort=asc", String::new(), 400, "INVALID_REQUEST", "sort"),
-        ("PATCH", "/api/v1/memories/KEEP", json!({}).to_string(), 400, "INVALID_REQUEST", "body"),
-        ("PATCH", "/api/v1/memories/KEEP", json!({"tier": "lukewarm"}).to_string(), 400, "INVALID_REQUEST", "tier"),
-        ("PATCH", "/api/v1/memories/KEEP", json!({"status": "gone"}).to_string(), 400, "INVALID_REQUEST", "status"),
-        ("PATCH", "/api/v1/memories/KEEP", json!({"namespace": "elsewhere"}).to_string(), 400, "INVALID_REQUEST", "namespace"),
-        ("PATCH", "/api/v1/memories/KEEP", json!({"importance_score": -0.1}).to_string(), 400, "INVALID_REQUEST", "importance_score"),
-        ("PATCH", "/api/v1/memories/KEEP", json!({"tags": "t"}).to_string(), 400, "INVALID_REQUEST", "tags"),
-        ("DELETE", "/api/v1/memories/KEEP?purge=maybe", String::new(), 400, "INVALID_REQUEST", "purge"),
-        ("POST", "/api/v1/memories/batch", json!({"memories": []}).to_string(), 400, "INVALID_REQUEST", "memories"),
-        ("POST", "/api/v1/memories/batch", json!({"items": []}).to_string(), 400, "INVALID_REQUEST", "items"),
+        (
+            "POST",
+            "/api/v1/memories",
+            "{not json".into(),
+            400,
+            "INVALID_REQUEST",
+            "body",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            "[]".into(),
+            400,
+            "INVALID_REQUEST",
+            "body",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "content",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": 5}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "content",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": ""}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "content",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "colour": "red"}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "colour",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "importance_score": 1.5}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "importance_score",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "importance_score": "high"}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "importance_score",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            r#"{"content":"a","importance_score":NaN}"#.into(),
+            400,
+            "INVALID_REQUEST",
+            "importance_score",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            r#"{"content":"a","importance_score":1e999}"#.into(),
+            400,
+            "INVALID_REQUEST",
+            "importance_score",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "embedding": [1, 2, 3]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "embedding",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            r#"{"content":"a","embedding":[1,2,3,1e39]}"#.into(),
+            400,
+            "INVALID_REQUEST",
+            "embedding",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "embedding": [1, 2, "x", 4]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "embedding[2]",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "namespace": "has space"}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "namespace",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "namespace": "n".repeat(129)}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "namespace",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "metadata": [1]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "metadata",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "metadata": {"k": "v".repeat(65 * 1024)}}).to_string(),
+            413,
+            "CONTENT_TOO_LARGE",
+            "metadata",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "tags": vec!["t"; 65]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "tags",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "tags": ["x".repeat(129)]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "tags",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "parent_id": "nope"}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "parent_id",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "created_at": "yesterday"}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "created_at",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": big}).to_string(),
+            413,
+            "CONTENT_TOO_LARGE",
+            "content",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            format!("{{\"content\":\"{}\"}}", "y".repeat(9 << 20)),
+            413,
+            "CONTENT_TOO_LARGE",
+            "body",
+        ),
+        (
+            "GET",
+            "/api/v1/memories/not-a-uuid",
+            String::new(),
+            400,
+            "INVALID_REQUEST",
+            "id",
+        ),
+        (
+            "GET",
+            "/api/v1/memories?limit=0",
+            String::new(),
+            400,
+            "INVALID_REQUEST",
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/memories?limit=1001",
+            String::new(),
+            400,
+            "INVALID_REQUEST",
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/memories?limit=ten",
+            String::new(),
+            400,
+            "INVALID_REQUEST",
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/memories?cursor=garbage",
+            String::new(),
+            400,
+            "INVALID_REQUEST",
+            "cursor",
+        ),
+        (
+            "GET",
+            "/api/v1/memories?tier=hot",
+            String::new(),
+            400,
+            "INVALID_REQUEST",
+            "tier",
+        ),
+        (
+            "GET",
+            "/api/v1/memories?status=gone",
+            String::new(),
+            400,
+            "INVALID_REQUEST",
+            "status",
+        ),
+        (
+            "GET",
+            "/api/v1/memories?sort=asc",
+            String::new(),
+            400,
+            "INVALID_REQUEST",
+            "sort",
+        ),
+        (
+            "PATCH",
+            "/api/v1/memories/KEEP",
+            json!({}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "body",
+        ),
+        (
+            "PATCH",
+            "/api/v1/memories/KEEP",
+            json!({"tier": "lukewarm"}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "tier",
+        ),
+        (
+            "PATCH",
+            "/api/v1/memories/KEEP",
+            json!({"status": "gone"}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "status",
+        ),
+        (
+            "PATCH",
+            "/api/v1/memories/KEEP",
+            json!({"namespace": "elsewhere"}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "namespace",
+        ),
+        (
+            "PATCH",
+            "/api/v1/memories/KEEP",
+            json!({"importance_score": -0.1}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "importance_score",
+        ),
+        (
+            "PATCH",
+            "/api/v1/memories/KEEP",
+            json!({"tags": "t"}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "tags",
+        ),
+        (
+            "DELETE",
+            "/api/v1/memories/KEEP?purge=maybe",
+            String::new(),
+            400,
+            "INVALID_REQUEST",
+            "purge",
+        ),
+        (
+            "POST",
+            "/api/v1/memories/batch",
+            json!({"memories": []}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "memories",
+        ),
+        (
+            "POST",
+            "/api/v1/memories/batch",
+            json!({"items": []}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "items",
+        ),
     ];
     for (method, path, body, status, code, field) in &cases {
         let path = path.replace("KEEP", &keep_id);
-        let r = d.request(method, &path, (!body.is_empty()).then_some(body.as_str()), &[]);
-        assert_eq!(r.status, *status, "{method} {path} {}: {}", &body[..body.len().min(80)], r.text);
+        let r = d.request(
+            method,
+            &path,
+            (!body.is_empty()).then_some(body.as_str()),
+            &[],
+        );
+        assert_eq!(
+            r.status,
+            *status,
+            "{method} {path} {}: {}",
+            &body[..body.len().min(80)],
+            r.text
+        );
         assert_eq!(r.code(), *code, "{method} {path}: {}", r.text);
         let message = r.body["error"]["message"].as_str().expect("message");
         let named = r.body["error"]["details"]["field"].as_str().unwrap_or("");
@@ -280,7 +615,12 @@ fn api_keys_namespaces_and_rate_limit() {
     let body = json!({"content": "secret", "namespace": "team-c"}).to_string();
     let none = d.request("POST", "/api/v1/memories", Some(&body), &[]);
     assert_eq!((none.status, none.code()), (401, "UNAUTHORIZED"));
-    let wrong = d.request("POST", "/api/v1/memories", Some(&body), &[("x-api-key", "wrong-key-000")]);
+    let wrong = d.request(
+        "POST",
+        "/api/v1/memories",
+        Some(&body),
+        &[("x-api-key", "wrong-key-000")],
+    );
     assert_eq!((wrong.status, wrong.code()), (401, "UNAUTHORIZED"));
     let forbidden = d.request("POST", "/api/v1/memories", Some(&body), &agent);
     assert_eq!((forbidden.status, forbidden.code()), (403, "FORBIDDEN"));
@@ -312,7 +652,12 @@ fn api_keys_namespaces_and_rate_limit() {
 fn low_disk_space_is_507_and_stores_nothing() {
     let (_dir, d) = start(&[("storage.min_free_disk_bytes", "9223372036854775807")]);
     let r = d.post("/api/v1/memories", &json!({"content": "no room"}));
-    assert_eq!((r.status, r.code()), (507, "INSUFFICIENT_STORAGE"), "{}", r.text);
+    assert_eq!(
+        (r.status, r.code()),
+        (507, "INSUFFICIENT_STORAGE"),
+        "{}",
+        r.text
+    );
     assert!(d.list_all("").is_empty());
     assert_eq!(d.get("/api/v1/health").status, 200, "reads still work");
 }
@@ -325,7 +670,10 @@ fn failed_fsync_poisons_writes_until_restart_and_loses_nothing_acknowledged() {
     let mut acked = Vec::new();
     let mut poisoned = None;
     for i in 0..10 {
-        let r = d.post("/api/v1/memories", &json!({"content": format!("write {i}")}));
+        let r = d.post(
+            "/api/v1/memories",
+            &json!({"content": format!("write {i}")}),
+        );
         match r.status {
             201 => acked.push(r.body["id"].as_str().expect("id").to_owned()),
             _ => {
@@ -335,24 +683,48 @@ fn failed_fsync_poisons_writes_until_restart_and_loses_nothing_acknowledged() {
         }
     }
     let r = poisoned.expect("the injected fsync failure must surface");
-    assert_eq!((r.status, r.code()), (503, "SERVICE_UNAVAILABLE"), "{}", r.text);
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "SERVICE_UNAVAILABLE"),
+        "{}",
+        r.text
+    );
     assert_eq!(acked.len(), 3);
     let again = d.post("/api/v1/memories", &json!({"content": "after the failure"}));
-    assert_eq!(again.status, 503, "writes stay refused: a failed fsync is never retried");
+    assert_eq!(
+        again.status, 503,
+        "writes stay refused: a failed fsync is never retried"
+    );
     let health = d.get("/api/v1/health");
     assert_eq!(health.status, 503);
     assert_eq!(health.body["status"], "unhealthy");
     let metrics = d.get("/metrics");
-    assert!(metrics.text.contains("engram_engine_poisoned 1"), "{}", metrics.text);
+    assert!(
+        metrics.text.contains("engram_engine_poisoned 1"),
+        "{}",
+        metrics.text
+    );
     for id in &acked {
-        assert_eq!(d.get(&format!("/api/v1/memories/{id}")).status, 200, "reads still work");
+        assert_eq!(
+            d.get(&format!("/api/v1/memories/{id}")).status,
+            200,
+            "reads still work"
+        );
     }
     d.kill9();
     let d = Daemon::start(&data, &[]);
     for id in &acked {
-        assert_eq!(d.get(&format!("/api/v1/memories/{id}")).status, 200, "acknowledged before the failure");
+        assert_eq!(
+            d.get(&format!("/api/v1/memories/{id}")).status,
+            200,
+            "acknowledged before the failure"
+        );
     }
-    assert_eq!(d.post("/api/v1/memories", &json!({"content": "healthy again"})).status, 201);
+    assert_eq!(
+        d.post("/api/v1/memories", &json!({"content": "healthy again"}))
+            .status,
+        201
+    );
 }
 
 #[test]
@@ -362,14 +734,24 @@ fn corrupt_working_tier_bytes_are_a_500_never_data() {
     let m = create(&d, &json!({"content": "the only memory on the heap"}));
     // The first heap entry starts at offset 0 of heap-0.bin: 8 bytes of header, then the image.
     let heap = d.data_dir.join("working").join("heap-0.bin");
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&heap).expect("heap file");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&heap)
+        .expect("heap file");
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, 30).expect("read");
     b[0] ^= 0x40;
     f.write_all_at(&b, 30).expect("flip a bit");
-    let r = d.get(&format!("/api/v1/memories/{}", m["id"].as_str().expect("id")));
+    let r = d.get(&format!(
+        "/api/v1/memories/{}",
+        m["id"].as_str().expect("id")
+    ));
     assert_eq!((r.status, r.code()), (500, "INTERNAL_ERROR"), "{}", r.text);
-    assert!(r.body["error"]["message"].as_str().expect("message").contains("checksum"));
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("checksum"));
 }
 
 #[test]
@@ -398,7 +780,11 @@ fn health_and_metrics_tell_the_truth() {
             "engram_wal_fsync_duration_seconds_count",
             "engram_wal_durable_lsn",
         ] {
-            assert!(m.text.contains(needle), "{path} lacks {needle}:\n{}", m.text);
+            assert!(
+                m.text.contains(needle),
+                "{path} lacks {needle}:\n{}",
+                m.text
+            );
         }
     }
 }
@@ -422,7 +808,10 @@ fn full_working_tier_moves_the_least_valuable_to_warm() {
     assert_eq!(working + warm, 60);
     // The important ones stayed in the working tier.
     for id in &ids[..10] {
-        assert_eq!(d.get(&format!("/api/v1/memories/{id}")).body["tier"], "working");
+        assert_eq!(
+            d.get(&format!("/api/v1/memories/{id}")).body["tier"],
+            "working"
+        );
     }
     for (i, id) in ids.iter().enumerate() {
         let r = d.get(&format!("/api/v1/memories/{id}?include_embedding=true"));
@@ -434,13 +823,22 @@ fn full_working_tier_moves_the_least_valuable_to_warm() {
     let low = &ids[59];
     let moved = d.patch(&format!("/api/v1/memories/{low}"), &json!({"tier": "warm"}));
     assert_eq!(moved.body["tier"], "warm", "{}", moved.text);
-    assert_eq!(d.get(&format!("/api/v1/memories/{low}")).body["tier"], "warm");
+    assert_eq!(
+        d.get(&format!("/api/v1/memories/{low}")).body["tier"],
+        "warm"
+    );
     assert_eq!(d.list_all("").len(), 60);
-    assert_eq!(d.list_all("&tier=warm").len() as u64 + d.list_all("&tier=working").len() as u64, 60);
+    assert_eq!(
+        d.list_all("&tier=warm").len() as u64 + d.list_all("&tier=working").len() as u64,
+        60
+    );
 }
 
 fn uuid_version(id: &str) -> u32 {
-    id.chars().nth(14).and_then(|c| c.to_digit(16)).expect("uuid version digit")
+    id.chars()
+        .nth(14)
+        .and_then(|c| c.to_digit(16))
+        .expect("uuid version digit")
 }
 
 fn uuid_v7_like() -> String {

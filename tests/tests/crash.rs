@@ -57,7 +57,14 @@ fn kill_9_loses_no_acknowledged_write() {
                 .filter(|(c, _)| full || !checked.contains(*c) || rng.random_ratio(1, 100))
                 .map(|(c, v)| (c.clone(), v.clone()))
                 .collect();
-            verify(&d, &subset, &acked, &deleted.lock().expect("lock"), cycle, full);
+            verify(
+                &d,
+                &subset,
+                &acked,
+                &deleted.lock().expect("lock"),
+                cycle,
+                full,
+            );
             checked.extend(acked.keys().cloned());
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -79,7 +86,7 @@ fn kill_9_loses_no_acknowledged_write() {
                                 let id = v["id"].as_str().expect("id").to_owned();
                                 acked.lock().expect("lock").insert(content, (id.clone(), emb_seed));
                                 // Every seventh write also deletes what it just wrote.
-                                if n % 7 == 0 {
+                                if n.is_multiple_of(7) {
                                     if let Ok(r) = agent.delete(&format!("{url}/api/v1/memories/{id}")).call() {
                                         if r.status() == 200 {
                                             deleted.lock().expect("lock").push(id);
@@ -106,12 +113,22 @@ fn kill_9_loses_no_acknowledged_write() {
             "cycle {cycle}: serving after {start_ms} ms, killed after {run_ms} ms, {now} acknowledged creates so far, cycle took {} ms",
             started.elapsed().as_millis()
         );
-        assert!(now > total_acked || cycle == 0 || run_ms < 150, "no progress in cycle {cycle}");
+        assert!(
+            now > total_acked || cycle == 0 || run_ms < 150,
+            "no progress in cycle {cycle}"
+        );
         total_acked = now;
     }
     let d = Daemon::start(&data, &settings);
     let acked = acked.lock().expect("lock");
-    verify(&d, &acked, &acked, &deleted.lock().expect("lock"), cycles, true);
+    verify(
+        &d,
+        &acked,
+        &acked,
+        &deleted.lock().expect("lock"),
+        cycles,
+        true,
+    );
     assert!(total_acked > 0);
 }
 
@@ -126,31 +143,62 @@ fn verify(
 ) {
     for (content, (id, emb_seed)) in subset {
         let r = d.get(&format!("/api/v1/memories/{id}?include_embedding=true"));
-        assert_eq!(r.status, 200, "cycle {cycle}: acknowledged memory {id} is missing: {}", r.text);
-        assert_eq!(r.body["content"].as_str(), Some(content.as_str()), "cycle {cycle}: content of {id}");
+        assert_eq!(
+            r.status, 200,
+            "cycle {cycle}: acknowledged memory {id} is missing: {}",
+            r.text
+        );
+        assert_eq!(
+            r.body["content"].as_str(),
+            Some(content.as_str()),
+            "cycle {cycle}: content of {id}"
+        );
         let e: Vec<f32> = serde_json::from_value(r.body["embedding"].clone()).expect("embedding");
-        assert_eq!(e, embedding(*emb_seed, DIMS), "cycle {cycle}: embedding of {id}");
+        assert_eq!(
+            e,
+            embedding(*emb_seed, DIMS),
+            "cycle {cycle}: embedding of {id}"
+        );
     }
     if !full {
         return;
     }
     for id in deleted {
         let r = d.get(&format!("/api/v1/memories/{id}"));
-        assert_eq!(r.body["status"], "deleted", "cycle {cycle}: acknowledged delete of {id} undone");
+        assert_eq!(
+            r.body["status"], "deleted",
+            "cycle {cycle}: acknowledged delete of {id} undone"
+        );
     }
     // Everything stored is something a writer sent, whole.
-    let by_id: HashMap<&str, &str> = acked.iter().map(|(c, (id, _))| (id.as_str(), c.as_str())).collect();
+    let by_id: HashMap<&str, &str> = acked
+        .iter()
+        .map(|(c, (id, _))| (id.as_str(), c.as_str()))
+        .collect();
     let mut all = d.list_all("");
     all.extend(d.list_all("&status=deleted"));
     for m in &all {
         let content = m["content"].as_str().expect("content");
-        assert!(content.starts_with("cycle ") && content.contains(" writer ") && content.contains(" write "), "cycle {cycle}: foreign content {content:?}");
+        assert!(
+            content.starts_with("cycle ")
+                && content.contains(" writer ")
+                && content.contains(" write "),
+            "cycle {cycle}: foreign content {content:?}"
+        );
         if let Some(expected) = by_id.get(m["id"].as_str().expect("id")) {
             assert_eq!(content, *expected);
         }
     }
     let health = d.get("/api/v1/health");
-    let stored = health.body["tiers"]["working"].as_u64().expect("n") + health.body["tiers"]["warm"].as_u64().expect("n");
-    assert_eq!(stored as usize, all.len(), "cycle {cycle}: tier counts agree with the list");
-    assert!(all.len() >= acked.len(), "cycle {cycle}: every acknowledged memory is listed");
+    let stored = health.body["tiers"]["working"].as_u64().expect("n")
+        + health.body["tiers"]["warm"].as_u64().expect("n");
+    assert_eq!(
+        stored as usize,
+        all.len(),
+        "cycle {cycle}: tier counts agree with the list"
+    );
+    assert!(
+        all.len() >= acked.len(),
+        "cycle {cycle}: every acknowledged memory is listed"
+    );
 }

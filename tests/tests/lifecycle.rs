@@ -23,13 +23,18 @@ fn sigterm_exits_zero_and_restart_keeps_everything() {
         expected.push(r.body.clone());
     }
     let victim = expected[7]["id"].as_str().expect("id").to_owned();
-    assert_eq!(d.delete(&format!("/api/v1/memories/{victim}?purge=true")).status, 200);
+    assert_eq!(
+        d.delete(&format!("/api/v1/memories/{victim}?purge=true"))
+            .status,
+        200
+    );
     let status = d.terminate();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     let d = Daemon::start(&data, &settings);
     let health = d.get("/api/v1/health");
     assert_eq!(
-        health.body["tiers"]["working"].as_u64().expect("n") + health.body["tiers"]["warm"].as_u64().expect("n"),
+        health.body["tiers"]["working"].as_u64().expect("n")
+            + health.body["tiers"]["warm"].as_u64().expect("n"),
         199
     );
     for (i, m) in expected.iter().enumerate() {
@@ -47,7 +52,11 @@ fn sigterm_exits_zero_and_restart_keeps_everything() {
         assert_eq!(e, embedding(i as u64, 16));
     }
     // Dedup survives restart.
-    assert_eq!(d.post("/api/v1/memories", &json!({"content": "memory 3"})).status, 409);
+    assert_eq!(
+        d.post("/api/v1/memories", &json!({"content": "memory 3"}))
+            .status,
+        409
+    );
 }
 
 #[test]
@@ -66,7 +75,11 @@ fn a_second_daemon_on_the_same_data_dir_is_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("locked by another process"), "{stderr}");
-    assert_eq!(d.get("/api/v1/health").status, 200, "the first daemon is unaffected");
+    assert_eq!(
+        d.get("/api/v1/health").status,
+        200,
+        "the first daemon is unaffected"
+    );
 }
 
 #[test]
@@ -74,13 +87,39 @@ fn invalid_configuration_refuses_to_start_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("engram.toml");
     std::fs::write(&config, "[wal]\nsync = \"sometimes\"\n").expect("write config");
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
-        (vec!["--config".into(), config.display().to_string()], vec![], "wal.sync"),
-        (vec!["--set".into(), "embedding.dimensions=0".into()], vec![], "embedding.dimensions"),
-        (vec!["--listen".into(), "not-an-address".into()], vec![], "listen"),
-        (vec![], vec![("ENGRAM_WORKING_CAPACITY", "lots")], "working.capacity"),
-        (vec![], vec![("ENGRAM_WAL_SNYC", "always")], "ENGRAM_WAL_SNYC"),
-        (vec!["--set".into(), "no.such.key=1".into()], vec![], "no.such.key"),
+    // (arguments, environment, the key the error must name)
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--config".into(), config.display().to_string()],
+            vec![],
+            "wal.sync",
+        ),
+        (
+            vec!["--set".into(), "embedding.dimensions=0".into()],
+            vec![],
+            "embedding.dimensions",
+        ),
+        (
+            vec!["--listen".into(), "not-an-address".into()],
+            vec![],
+            "listen",
+        ),
+        (
+            vec![],
+            vec![("ENGRAM_WORKING_CAPACITY", "lots")],
+            "working.capacity",
+        ),
+        (
+            vec![],
+            vec![("ENGRAM_WAL_SNYC", "always")],
+            "ENGRAM_WAL_SNYC",
+        ),
+        (
+            vec!["--set".into(), "no.such.key=1".into()],
+            vec![],
+            "no.such.key",
+        ),
     ];
     for (args, env, key) in cases {
         let mut cmd = Command::new(engramd_path());
@@ -94,7 +133,13 @@ fn invalid_configuration_refuses_to_start_naming_the_key() {
         let out = cmd.output().expect("run engramd");
         assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(key), "{args:?}: stderr does not name {key}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{args:?}: stderr does not name {key}: {stderr}"
+        );
     }
-    assert!(!dir.path().join("data").join("wal").exists(), "nothing was created");
+    assert!(
+        !dir.path().join("data").join("wal").exists(),
+        "nothing was created"
+    );
 }

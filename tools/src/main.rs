@@ -1,1 +1,250 @@
-fn main() {}
+//! `engramctl`: Engram's offline tool. This version inspects the write-ahead log of a data
+//! directory (stopped daemon, or a copy): segment summary and record dump.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use engram_engine::{decode_op, hex, Op, PutKind};
+use engram_wal::segment::{self, ScanEnd};
+use serde_json::json;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Debug, Parser)]
+#[command(name = "engramctl", version, about = "Engram's offline tool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write-ahead log tools.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Segments with their LSN and commit-time ranges, and where each one ends.
+    Inspect {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Read the archive (closed segments kept for point-in-time restore) instead.
+        #[arg(long)]
+        archive: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every record: LSN, commit time, operation.
+    Dump {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        archive: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("engramctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Wal { command } => match command {
+            WalCommand::Inspect {
+                data_dir,
+                archive,
+                json,
+            } => inspect(&wal_dir(&data_dir, archive)?, json),
+            WalCommand::Dump {
+                data_dir,
+                archive,
+                json,
+            } => dump(&wal_dir(&data_dir, archive)?, json),
+        },
+    }
+}
+
+fn wal_dir(data_dir: &Path, archive: bool) -> anyhow::Result<PathBuf> {
+    if !data_dir.is_dir() {
+        bail!("{} is not a directory", data_dir.display());
+    }
+    let dir = data_dir.join(if archive { "archive" } else { "wal" });
+    if !dir.is_dir() {
+        bail!(
+            "{} has no {} directory: is it an Engram data directory?",
+            data_dir.display(),
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("wal")
+        );
+    }
+    Ok(dir)
+}
+
+/// What one segment holds.
+struct SegmentSummary {
+    records: u64,
+    /// First and last LSN.
+    lsns: Option<(u64, u64)>,
+    /// First and last commit time, microseconds since the epoch.
+    times: Option<(i64, i64)>,
+    end: ScanEnd,
+}
+
+/// Scans one segment, calling `visit` for each record with its offset.
+fn scan_segment(
+    index: u64,
+    path: &Path,
+    mut visit: impl FnMut(engram_wal::RecordRef<'_>, u64),
+) -> anyhow::Result<SegmentSummary> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    segment::check_header(&bytes, index).map_err(|r| anyhow::anyhow!("{}: {r}", path.display()))?;
+    let mut count = 0;
+    let mut lsns: Option<(u64, u64)> = None;
+    let mut times: Option<(i64, i64)> = None;
+    let mut expected = None;
+    let end = segment::scan(&bytes, &mut expected, |r, off| {
+        count += 1;
+        lsns = Some(lsns.map_or((r.lsn, r.lsn), |(a, _)| (a, r.lsn)));
+        times = Some(
+            times.map_or((r.commit_time_us, r.commit_time_us), |(a, _)| {
+                (a, r.commit_time_us)
+            }),
+        );
+        visit(r, off);
+        Ok::<(), ()>(())
+    })
+    .map_err(|()| anyhow::anyhow!("scan failed"))?;
+    Ok(SegmentSummary {
+        records: count,
+        lsns,
+        times,
+        end,
+    })
+}
+
+fn inspect(dir: &Path, as_json: bool) -> anyhow::Result<()> {
+    let segments =
+        segment::list_segments(dir).with_context(|| format!("listing {}", dir.display()))?;
+    let mut rows = Vec::new();
+    for (index, path) in &segments {
+        let SegmentSummary {
+            records: count,
+            lsns,
+            times,
+            end,
+        } = scan_segment(*index, path, |_, _| {})?;
+        let (end_offset, problem) = match end {
+            ScanEnd::Clean { end_offset } => (end_offset, None),
+            ScanEnd::Bad { offset, reason } => (
+                offset,
+                Some(format!("bad record at offset {offset}: {reason}")),
+            ),
+        };
+        rows.push(json!({
+            "segment": path.file_name().and_then(|n| n.to_str()),
+            "records": count,
+            "first_lsn": lsns.map(|l| l.0),
+            "last_lsn": lsns.map(|l| l.1),
+            "first_commit_time_us": times.map(|t| t.0),
+            "last_commit_time_us": times.map(|t| t.1),
+            "end_offset": end_offset,
+            "problem": problem,
+        }));
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>9} {:>12} {:>12} {:>12}  problem",
+        "segment", "records", "first_lsn", "last_lsn", "end_offset"
+    );
+    for r in &rows {
+        println!(
+            "{:<24} {:>9} {:>12} {:>12} {:>12}  {}",
+            r["segment"].as_str().unwrap_or("?"),
+            r["records"],
+            r["first_lsn"],
+            r["last_lsn"],
+            r["end_offset"],
+            r["problem"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn describe(op: &Op) -> serde_json::Value {
+    match op {
+        Op::Put {
+            kind,
+            memory,
+            previous_tier,
+            ..
+        } => json!({
+            "op": match kind { PutKind::Create => "create", PutKind::Update => "update", PutKind::Move => "move" },
+            "id": memory.id.to_string(),
+            "namespace": memory.namespace,
+            "tier": memory.tier.as_str(),
+            "previous_tier": previous_tier.map(|t| t.as_str()),
+            "status": memory.status.as_str(),
+            "version": memory.version,
+            "content_hash": hex(&memory.content_hash),
+            "content_bytes": memory.content.len(),
+        }),
+        Op::Purge {
+            id,
+            namespace,
+            previous_tier,
+            ..
+        } => json!({
+            "op": "purge", "id": id.to_string(), "namespace": namespace, "previous_tier": previous_tier.as_str(),
+        }),
+        Op::Access(deltas) => json!({ "op": "access", "memories": deltas.len() }),
+    }
+}
+
+fn dump(dir: &Path, as_json: bool) -> anyhow::Result<()> {
+    for (index, path) in segment::list_segments(dir)? {
+        let mut failure = None;
+        let summary = scan_segment(index, &path, |r, offset| {
+            let op = match decode_op(r.payload, r.lsn) {
+                Ok(op) => describe(&op),
+                Err(e) => {
+                    failure.get_or_insert_with(|| format!("LSN {}: {e}", r.lsn));
+                    json!({ "op": "undecodable", "error": e.to_string() })
+                }
+            };
+            let line = json!({ "lsn": r.lsn, "commit_time_us": r.commit_time_us, "segment": index, "offset": offset, "record": op });
+            if as_json {
+                println!("{line}");
+            } else {
+                println!("{:>10} {:>18} {}", r.lsn, r.commit_time_us, line["record"]);
+            }
+        })?;
+        if let ScanEnd::Bad { offset, reason } = summary.end {
+            eprintln!(
+                "engramctl: {}: stops at offset {offset}: {reason}",
+                path.display()
+            );
+        }
+        if let Some(f) = failure {
+            bail!("{}: {f}", path.display());
+        }
+    }
+    Ok(())
+}

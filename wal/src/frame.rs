@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(buf.len(), 32);
         match decode(&buf).expect("valid") {
             Decoded::Record(r, n) => {
-                assert_eq!((r.lsn, r.commit_time_us, r.payload, n), (7, 1_700_000_000_000_000, &b"hello"[..], 32));
+                assert_eq!(
+                    (r.lsn, r.commit_time_us, r.payload, n),
+                    (7, 1_700_000_000_000_000, &b"hello"[..], 32)
+                );
             }
             Decoded::End => panic!("expected a record"),
         }

@@ -24,8 +24,8 @@ use std::path::PathBuf;
 
 pub use frame::{Lsn, RecordRef, MAX_RECORD_BYTES};
 pub use log::{
-    FaultInjector, IoOp, RecoveryReport, SyncMode, Wal, WalOptions, DEFAULT_SEGMENT_BYTES,
-    MAX_BUFFERED_BYTES, MIN_SEGMENT_BYTES,
+    FaultInjector, FsyncObserver, IoOp, RecoveryReport, SyncMode, Wal, WalOptions,
+    DEFAULT_SEGMENT_BYTES, MAX_BUFFERED_BYTES, MIN_SEGMENT_BYTES,
 };
 
 /// Everything that can go wrong in the log.
@@ -48,7 +48,9 @@ pub enum WalError {
         offset: u64,
         reason: String,
     },
-    #[error("WAL records from LSN {needed} are needed for recovery but the log starts at LSN {first}")]
+    #[error(
+        "WAL records from LSN {needed} are needed for recovery but the log starts at LSN {first}"
+    )]
     Gap { needed: Lsn, first: Lsn },
     #[error("WAL is poisoned by an earlier failed write or fsync; restart to recover")]
     Poisoned,

@@ -58,6 +58,9 @@ pub enum IoOp {
 /// like the same error from the kernel.
 pub type FaultInjector = Arc<dyn Fn(IoOp) -> io::Result<()> + Send + Sync>;
 
+/// Told the duration of every fdatasync (for metrics).
+pub type FsyncObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
 /// How to open a log.
 #[derive(Clone)]
 pub struct WalOptions {
@@ -149,7 +152,7 @@ struct Shared {
     shutting_down: AtomicBool,
     fsync_count: AtomicU64,
     last_fsync_us: AtomicI64,
-    fsync_observer: Mutex<Option<Box<dyn Fn(Duration) + Send + Sync>>>,
+    fsync_observer: Mutex<Option<FsyncObserver>>,
 }
 
 /// A write-ahead log open for appends. Cheap to share behind an `Arc`.
@@ -382,7 +385,7 @@ impl Wal {
     }
 
     /// Registers a callback told the duration of every fdatasync (for metrics).
-    pub fn set_fsync_observer(&self, observer: Box<dyn Fn(Duration) + Send + Sync>) {
+    pub fn set_fsync_observer(&self, observer: FsyncObserver) {
         *self.shared.fsync_observer.lock() = Some(observer);
     }
 
@@ -641,9 +644,10 @@ fn sync_file(shared: &Shared, writer: &mut Writer) -> Result<(), WalError> {
     writer.dirty = false;
     let took = started.elapsed();
     shared.fsync_count.fetch_add(1, Ordering::Relaxed);
-    shared
-        .last_fsync_us
-        .store(i64::try_from(took.as_micros()).unwrap_or(i64::MAX), Ordering::Relaxed);
+    shared.last_fsync_us.store(
+        i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+        Ordering::Relaxed,
+    );
     if let Some(observer) = shared.fsync_observer.lock().as_ref() {
         observer(took);
     }

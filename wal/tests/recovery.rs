@@ -23,8 +23,11 @@ fn payload(i: u64) -> Vec<u8> {
     format!("record number {i} {}", "x".repeat((i % 37) as usize)).into_bytes()
 }
 
+/// Replayed records: (LSN, payload).
+type Replayed = Vec<(Lsn, Vec<u8>)>;
+
 /// Opens the log and collects every replayed record.
-fn open_collect(opts: WalOptions) -> Result<(Wal, Vec<(Lsn, Vec<u8>)>), WalError> {
+fn open_collect(opts: WalOptions) -> Result<(Wal, Replayed), WalError> {
     let mut seen = Vec::new();
     let (wal, _) = Wal::open(opts, 1, 1, |r| {
         seen.push((r.lsn, r.payload.to_vec()));
@@ -134,7 +137,11 @@ fn bit_flip_mid_log_refuses_to_open_naming_file_and_offset() {
     write_records(options(dir.path(), 1 << 20), 20);
     let seg = only_segment(dir.path());
     let (start, _) = frame_offset(&seg, 5);
-    let file = OpenOptions::new().read(true).write(true).open(&seg).expect("open");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .expect("open");
     let mut byte = [0u8; 1];
     let at = start + 30;
     file.read_exact_at(&mut byte, at).expect("read");
@@ -156,12 +163,23 @@ fn rotation_archives_closed_segments_and_replays_across_them() {
     let opts = options(dir.path(), 4096);
     write_records(opts.clone(), 300);
     let active = segment::list_segments(&dir.path().join("wal")).expect("list");
-    assert!(active.len() > 3, "expected several segments, got {}", active.len());
+    assert!(
+        active.len() > 3,
+        "expected several segments, got {}",
+        active.len()
+    );
     let archived = segment::list_segments(&dir.path().join("archive")).expect("list");
-    assert_eq!(archived.len(), active.len() - 1, "every closed segment is archived");
+    assert_eq!(
+        archived.len(),
+        active.len() - 1,
+        "every closed segment is archived"
+    );
     let (wal, seen) = open_collect(opts.clone()).expect("reopen");
     assert_eq!(seen.len(), 300);
-    assert!(seen.iter().enumerate().all(|(i, (lsn, _))| *lsn == i as u64 + 1));
+    assert!(seen
+        .iter()
+        .enumerate()
+        .all(|(i, (lsn, _))| *lsn == i as u64 + 1));
     // A checkpoint at LSN 300 frees every closed segment from the active directory.
     let removed = wal.checkpoint(300).expect("checkpoint");
     assert_eq!(removed, active.len() - 1);
@@ -183,7 +201,11 @@ fn bit_flip_in_a_closed_segment_is_corruption() {
     let first = &segs[0].1;
     // Flip a payload bit of the last record in the first (closed) segment: the torn-tail rule
     // does not apply to it.
-    let file = OpenOptions::new().read(true).write(true).open(first).expect("open");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(first)
+        .expect("open");
     let at = segment::SEGMENT_HEADER_BYTES as u64 + 30;
     let mut byte = [0u8; 1];
     file.read_exact_at(&mut byte, at).expect("read");
@@ -191,7 +213,10 @@ fn bit_flip_in_a_closed_segment_is_corruption() {
     file.write_all_at(&byte, at).expect("write");
     drop(file);
     let err = open_collect(opts).expect_err("corrupt");
-    assert!(matches!(err, WalError::Corrupt { ref path, .. } if path == first), "{err}");
+    assert!(
+        matches!(err, WalError::Corrupt { ref path, .. } if path == first),
+        "{err}"
+    );
 }
 
 #[test]
@@ -216,8 +241,14 @@ fn group_commit_shares_fsyncs_between_concurrent_writers() {
     }
     assert_eq!(wal.durable_lsn(), 1600);
     let fsyncs = wal.fsync_count();
-    assert!(fsyncs < 1600, "{fsyncs} fsyncs for 1600 records: no grouping");
-    Arc::into_inner(wal).expect("sole owner").close().expect("close");
+    assert!(
+        fsyncs < 1600,
+        "{fsyncs} fsyncs for 1600 records: no grouping"
+    );
+    Arc::into_inner(wal)
+        .expect("sole owner")
+        .close()
+        .expect("close");
     let (_, seen) = open_collect(options(dir.path(), 1 << 22)).expect("reopen");
     assert_eq!(seen.len(), 1600);
 }
@@ -254,7 +285,10 @@ fn failed_fsync_poisons_and_is_never_retried() {
 
 #[test]
 fn interval_and_nosync_modes_write_through_before_returning() {
-    for mode in [SyncMode::Interval(std::time::Duration::from_millis(5)), SyncMode::NoSync] {
+    for mode in [
+        SyncMode::Interval(std::time::Duration::from_millis(5)),
+        SyncMode::NoSync,
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut opts = options(dir.path(), 1 << 20);
         opts.sync_mode = mode;
@@ -275,11 +309,17 @@ fn interval_and_nosync_modes_write_through_before_returning() {
 fn oversized_record_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (wal, _) = open_collect(options(dir.path(), 4096)).expect("open");
-    assert!(matches!(wal.append(&[1u8; 4096]), Err(WalError::RecordTooLarge { .. })));
+    assert!(matches!(
+        wal.append(&[1u8; 4096]),
+        Err(WalError::RecordTooLarge { .. })
+    ));
     assert!(matches!(
         wal.append(&vec![1u8; engram_wal::MAX_RECORD_BYTES + 1]),
         Err(WalError::RecordTooLarge { .. })
     ));
-    assert!(matches!(wal.append(&[]), Err(WalError::RecordTooLarge { .. })));
+    assert!(matches!(
+        wal.append(&[]),
+        Err(WalError::RecordTooLarge { .. })
+    ));
     assert_eq!(wal.last_lsn(), 0);
 }

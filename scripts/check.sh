@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every check, in the order CI runs them: formatting, clippy (warnings are errors), build of the
+# binaries the end-to-end tests start, then every test (unit, integration, end-to-end, crash).
+# One profile (release) for everything, so RocksDB's C++ is compiled once; the target directory
+# lives outside the checkout so it survives fresh clones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/engram/target}"
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+echo "== fmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+echo "== build"
+cargo build --release --locked --workspace --bins
+echo "== test"
+cargo nextest run --release --locked --workspace --no-fail-fast
