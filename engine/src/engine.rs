@@ -44,6 +44,8 @@ pub const MAX_ACCESS_DELTAS_PER_RECORD: usize = 50_000;
 const REPLAY_BATCH_RECORDS: usize = 1024;
 /// Most memories one eviction pass moves to warm beyond what is needed.
 const EVICTION_CHUNK: usize = 8192;
+/// Moves logged per hold of the writer lock by background eviction.
+const EVICTION_LOCK_CHUNK: usize = 256;
 /// How often the background thread wakes to look for work.
 const BACKGROUND_TICK: Duration = Duration::from_millis(100);
 
@@ -61,9 +63,14 @@ pub struct EngineConfig {
     pub sync_mode: SyncMode,
     /// Keep closed WAL segments in `archive/` (point-in-time restore reads them).
     pub wal_archive: bool,
+    /// Archived segments older than this are removed at checkpoints (`None`: kept forever).
+    pub wal_archive_retention: Option<Duration>,
     pub block_cache_bytes: usize,
     /// How often tiers are made durable and the WAL trimmed.
     pub checkpoint_interval: Duration,
+    /// Also checkpoint once this much WAL was written since the last one: it bounds the replay
+    /// after a crash, and so the time to serve again.
+    pub checkpoint_wal_bytes: u64,
     /// How often batched access statistics are logged.
     pub access_flush_interval: Duration,
     /// Writes are refused (storage full) when the data dir's filesystem has less free space.
@@ -92,8 +99,10 @@ impl EngineConfig {
             wal_segment_bytes: engram_wal::DEFAULT_SEGMENT_BYTES,
             sync_mode: SyncMode::Always,
             wal_archive: true,
+            wal_archive_retention: Some(Duration::from_secs(7 * 86_400)),
             block_cache_bytes: 256 << 20,
             checkpoint_interval: Duration::from_secs(60),
+            checkpoint_wal_bytes: 256 << 20,
             access_flush_interval: Duration::from_secs(1),
             min_free_disk_bytes: 64 << 20,
             fault_injector: None,
@@ -1106,41 +1115,95 @@ impl Inner {
         // victims reads every slot header, so it should run once per many creates.
         let excess = w.working_projected + incoming - capacity;
         let want = excess + (capacity / 20).min(EVICTION_CHUNK);
-        let mut candidates: Vec<(Uuid, f32, i64)> = self
-            .working
-            .eviction_inputs()
-            .into_iter()
-            .filter(|(id, _, _)| !w.pending.contains_key(id))
-            .collect();
-        candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
         let mut moved = 0;
-        for (id, _, _) in candidates.into_iter().take(want) {
-            let Some(mut memory) = self.working.get(&id)? else {
+        for (id, _, _) in self.eviction_order() {
+            if moved >= want {
+                break;
+            }
+            if w.pending.contains_key(&id) {
                 continue;
-            };
-            memory.tier = Tier::Warm;
-            let holds = memory.status != Status::Deleted;
-            let hash = memory.content_hash;
-            self.log(
-                w,
-                Op::Put {
-                    kind: PutKind::Move,
-                    memory,
-                    previous_tier: Some(Tier::Working),
-                    previous_hash: holds.then_some(hash),
-                },
-            )?;
-            w.working_projected -= 1;
-            moved += 1;
+            }
+            if self.log_move_to_warm(w, &id)?.is_some() {
+                moved += 1;
+            }
         }
         self.counters
             .migrations_working_to_warm
-            .fetch_add(moved, Ordering::Relaxed);
+            .fetch_add(moved as u64, Ordering::Relaxed);
         if w.working_projected + incoming > capacity {
             // Everything left is in flight; the spare capacity is the pending writes themselves.
             return Err(EngineError::Busy(
                 "working tier is full of in-flight writes",
             ));
+        }
+        Ok(())
+    }
+
+    /// Working-tier memories, least valuable first: lowest importance, then least recently used.
+    fn eviction_order(&self) -> Vec<(Uuid, f32, i64)> {
+        let mut candidates = self.working.eviction_inputs();
+        candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
+        candidates
+    }
+
+    /// Logs a move of `id` from the working tier to warm. `None` if it is no longer there.
+    fn log_move_to_warm(&self, w: &mut WriterState, id: &Uuid) -> Result<Option<Lsn>, EngineError> {
+        let Some(mut memory) = self.working.get(id)? else {
+            return Ok(None);
+        };
+        memory.tier = Tier::Warm;
+        let holds = memory.status != Status::Deleted;
+        let hash = memory.content_hash;
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Move,
+                memory,
+                previous_tier: Some(Tier::Working),
+                previous_hash: holds.then_some(hash),
+            },
+        )?;
+        w.working_projected -= 1;
+        Ok(Some(lsn))
+    }
+
+    /// Background eviction: above 95% of capacity, move the least valuable memories to warm
+    /// until 90%, a few hundred per hold of the writer lock, so writers never wait for the
+    /// victim scan. `make_room` remains for bursts this cannot keep up with.
+    fn evict_in_background(&self) -> Result<(), EngineError> {
+        let capacity = self.config.working_capacity;
+        let high = capacity - capacity / 20;
+        let low = capacity - capacity / 10;
+        let projected = self.writer.lock().working_projected;
+        if projected <= high {
+            return Ok(());
+        }
+        let mut want = projected - low;
+        let mut order = self.eviction_order().into_iter();
+        while want > 0 && !self.stop.load(Ordering::Acquire) {
+            let mut last = None;
+            let mut n = 0;
+            {
+                let mut w = self.writer.lock();
+                while n < EVICTION_LOCK_CHUNK && want > 0 {
+                    let Some((id, _, _)) = order.next() else {
+                        break;
+                    };
+                    if w.pending.contains_key(&id) {
+                        continue;
+                    }
+                    if let Some(lsn) = self.log_move_to_warm(&mut w, &id)? {
+                        last = Some(lsn);
+                        want -= 1;
+                        n += 1;
+                    }
+                }
+            }
+            let Some(last) = last else { break };
+            self.counters
+                .migrations_working_to_warm
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.commit(last)?;
         }
         Ok(())
     }
@@ -1396,6 +1459,12 @@ impl Inner {
         self.warm.flush()?;
         self.working.checkpoint(lsn)?;
         self.wal.checkpoint(lsn.min(warm_lsn))?;
+        if let Some(retention) = self.config.wal_archive_retention {
+            let cutoff = std::time::SystemTime::now()
+                .checked_sub(retention)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            self.wal.prune_archive(cutoff)?;
+        }
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -1403,6 +1472,7 @@ impl Inner {
     fn background(&self) {
         let mut last_access_flush = Instant::now();
         let mut last_checkpoint = Instant::now();
+        let mut wal_bytes_at_checkpoint = self.wal.bytes_written();
         let mut last_statvfs = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             std::thread::park_timeout(BACKGROUND_TICK);
@@ -1417,18 +1487,25 @@ impl Inner {
             if self.is_poisoned() {
                 continue;
             }
+            if let Err(e) = self.evict_in_background() {
+                tracing::error!(error = %e, "moving memories from the working tier to warm failed");
+            }
             if last_access_flush.elapsed() >= self.config.access_flush_interval {
                 if let Err(e) = self.flush_access() {
                     tracing::error!(error = %e, "logging access statistics failed");
                 }
                 last_access_flush = Instant::now();
             }
-            if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
+            let wal_bytes = self.wal.bytes_written();
+            if last_checkpoint.elapsed() >= self.config.checkpoint_interval
+                || wal_bytes - wal_bytes_at_checkpoint >= self.config.checkpoint_wal_bytes
+            {
                 if let Err(e) = self.checkpoint() {
                     tracing::error!(error = %e, "checkpoint failed");
                     self.poison(&e);
                 }
                 last_checkpoint = Instant::now();
+                wal_bytes_at_checkpoint = wal_bytes;
             }
         }
     }

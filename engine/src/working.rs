@@ -989,24 +989,31 @@ mod tests {
         tier.put(&m).expect("put");
         let id = m.id;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reads = std::sync::Arc::new(AtomicU64::new(0));
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let tier = std::sync::Arc::clone(&tier);
                 let stop = std::sync::Arc::clone(&stop);
+                let reads = std::sync::Arc::clone(&reads);
                 std::thread::spawn(move || {
-                    let mut reads = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let got = tier.get(&id).expect("get").expect("present");
                         // Content and vector are written together: "v{n}" ↔ all lanes == n.
                         let n: f32 = got.content[1..].parse().expect("content is v<n>");
                         assert!(got.embedding.expect("vector").iter().all(|&x| x == n));
-                        reads += 1;
+                        reads.fetch_add(1, Ordering::Relaxed);
                     }
-                    reads
                 })
             })
             .collect();
-        for n in 1..3000u32 {
+        // Start writing once both readers are reading, and keep writing until they have read
+        // many times while the slot changed under them.
+        while reads.load(Ordering::Relaxed) < 2 {
+            std::thread::yield_now();
+        }
+        let mut n = 0u32;
+        while n < 3000 || (reads.load(Ordering::Relaxed) < 20_000 && n < 2_000_000) {
+            n += 1;
             m.content = format!("v{n}");
             m.embedding = Some(vec![n as f32; 8]);
             m.lsn += 1;
@@ -1014,8 +1021,12 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         for r in readers {
-            assert!(r.join().expect("reader") > 0);
+            r.join().expect("reader");
         }
+        assert!(
+            reads.load(Ordering::Relaxed) >= 20_000,
+            "readers ran concurrently with {n} writes"
+        );
     }
 
     #[test]

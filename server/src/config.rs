@@ -20,11 +20,13 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("wal.sync_interval", Kind::Str, "10ms"),
     ("wal.segment_bytes", Kind::Int, "67108864"),
     ("wal.archive", Kind::Bool, "true"),
+    ("wal.archive_retention", Kind::Str, "7d"),
     ("working.capacity", Kind::Int, "100000"),
     ("working.heap_bytes", Kind::Int, "8589934592"),
     ("storage.block_cache_bytes", Kind::Int, "268435456"),
     ("storage.min_free_disk_bytes", Kind::Int, "67108864"),
     ("storage.checkpoint_interval", Kind::Str, "60s"),
+    ("storage.checkpoint_wal_bytes", Kind::Int, "268435456"),
     ("storage.access_flush_interval", Kind::Str, "1s"),
     ("limits.max_body_bytes", Kind::Int, "8388608"),
     ("limits.max_batch_body_bytes", Kind::Int, "67108864"),
@@ -83,11 +85,14 @@ pub struct Settings {
     pub sync_mode: SyncMode,
     pub wal_segment_bytes: u64,
     pub wal_archive: bool,
+    /// `None`: archived segments are kept forever.
+    pub wal_archive_retention: Option<Duration>,
     pub working_capacity: usize,
     pub working_heap_bytes: u64,
     pub block_cache_bytes: usize,
     pub min_free_disk_bytes: u64,
     pub checkpoint_interval: Duration,
+    pub checkpoint_wal_bytes: u64,
     pub access_flush_interval: Duration,
     pub max_body_bytes: usize,
     pub max_batch_body_bytes: usize,
@@ -108,8 +113,10 @@ impl Settings {
         c.wal_segment_bytes = self.wal_segment_bytes;
         c.sync_mode = self.sync_mode;
         c.wal_archive = self.wal_archive;
+        c.wal_archive_retention = self.wal_archive_retention;
         c.block_cache_bytes = self.block_cache_bytes;
         c.checkpoint_interval = self.checkpoint_interval;
+        c.checkpoint_wal_bytes = self.checkpoint_wal_bytes;
         c.access_flush_interval = self.access_flush_interval;
         c.min_free_disk_bytes = self.min_free_disk_bytes;
         c
@@ -152,6 +159,7 @@ struct RawWal {
     sync_interval: Option<String>,
     segment_bytes: Option<i64>,
     archive: Option<bool>,
+    archive_retention: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -167,6 +175,7 @@ struct RawStorage {
     block_cache_bytes: Option<i64>,
     min_free_disk_bytes: Option<i64>,
     checkpoint_interval: Option<String>,
+    checkpoint_wal_bytes: Option<i64>,
     access_flush_interval: Option<String>,
 }
 
@@ -391,6 +400,14 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         16 << 20,
         1 << 32,
     )?;
+    let wal_archive_retention = match raw.wal.archive_retention.as_deref() {
+        Some("forever") => None,
+        other => Some(duration(
+            "wal.archive_retention",
+            other.map(str::to_owned),
+            "7d",
+        )?),
+    };
     let working_capacity = positive(
         "working.capacity",
         raw.working.capacity,
@@ -423,6 +440,13 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         "storage.checkpoint_interval",
         raw.storage.checkpoint_interval,
         "60s",
+    )?;
+    let checkpoint_wal_bytes = positive(
+        "storage.checkpoint_wal_bytes",
+        raw.storage.checkpoint_wal_bytes,
+        256 << 20,
+        1 << 20,
+        1 << 40,
     )?;
     let access_flush_interval = duration(
         "storage.access_flush_interval",
@@ -479,11 +503,13 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         sync_mode,
         wal_segment_bytes: wal_segment_bytes as u64,
         wal_archive: raw.wal.archive.unwrap_or(true),
+        wal_archive_retention,
         working_capacity: working_capacity as usize,
         working_heap_bytes: working_heap_bytes as u64,
         block_cache_bytes: block_cache_bytes as usize,
         min_free_disk_bytes: min_free_disk_bytes as u64,
         checkpoint_interval,
+        checkpoint_wal_bytes: checkpoint_wal_bytes as u64,
         access_flush_interval,
         max_body_bytes: max_body_bytes as usize,
         max_batch_body_bytes: max_batch_body_bytes as usize,

@@ -151,6 +151,8 @@ struct Shared {
     poisoned: AtomicBool,
     shutting_down: AtomicBool,
     fsync_count: AtomicU64,
+    /// Frame bytes written since open.
+    bytes_written: AtomicU64,
     last_fsync_us: AtomicI64,
     fsync_observer: Mutex<Option<FsyncObserver>>,
 }
@@ -366,6 +368,7 @@ impl Wal {
             poisoned: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             fsync_count: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
             last_fsync_us: AtomicI64::new(0),
             fsync_observer: Mutex::new(None),
         });
@@ -492,6 +495,11 @@ impl Wal {
         self.shared.poisoned.load(Ordering::Acquire)
     }
 
+    /// Frame bytes written since the log was opened.
+    pub fn bytes_written(&self) -> u64 {
+        self.shared.bytes_written.load(Ordering::Relaxed)
+    }
+
     /// Number of fdatasync calls so far.
     pub fn fsync_count(&self) -> u64 {
         self.shared.fsync_count.load(Ordering::Relaxed)
@@ -520,6 +528,28 @@ impl Wal {
         writer.closed = keep;
         if removed > 0 {
             durable::sync_dir(&dir).map_err(|e| io_err(&dir, e))?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes archived segments last modified before `cutoff` (retention). Returns how many.
+    /// Segments still in the active directory are unaffected: the archive holds hard links.
+    pub fn prune_archive(&self, cutoff: SystemTime) -> Result<usize, WalError> {
+        let Some(archive) = &self.shared.opts.archive_dir else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for (_, path) in segment::list_segments(archive).map_err(|e| io_err(archive, e))? {
+            let modified = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map_err(|e| io_err(&path, e))?;
+            if modified < cutoff {
+                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            durable::sync_dir(archive).map_err(|e| io_err(archive, e))?;
         }
         Ok(removed)
     }
@@ -678,6 +708,9 @@ fn write_frames(shared: &Shared, writer: &mut Writer, buf: &[u8]) -> Result<(), 
             .and_then(|()| writer.file.write_all_at(&buf[pos..end], writer.offset))
             .map_err(|e| io_err(&writer.path, e))?;
         writer.offset += (end - pos) as u64;
+        shared
+            .bytes_written
+            .fetch_add((end - pos) as u64, Ordering::Relaxed);
         writer.last_lsn = last_lsn;
         writer.dirty = true;
         pos = end;

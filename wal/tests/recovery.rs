@@ -193,6 +193,29 @@ fn rotation_archives_closed_segments_and_replays_across_them() {
 }
 
 #[test]
+fn archive_retention_removes_only_old_archived_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = options(dir.path(), 4096);
+    write_records(opts.clone(), 200);
+    let archived = segment::list_segments(&dir.path().join("archive")).expect("list");
+    assert!(archived.len() >= 3);
+    // Age the first archived segment by a day.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&archived[0].1)
+        .expect("open")
+        .set_modified(old)
+        .expect("set mtime");
+    let (wal, _) = open_collect(opts).expect("open");
+    let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    assert_eq!(wal.prune_archive(cutoff).expect("prune"), 1);
+    let left = segment::list_segments(&dir.path().join("archive")).expect("list");
+    assert_eq!(left.len(), archived.len() - 1);
+    assert!(!left.iter().any(|(i, _)| *i == archived[0].0));
+}
+
+#[test]
 fn bit_flip_in_a_closed_segment_is_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = options(dir.path(), 4096);
