@@ -30,6 +30,8 @@ pub enum FrameError {
     BadLength(u32),
     /// The CRC32 in the header does not match the bytes.
     BadChecksum { stored: u32, computed: u32 },
+    /// The padding after the payload (not covered by the CRC) is not all zeros.
+    BadPadding,
 }
 
 /// What is found at a frame offset.
@@ -104,6 +106,9 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, FrameError> {
         return Err(FrameError::BadChecksum { stored, computed });
     }
     let total = frame_len(len as usize).min(buf.len());
+    if buf[end..total].iter().any(|&b| b != 0) {
+        return Err(FrameError::BadPadding);
+    }
     Ok(Decoded::Record(
         RecordRef {
             lsn,
@@ -147,6 +152,15 @@ mod tests {
                 "bit {bit} flip went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn non_zero_padding_is_rejected() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 3, 9, b"odd");
+        assert_eq!(buf.len(), 32);
+        buf[31] = 0x32;
+        assert_eq!(decode(&buf), Err(FrameError::BadPadding));
     }
 
     #[test]

@@ -132,6 +132,9 @@ impl std::fmt::Display for BadReason {
             BadReason::Frame(frame::FrameError::BadLength(len)) => {
                 write!(f, "record length {len} out of range")
             }
+            BadReason::Frame(frame::FrameError::BadPadding) => {
+                write!(f, "non-zero bytes in the record's padding")
+            }
             BadReason::Frame(frame::FrameError::BadChecksum { stored, computed }) => write!(
                 f,
                 "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
