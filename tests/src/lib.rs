@@ -35,6 +35,14 @@ pub fn engramd_path() -> PathBuf {
     bin
 }
 
+/// Path of the `engramctl` binary under test (beside `engramd`, or `ENGRAMCTL_BIN`).
+pub fn engramctl_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENGRAMCTL_BIN") {
+        return PathBuf::from(p);
+    }
+    engramd_path().with_file_name("engramctl")
+}
+
 /// A free TCP port on 127.0.0.1 (the kernel's choice; released before the daemon binds it).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");

@@ -1,10 +1,11 @@
 //! Daemon lifecycle against the real binary: graceful SIGTERM shutdown and restart keep every
 //! memory; a second daemon on the same data directory is refused by the lock file; an invalid
-//! configuration refuses to start with a message naming the key.
+//! configuration refuses to start with a message naming the key; `engramctl wal` reads what the
+//! daemon wrote.
 
 use std::process::{Command, Stdio};
 
-use engram_tests::{embedding, engramd_path, Daemon};
+use engram_tests::{embedding, engramctl_path, engramd_path, Daemon};
 use serde_json::json;
 
 #[test]
@@ -142,4 +143,76 @@ fn invalid_configuration_refuses_to_start_naming_the_key() {
         !dir.path().join("data").join("wal").exists(),
         "nothing was created"
     );
+}
+
+#[test]
+fn engramctl_reads_the_wal_the_daemon_wrote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut d = Daemon::start(&data, &[]);
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let r = d.post("/api/v1/memories", &json!({"content": format!("wal {i}")}));
+        ids.push(r.body["id"].as_str().expect("id").to_owned());
+    }
+    let purged = &ids[3];
+    assert_eq!(
+        d.delete(&format!("/api/v1/memories/{purged}?purge=true"))
+            .status,
+        200
+    );
+    // Kill, so the records are still in the active WAL (a clean stop would checkpoint them away).
+    d.kill9();
+    let out = Command::new(engramctl_path())
+        .args(["wal", "dump", "--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run engramctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let lsns: Vec<u64> = lines
+        .iter()
+        .map(|l| l["lsn"].as_u64().expect("lsn"))
+        .collect();
+    assert!(
+        lsns.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive LSNs: {lsns:?}"
+    );
+    let created: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["record"]["op"] == "create")
+        .map(|l| l["record"]["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(created, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(lines
+        .iter()
+        .any(|l| l["record"]["op"] == "purge" && l["record"]["id"] == purged.as_str()));
+    let out = Command::new(engramctl_path())
+        .args(["wal", "inspect", "--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run engramctl");
+    let segments: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let total: u64 = segments
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["records"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(total as usize, lines.len());
+    let missing = Command::new(engramctl_path())
+        .args(["wal", "inspect", "--data-dir"])
+        .arg(dir.path().join("nope"))
+        .output()
+        .expect("run engramctl");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("is not a directory"));
 }

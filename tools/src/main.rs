@@ -56,6 +56,13 @@ enum WalCommand {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`engramctl wal dump | head`): not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("engramctl: {e:#}");
             ExitCode::FAILURE
@@ -219,8 +226,11 @@ fn describe(op: &Op) -> serde_json::Value {
 }
 
 fn dump(dir: &Path, as_json: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (index, path) in segment::list_segments(dir)? {
         let mut failure = None;
+        let mut write_error: Option<std::io::Error> = None;
         let summary = scan_segment(index, &path, |r, offset| {
             let op = match decode_op(r.payload, r.lsn) {
                 Ok(op) => describe(&op),
@@ -230,12 +240,25 @@ fn dump(dir: &Path, as_json: bool) -> anyhow::Result<()> {
                 }
             };
             let line = json!({ "lsn": r.lsn, "commit_time_us": r.commit_time_us, "segment": index, "offset": offset, "record": op });
-            if as_json {
-                println!("{line}");
+            if write_error.is_some() {
+                return;
+            }
+            let written = if as_json {
+                writeln!(out, "{line}")
             } else {
-                println!("{:>10} {:>18} {}", r.lsn, r.commit_time_us, line["record"]);
+                writeln!(
+                    out,
+                    "{:>10} {:>18} {}",
+                    r.lsn, r.commit_time_us, line["record"]
+                )
+            };
+            if let Err(e) = written {
+                write_error = Some(e);
             }
         })?;
+        if let Some(e) = write_error {
+            return Err(e.into());
+        }
         if let ScanEnd::Bad { offset, reason } = summary.end {
             eprintln!(
                 "engramctl: {}: stops at offset {offset}: {reason}",
@@ -246,5 +269,6 @@ fn dump(dir: &Path, as_json: bool) -> anyhow::Result<()> {
             bail!("{}: {f}", path.display());
         }
     }
+    out.flush()?;
     Ok(())
 }
