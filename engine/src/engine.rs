@@ -173,7 +173,7 @@ struct WriterState {
     working_projected: usize,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: EngineConfig,
     wal: Wal,
     working: WorkingTier,
@@ -572,6 +572,12 @@ impl Engine {
     }
 }
 
+impl Engine {
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop_background();
@@ -713,6 +719,51 @@ fn working_part(working: &WorkingTier, op: &Op) -> Result<(), EngineError> {
 }
 
 impl Inner {
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub(crate) fn working(&self) -> &WorkingTier {
+        &self.working
+    }
+
+    pub(crate) fn warm(&self) -> &WarmTier {
+        &self.warm
+    }
+
+    pub(crate) fn applied_lsn(&self) -> Lsn {
+        self.applied_lsn.load(Ordering::Acquire)
+    }
+
+    /// Held while a snapshot copies WAL segments, so no checkpoint trims them meanwhile.
+    pub(crate) fn checkpoint_guard(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.checkpoint_lock.lock()
+    }
+
+    /// Commit time of record `lsn`, looked up in the active and archived segments.
+    pub(crate) fn commit_time_of(&self, lsn: Lsn) -> Result<i64, EngineError> {
+        let wal = self.config.data_dir.join("wal");
+        let archive = self.config.data_dir.join("archive");
+        for (index, path) in engram_wal::export::collect_segments(&[&wal, &archive])?
+            .into_iter()
+            .rev()
+        {
+            let mut found = None;
+            let info = engram_wal::export::scan_file(index, &path, |r, _, _| {
+                if r.lsn == lsn {
+                    found = Some(r.commit_time_us);
+                }
+            })?;
+            if let Some(t) = found {
+                return Ok(t);
+            }
+            if info.lsns.is_some_and(|(first, _)| first < lsn) {
+                break;
+            }
+        }
+        Ok(0)
+    }
+
     fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire) || self.wal.is_poisoned()
     }

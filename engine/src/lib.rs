@@ -19,6 +19,7 @@
 mod codec;
 mod engine;
 mod model;
+pub mod snapshot;
 mod warm;
 mod working;
 

@@ -416,6 +416,14 @@ impl WarmTier {
             .map_err(|e| rocks_err(&self.path, e))
     }
 
+    /// A RocksDB checkpoint in `dest` (which must not exist): memtables flushed, SST files
+    /// hard-linked. It holds every batch committed before the call, with its applied LSN.
+    pub fn checkpoint_to(&self, dest: &Path) -> Result<(), EngineError> {
+        let cp =
+            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| rocks_err(&self.path, e))?;
+        cp.create_checkpoint(dest).map_err(|e| rocks_err(dest, e))
+    }
+
     /// Total bytes of live SST files.
     pub fn disk_bytes(&self) -> u64 {
         self.db

@@ -16,6 +16,7 @@
 //! LSN the tiers have made durable), or delete archived segments (retention is the caller's).
 
 pub mod durable;
+pub mod export;
 pub mod frame;
 mod log;
 pub mod segment;

@@ -1,0 +1,399 @@
+//! Snapshots and restore.
+//!
+//! A snapshot directory holds a consistent image of the store at LSN `lsn`, built while writes go
+//! on (no writer waits for it):
+//! - `working.dump` — every working-tier memory, read one at a time after noting `replay_from`
+//!   (the applied LSN then). Each memory is consistent; the set is "fuzzy" (memories changed
+//!   while it was read may be newer than `replay_from`).
+//! - `warm/` — a RocksDB checkpoint (hard links to immutable SST files); it records its own
+//!   applied LSN, at least `replay_from`.
+//! - `wal/` — the WAL records from `replay_from + 1` through `lsn`.
+//! - `MANIFEST.json` — written last (temp → fsync → rename), with every file's size and CRC32.
+//!
+//! Every WAL operation sets the state of one memory, so replaying `replay_from + 1 ..= lsn` over
+//! the fuzzy dump yields exactly the state at `lsn`, as crash recovery does. Restoring to a later
+//! LSN replays further records from archived WAL segments.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use engram_wal::{durable, export, frame, Lsn};
+use serde_json::{json, Value};
+
+use crate::codec;
+use crate::engine::{Engine, EngineConfig};
+use crate::working::WorkingTier;
+use crate::EngineError;
+
+/// Name of the manifest inside a snapshot directory; its presence means the snapshot is whole.
+pub const MANIFEST_FILE: &str = "MANIFEST.json";
+/// Version of the snapshot layout.
+pub const SNAPSHOT_FORMAT_VERSION: u64 = 1;
+
+/// A snapshot's manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotManifest {
+    pub id: String,
+    /// The state the snapshot restores to.
+    pub lsn: Lsn,
+    /// Commit time (µs) of record `lsn` (0 for an empty store).
+    pub commit_time_us: i64,
+    /// The working dump was started at this applied LSN; replay starts after it.
+    pub replay_from: Lsn,
+    pub created_at_us: i64,
+    pub dimensions: usize,
+    pub working_capacity: usize,
+    pub working_heap_bytes: u64,
+    /// (path relative to the snapshot directory, bytes, CRC32).
+    pub files: Vec<(String, u64, u32)>,
+}
+
+impl SnapshotManifest {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "format_version": SNAPSHOT_FORMAT_VERSION,
+            "id": self.id,
+            "lsn": self.lsn,
+            "commit_time_us": self.commit_time_us,
+            "replay_from": self.replay_from,
+            "created_at_us": self.created_at_us,
+            "dimensions": self.dimensions,
+            "working_capacity": self.working_capacity,
+            "working_heap_bytes": self.working_heap_bytes,
+            "files": self.files.iter().map(|(p, b, c)| json!({"path": p, "bytes": b, "crc32": c})).collect::<Vec<_>>(),
+        })
+    }
+
+    pub fn from_json(v: &Value, path: &Path) -> Result<SnapshotManifest, EngineError> {
+        let bad = |what: &str| EngineError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("manifest field {what} is missing or malformed"),
+        };
+        let u = |k: &str| v[k].as_u64().ok_or_else(|| bad(k));
+        if u("format_version")? != SNAPSHOT_FORMAT_VERSION {
+            return Err(bad("format_version"));
+        }
+        let mut files = Vec::new();
+        for f in v["files"].as_array().ok_or_else(|| bad("files"))? {
+            files.push((
+                f["path"]
+                    .as_str()
+                    .ok_or_else(|| bad("files.path"))?
+                    .to_owned(),
+                f["bytes"].as_u64().ok_or_else(|| bad("files.bytes"))?,
+                u32::try_from(f["crc32"].as_u64().ok_or_else(|| bad("files.crc32"))?)
+                    .map_err(|_| bad("files.crc32"))?,
+            ));
+        }
+        Ok(SnapshotManifest {
+            id: v["id"].as_str().ok_or_else(|| bad("id"))?.to_owned(),
+            lsn: u("lsn")?,
+            commit_time_us: v["commit_time_us"]
+                .as_i64()
+                .ok_or_else(|| bad("commit_time_us"))?,
+            replay_from: u("replay_from")?,
+            created_at_us: v["created_at_us"]
+                .as_i64()
+                .ok_or_else(|| bad("created_at_us"))?,
+            dimensions: usize::try_from(u("dimensions")?).map_err(|_| bad("dimensions"))?,
+            working_capacity: usize::try_from(u("working_capacity")?)
+                .map_err(|_| bad("working_capacity"))?,
+            working_heap_bytes: u("working_heap_bytes")?,
+            files,
+        })
+    }
+
+    /// Reads `dir/MANIFEST.json`.
+    pub fn read(dir: &Path) -> Result<SnapshotManifest, EngineError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+        let v: Value = serde_json::from_slice(&text).map_err(|e| EngineError::Corrupt {
+            path: path.clone(),
+            detail: format!("manifest is not JSON: {e}"),
+        })?;
+        SnapshotManifest::from_json(&v, &path)
+    }
+}
+
+/// Every regular file under `root`, as paths relative to it, sorted.
+pub fn list_files(root: &Path) -> Result<Vec<String>, EngineError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), EngineError> {
+        for entry in fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))? {
+            let entry = entry.map_err(|e| EngineError::io(dir, e))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| EngineError::io(&path, e))?;
+            if kind.is_dir() {
+                walk(root, &path, out)?;
+            } else if kind.is_file() {
+                let rel = path.strip_prefix(root).expect("walk stays under root");
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Size and CRC32 of a file, read in 1 MiB blocks.
+pub fn file_crc(path: &Path) -> Result<(u64, u32), EngineError> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| EngineError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, hasher.finalize()))
+}
+
+/// Writes the working-tier dump: one WAL-framed record per memory (LSN = the memory's LSN,
+/// payload = its image with the embedding).
+fn write_working_dump(working: &WorkingTier, path: &Path) -> Result<u64, EngineError> {
+    let file = File::create(path).map_err(|e| EngineError::io(path, e))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut frame_buf = Vec::with_capacity(4096);
+    let mut image = Vec::with_capacity(4096);
+    let mut count = 0;
+    for id in working.ids() {
+        let Some(memory) = working.get(&id)? else {
+            continue; // left the tier since the ids were listed: the WAL replays that
+        };
+        image.clear();
+        codec::encode_memory(&mut image, &memory, true);
+        frame_buf.clear();
+        frame::encode(&mut frame_buf, memory.lsn.max(1), 0, &image);
+        out.write_all(&frame_buf)
+            .map_err(|e| EngineError::io(path, e))?;
+        count += 1;
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| EngineError::io(path, e.into_error()))?;
+    file.sync_all().map_err(|e| EngineError::io(path, e))?;
+    Ok(count)
+}
+
+/// Reads a working-tier dump back, calling `f` for each memory.
+fn read_working_dump(
+    path: &Path,
+    mut f: impl FnMut(crate::Memory) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    let bytes = fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    let mut offset = 0;
+    while offset < bytes.len() {
+        match frame::decode(&bytes[offset..]) {
+            Ok(frame::Decoded::Record(r, len)) => {
+                let memory =
+                    codec::decode_memory(r.payload, r.lsn).map_err(|e| EngineError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: format!("record at offset {offset}: {e}"),
+                    })?;
+                f(memory)?;
+                offset += len;
+            }
+            Ok(frame::Decoded::End) => break,
+            Err(e) => {
+                return Err(EngineError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("bad record at offset {offset}: {e:?}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Creates a snapshot in `dest` (which must not exist) while writes go on. See the module
+    /// docs for what it holds and why it is consistent.
+    pub fn snapshot(&self, dest: &Path, id: &str) -> Result<SnapshotManifest, EngineError> {
+        let inner = self.inner();
+        if dest.exists() {
+            return Err(EngineError::Invalid {
+                field: "snapshot",
+                message: format!("{} already exists", dest.display()),
+            });
+        }
+        // No checkpoint may trim WAL segments the snapshot still has to copy.
+        let _no_checkpoint = inner.checkpoint_guard();
+        let tmp = dest.with_extension("partial");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+        }
+        fs::create_dir_all(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+        let replay_from = inner.applied_lsn();
+        write_working_dump(inner.working(), &tmp.join("working.dump"))?;
+        inner.warm().checkpoint_to(&tmp.join("warm"))?;
+        let lsn = inner.applied_lsn();
+        let mut commit_time_us = 0;
+        if lsn > replay_from {
+            let wal_dir = inner.config().data_dir.join("wal");
+            let archive = inner.config().data_dir.join("archive");
+            let report = export::export_range(
+                &[&wal_dir, &archive],
+                replay_from + 1,
+                lsn,
+                &tmp.join("wal"),
+                true,
+            )?;
+            commit_time_us = report.to_commit_time_us;
+        } else if lsn > 0 {
+            commit_time_us = inner.commit_time_of(lsn)?;
+        }
+        let mut files = Vec::new();
+        for rel in list_files(&tmp)? {
+            let (bytes, crc) = file_crc(&tmp.join(&rel))?;
+            files.push((rel, bytes, crc));
+        }
+        let config = inner.config();
+        let manifest = SnapshotManifest {
+            id: id.to_owned(),
+            lsn,
+            commit_time_us,
+            replay_from,
+            created_at_us: crate::model::now_us(),
+            dimensions: config.dimensions,
+            working_capacity: config.working_capacity,
+            working_heap_bytes: config.working_heap_bytes,
+            files,
+        };
+        let text = serde_json::to_vec_pretty(&manifest.to_json()).expect("manifest serializes");
+        durable::write_atomic(&tmp.join(MANIFEST_FILE), &text)
+            .map_err(|e| EngineError::io(&tmp, e))?;
+        durable::rename_durable(&tmp, dest).map_err(|e| EngineError::io(dest, e))?;
+        Ok(manifest)
+    }
+}
+
+/// Problems found by [`verify_snapshot`], one line each (empty: the snapshot is whole).
+pub fn verify_snapshot(dir: &Path) -> Vec<String> {
+    let manifest = match SnapshotManifest::read(dir) {
+        Ok(m) => m,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut problems = Vec::new();
+    for (rel, bytes, crc) in &manifest.files {
+        let path = dir.join(rel);
+        match file_crc(&path) {
+            Ok((b, c)) if b == *bytes && c == *crc => {}
+            Ok((b, c)) => problems.push(format!(
+                "{}: expected {bytes} bytes with CRC32 {crc:#010x}, found {b} bytes with {c:#010x}",
+                path.display()
+            )),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    problems
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    pub snapshot_lsn: Lsn,
+    pub restored_lsn: Lsn,
+    pub records_replayed: u64,
+}
+
+/// Builds a data directory in `target` (which must be empty or absent) holding the state at
+/// `to_lsn` (default: the snapshot's LSN): the snapshot's tiers, then WAL records from the
+/// snapshot and `wal_sources` replayed through `to_lsn`. Offline: `target` is then a store
+/// `engramd` can open.
+pub fn restore_snapshot(
+    snapshot: &Path,
+    wal_sources: &[&Path],
+    target: &Path,
+    to_lsn: Option<Lsn>,
+) -> Result<RestoreReport, EngineError> {
+    let manifest = SnapshotManifest::read(snapshot)?;
+    let to = to_lsn.unwrap_or(manifest.lsn);
+    if to < manifest.lsn {
+        return Err(EngineError::Invalid {
+            field: "to_lsn",
+            message: format!("{to} is before the snapshot's LSN {}", manifest.lsn),
+        });
+    }
+    if target.exists()
+        && fs::read_dir(target)
+            .map_err(|e| EngineError::io(target, e))?
+            .next()
+            .is_some()
+    {
+        return Err(EngineError::Invalid {
+            field: "target_dir",
+            message: format!("{} is not empty", target.display()),
+        });
+    }
+    fs::create_dir_all(target).map_err(|e| EngineError::io(target, e))?;
+    // Warm tier: copy the RocksDB checkpoint.
+    let warm_src = snapshot.join("warm");
+    let warm_dst = target.join("warm");
+    for rel in list_files(&warm_src)? {
+        let dst = warm_dst.join(&rel);
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).map_err(|e| EngineError::io(parent, e))?;
+        }
+        fs::copy(warm_src.join(&rel), &dst).map_err(|e| EngineError::io(&dst, e))?;
+    }
+    // Working tier: rebuild from the dump; its checkpoint is where the dump started.
+    {
+        let (working, _) = WorkingTier::open(
+            &target.join("working"),
+            manifest.dimensions,
+            manifest.working_capacity,
+            manifest.working_heap_bytes,
+        )?;
+        read_working_dump(&snapshot.join("working.dump"), |m| working.put(&m))?;
+        working.checkpoint(manifest.replay_from)?;
+    }
+    // WAL: everything after the dump started, through the target.
+    if to > manifest.replay_from {
+        let snapshot_wal = snapshot.join("wal");
+        let mut sources: Vec<&Path> = vec![&snapshot_wal];
+        sources.extend_from_slice(wal_sources);
+        export::export_range(
+            &sources,
+            manifest.replay_from + 1,
+            to,
+            &target.join("wal"),
+            false,
+        )?;
+    }
+    let mut config = EngineConfig::new(target);
+    config.dimensions = manifest.dimensions;
+    config.working_capacity = manifest.working_capacity;
+    config.working_heap_bytes = manifest.working_heap_bytes;
+    let (engine, report) = Engine::open(config)?;
+    let restored_lsn = report.last_lsn;
+    engine.close()?;
+    Ok(RestoreReport {
+        snapshot_lsn: manifest.lsn,
+        restored_lsn,
+        records_replayed: report.records_replayed,
+    })
+}
+
+/// Snapshot directories under `dir` that have a manifest, oldest LSN first.
+pub fn list_snapshots(dir: &Path) -> Result<Vec<(PathBuf, SnapshotManifest)>, EngineError> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    for entry in fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))? {
+        let path = entry.map_err(|e| EngineError::io(dir, e))?.path();
+        if path.join(MANIFEST_FILE).is_file() {
+            out.push((path.clone(), SnapshotManifest::read(&path)?));
+        }
+    }
+    out.sort_by_key(|(_, m)| (m.lsn, m.created_at_us));
+    Ok(out)
+}
