@@ -75,6 +75,10 @@ pub struct EngineConfig {
     pub access_flush_interval: Duration,
     /// Writes are refused (storage full) when the data dir's filesystem has less free space.
     pub min_free_disk_bytes: u64,
+    /// Take a snapshot this often (`None`: only on request).
+    pub snapshot_interval: Option<Duration>,
+    /// Scheduled snapshots kept; older ones are deleted after each new one.
+    pub snapshots_kept: usize,
     pub fault_injector: Option<FaultInjector>,
 }
 
@@ -105,6 +109,8 @@ impl EngineConfig {
             checkpoint_wal_bytes: 256 << 20,
             access_flush_interval: Duration::from_secs(1),
             min_free_disk_bytes: 64 << 20,
+            snapshot_interval: None,
+            snapshots_kept: 7,
             fault_injector: None,
         }
     }
@@ -735,6 +741,11 @@ impl Inner {
         self.applied_lsn.load(Ordering::Acquire)
     }
 
+    /// Where `create_snapshot` puts snapshots.
+    pub(crate) fn snapshots_dir(&self) -> PathBuf {
+        self.config.data_dir.join("snapshots")
+    }
+
     /// Held while a snapshot copies WAL segments, so no checkpoint trims them meanwhile.
     pub(crate) fn checkpoint_guard(&self) -> parking_lot::MutexGuard<'_, ()> {
         self.checkpoint_lock.lock()
@@ -981,14 +992,20 @@ impl Inner {
         if let Some(existing) = self.hash_holder(w, &item.namespace, &hash)? {
             return Err(EngineError::Duplicate { existing });
         }
-        self.make_room(w, 1)?;
+        // A new memory belongs in the working tier; if every memory there is an in-flight write
+        // (nothing can be evicted yet), it starts in warm rather than failing.
+        let tier = if self.make_room(w, 1)? {
+            Tier::Working
+        } else {
+            Tier::Warm
+        };
         let memory = Memory {
             id: Uuid::now_v7(),
             namespace: item.namespace,
             content: item.content,
             content_hash: hash,
             embedding: item.embedding,
-            tier: Tier::Working,
+            tier,
             status: Status::Active,
             importance: item.importance,
             access_count: 0,
@@ -1011,7 +1028,7 @@ impl Inner {
                 previous_hash: None,
             },
         )?;
-        w.working_projected += 1;
+        self.adjust_projected(w, None, Some(tier));
         Ok(Memory { lsn, ..memory })
     }
 
@@ -1071,8 +1088,10 @@ impl Inner {
                 }
             }
         }
-        if next.tier == Tier::Working && current.tier != Tier::Working {
-            self.make_room(w, 1)?;
+        if next.tier == Tier::Working && current.tier != Tier::Working && !self.make_room(w, 1)? {
+            return Err(EngineError::Busy(
+                "the working tier is full of in-flight writes; retry",
+            ));
         }
         next.version = current.version + 1;
         next.updated_at_us = model::now_us().max(current.updated_at_us);
@@ -1157,10 +1176,11 @@ impl Inner {
 
     /// Before `incoming` memories enter the working tier: if it would exceed its capacity, log
     /// moves of the least valuable (lowest importance, then least recently used) to warm.
-    fn make_room(&self, w: &mut WriterState, incoming: usize) -> Result<(), EngineError> {
+    /// `Ok(false)` when there is still no room: everything in the tier is an in-flight write.
+    fn make_room(&self, w: &mut WriterState, incoming: usize) -> Result<bool, EngineError> {
         let capacity = self.config.working_capacity;
         if w.working_projected + incoming <= capacity {
-            return Ok(());
+            return Ok(true);
         }
         // Evict a twentieth of the tier at a time (at most EVICTION_CHUNK): the scan that picks
         // victims reads every slot header, so it should run once per many creates.
@@ -1181,13 +1201,7 @@ impl Inner {
         self.counters
             .migrations_working_to_warm
             .fetch_add(moved as u64, Ordering::Relaxed);
-        if w.working_projected + incoming > capacity {
-            // Everything left is in flight; the spare capacity is the pending writes themselves.
-            return Err(EngineError::Busy(
-                "working tier is full of in-flight writes",
-            ));
-        }
-        Ok(())
+        Ok(w.working_projected + incoming <= capacity)
     }
 
     /// Working-tier memories, least valuable first: lowest importance, then least recently used.
@@ -1321,13 +1335,17 @@ impl Inner {
         Ok(())
     }
 
-    /// Applies durable records (distinct ids, see [`group_end`]) in the order that keeps each
-    /// visible to lock-free readers at every moment: into the working tier first, one RocksDB
-    /// batch, out of the working tier last.
+    /// Applies durable records (distinct ids, see [`group_end`]) in an order that keeps each
+    /// visible to lock-free readers at every moment and never needs more working-tier slots
+    /// than the log's own order would:
+    /// - a promotion into the working tier (alone in its group) is put there before RocksDB
+    ///   drops it;
+    /// - otherwise RocksDB first (a memory moving out is in warm before it leaves working), then
+    ///   working-tier removals (freeing slots), then working-tier puts.
     fn apply_group(&self, group: &[(Lsn, Op)]) -> Result<(), EngineError> {
         let into_working =
             |op: &Op| matches!(op, Op::Put { memory, .. } if memory.tier == Tier::Working);
-        for (_, op) in group.iter().filter(|(_, op)| into_working(op)) {
+        for (_, op) in group.iter().filter(|(_, op)| is_promotion(op)) {
             working_part(&self.working, op)?;
         }
         let mut batch = self.warm.batch();
@@ -1336,6 +1354,12 @@ impl Inner {
         }
         batch.commit(group.last().expect("groups are not empty").0)?;
         for (_, op) in group.iter().filter(|(_, op)| !into_working(op)) {
+            working_part(&self.working, op)?;
+        }
+        for (_, op) in group
+            .iter()
+            .filter(|(_, op)| into_working(op) && !is_promotion(op))
+        {
             working_part(&self.working, op)?;
         }
         for (_, op) in group {
@@ -1514,7 +1538,11 @@ impl Inner {
             let cutoff = std::time::SystemTime::now()
                 .checked_sub(retention)
                 .unwrap_or(std::time::UNIX_EPOCH);
-            self.wal.prune_archive(cutoff)?;
+            // Keep what restoring from the oldest snapshot needs, whatever its age.
+            let keep_from = crate::snapshot::list_snapshots(&self.snapshots_dir())?
+                .first()
+                .map_or(Lsn::MAX, |(_, m)| m.replay_from + 1);
+            self.wal.prune_archive(cutoff, keep_from)?;
         }
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -1525,6 +1553,7 @@ impl Inner {
         let mut last_checkpoint = Instant::now();
         let mut wal_bytes_at_checkpoint = self.wal.bytes_written();
         let mut last_statvfs = Instant::now();
+        let mut last_snapshot = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             std::thread::park_timeout(BACKGROUND_TICK);
             if self.stop.load(Ordering::Acquire) {
@@ -1547,6 +1576,15 @@ impl Inner {
                 }
                 last_access_flush = Instant::now();
             }
+            if let Some(every) = self.config.snapshot_interval {
+                if last_snapshot.elapsed() >= every {
+                    last_snapshot = Instant::now();
+                    match self.create_snapshot().and_then(|_| self.prune_snapshots()) {
+                        Ok(()) => {}
+                        Err(e) => tracing::error!(error = %e, "scheduled snapshot failed"),
+                    }
+                }
+            }
             let wal_bytes = self.wal.bytes_written();
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval
                 || wal_bytes - wal_bytes_at_checkpoint >= self.config.checkpoint_wal_bytes
@@ -1565,16 +1603,21 @@ impl Inner {
 /// Most records applied with one RocksDB write batch.
 const APPLY_GROUP_RECORDS: usize = 256;
 
+/// A move from another tier into the working tier: it must be in working before it leaves warm.
+fn is_promotion(op: &Op) -> bool {
+    matches!(op, Op::Put { memory, previous_tier: Some(p), .. } if memory.tier == Tier::Working && *p != Tier::Working)
+}
+
 /// End of the group starting at `start`: consecutive records touching distinct ids (so their
-/// order within the group does not matter), at most [`APPLY_GROUP_RECORDS`]; an access record
-/// reads RocksDB, so it is applied alone.
+/// order within the group does not matter), at most [`APPLY_GROUP_RECORDS`]. An access record
+/// reads RocksDB and a promotion needs its own ordering, so each is applied alone.
 fn group_end(ready: &[(Lsn, Op)], start: usize) -> usize {
-    if matches!(ready[start].1, Op::Access(_)) {
+    if matches!(ready[start].1, Op::Access(_)) || is_promotion(&ready[start].1) {
         return start + 1;
     }
     let mut ids = std::collections::HashSet::new();
     let mut end = start;
-    while end < ready.len() && end - start < APPLY_GROUP_RECORDS {
+    while end < ready.len() && end - start < APPLY_GROUP_RECORDS && !is_promotion(&ready[end].1) {
         match op_id(&ready[end].1) {
             Some(id) if ids.insert(id) => end += 1,
             _ => break,

@@ -37,6 +37,7 @@ pub use model::{
     MAX_DIMENSIONS, MAX_METADATA_BYTES, MAX_NAMESPACE_BYTES, MAX_TAGS, MAX_TAG_BYTES,
 };
 pub use uuid::Uuid;
+pub use working::stored_layout;
 
 /// Everything that can go wrong in the engine.
 ///

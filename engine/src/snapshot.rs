@@ -217,7 +217,72 @@ impl Engine {
     /// Creates a snapshot in `dest` (which must not exist) while writes go on. See the module
     /// docs for what it holds and why it is consistent.
     pub fn snapshot(&self, dest: &Path, id: &str) -> Result<SnapshotManifest, EngineError> {
-        let inner = self.inner();
+        self.inner().snapshot_into(dest, id)
+    }
+
+    /// Creates a snapshot under `<data_dir>/snapshots/<id>`, `id` a UUIDv7 (sorts by time).
+    pub fn create_snapshot(&self) -> Result<SnapshotManifest, EngineError> {
+        self.inner().create_snapshot()
+    }
+
+    /// The snapshots under `<data_dir>/snapshots`, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotManifest>, EngineError> {
+        Ok(list_snapshots(&self.inner().snapshots_dir())?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect())
+    }
+
+    /// Deletes snapshot `id`; `false` if there is none.
+    pub fn delete_snapshot(&self, id: &str) -> Result<bool, EngineError> {
+        if uuid::Uuid::try_parse(id).is_err() {
+            return Ok(false);
+        }
+        let dir = self.inner().snapshots_dir().join(id);
+        if !dir.join(MANIFEST_FILE).is_file() {
+            return Ok(false);
+        }
+        remove_snapshot_dir(&dir)?;
+        Ok(true)
+    }
+}
+
+/// Removes a snapshot directory: the manifest first, so a crash half-way leaves a directory that
+/// no longer claims to be a whole snapshot.
+fn remove_snapshot_dir(dir: &Path) -> Result<(), EngineError> {
+    fs::remove_file(dir.join(MANIFEST_FILE)).map_err(|e| EngineError::io(dir, e))?;
+    if let Some(parent) = dir.parent() {
+        durable::sync_dir(parent).map_err(|e| EngineError::io(parent, e))?;
+    }
+    fs::remove_dir_all(dir).map_err(|e| EngineError::io(dir, e))
+}
+
+impl crate::engine::Inner {
+    pub(crate) fn create_snapshot(&self) -> Result<SnapshotManifest, EngineError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let dir = self.snapshots_dir();
+        fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        self.snapshot_into(&dir.join(&id), &id)
+    }
+
+    /// Keeps the newest `snapshots_kept` snapshots.
+    pub(crate) fn prune_snapshots(&self) -> Result<(), EngineError> {
+        let all = list_snapshots(&self.snapshots_dir())?;
+        let excess = all
+            .len()
+            .saturating_sub(self.config().snapshots_kept.max(1));
+        for (dir, _) in all.into_iter().take(excess) {
+            remove_snapshot_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn snapshot_into(
+        &self,
+        dest: &Path,
+        id: &str,
+    ) -> Result<SnapshotManifest, EngineError> {
+        let inner = self;
         if dest.exists() {
             return Err(EngineError::Invalid {
                 field: "snapshot",

@@ -827,6 +827,36 @@ fn read_checkpoint(path: &Path) -> Result<u64, EngineError> {
     }
 }
 
+/// The layout a store's working tier was made with: (dimensions, capacity, heap bytes), or
+/// `None` when `data_dir` has no working tier yet.
+pub fn stored_layout(data_dir: &Path) -> Result<Option<(usize, usize, u64)>, EngineError> {
+    let slots = data_dir.join("working").join("slots.bin");
+    let mut bytes = [0u8; 32];
+    match std::fs::File::open(&slots) {
+        Ok(f) => {
+            use std::os::unix::fs::FileExt;
+            if f.read_exact_at(&mut bytes, 0).is_err() {
+                return Ok(None);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::io(&slots, e)),
+    }
+    if bytes[0..8] != FILE_MAGIC || crc32fast::hash(&bytes[0..24]) != rd_u32(&bytes, 24) {
+        return Err(EngineError::Corrupt {
+            path: slots,
+            detail: "working-tier file header is damaged".to_owned(),
+        });
+    }
+    let dims = rd_u32(&bytes, 12) as usize;
+    let capacity = (rd_u32(&bytes, 16) as usize).saturating_sub(1).max(1);
+    let heap = data_dir.join("working").join("heap-0.bin");
+    let heap_bytes = std::fs::metadata(&heap)
+        .map_err(|e| EngineError::io(&heap, e))?
+        .len();
+    Ok(Some((dims, capacity, heap_bytes)))
+}
+
 /// Reads the slot file header; `Ok(None)` for a new file. Refuses a file made for other
 /// dimensions.
 fn read_file_header(

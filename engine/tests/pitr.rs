@@ -282,6 +282,90 @@ fn restore_to_random_moments_matches_the_oracle() {
 }
 
 #[test]
+fn snapshot_taken_under_concurrent_writes_restores_every_acknowledged_write() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let (engine, _) = Engine::open(config(&data)).expect("open");
+    let engine = std::sync::Arc::new(engine);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, Uuid, String)>::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (engine, stop, acked) = (engine.clone(), stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let content = format!("writer {w} memory {n}");
+                    let m = engine
+                        .create(NewMemory {
+                            namespace: "c".into(),
+                            content: content.clone(),
+                            embedding: Some(vec![w as f32; DIMS]),
+                            importance: 0.5,
+                            metadata_json: "{}".into(),
+                            tags: vec![],
+                            parent_id: None,
+                            created_at_us: None,
+                            expires_at_us: None,
+                        })
+                        .expect("create");
+                    acked.lock().expect("lock").push((m.lsn, m.id, content));
+                }
+            })
+        })
+        .collect();
+    while acked.lock().expect("lock").len() < 2000 {
+        std::thread::yield_now();
+    }
+    let before: Vec<(u64, Uuid, String)> = acked.lock().expect("lock").clone();
+    let snap = root.path().join("snap");
+    let m = engine.snapshot(&snap, "under-load").expect("snapshot");
+    let after_snapshot = acked.lock().expect("lock").len();
+    while acked.lock().expect("lock").len() < after_snapshot + 2000 {
+        std::thread::yield_now();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    assert!(
+        m.lsn > m.replay_from,
+        "writes went on during the snapshot, so it carries WAL"
+    );
+    let all: Vec<(u64, Uuid, String)> = acked.lock().expect("lock").clone();
+    std::sync::Arc::into_inner(engine)
+        .expect("sole owner")
+        .close()
+        .expect("close");
+    let wal = data.join("wal");
+    let archive = data.join("archive");
+    // At the snapshot's own LSN: every write acknowledged before it was requested is there.
+    let at_snapshot = root.path().join("at-snapshot");
+    restore_snapshot(&snap, &[], &at_snapshot, None).expect("restore at snapshot");
+    let (restored, _) = Engine::open(config(&at_snapshot)).expect("open");
+    for (_, id, content) in &before {
+        assert_eq!(
+            &restored.get(id).expect("get").expect("present").content,
+            content
+        );
+    }
+    restored.close().expect("close");
+    // Rolled forward to the end of the log: every acknowledged write.
+    let last = all.iter().map(|(l, _, _)| *l).max().expect("writes");
+    let forward = root.path().join("forward");
+    restore_snapshot(&snap, &[&wal, &archive], &forward, Some(last)).expect("restore forward");
+    let (restored, _) = Engine::open(config(&forward)).expect("open");
+    for (_, id, content) in &all {
+        assert_eq!(
+            &restored.get(id).expect("get").expect("present").content,
+            content
+        );
+    }
+    restored.close().expect("close");
+}
+
+#[test]
 fn restore_refuses_a_target_before_the_snapshot_or_beyond_the_log() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");

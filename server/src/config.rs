@@ -32,6 +32,8 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("limits.max_batch_body_bytes", Kind::Int, "67108864"),
     ("limits.shutdown_timeout", Kind::Str, "30s"),
     ("auth.api_keys", Kind::List, ""),
+    ("backup.snapshot_interval", Kind::Str, "off"),
+    ("backup.snapshots_kept", Kind::Int, "7"),
     ("rate_limit.requests_per_second", Kind::Int, "0"),
     ("rate_limit.burst", Kind::Int, "0"),
 ];
@@ -69,6 +71,11 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
+    /// Whether the key is not limited to some namespaces (needed for admin endpoints).
+    pub fn allows_all(&self) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == "*")
+    }
+
     pub fn allows(&self, namespace: &str) -> bool {
         self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == "*" || n == namespace)
     }
@@ -99,6 +106,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Empty: no authentication.
     pub api_keys: Vec<ApiKey>,
+    /// `None`: snapshots only on request.
+    pub snapshot_interval: Option<Duration>,
+    pub snapshots_kept: usize,
     /// 0: no rate limit.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
@@ -119,6 +129,8 @@ impl Settings {
         c.checkpoint_wal_bytes = self.checkpoint_wal_bytes;
         c.access_flush_interval = self.access_flush_interval;
         c.min_free_disk_bytes = self.min_free_disk_bytes;
+        c.snapshot_interval = self.snapshot_interval;
+        c.snapshots_kept = self.snapshots_kept;
         c
     }
 }
@@ -143,7 +155,16 @@ struct RawConfig {
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
+    backup: RawBackup,
+    #[serde(default)]
     rate_limit: RawRateLimit,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    snapshot_interval: Option<String>,
+    snapshots_kept: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -472,6 +493,21 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         raw.limits.shutdown_timeout,
         "30s",
     )?;
+    let snapshot_interval = match raw.backup.snapshot_interval.as_deref() {
+        None | Some("off") => None,
+        other => Some(duration(
+            "backup.snapshot_interval",
+            other.map(str::to_owned),
+            "off",
+        )?),
+    };
+    let snapshots_kept = positive(
+        "backup.snapshots_kept",
+        raw.backup.snapshots_kept,
+        7,
+        1,
+        10_000,
+    )?;
     let mut api_keys = Vec::new();
     for entry in raw.auth.api_keys.unwrap_or_default() {
         let (key, namespaces) = match entry.split_once(':') {
@@ -515,6 +551,8 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         max_batch_body_bytes: max_batch_body_bytes as usize,
         shutdown_timeout,
         api_keys,
+        snapshot_interval,
+        snapshots_kept: snapshots_kept as usize,
         rate_limit_per_second: rate_limit_per_second as u32,
         rate_limit_burst: (rate_limit_burst as u32).max(rate_limit_per_second as u32),
     })

@@ -188,6 +188,14 @@ async fn dispatch(
             }
         }
         ["api", "v1", "memories", "batch"] => "batch",
+        ["api", "v1", "admin", "snapshots"] => {
+            if method == Method::POST {
+                "snapshot_create"
+            } else {
+                "snapshot_list"
+            }
+        }
+        ["api", "v1", "admin", "snapshots", _] => "snapshot_delete",
         ["api", "v1", "memories", _] => match method {
             Method::GET => "get",
             Method::DELETE => "delete",
@@ -199,6 +207,8 @@ async fn dispatch(
         "health" | "metrics" => &[Method::GET],
         "create" | "list" => &[Method::GET, Method::POST],
         "batch" => &[Method::POST],
+        "snapshot_create" | "snapshot_list" => &[Method::GET, Method::POST],
+        "snapshot_delete" => &[Method::DELETE],
         "get" | "update" | "delete" => &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE],
         _ => {
             return (
@@ -238,7 +248,20 @@ async fn dispatch(
                 })?;
                 let key = key.cloned();
                 let query = Query::parse(req.uri().query())?;
+                if route.starts_with("snapshot") {
+                    query.only(&[])?;
+                    if key.as_ref().is_some_and(|k| !k.allows_all()) {
+                        return Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "FORBIDDEN",
+                            "admin endpoints need an API key that is not limited to namespaces",
+                        ));
+                    }
+                }
                 match route {
+                    "snapshot_create" => snapshot_create(state).await,
+                    "snapshot_list" => snapshot_list(state).await,
+                    "snapshot_delete" => snapshot_delete(state, segments[4]).await,
                     "create" => create(state, req, key.as_ref(), &query).await,
                     "batch" => batch(state, req, key.as_ref(), &query).await,
                     "list" => list(state, key.as_ref(), &query),
@@ -762,5 +785,56 @@ fn list(state: &Arc<AppState>, key: Option<&ApiKey>, query: &Query) -> Result<Re
             "memories": memories,
             "next_cursor": page.next_after.map(api::encode_cursor),
         }),
+    ))
+}
+
+fn snapshot_json(m: &engram_engine::snapshot::SnapshotManifest) -> Value {
+    json!({
+        "id": m.id,
+        "lsn": m.lsn,
+        "commit_time": (m.commit_time_us > 0).then(|| api::format_time(m.commit_time_us)),
+        "created_at": api::format_time(m.created_at_us),
+        "files": m.files.len(),
+        "bytes": m.files.iter().map(|(_, b, _)| b).sum::<u64>(),
+    })
+}
+
+async fn snapshot_create(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let started = Instant::now();
+    let manifest = blocking(move || engine.create_snapshot()).await??;
+    state
+        .metrics
+        .operations
+        .with_label_values(&["snapshot"])
+        .inc();
+    let mut body = snapshot_json(&manifest);
+    body["took_ms"] = json!(started.elapsed().as_millis() as u64);
+    Ok(json_reply(StatusCode::CREATED, &body))
+}
+
+async fn snapshot_list(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let all = blocking(move || engine.list_snapshots()).await??;
+    let list: Vec<Value> = all.iter().map(snapshot_json).collect();
+    Ok(json_reply(StatusCode::OK, &json!({ "snapshots": list })))
+}
+
+async fn snapshot_delete(state: &Arc<AppState>, id: &str) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let owned = id.to_owned();
+    if !blocking(move || engine.delete_snapshot(&owned)).await?? {
+        return Err(ApiError {
+            details: json!({ "id": id }),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "SNAPSHOT_NOT_FOUND",
+                format!("no snapshot {id}"),
+            )
+        });
+    }
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({ "id": id, "deleted": true }),
     ))
 }

@@ -78,19 +78,27 @@ pub fn scan_file(
     Ok(info)
 }
 
-/// Segment files found in `dirs` by index; an index present in several dirs is taken from the
-/// first dir listing it (the files are copies of one another).
+/// Segment files found in `dirs` by index. An index present in several dirs is a copy of one
+/// segment cut at different points (a snapshot's copy ends at the snapshot): the longest file is
+/// taken.
 pub fn collect_segments(dirs: &[&Path]) -> Result<Vec<(u64, PathBuf)>, WalError> {
-    let mut all: std::collections::BTreeMap<u64, PathBuf> = std::collections::BTreeMap::new();
+    let mut all: std::collections::BTreeMap<u64, (u64, PathBuf)> =
+        std::collections::BTreeMap::new();
     for dir in dirs {
         if !dir.is_dir() {
             continue;
         }
         for (index, path) in segment::list_segments(dir).map_err(|e| io_err(dir, e))? {
-            all.entry(index).or_insert(path);
+            let len = fs::metadata(&path).map_err(|e| io_err(&path, e))?.len();
+            match all.get(&index) {
+                Some((have, _)) if *have >= len => {}
+                _ => {
+                    all.insert(index, (len, path));
+                }
+            }
         }
     }
-    Ok(all.into_iter().collect())
+    Ok(all.into_iter().map(|(i, (_, p))| (i, p)).collect())
 }
 
 /// Summaries of every segment in `dirs`, in log order.

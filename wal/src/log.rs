@@ -532,21 +532,29 @@ impl Wal {
         Ok(removed)
     }
 
-    /// Removes archived segments last modified before `cutoff` (retention). Returns how many.
-    /// Segments still in the active directory are unaffected: the archive holds hard links.
-    pub fn prune_archive(&self, cutoff: SystemTime) -> Result<usize, WalError> {
+    /// Removes archived segments last modified before `cutoff` (retention) whose records are
+    /// all below `keep_from_lsn` (still needed, e.g. to replay from the oldest snapshot).
+    /// Returns how many. Segments still in the active directory are unaffected: the archive
+    /// holds hard links.
+    pub fn prune_archive(&self, cutoff: SystemTime, keep_from_lsn: Lsn) -> Result<usize, WalError> {
         let Some(archive) = &self.shared.opts.archive_dir else {
             return Ok(0);
         };
         let mut removed = 0;
-        for (_, path) in segment::list_segments(archive).map_err(|e| io_err(archive, e))? {
+        let segments = segment::list_segments(archive).map_err(|e| io_err(archive, e))?;
+        for (index, path) in segments {
             let modified = std::fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .map_err(|e| io_err(&path, e))?;
-            if modified < cutoff {
-                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
-                removed += 1;
+            if modified >= cutoff {
+                break; // archived in order: everything after is younger
             }
+            let info = crate::export::scan_file(index, &path, |_, _, _| {})?;
+            if info.lsns.is_some_and(|(_, last)| last >= keep_from_lsn) {
+                break;
+            }
+            std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            removed += 1;
         }
         if removed > 0 {
             durable::sync_dir(archive).map_err(|e| io_err(archive, e))?;

@@ -209,7 +209,9 @@ fn archive_retention_removes_only_old_archived_segments() {
         .expect("set mtime");
     let (wal, _) = open_collect(opts).expect("open");
     let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    assert_eq!(wal.prune_archive(cutoff).expect("prune"), 1);
+    // Nothing goes while an older LSN must be kept; then only the aged segment goes.
+    assert_eq!(wal.prune_archive(cutoff, 1).expect("prune"), 0);
+    assert_eq!(wal.prune_archive(cutoff, u64::MAX).expect("prune"), 1);
     let left = segment::list_segments(&dir.path().join("archive")).expect("list");
     assert_eq!(left.len(), archived.len() - 1);
     assert!(!left.iter().any(|(i, _)| *i == archived[0].0));
