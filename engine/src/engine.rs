@@ -448,6 +448,38 @@ impl Engine {
         results
     }
 
+    /// Stores memories exactly as given (id, versions, timestamps, tier, status, access counts)
+    /// with one group commit: the other half of an export. One result per input; an id that
+    /// exists already, or content a namespace already holds, is refused.
+    pub fn import_batch(&self, items: Vec<Memory>) -> Vec<Result<Memory, EngineError>> {
+        let inner = &self.inner;
+        if let Err(e) = inner.check_writable() {
+            return items.iter().map(|_| Err(e.clone_kind())).collect();
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let mut last_lsn = 0;
+        {
+            let mut w = inner.writer.lock();
+            for item in items {
+                let result = inner.log_import(&mut w, item);
+                if let Ok(m) = &result {
+                    last_lsn = m.lsn;
+                }
+                results.push(result);
+            }
+        }
+        if last_lsn > 0 {
+            if let Err(e) = inner.commit(last_lsn) {
+                for r in &mut results {
+                    if r.is_ok() {
+                        *r = Err(e.clone_kind());
+                    }
+                }
+            }
+        }
+        results
+    }
+
     /// Reads a memory by id without counting an access.
     pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
         self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
@@ -1032,6 +1064,54 @@ impl Inner {
         Ok(Memory { lsn, ..memory })
     }
 
+    fn log_import(&self, w: &mut WriterState, mut memory: Memory) -> Result<Memory, EngineError> {
+        if !is_valid_namespace(&memory.namespace) {
+            return Err(EngineError::Invalid {
+                field: "namespace",
+                message: "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -".to_owned(),
+            });
+        }
+        self.validate_common(
+            Some(&memory.content),
+            memory.embedding.as_deref(),
+            Some(memory.importance),
+            Some(&memory.metadata_json),
+            Some(&memory.tags),
+        )?;
+        if memory.content_hash != content_hash(&memory.content) {
+            return Err(EngineError::Invalid {
+                field: "content_hash",
+                message: "does not match the content".to_owned(),
+            });
+        }
+        if self.current(w, &memory.id)?.is_some() {
+            return Err(EngineError::Invalid {
+                field: "id",
+                message: format!("{} exists already", memory.id),
+            });
+        }
+        if memory.status != Status::Deleted {
+            if let Some(existing) = self.hash_holder(w, &memory.namespace, &memory.content_hash)? {
+                return Err(EngineError::Duplicate { existing });
+            }
+        }
+        if memory.tier == Tier::Cold || (memory.tier == Tier::Working && !self.make_room(w, 1)?) {
+            memory.tier = Tier::Warm;
+        }
+        let tier = memory.tier;
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Create,
+                memory: memory.clone(),
+                previous_tier: None,
+                previous_hash: None,
+            },
+        )?;
+        self.adjust_projected(w, None, Some(tier));
+        Ok(Memory { lsn, ..memory })
+    }
+
     fn log_update(
         &self,
         w: &mut WriterState,
@@ -1423,7 +1503,7 @@ impl Inner {
             filter.tier.is_none_or(|t| m.tier == t)
                 && match filter.status {
                     Some(s) => m.status == s,
-                    None => m.status != Status::Deleted,
+                    None => filter.include_deleted || m.status != Status::Deleted,
                 }
                 && filter
                     .tag

@@ -161,9 +161,11 @@ pub struct MemoryPatch {
 pub struct ListFilter {
     pub namespace: Option<String>,
     pub tier: Option<Tier>,
-    /// `None` lists every status except `deleted`.
+    /// `None` lists every status except `deleted` (unless `include_deleted`).
     pub status: Option<Status>,
     pub tag: Option<String>,
+    /// With `status: None`, list deleted memories too (exports).
+    pub include_deleted: bool,
 }
 
 /// Whether `s` is a valid namespace: 1–128 bytes of `[A-Za-z0-9._:-]`.

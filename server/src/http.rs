@@ -771,6 +771,7 @@ fn list(state: &Arc<AppState>, key: Option<&ApiKey>, query: &Query) -> Result<Re
         tier,
         status,
         tag,
+        include_deleted: false,
     };
     let page = state.engine.list(&filter, after, limit)?;
     state.metrics.operations.with_label_values(&["list"]).inc();

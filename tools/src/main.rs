@@ -12,6 +12,7 @@ use engram_wal::segment::{self, ScanEnd};
 use serde_json::json;
 
 mod backup;
+mod transfer;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -59,6 +60,28 @@ enum Command {
         /// Restore the state after WAL record N.
         #[arg(long)]
         to_lsn: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every memory (every field, vectors included) as JSON lines; `.zst` compresses.
+    Export {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load an export into a stopped store (created if absent), keeping ids, versions and times.
+    Import {
+        #[arg(long)]
+        data_dir: PathBuf,
+        input: PathBuf,
+        /// Embedding dimensions for a new store (default: from the export).
+        #[arg(long)]
+        dimensions: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -119,6 +142,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => backup::backup(&data_dir, &out, url.as_deref(), api_key.as_deref(), json),
         Command::Verify { backup, json } => backup::verify(&backup, json),
+        Command::Export {
+            data_dir,
+            out,
+            namespace,
+            json,
+        } => transfer::export(&data_dir, &out, namespace.as_deref(), json),
+        Command::Import {
+            data_dir,
+            input,
+            dimensions,
+            json,
+        } => transfer::import(&data_dir, &input, dimensions, json),
         Command::Restore {
             backup,
             target_dir,

@@ -1,0 +1,302 @@
+//! `engramctl export` and `import`: every field of every memory as JSON lines, zstd-compressed
+//! when the file name ends in `.zst`. Times are integer microseconds and vectors full f32, so a
+//! round trip is lossless.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use engram_engine::{
+    content_hash, hex, lock_data_dir, Engine, EngineConfig, EngineError, ListFilter, Memory,
+    Status, Tier, Uuid,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+/// Memories per import group commit.
+const IMPORT_BATCH: usize = 1000;
+
+fn progress(json: bool, what: &str) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {pos} memories ({per_sec}, {elapsed})")
+            .expect("static template"),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Opens a stopped store, with the layout it was made with (or `dims` for a new one).
+pub fn open_offline(data_dir: &Path, dims: Option<usize>) -> anyhow::Result<Engine> {
+    match lock_data_dir(data_dir) {
+        Ok(lock) => drop(lock),
+        Err(EngineError::Locked { .. }) => {
+            bail!(
+                "{} is in use by a running engramd: stop it first",
+                data_dir.display()
+            )
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut config = EngineConfig::new(data_dir);
+    match engram_engine::stored_layout(data_dir)? {
+        Some((d, capacity, heap_bytes)) => {
+            if dims.is_some_and(|want| want != d) {
+                bail!(
+                    "{} holds {d}-dimensional embeddings, not {}",
+                    data_dir.display(),
+                    dims.unwrap_or(d)
+                );
+            }
+            config.dimensions = d;
+            config.working_capacity = capacity;
+            config.working_heap_bytes = heap_bytes;
+        }
+        None => config.dimensions = dims.unwrap_or(384),
+    }
+    let (engine, _) =
+        Engine::open(config).with_context(|| format!("opening {}", data_dir.display()))?;
+    Ok(engine)
+}
+
+fn memory_line(m: &Memory) -> Value {
+    let metadata: Value = serde_json::from_str(&m.metadata_json).unwrap_or_else(|_| json!({}));
+    json!({
+        "id": m.id.to_string(),
+        "namespace": m.namespace,
+        "content": m.content,
+        "content_hash": hex(&m.content_hash),
+        "embedding": m.embedding,
+        "tier": m.tier.as_str(),
+        "status": m.status.as_str(),
+        "importance_score": m.importance,
+        "access_count": m.access_count,
+        "last_accessed_at_us": m.last_accessed_at_us,
+        "metadata": metadata,
+        "tags": m.tags,
+        "parent_id": m.parent_id.map(|p| p.to_string()),
+        "created_at_us": m.created_at_us,
+        "updated_at_us": m.updated_at_us,
+        "expires_at_us": m.expires_at_us,
+        "version": m.version,
+    })
+}
+
+fn parse_line(line: &str, n: usize) -> anyhow::Result<Memory> {
+    let v: Value = serde_json::from_str(line).with_context(|| format!("line {n} is not JSON"))?;
+    let field = |k: &str| v.get(k).with_context(|| format!("line {n}: missing {k}"));
+    let s = |k: &str| -> anyhow::Result<String> {
+        Ok(field(k)?
+            .as_str()
+            .with_context(|| format!("line {n}: {k} is not a string"))?
+            .to_owned())
+    };
+    let i = |k: &str| -> anyhow::Result<i64> {
+        field(k)?
+            .as_i64()
+            .with_context(|| format!("line {n}: {k} is not an integer"))
+    };
+    let opt_i = |k: &str| -> anyhow::Result<Option<i64>> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_i64()
+                .map(Some)
+                .with_context(|| format!("line {n}: {k} is not an integer")),
+        }
+    };
+    let content = s("content")?;
+    let embedding = match v.get("embedding") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(xs)) => Some(
+            xs.iter()
+                .map(|x| {
+                    x.as_f64()
+                        .map(|f| f as f32)
+                        .with_context(|| format!("line {n}: embedding holds a non-number"))
+                })
+                .collect::<anyhow::Result<Vec<f32>>>()?,
+        ),
+        Some(_) => bail!("line {n}: embedding is not an array"),
+    };
+    let tier_s = s("tier")?;
+    let status_s = s("status")?;
+    let m = Memory {
+        id: Uuid::parse_str(&s("id")?).with_context(|| format!("line {n}: bad id"))?,
+        namespace: s("namespace")?,
+        content_hash: content_hash(&content),
+        content,
+        embedding,
+        tier: Tier::parse(&tier_s).with_context(|| format!("line {n}: bad tier {tier_s}"))?,
+        status: Status::parse(&status_s)
+            .with_context(|| format!("line {n}: bad status {status_s}"))?,
+        importance: field("importance_score")?
+            .as_f64()
+            .with_context(|| format!("line {n}: bad importance_score"))? as f32,
+        access_count: field("access_count")?
+            .as_u64()
+            .with_context(|| format!("line {n}: bad access_count"))?,
+        last_accessed_at_us: opt_i("last_accessed_at_us")?,
+        metadata_json: serde_json::to_string(field("metadata")?)?,
+        tags: serde_json::from_value(field("tags")?.clone())
+            .with_context(|| format!("line {n}: bad tags"))?,
+        parent_id: match v.get("parent_id") {
+            None | Some(Value::Null) => None,
+            Some(p) => Some(
+                Uuid::parse_str(p.as_str().unwrap_or(""))
+                    .with_context(|| format!("line {n}: bad parent_id"))?,
+            ),
+        },
+        created_at_us: i("created_at_us")?,
+        updated_at_us: i("updated_at_us")?,
+        expires_at_us: opt_i("expires_at_us")?,
+        version: field("version")?
+            .as_u64()
+            .with_context(|| format!("line {n}: bad version"))?,
+        lsn: 0,
+    };
+    if let Some(h) = v.get("content_hash").and_then(Value::as_str) {
+        if h != hex(&m.content_hash) {
+            bail!("line {n}: content_hash does not match the content");
+        }
+    }
+    Ok(m)
+}
+
+pub fn export(
+    data_dir: &Path,
+    out: &Path,
+    namespace: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let engine = open_offline(data_dir, None)?;
+    let started = Instant::now();
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut writer: Box<dyn Write> = if out.extension().is_some_and(|e| e == "zst") {
+        Box::new(zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), 3)?.auto_finish())
+    } else {
+        Box::new(BufWriter::with_capacity(1 << 20, file))
+    };
+    let filter = ListFilter {
+        namespace: namespace.map(str::to_owned),
+        include_deleted: true,
+        ..ListFilter::default()
+    };
+    let bar = progress(as_json, "exported");
+    let mut after = None;
+    let mut count = 0u64;
+    loop {
+        let page = engine.list(&filter, after, engram_engine::MAX_LIST_LIMIT)?;
+        for m in &page.memories {
+            serde_json::to_writer(&mut writer, &memory_line(m))?;
+            writer.write_all(b"\n")?;
+            count += 1;
+        }
+        bar.set_position(count);
+        match page.next_after {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    writer.flush()?;
+    drop(writer);
+    bar.finish_and_clear();
+    engine.close()?;
+    let secs = started.elapsed().as_secs_f64();
+    let report = json!({"exported": count, "file": out.display().to_string(), "seconds": secs, "per_second": count as f64 / secs});
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "exported {count} memories to {} in {secs:.2} s ({:.0}/s)",
+            out.display(),
+            count as f64 / secs
+        );
+    }
+    Ok(())
+}
+
+pub fn import(
+    data_dir: &Path,
+    input: &Path,
+    dims: Option<usize>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let reader: Box<dyn Read> = if input.extension().is_some_and(|e| e == "zst") {
+        Box::new(zstd::Decoder::new(file)?)
+    } else {
+        Box::new(file)
+    };
+    let mut lines = BufReader::with_capacity(1 << 20, reader).lines();
+    // Peek for the dimensions a new store needs.
+    let mut pending: Vec<Memory> = Vec::with_capacity(IMPORT_BATCH);
+    let mut n = 0usize;
+    let mut first_dims = None;
+    while pending.is_empty() {
+        let Some(line) = lines.next() else { break };
+        n += 1;
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let m = parse_line(&line, n)?;
+        first_dims = m.embedding.as_ref().map(Vec::len);
+        pending.push(m);
+    }
+    let engine = open_offline(data_dir, dims.or(first_dims))?;
+    let started = Instant::now();
+    let bar = progress(as_json, "imported");
+    let mut imported = 0u64;
+    let mut failed = 0u64;
+    let mut flush = |batch: Vec<Memory>, engine: &Engine| -> anyhow::Result<()> {
+        for r in engine.import_batch(batch) {
+            match r {
+                Ok(_) => imported += 1,
+                Err(e) => {
+                    failed += 1;
+                    if !as_json {
+                        bar.suspend(|| eprintln!("engramctl: skipped a memory: {e}"));
+                    }
+                }
+            }
+        }
+        bar.set_position(imported);
+        Ok(())
+    };
+    for line in lines {
+        n += 1;
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        pending.push(parse_line(&line, n)?);
+        if pending.len() >= IMPORT_BATCH {
+            flush(std::mem::take(&mut pending), &engine)?;
+        }
+    }
+    if !pending.is_empty() {
+        flush(pending, &engine)?;
+    }
+    bar.finish_and_clear();
+    engine.close()?;
+    let secs = started.elapsed().as_secs_f64();
+    let report = json!({"imported": imported, "skipped": failed, "seconds": secs, "per_second": imported as f64 / secs});
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "imported {imported} memories ({failed} skipped) in {secs:.2} s ({:.0}/s)",
+            imported as f64 / secs
+        );
+    }
+    if failed > 0 {
+        bail!("{failed} memories could not be imported");
+    }
+    Ok(())
+}
