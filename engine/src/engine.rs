@@ -480,6 +480,37 @@ impl Engine {
         results
     }
 
+    /// Calls `f` for every stored memory (every status; `namespace` filters): the working tier in
+    /// id order, then the warm tier in id order, read sequentially. For exports: a store being
+    /// written meanwhile may show a memory that moves between tiers twice or not at all.
+    pub fn scan_all(
+        &self,
+        namespace: Option<&str>,
+        mut f: impl FnMut(Memory) -> Result<(), EngineError>,
+    ) -> Result<u64, EngineError> {
+        let inner = &self.inner;
+        let mut n = 0;
+        let mut ids = inner.working.ids();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(m) = inner.working.get(&id)? {
+                if namespace.is_none_or(|ns| m.namespace == ns) {
+                    f(m)?;
+                    n += 1;
+                }
+            }
+        }
+        inner.warm.scan(|m| {
+            if namespace.is_none_or(|ns| m.namespace == ns) {
+                n += 1;
+                f(m)
+            } else {
+                Ok(())
+            }
+        })?;
+        Ok(n)
+    }
+
     /// Reads a memory by id without counting an access.
     pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
         self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);

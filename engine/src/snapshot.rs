@@ -367,6 +367,8 @@ pub struct RestoreReport {
     pub snapshot_lsn: Lsn,
     pub restored_lsn: Lsn,
     pub records_replayed: u64,
+    /// Time spent opening the restored store, WAL replay included.
+    pub replay_time: std::time::Duration,
 }
 
 /// Builds a data directory in `target` (which must be empty or absent) holding the state at
@@ -444,6 +446,7 @@ pub fn restore_snapshot(
         snapshot_lsn: manifest.lsn,
         restored_lsn,
         records_replayed: report.records_replayed,
+        replay_time: report.took,
     })
 }
 

@@ -393,6 +393,54 @@ impl WarmTier {
         Ok(out)
     }
 
+    /// Every warm memory in id order, read with one sequential iterator per column family
+    /// (records, vectors, access) instead of a point lookup each: for exports and checks.
+    pub fn scan(
+        &self,
+        mut f: impl FnMut(Memory) -> Result<(), EngineError>,
+    ) -> Result<u64, EngineError> {
+        let mut records = self.db.raw_iterator_cf(self.cf(CF_RECORDS));
+        let mut vectors = self.db.raw_iterator_cf(self.cf(CF_VECTORS));
+        let mut access = self.db.raw_iterator_cf(self.cf(CF_ACCESS));
+        records.seek_to_first();
+        vectors.seek_to_first();
+        access.seek_to_first();
+        let mut n = 0;
+        while records.valid() {
+            let key = records.key().expect("valid iterator has a key");
+            let id = Uuid::from_slice(key).map_err(|_| EngineError::Corrupt {
+                path: self.path.clone(),
+                detail: "record key is not an id".to_owned(),
+            })?;
+            // The other column families hold a subset of the ids: advance them to this key.
+            while vectors.valid() && vectors.key().is_some_and(|k| k < key) {
+                vectors.next();
+            }
+            while access.valid() && access.key().is_some_and(|k| k < key) {
+                access.next();
+            }
+            let vector = (vectors.valid() && vectors.key() == Some(key))
+                .then(|| vectors.value())
+                .flatten();
+            let acc = (access.valid() && access.key() == Some(key))
+                .then(|| access.value())
+                .flatten();
+            let memory = self.decode(
+                &id,
+                records.value().expect("valid iterator has a value"),
+                vector,
+                acc,
+            )?;
+            f(memory)?;
+            n += 1;
+            records.next();
+        }
+        for it in [&records, &vectors, &access] {
+            it.status().map_err(|e| rocks_err(&self.path, e))?;
+        }
+        Ok(n)
+    }
+
     /// Exact number of warm records (a key-only scan; used at open).
     pub fn count_records(&self) -> Result<u64, EngineError> {
         let mut n = 0;

@@ -151,8 +151,12 @@ fn export_then_import_yields_an_identical_store() {
         "ns1",
     ]);
     assert!(out.status.success());
-    let lines = std::fs::read_to_string(&ns).expect("read");
-    assert!(
-        lines.lines().count() > 0 && lines.lines().all(|l| l.contains("\"namespace\":\"ns1\""))
-    );
+    let text = std::fs::read_to_string(&ns).expect("read");
+    let mut lines = text.lines();
+    assert!(lines
+        .next()
+        .expect("header")
+        .contains("\"engram_export\":1"));
+    let memories: Vec<&str> = lines.collect();
+    assert!(!memories.is_empty() && memories.iter().all(|l| l.contains("\"namespace\":\"ns1\"")));
 }

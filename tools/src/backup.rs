@@ -330,6 +330,8 @@ pub fn restore(
         "snapshot_lsn": report.snapshot_lsn,
         "restored_lsn": report.restored_lsn,
         "records_replayed": report.records_replayed,
+        "replay_seconds": report.replay_time.as_secs_f64(),
+        "replay_records_per_second": report.records_replayed as f64 / report.replay_time.as_secs_f64().max(1e-9),
     });
     if as_json {
         println!("{out}");

@@ -9,8 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use engram_engine::{
-    content_hash, hex, lock_data_dir, Engine, EngineConfig, EngineError, ListFilter, Memory,
-    Status, Tier, Uuid,
+    content_hash, hex, lock_data_dir, Engine, EngineConfig, EngineError, Memory, Status, Tier, Uuid,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -64,27 +63,62 @@ pub fn open_offline(data_dir: &Path, dims: Option<usize>) -> anyhow::Result<Engi
     Ok(engine)
 }
 
-fn memory_line(m: &Memory) -> Value {
-    let metadata: Value = serde_json::from_str(&m.metadata_json).unwrap_or_else(|_| json!({}));
-    json!({
-        "id": m.id.to_string(),
-        "namespace": m.namespace,
-        "content": m.content,
-        "content_hash": hex(&m.content_hash),
-        "embedding": m.embedding,
-        "tier": m.tier.as_str(),
-        "status": m.status.as_str(),
-        "importance_score": m.importance,
-        "access_count": m.access_count,
-        "last_accessed_at_us": m.last_accessed_at_us,
-        "metadata": metadata,
-        "tags": m.tags,
-        "parent_id": m.parent_id.map(|p| p.to_string()),
-        "created_at_us": m.created_at_us,
-        "updated_at_us": m.updated_at_us,
-        "expires_at_us": m.expires_at_us,
-        "version": m.version,
-    })
+/// One exported memory, serialized straight from the engine's fields: vectors as f32 (shortest
+/// round-trip form), metadata as its stored JSON text.
+#[derive(serde::Serialize)]
+struct ExportLine<'a> {
+    id: String,
+    namespace: &'a str,
+    content: &'a str,
+    content_hash: String,
+    embedding: Option<&'a [f32]>,
+    tier: &'static str,
+    status: &'static str,
+    importance_score: f32,
+    access_count: u64,
+    last_accessed_at_us: Option<i64>,
+    metadata: &'a serde_json::value::RawValue,
+    tags: &'a [String],
+    parent_id: Option<String>,
+    created_at_us: i64,
+    updated_at_us: i64,
+    expires_at_us: Option<i64>,
+    version: u64,
+}
+
+fn write_memory_line(out: &mut Vec<u8>, m: &Memory) -> anyhow::Result<()> {
+    let empty: Box<serde_json::value::RawValue> =
+        serde_json::value::RawValue::from_string("{}".to_owned()).expect("{} is JSON");
+    let parsed: Box<serde_json::value::RawValue>;
+    let metadata = match serde_json::from_str::<&serde_json::value::RawValue>(&m.metadata_json) {
+        Ok(raw) => raw,
+        Err(_) => {
+            parsed = empty;
+            &parsed
+        }
+    };
+    let line = ExportLine {
+        id: m.id.to_string(),
+        namespace: &m.namespace,
+        content: &m.content,
+        content_hash: hex(&m.content_hash),
+        embedding: m.embedding.as_deref(),
+        tier: m.tier.as_str(),
+        status: m.status.as_str(),
+        importance_score: m.importance,
+        access_count: m.access_count,
+        last_accessed_at_us: m.last_accessed_at_us,
+        metadata,
+        tags: &m.tags,
+        parent_id: m.parent_id.map(|p| p.to_string()),
+        created_at_us: m.created_at_us,
+        updated_at_us: m.updated_at_us,
+        expires_at_us: m.expires_at_us,
+        version: m.version,
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.push(b'\n');
+    Ok(())
 }
 
 fn parse_line(line: &str, n: usize) -> anyhow::Result<Memory> {
@@ -182,27 +216,29 @@ pub fn export(
     } else {
         Box::new(BufWriter::with_capacity(1 << 20, file))
     };
-    let filter = ListFilter {
-        namespace: namespace.map(str::to_owned),
-        include_deleted: true,
-        ..ListFilter::default()
-    };
+    // A header line makes the file self-describing: import creates a new store with these
+    // dimensions even when the first memories have no embedding.
+    let header = json!({"engram_export": 1, "dimensions": engine.config().dimensions});
+    writeln!(writer, "{header}")?;
     let bar = progress(as_json, "exported");
-    let mut after = None;
     let mut count = 0u64;
-    loop {
-        let page = engine.list(&filter, after, engram_engine::MAX_LIST_LIMIT)?;
-        for m in &page.memories {
-            serde_json::to_writer(&mut writer, &memory_line(m))?;
-            writer.write_all(b"\n")?;
-            count += 1;
+    let mut line = Vec::with_capacity(8192);
+    engine.scan_all(namespace, |m| {
+        line.clear();
+        write_memory_line(&mut line, &m).map_err(|e| EngineError::Io {
+            path: out.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        writer.write_all(&line).map_err(|e| EngineError::Io {
+            path: out.to_path_buf(),
+            source: e,
+        })?;
+        count += 1;
+        if count % 4096 == 0 {
+            bar.set_position(count);
         }
-        bar.set_position(count);
-        match page.next_after {
-            Some(a) => after = Some(a),
-            None => break,
-        }
-    }
+        Ok(())
+    })?;
     writer.flush()?;
     drop(writer);
     bar.finish_and_clear();
@@ -234,15 +270,21 @@ pub fn import(
         Box::new(file)
     };
     let mut lines = BufReader::with_capacity(1 << 20, reader).lines();
-    // Peek for the dimensions a new store needs.
+    // The header line (from `engramctl export`) gives the dimensions a new store needs; without
+    // one, the first memory with an embedding does.
     let mut pending: Vec<Memory> = Vec::with_capacity(IMPORT_BATCH);
     let mut n = 0usize;
     let mut first_dims = None;
-    while pending.is_empty() {
+    while first_dims.is_none() && pending.len() < IMPORT_BATCH {
         let Some(line) = lines.next() else { break };
         n += 1;
         let line = line?;
         if line.trim().is_empty() {
+            continue;
+        }
+        if n == 1 && line.contains("\"engram_export\"") {
+            let header: Value = serde_json::from_str(&line).context("line 1: bad export header")?;
+            first_dims = header["dimensions"].as_u64().map(|d| d as usize);
             continue;
         }
         let m = parse_line(&line, n)?;
@@ -254,12 +296,14 @@ pub fn import(
     let bar = progress(as_json, "imported");
     let mut imported = 0u64;
     let mut failed = 0u64;
+    let mut first_error: Option<String> = None;
     let mut flush = |batch: Vec<Memory>, engine: &Engine| -> anyhow::Result<()> {
         for r in engine.import_batch(batch) {
             match r {
                 Ok(_) => imported += 1,
                 Err(e) => {
                     failed += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
                     if !as_json {
                         bar.suspend(|| eprintln!("engramctl: skipped a memory: {e}"));
                     }
@@ -296,7 +340,10 @@ pub fn import(
         );
     }
     if failed > 0 {
-        bail!("{failed} memories could not be imported");
+        bail!(
+            "{failed} memories could not be imported (the first: {})",
+            first_error.unwrap_or_default()
+        );
     }
     Ok(())
 }
