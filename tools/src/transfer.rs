@@ -234,7 +234,7 @@ pub fn export(
             source: e,
         })?;
         count += 1;
-        if count % 4096 == 0 {
+        if count.is_multiple_of(4096) {
             bar.set_position(count);
         }
         Ok(())
