@@ -29,10 +29,12 @@ kill $pid; wait $pid 2>/dev/null || true
 trap - EXIT
 "$bin/engramctl" backup --data-dir "$data" --out "$work/backup" --json
 
-echo "--- restore from the first (online) snapshot to the end of the log"
-first_snap=$(ls "$work/backup/snapshots" | sort | head -1)
-# Keep only the online snapshot, so the restore replays everything written after it.
-for s in $(ls "$work/backup/snapshots" | sort | tail -n +2); do rm -rf "$work/backup/snapshots/$s"; done
+echo "--- restore from the online snapshot to the end of the log"
+# A backup carries the newest snapshot (the offline one just taken); put the older online one
+# in its place, so the restore replays everything written after it.
+online=$(ls "$data/snapshots" | sort | head -1)
+rm -rf "$work/backup/snapshots/"*
+cp -r "$data/snapshots/$online" "$work/backup/snapshots/"
 /usr/bin/time -f "restore wall %e s" "$bin/engramctl" restore "$work/backup" --target-dir "$work/restored" --json
 echo "--- export and import"
 "$bin/engramctl" export --data-dir "$work/restored" --out "$work/export.jsonl" --json

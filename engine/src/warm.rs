@@ -441,6 +441,52 @@ impl WarmTier {
         Ok(n)
     }
 
+    /// Every key of the namespace index as (namespace, id), and of the dedup index as
+    /// (namespace, hash, id): for consistency checks.
+    #[allow(clippy::type_complexity)]
+    pub fn index_entries(
+        &self,
+    ) -> Result<(Vec<(String, Uuid)>, Vec<(String, [u8; 32], Uuid)>), EngineError> {
+        let split = |key: &[u8]| -> Option<(String, Vec<u8>)> {
+            let at = key.iter().position(|&b| b == 0)?;
+            Some((
+                String::from_utf8(key[..at].to_vec()).ok()?,
+                key[at + 1..].to_vec(),
+            ))
+        };
+        let corrupt = |what: &str| EngineError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("malformed {what} key"),
+        };
+        let mut ns = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_NS_INDEX), IteratorMode::Start)
+        {
+            let (key, _) = item.map_err(|e| rocks_err(&self.path, e))?;
+            let (n, rest) = split(&key).ok_or_else(|| corrupt("namespace index"))?;
+            ns.push((
+                n,
+                Uuid::from_slice(&rest).map_err(|_| corrupt("namespace index"))?,
+            ));
+        }
+        let mut hashes = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_HASH_INDEX), IteratorMode::Start)
+        {
+            let (key, value) = item.map_err(|e| rocks_err(&self.path, e))?;
+            let (n, rest) = split(&key).ok_or_else(|| corrupt("dedup index"))?;
+            let hash: [u8; 32] = rest.try_into().map_err(|_| corrupt("dedup index"))?;
+            hashes.push((
+                n,
+                hash,
+                Uuid::from_slice(&value).map_err(|_| corrupt("dedup index"))?,
+            ));
+        }
+        Ok((ns, hashes))
+    }
+
     /// Exact number of warm records (a key-only scan; used at open).
     pub fn count_records(&self) -> Result<u64, EngineError> {
         let mut n = 0;

@@ -160,3 +160,57 @@ fn export_then_import_yields_an_identical_store() {
     let memories: Vec<&str> = lines.collect();
     assert!(!memories.is_empty() && memories.iter().all(|l| l.contains("\"namespace\":\"ns1\"")));
 }
+
+#[test]
+fn check_passes_a_healthy_store_and_names_damage() {
+    use std::os::unix::fs::FileExt;
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    // Every memory stays in the working tier, so the first heap entry is live.
+    let mut d = Daemon::start(&data, &[]);
+    for i in 0..40 {
+        assert_eq!(
+            d.post("/api/v1/memories", &json!({"content": format!("c{i}")}))
+                .status,
+            201
+        );
+    }
+    let running = ctl(&["check", "--data-dir", data.to_str().expect("utf8")]);
+    assert!(
+        !running.status.success(),
+        "check refuses a running daemon's directory"
+    );
+    assert!(d.terminate().success());
+    let ok = ctl(&[
+        "check",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "--json",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let report: Value = serde_json::from_slice(&ok.stdout).expect("json");
+    assert_eq!(report["ok"], true);
+    assert_eq!(
+        report["working"].as_u64().expect("n") + report["warm"].as_u64().expect("n"),
+        40
+    );
+    // Damage a checkpointed working-tier memory's heap entry.
+    let heap = data.join("working").join("heap-0.bin");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&heap)
+        .expect("heap");
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, 20).expect("read");
+    b[0] ^= 0x01;
+    f.write_all_at(&b, 20).expect("write");
+    let bad = ctl(&["check", "--data-dir", data.to_str().expect("utf8")]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("checksum"), "{stderr}");
+}

@@ -63,6 +63,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a stopped store: every checksum (WAL, working-tier slots and heap), every memory's
+    /// fields, and records against indexes against tiers. Lists every problem; non-zero exit.
+    Check {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write every memory (every field, vectors included) as JSON lines; `.zst` compresses.
     Export {
         #[arg(long)]
@@ -142,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => backup::backup(&data_dir, &out, url.as_deref(), api_key.as_deref(), json),
         Command::Verify { backup, json } => backup::verify(&backup, json),
+        Command::Check { data_dir, json } => check(&data_dir, json),
         Command::Export {
             data_dir,
             out,
@@ -359,5 +368,66 @@ fn dump(dir: &Path, as_json: bool) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+fn check(data_dir: &Path, as_json: bool) -> anyhow::Result<()> {
+    if !data_dir.is_dir() {
+        bail!("{} is not a directory", data_dir.display());
+    }
+    let mut problems = Vec::new();
+    // Every WAL segment, archived ones included: checksums and continuity.
+    let wal = data_dir.join("wal");
+    let archive = data_dir.join("archive");
+    let mut previous: Option<u64> = None;
+    for info in engram_wal::export::summarize(&[&archive, &wal])? {
+        if let Some((offset, reason)) = &info.problem {
+            problems.push(format!(
+                "{}: bad record at offset {offset}: {reason}",
+                info.path.display()
+            ));
+        }
+        if let (Some(prev), Some((first, _))) = (previous, info.lsns) {
+            if first != prev + 1 {
+                problems.push(format!(
+                    "{}: starts at LSN {first}, the segment before ended at {prev}",
+                    info.path.display()
+                ));
+            }
+        }
+        if let Some((_, last)) = info.lsns {
+            previous = Some(last);
+        }
+    }
+    // Opening checks slot and heap checksums and replays the WAL; then records ↔ indexes.
+    match transfer::open_offline(data_dir, None) {
+        Ok(engine) => {
+            problems.extend(engine.check()?);
+            let stats = engine.stats();
+            engine.close()?;
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"data_dir": data_dir.display().to_string(), "ok": problems.is_empty(), "problems": problems, "working": stats.working, "warm": stats.warm})
+                );
+            } else if problems.is_empty() {
+                println!(
+                    "{}: consistent ({} working, {} warm)",
+                    data_dir.display(),
+                    stats.working,
+                    stats.warm
+                );
+            }
+        }
+        Err(e) => problems.push(format!("{e:#}")),
+    }
+    if !as_json {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{} problem(s) in {}", problems.len(), data_dir.display());
+    }
     Ok(())
 }
