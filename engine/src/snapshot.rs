@@ -31,6 +31,9 @@ pub const MANIFEST_FILE: &str = "MANIFEST.json";
 /// Version of the snapshot layout.
 pub const SNAPSHOT_FORMAT_VERSION: u64 = 1;
 
+/// Nice value of the snapshot thread (19: the lowest priority).
+const SNAPSHOT_NICE: i32 = 19;
+
 /// A snapshot's manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotManifest {
@@ -277,11 +280,31 @@ impl crate::engine::Inner {
         Ok(())
     }
 
+    /// Takes the snapshot on a thread of its own at the lowest CPU priority: it reads gigabytes
+    /// (the CRC of every file, the working-tier dump) and must not take the cores from the
+    /// requests being served meanwhile.
     pub(crate) fn snapshot_into(
         &self,
         dest: &Path,
         id: &str,
     ) -> Result<SnapshotManifest, EngineError> {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("engram-snapshot".to_owned())
+                .spawn_scoped(scope, || {
+                    let tid = rustix::thread::gettid();
+                    if let Err(e) = rustix::process::setpriority_process(Some(tid), SNAPSHOT_NICE) {
+                        tracing::debug!(error = %e, "could not lower the snapshot thread's priority");
+                    }
+                    self.snapshot_into_now(dest, id)
+                })
+                .map_err(|e| EngineError::io(dest, e))?
+                .join()
+                .unwrap_or(Err(EngineError::Busy("the snapshot thread panicked")))
+        })
+    }
+
+    fn snapshot_into_now(&self, dest: &Path, id: &str) -> Result<SnapshotManifest, EngineError> {
         let inner = self;
         if dest.exists() {
             return Err(EngineError::Invalid {
