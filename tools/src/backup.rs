@@ -12,7 +12,22 @@ use anyhow::{bail, Context};
 use engram_engine::snapshot::{self, SnapshotManifest};
 use engram_engine::{lock_data_dir, Engine, EngineConfig, EngineError};
 use engram_wal::{durable, export};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+
+/// A spinner on stderr with a message (hidden for --json, and when stderr is not a terminal).
+fn spinner(as_json: bool, message: &str) -> ProgressBar {
+    if as_json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"),
+    );
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
 
 /// Takes a snapshot of a stopped store (opening it offline).
 fn offline_snapshot(data_dir: &Path) -> anyhow::Result<SnapshotManifest> {
@@ -88,10 +103,12 @@ pub fn backup(
     if !data_dir.is_dir() {
         bail!("{} is not a directory", data_dir.display());
     }
+    let bar = spinner(as_json, "taking a snapshot");
     let snapshot_id = match url {
         Some(url) => online_snapshot(url, api_key)?,
         None => offline_snapshot(data_dir)?.id,
     };
+    bar.set_message(format!("copying snapshot {snapshot_id}"));
     let src = data_dir.join("snapshots").join(&snapshot_id);
     let manifest = SnapshotManifest::read(&src)?;
     let snaps_out = out.join("snapshots");
@@ -117,7 +134,12 @@ pub fn backup(
     let segments = export::collect_segments(&[&archive, &wal])?;
     let newest = segments.last().map(|(i, _)| *i);
     let mut copied_segments = 0;
-    for (index, path) in &segments {
+    for (n, (index, path)) in segments.iter().enumerate() {
+        bar.set_message(format!(
+            "copying WAL segment {} of {}",
+            n + 1,
+            segments.len()
+        ));
         let info = export::scan_file(*index, path, |_, _, _| {})?;
         let target = wal_out.join(path.file_name().context("segment name")?);
         let existing = fs::metadata(&target).map(|m| m.len()).ok();
@@ -224,7 +246,9 @@ pub fn verify(backup: &Path, as_json: bool) -> anyhow::Result<()> {
     if !backup.is_dir() {
         bail!("{} is not a directory", backup.display());
     }
+    let bar = spinner(as_json, "checking every checksum");
     let found = problems(backup)?;
+    bar.finish_and_clear();
     if as_json {
         println!(
             "{}",
@@ -322,8 +346,16 @@ pub fn restore(
         .rev()
         .find(|(_, m)| m.lsn <= target_lsn)
         .expect("the oldest snapshot is at or before the target");
+    let bar = spinner(
+        as_json,
+        &format!(
+            "restoring snapshot {} and replaying the WAL to LSN {target_lsn}",
+            snap.id
+        ),
+    );
     let report = snapshot::restore_snapshot(snap_dir, &[&wal], target, Some(target_lsn))
         .with_context(|| format!("restoring into {}", target.display()))?;
+    bar.finish_and_clear();
     let out = json!({
         "target_dir": target.display().to_string(),
         "snapshot": snap.id,
