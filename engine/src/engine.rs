@@ -116,16 +116,10 @@ impl EngineConfig {
     }
 }
 
-/// Counts of what the engine did, for metrics.
+/// Counts of background work the engine did, for metrics (requests are counted by the server).
 #[derive(Debug, Default)]
 pub struct EngineCounters {
-    pub creates: AtomicU64,
-    pub updates: AtomicU64,
-    pub deletes: AtomicU64,
-    pub purges: AtomicU64,
-    pub reads: AtomicU64,
     pub migrations_working_to_warm: AtomicU64,
-    pub migrations_warm_to_working: AtomicU64,
     pub checkpoints: AtomicU64,
 }
 
@@ -440,10 +434,6 @@ impl Engine {
                 }
                 return results;
             }
-            inner.counters.creates.fetch_add(
-                results.iter().filter(|r| r.is_ok()).count() as u64,
-                Ordering::Relaxed,
-            );
         }
         results
     }
@@ -594,14 +584,12 @@ impl Engine {
 
     /// Reads a memory by id without counting an access.
     pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
-        self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
         let m = self.inner.read(id)?;
         Ok(m.map(|m| self.inner.with_pending_access(m)))
     }
 
     /// Reads a memory by id and counts an access (soft state: batched into the WAL later).
     pub fn get_and_touch(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
-        self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
         let Some(m) = self.inner.read(id)? else {
             return Ok(None);
         };
@@ -630,7 +618,6 @@ impl Engine {
             inner.log_update(&mut w, id, patch)?
         };
         inner.commit(memory.lsn)?;
-        inner.counters.updates.fetch_add(1, Ordering::Relaxed);
         Ok(memory)
     }
 
@@ -643,12 +630,6 @@ impl Engine {
             inner.log_delete(&mut w, id, purge)?
         };
         inner.commit(lsn)?;
-        let counter = if purge {
-            &inner.counters.purges
-        } else {
-            &inner.counters.deletes
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         Ok(deleted)
     }
 
@@ -1026,6 +1007,31 @@ impl Inner {
         Ok(())
     }
 
+    /// Every field of a memory about to be stored new (created or imported).
+    fn validate_new(
+        &self,
+        namespace: &str,
+        content: &str,
+        embedding: Option<&[f32]>,
+        importance: f32,
+        metadata_json: &str,
+        tags: &[String],
+    ) -> Result<(), EngineError> {
+        if !is_valid_namespace(namespace) {
+            return Err(EngineError::Invalid {
+                field: "namespace",
+                message: "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -".to_owned(),
+            });
+        }
+        self.validate_common(
+            Some(content),
+            embedding,
+            Some(importance),
+            Some(metadata_json),
+            Some(tags),
+        )
+    }
+
     fn validate_patch(&self, p: &MemoryPatch) -> Result<(), EngineError> {
         self.validate_common(
             p.content.as_deref(),
@@ -1119,18 +1125,13 @@ impl Inner {
         item: NewMemory,
         now: i64,
     ) -> Result<Memory, EngineError> {
-        if !is_valid_namespace(&item.namespace) {
-            return Err(EngineError::Invalid {
-                field: "namespace",
-                message: "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -".to_owned(),
-            });
-        }
-        self.validate_common(
-            Some(&item.content),
+        self.validate_new(
+            &item.namespace,
+            &item.content,
             item.embedding.as_deref(),
-            Some(item.importance),
-            Some(&item.metadata_json),
-            Some(&item.tags),
+            item.importance,
+            &item.metadata_json,
+            &item.tags,
         )?;
         let hash = content_hash(&item.content);
         if let Some(existing) = self.hash_holder(w, &item.namespace, &hash)? {
@@ -1177,18 +1178,13 @@ impl Inner {
     }
 
     fn log_import(&self, w: &mut WriterState, mut memory: Memory) -> Result<Memory, EngineError> {
-        if !is_valid_namespace(&memory.namespace) {
-            return Err(EngineError::Invalid {
-                field: "namespace",
-                message: "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -".to_owned(),
-            });
-        }
-        self.validate_common(
-            Some(&memory.content),
+        self.validate_new(
+            &memory.namespace,
+            &memory.content,
             memory.embedding.as_deref(),
-            Some(memory.importance),
-            Some(&memory.metadata_json),
-            Some(&memory.tags),
+            memory.importance,
+            &memory.metadata_json,
+            &memory.tags,
         )?;
         if memory.content_hash != content_hash(&memory.content) {
             return Err(EngineError::Invalid {

@@ -647,13 +647,14 @@ async fn update(
     let body = read_body(req, state.settings.max_body_bytes).await?;
     let patch: PatchMemory = parse_json(&body)?;
     let (patch, namespace) = patch.into_patch()?;
-    let current = state
-        .engine
-        .get(&id)?
-        .ok_or(engram_engine::EngineError::NotFound(id))?;
-    authorize(key, &current.namespace)?;
-    if let Some(ns) = namespace {
-        if ns != current.namespace {
+    // Read the memory first only when a key's namespaces or a sent namespace must be checked.
+    if key.is_some() || namespace.is_some() {
+        let current = state
+            .engine
+            .get(&id)?
+            .ok_or(engram_engine::EngineError::NotFound(id))?;
+        authorize(key, &current.namespace)?;
+        if namespace.is_some_and(|ns| ns != current.namespace) {
             return Err(ApiError::invalid(
                 "namespace",
                 "cannot be changed; create a new memory in the other namespace",
@@ -681,11 +682,13 @@ async fn delete(
 ) -> Result<Reply, ApiError> {
     query.only(&["purge"])?;
     let purge = query.flag("purge")?;
-    let current = state
-        .engine
-        .get(&id)?
-        .ok_or(engram_engine::EngineError::NotFound(id))?;
-    authorize(key, &current.namespace)?;
+    if key.is_some() {
+        let current = state
+            .engine
+            .get(&id)?
+            .ok_or(engram_engine::EngineError::NotFound(id))?;
+        authorize(key, &current.namespace)?;
+    }
     let engine = Arc::clone(&state.engine);
     let deleted = blocking(move || engine.delete(&id, purge)).await??;
     state

@@ -22,6 +22,8 @@ pub struct Metrics {
     engine_poisoned: IntGauge,
     tier_bytes: IntGaugeVec,
     uptime_seconds: IntGauge,
+    migrations: IntCounterVec,
+    checkpoints: prometheus::IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -92,6 +94,17 @@ impl Metrics {
             "engram_uptime_seconds",
             "Seconds since the daemon started.",
         ));
+        let migrations = must(IntCounterVec::new(
+            Opts::new(
+                "engram_tier_migrations_total",
+                "Memories moved between tiers by the engine, by direction.",
+            ),
+            &["from", "to"],
+        ));
+        let checkpoints = must(prometheus::IntCounter::new(
+            "engram_engine_checkpoints_total",
+            "Checkpoints: tiers made durable and the WAL trimmed.",
+        ));
         for c in [
             Box::new(operations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -103,6 +116,8 @@ impl Metrics {
             Box::new(engine_poisoned.clone()),
             Box::new(tier_bytes.clone()),
             Box::new(uptime_seconds.clone()),
+            Box::new(migrations.clone()),
+            Box::new(checkpoints.clone()),
         ] {
             must(registry.register(c));
         }
@@ -118,6 +133,8 @@ impl Metrics {
             engine_poisoned,
             tier_bytes,
             uptime_seconds,
+            migrations,
+            checkpoints,
         }
     }
 
@@ -146,9 +163,30 @@ impl Metrics {
             .set(i64::try_from(uptime_seconds).unwrap_or(i64::MAX));
     }
 
+    /// Copies a monotonic engine counter into a Prometheus counter.
+    fn mirror(counter: &prometheus::IntCounter, value: u64) {
+        let seen = counter.get();
+        if value > seen {
+            counter.inc_by(value - seen);
+        }
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self, engine: &Engine, uptime_seconds: u64) -> String {
         self.refresh(&engine.stats(), uptime_seconds);
+        let counters = engine.counters();
+        Self::mirror(
+            &self.migrations.with_label_values(&["working", "warm"]),
+            counters
+                .migrations_working_to_warm
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        Self::mirror(
+            &self.checkpoints,
+            counters
+                .checkpoints
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -779,6 +779,7 @@ fn health_and_metrics_tell_the_truth() {
             "engram_tier_memories{tier=\"working\"} 5",
             "engram_wal_fsync_duration_seconds_count",
             "engram_wal_durable_lsn",
+            "engram_engine_checkpoints_total",
         ] {
             assert!(
                 m.text.contains(needle),
