@@ -38,8 +38,9 @@ use crate::EngineError;
 pub const LIST_SCAN_BUDGET: usize = 10_000;
 /// Largest page a list request may ask for.
 pub const MAX_LIST_LIMIT: usize = 1000;
-/// Access deltas per WAL record; more are split over several records.
-pub const MAX_ACCESS_DELTAS_PER_RECORD: usize = 50_000;
+/// Access deltas per WAL record; more are split over several records, each logged and applied
+/// on its own, so applying a burst of reads' counts never holds up writes for long.
+pub const MAX_ACCESS_DELTAS_PER_RECORD: usize = 4096;
 /// Records replayed per RocksDB write batch during recovery.
 const REPLAY_BATCH_RECORDS: usize = 1024;
 /// Most memories one eviction pass moves to warm beyond what is needed.
@@ -1702,14 +1703,11 @@ impl Inner {
         if self.is_poisoned() {
             return Ok(());
         }
-        let mut last = 0;
-        {
-            let mut w = self.writer.lock();
-            for chunk in drained.chunks(MAX_ACCESS_DELTAS_PER_RECORD) {
-                last = self.log(&mut w, Op::Access(chunk.to_vec()))?;
-            }
+        for chunk in drained.chunks(MAX_ACCESS_DELTAS_PER_RECORD) {
+            let lsn = self.log(&mut self.writer.lock(), Op::Access(chunk.to_vec()))?;
+            self.commit(lsn)?;
         }
-        self.commit(last)
+        Ok(())
     }
 
     fn checkpoint(&self) -> Result<(), EngineError> {

@@ -121,6 +121,13 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
+        // The daemon refuses unknown ENGRAM_* variables; the tests' own (ENGRAM_CRASH_SEED, …)
+        // are not for it.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ENGRAM_") {
+                cmd.env_remove(k);
+            }
+        }
         for (k, v) in settings {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }

@@ -95,7 +95,12 @@ fn kill_9_loses_no_acknowledged_write() {
                                 }
                             }
                             // The daemon died mid-request: that write was never acknowledged.
-                            _ => break,
+                            Err(ureq::Error::Transport(_)) => break,
+                            Ok(r) => panic!("create answered {} in cycle {cycle}", r.status()),
+                            Err(ureq::Error::Status(code, r)) => panic!(
+                                "create answered {code} in cycle {cycle}: {}",
+                                r.into_string().unwrap_or_default()
+                            ),
                         }
                     }
                 })
@@ -115,7 +120,8 @@ fn kill_9_loses_no_acknowledged_write() {
         );
         assert!(
             now > total_acked || cycle == 0 || run_ms < 150,
-            "no progress in cycle {cycle}"
+            "no progress in cycle {cycle}; daemon log:\n{}",
+            d.log()
         );
         total_acked = now;
     }
