@@ -336,3 +336,52 @@ fn second_backup_is_incremental_and_offline_backup_needs_a_stopped_daemon() {
         true
     );
 }
+
+#[test]
+fn scheduled_snapshots_are_taken_and_only_the_newest_are_kept() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let d = Daemon::start(
+        &data,
+        &[
+            ("backup.snapshot_interval", "1s"),
+            ("backup.snapshots_kept", "2"),
+        ],
+    );
+    let mut seen = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while seen.len() < 4 {
+        i += 1;
+        assert_eq!(
+            d.post("/api/v1/memories", &json!({"content": format!("tick {i}")}))
+                .status,
+            201
+        );
+        let list = d.get("/api/v1/admin/snapshots");
+        assert_eq!(list.status, 200);
+        let snaps = list.body["snapshots"].as_array().expect("array");
+        assert!(
+            snaps.len() <= 2,
+            "at most snapshots_kept are kept: {}",
+            list.text
+        );
+        for s in snaps {
+            seen.insert(s["id"].as_str().expect("id").to_owned());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} scheduled snapshots in 60 s",
+            seen.len()
+        );
+        // Polling the daemon's state, bounded by the deadline above.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dirs = std::fs::read_dir(data.join("snapshots"))
+        .expect("snapshots dir")
+        .count();
+    assert!(
+        dirs <= 3,
+        "pruned snapshot directories are removed ({dirs} left)"
+    );
+}
