@@ -403,72 +403,23 @@ impl Engine {
 
     /// Stores up to [`MAX_BATCH_ITEMS`] memories with one group commit; one result per input.
     pub fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
-        let inner = &self.inner;
         if items.len() > MAX_BATCH_ITEMS {
             return vec![Err(EngineError::Invalid {
                 field: "memories",
                 message: format!("at most {MAX_BATCH_ITEMS} memories per batch"),
             })];
         }
-        if let Err(e) = inner.check_writable() {
-            return items.iter().map(|_| Err(e.clone_kind())).collect();
-        }
-        let mut results = Vec::with_capacity(items.len());
-        let mut last_lsn = 0;
-        {
-            let mut w = inner.writer.lock();
-            let now = model::now_us();
-            for item in items {
-                let result = inner.log_create(&mut w, item, now);
-                if let Ok(m) = &result {
-                    last_lsn = m.lsn;
-                }
-                results.push(result);
-            }
-        }
-        if last_lsn > 0 {
-            if let Err(e) = inner.commit(last_lsn) {
-                for r in &mut results {
-                    if r.is_ok() {
-                        *r = Err(e.clone_kind());
-                    }
-                }
-                return results;
-            }
-        }
-        results
+        let now = model::now_us();
+        self.inner
+            .log_batch(items, |inner, w, item| inner.log_create(w, item, now))
     }
 
     /// Stores memories exactly as given (id, versions, timestamps, tier, status, access counts)
     /// with one group commit: the other half of an export. One result per input; an id that
     /// exists already, or content a namespace already holds, is refused.
     pub fn import_batch(&self, items: Vec<Memory>) -> Vec<Result<Memory, EngineError>> {
-        let inner = &self.inner;
-        if let Err(e) = inner.check_writable() {
-            return items.iter().map(|_| Err(e.clone_kind())).collect();
-        }
-        let mut results = Vec::with_capacity(items.len());
-        let mut last_lsn = 0;
-        {
-            let mut w = inner.writer.lock();
-            for item in items {
-                let result = inner.log_import(&mut w, item);
-                if let Ok(m) = &result {
-                    last_lsn = m.lsn;
-                }
-                results.push(result);
-            }
-        }
-        if last_lsn > 0 {
-            if let Err(e) = inner.commit(last_lsn) {
-                for r in &mut results {
-                    if r.is_ok() {
-                        *r = Err(e.clone_kind());
-                    }
-                }
-            }
-        }
-        results
+        self.inner
+            .log_batch(items, |inner, w, item| inner.log_import(w, item))
     }
 
     /// Calls `f` for every stored memory (every status; `namespace` filters): the working tier in
@@ -1118,6 +1069,38 @@ impl Inner {
         }
         self.queue.lock().push_back((lsn, op));
         Ok(lsn)
+    }
+
+    /// Logs every item under one hold of the writer lock, then makes them durable with one
+    /// group commit. One result per item; if the commit fails, every logged item fails with it.
+    fn log_batch<T>(
+        &self,
+        items: Vec<T>,
+        log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<Memory, EngineError>,
+    ) -> Vec<Result<Memory, EngineError>> {
+        if let Err(e) = self.check_writable() {
+            return items.iter().map(|_| Err(e.clone_kind())).collect();
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let mut last_lsn = 0;
+        {
+            let mut w = self.writer.lock();
+            for item in items {
+                let result = log_one(self, &mut w, item);
+                if let Ok(m) = &result {
+                    last_lsn = m.lsn;
+                }
+                results.push(result);
+            }
+        }
+        if last_lsn > 0 {
+            if let Err(e) = self.commit(last_lsn) {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(e.clone_kind());
+                }
+            }
+        }
+        results
     }
 
     fn log_create(
