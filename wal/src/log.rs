@@ -562,11 +562,6 @@ impl Wal {
         Ok(removed)
     }
 
-    /// Path of the segment currently appended to.
-    pub fn current_segment(&self) -> PathBuf {
-        self.shared.writer.lock().path.clone()
-    }
-
     /// Number of segments (closed and current) in the active directory.
     pub fn active_segments(&self) -> usize {
         self.shared.writer.lock().closed.len() + 1
