@@ -1148,6 +1148,12 @@ impl Inner {
             version: 1,
             lsn: 0,
         };
+        self.log_new(w, memory)
+    }
+
+    /// Logs a memory that did not exist before (created or imported) in its tier.
+    fn log_new(&self, w: &mut WriterState, memory: Memory) -> Result<Memory, EngineError> {
+        let tier = memory.tier;
         let lsn = self.log(
             w,
             Op::Put {
@@ -1190,18 +1196,7 @@ impl Inner {
         if memory.tier == Tier::Cold || (memory.tier == Tier::Working && !self.make_room(w, 1)?) {
             memory.tier = Tier::Warm;
         }
-        let tier = memory.tier;
-        let lsn = self.log(
-            w,
-            Op::Put {
-                kind: PutKind::Create,
-                memory: memory.clone(),
-                previous_tier: None,
-                previous_hash: None,
-            },
-        )?;
-        self.adjust_projected(w, None, Some(tier));
-        Ok(Memory { lsn, ..memory })
+        self.log_new(w, memory)
     }
 
     fn log_update(
