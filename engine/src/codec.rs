@@ -4,10 +4,10 @@
 
 use uuid::Uuid;
 
-use crate::model::{Memory, Status, Tier, MAX_DIMENSIONS};
+use crate::model::{EmbeddingStatus, Memory, Status, Tier, MAX_DIMENSIONS};
 
 /// Version byte at the start of every memory image.
-pub const IMAGE_VERSION: u8 = 1;
+pub const IMAGE_VERSION: u8 = 2;
 /// Version byte at the start of every WAL operation payload.
 pub const OP_VERSION: u8 = 1;
 
@@ -22,6 +22,9 @@ pub enum PutKind {
     Update,
     /// A tier move: same version, new tier.
     Move,
+    /// The background embedder's vector (or failure) for the memory's current content: same
+    /// version.
+    Embed,
 }
 
 /// One access-statistics delta.
@@ -230,12 +233,23 @@ pub fn encode_memory(out: &mut Vec<u8>, memory: &Memory, with_embedding: bool) {
         }
         _ => w.u8(0),
     }
+    w.u8(memory.embedding_status.code());
+    if let EmbeddingStatus::Failed(reason) = &memory.embedding_status {
+        w.str(reason);
+    }
+    match &memory.embedding_model {
+        Some(m) => {
+            w.u8(1);
+            w.str(m);
+        }
+        None => w.u8(0),
+    }
 }
 
 fn read_memory(r: &mut Reader<'_>, lsn: u64) -> Result<Memory, DecodeError> {
-    let version = r.u8()?;
-    if version != IMAGE_VERSION {
-        return Err(r.err(format!("image version {version}")));
+    let image_version = r.u8()?;
+    if image_version != IMAGE_VERSION && image_version != 1 {
+        return Err(r.err(format!("image version {image_version}")));
     }
     let id = r.uuid()?;
     let namespace = r.str()?;
@@ -262,7 +276,8 @@ fn read_memory(r: &mut Reader<'_>, lsn: u64) -> Result<Memory, DecodeError> {
     let updated_at_us = r.i64()?;
     let expires_at_us = r.opt_i64()?;
     let version = r.u64()?;
-    let embedding = if r.flag()? {
+    let has_embedding = r.flag()?;
+    let embedding = if has_embedding {
         let dims = r.u32()? as usize;
         if dims > MAX_DIMENSIONS {
             return Err(r.err(format!("{dims} dimensions")));
@@ -275,12 +290,33 @@ fn read_memory(r: &mut Reader<'_>, lsn: u64) -> Result<Memory, DecodeError> {
     } else {
         None
     };
+    // Version 1 images predate embedding status: a vector there was the client's.
+    let (embedding_status, embedding_model) = if image_version == 1 {
+        let status = if has_embedding {
+            EmbeddingStatus::Ready
+        } else {
+            EmbeddingStatus::None
+        };
+        (status, None)
+    } else {
+        let status = match r.u8()? {
+            0 => EmbeddingStatus::None,
+            1 => EmbeddingStatus::Pending,
+            2 => EmbeddingStatus::Ready,
+            3 => EmbeddingStatus::Failed(r.str()?),
+            other => return Err(r.err(format!("embedding status {other}"))),
+        };
+        let model = if r.flag()? { Some(r.str()?) } else { None };
+        (status, model)
+    };
     Ok(Memory {
         id,
         namespace,
         content,
         content_hash,
         embedding,
+        embedding_status,
+        embedding_model,
         tier,
         status,
         importance,
@@ -308,6 +344,96 @@ pub fn decode_memory(bytes: &[u8], lsn: u64) -> Result<Memory, DecodeError> {
     Ok(memory)
 }
 
+/// What the search index keeps of a searchable warm memory, stored beside its record so it is
+/// rebuilt without reading every record: also the memory's distinct terms, so the text postings
+/// can be removed when it changes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AttrRow {
+    pub namespace: String,
+    pub importance: f32,
+    pub created_at_us: i64,
+    pub expires_at_us: Option<i64>,
+    pub tags: Vec<String>,
+    pub doc_len: u32,
+    /// CRC32 of the vector's bytes, if it has one.
+    pub vector_crc: Option<u32>,
+    pub terms: Vec<(String, u32)>,
+}
+
+const ATTR_ROW_VERSION: u8 = 1;
+
+pub(crate) fn encode_attr_row(row: &AttrRow) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + row.terms.len() * 12);
+    let mut w = Writer(&mut out);
+    w.u8(ATTR_ROW_VERSION);
+    w.str(&row.namespace);
+    w.f32(row.importance);
+    w.i64(row.created_at_us);
+    w.opt_i64(row.expires_at_us);
+    w.u32(u32::try_from(row.tags.len()).expect("tags are bounded"));
+    for t in &row.tags {
+        w.str(t);
+    }
+    w.u32(row.doc_len);
+    match row.vector_crc {
+        Some(c) => {
+            w.u8(1);
+            w.u32(c);
+        }
+        None => w.u8(0),
+    }
+    w.u32(u32::try_from(row.terms.len()).expect("terms are bounded by content size"));
+    for (t, tf) in &row.terms {
+        w.str(t);
+        w.u32(*tf);
+    }
+    out
+}
+
+pub(crate) fn decode_attr_row(bytes: &[u8]) -> Result<AttrRow, DecodeError> {
+    let mut r = Reader {
+        buf: bytes,
+        what: "search attributes",
+    };
+    let version = r.u8()?;
+    if version != ATTR_ROW_VERSION {
+        return Err(r.err(format!("version {version}")));
+    }
+    let namespace = r.str()?;
+    let importance = r.f32()?;
+    let created_at_us = r.i64()?;
+    let expires_at_us = r.opt_i64()?;
+    let n = r.u32()? as usize;
+    if n > crate::model::MAX_TAGS {
+        return Err(r.err(format!("{n} tags")));
+    }
+    let mut tags = Vec::with_capacity(n);
+    for _ in 0..n {
+        tags.push(r.str()?);
+    }
+    let doc_len = r.u32()?;
+    let vector_crc = if r.flag()? { Some(r.u32()?) } else { None };
+    let n = r.u32()? as usize;
+    if n > r.buf.len() / 8 {
+        return Err(r.err(format!("{n} terms in {} bytes", r.buf.len())));
+    }
+    let mut terms = Vec::with_capacity(n);
+    for _ in 0..n {
+        terms.push((r.str()?, r.u32()?));
+    }
+    r.finish()?;
+    Ok(AttrRow {
+        namespace,
+        importance,
+        created_at_us,
+        expires_at_us,
+        tags,
+        doc_len,
+        vector_crc,
+        terms,
+    })
+}
+
 /// Encodes a WAL operation payload.
 pub fn encode_op(op: &Op) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
@@ -326,6 +452,7 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
                     PutKind::Create => 1,
                     PutKind::Update => 2,
                     PutKind::Move => 3,
+                    PutKind::Embed => 4,
                 });
                 w.u8(previous_tier.map_or(0, Tier::code));
                 match previous_hash {
@@ -387,6 +514,7 @@ pub fn decode_op(bytes: &[u8], lsn: u64) -> Result<Op, DecodeError> {
                 1 => PutKind::Create,
                 2 => PutKind::Update,
                 3 => PutKind::Move,
+                4 => PutKind::Embed,
                 other => return Err(r.err(format!("put kind {other}"))),
             };
             let previous_tier = match r.u8()? {
@@ -441,6 +569,8 @@ pub(crate) mod tests {
             content: "Caroline went to the support group 🌈".into(),
             content_hash: crate::model::content_hash("Caroline went to the support group 🌈"),
             embedding: Some(vec![0.25, -1.5, f32::MIN_POSITIVE]),
+            embedding_status: EmbeddingStatus::Ready,
+            embedding_model: Some("all-MiniLM-L6-v2".into()),
             tier: Tier::Working,
             status: Status::Active,
             importance: 0.75,
@@ -458,6 +588,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn version_1_images_still_decode() {
+        let mut m = sample_memory();
+        m.version = 1;
+        m.embedding_model = None;
+        let mut bytes = Vec::new();
+        encode_memory(&mut bytes, &m, true);
+        // The same memory in image version 1: no embedding status (2) and no model flag (0).
+        assert_eq!(&bytes[bytes.len() - 2..], &[2, 0]);
+        let mut v1 = bytes[..bytes.len() - 2].to_vec();
+        v1[0] = 1;
+        assert_eq!(decode_memory(&v1, m.lsn).expect("decodes"), m);
+        m.embedding = None;
+        m.embedding_status = EmbeddingStatus::None;
+        let mut bytes = Vec::new();
+        encode_memory(&mut bytes, &m, true);
+        let mut v1 = bytes[..bytes.len() - 2].to_vec();
+        v1[0] = 1;
+        assert_eq!(decode_memory(&v1, m.lsn).expect("decodes"), m);
+        // A memory whose own version is 1 is not mistaken for an old image.
+        m.embedding_status = EmbeddingStatus::Pending;
+        let mut bytes = Vec::new();
+        encode_memory(&mut bytes, &m, true);
+        assert_eq!(decode_memory(&bytes, m.lsn).expect("decodes"), m);
+    }
+
+    #[test]
     fn ops_round_trip() {
         let memory = sample_memory();
         let ops = vec![
@@ -466,6 +622,17 @@ pub(crate) mod tests {
                 memory: memory.clone(),
                 previous_tier: Some(Tier::Warm),
                 previous_hash: Some([7; 32]),
+            },
+            Op::Put {
+                kind: PutKind::Embed,
+                memory: Memory {
+                    embedding: None,
+                    embedding_status: EmbeddingStatus::Failed("model said no".into()),
+                    embedding_model: None,
+                    ..memory.clone()
+                },
+                previous_tier: Some(Tier::Working),
+                previous_hash: None,
             },
             Op::Purge {
                 id: memory.id,

@@ -11,7 +11,7 @@
 //! Readers take none of these: they see what is applied, and a record is applied only after it
 //! is durable, so nothing a reader sees can vanish in a crash.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,10 +25,12 @@ use uuid::Uuid;
 
 use crate::codec::{self, AccessDelta, Op, PutKind};
 use crate::model::{
-    self, content_hash, is_valid_namespace, ListFilter, Memory, MemoryPatch, NewMemory, Status,
-    Tier, MAX_BATCH_ITEMS, MAX_CONTENT_BYTES, MAX_DIMENSIONS, MAX_METADATA_BYTES, MAX_TAGS,
-    MAX_TAG_BYTES,
+    self, content_hash, is_valid_namespace, EmbeddingStatus, ListFilter, Memory, MemoryPatch,
+    NewMemory, Status, Tier, MAX_BATCH_ITEMS, MAX_CONTENT_BYTES, MAX_DIMENSIONS,
+    MAX_METADATA_BYTES, MAX_TAGS, MAX_TAG_BYTES,
 };
+use crate::search::hnsw::Hnsw;
+use crate::search::{SearchConfig, SearchIndex, SearchQuery, SearchResults};
 use crate::warm::WarmTier;
 use crate::working::WorkingTier;
 use crate::EngineError;
@@ -80,6 +82,10 @@ pub struct EngineConfig {
     pub snapshot_interval: Option<Duration>,
     /// Scheduled snapshots kept; older ones are deleted after each new one.
     pub snapshots_kept: usize,
+    /// An embedder is configured: memories stored without a vector wait for it
+    /// (`embedding_status: pending`).
+    pub auto_embed: bool,
+    pub search: SearchConfig,
     pub fault_injector: Option<FaultInjector>,
 }
 
@@ -112,6 +118,8 @@ impl EngineConfig {
             min_free_disk_bytes: 64 << 20,
             snapshot_interval: None,
             snapshots_kept: 7,
+            auto_embed: false,
+            search: SearchConfig::default(),
             fault_injector: None,
         }
     }
@@ -179,6 +187,9 @@ pub(crate) struct Inner {
     wal: Wal,
     working: WorkingTier,
     warm: WarmTier,
+    search: SearchIndex,
+    /// Memories waiting for the background embedder (mirrors the `embed_queue` column family).
+    embed_pending: Mutex<BTreeSet<Uuid>>,
     writer: Mutex<WriterState>,
     queue: Mutex<VecDeque<(Lsn, Op)>>,
     apply_lock: Mutex<()>,
@@ -268,8 +279,11 @@ impl Engine {
             config.working_capacity,
             config.working_heap_bytes,
         )?;
-        let (warm, warm_lsn) =
-            WarmTier::open(&config.data_dir.join("warm"), config.block_cache_bytes)?;
+        let (warm, warm_lsn) = WarmTier::open(
+            &config.data_dir.join("warm"),
+            config.block_cache_bytes,
+            config.search.stemming,
+        )?;
         let working_lsn = working_report.checkpoint_lsn;
         let replay_from = working_lsn.min(warm_lsn) + 1;
         let min_next = working_lsn.max(warm_lsn) + 1;
@@ -325,6 +339,8 @@ impl Engine {
             }
         }
         working_final.apply(&working)?;
+        let search = open_search(&config, &working, &warm)?;
+        let embed_pending: BTreeSet<Uuid> = warm.embed_queue()?.into_iter().collect();
         let last_lsn = wal.last_lsn();
         let working_count = working.len();
         let warm_count = warm.count_records()?;
@@ -341,6 +357,8 @@ impl Engine {
             wal,
             working,
             warm,
+            search,
+            embed_pending: Mutex::new(embed_pending),
             writer: Mutex::new(WriterState {
                 pending: HashMap::new(),
                 pending_hashes: HashMap::new(),
@@ -560,6 +578,106 @@ impl Engine {
         }
     }
 
+    /// Ranked recall over the working and warm tiers: vector, text, or both with importance and
+    /// recency. Returned memories count as accessed.
+    pub fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
+        let inner = &self.inner;
+        if let Some(e) = &q.embedding {
+            inner.validate_embedding(e).map_err(|e| match e {
+                EngineError::Invalid { message, .. } => EngineError::Invalid {
+                    field: "query_embedding",
+                    message,
+                },
+                other => other,
+            })?;
+        }
+        let read = |id: &Uuid| inner.read(id);
+        let ctx = crate::search::query::Ctx {
+            index: &inner.search,
+            warm: &inner.warm,
+            read: &read,
+            now_us: model::now_us(),
+        };
+        let (ranked, total_count) = crate::search::query::rank(&ctx, q)?;
+        let mut hits = Vec::with_capacity(q.limit.min(ranked.len()));
+        for r in ranked.into_iter().skip(q.offset) {
+            if hits.len() >= q.limit {
+                break;
+            }
+            // Changed between ranking and this read: skip rather than return it stale.
+            let Some(m) = inner.read(&r.id)? else {
+                continue;
+            };
+            if m.status != Status::Active || m.namespace != q.namespace {
+                continue;
+            }
+            hits.push(crate::search::SearchHit {
+                memory: inner.with_pending_access(m),
+                score: r.score,
+                distance: r.similarity.map(|s| 1.0 - s),
+                explanation: r.explanation,
+            });
+        }
+        let ids: Vec<Uuid> = hits.iter().map(|h| h.memory.id).collect();
+        self.record_access(&ids);
+        Ok(SearchResults { hits, total_count })
+    }
+
+    /// (vectors in the warm tier's graph, warm vectors still waiting for it, searchable
+    /// memories).
+    pub fn search_sizes(&self) -> (usize, usize, usize) {
+        let (graph, lagging) = self.inner.search.hnsw.sizes();
+        (graph, lagging, self.inner.search.len())
+    }
+
+    /// Saves the vector index now (it is also saved after enough changes, and at close).
+    pub fn save_vector_index(&self) -> Result<(), EngineError> {
+        self.inner.search.hnsw.save()
+    }
+
+    /// Up to `max` memories waiting for the background embedder, oldest first.
+    pub fn pending_embeddings(&self, max: usize) -> Result<Vec<EmbedJob>, EngineError> {
+        let ids: Vec<Uuid> = self
+            .inner
+            .embed_pending
+            .lock()
+            .iter()
+            .take(max)
+            .copied()
+            .collect();
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.inner.read(&id)? {
+                Some(m)
+                    if m.embedding_status == EmbeddingStatus::Pending
+                        && m.status != Status::Deleted =>
+                {
+                    jobs.push(EmbedJob {
+                        id,
+                        content: m.content,
+                        content_hash: m.content_hash,
+                    })
+                }
+                // Applied since: no longer waiting.
+                _ => {
+                    self.inner.embed_pending.lock().remove(&id);
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Memories waiting for the background embedder.
+    pub fn pending_embedding_count(&self) -> usize {
+        self.inner.embed_pending.lock().len()
+    }
+
+    /// Stores the embedder's results. A result for content that changed since is refused
+    /// (`Invalid`, field `content`): the memory stays pending for its new content.
+    pub fn set_embeddings(&self, results: Vec<EmbedResult>) -> Vec<Result<Memory, EngineError>> {
+        self.inner.log_batch(results, Inner::log_embed)
+    }
+
     /// Applies a partial update; `version` + 1.
     pub fn update(&self, id: &Uuid, patch: MemoryPatch) -> Result<Memory, EngineError> {
         let inner = &self.inner;
@@ -643,6 +761,7 @@ impl Engine {
         inner.flush_access()?;
         inner.checkpoint()?;
         inner.wal.sync_all()?;
+        inner.search.hnsw.close()?;
         Ok(())
     }
 
@@ -665,6 +784,62 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.stop_background();
     }
+}
+
+/// A memory waiting for the background embedder.
+#[derive(Debug, Clone)]
+pub struct EmbedJob {
+    pub id: Uuid,
+    pub content: String,
+    pub content_hash: [u8; 32],
+}
+
+/// What the embedder made of an [`EmbedJob`].
+#[derive(Debug, Clone)]
+pub struct EmbedResult {
+    pub id: Uuid,
+    /// The content hash the vector was computed for.
+    pub content_hash: [u8; 32],
+    /// The vector, or why there is none.
+    pub outcome: Result<Vec<f32>, String>,
+    pub model: String,
+}
+
+/// Opens the search structures: the saved vector index, the warm tier's persisted search
+/// attributes and the working tier's memories; queues the vectors the index is missing.
+fn open_search(
+    config: &EngineConfig,
+    working: &WorkingTier,
+    warm: &WarmTier,
+) -> Result<SearchIndex, EngineError> {
+    let started = Instant::now();
+    let hnsw = Hnsw::open(
+        &config.data_dir.join("search"),
+        config.dimensions,
+        &config.search,
+    )?;
+    let index = SearchIndex::new(config.dimensions, &config.search, hnsw);
+    let mut warm_vectors = HashMap::new();
+    warm.scan_attrs(|id, row| {
+        if let Some(crc) = row.vector_crc {
+            warm_vectors.insert(id, crc);
+        }
+        index.load_warm(id, row);
+        Ok(())
+    })?;
+    for id in working.ids() {
+        if let Some(m) = working.get(&id)? {
+            index.put(&m);
+        }
+    }
+    let queued = index.hnsw.reconcile(&warm_vectors, |id| warm.vector(id))?;
+    tracing::info!(
+        searchable = index.len(),
+        vectors_to_index = queued,
+        took_ms = started.elapsed().as_millis() as u64,
+        "search structures loaded"
+    );
+    Ok(index)
 }
 
 /// The RocksDB part of applying `op`: blind writes only (no reads), except access deltas.
@@ -700,6 +875,7 @@ fn rocks_part(
                     }
                 }
             }
+            batch.index_for_search(memory, *previous_tier)?;
         }
         Op::Purge {
             id,
@@ -714,6 +890,7 @@ fn rocks_part(
             if *previous_tier == Tier::Warm {
                 batch.delete_record(id);
             }
+            batch.unindex_for_search(id)?;
         }
         Op::Access(deltas) => {
             for d in deltas {
@@ -1133,7 +1310,9 @@ impl Inner {
             namespace: item.namespace,
             content: item.content,
             content_hash: hash,
+            embedding_status: self.initial_embedding_status(item.embedding.is_some()),
             embedding: item.embedding,
+            embedding_model: None,
             tier,
             status: Status::Active,
             importance: item.importance,
@@ -1167,6 +1346,53 @@ impl Inner {
         Ok(Memory { lsn, ..memory })
     }
 
+    /// A memory stored with a vector is ready; without one it waits for the embedder if there
+    /// is one.
+    fn initial_embedding_status(&self, has_vector: bool) -> EmbeddingStatus {
+        if has_vector {
+            EmbeddingStatus::Ready
+        } else if self.config.auto_embed {
+            EmbeddingStatus::Pending
+        } else {
+            EmbeddingStatus::None
+        }
+    }
+
+    fn log_embed(&self, w: &mut WriterState, r: EmbedResult) -> Result<Memory, EngineError> {
+        let Some(current) = self.current(w, &r.id)? else {
+            return Err(EngineError::NotFound(r.id));
+        };
+        if current.content_hash != r.content_hash
+            || current.embedding_status != EmbeddingStatus::Pending
+            || current.status == Status::Deleted
+        {
+            return Err(EngineError::Invalid {
+                field: "content",
+                message: "changed since the embedding was computed".to_owned(),
+            });
+        }
+        let mut next = current.clone();
+        match r.outcome {
+            Ok(v) => {
+                self.validate_embedding(&v)?;
+                next.embedding = Some(v);
+                next.embedding_status = EmbeddingStatus::Ready;
+                next.embedding_model = Some(r.model);
+            }
+            Err(reason) => next.embedding_status = EmbeddingStatus::Failed(reason),
+        }
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Embed,
+                memory: next.clone(),
+                previous_tier: Some(current.tier),
+                previous_hash: Some(current.content_hash),
+            },
+        )?;
+        Ok(Memory { lsn, ..next })
+    }
+
     fn log_import(&self, w: &mut WriterState, mut memory: Memory) -> Result<Memory, EngineError> {
         self.validate_new(
             &memory.namespace,
@@ -1192,6 +1418,11 @@ impl Inner {
             if let Some(existing) = self.hash_holder(w, &memory.namespace, &memory.content_hash)? {
                 return Err(EngineError::Duplicate { existing });
             }
+        }
+        if memory.embedding.is_some() {
+            memory.embedding_status = EmbeddingStatus::Ready;
+        } else if memory.embedding_status == EmbeddingStatus::Ready {
+            memory.embedding_status = self.initial_embedding_status(false);
         }
         if memory.tier == Tier::Cold || (memory.tier == Tier::Working && !self.make_room(w, 1)?) {
             memory.tier = Tier::Warm;
@@ -1222,8 +1453,13 @@ impl Inner {
                 next.embedding = None;
             }
         }
+        let vector_given = patch.embedding.is_some();
         if let Some(e) = patch.embedding {
             next.embedding = e;
+        }
+        if content_changed || vector_given {
+            next.embedding_model = None;
+            next.embedding_status = self.initial_embedding_status(next.embedding.is_some());
         }
         if let Some(i) = patch.importance {
             next.importance = i;
@@ -1531,8 +1767,31 @@ impl Inner {
         }
         for (_, op) in group {
             self.count_tiers(op);
+            self.index_for_search(op);
         }
         Ok(())
+    }
+
+    /// Search structures and the embedding queue follow an applied operation.
+    fn index_for_search(&self, op: &Op) {
+        match op {
+            Op::Put { memory, .. } => {
+                self.search.put(memory);
+                let mut queue = self.embed_pending.lock();
+                if memory.embedding_status == EmbeddingStatus::Pending
+                    && memory.status != Status::Deleted
+                {
+                    queue.insert(memory.id);
+                } else {
+                    queue.remove(&memory.id);
+                }
+            }
+            Op::Purge { id, .. } => {
+                self.search.remove(id);
+                self.embed_pending.lock().remove(id);
+            }
+            Op::Access(_) => {}
+        }
     }
 
     fn count_tiers(&self, op: &Op) {

@@ -19,6 +19,7 @@
 mod codec;
 mod engine;
 mod model;
+pub mod search;
 pub mod snapshot;
 mod warm;
 mod working;
@@ -27,14 +28,15 @@ use std::path::{Path, PathBuf};
 
 pub use codec::{decode_op, encode_op, AccessDelta, DecodeError, Op, PutKind};
 pub use engine::{
-    lock_data_dir, Deleted, Engine, EngineConfig, EngineCounters, EngineStats, OpenReport, Page,
-    LIST_SCAN_BUDGET, MAX_LIST_LIMIT,
+    lock_data_dir, Deleted, EmbedJob, EmbedResult, Engine, EngineConfig, EngineCounters,
+    EngineStats, OpenReport, Page, LIST_SCAN_BUDGET, MAX_LIST_LIMIT,
 };
 pub use engram_wal::{FaultInjector, IoOp, Lsn, SyncMode};
 pub use model::{
-    content_hash, hex, is_valid_namespace, now_us, ListFilter, Memory, MemoryPatch, NewMemory,
-    Status, Tier, DEFAULT_IMPORTANCE, DEFAULT_NAMESPACE, MAX_BATCH_ITEMS, MAX_CONTENT_BYTES,
-    MAX_DIMENSIONS, MAX_METADATA_BYTES, MAX_NAMESPACE_BYTES, MAX_TAGS, MAX_TAG_BYTES,
+    content_hash, hex, is_valid_namespace, now_us, EmbeddingStatus, ListFilter, Memory,
+    MemoryPatch, NewMemory, Status, Tier, DEFAULT_IMPORTANCE, DEFAULT_NAMESPACE, MAX_BATCH_ITEMS,
+    MAX_CONTENT_BYTES, MAX_DIMENSIONS, MAX_METADATA_BYTES, MAX_NAMESPACE_BYTES, MAX_TAGS,
+    MAX_TAG_BYTES,
 };
 pub use uuid::Uuid;
 pub use working::stored_layout;

@@ -100,6 +100,40 @@ impl Status {
     }
 }
 
+/// Where a memory's embedding stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EmbeddingStatus {
+    /// No vector, and none will be computed (no embedder configured, or the client sent none).
+    #[default]
+    None,
+    /// Stored without a vector; the background embedder will compute one.
+    Pending,
+    /// Has a vector.
+    Ready,
+    /// The embedder could not compute one; the reason.
+    Failed(String),
+}
+
+impl EmbeddingStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EmbeddingStatus::None => "none",
+            EmbeddingStatus::Pending => "pending",
+            EmbeddingStatus::Ready => "ready",
+            EmbeddingStatus::Failed(_) => "failed",
+        }
+    }
+
+    pub(crate) fn code(&self) -> u8 {
+        match self {
+            EmbeddingStatus::None => 0,
+            EmbeddingStatus::Pending => 1,
+            EmbeddingStatus::Ready => 2,
+            EmbeddingStatus::Failed(_) => 3,
+        }
+    }
+}
+
 /// A stored memory. Times are microseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Memory {
@@ -109,6 +143,9 @@ pub struct Memory {
     /// SHA-256 of `content`; unique per namespace among memories that are not deleted.
     pub content_hash: [u8; 32],
     pub embedding: Option<Vec<f32>>,
+    pub embedding_status: EmbeddingStatus,
+    /// The model that computed `embedding` (`None` when the client sent it).
+    pub embedding_model: Option<String>,
     pub tier: Tier,
     pub status: Status,
     pub importance: f32,

@@ -53,7 +53,16 @@ pub struct SnapshotManifest {
 }
 
 impl SnapshotManifest {
+    /// The manifest as JSON, with `manifest_crc32` over the rest of it (compact form), so a
+    /// damaged manifest is caught even where it still parses.
     pub fn to_json(&self) -> Value {
+        let mut v = self.body_json();
+        let crc = crc32fast::hash(&serde_json::to_vec(&v).expect("JSON values serialize"));
+        v["manifest_crc32"] = json!(crc);
+        v
+    }
+
+    fn body_json(&self) -> Value {
         json!({
             "format_version": SNAPSHOT_FORMAT_VERSION,
             "id": self.id,
@@ -111,11 +120,27 @@ impl SnapshotManifest {
     pub fn read(dir: &Path) -> Result<SnapshotManifest, EngineError> {
         let path = dir.join(MANIFEST_FILE);
         let text = fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
-        let v: Value = serde_json::from_slice(&text).map_err(|e| EngineError::Corrupt {
+        let mut v: Value = serde_json::from_slice(&text).map_err(|e| EngineError::Corrupt {
             path: path.clone(),
             detail: format!("manifest is not JSON: {e}"),
         })?;
-        SnapshotManifest::from_json(&v, &path)
+        let stored = v.as_object_mut().and_then(|o| o.remove("manifest_crc32"));
+        let manifest = SnapshotManifest::from_json(&v, &path)?;
+        match stored.map(|c| c.as_u64()) {
+            // Written before manifests carried their own checksum.
+            None => {}
+            Some(Some(crc))
+                if u64::from(crc32fast::hash(
+                    &serde_json::to_vec(&manifest.body_json()).expect("JSON values serialize"),
+                )) == crc => {}
+            Some(_) => {
+                return Err(EngineError::Corrupt {
+                    path,
+                    detail: "manifest checksum mismatch".to_owned(),
+                })
+            }
+        }
+        Ok(manifest)
     }
 }
 
@@ -322,6 +347,7 @@ impl crate::engine::Inner {
         let replay_from = inner.applied_lsn();
         write_working_dump(inner.working(), &tmp.join("working.dump"))?;
         inner.warm().checkpoint_to(&tmp.join("warm"))?;
+        link_vector_index(&inner.config().data_dir.join("search"), &tmp.join("search"));
         let lsn = inner.applied_lsn();
         let mut commit_time_us = 0;
         if lsn > replay_from {
@@ -360,6 +386,25 @@ impl crate::engine::Inner {
             .map_err(|e| EngineError::io(&tmp, e))?;
         durable::rename_durable(&tmp, dest).map_err(|e| EngineError::io(dest, e))?;
         Ok(manifest)
+    }
+}
+
+/// Hard-links the last saved vector index into a snapshot. Optional: a restore without it (or
+/// with one that does not match) rebuilds the graph from the warm tier, so any failure here
+/// (the indexer replacing the files meanwhile) just leaves it out.
+fn link_vector_index(src: &Path, dest: &Path) {
+    let linked = (|| -> std::io::Result<()> {
+        let keys = fs::read(src.join(crate::search::hnsw::KEYS_FILE))?;
+        let generation = crate::search::hnsw::keys_generation(&keys)
+            .ok_or_else(|| std::io::Error::other("unreadable keys file"))?;
+        let index = crate::search::hnsw::index_file_name(generation);
+        fs::create_dir_all(dest)?;
+        fs::hard_link(src.join(&index), dest.join(&index))?;
+        durable::write_atomic(&dest.join(crate::search::hnsw::KEYS_FILE), &keys)
+    })();
+    if let Err(e) = linked {
+        tracing::info!(error = %e, "snapshot taken without the vector index; a restore rebuilds it");
+        let _ = fs::remove_dir_all(dest);
     }
 }
 
@@ -433,6 +478,16 @@ pub fn restore_snapshot(
             fs::create_dir_all(parent).map_err(|e| EngineError::io(parent, e))?;
         }
         fs::copy(warm_src.join(&rel), &dst).map_err(|e| EngineError::io(&dst, e))?;
+    }
+    // Vector index, if the snapshot has one (opening reconciles it with the warm tier).
+    let search_src = snapshot.join("search");
+    if search_src.is_dir() {
+        let search_dst = target.join("search");
+        fs::create_dir_all(&search_dst).map_err(|e| EngineError::io(&search_dst, e))?;
+        for rel in list_files(&search_src)? {
+            let dst = search_dst.join(&rel);
+            fs::copy(search_src.join(&rel), &dst).map_err(|e| EngineError::io(&dst, e))?;
+        }
     }
     // Working tier: rebuild from the dump; its checkpoint is where the dump started.
     {

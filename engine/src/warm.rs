@@ -6,11 +6,17 @@
 //! - `access`: id → `count u64 | last_accessed_at_us i64` (warm memories' soft access state);
 //! - `ns_index`: `namespace 0x00 id` → empty, for every stored memory whatever its tier;
 //! - `hash_index`: `namespace 0x00 sha256` → id, for every memory that is not deleted;
+//! - `postings`: `namespace 0x00 term 0x00 id` → `tf u32 | doc_len u32`: BM25 postings of active
+//!   warm memories;
+//! - `search_attrs`: id → the search attributes of an active warm memory (namespace, importance,
+//!   times, tags, vector CRC, distinct terms), read at open to rebuild the in-memory filter table;
+//! - `embed_queue`: id → empty, for every memory (any tier) waiting for the background embedder;
 //! - `meta`: `applied_lsn` → u64, written in the same WriteBatch as the change it covers.
 //!
 //! RocksDB's own WAL is off: Engram's WAL is the truth. Flushes are atomic across column families,
 //! so the durable image is always the state after exactly `applied_lsn`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
@@ -19,8 +25,9 @@ use rocksdb::{
 };
 use uuid::Uuid;
 
-use crate::codec;
-use crate::model::{Memory, Tier};
+use crate::codec::{self, AttrRow};
+use crate::model::{EmbeddingStatus, Memory, Status, Tier};
+use crate::search::text::Analyzer;
 use crate::EngineError;
 
 const CF_RECORDS: &str = "records";
@@ -29,13 +36,19 @@ const CF_ACCESS: &str = "access";
 const CF_NS_INDEX: &str = "ns_index";
 const CF_HASH_INDEX: &str = "hash_index";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 6] = [
+const CF_POSTINGS: &str = "postings";
+const CF_SEARCH_ATTRS: &str = "search_attrs";
+const CF_EMBED_QUEUE: &str = "embed_queue";
+const ALL_CFS: [&str; 9] = [
     CF_RECORDS,
     CF_VECTORS,
     CF_ACCESS,
     CF_NS_INDEX,
     CF_HASH_INDEX,
     CF_META,
+    CF_POSTINGS,
+    CF_SEARCH_ATTRS,
+    CF_EMBED_QUEUE,
 ];
 const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
 
@@ -44,6 +57,7 @@ pub struct WarmTier {
     db: DB,
     path: PathBuf,
     write_opts: WriteOptions,
+    analyzer: Analyzer,
 }
 
 impl std::fmt::Debug for WarmTier {
@@ -74,6 +88,19 @@ pub(crate) fn ns_key(namespace: &str, suffix: &[u8]) -> Vec<u8> {
 pub struct WarmBatch<'a> {
     tier: &'a WarmTier,
     batch: WriteBatch,
+    /// Search attribute rows written by this batch (`None`: deleted), so a later change to the
+    /// same memory in the batch sees them.
+    staged_attrs: HashMap<Uuid, Option<AttrRow>>,
+}
+
+/// `namespace 0x00 term 0x00` (then the id).
+fn posting_prefix(namespace: &str, term: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(namespace.len() + term.len() + 18);
+    k.extend_from_slice(namespace.as_bytes());
+    k.push(0);
+    k.extend_from_slice(term.as_bytes());
+    k.push(0);
+    k
 }
 
 impl std::fmt::Debug for WarmBatch<'_> {
@@ -152,6 +179,78 @@ impl WarmBatch<'_> {
             .delete_cf(self.tier.cf(CF_HASH_INDEX), ns_key(namespace, hash));
     }
 
+    /// Keeps the search side of a memory's new image: text postings and search attributes when
+    /// it is an active warm memory, nothing otherwise (stale postings of an earlier image are
+    /// removed either way); and its place in the embedding queue, whatever its tier.
+    pub fn index_for_search(
+        &mut self,
+        memory: &Memory,
+        previous_tier: Option<Tier>,
+    ) -> Result<(), EngineError> {
+        if previous_tier == Some(Tier::Warm) {
+            self.unindex_for_search(&memory.id)?;
+        }
+        if memory.embedding_status == EmbeddingStatus::Pending && memory.status != Status::Deleted {
+            self.batch
+                .put_cf(self.tier.cf(CF_EMBED_QUEUE), memory.id.as_bytes(), []);
+        } else {
+            self.batch
+                .delete_cf(self.tier.cf(CF_EMBED_QUEUE), memory.id.as_bytes());
+        }
+        if memory.tier != Tier::Warm || memory.status != Status::Active {
+            return Ok(());
+        }
+        let (terms, doc_len) = self.tier.analyzer.frequencies(&memory.content);
+        for (term, tf) in &terms {
+            let mut key = posting_prefix(&memory.namespace, term);
+            key.extend_from_slice(memory.id.as_bytes());
+            let mut value = [0u8; 8];
+            value[..4].copy_from_slice(&tf.to_le_bytes());
+            value[4..].copy_from_slice(&doc_len.to_le_bytes());
+            self.batch.put_cf(self.tier.cf(CF_POSTINGS), key, value);
+        }
+        let row = AttrRow {
+            namespace: memory.namespace.clone(),
+            importance: memory.importance,
+            created_at_us: memory.created_at_us,
+            expires_at_us: memory.expires_at_us,
+            tags: memory.tags.clone(),
+            doc_len,
+            vector_crc: memory.embedding.as_deref().map(crate::search::vector_crc),
+            terms,
+        };
+        self.batch.put_cf(
+            self.tier.cf(CF_SEARCH_ATTRS),
+            memory.id.as_bytes(),
+            codec::encode_attr_row(&row),
+        );
+        self.staged_attrs.insert(memory.id, Some(row));
+        Ok(())
+    }
+
+    /// Removes a memory's text postings and search attributes (no-op if it has none), and its
+    /// place in the embedding queue.
+    pub fn unindex_for_search(&mut self, id: &Uuid) -> Result<(), EngineError> {
+        self.batch
+            .delete_cf(self.tier.cf(CF_EMBED_QUEUE), id.as_bytes());
+        let row = match self.staged_attrs.get(id) {
+            Some(staged) => staged.clone(),
+            None => self.tier.attr_row(id)?,
+        };
+        let Some(row) = row else {
+            return Ok(());
+        };
+        for (term, _) in &row.terms {
+            let mut key = posting_prefix(&row.namespace, term);
+            key.extend_from_slice(id.as_bytes());
+            self.batch.delete_cf(self.tier.cf(CF_POSTINGS), key);
+        }
+        self.batch
+            .delete_cf(self.tier.cf(CF_SEARCH_ATTRS), id.as_bytes());
+        self.staged_attrs.insert(*id, None);
+        Ok(())
+    }
+
     /// Writes the batch together with the LSN it brings the tier to.
     pub fn commit(mut self, lsn: u64) -> Result<(), EngineError> {
         self.batch
@@ -166,7 +265,11 @@ impl WarmBatch<'_> {
 impl WarmTier {
     /// Opens or creates the database at `path`; returns it with the LSN its durable image
     /// reflects.
-    pub fn open(path: &Path, block_cache_bytes: usize) -> Result<(WarmTier, u64), EngineError> {
+    pub fn open(
+        path: &Path,
+        block_cache_bytes: usize,
+        stemming: bool,
+    ) -> Result<(WarmTier, u64), EngineError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -200,6 +303,7 @@ impl WarmTier {
             db,
             path: path.to_path_buf(),
             write_opts,
+            analyzer: Analyzer::new(stemming),
         };
         let lsn = tier.applied_lsn()?;
         Ok((tier, lsn))
@@ -231,7 +335,105 @@ impl WarmTier {
         WarmBatch {
             tier: self,
             batch: WriteBatch::default(),
+            staged_attrs: HashMap::new(),
         }
+    }
+
+    fn attr_row(&self, id: &Uuid) -> Result<Option<AttrRow>, EngineError> {
+        let value = self
+            .db
+            .get_cf(self.cf(CF_SEARCH_ATTRS), id.as_bytes())
+            .map_err(|e| rocks_err(&self.path, e))?;
+        value
+            .map(|v| {
+                codec::decode_attr_row(&v).map_err(|e| EngineError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("search attributes of {id}: {e}"),
+                })
+            })
+            .transpose()
+    }
+
+    /// Every active warm memory's search attributes, in id order.
+    pub(crate) fn scan_attrs(
+        &self,
+        mut f: impl FnMut(Uuid, AttrRow) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_SEARCH_ATTRS));
+        it.seek_to_first();
+        while it.valid() {
+            let key = it.key().expect("valid iterator has a key");
+            let id = Uuid::from_slice(key).map_err(|_| EngineError::Corrupt {
+                path: self.path.clone(),
+                detail: "search attribute key is not an id".to_owned(),
+            })?;
+            let row = codec::decode_attr_row(it.value().expect("valid iterator has a value"))
+                .map_err(|e| EngineError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("search attributes of {id}: {e}"),
+                })?;
+            f(id, row)?;
+            it.next();
+        }
+        it.status().map_err(|e| rocks_err(&self.path, e))
+    }
+
+    /// Postings of `term` in `namespace`: (id, term frequency, document length).
+    pub fn postings(
+        &self,
+        namespace: &str,
+        term: &str,
+    ) -> Result<Vec<(Uuid, u32, u32)>, EngineError> {
+        let prefix = posting_prefix(namespace, term);
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_POSTINGS));
+        it.seek(&prefix);
+        while it.valid() {
+            let key = it.key().expect("valid iterator has a key");
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let value = it.value().expect("valid iterator has a value");
+            if let (Ok(id), Ok(v)) = (
+                Uuid::from_slice(&key[prefix.len()..]),
+                <[u8; 8]>::try_from(value),
+            ) {
+                let tf = u32::from_le_bytes(v[..4].try_into().expect("4 bytes"));
+                let len = u32::from_le_bytes(v[4..].try_into().expect("4 bytes"));
+                out.push((id, tf, len));
+            }
+            it.next();
+        }
+        it.status().map_err(|e| rocks_err(&self.path, e))?;
+        Ok(out)
+    }
+
+    /// A warm memory's vector.
+    pub fn vector(&self, id: &Uuid) -> Result<Option<Vec<f32>>, EngineError> {
+        let value = self
+            .db
+            .get_cf(self.cf(CF_VECTORS), id.as_bytes())
+            .map_err(|e| rocks_err(&self.path, e))?;
+        Ok(value.map(|v| {
+            v.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect()
+        }))
+    }
+
+    /// Ids waiting for the background embedder, in id (so creation) order.
+    pub fn embed_queue(&self) -> Result<Vec<Uuid>, EngineError> {
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_EMBED_QUEUE));
+        it.seek_to_first();
+        while it.valid() {
+            if let Ok(id) = Uuid::from_slice(it.key().expect("valid iterator has a key")) {
+                out.push(id);
+            }
+            it.next();
+        }
+        it.status().map_err(|e| rocks_err(&self.path, e))?;
+        Ok(out)
     }
 
     /// Reads a warm memory with its vector and access state.
@@ -284,6 +486,9 @@ impl WarmTier {
                     .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                     .collect(),
             );
+            if memory.embedding_status == EmbeddingStatus::None {
+                memory.embedding_status = EmbeddingStatus::Ready;
+            }
         }
         if let Some(a) = access {
             if a.len() != 16 {

@@ -541,6 +541,12 @@ impl WorkingTier {
                     .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                     .collect()
             });
+            if memory.embedding.is_some()
+                && memory.embedding_status == crate::model::EmbeddingStatus::None
+            {
+                // A version-1 image: its vector was the client's.
+                memory.embedding_status = crate::model::EmbeddingStatus::Ready;
+            }
             return Ok(Some(memory));
         }
         Err(EngineError::Busy(

@@ -301,7 +301,7 @@ fn describe(op: &Op) -> serde_json::Value {
             previous_tier,
             ..
         } => json!({
-            "op": match kind { PutKind::Create => "create", PutKind::Update => "update", PutKind::Move => "move" },
+            "op": match kind { PutKind::Create => "create", PutKind::Update => "update", PutKind::Move => "move", PutKind::Embed => "embed" },
             "id": memory.id.to_string(),
             "namespace": memory.namespace,
             "tier": memory.tier.as_str(),

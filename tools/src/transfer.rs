@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use engram_engine::{
-    content_hash, hex, lock_data_dir, Engine, EngineConfig, EngineError, Memory, Status, Tier, Uuid,
+    content_hash, hex, lock_data_dir, EmbeddingStatus, Engine, EngineConfig, EngineError, Memory,
+    Status, Tier, Uuid,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -72,6 +73,9 @@ struct ExportLine<'a> {
     content: &'a str,
     content_hash: String,
     embedding: Option<&'a [f32]>,
+    embedding_status: &'static str,
+    embedding_error: Option<&'a str>,
+    embedding_model: Option<&'a str>,
     tier: &'static str,
     status: &'static str,
     importance_score: f32,
@@ -103,6 +107,12 @@ fn write_memory_line(out: &mut Vec<u8>, m: &Memory) -> anyhow::Result<()> {
         content: &m.content,
         content_hash: hex(&m.content_hash),
         embedding: m.embedding.as_deref(),
+        embedding_status: m.embedding_status.as_str(),
+        embedding_error: match &m.embedding_status {
+            EmbeddingStatus::Failed(reason) => Some(reason),
+            _ => None,
+        },
+        embedding_model: m.embedding_model.as_deref(),
         tier: m.tier.as_str(),
         status: m.status.as_str(),
         importance_score: m.importance,
@@ -160,7 +170,31 @@ fn parse_line(line: &str, n: usize) -> anyhow::Result<Memory> {
     };
     let tier_s = s("tier")?;
     let status_s = s("status")?;
+    let opt_s = |k: &str| -> anyhow::Result<Option<String>> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(x)) => Ok(Some(x.clone())),
+            Some(_) => bail!("line {n}: {k} is not a string"),
+        }
+    };
+    // Exports written before embedding status existed lack it: a vector there was the client's.
+    let embedding_status = match opt_s("embedding_status")?.as_deref() {
+        None => {
+            if embedding.is_some() {
+                EmbeddingStatus::Ready
+            } else {
+                EmbeddingStatus::None
+            }
+        }
+        Some("none") => EmbeddingStatus::None,
+        Some("pending") => EmbeddingStatus::Pending,
+        Some("ready") => EmbeddingStatus::Ready,
+        Some("failed") => EmbeddingStatus::Failed(opt_s("embedding_error")?.unwrap_or_default()),
+        Some(other) => bail!("line {n}: bad embedding_status {other}"),
+    };
     let m = Memory {
+        embedding_status,
+        embedding_model: opt_s("embedding_model")?,
         id: Uuid::parse_str(&s("id")?).with_context(|| format!("line {n}: bad id"))?,
         namespace: s("namespace")?,
         content_hash: content_hash(&content),

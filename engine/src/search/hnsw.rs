@@ -1,0 +1,649 @@
+//! The warm tier's HNSW index (usearch, cosine), kept by one indexer thread.
+//!
+//! Appliers never wait for the graph: they put the new vector in the `lagging` set (scanned
+//! exactly by every search) and queue a job; the indexer adds it, records which vector checksum
+//! the graph holds for the key, and drops it from `lagging`. A search accepts a graph hit only if
+//! the key's checksum matches the memory's current one, so an updated or deleted memory never
+//! matches through a stale vector.
+//!
+//! The graph is saved (temp file, fsync, rename, directory fsync) after enough changes and at
+//! close, with a keys file naming the generation and every key's id and checksum. At open it is
+//! loaded and reconciled against the warm tier's persisted attributes: missing or changed
+//! vectors are queued again, keys of memories that left are removed. A missing or damaged index
+//! is rebuilt the same way from RocksDB.
+//!
+//! usearch needs one search context per concurrent thread (`reserve_capacity_and_threads`), so
+//! searches take a permit; growing capacity takes the write lock, excluding adds and searches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+use uuid::Uuid;
+
+use crate::EngineError;
+
+pub(crate) const KEYS_FILE: &str = "vectors.keys";
+const KEYS_MAGIC: &[u8; 8] = b"ENGRMHNS";
+const KEYS_VERSION: u32 = 1;
+/// Upserts added in parallel per round.
+const ADD_ROUND: usize = 512;
+
+/// How vectors are stored in the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    F32,
+    BF16,
+    I8,
+}
+
+impl Quantization {
+    pub fn parse(s: &str) -> Option<Quantization> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Some(Quantization::F32),
+            "bf16" => Some(Quantization::BF16),
+            "i8" => Some(Quantization::I8),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantization::F32 => "f32",
+            Quantization::BF16 => "bf16",
+            Quantization::I8 => "i8",
+        }
+    }
+
+    fn scalar_kind(self) -> ScalarKind {
+        match self {
+            Quantization::F32 => ScalarKind::F32,
+            Quantization::BF16 => ScalarKind::BF16,
+            Quantization::I8 => ScalarKind::I8,
+        }
+    }
+}
+
+/// The graph key of a memory: the low 64 bits of its id (random in a UUIDv7). Two ids sharing
+/// a key is possible in principle; the second stays in the exactly-scanned lagging set.
+pub(crate) fn label(id: &Uuid) -> u64 {
+    let b = id.as_bytes();
+    u64::from_le_bytes(b[8..].try_into().expect("8 bytes"))
+}
+
+enum Job {
+    Upsert {
+        id: Uuid,
+        crc: u32,
+        vector: Arc<[f32]>,
+    },
+    Forget {
+        id: Uuid,
+    },
+    Save(mpsc::SyncSender<Result<(), String>>),
+}
+
+/// A counting semaphore for usearch's per-thread search contexts.
+struct Permits {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Permits {
+    fn acquire(&self) -> PermitGuard<'_> {
+        let mut free = self.free.lock();
+        while *free == 0 {
+            self.cv.wait(&mut free);
+        }
+        *free -= 1;
+        PermitGuard(self)
+    }
+}
+
+struct PermitGuard<'a>(&'a Permits);
+
+impl Drop for PermitGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// A vector not yet in the graph: its checksum and values.
+type Lagging = (u32, Arc<[f32]>);
+
+struct Shared {
+    dims: usize,
+    dir: PathBuf,
+    options: IndexOptions,
+    threads: usize,
+    save_after_changes: u64,
+    index: RwLock<Index>,
+    /// Key → (id, checksum of the vector the graph holds).
+    indexed: RwLock<HashMap<u64, (Uuid, u32)>>,
+    /// Warm vectors not yet in the graph (or whose key is taken), scanned exactly.
+    lagging: RwLock<HashMap<Uuid, Lagging>>,
+    changes_since_save: AtomicU64,
+    permits: Permits,
+}
+
+/// The HNSW index and its indexer thread.
+pub struct Hnsw {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Hnsw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hnsw")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn usearch_err(what: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Config(format!("vector index: {what}: {e}"))
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> EngineError {
+    EngineError::io(path, e)
+}
+
+impl Hnsw {
+    /// Opens the saved index in `dir` (or starts empty) and starts the indexer thread.
+    pub(crate) fn open(
+        dir: &Path,
+        dims: usize,
+        config: &super::SearchConfig,
+    ) -> Result<Hnsw, EngineError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let options = IndexOptions {
+            dimensions: dims,
+            metric: MetricKind::Cos,
+            quantization: config.quantization.scalar_kind(),
+            connectivity: config.connectivity,
+            expansion_add: config.expansion_add,
+            expansion_search: config.expansion_search,
+            multi: false,
+        };
+        let threads = config.threads.max(1);
+        let (index, indexed) = match load(dir, &options) {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => (new_index(&options)?, HashMap::new()),
+            Err(e) => {
+                tracing::warn!(error = %e, "vector index not loaded; rebuilding it from the warm tier");
+                (new_index(&options)?, HashMap::new())
+            }
+        };
+        let capacity = (index.size() + index.size() / 4).max(1024);
+        // One context per searcher, plus the indexer's adders.
+        index
+            .reserve_capacity_and_threads(capacity, threads + 2)
+            .map_err(|e| usearch_err("reserve", e))?;
+        let shared = Arc::new(Shared {
+            dims,
+            dir: dir.to_path_buf(),
+            options,
+            threads,
+            save_after_changes: config.save_after_changes.max(1),
+            index: RwLock::new(index),
+            indexed: RwLock::new(indexed),
+            lagging: RwLock::new(HashMap::new()),
+            changes_since_save: AtomicU64::new(0),
+            permits: Permits {
+                free: Mutex::new(threads),
+                cv: Condvar::new(),
+            },
+        });
+        let (tx, rx) = mpsc::channel();
+        let worker_shared = Arc::clone(&shared);
+        let worker = std::thread::Builder::new()
+            .name("engram-indexer".to_owned())
+            .spawn(move || indexer(&worker_shared, &rx))
+            .map_err(|e| io_err(Path::new("<thread>"), e))?;
+        Ok(Hnsw {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            worker: Mutex::new(Some(worker)),
+        })
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(tx) = self.tx.lock().as_ref() {
+            // The indexer only stops at close, after the last apply.
+            let _ = tx.send(job);
+        }
+    }
+
+    /// A warm memory's vector is now `vector` (checksum `crc`).
+    pub(crate) fn upsert(&self, id: Uuid, crc: u32, vector: Arc<[f32]>) {
+        self.shared
+            .lagging
+            .write()
+            .insert(id, (crc, Arc::clone(&vector)));
+        self.send(Job::Upsert { id, crc, vector });
+    }
+
+    /// The memory has no warm vector any more.
+    pub(crate) fn forget(&self, id: Uuid) {
+        self.shared.lagging.write().remove(&id);
+        self.send(Job::Forget { id });
+    }
+
+    /// Brings the graph in line with the warm tier's attributes after open: vectors missing or
+    /// changed are queued (read with `vector_of`), keys of memories gone are removed.
+    pub(crate) fn reconcile(
+        &self,
+        warm: &HashMap<Uuid, u32>,
+        mut vector_of: impl FnMut(&Uuid) -> Result<Option<Vec<f32>>, EngineError>,
+    ) -> Result<usize, EngineError> {
+        let stale: Vec<Uuid> = self
+            .shared
+            .indexed
+            .read()
+            .values()
+            .filter(|(id, crc)| warm.get(id) != Some(crc))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.send(Job::Forget { id });
+        }
+        let missing: Vec<(Uuid, u32)> = {
+            let indexed = self.shared.indexed.read();
+            warm.iter()
+                .filter(|(id, crc)| indexed.get(&label(id)) != Some(&(**id, **crc)))
+                .map(|(id, crc)| (*id, *crc))
+                .collect()
+        };
+        let n = missing.len();
+        for (id, crc) in missing {
+            if let Some(v) = vector_of(&id)? {
+                if v.len() == self.shared.dims {
+                    self.upsert(id, crc, Arc::from(v));
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Approximate nearest neighbours among keys `accept(id, checksum)` allows, walked inside
+    /// the graph: (id, cosine distance), nearest first.
+    pub(crate) fn search(
+        &self,
+        query: &[f32],
+        count: usize,
+        accept: impl Fn(&Uuid, u32) -> bool,
+    ) -> Result<Vec<(Uuid, f32)>, EngineError> {
+        let _permit = self.shared.permits.acquire();
+        let index = self.shared.index.read();
+        if index.size() == 0 || count == 0 {
+            return Ok(Vec::new());
+        }
+        let indexed = self.shared.indexed.read();
+        let matches = index
+            .filtered_search(query, count, |key| {
+                indexed.get(&key).is_some_and(|(id, crc)| accept(id, *crc))
+            })
+            .map_err(|e| usearch_err("search", e))?;
+        Ok(matches
+            .keys
+            .iter()
+            .zip(matches.distances.iter())
+            .filter_map(|(k, d)| indexed.get(k).map(|(id, _)| (*id, *d)))
+            .collect())
+    }
+
+    /// Calls `f` with each warm vector the graph does not hold yet.
+    pub(crate) fn for_each_lagging(&self, mut f: impl FnMut(&Uuid, u32, &[f32])) {
+        for (id, (crc, v)) in self.shared.lagging.read().iter() {
+            f(id, *crc, v);
+        }
+    }
+
+    /// A warm vector still waiting for the graph.
+    pub(crate) fn lagging_vector(&self, id: &Uuid) -> Option<Arc<[f32]>> {
+        self.shared
+            .lagging
+            .read()
+            .get(id)
+            .map(|(_, v)| Arc::clone(v))
+    }
+
+    /// (vectors in the graph, vectors waiting for it).
+    pub fn sizes(&self) -> (usize, usize) {
+        (
+            self.shared.indexed.read().len(),
+            self.shared.lagging.read().len(),
+        )
+    }
+
+    /// Waits until every job queued so far is done, then saves the graph.
+    pub(crate) fn save(&self) -> Result<(), EngineError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Job::Save(tx));
+        match rx.recv() {
+            Ok(r) => r.map_err(EngineError::Config),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Saves and stops the indexer.
+    pub(crate) fn close(&self) -> Result<(), EngineError> {
+        let saved = self.save();
+        self.tx.lock().take();
+        if let Some(w) = self.worker.lock().take() {
+            let _ = w.join();
+        }
+        saved
+    }
+}
+
+impl Drop for Hnsw {
+    fn drop(&mut self) {
+        self.tx.lock().take();
+        if let Some(w) = self.worker.lock().take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn new_index(options: &IndexOptions) -> Result<Index, EngineError> {
+    Index::new(options).map_err(|e| usearch_err("create", e))
+}
+
+pub(crate) fn index_file_name(generation: u64) -> String {
+    format!("vectors-{generation:016}.usearch")
+}
+
+fn index_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(index_file_name(generation))
+}
+
+/// The generation a keys file names (its header only; the body is checked at load).
+pub(crate) fn keys_generation(keys: &[u8]) -> Option<u64> {
+    (keys.len() >= 20 && &keys[..8] == KEYS_MAGIC)
+        .then(|| u64::from_le_bytes(keys[12..20].try_into().expect("8 bytes")))
+}
+
+type Loaded = (Index, HashMap<u64, (Uuid, u32)>);
+
+/// Reads the keys file and the graph it names. `Ok(None)` when nothing was saved.
+fn load(dir: &Path, options: &IndexOptions) -> Result<Option<Loaded>, String> {
+    let keys_path = dir.join(KEYS_FILE);
+    let bytes = match std::fs::read(&keys_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", keys_path.display())),
+    };
+    let bad = |what: &str| format!("{}: {what}", keys_path.display());
+    if bytes.len() < 36 || &bytes[..8] != KEYS_MAGIC {
+        return Err(bad("not a keys file"));
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(tail.try_into().expect("4 bytes")) {
+        return Err(bad("checksum mismatch"));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+    if u32_at(8) != KEYS_VERSION {
+        return Err(bad("unknown version"));
+    }
+    let generation = u64_at(12);
+    let dims = u32_at(20) as usize;
+    let quantization = body[24];
+    let count = u64_at(25) as usize;
+    if dims != options.dimensions || quantization != quantization_code(options.quantization) {
+        return Err(bad("saved with other dimensions or quantization"));
+    }
+    const ENTRY: usize = 8 + 16 + 4;
+    if body.len() != 33 + count * ENTRY {
+        return Err(bad("length does not match the key count"));
+    }
+    let mut indexed = HashMap::with_capacity(count);
+    for e in body[33..].chunks_exact(ENTRY) {
+        let key = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+        let id = Uuid::from_slice(&e[8..24]).map_err(|_| bad("bad id"))?;
+        let crc = u32::from_le_bytes(e[24..].try_into().expect("4 bytes"));
+        indexed.insert(key, (id, crc));
+    }
+    let path = index_path(dir, generation);
+    let index = Index::new(options).map_err(|e| e.to_string())?;
+    let path_str = path.to_str().ok_or_else(|| bad("path is not UTF-8"))?;
+    index
+        .load(path_str)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if index.size() != indexed.len() {
+        return Err(format!(
+            "{} holds {} vectors, the keys file {}",
+            path.display(),
+            index.size(),
+            indexed.len()
+        ));
+    }
+    Ok(Some((index, indexed)))
+}
+
+fn quantization_code(kind: ScalarKind) -> u8 {
+    match kind {
+        ScalarKind::F32 => 1,
+        ScalarKind::BF16 => 2,
+        ScalarKind::I8 => 3,
+        _ => 0,
+    }
+}
+
+/// Saves the graph under a new generation, then the keys file naming it; removes older ones.
+fn save(shared: &Shared) -> Result<(), String> {
+    let generation = u64::try_from(crate::model::now_us()).unwrap_or(0);
+    let path = index_path(&shared.dir, generation);
+    let tmp = path.with_extension("usearch.tmp");
+    let tmp_str = tmp.to_str().ok_or("index path is not UTF-8")?.to_owned();
+    let indexed = {
+        let index = shared.index.read();
+        index
+            .save(&tmp_str)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        shared.indexed.read().clone()
+    };
+    let sync = |p: &Path| -> Result<(), String> {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    sync(&tmp)?;
+    engram_wal::durable::rename_durable(&tmp, &path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut body = Vec::with_capacity(33 + indexed.len() * 28 + 4);
+    body.extend_from_slice(KEYS_MAGIC);
+    body.extend_from_slice(&KEYS_VERSION.to_le_bytes());
+    body.extend_from_slice(&generation.to_le_bytes());
+    body.extend_from_slice(
+        &u32::try_from(shared.dims)
+            .expect("dimensions are bounded")
+            .to_le_bytes(),
+    );
+    body.push(quantization_code(shared.options.quantization));
+    body.extend_from_slice(&(indexed.len() as u64).to_le_bytes());
+    for (key, (id, crc)) in &indexed {
+        body.extend_from_slice(&key.to_le_bytes());
+        body.extend_from_slice(id.as_bytes());
+        body.extend_from_slice(&crc.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    let keys_path = shared.dir.join(KEYS_FILE);
+    engram_wal::durable::write_atomic(&keys_path, &body)
+        .map_err(|e| format!("{}: {e}", keys_path.display()))?;
+    if let Ok(entries) = std::fs::read_dir(&shared.dir) {
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if p != path && name.starts_with("vectors-") {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn indexer(shared: &Shared, rx: &mpsc::Receiver<Job>) {
+    let mut round: Vec<(Uuid, u32, Arc<[f32]>)> = Vec::new();
+    let flush = |round: &mut Vec<(Uuid, u32, Arc<[f32]>)>| {
+        if !round.is_empty() {
+            add_round(shared, std::mem::take(round));
+        }
+    };
+    loop {
+        let mut next = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(job) => Some(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                flush(&mut round);
+                return;
+            }
+        };
+        // Upserts of distinct ids gather into a round added in parallel; anything else (and a
+        // second upsert of an id already in the round) ends the round first, keeping job order.
+        while let Some(job) = next.take() {
+            match job {
+                Job::Upsert { id, crc, vector } => {
+                    if round.iter().any(|(r, _, _)| *r == id) {
+                        flush(&mut round);
+                    }
+                    round.push((id, crc, vector));
+                    if round.len() >= ADD_ROUND {
+                        flush(&mut round);
+                    }
+                }
+                Job::Forget { id } => {
+                    flush(&mut round);
+                    forget(shared, &id);
+                }
+                Job::Save(reply) => {
+                    flush(&mut round);
+                    let _ = reply.send(save(shared));
+                    shared.changes_since_save.store(0, Ordering::Relaxed);
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        flush(&mut round);
+        if shared.changes_since_save.load(Ordering::Relaxed) >= shared.save_after_changes {
+            if let Err(e) = save(shared) {
+                tracing::error!(error = %e, "saving the vector index failed");
+            }
+            shared.changes_since_save.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+fn forget(shared: &Shared, id: &Uuid) {
+    let key = label(id);
+    let held = shared.indexed.read().get(&key).copied();
+    if held.is_some_and(|(owner, _)| owner == *id) {
+        let _ = shared.index.read().remove(key);
+        shared.indexed.write().remove(&key);
+        shared.changes_since_save.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn add_round(shared: &Shared, round: Vec<(Uuid, u32, Arc<[f32]>)>) {
+    let mut todo = Vec::with_capacity(round.len());
+    let mut current = Vec::new();
+    {
+        let indexed = shared.indexed.read();
+        for (id, crc, v) in round {
+            match indexed.get(&label(&id)) {
+                Some((owner, held)) if *owner == id && *held == crc => current.push((id, crc)),
+                Some((owner, _)) if *owner != id => {
+                    tracing::warn!(%id, other = %owner, "vector index key taken; this memory is scanned exactly");
+                }
+                _ => todo.push((id, crc, v)),
+            }
+        }
+    }
+    drop_lagging(shared, &current);
+    if todo.is_empty() {
+        return;
+    }
+    {
+        let index = shared.index.read();
+        for (id, _, _) in &todo {
+            if index.contains(label(id)) {
+                let _ = index.remove(label(id));
+            }
+        }
+    }
+    let need = shared.index.read().size() + todo.len();
+    if need > shared.index.read().capacity() {
+        let index = shared.index.write();
+        let grown = (need * 2).max(1024);
+        if let Err(e) = index.reserve_capacity_and_threads(grown, shared.threads + 2) {
+            tracing::error!(error = %e, "growing the vector index failed; its vectors are scanned exactly");
+            return;
+        }
+    }
+    let added: Vec<bool> = {
+        let index = shared.index.read();
+        let half = todo.len().div_ceil(2);
+        let (a, b) = todo.split_at(half);
+        let add_all = |part: &[(Uuid, u32, Arc<[f32]>)]| -> Vec<bool> {
+            part.iter()
+                .map(|(id, _, v)| match index.add(label(id), v) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(%id, error = %e, "adding to the vector index failed");
+                        false
+                    }
+                })
+                .collect()
+        };
+        std::thread::scope(|s| {
+            let other = s.spawn(|| add_all(b));
+            let mut first = add_all(a);
+            first.extend(other.join().unwrap_or_default());
+            first
+        })
+    };
+    {
+        let mut indexed = shared.indexed.write();
+        for ((id, crc, _), ok) in todo.iter().zip(&added) {
+            if *ok {
+                indexed.insert(label(id), (*id, *crc));
+            } else {
+                indexed.remove(&label(id));
+            }
+        }
+    }
+    shared
+        .changes_since_save
+        .fetch_add(todo.len() as u64, Ordering::Relaxed);
+    let done: Vec<(Uuid, u32)> = todo
+        .iter()
+        .zip(&added)
+        .filter(|(_, ok)| **ok)
+        .map(|((id, crc, _), _)| (*id, *crc))
+        .collect();
+    drop_lagging(shared, &done);
+}
+
+/// Removes from `lagging` the vectors now in the graph (only if no newer one replaced them).
+fn drop_lagging(shared: &Shared, done: &[(Uuid, u32)]) {
+    if done.is_empty() {
+        return;
+    }
+    let mut lagging = shared.lagging.write();
+    for (id, crc) in done {
+        if lagging.get(id).is_some_and(|(c, _)| c == crc) {
+            lagging.remove(id);
+        }
+    }
+}

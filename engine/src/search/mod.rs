@@ -1,0 +1,344 @@
+//! Search: the in-memory side of recall.
+//!
+//! - **Attributes**: every active memory in the working and warm tiers has an [`Attr`] here
+//!   (namespace, tier, importance, times, tags, document length, vector checksum). Filters are
+//!   evaluated against it while vectors and postings are walked, so nothing is over-fetched.
+//!   Warm attributes are persisted in RocksDB (`search_attrs`) with the record they describe and
+//!   read back at open; working ones are rebuilt from the working tier.
+//! - **Working tier**: vectors packed per namespace for an exact scan, and BM25 postings in
+//!   memory.
+//! - **Warm tier**: BM25 postings in RocksDB (written in the record's batch, so never stale) and
+//!   an HNSW index ([`hnsw`]) maintained by its own thread; until that thread has indexed a
+//!   vector, the vector sits in a small "lagging" set that every search scans exactly.
+//!
+//! Only `active` memories are searchable; deleted, archived and expired ones never match.
+
+pub(crate) mod hnsw;
+pub(crate) mod query;
+pub mod text;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+use crate::codec::AttrRow;
+use crate::model::{Memory, Status, Tier};
+use text::Analyzer;
+
+pub use hnsw::Quantization;
+pub use query::{
+    Component, Explanation, HybridWeights, MetadataCondition, MetadataFilter, SearchHit,
+    SearchMode, SearchQuery, SearchResults,
+};
+
+/// CRC32 of a vector's little-endian bytes: tells whether the HNSW copy is current.
+pub fn vector_crc(v: &[f32]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for x in v {
+        h.update(&x.to_le_bytes());
+    }
+    h.finalize()
+}
+
+/// How the search structures are built.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// English stemming of terms (changing it needs a rebuild of the warm postings).
+    pub stemming: bool,
+    /// HNSW graph degree.
+    pub connectivity: usize,
+    /// HNSW candidate list size while inserting.
+    pub expansion_add: usize,
+    /// HNSW candidate list size while searching.
+    pub expansion_search: usize,
+    pub quantization: Quantization,
+    /// Concurrent HNSW searches (usearch reserves one context per thread); more wait.
+    pub threads: usize,
+    /// Save the HNSW index after this many changes (and at close).
+    pub save_after_changes: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            stemming: true,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            quantization: Quantization::BF16,
+            threads: 32,
+            save_after_changes: 50_000,
+        }
+    }
+}
+
+/// What search keeps of an active memory.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub namespace: Arc<str>,
+    pub tier: Tier,
+    pub importance: f32,
+    pub created_at_us: i64,
+    pub expires_at_us: Option<i64>,
+    pub tags: Box<[Box<str>]>,
+    pub doc_len: u32,
+    pub vector_crc: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct NsStats {
+    pub docs: u64,
+    pub total_len: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Attrs {
+    pub by_id: HashMap<Uuid, Attr>,
+    pub stats: HashMap<Arc<str>, NsStats>,
+    names: HashMap<Box<str>, Arc<str>>,
+}
+
+impl Attrs {
+    fn intern(&mut self, ns: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(ns) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(ns);
+        self.names.insert(Box::from(ns), Arc::clone(&a));
+        a
+    }
+
+    fn insert(&mut self, id: Uuid, attr: Attr) {
+        self.remove(&id);
+        let s = self.stats.entry(Arc::clone(&attr.namespace)).or_default();
+        s.docs += 1;
+        s.total_len += u64::from(attr.doc_len);
+        self.by_id.insert(id, attr);
+    }
+
+    fn remove(&mut self, id: &Uuid) -> Option<Attr> {
+        let old = self.by_id.remove(id)?;
+        if let Some(s) = self.stats.get_mut(&old.namespace) {
+            s.docs = s.docs.saturating_sub(1);
+            s.total_len = s.total_len.saturating_sub(u64::from(old.doc_len));
+        }
+        Some(old)
+    }
+}
+
+/// Vectors of one namespace's working-tier memories, packed for a sequential scan.
+#[derive(Debug, Default)]
+pub(crate) struct Arena {
+    pub ids: Vec<Uuid>,
+    pub data: Vec<f32>,
+    pos: HashMap<Uuid, usize>,
+}
+
+impl Arena {
+    fn put(&mut self, id: Uuid, v: &[f32]) {
+        let dims = v.len();
+        match self.pos.get(&id) {
+            Some(&i) => self.data[i * dims..(i + 1) * dims].copy_from_slice(v),
+            None => {
+                self.pos.insert(id, self.ids.len());
+                self.ids.push(id);
+                self.data.extend_from_slice(v);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &Uuid, dims: usize) {
+        let Some(i) = self.pos.remove(id) else {
+            return;
+        };
+        let last = self.ids.len() - 1;
+        if i != last {
+            self.ids.swap(i, last);
+            self.pos.insert(self.ids[i], i);
+            let (head, tail) = self.data.split_at_mut(last * dims);
+            head[i * dims..(i + 1) * dims].copy_from_slice(&tail[..dims]);
+        }
+        self.ids.pop();
+        self.data.truncate(last * dims);
+    }
+
+    pub fn vector(&self, id: &Uuid, dims: usize) -> Option<&[f32]> {
+        self.pos
+            .get(id)
+            .map(|&i| &self.data[i * dims..(i + 1) * dims])
+    }
+}
+
+/// BM25 postings of the working tier: namespace → term → id → term frequency, and each
+/// document's distinct terms so they can be removed.
+#[derive(Debug, Default)]
+pub(crate) struct WorkingText {
+    pub postings: HashMap<Arc<str>, HashMap<String, HashMap<Uuid, u32>>>,
+    docs: HashMap<Uuid, (Arc<str>, Vec<String>)>,
+}
+
+impl WorkingText {
+    fn put(&mut self, id: Uuid, ns: Arc<str>, terms: Vec<(String, u32)>) {
+        self.remove(&id);
+        let by_term = self.postings.entry(Arc::clone(&ns)).or_default();
+        let mut names = Vec::with_capacity(terms.len());
+        for (t, tf) in terms {
+            by_term.entry(t.clone()).or_default().insert(id, tf);
+            names.push(t);
+        }
+        self.docs.insert(id, (ns, names));
+    }
+
+    fn remove(&mut self, id: &Uuid) {
+        let Some((ns, terms)) = self.docs.remove(id) else {
+            return;
+        };
+        if let Some(by_term) = self.postings.get_mut(&ns) {
+            for t in terms {
+                if let Some(p) = by_term.get_mut(&t) {
+                    p.remove(id);
+                    if p.is_empty() {
+                        by_term.remove(&t);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The search structures of one open store.
+pub struct SearchIndex {
+    dims: usize,
+    pub(crate) analyzer: Analyzer,
+    pub(crate) attrs: RwLock<Attrs>,
+    pub(crate) working_vectors: RwLock<HashMap<Arc<str>, Arena>>,
+    pub(crate) working_text: RwLock<WorkingText>,
+    pub(crate) hnsw: hnsw::Hnsw,
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex")
+            .field("dims", &self.dims)
+            .field("memories", &self.attrs.read().by_id.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SearchIndex {
+    pub(crate) fn new(dims: usize, config: &SearchConfig, hnsw: hnsw::Hnsw) -> SearchIndex {
+        SearchIndex {
+            dims,
+            analyzer: Analyzer::new(config.stemming),
+            attrs: RwLock::new(Attrs::default()),
+            working_vectors: RwLock::new(HashMap::new()),
+            working_text: RwLock::new(WorkingText::default()),
+            hnsw,
+        }
+    }
+
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// Number of searchable memories.
+    pub fn len(&self) -> usize {
+        self.attrs.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Loads a warm memory's persisted attributes at open.
+    pub(crate) fn load_warm(&self, id: Uuid, row: AttrRow) {
+        let mut attrs = self.attrs.write();
+        let namespace = attrs.intern(&row.namespace);
+        attrs.insert(
+            id,
+            Attr {
+                namespace,
+                tier: Tier::Warm,
+                importance: row.importance,
+                created_at_us: row.created_at_us,
+                expires_at_us: row.expires_at_us,
+                tags: row.tags.into_iter().map(String::into_boxed_str).collect(),
+                doc_len: row.doc_len,
+                vector_crc: row.vector_crc,
+            },
+        );
+    }
+
+    /// Takes in a memory's new image (after it is applied to its tier).
+    pub(crate) fn put(&self, memory: &Memory) {
+        let id = memory.id;
+        let old = self.remove_inner(&id);
+        if memory.status != Status::Active || memory.tier == Tier::Cold {
+            if old.is_some_and(|a| a.tier == Tier::Warm) {
+                self.hnsw.forget(id);
+            }
+            return;
+        }
+        let (terms, doc_len) = self.analyzer.frequencies(&memory.content);
+        let crc = memory.embedding.as_deref().map(vector_crc);
+        let namespace = {
+            let mut attrs = self.attrs.write();
+            let namespace = attrs.intern(&memory.namespace);
+            attrs.insert(
+                id,
+                Attr {
+                    namespace: Arc::clone(&namespace),
+                    tier: memory.tier,
+                    importance: memory.importance,
+                    created_at_us: memory.created_at_us,
+                    expires_at_us: memory.expires_at_us,
+                    tags: memory.tags.iter().map(|t| Box::from(t.as_str())).collect(),
+                    doc_len,
+                    vector_crc: crc,
+                },
+            );
+            namespace
+        };
+        match memory.tier {
+            Tier::Working => {
+                if old.is_some_and(|a| a.tier == Tier::Warm) {
+                    self.hnsw.forget(id);
+                }
+                if let Some(v) = &memory.embedding {
+                    self.working_vectors
+                        .write()
+                        .entry(Arc::clone(&namespace))
+                        .or_default()
+                        .put(id, v);
+                }
+                self.working_text.write().put(id, namespace, terms);
+            }
+            Tier::Warm => match (&memory.embedding, crc) {
+                (Some(v), Some(crc)) => self.hnsw.upsert(id, crc, Arc::from(v.as_slice())),
+                _ => self.hnsw.forget(id),
+            },
+            Tier::Cold => {}
+        }
+    }
+
+    /// Drops a memory from search.
+    pub(crate) fn remove(&self, id: &Uuid) {
+        if self.remove_inner(id).is_some_and(|a| a.tier == Tier::Warm) {
+            self.hnsw.forget(*id);
+        }
+    }
+
+    /// Removes the attributes and working-tier entries of `id`; returns the old attributes.
+    fn remove_inner(&self, id: &Uuid) -> Option<Attr> {
+        let old = self.attrs.write().remove(id)?;
+        if old.tier == Tier::Working {
+            if let Some(arena) = self.working_vectors.write().get_mut(&old.namespace) {
+                arena.remove(id, self.dims);
+            }
+            self.working_text.write().remove(id);
+        }
+        Some(old)
+    }
+}

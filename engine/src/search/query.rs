@@ -1,0 +1,610 @@
+//! Running a search: candidates from each tier by vector and by text, filters evaluated during
+//! the walk, then one ranking.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+use uuid::Uuid;
+
+use super::text::{bm25_term, idf};
+use super::{Attr, SearchIndex};
+use crate::model::{Memory, Tier};
+use crate::warm::WarmTier;
+use crate::EngineError;
+
+/// Which signals rank the results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchMode {
+    #[default]
+    Hybrid,
+    Semantic,
+    Text,
+}
+
+impl SearchMode {
+    pub fn parse(s: &str) -> Option<SearchMode> {
+        match s {
+            "hybrid" => Some(SearchMode::Hybrid),
+            "semantic" => Some(SearchMode::Semantic),
+            "text" => Some(SearchMode::Text),
+            _ => None,
+        }
+    }
+}
+
+/// Weights of the hybrid score's components.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HybridWeights {
+    pub semantic: f32,
+    pub text: f32,
+    pub importance: f32,
+    pub recency: f32,
+}
+
+impl Default for HybridWeights {
+    fn default() -> Self {
+        HybridWeights {
+            semantic: 0.5,
+            text: 0.4,
+            importance: 0.05,
+            recency: 0.05,
+        }
+    }
+}
+
+/// A condition on one top-level metadata key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetadataCondition {
+    Eq(serde_json::Value),
+    In(Vec<serde_json::Value>),
+    Gt(f64),
+    Gte(f64),
+    Lt(f64),
+    Lte(f64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataFilter {
+    pub key: String,
+    pub condition: MetadataCondition,
+}
+
+impl MetadataFilter {
+    fn matches(&self, metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
+        let Some(v) = metadata.get(&self.key) else {
+            return false;
+        };
+        match &self.condition {
+            MetadataCondition::Eq(want) => json_eq(v, want),
+            MetadataCondition::In(set) => set.iter().any(|w| json_eq(v, w)),
+            MetadataCondition::Gt(x) => v.as_f64().is_some_and(|n| n > *x),
+            MetadataCondition::Gte(x) => v.as_f64().is_some_and(|n| n >= *x),
+            MetadataCondition::Lt(x) => v.as_f64().is_some_and(|n| n < *x),
+            MetadataCondition::Lte(x) => v.as_f64().is_some_and(|n| n <= *x),
+        }
+    }
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`).
+fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// A search request, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub namespace: String,
+    pub text: Option<String>,
+    pub embedding: Option<Vec<f32>>,
+    pub mode: SearchMode,
+    pub tiers: Vec<Tier>,
+    pub tags_all: Vec<String>,
+    pub tags_any: Vec<String>,
+    pub metadata: Vec<MetadataFilter>,
+    pub importance_min: Option<f32>,
+    pub importance_max: Option<f32>,
+    pub created_start_us: Option<i64>,
+    pub created_end_us: Option<i64>,
+    pub limit: usize,
+    pub offset: usize,
+    pub similarity_threshold: Option<f32>,
+    pub weights: HybridWeights,
+    pub recency_half_life_hours: f64,
+}
+
+impl SearchQuery {
+    /// A query with defaults: hybrid, working and warm tiers, 10 results, no filters.
+    pub fn new(namespace: impl Into<String>) -> SearchQuery {
+        SearchQuery {
+            namespace: namespace.into(),
+            text: None,
+            embedding: None,
+            mode: SearchMode::Hybrid,
+            tiers: vec![Tier::Working, Tier::Warm],
+            tags_all: Vec::new(),
+            tags_any: Vec::new(),
+            metadata: Vec::new(),
+            importance_min: None,
+            importance_max: None,
+            created_start_us: None,
+            created_end_us: None,
+            limit: 10,
+            offset: 0,
+            similarity_threshold: None,
+            weights: HybridWeights::default(),
+            recency_half_life_hours: 168.0,
+        }
+    }
+}
+
+/// One part of a score: `value × weight`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Component {
+    pub value: f32,
+    pub weight: f32,
+}
+
+impl Component {
+    pub fn contribution(&self) -> f32 {
+        self.value * self.weight
+    }
+}
+
+/// Why a result scored what it did: the score is the sum of the components' contributions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// Cosine similarity (negative clamped to 0 in hybrid).
+    pub semantic: Component,
+    /// BM25, divided by the best BM25 among the candidates in hybrid.
+    pub text: Component,
+    pub importance: Component,
+    /// `0.5 ^ (age_hours / half_life_hours)`, age since `created_at`.
+    pub recency: Component,
+    /// The raw BM25 score.
+    pub bm25: f32,
+    /// The raw cosine similarity, when the memory has a vector and the query one.
+    pub similarity: Option<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub memory: Memory,
+    pub score: f32,
+    /// Cosine distance (1 − similarity), when both have vectors.
+    pub distance: Option<f32>,
+    pub explanation: Explanation,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchResults {
+    pub hits: Vec<SearchHit>,
+    /// Candidates that passed every filter and were ranked (before `offset`/`limit`).
+    pub total_count: usize,
+}
+
+/// A ranked candidate before its memory is read.
+#[derive(Debug, Clone)]
+pub(crate) struct Ranked {
+    pub id: Uuid,
+    pub score: f32,
+    pub similarity: Option<f32>,
+    pub explanation: Explanation,
+}
+
+/// What a search needs of the engine.
+pub(crate) struct Ctx<'a> {
+    pub index: &'a SearchIndex,
+    pub warm: &'a WarmTier,
+    pub read: &'a dyn Fn(&Uuid) -> Result<Option<Memory>, EngineError>,
+    pub now_us: i64,
+}
+
+#[derive(PartialEq)]
+struct Scored(f32, Uuid);
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scored {
+    // Reversed: the heap's top is the worst kept candidate.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+/// Keeps the `n` best (highest) scores.
+struct TopN {
+    n: usize,
+    heap: BinaryHeap<Scored>,
+}
+
+impl TopN {
+    fn new(n: usize) -> TopN {
+        TopN {
+            n,
+            heap: BinaryHeap::with_capacity(n + 1),
+        }
+    }
+    fn push(&mut self, score: f32, id: Uuid) {
+        if self.heap.len() < self.n {
+            self.heap.push(Scored(score, id));
+        } else if self.heap.peek().is_some_and(|w| score > w.0) {
+            self.heap.pop();
+            self.heap.push(Scored(score, id));
+        }
+    }
+    fn into_map(self) -> HashMap<Uuid, f32> {
+        self.heap.into_iter().map(|s| (s.1, s.0)).collect()
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent lanes: the compiler turns this into SIMD.
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[i * 8 + l] * b[i * 8 + l];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+fn norm(a: &[f32]) -> f32 {
+    dot(a, a).sqrt()
+}
+
+/// Cosine similarity of a unit query with `v`.
+fn cosine(unit_query: &[f32], v: &[f32]) -> f32 {
+    let n = norm(v);
+    if n == 0.0 {
+        0.0
+    } else {
+        dot(unit_query, v) / n
+    }
+}
+
+impl Ctx<'_> {
+    fn attr_ok(&self, q: &SearchQuery, attr: &Attr) -> bool {
+        *attr.namespace == *q.namespace
+            && q.tiers.contains(&attr.tier)
+            && attr.expires_at_us.is_none_or(|e| e > self.now_us)
+            && q.importance_min.is_none_or(|m| attr.importance >= m)
+            && q.importance_max.is_none_or(|m| attr.importance <= m)
+            && q.created_start_us.is_none_or(|s| attr.created_at_us >= s)
+            && q.created_end_us.is_none_or(|e| attr.created_at_us <= e)
+            && q.tags_all
+                .iter()
+                .all(|t| attr.tags.iter().any(|x| **x == **t))
+            && (q.tags_any.is_empty()
+                || q.tags_any
+                    .iter()
+                    .any(|t| attr.tags.iter().any(|x| **x == **t)))
+    }
+}
+
+/// Runs `q`: the ranked candidates (best first) and how many memories matched: every memory
+/// holding a query term that passed the filters, plus the vector candidates (a vector search
+/// cannot count the whole namespace; it counts the candidates it ranked).
+pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize), EngineError> {
+    let index = ctx.index;
+    let want = q.offset + q.limit;
+    let use_vectors = q.mode != SearchMode::Text && q.embedding.is_some();
+    let use_text =
+        q.mode != SearchMode::Semantic && q.text.as_deref().is_some_and(|t| !t.trim().is_empty());
+    let pool = if q.mode == SearchMode::Hybrid {
+        (want * 4).max(100)
+    } else {
+        want
+    };
+
+    // Metadata filters need the memory itself; read it once per candidate.
+    let meta_cache: RefCell<HashMap<Uuid, bool>> = RefCell::new(HashMap::new());
+    let read_error: RefCell<Option<EngineError>> = RefCell::new(None);
+    let meta_ok = |id: &Uuid| -> bool {
+        if q.metadata.is_empty() {
+            return true;
+        }
+        if let Some(v) = meta_cache.borrow().get(id) {
+            return *v;
+        }
+        let ok = match (ctx.read)(id) {
+            Ok(Some(m)) => {
+                match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+                    &m.metadata_json,
+                ) {
+                    Ok(map) => q.metadata.iter().all(|f| f.matches(&map)),
+                    Err(_) => false,
+                }
+            }
+            Ok(None) => false,
+            Err(e) => {
+                read_error.borrow_mut().get_or_insert(e);
+                false
+            }
+        };
+        meta_cache.borrow_mut().insert(*id, ok);
+        ok
+    };
+
+    let attrs = index.attrs.read();
+    let ok = |id: &Uuid, tier: Tier| -> Option<&Attr> {
+        attrs
+            .by_id
+            .get(id)
+            .filter(|a| a.tier == tier && ctx.attr_ok(q, a))
+    };
+
+    // Vector candidates.
+    let unit_query: Option<Vec<f32>> = if use_vectors {
+        q.embedding.as_ref().map(|e| {
+            let n = norm(e);
+            e.iter()
+                .map(|x| if n > 0.0 { x / n } else { 0.0 })
+                .collect()
+        })
+    } else {
+        None
+    };
+    let mut similarity: HashMap<Uuid, f32> = HashMap::new();
+    if let Some(uq) = &unit_query {
+        let mut top = TopN::new(pool);
+        if q.tiers.contains(&Tier::Working) {
+            let arenas = index.working_vectors.read();
+            if let Some(arena) = arenas.get(q.namespace.as_str()) {
+                let dims = index.dims;
+                for (i, id) in arena.ids.iter().enumerate() {
+                    if ok(id, Tier::Working).is_some() && meta_ok(id) {
+                        let s = cosine(uq, &arena.data[i * dims..(i + 1) * dims]);
+                        top.push(s, *id);
+                    }
+                }
+            }
+        }
+        if q.tiers.contains(&Tier::Warm) {
+            index.hnsw.for_each_lagging(|id, crc, v| {
+                if ok(id, Tier::Warm).is_some_and(|a| a.vector_crc == Some(crc)) && meta_ok(id) {
+                    top.push(cosine(uq, v), *id);
+                }
+            });
+            let hits = index.hnsw.search(uq, pool, |id, crc| {
+                ok(id, Tier::Warm).is_some_and(|a| a.vector_crc == Some(crc)) && meta_ok(id)
+            })?;
+            for (id, distance) in hits {
+                top.push(1.0 - distance, id);
+            }
+        }
+        similarity = top.into_map();
+        if let Some(t) = q.similarity_threshold {
+            similarity.retain(|_, s| *s >= t);
+        }
+    }
+
+    // Text candidates: BM25 over every document holding a query term.
+    let mut bm25: HashMap<Uuid, f32> = HashMap::new();
+    if use_text {
+        let terms = index
+            .analyzer
+            .query_terms(q.text.as_deref().unwrap_or_default());
+        let stats = attrs
+            .stats
+            .get(q.namespace.as_str())
+            .copied()
+            .unwrap_or_default();
+        let avg_len = if stats.docs == 0 {
+            1.0
+        } else {
+            stats.total_len as f32 / stats.docs as f32
+        };
+        let working_text = index.working_text.read();
+        let working_postings = working_text.postings.get(q.namespace.as_str());
+        for term in &terms {
+            let mut hits: Vec<(Uuid, u32, u32, Tier)> = Vec::new();
+            if let Some(p) = working_postings.and_then(|p| p.get(term)) {
+                for (id, tf) in p {
+                    let len = attrs.by_id.get(id).map_or(1, |a| a.doc_len);
+                    hits.push((*id, *tf, len, Tier::Working));
+                }
+            }
+            for (id, tf, len) in ctx.warm.postings(&q.namespace, term)? {
+                hits.push((id, tf, len, Tier::Warm));
+            }
+            let term_idf = idf(stats.docs.max(hits.len() as u64), hits.len() as u64);
+            for (id, tf, len, tier) in hits {
+                if ok(&id, tier).is_some() {
+                    *bm25.entry(id).or_default() += bm25_term(term_idf, tf, len, avg_len);
+                }
+            }
+        }
+        drop(working_text);
+        // Metadata last: it reads the memory.
+        bm25.retain(|id, _| meta_ok(id));
+    }
+    if let Some(e) = read_error.into_inner() {
+        return Err(e);
+    }
+
+    // Candidates: the best `pool` by each signal.
+    let mut candidates: Vec<Uuid> = similarity.keys().copied().collect();
+    if use_text {
+        let mut top = TopN::new(pool);
+        for (id, s) in &bm25 {
+            top.push(*s, *id);
+        }
+        candidates.extend(
+            top.into_map()
+                .into_keys()
+                .filter(|id| !similarity.contains_key(id)),
+        );
+    }
+
+    let total = similarity.len()
+        + bm25
+            .keys()
+            .filter(|id| !similarity.contains_key(id))
+            .count();
+    let best_bm25 = bm25.values().copied().fold(0f32, f32::max);
+    let (w_sem, w_text, w_imp, w_rec) = match q.mode {
+        SearchMode::Semantic => (1.0, 0.0, 0.0, 0.0),
+        SearchMode::Text => (0.0, 1.0, 0.0, 0.0),
+        SearchMode::Hybrid => (
+            if use_vectors { q.weights.semantic } else { 0.0 },
+            if use_text { q.weights.text } else { 0.0 },
+            q.weights.importance,
+            q.weights.recency,
+        ),
+    };
+    let half_life = q.recency_half_life_hours.max(1e-6);
+    let mut out = Vec::with_capacity(candidates.len());
+    for id in candidates {
+        let Some(attr) = attrs.by_id.get(&id) else {
+            continue;
+        };
+        let sim = match similarity.get(&id) {
+            Some(s) => Some(*s),
+            None => match &unit_query {
+                Some(uq) => vector_of(ctx, &id, attr)?.map(|v| cosine(uq, &v)),
+                None => None,
+            },
+        };
+        if let (Some(t), Some(s)) = (q.similarity_threshold, sim) {
+            if use_vectors && s < t {
+                continue;
+            }
+        }
+        if use_vectors && q.similarity_threshold.is_some() && sim.is_none() {
+            continue;
+        }
+        let raw_bm25 = bm25.get(&id).copied().unwrap_or(0.0);
+        let text_value = match q.mode {
+            SearchMode::Text => raw_bm25,
+            _ if best_bm25 > 0.0 => raw_bm25 / best_bm25,
+            _ => 0.0,
+        };
+        let sem_value = match q.mode {
+            SearchMode::Semantic => sim.unwrap_or(0.0),
+            _ => sim.unwrap_or(0.0).max(0.0),
+        };
+        let age_hours = ((ctx.now_us - attr.created_at_us).max(0) as f64) / 3.6e9;
+        let recency = 0.5f64.powf(age_hours / half_life) as f32;
+        let explanation = Explanation {
+            semantic: Component {
+                value: sem_value,
+                weight: w_sem,
+            },
+            text: Component {
+                value: text_value,
+                weight: w_text,
+            },
+            importance: Component {
+                value: attr.importance,
+                weight: w_imp,
+            },
+            recency: Component {
+                value: recency,
+                weight: w_rec,
+            },
+            bm25: raw_bm25,
+            similarity: sim,
+        };
+        let score = explanation.semantic.contribution()
+            + explanation.text.contribution()
+            + explanation.importance.contribution()
+            + explanation.recency.contribution();
+        out.push(Ranked {
+            id,
+            score,
+            similarity: sim,
+            explanation,
+        });
+    }
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    // A similarity threshold drops candidates after counting: count what is left.
+    let total = if q.similarity_threshold.is_some() {
+        out.len()
+    } else {
+        total.max(out.len())
+    };
+    Ok((out, total))
+}
+
+/// The vector of a searchable memory, wherever it is.
+fn vector_of(ctx: &Ctx<'_>, id: &Uuid, attr: &Attr) -> Result<Option<Vec<f32>>, EngineError> {
+    attr.vector_crc.map_or(Ok(None), |_| match attr.tier {
+        Tier::Working => Ok(ctx
+            .index
+            .working_vectors
+            .read()
+            .get(&attr.namespace)
+            .and_then(|a| a.vector(id, ctx.index.dims).map(<[f32]>::to_vec))),
+        Tier::Warm => match ctx.index.hnsw.lagging_vector(id) {
+            Some(v) => Ok(Some(v.to_vec())),
+            None => ctx.warm.vector(id),
+        },
+        Tier::Cold => Ok(None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metadata_operators() {
+        let map = json!({"speaker": "Caroline", "session": 3, "score": 0.5})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let f = |key: &str, condition| MetadataFilter {
+            key: key.to_owned(),
+            condition,
+        };
+        assert!(f("speaker", MetadataCondition::Eq(json!("Caroline"))).matches(&map));
+        assert!(!f("speaker", MetadataCondition::Eq(json!("Mel"))).matches(&map));
+        assert!(f("session", MetadataCondition::Eq(json!(3.0))).matches(&map));
+        assert!(f("session", MetadataCondition::In(vec![json!(1), json!(3)])).matches(&map));
+        assert!(!f("session", MetadataCondition::In(vec![])).matches(&map));
+        assert!(f("session", MetadataCondition::Gt(2.0)).matches(&map));
+        assert!(!f("session", MetadataCondition::Gt(3.0)).matches(&map));
+        assert!(f("session", MetadataCondition::Gte(3.0)).matches(&map));
+        assert!(f("score", MetadataCondition::Lt(1.0)).matches(&map));
+        assert!(f("score", MetadataCondition::Lte(0.5)).matches(&map));
+        assert!(!f("score", MetadataCondition::Lte(0.4)).matches(&map));
+        assert!(!f("speaker", MetadataCondition::Gt(0.0)).matches(&map));
+        assert!(!f("missing", MetadataCondition::Eq(json!(null))).matches(&map));
+    }
+
+    #[test]
+    fn top_n_keeps_the_best() {
+        let mut t = TopN::new(2);
+        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            t.push(i as f32, *id);
+        }
+        let m = t.into_map();
+        assert_eq!(m.len(), 2);
+        assert!(m.contains_key(&ids[3]) && m.contains_key(&ids[2]));
+    }
+
+    #[test]
+    fn cosine_of_parallel_and_orthogonal() {
+        let q = [1.0, 0.0, 0.0];
+        assert!((cosine(&q, &[2.0, 0.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&q, &[0.0, 3.0, 0.0]).abs() < 1e-6);
+        assert_eq!(cosine(&q, &[0.0, 0.0, 0.0]), 0.0);
+        let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
+        let naive: f32 = a.iter().map(|x| x * x).sum();
+        assert!((dot(&a, &a) - naive).abs() < 1e-3);
+    }
+}
