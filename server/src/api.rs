@@ -1,8 +1,12 @@
 //! JSON wire types of the v1 API and their conversion to and from engine types. Engine types are
 //! never serialized directly: this module is the only place that knows the wire shape.
 
+use engram_engine::search::{
+    HybridWeights, MetadataCondition, MetadataFilter, SearchHit, SearchMode, SearchQuery,
+};
 use engram_engine::{
-    hex, Memory, MemoryPatch, NewMemory, Status, Tier, Uuid, DEFAULT_IMPORTANCE, DEFAULT_NAMESPACE,
+    hex, is_valid_namespace, EmbeddingStatus, Memory, MemoryPatch, NewMemory, Status, Tier, Uuid,
+    DEFAULT_IMPORTANCE, DEFAULT_NAMESPACE,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -58,6 +62,343 @@ pub struct PatchMemory {
     pub parent_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub expires_at: Option<Option<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagFilter {
+    pub all_of: Option<Vec<String>>,
+    pub any_of: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumRange {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateRange {
+    pub start: Option<String>,
+    pub end: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weights {
+    pub semantic: Option<f64>,
+    pub text: Option<f64>,
+    pub importance: Option<f64>,
+    pub recency: Option<f64>,
+}
+
+/// `POST /api/v1/search`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    pub query_text: Option<String>,
+    pub query_embedding: Option<Vec<f64>>,
+    pub search_type: Option<String>,
+    pub namespace: Option<String>,
+    pub tiers: Option<Vec<String>>,
+    pub include_cold: Option<bool>,
+    pub tags: Option<TagFilter>,
+    pub metadata_filters: Option<Map<String, Value>>,
+    pub importance_range: Option<NumRange>,
+    pub date_range: Option<DateRange>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+    pub similarity_threshold: Option<f64>,
+    pub hybrid_weights: Option<Weights>,
+    pub recency_half_life_hours: Option<f64>,
+    pub explain_score: Option<bool>,
+    pub include_metadata: Option<bool>,
+    pub include_embedding: Option<bool>,
+}
+
+/// Largest `offset` a search accepts: deep pages cost a full ranking each.
+pub const MAX_SEARCH_OFFSET: i64 = 10_000;
+/// Longest `query_text`, in bytes.
+pub const MAX_QUERY_TEXT_BYTES: usize = 64 * 1024;
+
+/// How the reply is shaped (not part of the engine query).
+#[derive(Debug, Clone, Copy)]
+pub struct SearchShape {
+    pub explain: bool,
+    pub include_metadata: bool,
+    pub include_embedding: bool,
+}
+
+fn unit_weight(field: &'static str, v: Option<f64>, default: f32) -> Result<f32, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(x) if x.is_finite() && (0.0..=1000.0).contains(&x) => Ok(x as f32),
+        Some(x) => Err(ApiError::invalid(
+            field,
+            format!("must be a number from 0 to 1000, got {x}"),
+        )),
+    }
+}
+
+fn metadata_filters(m: Map<String, Value>) -> Result<Vec<MetadataFilter>, ApiError> {
+    let mut out = Vec::new();
+    for (key, v) in m {
+        let field = || format!("metadata_filters.{key}");
+        let ops = match &v {
+            Value::Object(o) if !o.is_empty() && o.keys().all(|k| k.starts_with('$')) => o,
+            _ => {
+                out.push(MetadataFilter {
+                    key,
+                    condition: MetadataCondition::Eq(v),
+                });
+                continue;
+            }
+        };
+        for (op, arg) in ops {
+            let num = || {
+                arg.as_f64().ok_or_else(|| {
+                    ApiError::invalid(&field(), format!("{op} needs a number, got {arg}"))
+                })
+            };
+            let condition = match op.as_str() {
+                "$eq" => MetadataCondition::Eq(arg.clone()),
+                "$in" => MetadataCondition::In(
+                    arg.as_array()
+                        .ok_or_else(|| {
+                            ApiError::invalid(&field(), format!("$in needs an array, got {arg}"))
+                        })?
+                        .clone(),
+                ),
+                "$gt" => MetadataCondition::Gt(num()?),
+                "$gte" => MetadataCondition::Gte(num()?),
+                "$lt" => MetadataCondition::Lt(num()?),
+                "$lte" => MetadataCondition::Lte(num()?),
+                other => {
+                    return Err(ApiError::invalid(
+                        &field(),
+                        format!("unknown operator {other}; use $eq, $in, $gt, $gte, $lt or $lte"),
+                    ))
+                }
+            };
+            out.push(MetadataFilter {
+                key: key.clone(),
+                condition,
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl SearchRequest {
+    /// Validates the request into an engine query (without a query vector computed from the
+    /// text: the caller does that) and the reply's shape.
+    pub fn into_query(
+        self,
+        forced: Option<SearchMode>,
+    ) -> Result<(SearchQuery, SearchShape), ApiError> {
+        let namespace = self
+            .namespace
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        if !is_valid_namespace(&namespace) {
+            return Err(ApiError::invalid(
+                "namespace",
+                "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            ));
+        }
+        let mut q = SearchQuery::new(namespace);
+        q.mode = match (forced, self.search_type.as_deref()) {
+            (Some(m), _) => m,
+            (None, None) => SearchMode::Hybrid,
+            (None, Some(t)) => SearchMode::parse(t).ok_or_else(|| {
+                ApiError::invalid(
+                    "search_type",
+                    format!("must be hybrid, semantic or text, got {t:?}"),
+                )
+            })?,
+        };
+        if let Some(t) = &self.query_text {
+            if t.len() > MAX_QUERY_TEXT_BYTES {
+                return Err(ApiError::invalid(
+                    "query_text",
+                    format!("is {} bytes; the limit is {MAX_QUERY_TEXT_BYTES}", t.len()),
+                ));
+            }
+        }
+        q.text = self.query_text.filter(|t| !t.trim().is_empty());
+        q.embedding = self
+            .query_embedding
+            .map(|v| embedding("query_embedding", v))
+            .transpose()?;
+        if q.mode == SearchMode::Text && q.text.is_none() {
+            return Err(ApiError::invalid(
+                "query_text",
+                "is required (and must not be blank) for a text search",
+            ));
+        }
+        if let Some(tiers) = self.tiers {
+            if tiers.is_empty() {
+                return Err(ApiError::invalid("tiers", "must name at least one tier"));
+            }
+            q.tiers = tiers
+                .iter()
+                .map(|t| {
+                    Tier::parse(t).ok_or_else(|| {
+                        ApiError::invalid(
+                            "tiers",
+                            format!("must hold working, warm or cold, got {t:?}"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if self.include_cold == Some(true) && !q.tiers.contains(&Tier::Cold) {
+            q.tiers.push(Tier::Cold);
+        }
+        if let Some(tags) = self.tags {
+            q.tags_all = tags.all_of.unwrap_or_default();
+            q.tags_any = tags.any_of.unwrap_or_default();
+        }
+        if let Some(m) = self.metadata_filters {
+            q.metadata = metadata_filters(m)?;
+        }
+        if let Some(r) = self.importance_range {
+            let bound = |field: &'static str, v: Option<f64>| -> Result<Option<f32>, ApiError> {
+                v.map(|x| {
+                    if x.is_finite() && (0.0..=1.0).contains(&x) {
+                        Ok(x as f32)
+                    } else {
+                        Err(ApiError::invalid(
+                            field,
+                            format!("must be between 0.0 and 1.0, got {x}"),
+                        ))
+                    }
+                })
+                .transpose()
+            };
+            q.importance_min = bound("importance_range.min", r.min)?;
+            q.importance_max = bound("importance_range.max", r.max)?;
+            if let (Some(a), Some(b)) = (q.importance_min, q.importance_max) {
+                if a > b {
+                    return Err(ApiError::invalid("importance_range", "min is above max"));
+                }
+            }
+        }
+        if let Some(d) = self.date_range {
+            q.created_start_us = d
+                .start
+                .as_deref()
+                .map(|s| parse_time("date_range.start", s))
+                .transpose()?;
+            q.created_end_us = d
+                .end
+                .as_deref()
+                .map(|s| parse_time("date_range.end", s))
+                .transpose()?;
+            if let (Some(a), Some(b)) = (q.created_start_us, q.created_end_us) {
+                if a > b {
+                    return Err(ApiError::invalid("date_range", "start is after end"));
+                }
+            }
+        }
+        q.limit = match self.limit {
+            None => 10,
+            Some(n) if (1..=1000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("must be 1 to 1000, got {n}"),
+                ))
+            }
+        };
+        q.offset = match self.offset {
+            None => 0,
+            Some(n) if (0..=MAX_SEARCH_OFFSET).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ApiError::invalid(
+                    "offset",
+                    format!("must be 0 to {MAX_SEARCH_OFFSET}, got {n}"),
+                ))
+            }
+        };
+        q.similarity_threshold = match self.similarity_threshold {
+            None => None,
+            Some(x) if x.is_finite() && (-1.0..=1.0).contains(&x) => Some(x as f32),
+            Some(x) => {
+                return Err(ApiError::invalid(
+                    "similarity_threshold",
+                    format!("must be between -1.0 and 1.0, got {x}"),
+                ))
+            }
+        };
+        if let Some(w) = self.hybrid_weights {
+            let d = HybridWeights::default();
+            q.weights = HybridWeights {
+                semantic: unit_weight("hybrid_weights.semantic", w.semantic, d.semantic)?,
+                text: unit_weight("hybrid_weights.text", w.text, d.text)?,
+                importance: unit_weight("hybrid_weights.importance", w.importance, d.importance)?,
+                recency: unit_weight("hybrid_weights.recency", w.recency, d.recency)?,
+            };
+            let sum =
+                q.weights.semantic + q.weights.text + q.weights.importance + q.weights.recency;
+            if sum <= 0.0 {
+                return Err(ApiError::invalid("hybrid_weights", "must not all be zero"));
+            }
+        }
+        if let Some(h) = self.recency_half_life_hours {
+            if !(h.is_finite() && h > 0.0) {
+                return Err(ApiError::invalid(
+                    "recency_half_life_hours",
+                    format!("must be a positive number, got {h}"),
+                ));
+            }
+            q.recency_half_life_hours = h;
+        }
+        let shape = SearchShape {
+            explain: self.explain_score.unwrap_or(false),
+            include_metadata: self.include_metadata.unwrap_or(true),
+            include_embedding: self.include_embedding.unwrap_or(false),
+        };
+        Ok((q, shape))
+    }
+}
+
+fn component(c: &engram_engine::search::Component) -> Value {
+    serde_json::json!({ "value": c.value, "weight": c.weight, "contribution": c.contribution() })
+}
+
+/// One search result as the API shows it.
+pub fn search_hit_json(hit: SearchHit, shape: SearchShape, half_life_hours: f64) -> Value {
+    let e = &hit.explanation;
+    let explanation = shape.explain.then(|| {
+        serde_json::json!({
+            "score": hit.score,
+            "semantic": component(&e.semantic),
+            "text": component(&e.text),
+            "importance": component(&e.importance),
+            "recency": component(&e.recency),
+            "similarity": e.similarity,
+            "bm25": e.bm25,
+            "recency_half_life_hours": half_life_hours,
+        })
+    });
+    let mut memory = serde_json::to_value(MemoryOut::new(hit.memory, shape.include_embedding))
+        .expect("memories always serialize");
+    if !shape.include_metadata {
+        if let Some(o) = memory.as_object_mut() {
+            o.remove("metadata");
+        }
+    }
+    let mut out = serde_json::json!({
+        "memory": memory,
+        "score": hit.score,
+        "distance": hit.distance,
+    });
+    if let (Some(x), Some(o)) = (explanation, out.as_object_mut()) {
+        o.insert("explanation".to_owned(), x);
+    }
+    out
 }
 
 /// Parses an RFC 3339 timestamp to microseconds since the epoch, UTC.
@@ -220,6 +561,10 @@ pub struct MemoryOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
     pub has_embedding: bool,
+    pub embedding_status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_error: Option<String>,
+    pub embedding_model: Option<String>,
     pub tier: &'static str,
     pub status: &'static str,
     pub importance_score: f32,
@@ -245,6 +590,12 @@ impl MemoryOut {
             content_hash: hex(&m.content_hash),
             has_embedding: m.embedding.is_some(),
             embedding: if include_embedding { m.embedding } else { None },
+            embedding_status: m.embedding_status.as_str(),
+            embedding_error: match m.embedding_status {
+                EmbeddingStatus::Failed(reason) => Some(reason),
+                _ => None,
+            },
+            embedding_model: m.embedding_model,
             tier: m.tier.as_str(),
             status: m.status.as_str(),
             importance_score: m.importance,

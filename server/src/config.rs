@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use engram_engine::search::{Quantization, SearchConfig};
 use engram_engine::{EngineConfig, SyncMode, MAX_DIMENSIONS};
 use serde::Deserialize;
 
@@ -16,6 +17,20 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("log_level", Kind::Str, "info"),
     ("log_format", Kind::Str, "text"),
     ("embedding.dimensions", Kind::Int, "384"),
+    ("embedding.provider", Kind::Str, "none"),
+    ("embedding.model_dir", Kind::Str, ""),
+    ("embedding.url", Kind::Str, ""),
+    ("embedding.model", Kind::Str, ""),
+    ("embedding.api_key_env", Kind::Str, "OPENAI_API_KEY"),
+    ("embedding.batch_size", Kind::Int, "32"),
+    ("embedding.timeout", Kind::Str, "30s"),
+    ("search.stemming", Kind::Bool, "true"),
+    ("search.hnsw_connectivity", Kind::Int, "16"),
+    ("search.hnsw_expansion_add", Kind::Int, "128"),
+    ("search.hnsw_expansion_search", Kind::Int, "64"),
+    ("search.hnsw_quantization", Kind::Str, "bf16"),
+    ("search.max_concurrent", Kind::Int, "32"),
+    ("search.index_save_changes", Kind::Int, "50000"),
     ("wal.sync", Kind::Str, "always"),
     ("wal.sync_interval", Kind::Str, "10ms"),
     ("wal.segment_bytes", Kind::Int, "67108864"),
@@ -81,6 +96,26 @@ impl ApiKey {
     }
 }
 
+/// Which embedder computes vectors for memories stored without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    None,
+    /// Built-in all-MiniLM-L6-v2 loaded from this directory.
+    Local {
+        model_dir: PathBuf,
+    },
+    Ollama {
+        url: String,
+        model: String,
+    },
+    OpenAi {
+        url: String,
+        model: String,
+        /// Environment variable holding the API key (read at start).
+        api_key_env: String,
+    },
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -89,6 +124,10 @@ pub struct Settings {
     pub log_level: String,
     pub log_json: bool,
     pub dimensions: usize,
+    pub provider: Provider,
+    pub embed_batch: usize,
+    pub embed_timeout: Duration,
+    pub search: SearchConfig,
     pub sync_mode: SyncMode,
     pub wal_segment_bytes: u64,
     pub wal_archive: bool,
@@ -131,6 +170,8 @@ impl Settings {
         c.min_free_disk_bytes = self.min_free_disk_bytes;
         c.snapshot_interval = self.snapshot_interval;
         c.snapshots_kept = self.snapshots_kept;
+        c.auto_embed = self.provider != Provider::None;
+        c.search = self.search.clone();
         c
     }
 }
@@ -158,6 +199,20 @@ struct RawConfig {
     backup: RawBackup,
     #[serde(default)]
     rate_limit: RawRateLimit,
+    #[serde(default)]
+    search: RawSearch,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSearch {
+    stemming: Option<bool>,
+    hnsw_connectivity: Option<i64>,
+    hnsw_expansion_add: Option<i64>,
+    hnsw_expansion_search: Option<i64>,
+    hnsw_quantization: Option<String>,
+    max_concurrent: Option<i64>,
+    index_save_changes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -171,6 +226,13 @@ struct RawBackup {
 #[serde(deny_unknown_fields)]
 struct RawEmbedding {
     dimensions: Option<i64>,
+    provider: Option<String>,
+    model_dir: Option<String>,
+    url: Option<String>,
+    model: Option<String>,
+    api_key_env: Option<String>,
+    batch_size: Option<i64>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -399,6 +461,91 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         1,
         MAX_DIMENSIONS as i64,
     )?;
+    let non_empty = |key: &str, v: Option<String>| -> Result<String, ConfigError> {
+        v.filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| err(key, "must be set for this embedding.provider"))
+    };
+    let provider = match raw.embedding.provider.as_deref().unwrap_or("none") {
+        "none" => Provider::None,
+        "local" => Provider::Local {
+            model_dir: PathBuf::from(non_empty("embedding.model_dir", raw.embedding.model_dir)?),
+        },
+        "ollama" => Provider::Ollama {
+            url: non_empty("embedding.url", raw.embedding.url)?,
+            model: non_empty("embedding.model", raw.embedding.model)?,
+        },
+        "openai" => Provider::OpenAi {
+            url: non_empty("embedding.url", raw.embedding.url)?,
+            model: non_empty("embedding.model", raw.embedding.model)?,
+            api_key_env: raw
+                .embedding
+                .api_key_env
+                .unwrap_or_else(|| "OPENAI_API_KEY".to_owned()),
+        },
+        other => {
+            return Err(err(
+                "embedding.provider",
+                format!("expected none, local, ollama or openai, got {other:?}"),
+            ))
+        }
+    };
+    let embed_batch = positive(
+        "embedding.batch_size",
+        raw.embedding.batch_size,
+        32,
+        1,
+        1024,
+    )?;
+    let embed_timeout = duration("embedding.timeout", raw.embedding.timeout, "30s")?;
+    let quantization_s = raw
+        .search
+        .hnsw_quantization
+        .unwrap_or_else(|| "bf16".to_owned());
+    let quantization = Quantization::parse(&quantization_s).ok_or_else(|| {
+        err(
+            "search.hnsw_quantization",
+            format!("expected f32, bf16 or i8, got {quantization_s:?}"),
+        )
+    })?;
+    let search = SearchConfig {
+        stemming: raw.search.stemming.unwrap_or(true),
+        connectivity: positive(
+            "search.hnsw_connectivity",
+            raw.search.hnsw_connectivity,
+            16,
+            2,
+            256,
+        )? as usize,
+        expansion_add: positive(
+            "search.hnsw_expansion_add",
+            raw.search.hnsw_expansion_add,
+            128,
+            1,
+            4096,
+        )? as usize,
+        expansion_search: positive(
+            "search.hnsw_expansion_search",
+            raw.search.hnsw_expansion_search,
+            64,
+            1,
+            4096,
+        )? as usize,
+        quantization,
+        threads: positive(
+            "search.max_concurrent",
+            raw.search.max_concurrent,
+            32,
+            1,
+            1024,
+        )? as usize,
+        save_after_changes: positive(
+            "search.index_save_changes",
+            raw.search.index_save_changes,
+            50_000,
+            1,
+            i64::MAX,
+        )? as u64,
+    };
     let sync_interval = duration("wal.sync_interval", raw.wal.sync_interval, "10ms")?;
     if sync_interval.is_zero() {
         return Err(err("wal.sync_interval", "must be above zero"));
@@ -536,6 +683,10 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         log_level,
         log_json,
         dimensions: dimensions as usize,
+        provider,
+        embed_batch: embed_batch as usize,
+        embed_timeout,
+        search,
         sync_mode,
         wal_segment_bytes: wal_segment_bytes as u64,
         wal_archive: raw.wal.archive.unwrap_or(true),

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use engram_engine::search::SearchMode;
 use engram_engine::{
-    is_valid_namespace, Engine, ListFilter, Memory, NewMemory, Status, Tier, Uuid, MAX_BATCH_ITEMS,
+    is_valid_namespace, EmbeddingStatus, Engine, ListFilter, Memory, NewMemory, Status, Tier, Uuid,
+    MAX_BATCH_ITEMS,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -20,8 +22,9 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::api::{self, BatchCreate, CreateMemory, MemoryOut, PatchMemory};
+use crate::api::{self, BatchCreate, CreateMemory, MemoryOut, PatchMemory, SearchRequest};
 use crate::config::{ApiKey, Settings};
+use crate::embed::{EmbedWorker, Embedder};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -38,14 +41,24 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Metrics,
     pub settings: Settings,
+    pub embedder: Option<Arc<dyn Embedder>>,
+    pub embed_worker: Option<EmbedWorker>,
     pub started: Instant,
     limiter: RateLimiter,
     request_seq: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(engine: Arc<Engine>, settings: Settings, metrics: Metrics) -> AppState {
+    pub fn new(
+        engine: Arc<Engine>,
+        settings: Settings,
+        metrics: Metrics,
+        embedder: Option<Arc<dyn Embedder>>,
+        embed_worker: Option<EmbedWorker>,
+    ) -> AppState {
         AppState {
+            embedder,
+            embed_worker,
             limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
             engine,
             metrics,
@@ -188,6 +201,9 @@ async fn dispatch(
             }
         }
         ["api", "v1", "memories", "batch"] => "batch",
+        ["api", "v1", "search"] => "search",
+        ["api", "v1", "search", "semantic"] => "search_semantic",
+        ["api", "v1", "search", "text"] => "search_text",
         ["api", "v1", "admin", "snapshots"] => {
             if method == Method::POST {
                 "snapshot_create"
@@ -206,7 +222,7 @@ async fn dispatch(
     let allowed: &[Method] = match route {
         "health" | "metrics" => &[Method::GET],
         "create" | "list" => &[Method::GET, Method::POST],
-        "batch" => &[Method::POST],
+        "batch" | "search" | "search_semantic" | "search_text" => &[Method::POST],
         "snapshot_create" | "snapshot_list" => &[Method::GET, Method::POST],
         "snapshot_delete" => &[Method::DELETE],
         "get" | "update" | "delete" => &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE],
@@ -264,6 +280,13 @@ async fn dispatch(
                     "snapshot_delete" => snapshot_delete(state, segments[4]).await,
                     "create" => create(state, req, key.as_ref(), &query).await,
                     "batch" => batch(state, req, key.as_ref(), &query).await,
+                    "search" => search(state, req, key.as_ref(), &query, None).await,
+                    "search_semantic" => {
+                        search(state, req, key.as_ref(), &query, Some(SearchMode::Semantic)).await
+                    }
+                    "search_text" => {
+                        search(state, req, key.as_ref(), &query, Some(SearchMode::Text)).await
+                    }
                     "list" => list(state, key.as_ref(), &query),
                     _ => {
                         let id = api::parse_id("id", segments[3])?;
@@ -458,6 +481,114 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
+/// Longest a `?wait_for_embedding=true` write waits for its vector.
+const EMBEDDING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// After a write: wake the embedder for a pending memory, and with `wait` return the memory once
+/// it is embedded (or failed, or the wait ran out: then still `pending`).
+async fn after_write(state: &Arc<AppState>, m: Memory, wait: bool) -> Result<Memory, ApiError> {
+    if m.embedding_status != EmbeddingStatus::Pending {
+        return Ok(m);
+    }
+    let Some(worker) = &state.embed_worker else {
+        return Ok(m);
+    };
+    worker.wake();
+    if !wait {
+        return Ok(m);
+    }
+    let state = Arc::clone(state);
+    let id = m.id;
+    blocking(move || {
+        let deadline = Instant::now() + EMBEDDING_WAIT;
+        let mut current = m;
+        while current.embedding_status == EmbeddingStatus::Pending && Instant::now() < deadline {
+            if let Some(w) = &state.embed_worker {
+                w.wait_batch(std::time::Duration::from_millis(200));
+            }
+            match state.engine.get(&id)? {
+                Some(m) => current = m,
+                None => break,
+            }
+        }
+        Ok::<Memory, engram_engine::EngineError>(current)
+    })
+    .await?
+    .map_err(ApiError::from)
+}
+
+async fn search(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    key: Option<&ApiKey>,
+    query: &Query,
+    forced: Option<SearchMode>,
+) -> Result<Reply, ApiError> {
+    query.only(&[])?;
+    let started = Instant::now();
+    let body = read_body(req, state.settings.max_body_bytes).await?;
+    let request: SearchRequest = parse_json(&body)?;
+    let (mut q, shape) = request.into_query(forced)?;
+    authorize(key, &q.namespace)?;
+    let mut warnings: Vec<String> = Vec::new();
+    if q.mode != SearchMode::Text && q.embedding.is_none() {
+        match (&state.embedder, &q.text) {
+            (Some(embedder), Some(text)) => {
+                let embedder = Arc::clone(embedder);
+                let text = text.clone();
+                match blocking(move || embedder.embed(&[text.as_str()])).await? {
+                    Ok(mut v) => q.embedding = v.pop(),
+                    Err(e) if q.mode == SearchMode::Semantic => {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "SERVICE_UNAVAILABLE",
+                            format!("cannot embed query_text: {e}"),
+                        ))
+                    }
+                    Err(e) => warnings.push(format!(
+                        "query_text could not be embedded ({e}); ranked without the semantic part"
+                    )),
+                }
+            }
+            _ if q.mode == SearchMode::Semantic => {
+                return Err(ApiError::invalid(
+                    "query_embedding",
+                    "is required for a semantic search when no embedding provider is configured",
+                ))
+            }
+            (_, None) => {
+                return Err(ApiError::invalid(
+                    "query_text",
+                    "or query_embedding is required",
+                ))
+            }
+            (None, Some(_)) => {}
+        }
+    }
+    let half_life = q.recency_half_life_hours;
+    let engine = Arc::clone(&state.engine);
+    let results = blocking(move || engine.search(&q)).await??;
+    state
+        .metrics
+        .operations
+        .with_label_values(&["search"])
+        .inc();
+    let hits: Vec<Value> = results
+        .hits
+        .into_iter()
+        .map(|h| api::search_hit_json(h, shape, half_life))
+        .collect();
+    let mut body = json!({
+        "results": hits,
+        "total_count": results.total_count,
+        "query_time_ms": started.elapsed().as_secs_f64() * 1000.0,
+    });
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
 fn memory_json(m: Memory, include_embedding: bool) -> Value {
     serde_json::to_value(MemoryOut::new(m, include_embedding)).expect("memories always serialize")
 }
@@ -468,7 +599,20 @@ fn health(state: &AppState) -> Reply {
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "database_connected": healthy,
-        "embedding_service_available": false,
+        "embedding_service_available": state
+            .embed_worker
+            .as_ref()
+            .is_some_and(|w| w.stats.available.load(Ordering::Relaxed)),
+        "embedding": {
+            "provider": state.embedder.as_ref().map_or("none", |_| match &state.settings.provider {
+                crate::config::Provider::None => "none",
+                crate::config::Provider::Local { .. } => "local",
+                crate::config::Provider::Ollama { .. } => "ollama",
+                crate::config::Provider::OpenAi { .. } => "openai",
+            }),
+            "model": state.embedder.as_ref().map(|e| e.model_id().to_owned()),
+            "pending": state.engine.pending_embedding_count(),
+        },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "tiers": { "working": stats.working, "warm": stats.warm, "cold": stats.cold },
@@ -485,9 +629,11 @@ fn health(state: &AppState) -> Reply {
 }
 
 fn metrics(state: &AppState) -> Reply {
-    let text = state
-        .metrics
-        .render(&state.engine, state.started.elapsed().as_secs());
+    let text = state.metrics.render(
+        &state.engine,
+        state.embed_worker.as_ref().map(|w| &*w.stats),
+        state.started.elapsed().as_secs(),
+    );
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -514,12 +660,14 @@ async fn create(
     key: Option<&ApiKey>,
     query: &Query,
 ) -> Result<Reply, ApiError> {
-    query.only(&["include_embedding"])?;
+    query.only(&["include_embedding", "wait_for_embedding"])?;
     let include_embedding = query.flag("include_embedding")?;
+    let wait = query.flag("wait_for_embedding")?;
     let body = read_body(req, state.settings.max_body_bytes).await?;
     let new = check_create(parse_json(&body)?, key)?;
     let engine = Arc::clone(&state.engine);
     let memory = blocking(move || engine.create(new)).await??;
+    let memory = after_write(state, memory, wait).await?;
     state
         .metrics
         .operations
@@ -537,8 +685,9 @@ async fn batch(
     key: Option<&ApiKey>,
     query: &Query,
 ) -> Result<Reply, ApiError> {
-    query.only(&["include_embedding"])?;
+    query.only(&["include_embedding", "wait_for_embedding"])?;
     let include_embedding = query.flag("include_embedding")?;
+    let wait = query.flag("wait_for_embedding")?;
     let body = read_body(req, state.settings.max_batch_body_bytes).await?;
     let req: BatchCreate = parse_json(&body)?;
     if req.memories.is_empty() || req.memories.len() > MAX_BATCH_ITEMS {
@@ -564,9 +713,22 @@ async fn batch(
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
     let engine = Arc::clone(&state.engine);
-    let mut stored = blocking(move || engine.create_batch(valid))
-        .await?
-        .into_iter();
+    let stored = blocking(move || engine.create_batch(valid)).await?;
+    let mut stored = if wait {
+        let mut out = Vec::with_capacity(stored.len());
+        for r in stored {
+            out.push(match r {
+                Ok(m) => Ok(after_write(state, m, true).await?),
+                Err(e) => Err(e),
+            });
+        }
+        out.into_iter()
+    } else {
+        if let Some(w) = &state.embed_worker {
+            w.wake();
+        }
+        stored.into_iter()
+    };
     let mut results = Vec::with_capacity(parsed.len());
     let mut created = 0u64;
     for (i, item) in parsed.into_iter().enumerate() {
@@ -642,8 +804,9 @@ async fn update(
     key: Option<&ApiKey>,
     query: &Query,
 ) -> Result<Reply, ApiError> {
-    query.only(&["include_embedding"])?;
+    query.only(&["include_embedding", "wait_for_embedding"])?;
     let include_embedding = query.flag("include_embedding")?;
+    let wait = query.flag("wait_for_embedding")?;
     let body = read_body(req, state.settings.max_body_bytes).await?;
     let patch: PatchMemory = parse_json(&body)?;
     let (patch, namespace) = patch.into_patch()?;
@@ -663,6 +826,7 @@ async fn update(
     }
     let engine = Arc::clone(&state.engine);
     let memory = blocking(move || engine.update(&id, patch)).await??;
+    let memory = after_write(state, memory, wait).await?;
     state
         .metrics
         .operations

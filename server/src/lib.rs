@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -98,9 +99,57 @@ pub fn fsync_failure_after(n: u64) -> FaultInjector {
     })
 }
 
+/// Builds the configured embedder; checks it makes vectors of the store's dimensions.
+pub fn make_embedder(settings: &Settings) -> anyhow::Result<Option<Arc<dyn embed::Embedder>>> {
+    use config::Provider;
+    let embedder: Arc<dyn embed::Embedder> = match &settings.provider {
+        Provider::None => return Ok(None),
+        Provider::Local { model_dir } => {
+            Arc::new(embed::LocalEmbedder::load(model_dir).with_context(|| {
+                format!(
+                    "embedding.model_dir: cannot load the model in {}",
+                    model_dir.display()
+                )
+            })?)
+        }
+        Provider::Ollama { url, model } => Arc::new(embed::OllamaEmbedder::new(
+            url,
+            model,
+            settings.dimensions,
+            settings.embed_timeout,
+        )),
+        Provider::OpenAi {
+            url,
+            model,
+            api_key_env,
+        } => Arc::new(embed::OpenAiEmbedder::new(
+            url,
+            model,
+            settings.dimensions,
+            std::env::var(api_key_env).ok(),
+            settings.embed_timeout,
+        )),
+    };
+    if embedder.dimensions() != settings.dimensions {
+        anyhow::bail!(
+            "invalid configuration: embedding.dimensions: the {} model makes {}-dimensional vectors, but embedding.dimensions is {}",
+            embedder.model_id(),
+            embedder.dimensions(),
+            settings.dimensions
+        );
+    }
+    Ok(Some(embedder))
+}
+
 /// Opens the store, serves until SIGTERM/SIGINT, then checkpoints and closes. Everything
 /// `engramd` does after parsing its configuration.
 pub async fn serve(settings: Settings, fault: Option<FaultInjector>) -> anyhow::Result<()> {
+    let embedder = {
+        let s = settings.clone();
+        tokio::task::spawn_blocking(move || make_embedder(&s))
+            .await
+            .context("embedder load task")??
+    };
     let mut engine_config = settings.engine_config();
     engine_config.fault_injector = fault;
     let data_dir = settings.data_dir.clone();
@@ -126,8 +175,20 @@ pub async fn serve(settings: Settings, fault: Option<FaultInjector>) -> anyhow::
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "engramd serving");
-    let state = Arc::new(AppState::new(Arc::clone(&engine), settings, metrics));
+    let worker = embedder.as_ref().map(|e| {
+        embed::EmbedWorker::start(Arc::clone(&engine), Arc::clone(e), settings.embed_batch)
+    });
+    let state = Arc::new(AppState::new(
+        Arc::clone(&engine),
+        settings,
+        metrics,
+        embedder,
+        worker,
+    ));
     run(listener, Arc::clone(&state), shutdown_signal()).await;
+    if let Some(w) = &state.embed_worker {
+        w.stop();
+    }
     drop(state);
     let engine = Arc::try_unwrap(engine)
         .map_err(|_| anyhow::anyhow!("engine still in use after every connection closed"))?;

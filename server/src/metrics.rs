@@ -8,6 +8,8 @@ use prometheus::{
 
 use engram_engine::{Engine, EngineStats};
 
+use crate::embed::EmbedStats;
+
 /// Every metric the daemon exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -24,6 +26,9 @@ pub struct Metrics {
     uptime_seconds: IntGauge,
     migrations: IntCounterVec,
     checkpoints: prometheus::IntCounter,
+    embedding_queue: IntGauge,
+    embeddings: IntCounterVec,
+    vector_index: IntGaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -105,8 +110,29 @@ impl Metrics {
             "engram_engine_checkpoints_total",
             "Checkpoints: tiers made durable and the WAL trimmed.",
         ));
+        let embedding_queue = must(IntGauge::new(
+            "engram_embedding_queue_depth",
+            "Memories waiting for the background embedder.",
+        ));
+        let embeddings = must(IntCounterVec::new(
+            Opts::new(
+                "engram_embeddings_total",
+                "Memories the background embedder finished, by outcome (ready, failed).",
+            ),
+            &["outcome"],
+        ));
+        let vector_index = must(IntGaugeVec::new(
+            Opts::new(
+                "engram_vector_index_vectors",
+                "Warm vectors in the HNSW graph (graph) and waiting for it (lagging, scanned exactly).",
+            ),
+            &["state"],
+        ));
         for c in [
-            Box::new(operations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(embedding_queue.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(embeddings.clone()),
+            Box::new(vector_index.clone()),
+            Box::new(operations.clone()),
             Box::new(http_duration.clone()),
             Box::new(http_requests.clone()),
             Box::new(tier_memories.clone()),
@@ -135,6 +161,9 @@ impl Metrics {
             uptime_seconds,
             migrations,
             checkpoints,
+            embedding_queue,
+            embeddings,
+            vector_index,
         }
     }
 
@@ -172,8 +201,32 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of every metric.
-    pub fn render(&self, engine: &Engine, uptime_seconds: u64) -> String {
+    pub fn render(
+        &self,
+        engine: &Engine,
+        embed: Option<&EmbedStats>,
+        uptime_seconds: u64,
+    ) -> String {
         self.refresh(&engine.stats(), uptime_seconds);
+        self.embedding_queue
+            .set(i64::try_from(engine.pending_embedding_count()).unwrap_or(i64::MAX));
+        if let Some(e) = embed {
+            Self::mirror(
+                &self.embeddings.with_label_values(&["ready"]),
+                e.embedded.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            Self::mirror(
+                &self.embeddings.with_label_values(&["failed"]),
+                e.failed.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+        let (graph, lagging, _) = engine.search_sizes();
+        self.vector_index
+            .with_label_values(&["graph"])
+            .set(i64::try_from(graph).unwrap_or(i64::MAX));
+        self.vector_index
+            .with_label_values(&["lagging"])
+            .set(i64::try_from(lagging).unwrap_or(i64::MAX));
         let counters = engine.counters();
         Self::mirror(
             &self.migrations.with_label_values(&["working", "warm"]),
