@@ -19,6 +19,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+mod recall;
+mod search;
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -77,6 +80,10 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// Vector search throughput and latency, with recall@10 against exact search.
+    Search(search::SearchArgs),
+    /// Retrieval quality (recall@k, MRR) of each search mode on a labelled dataset.
+    Recall(recall::RecallArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +100,8 @@ fn main() -> anyhow::Result<()> {
                 count,
                 batch,
             } => load(common, count, batch).await.map(|_| ()),
+            Command::Search(args) => search::search(args).await,
+            Command::Recall(args) => recall::recall(args).await,
         }
     })
 }

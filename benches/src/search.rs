@@ -1,0 +1,237 @@
+//! `engram-bench search`: vector search throughput, latency and recall@10 against exact search.
+//!
+//! Loads `--preload` memories with clustered random unit vectors (a fraction `--selectivity`
+//! tagged `rare`), waits until the HNSW graph holds every warm vector, measures recall@10 of
+//! `--recall-sample` queries against brute force computed here, then drives `--clients`
+//! connections of semantic searches for `--duration` seconds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::{drive, Common, Conn};
+
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Memories to load first.
+    #[arg(long, default_value_t = 100_000)]
+    preload: usize,
+    /// Cluster centres of the random vectors.
+    #[arg(long, default_value_t = 256)]
+    clusters: usize,
+    /// Fraction of memories tagged `rare`; with --filtered, searches ask for that tag.
+    #[arg(long, default_value_t = 0.01)]
+    selectivity: f64,
+    /// Search with `tags: {all_of: ["rare"]}`.
+    #[arg(long)]
+    filtered: bool,
+    /// Queries whose recall@10 is checked against exact search.
+    #[arg(long, default_value_t = 100)]
+    recall_sample: usize,
+    /// Tiers to search, comma-separated.
+    #[arg(long, default_value = "working,warm")]
+    tiers: String,
+    /// Skip loading: search the memories a previous run with the same seed loaded.
+    #[arg(long)]
+    no_load: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+fn unit(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// A point near one of the centres.
+fn near(rng: &mut impl Rng, centres: &[Vec<f32>], spread: f32) -> Vec<f32> {
+    let c = &centres[rng.random_range(0..centres.len())];
+    let mut v: Vec<f32> = c
+        .iter()
+        .map(|x| x + spread * (rng.random::<f32>() + rng.random::<f32>() - 1.0))
+        .collect();
+    unit(&mut v);
+    v
+}
+
+async fn lagging(conn: &mut Conn) -> anyhow::Result<u64> {
+    let (_, body) = conn.send("GET", "/metrics", None).await?;
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("engram_vector_index_vectors{state=\"lagging\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64)
+}
+
+pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
+    let common = &args.common;
+    let dims = common.dims;
+    if dims == 0 {
+        bail!("--dims must be above 0 for vector search");
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let centres: Vec<Vec<f32>> = (0..args.clusters.max(1))
+        .map(|_| {
+            let mut c: Vec<f32> = (0..dims).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            unit(&mut c);
+            c
+        })
+        .collect();
+    let spread = 0.08;
+    let every = if args.selectivity > 0.0 {
+        (1.0 / args.selectivity).round().max(1.0) as usize
+    } else {
+        usize::MAX
+    };
+    let vectors: Vec<Vec<f32>> = (0..args.preload)
+        .map(|_| near(&mut rng, &centres, spread))
+        .collect();
+    let tiers: Vec<&str> = args.tiers.split(',').map(str::trim).collect();
+
+    // Load: 4 connections of 1000-memory batches. The id of memory i is learned from the reply.
+    let mut ids: Vec<String> = vec![String::new(); vectors.len()];
+    if !args.no_load {
+        let started = Instant::now();
+        let vectors = Arc::new(vectors.clone());
+        let mut tasks = Vec::new();
+        let conns = 4usize;
+        for c in 0..conns {
+            let (url, ns, vectors) = (
+                common.url.clone(),
+                common.namespace.clone(),
+                Arc::clone(&vectors),
+            );
+            let seed = args.seed;
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(&url).await?;
+                let mut out = Vec::new();
+                let mut i = c * 1000;
+                while i < vectors.len() {
+                    let end = (i + 1000).min(vectors.len());
+                    let items: Vec<Value> = (i..end)
+                        .map(|j| {
+                            let tags: Vec<&str> = if j % every == 0 { vec!["rare"] } else { vec![] };
+                            json!({"namespace": ns, "content": format!("search bench {seed} memory {j}"), "embedding": vectors[j], "tags": tags})
+                        })
+                        .collect();
+                    let (status, body) = conn
+                        .send("POST", "/api/v1/memories/batch", Some(json!({"memories": items}).to_string()))
+                        .await?;
+                    if status != 200 {
+                        bail!("batch answered {status}: {}", String::from_utf8_lossy(&body));
+                    }
+                    let v: Value = serde_json::from_slice(&body)?;
+                    for (k, r) in v["results"].as_array().context("results")?.iter().enumerate() {
+                        let id = r["id"].as_str().with_context(|| format!("item failed: {r}"))?;
+                        out.push((i + k, id.to_owned()));
+                    }
+                    i += 1000 * conns;
+                }
+                Ok::<_, anyhow::Error>(out)
+            }));
+        }
+        for t in tasks {
+            for (i, id) in t.await?? {
+                ids[i] = id;
+            }
+        }
+        eprintln!(
+            "loaded {} memories in {:.1} s",
+            ids.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let mut conn = Conn::open(&common.url).await?;
+    let wait = Instant::now();
+    loop {
+        let n = lagging(&mut conn).await?;
+        if n == 0 {
+            break;
+        }
+        if wait.elapsed() > Duration::from_secs(3600) {
+            bail!("vector index still {n} behind after an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "vector index caught up after {:.1} s",
+        wait.elapsed().as_secs_f64()
+    );
+
+    let body_for = |q: &[f32]| -> String {
+        let mut b = json!({
+            "namespace": common.namespace, "query_embedding": q, "search_type": "semantic",
+            "limit": 10, "include_metadata": false, "tiers": tiers,
+        });
+        if args.filtered {
+            b["tags"] = json!({"all_of": ["rare"]});
+        }
+        b.to_string()
+    };
+
+    // Recall against brute force (only when this run loaded, so ids are known).
+    let mut recall = None;
+    if !args.no_load && args.recall_sample > 0 {
+        let mut total = 0.0;
+        for _ in 0..args.recall_sample {
+            let q = near(&mut rng, &centres, spread);
+            let mut exact: Vec<(f32, usize)> = vectors
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !args.filtered || i % every == 0)
+                .map(|(i, v)| (v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(), i))
+                .collect();
+            let k = 10.min(exact.len());
+            exact.select_nth_unstable_by(k.saturating_sub(1), |a, b| b.0.total_cmp(&a.0));
+            let truth: Vec<&str> = exact[..k].iter().map(|(_, i)| ids[*i].as_str()).collect();
+            let (status, reply) = conn
+                .send("POST", "/api/v1/search", Some(body_for(&q)))
+                .await?;
+            if status != 200 {
+                bail!(
+                    "search answered {status}: {}",
+                    String::from_utf8_lossy(&reply)
+                );
+            }
+            let v: Value = serde_json::from_slice(&reply)?;
+            let got: Vec<&str> = v["results"]
+                .as_array()
+                .context("results")?
+                .iter()
+                .filter_map(|r| r["memory"]["id"].as_str())
+                .collect();
+            let hits = truth.iter().filter(|t| got.contains(t)).count();
+            total += hits as f64 / k.max(1) as f64;
+        }
+        recall = Some(total / args.recall_sample as f64);
+    }
+
+    let pool: Arc<Vec<String>> = Arc::new(
+        (0..1000)
+            .map(|_| body_for(&near(&mut rng, &centres, spread)))
+            .collect(),
+    );
+    let outcome = drive(common, move |c, n| {
+        let i = (c * 7919 + n as usize * 104_729) % pool.len();
+        ("POST", "/api/v1/search".to_owned(), Some(pool[i].clone()))
+    })
+    .await?;
+    let what = format!(
+        "search{} preload={} tiers={}{}",
+        if args.filtered { " filtered" } else { "" },
+        args.preload,
+        args.tiers,
+        recall.map_or(String::new(), |r| format!(" recall@10={r:.4}"))
+    );
+    outcome.report(&what, 1, common);
+    Ok(())
+}
