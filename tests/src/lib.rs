@@ -285,6 +285,63 @@ impl Drop for Daemon {
     }
 }
 
+/// Where `scripts/setup.sh` put the all-MiniLM-L6-v2 files (`ENGRAM_EMBEDDING_MODEL_DIR` overrides).
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("ENGRAM_EMBEDDING_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/engram/models/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the embedding model is not in {}: run scripts/setup.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// Polls `/metrics` until the HNSW graph holds every warm vector.
+pub fn wait_for_vector_index(d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = d.get("/metrics");
+        let lagging = r
+            .text
+            .lines()
+            .find(|l| l.starts_with("engram_vector_index_vectors{state=\"lagging\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if lagging == 0.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vector index still {lagging} behind"
+        );
+        // Waiting for another process's background thread, bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls health until no memory waits for the embedder.
+pub fn wait_for_embeddings(d: &Daemon, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let h = d.get("/api/v1/health");
+        if h.body["embedding"]["pending"].as_u64() == Some(0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "embeddings still pending: {}",
+            h.body
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A deterministic pseudo-random embedding for `seed`.
 pub fn embedding(seed: u64, dims: usize) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
