@@ -22,7 +22,8 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("embedding.url", Kind::Str, ""),
     ("embedding.model", Kind::Str, ""),
     ("embedding.api_key_env", Kind::Str, "OPENAI_API_KEY"),
-    ("embedding.batch_size", Kind::Int, "32"),
+    ("embedding.batch_size", Kind::Int, "256"),
+    ("embedding.threads", Kind::Int, "0"),
     ("embedding.timeout", Kind::Str, "30s"),
     ("search.stemming", Kind::Bool, "true"),
     ("search.hnsw_connectivity", Kind::Int, "16"),
@@ -126,6 +127,8 @@ pub struct Settings {
     pub dimensions: usize,
     pub provider: Provider,
     pub embed_batch: usize,
+    /// Parallel model passes of the local embedder.
+    pub embed_threads: usize,
     pub embed_timeout: Duration,
     pub search: SearchConfig,
     pub sync_mode: SyncMode,
@@ -232,6 +235,7 @@ struct RawEmbedding {
     model: Option<String>,
     api_key_env: Option<String>,
     batch_size: Option<i64>,
+    threads: Option<i64>,
     timeout: Option<String>,
 }
 
@@ -492,11 +496,16 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let embed_batch = positive(
         "embedding.batch_size",
         raw.embedding.batch_size,
-        32,
+        256,
         1,
         1024,
     )?;
     let embed_timeout = duration("embedding.timeout", raw.embedding.timeout, "30s")?;
+    // 0: one per CPU.
+    let embed_threads = match positive("embedding.threads", raw.embedding.threads, 0, 0, 256)? {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n as usize,
+    };
     let quantization_s = raw
         .search
         .hnsw_quantization
@@ -685,6 +694,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         dimensions: dimensions as usize,
         provider,
         embed_batch: embed_batch as usize,
+        embed_threads,
         embed_timeout,
         search,
         sync_mode,

@@ -42,8 +42,9 @@ pub trait Embedder: Send + Sync + std::fmt::Debug {
 // Local: all-MiniLM-L6-v2 with candle.
 
 const MAX_TOKENS: usize = 256;
-/// Texts per forward pass: sorted by length, so each batch pads little.
-const LOCAL_BATCH: usize = 16;
+/// Padded tokens per forward pass. Texts are sorted by length and packed until the next would
+/// pass this, so short texts go many to a pass and each pass pads little.
+const LOCAL_BATCH_TOKENS: usize = 1024;
 
 #[derive(Debug, serde::Deserialize)]
 struct BertConfig {
@@ -83,6 +84,8 @@ pub struct LocalEmbedder {
     hidden: usize,
     model_id: String,
     device: Device,
+    /// Model passes run in parallel, one per thread.
+    threads: usize,
 }
 
 impl std::fmt::Debug for LocalEmbedder {
@@ -99,8 +102,9 @@ fn candle_err(e: candle_core::Error) -> EmbedError {
 }
 
 impl LocalEmbedder {
-    /// Loads `model.safetensors`, `tokenizer.json` and `config.json` from `dir`.
-    pub fn load(dir: &Path) -> anyhow::Result<LocalEmbedder> {
+    /// Loads `model.safetensors`, `tokenizer.json` and `config.json` from `dir`; embeds with
+    /// `threads` model passes in parallel.
+    pub fn load(dir: &Path, threads: usize) -> anyhow::Result<LocalEmbedder> {
         use anyhow::Context;
         let read = |name: &str| {
             let p = dir.join(name);
@@ -169,6 +173,7 @@ impl LocalEmbedder {
             hidden: h,
             model_id,
             device,
+            threads: threads.max(1),
         })
     }
 
@@ -231,6 +236,9 @@ impl LocalEmbedder {
     }
 }
 
+/// Vectors with the index of the text they belong to.
+type Placed = Vec<(usize, Vec<f32>)>;
+
 impl Embedder for LocalEmbedder {
     fn model_id(&self) -> &str {
         &self.model_id
@@ -249,11 +257,61 @@ impl Embedder for LocalEmbedder {
         // Shortest first, so texts of like length share a batch and little is padding.
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
+        let mut chunks: Vec<&[usize]> = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            // Sorted ascending: the last text of a chunk is its longest.
+            let mut end = start + 1;
+            while end < order.len()
+                && (end + 1 - start) * ids[order[end]].len() <= LOCAL_BATCH_TOKENS
+            {
+                end += 1;
+            }
+            chunks.push(&order[start..end]);
+            start = end;
+        }
+        // Deal the passes out to the threads, largest first, each to the least loaded thread.
+        let threads = self.threads.min(chunks.len()).max(1);
+        let mut lanes: Vec<(usize, Vec<&[usize]>)> = vec![(0, Vec::new()); threads];
+        let mut by_cost = chunks.clone();
+        by_cost.sort_by_key(|c| std::cmp::Reverse(c.len() * ids[c[c.len() - 1]].len()));
+        for c in by_cost {
+            let lane = lanes
+                .iter_mut()
+                .min_by_key(|(load, _)| *load)
+                .expect("at least one lane");
+            lane.0 += c.len() * ids[c[c.len() - 1]].len();
+            lane.1.push(c);
+        }
+        let run = |lane: &[&[usize]]| -> Result<Placed, EmbedError> {
+            let mut done = Vec::new();
+            for chunk in lane {
+                let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+                let vectors = self.forward(&batch).map_err(candle_err)?;
+                done.extend(chunk.iter().copied().zip(vectors));
+            }
+            Ok(done)
+        };
+        let results: Vec<Result<Placed, EmbedError>> = if threads == 1 {
+            vec![run(&lanes[0].1)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = lanes[1..]
+                    .iter()
+                    .map(|(_, lane)| s.spawn(|| run(lane)))
+                    .collect();
+                let mut all = vec![run(&lanes[0].1)];
+                for h in handles {
+                    all.push(h.join().unwrap_or_else(|_| {
+                        Err(EmbedError::Refused("a model thread panicked".to_owned()))
+                    }));
+                }
+                all
+            })
+        };
         let mut out = vec![Vec::new(); ids.len()];
-        for chunk in order.chunks(LOCAL_BATCH) {
-            let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
-            let vectors = self.forward(&batch).map_err(candle_err)?;
-            for (&i, v) in chunk.iter().zip(vectors) {
+        for r in results {
+            for (i, v) in r? {
                 out[i] = v;
             }
         }

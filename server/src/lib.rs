@@ -104,14 +104,14 @@ pub fn make_embedder(settings: &Settings) -> anyhow::Result<Option<Arc<dyn embed
     use config::Provider;
     let embedder: Arc<dyn embed::Embedder> = match &settings.provider {
         Provider::None => return Ok(None),
-        Provider::Local { model_dir } => {
-            Arc::new(embed::LocalEmbedder::load(model_dir).with_context(|| {
+        Provider::Local { model_dir } => Arc::new(
+            embed::LocalEmbedder::load(model_dir, settings.embed_threads).with_context(|| {
                 format!(
                     "embedding.model_dir: cannot load the model in {}",
                     model_dir.display()
                 )
-            })?)
-        }
+            })?,
+        ),
         Provider::Ollama { url, model } => Arc::new(embed::OllamaEmbedder::new(
             url,
             model,

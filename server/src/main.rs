@@ -31,6 +31,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: the built-in embedder runs one single-threaded model pass per
+    // worker thread (`embedding.threads` of them), which beats splitting every small matrix
+    // product across the cores. candle and rayon read this variable when they run.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     let cli = Cli::parse();
     if cli.print_config_keys {
         for (key, _, default) in engram_server::config::KEYS {
