@@ -27,7 +27,7 @@ pub struct SearchArgs {
     /// Fraction of memories tagged `rare`; with --filtered, searches ask for that tag.
     #[arg(long, default_value_t = 0.01)]
     selectivity: f64,
-    /// Search with `tags: {all_of: ["rare"]}`.
+    /// After the unfiltered run, run again with `tags: {all_of: ["rare"]}` (the same memories).
     #[arg(long)]
     filtered: bool,
     /// Queries whose recall@10 is checked against exact search.
@@ -95,7 +95,6 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let vectors: Vec<Vec<f32>> = (0..args.preload)
         .map(|_| near(&mut rng, &centres, spread))
         .collect();
-    let tiers: Vec<&str> = args.tiers.split(',').map(str::trim).collect();
 
     // Load: 4 connections of 1000-memory batches. The id of memory i is learned from the reply.
     let mut ids: Vec<String> = vec![String::new(); vectors.len()];
@@ -167,12 +166,36 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
         wait.elapsed().as_secs_f64()
     );
 
+    let mut conn_rng = rng.clone();
+    for filtered in [false, true] {
+        if filtered && !args.filtered {
+            break;
+        }
+        measure(&args, &mut conn, &mut conn_rng, &centres, &vectors, &ids, every, filtered).await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    args: &SearchArgs,
+    conn: &mut Conn,
+    rng: &mut rand::rngs::StdRng,
+    centres: &[Vec<f32>],
+    vectors: &[Vec<f32>],
+    ids: &[String],
+    every: usize,
+    filtered: bool,
+) -> anyhow::Result<()> {
+    let common = &args.common;
+    let spread = 0.08;
+    let tiers: Vec<&str> = args.tiers.split(',').map(str::trim).collect();
     let body_for = |q: &[f32]| -> String {
         let mut b = json!({
             "namespace": common.namespace, "query_embedding": q, "search_type": "semantic",
             "limit": 10, "include_metadata": false, "tiers": tiers,
         });
-        if args.filtered {
+        if filtered {
             b["tags"] = json!({"all_of": ["rare"]});
         }
         b.to_string()
@@ -183,11 +206,11 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     if !args.no_load && args.recall_sample > 0 {
         let mut total = 0.0;
         for _ in 0..args.recall_sample {
-            let q = near(&mut rng, &centres, spread);
+            let q = near(rng, centres, spread);
             let mut exact: Vec<(f32, usize)> = vectors
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| !args.filtered || i % every == 0)
+                .filter(|(i, _)| !filtered || i % every == 0)
                 .map(|(i, v)| (v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(), i))
                 .collect();
             let k = 10.min(exact.len());
@@ -217,7 +240,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
 
     let pool: Arc<Vec<String>> = Arc::new(
         (0..1000)
-            .map(|_| body_for(&near(&mut rng, &centres, spread)))
+            .map(|_| body_for(&near(rng, centres, spread)))
             .collect(),
     );
     let outcome = drive(common, move |c, n| {
@@ -227,7 +250,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     .await?;
     let what = format!(
         "search{} preload={} tiers={}{}",
-        if args.filtered { " filtered" } else { "" },
+        if filtered { " filtered" } else { "" },
         args.preload,
         args.tiers,
         recall.map_or(String::new(), |r| format!(" recall@10={r:.4}"))

@@ -128,23 +128,35 @@ impl Attrs {
     }
 }
 
-/// Vectors of one namespace's working-tier memories, packed for a sequential scan.
+/// Vectors of one namespace's working-tier memories, packed for a sequential scan, with each
+/// vector's norm and expiry beside it so the scan reads nothing else.
 #[derive(Debug, Default)]
 pub(crate) struct Arena {
     pub ids: Vec<Uuid>,
     pub data: Vec<f32>,
+    pub norms: Vec<f32>,
+    /// `i64::MAX`: never expires.
+    pub expires: Vec<i64>,
     pos: HashMap<Uuid, usize>,
 }
 
 impl Arena {
-    fn put(&mut self, id: Uuid, v: &[f32]) {
+    fn put(&mut self, id: Uuid, v: &[f32], expires_at_us: Option<i64>) {
         let dims = v.len();
+        let norm = query::norm(v);
+        let expires = expires_at_us.unwrap_or(i64::MAX);
         match self.pos.get(&id) {
-            Some(&i) => self.data[i * dims..(i + 1) * dims].copy_from_slice(v),
+            Some(&i) => {
+                self.data[i * dims..(i + 1) * dims].copy_from_slice(v);
+                self.norms[i] = norm;
+                self.expires[i] = expires;
+            }
             None => {
                 self.pos.insert(id, self.ids.len());
                 self.ids.push(id);
                 self.data.extend_from_slice(v);
+                self.norms.push(norm);
+                self.expires.push(expires);
             }
         }
     }
@@ -156,11 +168,15 @@ impl Arena {
         let last = self.ids.len() - 1;
         if i != last {
             self.ids.swap(i, last);
+            self.norms.swap(i, last);
+            self.expires.swap(i, last);
             self.pos.insert(self.ids[i], i);
             let (head, tail) = self.data.split_at_mut(last * dims);
             head[i * dims..(i + 1) * dims].copy_from_slice(&tail[..dims]);
         }
         self.ids.pop();
+        self.norms.pop();
+        self.expires.pop();
         self.data.truncate(last * dims);
     }
 
@@ -311,7 +327,7 @@ impl SearchIndex {
                         .write()
                         .entry(Arc::clone(&namespace))
                         .or_default()
-                        .put(id, v);
+                        .put(id, v, memory.expires_at_us);
                 }
                 self.working_text.write().put(id, namespace, terms);
             }

@@ -244,23 +244,25 @@ impl TopN {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent lanes: the compiler turns this into SIMD.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[i * 8 + l] * b[i * 8 + l];
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Sixteen independent lanes over exact chunks (no bounds checks): the compiler turns this
+    // into SIMD multiply-adds.
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
         }
     }
     let mut sum: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
+    for (x, y) in ra.iter().zip(rb) {
+        sum += x * y;
     }
     sum
 }
 
-fn norm(a: &[f32]) -> f32 {
+pub(crate) fn norm(a: &[f32]) -> f32 {
     dot(a, a).sqrt()
 }
 
@@ -271,6 +273,19 @@ fn cosine(unit_query: &[f32], v: &[f32]) -> f32 {
         0.0
     } else {
         dot(unit_query, v) / n
+    }
+}
+
+impl SearchQuery {
+    /// Whether any filter beyond namespace, tier and expiry applies.
+    fn filters_attributes(&self) -> bool {
+        !self.tags_all.is_empty()
+            || !self.tags_any.is_empty()
+            || !self.metadata.is_empty()
+            || self.importance_min.is_some()
+            || self.importance_max.is_some()
+            || self.created_start_us.is_some()
+            || self.created_end_us.is_some()
     }
 }
 
@@ -363,11 +378,20 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
             let arenas = index.working_vectors.read();
             if let Some(arena) = arenas.get(q.namespace.as_str()) {
                 let dims = index.dims;
-                for (i, id) in arena.ids.iter().enumerate() {
-                    if ok(id, Tier::Working).is_some() && meta_ok(id) {
-                        let s = cosine(uq, &arena.data[i * dims..(i + 1) * dims]);
-                        top.push(s, *id);
+                // The arena is this namespace's working tier: only other filters need the
+                // attributes.
+                let check = q.filters_attributes();
+                for (i, v) in arena.data.chunks_exact(dims).enumerate() {
+                    if arena.expires[i] <= ctx.now_us {
+                        continue;
                     }
+                    let id = &arena.ids[i];
+                    if check && !(ok(id, Tier::Working).is_some() && meta_ok(id)) {
+                        continue;
+                    }
+                    let n = arena.norms[i];
+                    let s = if n == 0.0 { 0.0 } else { dot(uq, v) / n };
+                    top.push(s, *id);
                 }
             }
         }
