@@ -150,6 +150,46 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
         );
     }
     let mut conn = Conn::open(&common.url).await?;
+    if args.no_load {
+        // Learn the ids of a previous load with this seed from the memories' content.
+        let prefix = format!("search bench {} memory ", args.seed);
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/memories?namespace={}&limit=1000", common.namespace);
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (status, body) = conn.send("GET", &path, None).await?;
+            if status != 200 {
+                bail!("list answered {status}: {}", String::from_utf8_lossy(&body));
+            }
+            let v: Value = serde_json::from_slice(&body)?;
+            for m in v["memories"].as_array().context("memories")? {
+                let j = m["content"]
+                    .as_str()
+                    .and_then(|c| c.strip_prefix(&prefix))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if let (Some(j), Some(id)) = (j, m["id"].as_str()) {
+                    if j < ids.len() {
+                        ids[j] = id.to_owned();
+                    }
+                }
+            }
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let missing = ids.iter().filter(|i| i.is_empty()).count();
+        if missing > 0 {
+            bail!(
+                "{missing} of {} memories of seed {} are not in namespace {}",
+                ids.len(),
+                args.seed,
+                common.namespace
+            );
+        }
+    }
     let wait = Instant::now();
     loop {
         let n = lagging(&mut conn).await?;
@@ -171,7 +211,17 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
         if filtered && !args.filtered {
             break;
         }
-        measure(&args, &mut conn, &mut conn_rng, &centres, &vectors, &ids, every, filtered).await?;
+        measure(
+            &args,
+            &mut conn,
+            &mut conn_rng,
+            &centres,
+            &vectors,
+            &ids,
+            every,
+            filtered,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -203,7 +253,7 @@ async fn measure(
 
     // Recall against brute force (only when this run loaded, so ids are known).
     let mut recall = None;
-    if !args.no_load && args.recall_sample > 0 {
+    if args.recall_sample > 0 {
         let mut total = 0.0;
         for _ in 0..args.recall_sample {
             let q = near(rng, centres, spread);

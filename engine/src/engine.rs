@@ -129,6 +129,8 @@ impl EngineConfig {
 #[derive(Debug, Default)]
 pub struct EngineCounters {
     pub migrations_working_to_warm: AtomicU64,
+    /// Memories purged because their `expires_at` passed.
+    pub memories_expired: AtomicU64,
     pub checkpoints: AtomicU64,
 }
 
@@ -190,6 +192,9 @@ pub(crate) struct Inner {
     search: SearchIndex,
     /// Memories waiting for the background embedder (mirrors the `embed_queue` column family).
     embed_pending: Mutex<BTreeSet<Uuid>>,
+    /// (expires_at, id) of memories with an expiry, for the purge job.
+    expiry: Mutex<BTreeSet<(i64, Uuid)>>,
+    expiry_of: Mutex<HashMap<Uuid, i64>>,
     writer: Mutex<WriterState>,
     queue: Mutex<VecDeque<(Lsn, Op)>>,
     apply_lock: Mutex<()>,
@@ -339,7 +344,7 @@ impl Engine {
             }
         }
         working_final.apply(&working)?;
-        let search = open_search(&config, &working, &warm)?;
+        let (search, expiry) = open_search(&config, &working, &warm)?;
         let embed_pending: BTreeSet<Uuid> = warm.embed_queue()?.into_iter().collect();
         let last_lsn = wal.last_lsn();
         let working_count = working.len();
@@ -359,6 +364,8 @@ impl Engine {
             warm,
             search,
             embed_pending: Mutex::new(embed_pending),
+            expiry: Mutex::new(expiry.iter().map(|(id, at)| (*at, *id)).collect()),
+            expiry_of: Mutex::new(expiry),
             writer: Mutex::new(WriterState {
                 pending: HashMap::new(),
                 pending_hashes: HashMap::new(),
@@ -553,14 +560,16 @@ impl Engine {
     }
 
     /// Reads a memory by id without counting an access.
+    /// Reads a memory by id. An expired memory is gone at once (`None`), before the background
+    /// job purges it.
     pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
-        let m = self.inner.read(id)?;
+        let m = self.inner.read_live(id)?;
         Ok(m.map(|m| self.inner.with_pending_access(m)))
     }
 
     /// Reads a memory by id and counts an access (soft state: batched into the WAL later).
     pub fn get_and_touch(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
-        let Some(m) = self.inner.read(id)? else {
+        let Some(m) = self.inner.read_live(id)? else {
             return Ok(None);
         };
         self.record_access(&[m.id]);
@@ -608,7 +617,10 @@ impl Engine {
             let Some(m) = inner.read(&r.id)? else {
                 continue;
             };
-            if m.status != Status::Active || m.namespace != q.namespace {
+            if m.status != Status::Active
+                || m.namespace != q.namespace
+                || is_expired(&m, ctx.now_us)
+            {
                 continue;
             }
             hits.push(crate::search::SearchHit {
@@ -806,12 +818,13 @@ pub struct EmbedResult {
 }
 
 /// Opens the search structures: the saved vector index, the warm tier's persisted search
-/// attributes and the working tier's memories; queues the vectors the index is missing.
+/// attributes and the working tier's memories; queues the vectors the index is missing. Also
+/// returns the expiry dates it saw (active warm memories, every working-tier memory).
 fn open_search(
     config: &EngineConfig,
     working: &WorkingTier,
     warm: &WarmTier,
-) -> Result<SearchIndex, EngineError> {
+) -> Result<(SearchIndex, HashMap<Uuid, i64>), EngineError> {
     let started = Instant::now();
     let hnsw = Hnsw::open(
         &config.data_dir.join("search"),
@@ -839,7 +852,25 @@ fn open_search(
         took_ms = started.elapsed().as_millis() as u64,
         "search structures loaded"
     );
-    Ok(index)
+    let mut expiry = HashMap::new();
+    for (id, attr) in index.attrs.read().by_id.iter() {
+        if let Some(at) = attr.expires_at_us {
+            expiry.insert(*id, at);
+        }
+    }
+    for id in working.ids() {
+        if let Some(m) = working.get(&id)? {
+            if let Some(at) = m.expires_at_us {
+                expiry.insert(id, at);
+            }
+        }
+    }
+    Ok((index, expiry))
+}
+
+/// Whether `m`'s `expires_at` has passed.
+fn is_expired(m: &Memory, now_us: i64) -> bool {
+    m.expires_at_us.is_some_and(|at| at <= now_us)
 }
 
 /// The RocksDB part of applying `op`: blind writes only (no reads), except access deltas.
@@ -1186,6 +1217,49 @@ impl Inner {
         self.read(id)
     }
 
+    /// A memory that exists and has not expired.
+    fn read_live(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        Ok(self.read(id)?.filter(|m| !is_expired(m, model::now_us())))
+    }
+
+    /// Purges memories whose `expires_at` has passed, a chunk per hold of the writer lock.
+    fn purge_expired(&self) -> Result<(), EngineError> {
+        let now = model::now_us();
+        let due: Vec<Uuid> = {
+            let expiry = self.expiry.lock();
+            expiry
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .map(|(_, id)| *id)
+                .collect()
+        };
+        for chunk in due.chunks(EVICTION_LOCK_CHUNK) {
+            let mut last = None;
+            let mut n = 0u64;
+            {
+                let mut w = self.writer.lock();
+                for id in chunk {
+                    // Re-checked under the writer lock: an update may have moved the date.
+                    match self.current(&w, id)? {
+                        Some(m) if is_expired(&m, now) => {
+                            let (lsn, _) = self.log_delete(&mut w, id, true)?;
+                            last = Some(lsn);
+                            n += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(lsn) = last {
+                self.commit(lsn)?;
+                self.counters
+                    .memories_expired
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Who holds `hash` in `namespace`, counting logged-but-unapplied claims and releases.
     fn hash_holder(
         &self,
@@ -1436,7 +1510,10 @@ impl Inner {
         id: &Uuid,
         patch: MemoryPatch,
     ) -> Result<Memory, EngineError> {
-        let Some(current) = self.current(w, id)? else {
+        let Some(current) = self
+            .current(w, id)?
+            .filter(|m| !is_expired(m, model::now_us()))
+        else {
             return Err(EngineError::NotFound(*id));
         };
         if current.status == Status::Deleted && patch.status.is_none() {
@@ -1520,6 +1597,9 @@ impl Inner {
         let Some(current) = self.current(w, id)? else {
             return Err(EngineError::NotFound(*id));
         };
+        if !purge && is_expired(&current, model::now_us()) {
+            return Err(EngineError::NotFound(*id));
+        }
         let now = model::now_us().max(current.updated_at_us);
         let holds_hash = current.status != Status::Deleted;
         if purge {
@@ -1777,6 +1857,7 @@ impl Inner {
         match op {
             Op::Put { memory, .. } => {
                 self.search.put(memory);
+                self.track_expiry(&memory.id, memory.expires_at_us);
                 let mut queue = self.embed_pending.lock();
                 if memory.embedding_status == EmbeddingStatus::Pending
                     && memory.status != Status::Deleted
@@ -1789,8 +1870,27 @@ impl Inner {
             Op::Purge { id, .. } => {
                 self.search.remove(id);
                 self.embed_pending.lock().remove(id);
+                self.track_expiry(id, None);
             }
             Op::Access(_) => {}
+        }
+    }
+
+    fn track_expiry(&self, id: &Uuid, at: Option<i64>) {
+        let mut of = self.expiry_of.lock();
+        let old = match at {
+            Some(at) => of.insert(*id, at),
+            None => of.remove(id),
+        };
+        if old == at {
+            return;
+        }
+        let mut set = self.expiry.lock();
+        if let Some(old) = old {
+            set.remove(&(old, *id));
+        }
+        if let Some(at) = at {
+            set.insert((at, *id));
         }
     }
 
@@ -1845,8 +1945,10 @@ impl Inner {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Page, EngineError> {
+        let now = model::now_us();
         let matches = |m: &Memory| {
-            filter.tier.is_none_or(|t| m.tier == t)
+            (filter.include_deleted || !is_expired(m, now))
+                && filter.tier.is_none_or(|t| m.tier == t)
                 && match filter.status {
                     Some(s) => m.status == s,
                     None => filter.include_deleted || m.status != Status::Deleted,
@@ -1989,6 +2091,9 @@ impl Inner {
             }
             if self.is_poisoned() {
                 continue;
+            }
+            if let Err(e) = self.purge_expired() {
+                tracing::error!(error = %e, "purging expired memories failed");
             }
             if let Err(e) = self.evict_in_background() {
                 tracing::error!(error = %e, "moving memories from the working tier to warm failed");

@@ -421,6 +421,28 @@ impl WarmTier {
         }))
     }
 
+    /// Many warm memories' vectors in one batched lookup (`None` where there is none), in the
+    /// order asked.
+    pub fn vectors(&self, ids: &[Uuid]) -> Result<Vec<Option<Vec<f32>>>, EngineError> {
+        let cf = self.cf(CF_VECTORS);
+        let sorted = ids.windows(2).all(|w| w[0] <= w[1]);
+        self.db
+            .batched_multi_get_cf(cf, ids.iter().map(Uuid::as_bytes), sorted)
+            .into_iter()
+            .map(|r| {
+                r.map(|v| {
+                    v.map(|bytes| {
+                        bytes
+                            .chunks_exact(4)
+                            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                            .collect()
+                    })
+                })
+                .map_err(|e| rocks_err(&self.path, e))
+            })
+            .collect()
+    }
+
     /// Ids waiting for the background embedder, in id (so creation) order.
     pub fn embed_queue(&self) -> Result<Vec<Uuid>, EngineError> {
         let mut out = Vec::new();

@@ -28,7 +28,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("search.stemming", Kind::Bool, "true"),
     ("search.hnsw_connectivity", Kind::Int, "16"),
     ("search.hnsw_expansion_add", Kind::Int, "128"),
-    ("search.hnsw_expansion_search", Kind::Int, "64"),
+    ("search.hnsw_expansion_search", Kind::Int, "256"),
     ("search.hnsw_quantization", Kind::Str, "bf16"),
     ("search.max_concurrent", Kind::Int, "32"),
     ("search.index_save_changes", Kind::Int, "50000"),
@@ -535,7 +535,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         expansion_search: positive(
             "search.hnsw_expansion_search",
             raw.search.hnsw_expansion_search,
-            64,
+            256,
             1,
             4096,
         )? as usize,

@@ -29,6 +29,7 @@ pub struct Metrics {
     embedding_queue: IntGauge,
     embeddings: IntCounterVec,
     vector_index: IntGaugeVec,
+    expired: prometheus::IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -128,8 +129,13 @@ impl Metrics {
             ),
             &["state"],
         ));
+        let expired = must(prometheus::IntCounter::new(
+            "engram_memories_expired_total",
+            "Memories purged because their expires_at passed.",
+        ));
         for c in [
-            Box::new(embedding_queue.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(expired.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(embedding_queue.clone()),
             Box::new(embeddings.clone()),
             Box::new(vector_index.clone()),
             Box::new(operations.clone()),
@@ -164,6 +170,7 @@ impl Metrics {
             embedding_queue,
             embeddings,
             vector_index,
+            expired,
         }
     }
 
@@ -238,6 +245,12 @@ impl Metrics {
             &self.checkpoints,
             counters
                 .checkpoints
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        Self::mirror(
+            &self.expired,
+            counters
+                .memories_expired
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
         let mut out = Vec::with_capacity(16 * 1024);

@@ -27,6 +27,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 use uuid::Uuid;
 
+use super::keyhash::IdMap;
 use crate::EngineError;
 
 pub(crate) const KEYS_FILE: &str = "vectors.keys";
@@ -126,9 +127,9 @@ struct Shared {
     save_after_changes: u64,
     index: RwLock<Index>,
     /// Key → (id, checksum of the vector the graph holds).
-    indexed: RwLock<HashMap<u64, (Uuid, u32)>>,
+    indexed: RwLock<IdMap<u64, (Uuid, u32)>>,
     /// Warm vectors not yet in the graph (or whose key is taken), scanned exactly.
-    lagging: RwLock<HashMap<Uuid, Lagging>>,
+    lagging: RwLock<IdMap<Uuid, Lagging>>,
     changes_since_save: AtomicU64,
     permits: Permits,
 }
@@ -176,10 +177,10 @@ impl Hnsw {
         let threads = config.threads.max(1);
         let (index, indexed) = match load(dir, &options) {
             Ok(Some(loaded)) => loaded,
-            Ok(None) => (new_index(&options)?, HashMap::new()),
+            Ok(None) => (new_index(&options)?, IdMap::default()),
             Err(e) => {
                 tracing::warn!(error = %e, "vector index not loaded; rebuilding it from the warm tier");
-                (new_index(&options)?, HashMap::new())
+                (new_index(&options)?, IdMap::default())
             }
         };
         let capacity = (index.size() + index.size() / 4).max(1024);
@@ -195,7 +196,7 @@ impl Hnsw {
             save_after_changes: config.save_after_changes.max(1),
             index: RwLock::new(index),
             indexed: RwLock::new(indexed),
-            lagging: RwLock::new(HashMap::new()),
+            lagging: RwLock::new(IdMap::default()),
             changes_since_save: AtomicU64::new(0),
             permits: Permits {
                 free: Mutex::new(threads),
@@ -300,6 +301,36 @@ impl Hnsw {
             .collect())
     }
 
+    /// Approximate nearest neighbours with no filter: (id, checksum, cosine distance). For a
+    /// namespace that is nearly the whole graph, walking without a per-node filter and checking
+    /// the few results after is far cheaper.
+    pub(crate) fn search_unfiltered(
+        &self,
+        query: &[f32],
+        count: usize,
+    ) -> Result<Vec<(Uuid, u32, f32)>, EngineError> {
+        let _permit = self.shared.permits.acquire();
+        let index = self.shared.index.read();
+        if index.size() == 0 || count == 0 {
+            return Ok(Vec::new());
+        }
+        let matches = index
+            .search(query, count)
+            .map_err(|e| usearch_err("search", e))?;
+        let indexed = self.shared.indexed.read();
+        Ok(matches
+            .keys
+            .iter()
+            .zip(matches.distances.iter())
+            .filter_map(|(k, d)| indexed.get(k).map(|(id, crc)| (*id, *crc, *d)))
+            .collect())
+    }
+
+    /// Vectors in the graph.
+    pub(crate) fn graph_len(&self) -> usize {
+        self.shared.indexed.read().len()
+    }
+
     /// Calls `f` with each warm vector the graph does not hold yet.
     pub(crate) fn for_each_lagging(&self, mut f: impl FnMut(&Uuid, u32, &[f32])) {
         for (id, (crc, v)) in self.shared.lagging.read().iter() {
@@ -372,7 +403,7 @@ pub(crate) fn keys_generation(keys: &[u8]) -> Option<u64> {
         .then(|| u64::from_le_bytes(keys[12..20].try_into().expect("8 bytes")))
 }
 
-type Loaded = (Index, HashMap<u64, (Uuid, u32)>);
+type Loaded = (Index, IdMap<u64, (Uuid, u32)>);
 
 /// Reads the keys file and the graph it names. `Ok(None)` when nothing was saved.
 fn load(dir: &Path, options: &IndexOptions) -> Result<Option<Loaded>, String> {
@@ -406,7 +437,7 @@ fn load(dir: &Path, options: &IndexOptions) -> Result<Option<Loaded>, String> {
     if body.len() != 33 + count * ENTRY {
         return Err(bad("length does not match the key count"));
     }
-    let mut indexed = HashMap::with_capacity(count);
+    let mut indexed = IdMap::with_capacity_and_hasher(count, Default::default());
     for e in body[33..].chunks_exact(ENTRY) {
         let key = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
         let id = Uuid::from_slice(&e[8..24]).map_err(|_| bad("bad id"))?;

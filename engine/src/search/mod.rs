@@ -14,6 +14,7 @@
 //! Only `active` memories are searchable; deleted, archived and expired ones never match.
 
 pub(crate) mod hnsw;
+pub(crate) mod keyhash;
 pub(crate) mod query;
 pub mod text;
 
@@ -66,7 +67,7 @@ impl Default for SearchConfig {
             stemming: true,
             connectivity: 16,
             expansion_add: 128,
-            expansion_search: 64,
+            expansion_search: 256,
             quantization: Quantization::BF16,
             threads: 32,
             save_after_changes: 50_000,
@@ -95,9 +96,12 @@ pub(crate) struct NsStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Attrs {
-    pub by_id: HashMap<Uuid, Attr>,
+    pub by_id: keyhash::IdMap<Uuid, Attr>,
     pub stats: HashMap<Arc<str>, NsStats>,
     names: HashMap<Box<str>, Arc<str>>,
+    /// (namespace, tag) → the memories carrying it: lets a selective tag filter enumerate its
+    /// few candidates instead of walking the graph.
+    pub by_tag: HashMap<(Arc<str>, Box<str>), keyhash::IdSet<Uuid>>,
 }
 
 impl Attrs {
@@ -115,6 +119,12 @@ impl Attrs {
         let s = self.stats.entry(Arc::clone(&attr.namespace)).or_default();
         s.docs += 1;
         s.total_len += u64::from(attr.doc_len);
+        for tag in attr.tags.iter() {
+            self.by_tag
+                .entry((Arc::clone(&attr.namespace), tag.clone()))
+                .or_default()
+                .insert(id);
+        }
         self.by_id.insert(id, attr);
     }
 
@@ -123,6 +133,15 @@ impl Attrs {
         if let Some(s) = self.stats.get_mut(&old.namespace) {
             s.docs = s.docs.saturating_sub(1);
             s.total_len = s.total_len.saturating_sub(u64::from(old.doc_len));
+        }
+        for tag in old.tags.iter() {
+            let key = (Arc::clone(&old.namespace), tag.clone());
+            if let Some(set) = self.by_tag.get_mut(&key) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.by_tag.remove(&key);
+                }
+            }
         }
         Some(old)
     }

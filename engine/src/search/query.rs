@@ -401,11 +401,52 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                     top.push(cosine(uq, v), *id);
                 }
             });
-            let hits = index.hnsw.search(uq, pool, |id, crc| {
+            let accept = |id: &Uuid, crc: u32| {
                 ok(id, Tier::Warm).is_some_and(|a| a.vector_crc == Some(crc)) && meta_ok(id)
-            })?;
-            for (id, distance) in hits {
-                top.push(1.0 - distance, id);
+            };
+            let graph = index.hnsw.graph_len();
+            let ns_docs = attrs
+                .stats
+                .get(q.namespace.as_str())
+                .map_or(0, |s| s.docs as usize);
+            if let Some(candidates) =
+                tag_candidates(&attrs, q).filter(|c| c.len() <= EXACT_CANDIDATES)
+            {
+                // A selective tag filter: score its few candidates exactly with their f32
+                // vectors from RocksDB, no walk.
+                let mut passing: Vec<Uuid> = candidates
+                    .into_iter()
+                    .filter(|id| {
+                        ok(id, Tier::Warm).is_some_and(|a| a.vector_crc.is_some()) && meta_ok(id)
+                    })
+                    .collect();
+                passing.sort_unstable();
+                for (id, v) in passing.iter().zip(ctx.warm.vectors(&passing)?) {
+                    if let Some(v) = v {
+                        top.push(cosine(uq, &v), *id);
+                    }
+                }
+            } else if !q.filters_attributes() && ns_docs * 10 >= graph * 9 {
+                // The namespace is (nearly) the whole graph: walk without a per-node filter,
+                // check the results, and walk filtered only if too few pass.
+                let hits = index.hnsw.search_unfiltered(uq, pool + pool / 4 + 4)?;
+                let passed: Vec<(Uuid, f32)> = hits
+                    .into_iter()
+                    .filter(|(id, crc, _)| accept(id, *crc))
+                    .map(|(id, _, d)| (id, d))
+                    .collect();
+                let hits = if passed.len() >= pool.min(graph) {
+                    passed
+                } else {
+                    index.hnsw.search(uq, pool, accept)?
+                };
+                for (id, distance) in hits {
+                    top.push(1.0 - distance, id);
+                }
+            } else {
+                for (id, distance) in index.hnsw.search(uq, pool, accept)? {
+                    top.push(1.0 - distance, id);
+                }
             }
         }
         similarity = top.into_map();
@@ -560,6 +601,47 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
         total.max(out.len())
     };
     Ok((out, total))
+}
+
+/// Most candidates a tag filter may have for its vector search to score them exactly instead
+/// of walking the graph.
+const EXACT_CANDIDATES: usize = 20_000;
+
+/// The memories a query's tag filter admits, if it has one: the smallest `all_of` tag's set,
+/// else the union of the `any_of` tags' sets (the other conditions are checked per candidate).
+fn tag_candidates(attrs: &super::Attrs, q: &SearchQuery) -> Option<Vec<Uuid>> {
+    let ns: std::sync::Arc<str> = std::sync::Arc::from(q.namespace.as_str());
+    let set_of = |tag: &String| {
+        attrs
+            .by_tag
+            .get(&(std::sync::Arc::clone(&ns), Box::from(tag.as_str())))
+    };
+    if !q.tags_all.is_empty() {
+        let smallest = q
+            .tags_all
+            .iter()
+            .map(|t| set_of(t).map_or(0, |s| s.len()))
+            .enumerate()
+            .min_by_key(|(_, n)| *n)
+            .map(|(i, _)| i)?;
+        return Some(
+            set_of(&q.tags_all[smallest])
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+        );
+    }
+    if !q.tags_any.is_empty() {
+        let mut out: Vec<Uuid> = q
+            .tags_any
+            .iter()
+            .filter_map(set_of)
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        return Some(out);
+    }
+    None
 }
 
 /// The vector of a searchable memory, wherever it is.

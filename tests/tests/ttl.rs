@@ -1,0 +1,160 @@
+//! TTL: a memory whose `expires_at` passes disappears at once from reads, lists, updates and
+//! searches, even while readers hammer it, and the background job purges it for good
+//! (`engram_memories_expired_total`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use engram_tests::Daemon;
+use serde_json::json;
+
+fn rfc3339_in(ms: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let t = now + ms;
+    let secs = t.div_euclid(1000);
+    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        t.rem_euclid(1000)
+    )
+}
+
+#[test]
+fn expired_memories_vanish_at_once_and_are_purged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let settings = [("embedding.dimensions", "4"), ("working.capacity", "20")];
+    let mut d = Daemon::start(&data, &settings);
+    let expires = rfc3339_in(1500);
+    let mut short = Vec::new();
+    for i in 0..30 {
+        let r = d.post(
+            "/api/v1/memories",
+            &json!({"namespace": "t", "content": format!("ephemeral note {i}"), "expires_at": expires, "embedding": [1.0, i as f64, 0.0, 0.5]}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        short.push(r.body["id"].as_str().expect("id").to_owned());
+    }
+    let keep = d.post(
+        "/api/v1/memories",
+        &json!({"namespace": "t", "content": "lasting note", "expires_at": rfc3339_in(3_600_000)}),
+    );
+    assert_eq!(keep.status, 201);
+    let health = d.get("/api/v1/health").body;
+    assert!(
+        health["tiers"]["warm"].as_u64().expect("warm") > 0,
+        "some expire from warm: {health}"
+    );
+
+    // Readers race the expiry: once a reader sees a 404 after the deadline, nothing brings the
+    // memory back.
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for r in 0..4 {
+            let (d, short, stop) = (&d, &short, &stop);
+            s.spawn(move || {
+                let mut gone = vec![false; short.len()];
+                while !stop.load(Ordering::Relaxed) {
+                    for (i, id) in short.iter().enumerate().skip(r % 2) {
+                        let st = d.get(&format!("/api/v1/memories/{id}")).status;
+                        assert!(st == 200 || st == 404, "{st}");
+                        if st == 404 {
+                            gone[i] = true;
+                        } else {
+                            assert!(!gone[i], "an expired memory came back");
+                        }
+                    }
+                }
+            });
+        }
+        // Whatever happens below, the readers stop (a failed assertion must not hang the scope).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        std::thread::sleep(Duration::from_millis(1700));
+        // Past the deadline: gone from reads, lists, searches and updates right away.
+        for id in &short {
+            assert_eq!(d.get(&format!("/api/v1/memories/{id}")).status, 404);
+            assert_eq!(
+                d.patch(
+                    &format!("/api/v1/memories/{id}"),
+                    &json!({"importance_score": 0.1})
+                )
+                .status,
+                404
+            );
+        }
+        let listed = d.list_all("&namespace=t");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let r = d.post(
+            "/api/v1/search",
+            &json!({"namespace": "t", "query_text": "note", "limit": 100}),
+        );
+        assert_eq!(r.body["total_count"], 1, "{}", r.text);
+        let r = d.post("/api/v1/search", &json!({"namespace": "t", "query_embedding": [1.0, 3.0, 0.0, 0.5], "search_type": "semantic", "limit": 100}));
+        assert!(
+            r.body["results"].as_array().expect("results").is_empty(),
+            "{}",
+            r.text
+        );
+        stop.store(true, Ordering::Relaxed);
+    });
+
+    // The background job purges them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = d.get("/metrics").text;
+        if m.lines().any(|l| l == "engram_memories_expired_total 30") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not purged: {}",
+            m.lines()
+                .filter(|l| l.contains("expired"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let h = d.get("/api/v1/health").body;
+    assert_eq!(
+        h["tiers"]["working"].as_u64().expect("n") + h["tiers"]["warm"].as_u64().expect("n"),
+        1
+    );
+    // A restart does not bring them back.
+    assert!(d.terminate().success());
+    let d = Daemon::start(&data, &settings);
+    for id in &short {
+        assert_eq!(d.get(&format!("/api/v1/memories/{id}")).status, 404);
+    }
+    assert_eq!(
+        d.get(&format!(
+            "/api/v1/memories/{}",
+            keep.body["id"].as_str().expect("id")
+        ))
+        .status,
+        200
+    );
+}
