@@ -133,6 +133,24 @@ impl Conn {
         })
     }
 
+    /// Sends a request that must answer 200 and returns its JSON body; anything else is an
+    /// error quoting the answer.
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> anyhow::Result<Value> {
+        let (status, reply) = self.send(method, path, body).await?;
+        if status != 200 {
+            bail!(
+                "{method} {path} answered {status}: {}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
+        Ok(serde_json::from_slice(&reply)?)
+    }
+
     async fn send(
         &mut self,
         method: &str,
@@ -322,20 +340,13 @@ async fn load(common: Common, count: usize, batch: usize) -> anyhow::Result<Vec<
                         )
                     })
                     .collect();
-                let (status, body) = conn
-                    .send(
+                let v = conn
+                    .call(
                         "POST",
                         "/api/v1/memories/batch",
                         Some(format!("{{\"memories\":[{}]}}", items.join(","))),
                     )
                     .await?;
-                if status != 200 {
-                    bail!(
-                        "batch create answered {status}: {}",
-                        String::from_utf8_lossy(&body)
-                    );
-                }
-                let v: Value = serde_json::from_slice(&body)?;
                 for r in v["results"].as_array().context("results")? {
                     match r["id"].as_str() {
                         Some(id) => ids.push(id.to_owned()),

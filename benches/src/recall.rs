@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::Conn;
@@ -76,11 +76,7 @@ impl Scores {
 }
 
 async fn health(conn: &mut Conn) -> anyhow::Result<Value> {
-    let (status, body) = conn.send("GET", "/api/v1/health", None).await?;
-    if status != 200 {
-        bail!("health answered {status}");
-    }
-    Ok(serde_json::from_slice(&body)?)
+    conn.call("GET", "/api/v1/health", None).await
 }
 
 pub async fn recall(args: RecallArgs) -> anyhow::Result<()> {
@@ -119,20 +115,13 @@ pub async fn recall(args: RecallArgs) -> anyhow::Result<()> {
                 item
             })
             .collect();
-        let (status, body) = conn
-            .send(
+        let v = conn
+            .call(
                 "POST",
                 "/api/v1/memories/batch",
                 Some(json!({ "memories": items }).to_string()),
             )
             .await?;
-        if status != 200 {
-            bail!(
-                "batch create answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
-        let v: Value = serde_json::from_slice(&body)?;
         for (r, m) in v["results"]
             .as_array()
             .context("results")?
@@ -187,16 +176,9 @@ pub async fn recall(args: RecallArgs) -> anyhow::Result<()> {
                 "limit": 10,
                 "include_metadata": false,
             });
-            let (status, reply) = conn
-                .send("POST", "/api/v1/search", Some(body.to_string()))
+            let v = conn
+                .call("POST", "/api/v1/search", Some(body.to_string()))
                 .await?;
-            if status != 200 {
-                bail!(
-                    "search answered {status}: {}",
-                    String::from_utf8_lossy(&reply)
-                );
-            }
-            let v: Value = serde_json::from_slice(&reply)?;
             let ranked: Vec<String> = v["results"]
                 .as_array()
                 .context("results")?

@@ -122,13 +122,13 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
                             json!({"namespace": ns, "content": format!("search bench {seed} memory {j}"), "embedding": vectors[j], "tags": tags})
                         })
                         .collect();
-                    let (status, body) = conn
-                        .send("POST", "/api/v1/memories/batch", Some(json!({"memories": items}).to_string()))
+                    let v = conn
+                        .call(
+                            "POST",
+                            "/api/v1/memories/batch",
+                            Some(json!({"memories": items}).to_string()),
+                        )
                         .await?;
-                    if status != 200 {
-                        bail!("batch answered {status}: {}", String::from_utf8_lossy(&body));
-                    }
-                    let v: Value = serde_json::from_slice(&body)?;
                     for (k, r) in v["results"].as_array().context("results")?.iter().enumerate() {
                         let id = r["id"].as_str().with_context(|| format!("item failed: {r}"))?;
                         out.push((i + k, id.to_owned()));
@@ -159,11 +159,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
             if let Some(c) = &cursor {
                 path.push_str(&format!("&cursor={c}"));
             }
-            let (status, body) = conn.send("GET", &path, None).await?;
-            if status != 200 {
-                bail!("list answered {status}: {}", String::from_utf8_lossy(&body));
-            }
-            let v: Value = serde_json::from_slice(&body)?;
+            let v = conn.call("GET", &path, None).await?;
             for m in v["memories"].as_array().context("memories")? {
                 let j = m["content"]
                     .as_str()
@@ -266,16 +262,9 @@ async fn measure(
             let k = 10.min(exact.len());
             exact.select_nth_unstable_by(k.saturating_sub(1), |a, b| b.0.total_cmp(&a.0));
             let truth: Vec<&str> = exact[..k].iter().map(|(_, i)| ids[*i].as_str()).collect();
-            let (status, reply) = conn
-                .send("POST", "/api/v1/search", Some(body_for(&q)))
+            let v = conn
+                .call("POST", "/api/v1/search", Some(body_for(&q)))
                 .await?;
-            if status != 200 {
-                bail!(
-                    "search answered {status}: {}",
-                    String::from_utf8_lossy(&reply)
-                );
-            }
-            let v: Value = serde_json::from_slice(&reply)?;
             let got: Vec<&str> = v["results"]
                 .as_array()
                 .context("results")?

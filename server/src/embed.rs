@@ -582,18 +582,19 @@ fn run(
         stats
             .busy_us
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let result = |j: &engram_engine::EmbedJob, outcome: Result<Vec<f32>, String>| EmbedResult {
+            id: j.id,
+            content_hash: j.content_hash,
+            outcome,
+            model: embedder.model_id().to_owned(),
+        };
         let results: Vec<EmbedResult> = match outcome {
             Ok(vectors) => {
                 stats.available.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(200);
                 jobs.iter()
                     .zip(vectors)
-                    .map(|(j, v)| EmbedResult {
-                        id: j.id,
-                        content_hash: j.content_hash,
-                        outcome: Ok(v),
-                        model: embedder.model_id().to_owned(),
-                    })
+                    .map(|(j, v)| result(j, Ok(v)))
                     .collect()
             }
             Err(EmbedError::Unavailable(reason)) => {
@@ -609,14 +610,12 @@ fn run(
             Err(EmbedError::Refused(reason)) if jobs.len() > 1 => {
                 // One bad text fails the call: embed one at a time to find it.
                 jobs.iter()
-                    .map(|j| EmbedResult {
-                        id: j.id,
-                        content_hash: j.content_hash,
-                        outcome: embedder
+                    .map(|j| {
+                        let one = embedder
                             .embed(&[j.content.as_str()])
                             .map(|mut v| v.pop().unwrap_or_default())
-                            .map_err(|e| e.to_string()),
-                        model: embedder.model_id().to_owned(),
+                            .map_err(|e| e.to_string());
+                        result(j, one)
                     })
                     .inspect(|r| {
                         if r.outcome.is_err() {
@@ -627,12 +626,7 @@ fn run(
             }
             Err(EmbedError::Refused(reason)) => jobs
                 .iter()
-                .map(|j| EmbedResult {
-                    id: j.id,
-                    content_hash: j.content_hash,
-                    outcome: Err(reason.clone()),
-                    model: embedder.model_id().to_owned(),
-                })
+                .map(|j| result(j, Err(reason.clone())))
                 .collect(),
         };
         let failed = results.iter().filter(|r| r.outcome.is_err()).count() as u64;

@@ -567,7 +567,12 @@ fn indexer(shared: &Shared, rx: &mpsc::Receiver<Job>) {
             next = rx.try_recv().ok();
         }
         flush(&mut round);
-        if shared.changes_since_save.load(Ordering::Relaxed) >= shared.save_after_changes {
+        // Saving writes the whole graph: wait for a tenth of it to change (at least the
+        // configured count), so a big graph is not rewritten every few seconds.
+        let due = shared
+            .save_after_changes
+            .max(shared.indexed.read().len() as u64 / 10);
+        if shared.changes_since_save.load(Ordering::Relaxed) >= due {
             if let Err(e) = save(shared) {
                 tracing::error!(error = %e, "saving the vector index failed");
             }

@@ -450,6 +450,23 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
             }
         }
         similarity = top.into_map();
+        // The graph's similarities come from quantized vectors: score the chosen candidates
+        // again with their f32 vectors (one batched read), so ranks and scores are exact and do
+        // not depend on which path found a memory.
+        let mut from_graph: Vec<Uuid> = similarity
+            .keys()
+            .filter(|id| {
+                attrs.by_id.get(id).is_some_and(|a| a.tier == Tier::Warm)
+                    && index.hnsw.lagging_vector(id).is_none()
+            })
+            .copied()
+            .collect();
+        from_graph.sort_unstable();
+        for (id, v) in from_graph.iter().zip(ctx.warm.vectors(&from_graph)?) {
+            if let Some(v) = v {
+                similarity.insert(*id, cosine(uq, &v));
+            }
+        }
         if let Some(t) = q.similarity_threshold {
             similarity.retain(|_, s| *s >= t);
         }
