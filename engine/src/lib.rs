@@ -17,6 +17,7 @@
 //! embeddings, or retry a failed fsync.
 
 mod codec;
+pub mod cold;
 mod engine;
 mod model;
 pub mod search;

@@ -98,6 +98,22 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Cold segment tools.
+    Segment {
+        #[command(subcommand)]
+        command: SegmentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SegmentCommand {
+    /// A cold segment's header, every block (offset, sizes, records, checksum) and id range;
+    /// exits non-zero if any block or the quantized vectors are damaged, naming them.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +186,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             to_lsn,
             json,
         } => backup::restore(&backup, &target_dir, to_time.as_deref(), to_lsn, json),
+        Command::Segment {
+            command: SegmentCommand::Inspect { file, json },
+        } => segment_inspect(&file, json),
         Command::Wal { command } => match command {
             WalCommand::Inspect {
                 data_dir,
@@ -183,6 +202,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } => dump(&wal_dir(&data_dir, archive)?, json),
         },
     }
+}
+
+fn segment_inspect(file: &Path, json: bool) -> anyhow::Result<()> {
+    let seg = engram_engine::cold::Segment::open(file)?;
+    let info = seg.info().clone();
+    let (blocks, quant_problem) = seg.inspect()?;
+    let first = seg.ids().next();
+    let last = seg.ids().last();
+    let problems: Vec<String> = blocks
+        .iter()
+        .filter_map(|b| b.problem.clone())
+        .chain(quant_problem.clone())
+        .collect();
+    if json {
+        let out = serde_json::json!({
+            "file": file.display().to_string(),
+            "segment_id": info.segment_id,
+            "dimensions": info.dims,
+            "memories": info.memories,
+            "bytes": info.bytes,
+            "raw_bytes": info.raw_bytes,
+            "first_id": first.map(|i| i.to_string()),
+            "last_id": last.map(|i| i.to_string()),
+            "blocks": blocks.iter().map(|b| serde_json::json!({
+                "index": b.index, "offset": b.offset, "compressed_bytes": b.compressed_bytes,
+                "raw_bytes": b.raw_bytes, "records": b.records, "ok": b.problem.is_none(),
+                "problem": b.problem,
+            })).collect::<Vec<_>>(),
+            "quantized_vectors_ok": quant_problem.is_none(),
+            "ok": problems.is_empty(),
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{}: segment {} — {} memories, {}-d, {} blocks, {} bytes ({} uncompressed, {:.2}×)",
+            file.display(),
+            info.segment_id,
+            info.memories,
+            info.dims,
+            info.blocks,
+            info.bytes,
+            info.raw_bytes,
+            info.raw_bytes as f64 / info.bytes.max(1) as f64
+        );
+        if let (Some(a), Some(b)) = (first, last) {
+            println!("ids {a} .. {b}");
+        }
+        for b in &blocks {
+            println!(
+                "block {:>5} @ {:>10}: {:>7} → {:>7} bytes, {:>5} records  {}",
+                b.index,
+                b.offset,
+                b.raw_bytes,
+                b.compressed_bytes,
+                b.records,
+                b.problem.as_deref().unwrap_or("ok")
+            );
+        }
+        if let Some(p) = &quant_problem {
+            println!("{p}");
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} problem(s) in {}: {}",
+            problems.len(),
+            file.display(),
+            problems.join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn wal_dir(data_dir: &Path, archive: bool) -> anyhow::Result<PathBuf> {
