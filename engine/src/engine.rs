@@ -845,6 +845,11 @@ fn open_search(
             index.put(&m);
         }
     }
+    warm.scan_vectors(|id, v| {
+        if let Some(crc) = warm_vectors.get(&id) {
+            index.load_warm_vector(id, *crc, v);
+        }
+    })?;
     let queued = index.hnsw.reconcile(&warm_vectors, |id| warm.vector(id))?;
     tracing::info!(
         searchable = index.len(),

@@ -443,6 +443,28 @@ impl WarmTier {
             .collect()
     }
 
+    /// Every warm vector, in id order (one sequential pass).
+    pub fn scan_vectors(&self, mut f: impl FnMut(Uuid, &[f32])) -> Result<(), EngineError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_VECTORS));
+        it.seek_to_first();
+        let mut buf: Vec<f32> = Vec::new();
+        while it.valid() {
+            let key = it.key().expect("valid iterator has a key");
+            let value = it.value().expect("valid iterator has a value");
+            if let Ok(id) = Uuid::from_slice(key) {
+                buf.clear();
+                buf.extend(
+                    value
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
+                );
+                f(id, &buf);
+            }
+            it.next();
+        }
+        it.status().map_err(|e| rocks_err(&self.path, e))
+    }
+
     /// Ids waiting for the background embedder, in id (so creation) order.
     pub fn embed_queue(&self) -> Result<Vec<Uuid>, EngineError> {
         let mut out = Vec::new();

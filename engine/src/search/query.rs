@@ -412,16 +412,27 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
             if let Some(candidates) =
                 tag_candidates(&attrs, q).filter(|c| c.len() <= EXACT_CANDIDATES)
             {
-                // A selective tag filter: score its few candidates exactly with their f32
-                // vectors from RocksDB, no walk.
-                let mut passing: Vec<Uuid> = candidates
-                    .into_iter()
-                    .filter(|id| {
-                        ok(id, Tier::Warm).is_some_and(|a| a.vector_crc.is_some()) && meta_ok(id)
-                    })
-                    .collect();
-                passing.sort_unstable();
-                for (id, v) in passing.iter().zip(ctx.warm.vectors(&passing)?) {
+                // A selective tag filter: score its few candidates from the in-memory i8 codes,
+                // no walk; the best are re-scored with their f32 vectors below.
+                let mut rough = TopN::new(pool * 4);
+                let (q_scale, q_codes) = crate::cold::quantize(uq);
+                {
+                    let codes = index.warm_codes.read();
+                    for id in candidates {
+                        let Some(crc) = ok(&id, Tier::Warm).and_then(|a| a.vector_crc) else {
+                            continue;
+                        };
+                        if !meta_ok(&id) {
+                            continue;
+                        }
+                        if let Some(s) = codes.cosine(&id, crc, (q_scale, &q_codes)) {
+                            rough.push(s, id);
+                        }
+                    }
+                }
+                let mut best: Vec<Uuid> = rough.into_map().into_keys().collect();
+                best.sort_unstable();
+                for (id, v) in best.iter().zip(ctx.warm.vectors(&best)?) {
                     if let Some(v) = v {
                         top.push(cosine(uq, &v), *id);
                     }
