@@ -86,6 +86,11 @@ pub struct EngineConfig {
     /// (`embedding_status: pending`).
     pub auto_embed: bool,
     pub search: SearchConfig,
+    /// Load the in-memory search structures (graph, attributes, codes). Offline tools turn
+    /// this off: opening is then fast and small, `search` is refused, and everything they
+    /// write is indexed by the daemon's next open (postings and attributes are in RocksDB; the
+    /// graph is reconciled).
+    pub search_structures: bool,
     pub fault_injector: Option<FaultInjector>,
 }
 
@@ -120,6 +125,7 @@ impl EngineConfig {
             snapshots_kept: 7,
             auto_embed: false,
             search: SearchConfig::default(),
+            search_structures: true,
             fault_injector: None,
         }
     }
@@ -591,6 +597,11 @@ impl Engine {
     /// recency. Returned memories count as accessed.
     pub fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
         let inner = &self.inner;
+        if !inner.search.is_enabled() {
+            return Err(EngineError::Config(
+                "this store was opened without its search structures (offline)".to_owned(),
+            ));
+        }
         if let Some(e) = &q.embedding {
             inner.validate_embedding(e).map_err(|e| match e {
                 EngineError::Invalid { message, .. } => EngineError::Invalid {
@@ -826,6 +837,13 @@ fn open_search(
     warm: &WarmTier,
 ) -> Result<(SearchIndex, HashMap<Uuid, i64>), EngineError> {
     let started = Instant::now();
+    if !config.search_structures {
+        let hnsw = Hnsw::detached(config.dimensions, &config.search)?;
+        return Ok((
+            SearchIndex::disabled(config.dimensions, &config.search, hnsw),
+            HashMap::new(),
+        ));
+    }
     let hnsw = Hnsw::open(
         &config.data_dir.join("search"),
         config.dimensions,

@@ -514,6 +514,7 @@ pub fn restore_snapshot(
         )?;
     }
     let mut config = EngineConfig::new(target);
+    config.search_structures = false;
     config.dimensions = manifest.dimensions;
     config.working_capacity = manifest.working_capacity;
     config.working_heap_bytes = manifest.working_heap_bytes;

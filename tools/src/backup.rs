@@ -46,6 +46,7 @@ fn offline_snapshot(data_dir: &Path) -> anyhow::Result<SnapshotManifest> {
         );
     };
     let mut config = EngineConfig::new(data_dir);
+    config.search_structures = false;
     config.dimensions = dims;
     config.working_capacity = capacity;
     config.working_heap_bytes = heap_bytes;

@@ -44,6 +44,7 @@ pub fn open_offline(data_dir: &Path, dims: Option<usize>) -> anyhow::Result<Engi
         Err(e) => return Err(e.into()),
     }
     let mut config = EngineConfig::new(data_dir);
+    config.search_structures = false;
     match engram_engine::stored_layout(data_dir)? {
         Some((d, capacity, heap_bytes)) => {
             if dims.is_some_and(|want| want != d) {
@@ -236,6 +237,9 @@ fn parse_line(line: &str, n: usize) -> anyhow::Result<Memory> {
     Ok(m)
 }
 
+/// Memories handed from the reading thread to the formatting one at a time.
+const EXPORT_CHUNK: usize = 512;
+
 pub fn export(
     data_dir: &Path,
     out: &Path,
@@ -245,7 +249,7 @@ pub fn export(
     let engine = open_offline(data_dir, None)?;
     let started = Instant::now();
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut writer: Box<dyn Write> = if out.extension().is_some_and(|e| e == "zst") {
+    let mut writer: Box<dyn Write + Send> = if out.extension().is_some_and(|e| e == "zst") {
         Box::new(zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), 3)?.auto_finish())
     } else {
         Box::new(BufWriter::with_capacity(1 << 20, file))
@@ -256,25 +260,63 @@ pub fn export(
     writeln!(writer, "{header}")?;
     let bar = progress(as_json, "exported");
     let mut count = 0u64;
-    let mut line = Vec::with_capacity(8192);
-    engine.scan_all(namespace, |m| {
-        line.clear();
-        write_memory_line(&mut line, &m).map_err(|e| EngineError::Io {
-            path: out.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        writer.write_all(&line).map_err(|e| EngineError::Io {
-            path: out.to_path_buf(),
-            source: e,
-        })?;
-        count += 1;
-        if count.is_multiple_of(4096) {
-            bar.set_position(count);
+    // Three stages on their own threads, in order: this one reads and decodes, one formats
+    // JSON (the costliest part: every float), one writes (and compresses). Chunks keep the
+    // file in scan order.
+    let io_err = |e: std::io::Error| EngineError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    };
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let (to_format, formatting) = std::sync::mpsc::sync_channel::<Vec<Memory>>(4);
+        let (to_write, writing) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let formatter = s.spawn(move || -> anyhow::Result<()> {
+            for chunk in formatting {
+                let mut buf = Vec::with_capacity(chunk.len() * 2048);
+                for m in &chunk {
+                    write_memory_line(&mut buf, m)?;
+                }
+                if to_write.send(buf).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let writer_thread = s.spawn(move || -> std::io::Result<()> {
+            for buf in writing {
+                writer.write_all(&buf)?;
+            }
+            writer.flush()
+        });
+        let mut chunk = Vec::with_capacity(EXPORT_CHUNK);
+        let scanned = engine.scan_all(namespace, |m| {
+            chunk.push(m);
+            count += 1;
+            if chunk.len() == EXPORT_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(EXPORT_CHUNK));
+                // A closed channel means a later stage failed: its error is reported below.
+                to_format
+                    .send(full)
+                    .map_err(|_| io_err(std::io::Error::other("export pipeline stopped")))?;
+                bar.set_position(count);
+            }
+            Ok(())
+        });
+        if !chunk.is_empty() {
+            let _ = to_format.send(chunk);
         }
+        drop(to_format);
+        let formatted = formatter
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the formatting thread panicked")));
+        let written = writer_thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writing thread panicked")));
+        formatted?;
+        written.with_context(|| format!("writing {}", out.display()))?;
+        scanned?;
         Ok(())
     })?;
-    writer.flush()?;
-    drop(writer);
     bar.finish_and_clear();
     engine.close()?;
     let secs = started.elapsed().as_secs_f64();

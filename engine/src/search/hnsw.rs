@@ -216,6 +216,39 @@ impl Hnsw {
         })
     }
 
+    /// An empty graph with no indexer and no files: offline opens, which track nothing.
+    pub(crate) fn detached(dims: usize, config: &super::SearchConfig) -> Result<Hnsw, EngineError> {
+        let options = IndexOptions {
+            dimensions: dims,
+            metric: MetricKind::Cos,
+            quantization: config.quantization.scalar_kind(),
+            connectivity: config.connectivity,
+            expansion_add: config.expansion_add,
+            expansion_search: config.expansion_search,
+            multi: false,
+        };
+        let index = new_index(&options)?;
+        Ok(Hnsw {
+            shared: Arc::new(Shared {
+                dims,
+                dir: PathBuf::new(),
+                options,
+                threads: 1,
+                save_after_changes: u64::MAX,
+                index: RwLock::new(index),
+                indexed: RwLock::new(IdMap::default()),
+                lagging: RwLock::new(IdMap::default()),
+                changes_since_save: AtomicU64::new(0),
+                permits: Permits {
+                    free: Mutex::new(1),
+                    cv: Condvar::new(),
+                },
+            }),
+            tx: Mutex::new(None),
+            worker: Mutex::new(None),
+        })
+    }
+
     fn send(&self, job: Job) {
         if let Some(tx) = self.tx.lock().as_ref() {
             // The indexer only stops at close, after the last apply.

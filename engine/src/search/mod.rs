@@ -373,6 +373,8 @@ pub struct SearchIndex {
     pub(crate) working_text: RwLock<WorkingText>,
     pub(crate) hnsw: hnsw::Hnsw,
     pub(crate) warm_codes: RwLock<WarmCodes>,
+    /// `false`: opened offline without search structures; changes are not tracked here.
+    enabled: bool,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -394,7 +396,20 @@ impl SearchIndex {
             working_text: RwLock::new(WorkingText::default()),
             hnsw,
             warm_codes: RwLock::new(WarmCodes::default()),
+            enabled: true,
         }
+    }
+
+    /// Search structures that track nothing (offline tools).
+    pub(crate) fn disabled(dims: usize, config: &SearchConfig, hnsw: hnsw::Hnsw) -> SearchIndex {
+        SearchIndex {
+            enabled: false,
+            ..SearchIndex::new(dims, config, hnsw)
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
 
     pub fn dims(&self) -> usize {
@@ -431,6 +446,9 @@ impl SearchIndex {
 
     /// Takes in a memory's new image (after it is applied to its tier).
     pub(crate) fn put(&self, memory: &Memory) {
+        if !self.enabled {
+            return;
+        }
         let id = memory.id;
         let old = self.remove_inner(&id);
         if memory.status != Status::Active || memory.tier == Tier::Cold {
@@ -489,6 +507,9 @@ impl SearchIndex {
 
     /// Drops a memory from search.
     pub(crate) fn remove(&self, id: &Uuid) {
+        if !self.enabled {
+            return;
+        }
         if self.remove_inner(id).is_some_and(|a| a.tier == Tier::Warm) {
             self.hnsw.forget(*id);
         }
