@@ -32,6 +32,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("search.hnsw_quantization", Kind::Str, "bf16"),
     ("search.max_concurrent", Kind::Int, "32"),
     ("search.index_save_changes", Kind::Int, "50000"),
+    ("search.exact_candidates_max", Kind::Int, "20000"),
     ("wal.sync", Kind::Str, "always"),
     ("wal.sync_interval", Kind::Str, "10ms"),
     ("wal.segment_bytes", Kind::Int, "67108864"),
@@ -216,6 +217,7 @@ struct RawSearch {
     hnsw_quantization: Option<String>,
     max_concurrent: Option<i64>,
     index_save_changes: Option<i64>,
+    exact_candidates_max: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -554,6 +556,13 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             1,
             i64::MAX,
         )? as u64,
+        exact_candidates_max: positive(
+            "search.exact_candidates_max",
+            raw.search.exact_candidates_max,
+            20_000,
+            0,
+            10_000_000,
+        )? as usize,
     };
     let sync_interval = duration("wal.sync_interval", raw.wal.sync_interval, "10ms")?;
     if sync_interval.is_zero() {

@@ -18,6 +18,14 @@ fn dims_settings(working: &'static str) -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// As [`dims_settings`], with every warm vector search walking the HNSW graph (these test
+/// namespaces are small enough to be scored directly otherwise).
+fn graph_settings(working: &'static str) -> Vec<(&'static str, &'static str)> {
+    let mut s = dims_settings(working);
+    s.push(("search.exact_candidates_max", "0"));
+    s
+}
+
 fn search(d: &Daemon, body: Value) -> Value {
     let r = d.post("/api/v1/search", &body);
     assert_eq!(r.status, 200, "{}", r.text);
@@ -81,7 +89,7 @@ fn recall_at_10(d: &Daemon, ns: &str, corpus: &[(String, Vec<f32>)], queries: &[
 fn vector_recall_matches_brute_force_in_both_tiers() {
     let dir = tempfile::tempdir().expect("tempdir");
     // 100 memories fit in the working tier; the rest are evicted to warm and its HNSW graph.
-    let d = Daemon::start(&dir.path().join("data"), &dims_settings("100"));
+    let d = Daemon::start(&dir.path().join("data"), &graph_settings("100"));
     let items: Vec<Value> = (0..3000u64)
         .map(|i| json!({"namespace": "a", "content": format!("vector {i}"), "embedding": embedding(i, DIMS)}))
         .collect();
@@ -99,7 +107,7 @@ fn vector_recall_matches_brute_force_in_both_tiers() {
     );
     let queries: Vec<Vec<f32>> = (0..50u64).map(|i| embedding(1_000_000 + i, DIMS)).collect();
     let recall = recall_at_10(&d, "a", &corpus, &queries);
-    assert!(recall >= 0.95, "recall@10 {recall}");
+    assert!(recall >= 0.95, "recall@10 through the graph {recall}");
     // A memory's own vector finds it first, with distance ~0.
     for (id, v) in corpus.iter().step_by(97) {
         let r = search(
@@ -109,6 +117,13 @@ fn vector_recall_matches_brute_force_in_both_tiers() {
         assert_eq!(ids(&r), vec![id.clone()]);
         assert!(r["results"][0]["distance"].as_f64().expect("distance") < 1e-3);
     }
+    // The same store with direct scoring (a 3,000-memory namespace is scored from the i8
+    // codes, then f32) finds the same neighbours.
+    let mut d = d;
+    assert!(d.terminate().success());
+    let d = Daemon::start(&dir.path().join("data"), &dims_settings("100"));
+    let recall = recall_at_10(&d, "a", &corpus, &queries);
+    assert!(recall >= 0.99, "recall@10 scoring directly {recall}");
 }
 
 #[test]
@@ -583,7 +598,7 @@ fn updated_and_deleted_memories_never_match_stale() {
 fn restart_keeps_search_results_identical() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let settings = dims_settings("100");
+    let settings = graph_settings("100");
     let mut d = Daemon::start(&data, &settings);
     let items: Vec<Value> = (0..1500u64)
         .map(|i| json!({"namespace": "r", "content": format!("memory about topic {} and {}", i % 37, i), "embedding": embedding(i, DIMS), "created_at": "2024-03-01T00:00:00Z"}))
@@ -622,7 +637,7 @@ fn restart_keeps_search_results_identical() {
 fn kill9_while_indexing_loses_nothing_and_the_graph_catches_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let settings = dims_settings("50");
+    let settings = graph_settings("50");
     let mut d = Daemon::start(&data, &settings);
     let items: Vec<Value> = (0..4000u64)
         .map(|i| json!({"namespace": "k", "content": format!("kill test {i}"), "embedding": embedding(i, DIMS)}))

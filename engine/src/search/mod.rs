@@ -59,6 +59,9 @@ pub struct SearchConfig {
     pub threads: usize,
     /// Save the HNSW index after this many changes (and at close).
     pub save_after_changes: u64,
+    /// A namespace or tag filter with at most this many memories is scored from in-memory
+    /// i8 codes instead of walking the graph (0: always walk).
+    pub exact_candidates_max: usize,
 }
 
 impl Default for SearchConfig {
@@ -71,6 +74,7 @@ impl Default for SearchConfig {
             quantization: Quantization::BF16,
             threads: 32,
             save_after_changes: 50_000,
+            exact_candidates_max: 20_000,
         }
     }
 }
@@ -102,6 +106,8 @@ pub(crate) struct Attrs {
     /// (namespace, tag) → the memories carrying it: lets a selective tag filter enumerate its
     /// few candidates instead of walking the graph.
     pub by_tag: HashMap<(Arc<str>, Box<str>), keyhash::IdSet<Uuid>>,
+    /// namespace → its memories: a small namespace in a big graph is scored directly.
+    pub by_namespace: HashMap<Arc<str>, keyhash::IdSet<Uuid>>,
 }
 
 impl Attrs {
@@ -125,6 +131,10 @@ impl Attrs {
                 .or_default()
                 .insert(id);
         }
+        self.by_namespace
+            .entry(Arc::clone(&attr.namespace))
+            .or_default()
+            .insert(id);
         self.by_id.insert(id, attr);
     }
 
@@ -133,6 +143,9 @@ impl Attrs {
         if let Some(s) = self.stats.get_mut(&old.namespace) {
             s.docs = s.docs.saturating_sub(1);
             s.total_len = s.total_len.saturating_sub(u64::from(old.doc_len));
+        }
+        if let Some(set) = self.by_namespace.get_mut(&old.namespace) {
+            set.remove(id);
         }
         for tag in old.tags.iter() {
             let key = (Arc::clone(&old.namespace), tag.clone());
@@ -375,6 +388,7 @@ pub struct SearchIndex {
     pub(crate) warm_codes: RwLock<WarmCodes>,
     /// `false`: opened offline without search structures; changes are not tracked here.
     enabled: bool,
+    pub(crate) exact_candidates_max: usize,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -397,6 +411,7 @@ impl SearchIndex {
             hnsw,
             warm_codes: RwLock::new(WarmCodes::default()),
             enabled: true,
+            exact_candidates_max: config.exact_candidates_max,
         }
     }
 

@@ -409,9 +409,7 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                 .stats
                 .get(q.namespace.as_str())
                 .map_or(0, |s| s.docs as usize);
-            if let Some(candidates) =
-                tag_candidates(&attrs, q).filter(|c| c.len() <= EXACT_CANDIDATES)
-            {
+            if let Some(candidates) = small_candidate_set(&attrs, q, index.exact_candidates_max) {
                 // A selective tag filter: score its few candidates from the in-memory i8 codes,
                 // no walk; the best are re-scored with their f32 vectors below.
                 let mut rough = TopN::new(pool * 4);
@@ -631,34 +629,50 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
     Ok((out, total))
 }
 
-/// Most candidates a tag filter may have for its vector search to score them exactly instead
-/// of walking the graph.
-const EXACT_CANDIDATES: usize = 20_000;
-
-/// The memories a query's tag filter admits, if it has one: the smallest `all_of` tag's set,
-/// else the union of the `any_of` tags' sets (the other conditions are checked per candidate).
-fn tag_candidates(attrs: &super::Attrs, q: &SearchQuery) -> Option<Vec<Uuid>> {
+/// The smallest set of memories known to hold every match, if it has at most `limit`: the
+/// namespace's, or a tag filter's (the smallest `all_of` tag's set, else the union of the
+/// `any_of` sets). The other conditions are checked per candidate.
+fn small_candidate_set(attrs: &super::Attrs, q: &SearchQuery, limit: usize) -> Option<Vec<Uuid>> {
     let ns: std::sync::Arc<str> = std::sync::Arc::from(q.namespace.as_str());
     let set_of = |tag: &String| {
         attrs
             .by_tag
             .get(&(std::sync::Arc::clone(&ns), Box::from(tag.as_str())))
     };
-    if !q.tags_all.is_empty() {
-        let smallest = q
-            .tags_all
+    let in_namespace = attrs.by_namespace.get(&ns);
+    let namespace_size = in_namespace.map_or(0, |s| s.len());
+    // Sizes first: collecting a big set only to drop it would cost more than the walk.
+    let tags_size = if !q.tags_all.is_empty() {
+        q.tags_all
             .iter()
             .map(|t| set_of(t).map_or(0, |s| s.len()))
-            .enumerate()
-            .min_by_key(|(_, n)| *n)
-            .map(|(i, _)| i)?;
-        return Some(
-            set_of(&q.tags_all[smallest])
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default(),
-        );
-    }
-    if !q.tags_any.is_empty() {
+            .min()
+    } else if !q.tags_any.is_empty() {
+        Some(
+            q.tags_any
+                .iter()
+                .map(|t| set_of(t).map_or(0, |s| s.len()))
+                .sum(),
+        )
+    } else {
+        None
+    };
+    if tags_size.is_some_and(|t| t <= namespace_size) {
+        let t = tags_size.unwrap_or(0);
+        if t > limit {
+            return None;
+        }
+        if !q.tags_all.is_empty() {
+            let smallest = q
+                .tags_all
+                .iter()
+                .min_by_key(|t| set_of(t).map_or(0, |s| s.len()))?;
+            return Some(
+                set_of(smallest)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default(),
+            );
+        }
         let mut out: Vec<Uuid> = q
             .tags_any
             .iter()
@@ -669,7 +683,14 @@ fn tag_candidates(attrs: &super::Attrs, q: &SearchQuery) -> Option<Vec<Uuid>> {
         out.dedup();
         return Some(out);
     }
-    None
+    if namespace_size > limit {
+        return None;
+    }
+    Some(
+        in_namespace
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default(),
+    )
 }
 
 /// The vector of a searchable memory, wherever it is.
