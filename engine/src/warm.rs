@@ -193,7 +193,8 @@ impl WarmBatch<'_> {
         if memory.embedding_status == EmbeddingStatus::Pending && memory.status != Status::Deleted {
             self.batch
                 .put_cf(self.tier.cf(CF_EMBED_QUEUE), memory.id.as_bytes(), []);
-        } else {
+        } else if previous_tier.is_some() {
+            // Only a memory that existed can be queued: a new one needs no tombstone.
             self.batch
                 .delete_cf(self.tier.cf(CF_EMBED_QUEUE), memory.id.as_bytes());
         }
