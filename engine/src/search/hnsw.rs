@@ -165,15 +165,7 @@ impl Hnsw {
         config: &super::SearchConfig,
     ) -> Result<Hnsw, EngineError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let options = IndexOptions {
-            dimensions: dims,
-            metric: MetricKind::Cos,
-            quantization: config.quantization.scalar_kind(),
-            connectivity: config.connectivity,
-            expansion_add: config.expansion_add,
-            expansion_search: config.expansion_search,
-            multi: false,
-        };
+        let options = index_options(dims, config);
         let threads = config.threads.max(1);
         let (index, indexed) = match load(dir, &options) {
             Ok(Some(loaded)) => loaded,
@@ -218,15 +210,7 @@ impl Hnsw {
 
     /// An empty graph with no indexer and no files: offline opens, which track nothing.
     pub(crate) fn detached(dims: usize, config: &super::SearchConfig) -> Result<Hnsw, EngineError> {
-        let options = IndexOptions {
-            dimensions: dims,
-            metric: MetricKind::Cos,
-            quantization: config.quantization.scalar_kind(),
-            connectivity: config.connectivity,
-            expansion_add: config.expansion_add,
-            expansion_search: config.expansion_search,
-            multi: false,
-        };
+        let options = index_options(dims, config);
         let index = new_index(&options)?;
         Ok(Hnsw {
             shared: Arc::new(Shared {
@@ -415,6 +399,19 @@ impl Drop for Hnsw {
         if let Some(w) = self.worker.lock().take() {
             let _ = w.join();
         }
+    }
+}
+
+/// The graph's settings: cosine, one vector per key.
+fn index_options(dims: usize, config: &super::SearchConfig) -> IndexOptions {
+    IndexOptions {
+        dimensions: dims,
+        metric: MetricKind::Cos,
+        quantization: config.quantization.scalar_kind(),
+        connectivity: config.connectivity,
+        expansion_add: config.expansion_add,
+        expansion_search: config.expansion_search,
+        multi: false,
     }
 }
 

@@ -160,35 +160,40 @@ impl Attrs {
     }
 }
 
-/// Vectors of one namespace's working-tier memories, packed for a sequential scan, with each
-/// vector's norm and expiry beside it so the scan reads nothing else.
-#[derive(Debug, Default)]
-pub(crate) struct Arena {
+/// Rows of `dims` values per id, packed for a sequential scan, with a small per-row value `M`
+/// beside them; removal moves the last row into the hole.
+#[derive(Debug)]
+pub(crate) struct Packed<T, M> {
     pub ids: Vec<Uuid>,
-    pub data: Vec<f32>,
-    pub norms: Vec<f32>,
-    /// `i64::MAX`: never expires.
-    pub expires: Vec<i64>,
-    pos: HashMap<Uuid, usize>,
+    pub data: Vec<T>,
+    pub meta: Vec<M>,
+    pos: keyhash::IdMap<Uuid, usize>,
 }
 
-impl Arena {
-    fn put(&mut self, id: Uuid, v: &[f32], expires_at_us: Option<i64>) {
-        let dims = v.len();
-        let norm = query::norm(v);
-        let expires = expires_at_us.unwrap_or(i64::MAX);
+impl<T, M> Default for Packed<T, M> {
+    fn default() -> Self {
+        Packed {
+            ids: Vec::new(),
+            data: Vec::new(),
+            meta: Vec::new(),
+            pos: keyhash::IdMap::default(),
+        }
+    }
+}
+
+impl<T: Copy, M> Packed<T, M> {
+    fn put(&mut self, id: Uuid, row: &[T], meta: M) {
+        let dims = row.len();
         match self.pos.get(&id) {
             Some(&i) => {
-                self.data[i * dims..(i + 1) * dims].copy_from_slice(v);
-                self.norms[i] = norm;
-                self.expires[i] = expires;
+                self.data[i * dims..(i + 1) * dims].copy_from_slice(row);
+                self.meta[i] = meta;
             }
             None => {
                 self.pos.insert(id, self.ids.len());
                 self.ids.push(id);
-                self.data.extend_from_slice(v);
-                self.norms.push(norm);
-                self.expires.push(expires);
+                self.data.extend_from_slice(row);
+                self.meta.push(meta);
             }
         }
     }
@@ -200,90 +205,67 @@ impl Arena {
         let last = self.ids.len() - 1;
         if i != last {
             self.ids.swap(i, last);
-            self.norms.swap(i, last);
-            self.expires.swap(i, last);
+            self.meta.swap(i, last);
             self.pos.insert(self.ids[i], i);
             let (head, tail) = self.data.split_at_mut(last * dims);
             head[i * dims..(i + 1) * dims].copy_from_slice(&tail[..dims]);
         }
         self.ids.pop();
-        self.norms.pop();
-        self.expires.pop();
+        self.meta.pop();
         self.data.truncate(last * dims);
     }
 
-    pub fn vector(&self, id: &Uuid, dims: usize) -> Option<&[f32]> {
+    /// The row of `id` and its value.
+    pub fn get(&self, id: &Uuid, dims: usize) -> Option<(&[T], &M)> {
         self.pos
             .get(id)
-            .map(|&i| &self.data[i * dims..(i + 1) * dims])
+            .map(|&i| (&self.data[i * dims..(i + 1) * dims], &self.meta[i]))
+    }
+}
+
+/// Vectors of one namespace's working-tier memories, with each vector's norm and expiry
+/// (`i64::MAX`: never) beside it so the scan reads nothing else.
+pub(crate) type Arena = Packed<f32, (f32, i64)>;
+
+impl Arena {
+    fn put_vector(&mut self, id: Uuid, v: &[f32], expires_at_us: Option<i64>) {
+        self.put(id, v, (query::norm(v), expires_at_us.unwrap_or(i64::MAX)));
+    }
+
+    pub fn vector(&self, id: &Uuid, dims: usize) -> Option<&[f32]> {
+        self.get(id, dims).map(|(v, _)| v)
     }
 }
 
 /// i8 codes of every warm vector, packed: a selective filter scores its candidates from these
-/// (about a quarter of the f32 size) and re-scores the best few with the f32 originals.
+/// (about a quarter of the f32 size) and re-scores the best few with the f32 originals. Beside
+/// each: the code scale divided by the vector's norm (so `dot(codes, q) × it` is the cosine
+/// with a unit query) and the vector's checksum.
 #[derive(Debug, Default)]
-pub(crate) struct WarmCodes {
-    pos: keyhash::IdMap<Uuid, usize>,
-    ids: Vec<Uuid>,
-    codes: Vec<i8>,
-    /// Per vector: the code scale divided by the vector's norm, so `dot(codes, q) × this` is the
-    /// cosine with a unit query.
-    factors: Vec<f32>,
-    crcs: Vec<u32>,
-}
+pub(crate) struct WarmCodes(Packed<i8, (f32, u32)>);
 
 impl WarmCodes {
     fn put(&mut self, id: Uuid, crc: u32, v: &[f32]) {
-        let dims = v.len();
         let (scale, codes) = crate::cold::quantize(v);
         let n = query::norm(v);
-        let factor = if n > 0.0 { scale / n } else { 0.0 };
-        match self.pos.get(&id) {
-            Some(&i) => {
-                self.codes[i * dims..(i + 1) * dims].copy_from_slice(&codes);
-                self.factors[i] = factor;
-                self.crcs[i] = crc;
-            }
-            None => {
-                self.pos.insert(id, self.ids.len());
-                self.ids.push(id);
-                self.codes.extend_from_slice(&codes);
-                self.factors.push(factor);
-                self.crcs.push(crc);
-            }
-        }
+        self.0
+            .put(id, &codes, (if n > 0.0 { scale / n } else { 0.0 }, crc));
     }
 
     fn remove(&mut self, id: &Uuid, dims: usize) {
-        let Some(i) = self.pos.remove(id) else {
-            return;
-        };
-        let last = self.ids.len() - 1;
-        if i != last {
-            self.ids.swap(i, last);
-            self.factors.swap(i, last);
-            self.crcs.swap(i, last);
-            self.pos.insert(self.ids[i], i);
-            let (head, tail) = self.codes.split_at_mut(last * dims);
-            head[i * dims..(i + 1) * dims].copy_from_slice(&tail[..dims]);
-        }
-        self.ids.pop();
-        self.factors.pop();
-        self.crcs.pop();
-        self.codes.truncate(last * dims);
+        self.0.remove(id, dims);
     }
 
     /// Approximate cosine of `id`'s vector with a unit query quantized as `(scale, codes)`
     /// (see [`crate::cold::quantize`]), if its codes are for `crc`. Integer multiply-adds:
     /// several times faster than converting the codes to floats.
     pub fn cosine(&self, id: &Uuid, crc: u32, query: (f32, &[i8])) -> Option<f32> {
-        let i = *self.pos.get(id)?;
-        if self.crcs[i] != crc {
-            return None;
-        }
         let (q_scale, q) = query;
         let dims = q.len();
-        let codes = &self.codes[i * dims..(i + 1) * dims];
+        let (codes, &(factor, held)) = self.0.get(id, dims)?;
+        if held != crc {
+            return None;
+        }
         // |c·x| ≤ 127² per term and dims ≤ 4096, so i32 cannot overflow: wrapping arithmetic
         // only spares the overflow checks that would keep this loop from vectorizing.
         let mut acc = [0i32; 32];
@@ -297,7 +279,7 @@ impl WarmCodes {
         for (c, x) in codes[tail..].iter().zip(&q[tail..]) {
             dot = dot.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*x)));
         }
-        Some(dot as f32 * q_scale * self.factors[i])
+        Some(dot as f32 * q_scale * factor)
     }
 }
 
@@ -502,7 +484,7 @@ impl SearchIndex {
                         .write()
                         .entry(Arc::clone(&namespace))
                         .or_default()
-                        .put(id, v, memory.expires_at_us);
+                        .put_vector(id, v, memory.expires_at_us);
                 }
                 self.working_text.write().put(id, namespace, terms);
             }

@@ -382,14 +382,14 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                 // attributes.
                 let check = q.filters_attributes();
                 for (i, v) in arena.data.chunks_exact(dims).enumerate() {
-                    if arena.expires[i] <= ctx.now_us {
+                    let (n, expires) = arena.meta[i];
+                    if expires <= ctx.now_us {
                         continue;
                     }
                     let id = &arena.ids[i];
                     if check && !(ok(id, Tier::Working).is_some() && meta_ok(id)) {
                         continue;
                     }
-                    let n = arena.norms[i];
                     let s = if n == 0.0 { 0.0 } else { dot(uq, v) / n };
                     top.push(s, *id);
                 }
