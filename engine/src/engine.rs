@@ -646,16 +646,9 @@ impl Engine {
         Ok(SearchResults { hits, total_count })
     }
 
-    /// (vectors in the warm tier's graph, warm vectors still waiting for it, searchable
-    /// memories).
-    pub fn search_sizes(&self) -> (usize, usize, usize) {
-        let (graph, lagging) = self.inner.search.hnsw.sizes();
-        (graph, lagging, self.inner.search.len())
-    }
-
-    /// Saves the vector index now (it is also saved after enough changes, and at close).
-    pub fn save_vector_index(&self) -> Result<(), EngineError> {
-        self.inner.search.hnsw.save()
+    /// (vectors in the warm tier's graph, warm vectors still waiting for it).
+    pub fn vector_index_sizes(&self) -> (usize, usize) {
+        self.inner.search.hnsw.sizes()
     }
 
     /// Up to `max` memories waiting for the background embedder, oldest first.

@@ -480,9 +480,6 @@ impl Embedder for OpenAiEmbedder {
 pub struct EmbedStats {
     pub embedded: AtomicU64,
     pub failed: AtomicU64,
-    pub batches: AtomicU64,
-    /// Microseconds spent in the provider.
-    pub busy_us: AtomicU64,
     /// The provider answered its last call (or the local model is loaded).
     pub available: AtomicBool,
 }
@@ -577,11 +574,7 @@ fn run(
             continue;
         }
         let texts: Vec<&str> = jobs.iter().map(|j| j.content.as_str()).collect();
-        let started = Instant::now();
         let outcome = embedder.embed(&texts);
-        stats
-            .busy_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let result = |j: &engram_engine::EmbedJob, outcome: Result<Vec<f32>, String>| EmbedResult {
             id: j.id,
             content_hash: j.content_hash,
@@ -648,7 +641,6 @@ fn run(
             stats.embedded.fetch_add(n - failed, Ordering::Relaxed);
             stats.failed.fetch_add(failed, Ordering::Relaxed);
         }
-        stats.batches.fetch_add(1, Ordering::Relaxed);
         let (m, cv) = done;
         *m.lock() += 1;
         cv.notify_all();

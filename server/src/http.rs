@@ -589,6 +589,22 @@ async fn search(
     Ok(json_reply(StatusCode::OK, &body))
 }
 
+/// Counts a completed single-memory write and answers with the memory.
+fn memory_reply(
+    state: &AppState,
+    operation: &str,
+    status: StatusCode,
+    memory: Memory,
+    include_embedding: bool,
+) -> Reply {
+    state
+        .metrics
+        .operations
+        .with_label_values(&[operation])
+        .inc();
+    json_reply(status, &memory_json(memory, include_embedding))
+}
+
 fn memory_json(m: Memory, include_embedding: bool) -> Value {
     serde_json::to_value(MemoryOut::new(m, include_embedding)).expect("memories always serialize")
 }
@@ -668,14 +684,12 @@ async fn create(
     let engine = Arc::clone(&state.engine);
     let memory = blocking(move || engine.create(new)).await??;
     let memory = after_write(state, memory, wait).await?;
-    state
-        .metrics
-        .operations
-        .with_label_values(&["create"])
-        .inc();
-    Ok(json_reply(
+    Ok(memory_reply(
+        state,
+        "create",
         StatusCode::CREATED,
-        &memory_json(memory, include_embedding),
+        memory,
+        include_embedding,
     ))
 }
 
@@ -827,14 +841,12 @@ async fn update(
     let engine = Arc::clone(&state.engine);
     let memory = blocking(move || engine.update(&id, patch)).await??;
     let memory = after_write(state, memory, wait).await?;
-    state
-        .metrics
-        .operations
-        .with_label_values(&["update"])
-        .inc();
-    Ok(json_reply(
+    Ok(memory_reply(
+        state,
+        "update",
         StatusCode::OK,
-        &memory_json(memory, include_embedding),
+        memory,
+        include_embedding,
     ))
 }
 

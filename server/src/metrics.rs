@@ -227,7 +227,7 @@ impl Metrics {
                 e.failed.load(std::sync::atomic::Ordering::Relaxed),
             );
         }
-        let (graph, lagging, _) = engine.search_sizes();
+        let (graph, lagging) = engine.vector_index_sizes();
         self.vector_index
             .with_label_values(&["graph"])
             .set(i64::try_from(graph).unwrap_or(i64::MAX));

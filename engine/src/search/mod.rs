@@ -409,17 +409,9 @@ impl SearchIndex {
         self.enabled
     }
 
-    pub fn dims(&self) -> usize {
-        self.dims
-    }
-
     /// Number of searchable memories.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.attrs.read().by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Loads a warm memory's persisted attributes at open.
