@@ -14,6 +14,8 @@ pub const OP_VERSION: u8 = 1;
 const OP_PUT: u8 = 1;
 const OP_PURGE: u8 = 2;
 const OP_ACCESS: u8 = 3;
+const OP_COLD_SEAL: u8 = 4;
+const OP_COLD_COMPACT: u8 = 5;
 
 /// Why does a record produce a new image?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,22 @@ pub enum Op {
     },
     /// Soft state: access counts and times, batched.
     Access(Vec<AccessDelta>),
+    /// Move these memories (full images, `tier` cold, each with the LSN of its last change and
+    /// the tier it leaves) into the new cold segment `segment`. The images make the record
+    /// self-contained: recovery and point-in-time restore rebuild the segment from them if its
+    /// file is missing.
+    ColdSeal {
+        segment: u64,
+        memories: Vec<(Memory, Tier)>,
+    },
+    /// Replace the cold segments `sources` by `segment`, which holds exactly the memories
+    /// `kept` (read from the sources, where they are live); every other entry of the sources
+    /// is dead. The cold tier's own state before this record is enough to rebuild it.
+    ColdCompact {
+        segment: u64,
+        sources: Vec<u64>,
+        kept: Vec<Uuid>,
+    },
 }
 
 /// A decode failure: the bytes are not what this version wrote.
@@ -490,6 +508,32 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
                     w.i64(d.last_accessed_at_us);
                 }
             }
+            Op::ColdSeal { segment, memories } => {
+                w.u8(OP_COLD_SEAL);
+                w.u64(*segment);
+                w.u32(u32::try_from(memories.len()).expect("seals are bounded"));
+                for (m, from) in memories {
+                    w.u8(from.code());
+                    w.u64(m.lsn);
+                    encode_memory(w.0, m, true);
+                }
+            }
+            Op::ColdCompact {
+                segment,
+                sources,
+                kept,
+            } => {
+                w.u8(OP_COLD_COMPACT);
+                w.u64(*segment);
+                w.u32(u32::try_from(sources.len()).expect("compactions are bounded"));
+                for s in sources {
+                    w.u64(*s);
+                }
+                w.u32(u32::try_from(kept.len()).expect("compactions are bounded"));
+                for id in kept {
+                    w.bytes(id.as_bytes());
+                }
+            }
         }
     }
     if let Op::Put { memory, .. } = op {
@@ -551,6 +595,41 @@ pub fn decode_op(bytes: &[u8], lsn: u64) -> Result<Op, DecodeError> {
                 });
             }
             Op::Access(deltas)
+        }
+        OP_COLD_SEAL => {
+            let segment = r.u64()?;
+            let n = r.u32()? as usize;
+            // An image takes well over 32 bytes: refuse counts the buffer cannot hold.
+            if n > r.buf.len() / 32 {
+                return Err(r.err(format!("{n} sealed memories in {} bytes", r.buf.len())));
+            }
+            let mut memories = Vec::with_capacity(n);
+            for _ in 0..n {
+                let from = r.tier()?;
+                let image_lsn = r.u64()?;
+                let mut m = read_memory(&mut r, image_lsn)?;
+                m.tier = Tier::Cold;
+                memories.push((m, from));
+            }
+            Op::ColdSeal { segment, memories }
+        }
+        OP_COLD_COMPACT => {
+            let segment = r.u64()?;
+            let n = r.u32()? as usize;
+            if n > r.buf.len() / 8 {
+                return Err(r.err(format!("{n} sources in {} bytes", r.buf.len())));
+            }
+            let sources = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+            let n = r.u32()? as usize;
+            if n > r.buf.len() / 16 {
+                return Err(r.err(format!("{n} kept ids in {} bytes", r.buf.len())));
+            }
+            let kept = (0..n).map(|_| r.uuid()).collect::<Result<Vec<_>, _>>()?;
+            Op::ColdCompact {
+                segment,
+                sources,
+                kept,
+            }
         }
         other => return Err(r.err(format!("operation tag {other}"))),
     };
@@ -645,6 +724,34 @@ pub(crate) mod tests {
                 count: 2,
                 last_accessed_at_us: 5,
             }]),
+            Op::ColdSeal {
+                segment: 7,
+                memories: vec![
+                    (
+                        Memory {
+                            tier: Tier::Cold,
+                            ..memory.clone()
+                        },
+                        Tier::Warm,
+                    ),
+                    (
+                        Memory {
+                            id: Uuid::now_v7(),
+                            tier: Tier::Cold,
+                            embedding: None,
+                            embedding_status: EmbeddingStatus::None,
+                            lsn: 12,
+                            ..memory.clone()
+                        },
+                        Tier::Working,
+                    ),
+                ],
+            },
+            Op::ColdCompact {
+                segment: 9,
+                sources: vec![7, 8],
+                kept: vec![memory.id],
+            },
         ];
         for op in ops {
             let bytes = encode_op(&op);

@@ -342,6 +342,11 @@ impl Segment {
         &self.info
     }
 
+    /// Whether the segment has an entry for `id`.
+    pub fn contains(&self, id: &Uuid) -> bool {
+        self.index.binary_search_by_key(id, |(i, _, _)| *i).is_ok()
+    }
+
     /// Every id in the segment, sorted.
     pub fn ids(&self) -> impl Iterator<Item = Uuid> + '_ {
         self.index.iter().map(|(id, _, _)| *id)

@@ -24,11 +24,13 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::codec::{self, AccessDelta, Op, PutKind};
+use crate::coldtier::ColdTier;
 use crate::model::{
     self, content_hash, is_valid_namespace, EmbeddingStatus, ListFilter, Memory, MemoryPatch,
     NewMemory, Status, Tier, MAX_BATCH_ITEMS, MAX_CONTENT_BYTES, MAX_DIMENSIONS,
     MAX_METADATA_BYTES, MAX_TAGS, MAX_TAG_BYTES,
 };
+use crate::policy::{CompactionReport, MigrationConfig, MigrationReport, PlannedMove};
 use crate::search::hnsw::Hnsw;
 use crate::search::{SearchConfig, SearchIndex, SearchQuery, SearchResults};
 use crate::warm::WarmTier;
@@ -49,6 +51,14 @@ const REPLAY_BATCH_RECORDS: usize = 1024;
 const EVICTION_CHUNK: usize = 8192;
 /// Moves logged per hold of the writer lock by background eviction.
 const EVICTION_LOCK_CHUNK: usize = 256;
+/// Most memories one cold seal (one WAL record, one segment) carries.
+const SEAL_MAX_MEMORIES: usize = 2048;
+/// Most encoded bytes one cold seal carries (the WAL record limit is 16 MiB).
+const SEAL_MAX_BYTES: usize = 12 << 20;
+/// Segments with fewer entries are merged by compaction.
+const COLD_SMALL_SEGMENT: usize = 8192;
+/// Most live entries one compaction output holds.
+const COLD_COMPACT_MAX: usize = 65_536;
 /// How often the background thread wakes to look for work.
 const BACKGROUND_TICK: Duration = Duration::from_millis(100);
 
@@ -86,6 +96,8 @@ pub struct EngineConfig {
     /// (`embedding_status: pending`).
     pub auto_embed: bool,
     pub search: SearchConfig,
+    /// `[tier_migration]`: the policy that moves memories between tiers, and cold segments.
+    pub migration: MigrationConfig,
     /// Load the in-memory search structures (graph, attributes, codes). Offline tools turn
     /// this off: opening is then fast and small, `search` is refused, and everything they
     /// write is indexed by the daemon's next open (postings and attributes are in RocksDB; the
@@ -125,6 +137,7 @@ impl EngineConfig {
             snapshots_kept: 7,
             auto_embed: false,
             search: SearchConfig::default(),
+            migration: MigrationConfig::default(),
             search_structures: true,
             fault_injector: None,
         }
@@ -134,7 +147,12 @@ impl EngineConfig {
 /// Counts of background work the engine did, for metrics (requests are counted by the server).
 #[derive(Debug, Default)]
 pub struct EngineCounters {
-    pub migrations_working_to_warm: AtomicU64,
+    /// Tier moves, `[from][to]` in working, warm, cold order.
+    pub migrations: [[AtomicU64; 3]; 3],
+    pub compactions: AtomicU64,
+    pub compaction_micros: AtomicU64,
+    /// Dead cold entries compaction dropped.
+    pub compaction_dead_dropped: AtomicU64,
     /// Memories purged because their `expires_at` passed.
     pub memories_expired: AtomicU64,
     pub checkpoints: AtomicU64,
@@ -152,6 +170,30 @@ pub struct EngineStats {
     pub wal_active_segments: usize,
     pub warm_disk_bytes: u64,
     pub working_heap_live_bytes: u64,
+    pub cold_segments: usize,
+    pub cold_disk_bytes: u64,
+}
+
+impl EngineCounters {
+    pub fn migrated(&self, from: Tier, to: Tier) -> u64 {
+        self.migrations[tier_index(from)][tier_index(to)].load(Ordering::Relaxed)
+    }
+
+    fn count_move(&self, from: Tier, to: Tier, n: u64) {
+        self.migrations[tier_index(from)][tier_index(to)].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// One tier as `GET /api/v1/tiers` reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TierReport {
+    pub count: u64,
+    pub bytes_on_disk: u64,
+    /// Over active memories (0 when none).
+    pub avg_importance: f64,
+    pub avg_access_count: f64,
+    /// Oldest last access (or last change, if never accessed), µs since the epoch.
+    pub oldest_access_us: Option<i64>,
 }
 
 /// What recovery did at open, for logs.
@@ -195,7 +237,14 @@ pub(crate) struct Inner {
     wal: Wal,
     working: WorkingTier,
     warm: WarmTier,
+    cold: ColdTier,
     search: SearchIndex,
+    /// Accesses since each memory's last move, counted while it is warm or cold (for promotion).
+    hits: Mutex<HashMap<Uuid, u64>>,
+    /// Memories used enough to go up a tier, for the background thread.
+    promote: Mutex<BTreeSet<Uuid>>,
+    /// Serializes policy runs and compactions.
+    migration_lock: Mutex<()>,
     /// Memories waiting for the background embedder (mirrors the `embed_queue` column family).
     embed_pending: Mutex<BTreeSet<Uuid>>,
     /// (expires_at, id) of memories with an expiry, for the purge job.
@@ -230,7 +279,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn tier_index(tier: Tier) -> usize {
+pub(crate) fn tier_index(tier: Tier) -> usize {
     match tier {
         Tier::Working => 0,
         Tier::Warm => 1,
@@ -295,9 +344,15 @@ impl Engine {
             config.block_cache_bytes,
             config.search.stemming,
         )?;
+        let (cold, cold_lsn) = ColdTier::open(
+            &config.data_dir.join("cold"),
+            config.dimensions,
+            config.migration.zstd_level,
+        )?;
         let working_lsn = working_report.checkpoint_lsn;
-        let replay_from = working_lsn.min(warm_lsn) + 1;
-        let min_next = working_lsn.max(warm_lsn) + 1;
+        let cold_lsn = cold_lsn.unwrap_or(working_lsn.min(warm_lsn));
+        let replay_from = working_lsn.min(warm_lsn).min(cold_lsn) + 1;
+        let min_next = working_lsn.max(warm_lsn).max(cold_lsn) + 1;
         let mut wal_opts = WalOptions::new(config.data_dir.join("wal"));
         wal_opts.segment_bytes = config.wal_segment_bytes;
         wal_opts.sync_mode = config.sync_mode;
@@ -319,6 +374,12 @@ impl Engine {
                 })?;
             let to_rocks = record.lsn > warm_lsn;
             let to_working = record.lsn > working_lsn;
+            if record.lsn > cold_lsn {
+                cold_part(&cold, record.lsn, &op)?;
+                if let Op::ColdCompact { sources, .. } = &op {
+                    cold.drop_segments(record.lsn, sources)?;
+                }
+            }
             if to_rocks {
                 if matches!(op, Op::Access(_)) {
                     // Access deltas read the current counters: commit what is batched first.
@@ -350,11 +411,20 @@ impl Engine {
             }
         }
         working_final.apply(&working)?;
-        let (search, expiry) = open_search(&config, &working, &warm)?;
+        cold.load_locations(warm.cold_locations()?);
+        let orphans = cold.remove_orphans()?;
+        if orphans > 0 {
+            tracing::info!(
+                files = orphans,
+                "removed cold segment files no record names"
+            );
+        }
+        let (search, expiry) = open_search(&config, &working, &warm, &cold)?;
         let embed_pending: BTreeSet<Uuid> = warm.embed_queue()?.into_iter().collect();
         let last_lsn = wal.last_lsn();
         let working_count = working.len();
         let warm_count = warm.count_records()?;
+        let cold_count = cold.len() as u64;
         let report = OpenReport {
             working_checkpoint_lsn: working_lsn,
             warm_applied_lsn: warm_lsn,
@@ -368,7 +438,11 @@ impl Engine {
             wal,
             working,
             warm,
+            cold,
             search,
+            hits: Mutex::new(HashMap::new()),
+            promote: Mutex::new(BTreeSet::new()),
+            migration_lock: Mutex::new(()),
             embed_pending: Mutex::new(embed_pending),
             expiry: Mutex::new(expiry.iter().map(|(id, at)| (*at, *id)).collect()),
             expiry_of: Mutex::new(expiry),
@@ -385,7 +459,7 @@ impl Engine {
             tier_counts: [
                 AtomicU64::new(working_count as u64),
                 AtomicU64::new(warm_count),
-                AtomicU64::new(0),
+                AtomicU64::new(cold_count),
             ],
             access_pending: Mutex::new(HashMap::new()),
             free_disk_bytes: AtomicU64::new(free),
@@ -454,7 +528,8 @@ impl Engine {
     }
 
     /// Calls `f` for every stored memory (every status; `namespace` filters): the working tier in
-    /// id order, then the warm tier in id order, read sequentially. For exports: a store being
+    /// id order, then the warm tier in id order, read sequentially, then the cold tier segment by
+    /// segment. For exports: a store being
     /// written meanwhile may show a memory that moves between tiers twice or not at all.
     pub fn scan_all(
         &self,
@@ -475,6 +550,18 @@ impl Engine {
         }
         inner.warm.scan(|m| {
             if namespace.is_none_or(|ns| m.namespace == ns) {
+                n += 1;
+                f(m)
+            } else {
+                Ok(())
+            }
+        })?;
+        inner.cold.scan(|mut m| {
+            if namespace.is_none_or(|ns| m.namespace == ns) {
+                if let Some((count, last)) = inner.warm.access(&m.id)? {
+                    m.access_count = count;
+                    m.last_accessed_at_us = last;
+                }
                 n += 1;
                 f(m)
             } else {
@@ -526,6 +613,13 @@ impl Engine {
             seen.insert(m.id, (m.namespace.clone(), m.content_hash, m.status));
             Ok(())
         })?;
+        for (id, seg) in inner.cold.locations() {
+            if !inner.cold.segment_has(seg, &id) {
+                problems.push(format!(
+                    "cold location of {id} names segment {seg}, which does not hold it"
+                ));
+            }
+        }
         let (ns_index, hash_index) = inner.warm.index_entries()?;
         let mut indexed = std::collections::HashSet::new();
         for (ns, id) in &ns_index {
@@ -593,7 +687,7 @@ impl Engine {
         }
     }
 
-    /// Ranked recall over the working and warm tiers: vector, text, or both with importance and
+    /// Ranked recall over the tiers the query names (cold only when asked): vector, text, or both with importance and
     /// recency. Returned memories count as accessed.
     pub fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
         let inner = &self.inner;
@@ -615,6 +709,7 @@ impl Engine {
         let ctx = crate::search::query::Ctx {
             index: &inner.search,
             warm: &inner.warm,
+            cold: &inner.cold,
             read: &read,
             now_us: model::now_us(),
         };
@@ -695,10 +790,31 @@ impl Engine {
     }
 
     /// Applies a partial update; `version` + 1.
-    pub fn update(&self, id: &Uuid, patch: MemoryPatch) -> Result<Memory, EngineError> {
+    pub fn update(&self, id: &Uuid, mut patch: MemoryPatch) -> Result<Memory, EngineError> {
         let inner = &self.inner;
         inner.check_writable()?;
         inner.validate_patch(&patch)?;
+        if patch.tier == Some(Tier::Cold) {
+            // Pinning to cold: apply the other fields (if any), then seal the result.
+            patch.tier = None;
+            let current = if patch == MemoryPatch::default() {
+                inner.read_live(id)?.ok_or(EngineError::NotFound(*id))?
+            } else {
+                self.update(id, patch)?
+            };
+            if current.status == Status::Deleted {
+                return Err(EngineError::NotFound(*id));
+            }
+            if current.tier != Tier::Cold {
+                let moved = inner.seal(vec![current.id], true)?;
+                if moved.is_empty() {
+                    return Err(EngineError::Busy(
+                        "the memory changed while moving to cold; retry",
+                    ));
+                }
+            }
+            return inner.read_live(id)?.ok_or(EngineError::NotFound(*id));
+        }
         let memory = {
             let mut w = inner.writer.lock();
             inner.log_update(&mut w, id, patch)?
@@ -753,7 +869,72 @@ impl Engine {
             wal_active_segments: inner.wal.active_segments(),
             warm_disk_bytes: inner.warm.disk_bytes(),
             working_heap_live_bytes: inner.working.heap_usage().0,
+            cold_segments: inner.cold.segment_stats().len(),
+            cold_disk_bytes: inner.cold.disk_bytes(),
         }
+    }
+
+    /// Runs the tier migration policy now (`dry_run`: only report what it would move).
+    pub fn migrate(&self, dry_run: bool) -> Result<MigrationReport, EngineError> {
+        if !dry_run {
+            self.inner.check_writable()?;
+        }
+        self.inner.migrate(dry_run)
+    }
+
+    /// Compacts cold segments now: every segment with a dead entry, and small ones merged.
+    pub fn compact(&self) -> Result<CompactionReport, EngineError> {
+        self.inner.check_writable()?;
+        self.inner.compact(true)
+    }
+
+    /// Per tier (working, warm, cold): count, bytes on disk, average importance and access
+    /// count, oldest access. Scans the access state of every warm and cold memory.
+    pub fn tier_report(&self) -> Result<[TierReport; 3], EngineError> {
+        let inner = &self.inner;
+        let mut out: [TierReport; 3] = Default::default();
+        let mut importance = [(0f64, 0u64); 3];
+        for (_, a) in inner.search.attrs.read().by_id.iter() {
+            let e = &mut importance[tier_index(a.tier)];
+            e.0 += f64::from(a.importance);
+            e.1 += 1;
+        }
+        let mut access = [(0u64, 0u64, None::<i64>); 3];
+        for s in inner.working.eviction_inputs() {
+            let e = &mut access[0];
+            e.0 += s.access_count;
+            e.1 += 1;
+            e.2 = Some(e.2.map_or(s.last_used_us, |o: i64| o.min(s.last_used_us)));
+        }
+        inner.warm.scan_access(|id, count, last| {
+            let e = &mut access[if inner.cold.contains(&id) { 2 } else { 1 }];
+            e.0 += count;
+            e.1 += 1;
+            if let Some(l) = last {
+                e.2 = Some(e.2.map_or(l, |o: i64| o.min(l)));
+            }
+        })?;
+        let bytes = [
+            inner.working.disk_bytes(),
+            inner.warm.disk_bytes() + inner.search.hnsw.file_bytes(),
+            inner.cold.disk_bytes(),
+        ];
+        for (i, r) in out.iter_mut().enumerate() {
+            r.count = inner.tier_counts[i].load(Ordering::Relaxed);
+            r.bytes_on_disk = bytes[i];
+            r.avg_importance = if importance[i].1 == 0 {
+                0.0
+            } else {
+                importance[i].0 / importance[i].1 as f64
+            };
+            r.avg_access_count = if access[i].1 == 0 {
+                0.0
+            } else {
+                access[i].0 as f64 / access[i].1 as f64
+            };
+            r.oldest_access_us = access[i].2;
+        }
+        Ok(out)
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -831,6 +1012,7 @@ fn open_search(
     config: &EngineConfig,
     working: &WorkingTier,
     warm: &WarmTier,
+    cold: &ColdTier,
 ) -> Result<(SearchIndex, HashMap<Uuid, i64>), EngineError> {
     let started = Instant::now();
     if !config.search_structures {
@@ -848,10 +1030,17 @@ fn open_search(
     let index = SearchIndex::new(config.dimensions, &config.search, hnsw);
     let mut warm_vectors = HashMap::new();
     warm.scan_attrs(|id, row| {
-        if let Some(crc) = row.vector_crc {
-            warm_vectors.insert(id, crc);
-        }
-        index.load_warm(id, row);
+        // Cold memories keep their attributes and postings in RocksDB; their vectors are in
+        // the segments, not the graph.
+        let tier = if cold.contains(&id) {
+            Tier::Cold
+        } else {
+            if let Some(crc) = row.vector_crc {
+                warm_vectors.insert(id, crc);
+            }
+            Tier::Warm
+        };
+        index.load_attrs(id, tier, row);
         Ok(())
     })?;
     for id in working.ids() {
@@ -917,6 +1106,10 @@ fn rocks_part(
             if memory.status != Status::Deleted {
                 batch.index_hash(&memory.namespace, &memory.content_hash, &memory.id);
             }
+            if *previous_tier == Some(Tier::Cold) {
+                // Leaving the cold tier: its segment entry is dead from now on.
+                batch.delete_cold_location(&memory.id);
+            }
             match memory.tier {
                 Tier::Warm => batch.put_record(memory),
                 _ => {
@@ -937,10 +1130,35 @@ fn rocks_part(
             if let Some(h) = release_hash {
                 batch.unindex_hash(namespace, h);
             }
-            if *previous_tier == Tier::Warm {
-                batch.delete_record(id);
+            match previous_tier {
+                Tier::Warm => batch.delete_record(id),
+                Tier::Cold => batch.delete_cold_location(id),
+                Tier::Working => {}
             }
             batch.unindex_for_search(id)?;
+        }
+        Op::ColdSeal { segment, memories } => {
+            for (m, from) in memories {
+                match from {
+                    // Postings, search attributes and access state stay: cold shares them.
+                    Tier::Warm => batch.delete_warm_body(&m.id),
+                    Tier::Working => {
+                        batch.put_access(
+                            &m.id,
+                            m.access_count,
+                            m.last_accessed_at_us.unwrap_or(i64::MIN),
+                        );
+                        batch.index_for_search(m, Some(Tier::Working))?;
+                    }
+                    Tier::Cold => {}
+                }
+                batch.put_cold_location(&m.id, *segment);
+            }
+        }
+        Op::ColdCompact { segment, kept, .. } => {
+            for id in kept {
+                batch.put_cold_location(id, *segment);
+            }
         }
         Op::Access(deltas) => {
             for d in deltas {
@@ -955,6 +1173,23 @@ fn rocks_part(
         }
     }
     Ok(())
+}
+
+/// The cold tier's part of applying `op` at `lsn`: register a sealed or compacted segment
+/// (rebuilding its file if needed). Dropping a compaction's sources is separate.
+fn cold_part(cold: &ColdTier, lsn: Lsn, op: &Op) -> Result<(), EngineError> {
+    match op {
+        Op::ColdSeal { segment, memories } => {
+            let images: Vec<Memory> = memories.iter().map(|(m, _)| m.clone()).collect();
+            cold.apply_seal(lsn, *segment, &images)
+        }
+        Op::ColdCompact {
+            segment,
+            sources,
+            kept,
+        } => cold.register_compacted(*segment, sources, kept),
+        _ => Ok(()),
+    }
 }
 
 /// The working tier's share of a replay: the last operation per id, and access deltas newer
@@ -977,6 +1212,12 @@ impl WorkingReplay {
                 self.last.insert(id, (lsn, None));
             }
             Op::Access(deltas) => self.access.extend(deltas.into_iter().map(|d| (lsn, d))),
+            Op::ColdSeal { memories, .. } => {
+                for (m, _) in memories {
+                    self.last.insert(m.id, (lsn, None));
+                }
+            }
+            Op::ColdCompact { .. } => {}
         }
     }
 
@@ -1024,6 +1265,14 @@ fn working_part(working: &WorkingTier, op: &Op) -> Result<(), EngineError> {
                 working.record_access(&d.id, d.count, d.last_accessed_at_us)?;
             }
         }
+        Op::ColdSeal { memories, .. } => {
+            for (m, from) in memories {
+                if *from == Tier::Working {
+                    working.remove(&m.id);
+                }
+            }
+        }
+        Op::ColdCompact { .. } => {}
     }
     Ok(())
 }
@@ -1039,6 +1288,10 @@ impl Inner {
 
     pub(crate) fn warm(&self) -> &WarmTier {
         &self.warm
+    }
+
+    pub(crate) fn cold(&self) -> &ColdTier {
+        &self.cold
     }
 
     pub(crate) fn applied_lsn(&self) -> Lsn {
@@ -1219,12 +1472,6 @@ impl Inner {
             p.metadata_json.as_deref(),
             p.tags.as_deref(),
         )?;
-        if p.tier == Some(Tier::Cold) {
-            return Err(EngineError::Invalid {
-                field: "tier",
-                message: "the cold tier is not available in this version".to_owned(),
-            });
-        }
         Ok(())
     }
 
@@ -1335,7 +1582,12 @@ impl Inner {
                 }
                 w.pending.insert(*id, (lsn, None));
             }
-            Op::Access(_) => {}
+            Op::ColdSeal { memories, .. } => {
+                for (m, _) in memories.iter() {
+                    w.pending.insert(m.id, (lsn, Some(m.clone())));
+                }
+            }
+            Op::Access(_) | Op::ColdCompact { .. } => {}
         }
         self.queue.lock().push_back((lsn, op));
         Ok(lsn)
@@ -1474,6 +1726,9 @@ impl Inner {
             }
             Err(reason) => next.embedding_status = EmbeddingStatus::Failed(reason),
         }
+        if next.tier == Tier::Cold {
+            next.tier = Tier::Warm;
+        }
         let lsn = self.log(
             w,
             Op::Put {
@@ -1577,6 +1832,11 @@ impl Inner {
         }
         if let Some(t) = patch.tier {
             next.tier = t;
+        }
+        // A cold segment is immutable: a changed memory leaves it (for warm, unless the patch
+        // names a tier). Moving into cold is a seal, done by `Engine::update` after this.
+        if next.tier == Tier::Cold {
+            next.tier = Tier::Warm;
         }
         let holds_hash = current.status != Status::Deleted;
         let claims_hash = next.status != Status::Deleted;
@@ -1689,7 +1949,7 @@ impl Inner {
         let excess = w.working_projected + incoming - capacity;
         let want = excess + (capacity / 20).min(EVICTION_CHUNK);
         let mut moved = 0;
-        for (id, _, _) in self.eviction_order() {
+        for id in self.eviction_order() {
             if moved >= want {
                 break;
             }
@@ -1701,16 +1961,19 @@ impl Inner {
             }
         }
         self.counters
-            .migrations_working_to_warm
-            .fetch_add(moved as u64, Ordering::Relaxed);
+            .count_move(Tier::Working, Tier::Warm, moved as u64);
         Ok(w.working_projected + incoming <= capacity)
     }
 
     /// Working-tier memories, least valuable first: lowest importance, then least recently used.
-    fn eviction_order(&self) -> Vec<(Uuid, f32, i64)> {
+    fn eviction_order(&self) -> Vec<Uuid> {
         let mut candidates = self.working.eviction_inputs();
-        candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
-        candidates
+        candidates.sort_by(|a, b| {
+            a.importance
+                .total_cmp(&b.importance)
+                .then(a.last_used_us.cmp(&b.last_used_us))
+        });
+        candidates.into_iter().map(|c| c.id).collect()
     }
 
     /// Logs a move of `id` from the working tier to warm. `None` if it is no longer there.
@@ -1753,7 +2016,7 @@ impl Inner {
             {
                 let mut w = self.writer.lock();
                 while n < EVICTION_LOCK_CHUNK && want > 0 {
-                    let Some((id, _, _)) = order.next() else {
+                    let Some(id) = order.next() else {
                         break;
                     };
                     if w.pending.contains_key(&id) {
@@ -1768,11 +2031,422 @@ impl Inner {
             }
             let Some(last) = last else { break };
             self.counters
-                .migrations_working_to_warm
-                .fetch_add(n as u64, Ordering::Relaxed);
+                .count_move(Tier::Working, Tier::Warm, n as u64);
             self.commit(last)?;
         }
         Ok(())
+    }
+
+    /// Moves `ids` (working or warm, not waiting for an embedding) into new cold segments:
+    /// each segment is written first, then sealed by one WAL record carrying the images, under
+    /// the writer lock and only if none of them changed since it was read (else the changed
+    /// ones are left out and the segment is written again). Returns the memories moved, as
+    /// they were before the move. `explicit`: a client asked (a pending embedding is no bar).
+    fn seal(&self, ids: Vec<Uuid>, explicit: bool) -> Result<Vec<Memory>, EngineError> {
+        let mut moved = Vec::new();
+        let mut batch: Vec<Memory> = Vec::new();
+        let mut bytes = 0usize;
+        let mut ids = ids.into_iter().peekable();
+        while ids.peek().is_some() || !batch.is_empty() {
+            if let Some(id) = ids.next() {
+                match self.read(&id)? {
+                    Some(m)
+                        if m.tier != Tier::Cold
+                            && (explicit || m.embedding_status != EmbeddingStatus::Pending) =>
+                    {
+                        bytes += m.content.len()
+                            + m.metadata_json.len()
+                            + m.embedding.as_ref().map_or(0, |e| e.len() * 4)
+                            + 256;
+                        batch.push(m);
+                    }
+                    _ => {}
+                }
+                let full = batch.len() >= SEAL_MAX_MEMORIES || bytes >= SEAL_MAX_BYTES;
+                if !full && ids.peek().is_some() {
+                    continue;
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            moved.extend(self.seal_batch(std::mem::take(&mut batch))?);
+            bytes = 0;
+        }
+        Ok(moved)
+    }
+
+    /// One segment's worth of [`Inner::seal`].
+    fn seal_batch(&self, mut batch: Vec<Memory>) -> Result<Vec<Memory>, EngineError> {
+        loop {
+            if batch.is_empty() {
+                return Ok(batch);
+            }
+            let segment = self.cold.allocate_id();
+            let images: Vec<Memory> = batch
+                .iter()
+                .map(|m| Memory {
+                    tier: Tier::Cold,
+                    ..m.clone()
+                })
+                .collect();
+            self.cold.write(segment, &images)?;
+            let logged = {
+                let mut w = self.writer.lock();
+                let mut changed = Vec::new();
+                for (i, m) in batch.iter().enumerate() {
+                    let same = self
+                        .current(&w, &m.id)?
+                        .is_some_and(|c| c.lsn == m.lsn && c.tier == m.tier);
+                    if !same {
+                        changed.push(i);
+                    }
+                }
+                if changed.is_empty() {
+                    let op = Op::ColdSeal {
+                        segment,
+                        memories: images
+                            .into_iter()
+                            .zip(batch.iter().map(|m| m.tier))
+                            .collect(),
+                    };
+                    let lsn = self.log(&mut w, op)?;
+                    for m in &batch {
+                        self.adjust_projected(&mut w, Some(m.tier), Some(Tier::Cold));
+                    }
+                    Some(lsn)
+                } else {
+                    for i in changed.into_iter().rev() {
+                        batch.remove(i);
+                    }
+                    None
+                }
+            };
+            match logged {
+                Some(lsn) => {
+                    self.commit(lsn)?;
+                    for m in &batch {
+                        self.counters.count_move(m.tier, Tier::Cold, 1);
+                    }
+                    return Ok(batch);
+                }
+                None => {
+                    // Never registered: nothing names it.
+                    let path = self
+                        .cold
+                        .dir()
+                        .join(crate::coldtier::segment_file_name(segment));
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+
+    /// Moves `id` one tier up (cold → warm → working). `None` if it is not there any more.
+    fn log_promotion(
+        &self,
+        w: &mut WriterState,
+        id: &Uuid,
+    ) -> Result<Option<(Lsn, Tier, Tier)>, EngineError> {
+        let Some(current) = self.current(w, id)? else {
+            return Ok(None);
+        };
+        if current.status == Status::Deleted || is_expired(&current, model::now_us()) {
+            return Ok(None);
+        }
+        let to = match current.tier {
+            Tier::Cold => Tier::Warm,
+            Tier::Warm => Tier::Working,
+            Tier::Working => return Ok(None),
+        };
+        if to == Tier::Working && !self.make_room(w, 1)? {
+            return Ok(None);
+        }
+        let from = current.tier;
+        let hash = current.content_hash;
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Move,
+                memory: Memory {
+                    tier: to,
+                    ..current
+                },
+                previous_tier: Some(from),
+                previous_hash: Some(hash),
+            },
+        )?;
+        self.adjust_projected(w, Some(from), Some(to));
+        Ok(Some((lsn, from, to)))
+    }
+
+    /// Promotes the memories used often enough since their last move.
+    fn promote_queued(&self) -> Result<Vec<PlannedMove>, EngineError> {
+        let ids: Vec<Uuid> = std::mem::take(&mut *self.promote.lock())
+            .into_iter()
+            .collect();
+        let mut moves = Vec::new();
+        for chunk in ids.chunks(EVICTION_LOCK_CHUNK) {
+            let mut last = None;
+            {
+                let mut w = self.writer.lock();
+                for id in chunk {
+                    if let Some((lsn, from, to)) = self.log_promotion(&mut w, id)? {
+                        last = Some(lsn);
+                        moves.push(PlannedMove {
+                            id: *id,
+                            from,
+                            to,
+                            retention: 1.0,
+                            reason: "used again",
+                        });
+                    }
+                }
+            }
+            if let Some(lsn) = last {
+                self.commit(lsn)?;
+            }
+        }
+        for m in &moves {
+            self.counters.count_move(m.from, m.to, 1);
+        }
+        Ok(moves)
+    }
+
+    /// The policy's demotions: working and warm memories whose retention fell below their
+    /// tier's threshold, least retained first.
+    fn plan_demotions(&self) -> Result<Vec<PlannedMove>, EngineError> {
+        let policy = &self.config.migration;
+        let now = model::now_us();
+        let idle = |last: i64| (now - last) as f64 / 1e6;
+        let mut moves = Vec::new();
+        for s in self.working.eviction_inputs() {
+            if let Some((to, r)) = policy.demotion(
+                Tier::Working,
+                idle(s.last_used_us),
+                s.access_count,
+                s.importance,
+            ) {
+                moves.push(PlannedMove {
+                    id: s.id,
+                    from: Tier::Working,
+                    to,
+                    retention: r,
+                    reason: "retention below working_to_warm_after",
+                });
+            }
+        }
+        // Warm: active memories (their attributes are in memory), with access state from
+        // RocksDB.
+        let attrs = self.search.attrs.read();
+        let warm: Vec<(Uuid, f32, i64)> = attrs
+            .by_id
+            .iter()
+            .filter(|(_, a)| a.tier == Tier::Warm)
+            .map(|(id, a)| (*id, a.importance, a.created_at_us))
+            .collect();
+        drop(attrs);
+        for (id, importance, created) in warm {
+            if importance >= policy.min_importance_to_stay_warm {
+                continue;
+            }
+            let (count, last) = self.warm.access(&id)?.unwrap_or((0, None));
+            let last = last.unwrap_or(created);
+            if let Some((to, r)) = policy.demotion(Tier::Warm, idle(last), count, importance) {
+                moves.push(PlannedMove {
+                    id,
+                    from: Tier::Warm,
+                    to,
+                    retention: r,
+                    reason: "retention below warm_to_cold_after",
+                });
+            }
+        }
+        moves.sort_by(|a, b| a.retention.total_cmp(&b.retention));
+        Ok(moves)
+    }
+
+    /// Runs the migration policy now: promotions of memories used again, then demotions.
+    pub(crate) fn migrate(&self, dry_run: bool) -> Result<MigrationReport, EngineError> {
+        let _one = self.migration_lock.lock();
+        let started = Instant::now();
+        let planned = self.plan_demotions()?;
+        if dry_run {
+            let mut moves: Vec<PlannedMove> = self
+                .promote
+                .lock()
+                .iter()
+                .filter_map(|id| {
+                    let m = self.read(id).ok().flatten()?;
+                    let to = match m.tier {
+                        Tier::Cold => Tier::Warm,
+                        Tier::Warm => Tier::Working,
+                        Tier::Working => return None,
+                    };
+                    Some(PlannedMove {
+                        id: *id,
+                        from: m.tier,
+                        to,
+                        retention: 1.0,
+                        reason: "used again",
+                    })
+                })
+                .collect();
+            moves.extend(planned);
+            return Ok(MigrationReport {
+                dry_run,
+                moves,
+                skipped: 0,
+                took: started.elapsed(),
+            });
+        }
+        let mut moves = self.promote_queued()?;
+        let mut skipped = 0;
+        // Working → warm, a chunk per hold of the writer lock.
+        let to_warm: Vec<&PlannedMove> = planned.iter().filter(|m| m.to == Tier::Warm).collect();
+        for chunk in to_warm.chunks(EVICTION_LOCK_CHUNK) {
+            let mut last = None;
+            {
+                let mut w = self.writer.lock();
+                for m in chunk {
+                    if w.pending.contains_key(&m.id) {
+                        skipped += 1;
+                        continue;
+                    }
+                    match self.log_move_to_warm(&mut w, &m.id)? {
+                        Some(lsn) => {
+                            last = Some(lsn);
+                            moves.push((*m).clone());
+                        }
+                        None => skipped += 1,
+                    }
+                }
+            }
+            if let Some(lsn) = last {
+                self.commit(lsn)?;
+            }
+        }
+        self.counters.count_move(
+            Tier::Working,
+            Tier::Warm,
+            moves.iter().filter(|m| m.from == Tier::Working).count() as u64,
+        );
+        // Warm → cold, a segment at a time.
+        let to_cold: Vec<&PlannedMove> = planned.iter().filter(|m| m.to == Tier::Cold).collect();
+        let sealed: std::collections::HashSet<Uuid> = self
+            .seal(to_cold.iter().map(|m| m.id).collect(), false)?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        for m in to_cold {
+            if sealed.contains(&m.id) {
+                moves.push(m.clone());
+            } else {
+                skipped += 1;
+            }
+        }
+        Ok(MigrationReport {
+            dry_run,
+            moves,
+            skipped,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Rewrites cold segments without their dead entries: those above the dead ratio (all of
+    /// them with `force`), merged with small segments, into outputs of at most
+    /// [`COLD_COMPACT_MAX`] entries.
+    pub(crate) fn compact(&self, force: bool) -> Result<CompactionReport, EngineError> {
+        let _one = self.migration_lock.lock();
+        let started = Instant::now();
+        let ratio = self.config.migration.compact_dead_ratio;
+        let stats = self.cold.segment_stats();
+        let chosen: Vec<&crate::coldtier::ColdSegmentStats> = stats
+            .iter()
+            .filter(|s| {
+                let dead = s.entries - s.live.min(s.entries);
+                (dead > 0 && (force || dead as f64 >= ratio * s.entries as f64))
+                    || s.entries < COLD_SMALL_SEGMENT
+            })
+            .collect();
+        // Compacting a single small segment with nothing dead gains nothing.
+        let worth = chosen.iter().any(|s| s.live < s.entries) || chosen.len() > 1;
+        let mut report = CompactionReport {
+            bytes_before: self.cold.disk_bytes(),
+            ..CompactionReport::default()
+        };
+        if !worth {
+            return Ok(report);
+        }
+        let mut groups: Vec<Vec<u64>> = vec![Vec::new()];
+        let mut live = 0;
+        for s in &chosen {
+            if live + s.live > COLD_COMPACT_MAX && !groups.last().is_some_and(Vec::is_empty) {
+                groups.push(Vec::new());
+                live = 0;
+            }
+            groups.last_mut().expect("one group").push(s.id);
+            live += s.live;
+        }
+        for group in groups {
+            if group.is_empty()
+                || (group.len() == 1
+                    && stats
+                        .iter()
+                        .any(|s| s.id == group[0] && s.live == s.entries))
+            {
+                continue;
+            }
+            let kept = self.cold.live_ids(&group);
+            let memories = self.cold.collect(&group, &kept)?;
+            let segment = if kept.is_empty() {
+                0
+            } else {
+                let id = self.cold.allocate_id();
+                self.cold.write(id, &memories)?;
+                id
+            };
+            let lsn = {
+                let mut w = self.writer.lock();
+                // Entries that died since, or will when a logged change applies, are left out
+                // of the record (the file then no longer matches it and is rebuilt when
+                // applied): a kept id must still be cold when the record applies.
+                let kept: Vec<Uuid> = self
+                    .cold
+                    .live_ids(&group)
+                    .into_iter()
+                    .filter(|id| !w.pending.contains_key(id))
+                    .collect();
+                self.log(
+                    &mut w,
+                    Op::ColdCompact {
+                        segment,
+                        sources: group.clone(),
+                        kept,
+                    },
+                )?
+            };
+            self.commit(lsn)?;
+            let entries: usize = stats
+                .iter()
+                .filter(|s| group.contains(&s.id))
+                .map(|s| s.entries)
+                .sum();
+            report.segments_in += group.len();
+            report.segments_out += usize::from(segment != 0);
+            report.live_kept += memories.len();
+            report.dead_dropped += entries.saturating_sub(memories.len());
+        }
+        report.bytes_after = self.cold.disk_bytes();
+        report.took = started.elapsed();
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .compaction_micros
+            .fetch_add(report.took.as_micros() as u64, Ordering::Relaxed);
+        self.counters
+            .compaction_dead_dropped
+            .fetch_add(report.dead_dropped as u64, Ordering::Relaxed);
+        Ok(report)
     }
 
     /// Waits until `lsn` is durable, then applies everything durable in LSN order.
@@ -1817,7 +2491,7 @@ impl Inner {
         if !ready.is_empty() {
             let mut w = self.writer.lock();
             for (l, op) in &ready {
-                if let Some(id) = op_id(op) {
+                for id in op_ids(op) {
                     if w.pending.get(&id).is_some_and(|(pl, _)| pl == l) {
                         w.pending.remove(&id);
                     }
@@ -1845,6 +2519,9 @@ impl Inner {
     /// - otherwise RocksDB first (a memory moving out is in warm before it leaves working), then
     ///   working-tier removals (freeing slots), then working-tier puts.
     fn apply_group(&self, group: &[(Lsn, Op)]) -> Result<(), EngineError> {
+        if let [(lsn, op @ (Op::ColdSeal { .. } | Op::ColdCompact { .. }))] = group {
+            return self.apply_cold(*lsn, op);
+        }
         let into_working =
             |op: &Op| matches!(op, Op::Put { memory, .. } if memory.tier == Tier::Working);
         for (_, op) in group.iter().filter(|(_, op)| is_promotion(op)) {
@@ -1865,9 +2542,54 @@ impl Inner {
             working_part(&self.working, op)?;
         }
         for (_, op) in group {
+            // Leaving the cold tier: the segment entry is dead once warm or working has it.
+            match op {
+                Op::Put {
+                    memory,
+                    previous_tier: Some(Tier::Cold),
+                    ..
+                } if memory.tier != Tier::Cold => self.cold.remove_location(&memory.id),
+                Op::Purge {
+                    id,
+                    previous_tier: Tier::Cold,
+                    ..
+                } => self.cold.remove_location(id),
+                _ => {}
+            }
             self.count_tiers(op);
             self.index_for_search(op);
         }
+        Ok(())
+    }
+
+    /// Applies a seal or a compaction so that a lock-free reader (working → warm → cold) finds
+    /// every memory at every moment: the segment is registered and the locations point to it
+    /// before RocksDB drops the warm copies and the working tier its slots; a compaction's
+    /// sources are dropped last.
+    fn apply_cold(&self, lsn: Lsn, op: &Op) -> Result<(), EngineError> {
+        cold_part(&self.cold, lsn, op)?;
+        match op {
+            Op::ColdSeal { segment, memories } => {
+                for (m, _) in memories {
+                    self.cold.set_location(m.id, *segment);
+                }
+            }
+            Op::ColdCompact { segment, kept, .. } => {
+                for id in kept {
+                    self.cold.set_location(*id, *segment);
+                }
+            }
+            _ => {}
+        }
+        let mut batch = self.warm.batch();
+        rocks_part(&self.warm, &self.working, &mut batch, op)?;
+        batch.commit(lsn)?;
+        working_part(&self.working, op)?;
+        if let Op::ColdCompact { sources, .. } = op {
+            self.cold.drop_segments(lsn, sources)?;
+        }
+        self.count_tiers(op);
+        self.index_for_search(op);
         Ok(())
     }
 
@@ -1890,8 +2612,47 @@ impl Inner {
                 self.search.remove(id);
                 self.embed_pending.lock().remove(id);
                 self.track_expiry(id, None);
+                self.hits.lock().remove(id);
             }
-            Op::Access(_) => {}
+            Op::Access(deltas) => self.count_hits(deltas),
+            Op::ColdSeal { memories, .. } => {
+                let mut hits = self.hits.lock();
+                for (m, _) in memories {
+                    self.search.put(m);
+                    hits.remove(&m.id);
+                }
+            }
+            Op::ColdCompact { .. } => {}
+        }
+        if let Op::Put { memory, kind, .. } = op {
+            if *kind != PutKind::Embed {
+                self.hits.lock().remove(&memory.id);
+            }
+        }
+    }
+
+    /// Counts accesses to warm and cold memories; one used `promote_after_accesses` times since
+    /// its last move is queued for promotion.
+    fn count_hits(&self, deltas: &[AccessDelta]) {
+        let needed = self.config.migration.promote_after_accesses;
+        if needed == 0 {
+            return;
+        }
+        let mut hits = self.hits.lock();
+        let mut promote = Vec::new();
+        for d in deltas {
+            if self.working.contains(&d.id) {
+                continue;
+            }
+            let n = hits.entry(d.id).or_default();
+            *n += d.count;
+            if *n >= needed {
+                promote.push(d.id);
+            }
+        }
+        drop(hits);
+        if !promote.is_empty() {
+            self.promote.lock().extend(promote);
         }
     }
 
@@ -1930,20 +2691,34 @@ impl Inner {
             Op::Purge { previous_tier, .. } => {
                 self.tier_counts[tier_index(*previous_tier)].fetch_sub(1, Ordering::Relaxed);
             }
-            Op::Access(_) => {}
+            Op::ColdSeal { memories, .. } => {
+                for (_, from) in memories {
+                    self.tier_counts[tier_index(*from)].fetch_sub(1, Ordering::Relaxed);
+                    self.tier_counts[2].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Op::Access(_) | Op::ColdCompact { .. } => {}
         }
     }
 
     /// Applied state of `id`, from whichever tier holds it.
     fn read(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
-        // A move applies into the new tier before leaving the old one, so looking in working
-        // then warm can only miss a memory whose move finished between the two lookups: look
+        // A move applies into the new tier before leaving the old one, so looking in working,
+        // warm, then cold can only miss a memory whose move finished between two lookups: look
         // once more in that case.
         for _ in 0..2 {
             if let Some(m) = self.working.get(id)? {
                 return Ok(Some(m));
             }
             if let Some(m) = self.warm.get(id)? {
+                return Ok(Some(m));
+            }
+            if let Some(mut m) = self.cold.get(id)? {
+                // Access state lives beside the immutable image.
+                if let Some((count, last)) = self.warm.access(id)? {
+                    m.access_count = count;
+                    m.last_accessed_at_us = last;
+                }
                 return Ok(Some(m));
             }
         }
@@ -2077,6 +2852,8 @@ impl Inner {
         let warm_lsn = self.warm.applied_lsn()?;
         self.warm.flush()?;
         self.working.checkpoint(lsn)?;
+        // Every cold change up to `lsn` is applied, and each was made durable when applied.
+        self.cold.write_manifest(lsn)?;
         self.wal.checkpoint(lsn.min(warm_lsn))?;
         if let Some(retention) = self.config.wal_archive_retention {
             let cutoff = std::time::SystemTime::now()
@@ -2098,6 +2875,7 @@ impl Inner {
         let mut wal_bytes_at_checkpoint = self.wal.bytes_written();
         let mut last_statvfs = Instant::now();
         let mut last_snapshot = Instant::now();
+        let mut last_migration = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             std::thread::park_timeout(BACKGROUND_TICK);
             if self.stop.load(Ordering::Acquire) {
@@ -2116,6 +2894,41 @@ impl Inner {
             }
             if let Err(e) = self.evict_in_background() {
                 tracing::error!(error = %e, "moving memories from the working tier to warm failed");
+            }
+            if !self.promote.lock().is_empty() {
+                if let Err(e) = self.promote_queued() {
+                    tracing::error!(error = %e, "promoting memories failed");
+                }
+            }
+            let policy = &self.config.migration;
+            if policy.enabled
+                && self.search.is_enabled()
+                && last_migration.elapsed() >= policy.interval
+            {
+                last_migration = Instant::now();
+                match self.migrate(false) {
+                    Ok(r) if !r.moves.is_empty() => {
+                        tracing::info!(
+                            moves = r.moves.len(),
+                            skipped = r.skipped,
+                            took_ms = r.took.as_millis() as u64,
+                            "tier migration"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "tier migration failed"),
+                }
+                match self.compact(false) {
+                    Ok(r) if r.segments_in > 0 => {
+                        tracing::info!(
+                            segments_in = r.segments_in,
+                            dead_dropped = r.dead_dropped,
+                            "cold compaction"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "cold compaction failed"),
+                }
             }
             if last_access_flush.elapsed() >= self.config.access_flush_interval {
                 if let Err(e) = self.flush_access() {
@@ -2159,7 +2972,11 @@ fn is_promotion(op: &Op) -> bool {
 /// order within the group does not matter), at most [`APPLY_GROUP_RECORDS`]. An access record
 /// reads RocksDB and a promotion needs its own ordering, so each is applied alone.
 fn group_end(ready: &[(Lsn, Op)], start: usize) -> usize {
-    if matches!(ready[start].1, Op::Access(_)) || is_promotion(&ready[start].1) {
+    if matches!(
+        ready[start].1,
+        Op::Access(_) | Op::ColdSeal { .. } | Op::ColdCompact { .. }
+    ) || is_promotion(&ready[start].1)
+    {
         return start + 1;
     }
     let mut ids = std::collections::HashSet::new();
@@ -2177,7 +2994,15 @@ fn op_id(op: &Op) -> Option<Uuid> {
     match op {
         Op::Put { memory, .. } => Some(memory.id),
         Op::Purge { id, .. } => Some(*id),
-        Op::Access(_) => None,
+        Op::Access(_) | Op::ColdSeal { .. } | Op::ColdCompact { .. } => None,
+    }
+}
+
+/// Every id whose pending image `op` may be the latest of.
+fn op_ids(op: &Op) -> Vec<Uuid> {
+    match op {
+        Op::ColdSeal { memories, .. } => memories.iter().map(|(m, _)| m.id).collect(),
+        _ => op_id(op).into_iter().collect(),
     }
 }
 

@@ -18,8 +18,10 @@
 
 mod codec;
 pub mod cold;
+mod coldtier;
 mod engine;
 mod model;
+mod policy;
 pub mod search;
 pub mod snapshot;
 mod warm;
@@ -30,7 +32,7 @@ use std::path::{Path, PathBuf};
 pub use codec::{decode_op, encode_op, AccessDelta, DecodeError, Op, PutKind};
 pub use engine::{
     lock_data_dir, Deleted, EmbedJob, EmbedResult, Engine, EngineConfig, EngineCounters,
-    EngineStats, OpenReport, Page, LIST_SCAN_BUDGET, MAX_LIST_LIMIT,
+    EngineStats, OpenReport, Page, TierReport, LIST_SCAN_BUDGET, MAX_LIST_LIMIT,
 };
 pub use engram_wal::{FaultInjector, IoOp, Lsn, SyncMode};
 pub use model::{
@@ -39,6 +41,7 @@ pub use model::{
     MAX_CONTENT_BYTES, MAX_DIMENSIONS, MAX_METADATA_BYTES, MAX_NAMESPACE_BYTES, MAX_TAGS,
     MAX_TAG_BYTES,
 };
+pub use policy::{CompactionReport, MigrationConfig, MigrationReport, PlannedMove};
 pub use uuid::Uuid;
 pub use working::stored_layout;
 

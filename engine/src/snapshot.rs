@@ -7,6 +7,7 @@
 //!   while it was read may be newer than `replay_from`).
 //! - `warm/` — a RocksDB checkpoint (hard links to immutable SST files); it records its own
 //!   applied LSN, at least `replay_from`.
+//! - `cold/` — hard links to the immutable cold segments and a cold manifest for `replay_from`.
 //! - `wal/` — the WAL records from `replay_from + 1` through `lsn`.
 //! - `MANIFEST.json` — written last (temp → fsync → rename), with every file's size and CRC32.
 //!
@@ -347,6 +348,9 @@ impl crate::engine::Inner {
         let replay_from = inner.applied_lsn();
         write_working_dump(inner.working(), &tmp.join("working.dump"))?;
         inner.warm().checkpoint_to(&tmp.join("warm"))?;
+        // Cold segments are immutable: hard links, with a manifest for `replay_from` (the cold
+        // state linked holds every cold change up to it).
+        inner.cold().link_into(&tmp.join("cold"), replay_from)?;
         link_vector_index(&inner.config().data_dir.join("search"), &tmp.join("search"));
         let lsn = inner.applied_lsn();
         let mut commit_time_us = 0;
@@ -487,6 +491,18 @@ pub fn restore_snapshot(
         for rel in list_files(&search_src)? {
             let dst = search_dst.join(&rel);
             fs::copy(search_src.join(&rel), &dst).map_err(|e| EngineError::io(&dst, e))?;
+        }
+    }
+    // Cold tier: the segments and their manifest (immutable files: linked when possible).
+    let cold_src = snapshot.join("cold");
+    if cold_src.is_dir() {
+        let cold_dst = target.join("cold");
+        fs::create_dir_all(&cold_dst).map_err(|e| EngineError::io(&cold_dst, e))?;
+        for rel in list_files(&cold_src)? {
+            let (from, dst) = (cold_src.join(&rel), cold_dst.join(&rel));
+            if fs::hard_link(&from, &dst).is_err() {
+                fs::copy(&from, &dst).map_err(|e| EngineError::io(&dst, e))?;
+            }
         }
     }
     // Working tier: rebuild from the dump; its checkpoint is where the dump started.

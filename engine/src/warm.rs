@@ -39,7 +39,8 @@ const CF_META: &str = "meta";
 const CF_POSTINGS: &str = "postings";
 const CF_SEARCH_ATTRS: &str = "search_attrs";
 const CF_EMBED_QUEUE: &str = "embed_queue";
-const ALL_CFS: [&str; 9] = [
+const CF_COLD_LOC: &str = "cold_loc";
+const ALL_CFS: [&str; 10] = [
     CF_RECORDS,
     CF_VECTORS,
     CF_ACCESS,
@@ -49,6 +50,7 @@ const ALL_CFS: [&str; 9] = [
     CF_POSTINGS,
     CF_SEARCH_ATTRS,
     CF_EMBED_QUEUE,
+    CF_COLD_LOC,
 ];
 const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
 
@@ -145,6 +147,31 @@ impl WarmBatch<'_> {
         self.batch.delete_cf(self.tier.cf(CF_ACCESS), id.as_bytes());
     }
 
+    /// Removes a warm memory's record and vector but keeps what the cold tier shares with it
+    /// (access state, postings, search attributes): the memory is moving to a cold segment.
+    pub fn delete_warm_body(&mut self, id: &Uuid) {
+        self.batch
+            .delete_cf(self.tier.cf(CF_RECORDS), id.as_bytes());
+        self.batch
+            .delete_cf(self.tier.cf(CF_VECTORS), id.as_bytes());
+    }
+
+    /// The cold segment holding the live copy of `id`.
+    pub fn put_cold_location(&mut self, id: &Uuid, segment: u64) {
+        self.batch.put_cf(
+            self.tier.cf(CF_COLD_LOC),
+            id.as_bytes(),
+            segment.to_le_bytes(),
+        );
+    }
+
+    /// `id`'s entry in its cold segment is dead from now on (a tombstone).
+    pub fn delete_cold_location(&mut self, id: &Uuid) {
+        self.batch
+            .delete_cf(self.tier.cf(CF_COLD_LOC), id.as_bytes());
+        self.batch.delete_cf(self.tier.cf(CF_ACCESS), id.as_bytes());
+    }
+
     pub fn put_access(&mut self, id: &Uuid, count: u64, last_accessed_at_us: i64) {
         let mut access = Vec::with_capacity(16);
         access.extend_from_slice(&count.to_le_bytes());
@@ -180,14 +207,14 @@ impl WarmBatch<'_> {
     }
 
     /// Keeps the search side of a memory's new image: text postings and search attributes when
-    /// it is an active warm memory, nothing otherwise (stale postings of an earlier image are
+    /// it is an active warm or cold memory, nothing otherwise (stale postings of an earlier image are
     /// removed either way); and its place in the embedding queue, whatever its tier.
     pub fn index_for_search(
         &mut self,
         memory: &Memory,
         previous_tier: Option<Tier>,
     ) -> Result<(), EngineError> {
-        if previous_tier == Some(Tier::Warm) {
+        if matches!(previous_tier, Some(Tier::Warm | Tier::Cold)) {
             self.unindex_for_search(&memory.id)?;
         }
         if memory.embedding_status == EmbeddingStatus::Pending && memory.status != Status::Deleted {
@@ -198,7 +225,7 @@ impl WarmBatch<'_> {
             self.batch
                 .delete_cf(self.tier.cf(CF_EMBED_QUEUE), memory.id.as_bytes());
         }
-        if memory.tier != Tier::Warm || memory.status != Status::Active {
+        if memory.tier == Tier::Working || memory.status != Status::Active {
             return Ok(());
         }
         let (terms, doc_len) = self.tier.analyzer.frequencies(&memory.content);
@@ -573,7 +600,7 @@ impl WarmTier {
     }
 
     /// Ids after `after` in id order: all memories in `namespace` (any tier) when given, else
-    /// the warm memories. At most `limit`.
+    /// the warm and cold memories (both keep their access state here). At most `limit`.
     pub fn ids_after(
         &self,
         namespace: Option<&str>,
@@ -625,7 +652,7 @@ impl WarmTier {
                     Some(k) => IteratorMode::From(k, Direction::Forward),
                     None => IteratorMode::Start,
                 };
-                for item in self.db.iterator_cf(self.cf(CF_RECORDS), mode) {
+                for item in self.db.iterator_cf(self.cf(CF_ACCESS), mode) {
                     let (key, _) = item.map_err(|e| rocks_err(&self.path, e))?;
                     let Ok(bytes) = <[u8; 16]>::try_from(&key[..]) else {
                         return Err(EngineError::Corrupt {
@@ -735,6 +762,54 @@ impl WarmTier {
             ));
         }
         Ok((ns, hashes))
+    }
+
+    /// Every access state: (id, count, last access), warm and cold memories.
+    pub fn scan_access(
+        &self,
+        mut f: impl FnMut(Uuid, u64, Option<i64>),
+    ) -> Result<(), EngineError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_ACCESS));
+        it.seek_to_first();
+        while it.valid() {
+            if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if let (Ok(k), true) = (<[u8; 16]>::try_from(k), v.len() == 16) {
+                    let count = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+                    let last = i64::from_le_bytes(v[8..].try_into().expect("8 bytes"));
+                    f(
+                        Uuid::from_bytes(k),
+                        count,
+                        (last != i64::MIN).then_some(last),
+                    );
+                }
+            }
+            it.next();
+        }
+        it.status().map_err(|e| rocks_err(&self.path, e))
+    }
+
+    /// Every cold location: (id, segment), in id order.
+    pub fn cold_locations(&self) -> Result<Vec<(Uuid, u64)>, EngineError> {
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_COLD_LOC));
+        it.seek_to_first();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            match (<[u8; 16]>::try_from(k), <[u8; 8]>::try_from(v)) {
+                (Ok(k), Ok(v)) => out.push((Uuid::from_bytes(k), u64::from_le_bytes(v))),
+                _ => {
+                    return Err(EngineError::Corrupt {
+                        path: self.path.clone(),
+                        detail: "malformed cold location".to_owned(),
+                    })
+                }
+            }
+            it.next();
+        }
+        it.status().map_err(|e| rocks_err(&self.path, e))?;
+        Ok(out)
     }
 
     /// Exact number of warm records (a key-only scan; used at open).

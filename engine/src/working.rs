@@ -118,6 +118,16 @@ fn parse_header(b: &[u8]) -> SlotHeader {
     }
 }
 
+/// What eviction and the migration policy read of a working-tier memory: its slot header.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotSummary {
+    pub id: Uuid,
+    pub importance: f32,
+    /// Last access, or last change if never accessed.
+    pub last_used_us: i64,
+    pub access_count: u64,
+}
+
 /// A memory-mapped file that is written by one writer and read concurrently.
 struct Mapped {
     map: MmapRaw,
@@ -395,6 +405,11 @@ impl WorkingTier {
     }
 
     /// Number of memories in the tier.
+    /// Bytes the tier's files occupy on disk (the heaps are sparse).
+    pub fn disk_bytes(&self) -> u64 {
+        crate::search::hnsw::dir_bytes(&self.dir)
+    }
+
     pub fn len(&self) -> usize {
         self.index.read().len()
     }
@@ -554,8 +569,8 @@ impl WorkingTier {
         ))
     }
 
-    /// Eviction inputs for every memory in the tier: (id, importance, last access or creation).
-    pub fn eviction_inputs(&self) -> Vec<(Uuid, f32, i64)> {
+    /// The slot header summary of every memory in the tier (eviction and migration inputs).
+    pub fn eviction_inputs(&self) -> Vec<SlotSummary> {
         let slots: Vec<u32> = self.index.read().values().copied().collect();
         let mut buf = vec![0u8; SLOT_HEADER_BYTES];
         let mut out = Vec::with_capacity(slots.len());
@@ -573,7 +588,12 @@ impl WorkingTier {
                 } else {
                     h.last_accessed_at_us
                 };
-                out.push((h.id, h.importance, last));
+                out.push(SlotSummary {
+                    id: h.id,
+                    importance: h.importance,
+                    last_used_us: last,
+                    access_count: h.access_count,
+                });
             }
         }
         out

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use engram_engine::search::{Quantization, SearchConfig};
-use engram_engine::{EngineConfig, SyncMode, MAX_DIMENSIONS};
+use engram_engine::{EngineConfig, MigrationConfig, SyncMode, MAX_DIMENSIONS};
 use serde::Deserialize;
 
 /// Every settable key, its TOML type, and its default, in the order the docs list them.
@@ -53,6 +53,22 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("backup.snapshots_kept", Kind::Int, "7"),
     ("rate_limit.requests_per_second", Kind::Int, "0"),
     ("rate_limit.burst", Kind::Int, "0"),
+    ("tier_migration.enabled", Kind::Bool, "true"),
+    ("tier_migration.interval", Kind::Str, "1m"),
+    ("tier_migration.working_capacity", Kind::Int, "100000"),
+    ("tier_migration.working_to_warm_after", Kind::Str, "1d"),
+    ("tier_migration.warm_to_cold_after", Kind::Str, "30d"),
+    (
+        "tier_migration.min_importance_to_stay_warm",
+        Kind::Float,
+        "0.8",
+    ),
+    ("tier_migration.promote_after_accesses", Kind::Int, "3"),
+    ("tier_migration.strength", Kind::Str, "1d"),
+    ("tier_migration.access_weight", Kind::Float, "1.0"),
+    ("tier_migration.importance_weight", Kind::Float, "1.0"),
+    ("tier_migration.compact_dead_ratio", Kind::Float, "0.3"),
+    ("tier_migration.zstd_level", Kind::Int, "3"),
 ];
 
 /// The TOML type of a key, for reading it from the environment or a flag.
@@ -60,6 +76,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
 pub enum Kind {
     Str,
     Int,
+    Float,
     Bool,
     /// Comma-separated in the environment and flags.
     List,
@@ -132,6 +149,7 @@ pub struct Settings {
     pub embed_threads: usize,
     pub embed_timeout: Duration,
     pub search: SearchConfig,
+    pub migration: MigrationConfig,
     pub sync_mode: SyncMode,
     pub wal_segment_bytes: u64,
     pub wal_archive: bool,
@@ -176,6 +194,7 @@ impl Settings {
         c.snapshots_kept = self.snapshots_kept;
         c.auto_embed = self.provider != Provider::None;
         c.search = self.search.clone();
+        c.migration = self.migration.clone();
         c
     }
 }
@@ -205,6 +224,25 @@ struct RawConfig {
     rate_limit: RawRateLimit,
     #[serde(default)]
     search: RawSearch,
+    #[serde(default)]
+    tier_migration: RawTierMigration,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTierMigration {
+    enabled: Option<bool>,
+    interval: Option<String>,
+    working_capacity: Option<i64>,
+    working_to_warm_after: Option<String>,
+    warm_to_cold_after: Option<String>,
+    min_importance_to_stay_warm: Option<f64>,
+    promote_after_accesses: Option<i64>,
+    strength: Option<String>,
+    access_weight: Option<f64>,
+    importance_weight: Option<f64>,
+    compact_dead_ratio: Option<f64>,
+    zstd_level: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -329,6 +367,12 @@ fn set_key(
                 format!("expected an integer, got {value:?} (from {source})"),
             )
         })?),
+        Kind::Float => toml::Value::Float(value.trim().parse().map_err(|_| {
+            err(
+                key,
+                format!("expected a number, got {value:?} (from {source})"),
+            )
+        })?),
         Kind::Bool => toml::Value::Boolean(match value.trim() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,
@@ -420,6 +464,14 @@ fn positive(
             key,
             format!("must be between {min} and {max}, got {v}"),
         ));
+    }
+    Ok(v)
+}
+
+fn fraction(key: &str, v: Option<f64>, default: f64, max: f64) -> Result<f64, ConfigError> {
+    let v = v.unwrap_or(default);
+    if !(0.0..=max).contains(&v) {
+        return Err(err(key, format!("must be between 0 and {max}, got {v}")));
     }
     Ok(v)
 }
@@ -594,13 +646,70 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             "7d",
         )?),
     };
+    if let (Some(a), Some(b)) = (raw.working.capacity, raw.tier_migration.working_capacity) {
+        if a != b {
+            return Err(err(
+                "tier_migration.working_capacity",
+                format!("is {b}, but working.capacity (its older name) is {a}: set one"),
+            ));
+        }
+    }
     let working_capacity = positive(
-        "working.capacity",
-        raw.working.capacity,
+        "tier_migration.working_capacity",
+        raw.tier_migration.working_capacity.or(raw.working.capacity),
         100_000,
         1,
         100_000_000,
     )?;
+    let tm = raw.tier_migration;
+    let migration = MigrationConfig {
+        enabled: tm.enabled.unwrap_or(true),
+        interval: duration("tier_migration.interval", tm.interval, "1m")?,
+        working_to_warm_after: duration(
+            "tier_migration.working_to_warm_after",
+            tm.working_to_warm_after,
+            "1d",
+        )?,
+        warm_to_cold_after: duration(
+            "tier_migration.warm_to_cold_after",
+            tm.warm_to_cold_after,
+            "30d",
+        )?,
+        min_importance_to_stay_warm: fraction(
+            "tier_migration.min_importance_to_stay_warm",
+            tm.min_importance_to_stay_warm,
+            0.8,
+            1.0,
+        )? as f32,
+        promote_after_accesses: positive(
+            "tier_migration.promote_after_accesses",
+            tm.promote_after_accesses,
+            3,
+            0,
+            i64::MAX,
+        )? as u64,
+        strength: duration("tier_migration.strength", tm.strength, "1d")?,
+        access_weight: fraction("tier_migration.access_weight", tm.access_weight, 1.0, 1e6)?,
+        importance_weight: fraction(
+            "tier_migration.importance_weight",
+            tm.importance_weight,
+            1.0,
+            1e6,
+        )?,
+        compact_dead_ratio: fraction(
+            "tier_migration.compact_dead_ratio",
+            tm.compact_dead_ratio,
+            0.3,
+            1.0,
+        )?,
+        zstd_level: positive("tier_migration.zstd_level", tm.zstd_level, 3, 1, 19)? as i32,
+    };
+    if migration.interval.is_zero() || migration.strength.is_zero() {
+        return Err(err(
+            "tier_migration.interval",
+            "interval and strength must be above zero",
+        ));
+    }
     let working_heap_bytes = positive(
         "working.heap_bytes",
         raw.working.heap_bytes,
@@ -706,6 +815,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         embed_threads,
         embed_timeout,
         search,
+        migration,
         sync_mode,
         wal_segment_bytes: wal_segment_bytes as u64,
         wal_archive: raw.wal.archive.unwrap_or(true),

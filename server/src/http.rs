@@ -212,6 +212,9 @@ async fn dispatch(
             }
         }
         ["api", "v1", "admin", "snapshots", _] => "snapshot_delete",
+        ["api", "v1", "admin", "migrate"] => "admin_migrate",
+        ["api", "v1", "admin", "compact"] => "admin_compact",
+        ["api", "v1", "tiers"] => "tiers",
         ["api", "v1", "memories", _] => match method {
             Method::GET => "get",
             Method::DELETE => "delete",
@@ -225,6 +228,8 @@ async fn dispatch(
         "batch" | "search" | "search_semantic" | "search_text" => &[Method::POST],
         "snapshot_create" | "snapshot_list" => &[Method::GET, Method::POST],
         "snapshot_delete" => &[Method::DELETE],
+        "admin_migrate" | "admin_compact" => &[Method::POST],
+        "tiers" => &[Method::GET],
         "get" | "update" | "delete" => &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE],
         _ => {
             return (
@@ -264,7 +269,7 @@ async fn dispatch(
                 })?;
                 let key = key.cloned();
                 let query = Query::parse(req.uri().query())?;
-                if route.starts_with("snapshot") {
+                if route.starts_with("snapshot") || route.starts_with("admin") || route == "tiers" {
                     query.only(&[])?;
                     if key.as_ref().is_some_and(|k| !k.allows_all()) {
                         return Err(ApiError::new(
@@ -278,6 +283,9 @@ async fn dispatch(
                     "snapshot_create" => snapshot_create(state).await,
                     "snapshot_list" => snapshot_list(state).await,
                     "snapshot_delete" => snapshot_delete(state, segments[4]).await,
+                    "admin_migrate" => admin_migrate(state, req).await,
+                    "admin_compact" => admin_compact(state).await,
+                    "tiers" => tiers(state).await,
                     "create" => create(state, req, key.as_ref(), &query).await,
                     "batch" => batch(state, req, key.as_ref(), &query).await,
                     "search" => search(state, req, key.as_ref(), &query, None).await,
@@ -991,6 +999,97 @@ async fn snapshot_create(state: &Arc<AppState>) -> Result<Reply, ApiError> {
     let mut body = snapshot_json(&manifest);
     body["took_ms"] = json!(started.elapsed().as_millis() as u64);
     Ok(json_reply(StatusCode::CREATED, &body))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrateBody {
+    dry_run: Option<bool>,
+}
+
+/// Moves reported in full; beyond this only the counts.
+const MAX_REPORTED_MOVES: usize = 1000;
+
+async fn admin_migrate(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let body = read_body(req, state.settings.max_body_bytes).await?;
+    let dry_run = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        parse_json::<MigrateBody>(&body)?.dry_run.unwrap_or(false)
+    };
+    let engine = Arc::clone(&state.engine);
+    let report = blocking(move || engine.migrate(dry_run)).await??;
+    let mut by_route: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for m in &report.moves {
+        *by_route
+            .entry(format!("{}_to_{}", m.from.as_str(), m.to.as_str()))
+            .or_default() += 1;
+    }
+    let moves: Vec<Value> = report
+        .moves
+        .iter()
+        .take(MAX_REPORTED_MOVES)
+        .map(|m| {
+            json!({
+                "id": m.id.to_string(),
+                "from": m.from.as_str(),
+                "to": m.to.as_str(),
+                "retention": m.retention,
+                "reason": m.reason,
+            })
+        })
+        .collect();
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({
+            "dry_run": report.dry_run,
+            "moved": if report.dry_run { 0 } else { report.moves.len() },
+            "planned": report.moves.len(),
+            "by_route": by_route,
+            "skipped": report.skipped,
+            "moves": moves,
+            "moves_truncated": report.moves.len() > MAX_REPORTED_MOVES,
+            "took_ms": report.took.as_millis() as u64,
+        }),
+    ))
+}
+
+async fn admin_compact(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let r = blocking(move || engine.compact()).await??;
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({
+            "segments_in": r.segments_in,
+            "segments_out": r.segments_out,
+            "live_kept": r.live_kept,
+            "dead_dropped": r.dead_dropped,
+            "bytes_before": r.bytes_before,
+            "bytes_after": r.bytes_after,
+            "took_ms": r.took.as_millis() as u64,
+        }),
+    ))
+}
+
+async fn tiers(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let (report, stats) =
+        blocking(move || engine.tier_report().map(|r| (r, engine.stats()))).await??;
+    let mut body = serde_json::Map::new();
+    for (tier, r) in Tier::ALL.iter().zip(report.iter()) {
+        body.insert(
+            tier.as_str().to_owned(),
+            json!({
+                "count": r.count,
+                "bytes_on_disk": r.bytes_on_disk,
+                "avg_importance": r.avg_importance,
+                "avg_access_count": r.avg_access_count,
+                "oldest_access": r.oldest_access_us.map(api::format_time),
+            }),
+        );
+    }
+    body["cold"]["segments"] = json!(stats.cold_segments);
+    Ok(json_reply(StatusCode::OK, &json!({ "tiers": body })))
 }
 
 async fn snapshot_list(state: &Arc<AppState>) -> Result<Reply, ApiError> {

@@ -30,6 +30,10 @@ pub struct Metrics {
     embeddings: IntCounterVec,
     vector_index: IntGaugeVec,
     expired: prometheus::IntCounter,
+    cold_segments: IntGauge,
+    compactions: prometheus::IntCounter,
+    compaction_seconds: prometheus::Counter,
+    compaction_dead: prometheus::IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -133,8 +137,25 @@ impl Metrics {
             "engram_memories_expired_total",
             "Memories purged because their expires_at passed.",
         ));
+        let cold_segments = must(IntGauge::new("engram_cold_segments", "Live cold segments."));
+        let compactions = must(prometheus::IntCounter::new(
+            "engram_cold_compactions_total",
+            "Cold compaction runs.",
+        ));
+        let compaction_seconds = must(prometheus::Counter::new(
+            "engram_cold_compaction_seconds_total",
+            "Time spent compacting cold segments.",
+        ));
+        let compaction_dead = must(prometheus::IntCounter::new(
+            "engram_cold_compaction_dead_entries_total",
+            "Dead cold entries (updated, deleted or promoted memories) compaction dropped.",
+        ));
         for c in [
             Box::new(expired.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cold_segments.clone()),
+            Box::new(compactions.clone()),
+            Box::new(compaction_seconds.clone()),
+            Box::new(compaction_dead.clone()),
             Box::new(embedding_queue.clone()),
             Box::new(embeddings.clone()),
             Box::new(vector_index.clone()),
@@ -171,6 +192,10 @@ impl Metrics {
             embeddings,
             vector_index,
             expired,
+            cold_segments,
+            compactions,
+            compaction_seconds,
+            compaction_dead,
         }
     }
 
@@ -190,6 +215,11 @@ impl Metrics {
         self.tier_bytes
             .with_label_values(&["warm"])
             .set(i64::try_from(stats.warm_disk_bytes).unwrap_or(i64::MAX));
+        self.tier_bytes
+            .with_label_values(&["cold"])
+            .set(i64::try_from(stats.cold_disk_bytes).unwrap_or(i64::MAX));
+        self.cold_segments
+            .set(i64::try_from(stats.cold_segments).unwrap_or(i64::MAX));
         self.wal_durable_lsn
             .set(i64::try_from(stats.durable_lsn).unwrap_or(i64::MAX));
         self.wal_active_segments
@@ -235,12 +265,38 @@ impl Metrics {
             .with_label_values(&["lagging"])
             .set(i64::try_from(lagging).unwrap_or(i64::MAX));
         let counters = engine.counters();
+        for from in engram_engine::Tier::ALL {
+            for to in engram_engine::Tier::ALL {
+                if from != to {
+                    Self::mirror(
+                        &self
+                            .migrations
+                            .with_label_values(&[from.as_str(), to.as_str()]),
+                        counters.migrated(from, to),
+                    );
+                }
+            }
+        }
         Self::mirror(
-            &self.migrations.with_label_values(&["working", "warm"]),
+            &self.compactions,
             counters
-                .migrations_working_to_warm
+                .compactions
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
+        Self::mirror(
+            &self.compaction_dead,
+            counters
+                .compaction_dead_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let secs = counters
+            .compaction_micros
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1e6;
+        let seen = self.compaction_seconds.get();
+        if secs > seen {
+            self.compaction_seconds.inc_by(secs - seen);
+        }
         Self::mirror(
             &self.checkpoints,
             counters

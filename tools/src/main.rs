@@ -410,6 +410,17 @@ fn describe(op: &Op) -> serde_json::Value {
             "op": "purge", "id": id.to_string(), "namespace": namespace, "previous_tier": previous_tier.as_str(),
         }),
         Op::Access(deltas) => json!({ "op": "access", "memories": deltas.len() }),
+        Op::ColdSeal { segment, memories } => json!({
+            "op": "cold_seal", "segment": segment, "memories": memories.len(),
+            "ids": memories.iter().map(|(m, _)| m.id.to_string()).collect::<Vec<_>>(),
+        }),
+        Op::ColdCompact {
+            segment,
+            sources,
+            kept,
+        } => json!({
+            "op": "cold_compact", "segment": segment, "sources": sources, "kept": kept.len(),
+        }),
     }
 }
 

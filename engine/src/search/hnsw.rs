@@ -365,6 +365,11 @@ impl Hnsw {
     }
 
     /// (vectors in the graph, vectors waiting for it).
+    /// Bytes of the saved graph files on disk.
+    pub(crate) fn file_bytes(&self) -> u64 {
+        dir_bytes(&self.shared.dir)
+    }
+
     pub fn sizes(&self) -> (usize, usize) {
         (
             self.shared.indexed.read().len(),
@@ -712,4 +717,19 @@ fn drop_lagging(shared: &Shared, done: &[(Uuid, u32)]) {
             lagging.remove(id);
         }
     }
+}
+
+/// Bytes the files directly in `dir` occupy on disk (allocated blocks: sparse files count what
+/// they use).
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum()
 }

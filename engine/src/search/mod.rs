@@ -414,15 +414,15 @@ impl SearchIndex {
         self.attrs.read().by_id.len()
     }
 
-    /// Loads a warm memory's persisted attributes at open.
-    pub(crate) fn load_warm(&self, id: Uuid, row: AttrRow) {
+    /// Loads a warm or cold memory's persisted attributes at open.
+    pub(crate) fn load_attrs(&self, id: Uuid, tier: Tier, row: AttrRow) {
         let mut attrs = self.attrs.write();
         let namespace = attrs.intern(&row.namespace);
         attrs.insert(
             id,
             Attr {
                 namespace,
-                tier: Tier::Warm,
+                tier,
                 importance: row.importance,
                 created_at_us: row.created_at_us,
                 expires_at_us: row.expires_at_us,
@@ -440,7 +440,7 @@ impl SearchIndex {
         }
         let id = memory.id;
         let old = self.remove_inner(&id);
-        if memory.status != Status::Active || memory.tier == Tier::Cold {
+        if memory.status != Status::Active {
             if old.is_some_and(|a| a.tier == Tier::Warm) {
                 self.hnsw.forget(id);
             }
@@ -490,7 +490,11 @@ impl SearchIndex {
                     self.hnsw.forget(id);
                 }
             },
-            Tier::Cold => {}
+            Tier::Cold => {
+                if old.is_some_and(|a| a.tier == Tier::Warm) {
+                    self.hnsw.forget(id);
+                }
+            }
         }
     }
 

@@ -199,6 +199,7 @@ pub(crate) struct Ranked {
 pub(crate) struct Ctx<'a> {
     pub index: &'a SearchIndex,
     pub warm: &'a WarmTier,
+    pub cold: &'a crate::coldtier::ColdTier,
     pub read: &'a dyn Fn(&Uuid) -> Result<Option<Memory>, EngineError>,
     pub now_us: i64,
 }
@@ -458,6 +459,16 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                 }
             }
         }
+        if q.tiers.contains(&Tier::Cold) {
+            // Cold: an i8 scan of each segment's live entries, re-ranked with the f32
+            // originals inside the segment, so these similarities are exact already.
+            for (id, s) in ctx
+                .cold
+                .search(uq, pool, |id| ok(id, Tier::Cold).is_some() && meta_ok(id))?
+            {
+                top.push(s, id);
+            }
+        }
         similarity = top.into_map();
         // The graph's similarities come from quantized vectors: score the chosen candidates
         // again with their f32 vectors (one batched read), so ranks and scores are exact and do
@@ -507,8 +518,10 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                     hits.push((*id, *tf, len, Tier::Working));
                 }
             }
+            // Warm and cold memories share the postings in RocksDB.
             for (id, tf, len) in ctx.warm.postings(&q.namespace, term)? {
-                hits.push((id, tf, len, Tier::Warm));
+                let tier = attrs.by_id.get(&id).map_or(Tier::Warm, |a| a.tier);
+                hits.push((id, tf, len, tier));
             }
             let term_idf = idf(stats.docs.max(hits.len() as u64), hits.len() as u64);
             for (id, tf, len, tier) in hits {
@@ -706,7 +719,7 @@ fn vector_of(ctx: &Ctx<'_>, id: &Uuid, attr: &Attr) -> Result<Option<Vec<f32>>, 
             Some(v) => Ok(Some(v.to_vec())),
             None => ctx.warm.vector(id),
         },
-        Tier::Cold => Ok(None),
+        Tier::Cold => Ok((ctx.read)(id)?.and_then(|m| m.embedding)),
     })
 }
 
