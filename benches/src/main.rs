@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 mod recall;
 mod search;
+mod tiers;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -84,6 +85,8 @@ enum Command {
     Search(search::SearchArgs),
     /// Retrieval quality (recall@k, MRR) of each search mode on a labelled dataset.
     Recall(recall::RecallArgs),
+    /// The cold tier: bytes per memory, migration rate, cold reads, cold exact search.
+    Tiers(tiers::TiersArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             } => load(common, count, batch).await.map(|_| ()),
             Command::Search(args) => search::search(args).await,
             Command::Recall(args) => recall::recall(args).await,
+            Command::Tiers(args) => tiers::tiers(args).await,
         }
     })
 }

@@ -85,6 +85,50 @@ pub fn quantize(v: &[f32]) -> (f32, Vec<i8>) {
     )
 }
 
+/// An `f32` ordered by `total_cmp`, for heaps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Bytes as i8 codes (same size and alignment).
+fn bytemuck_i8(b: &[u8]) -> &[i8] {
+    // SAFETY: u8 and i8 have the same size and alignment, and every bit pattern is valid.
+    unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<i8>(), b.len()) }
+}
+
+/// (Σ c·q, Σ c·c) over i8 codes, with integer multiply-adds in 32 lanes. |c·q| ≤ 127² per term
+/// and codes are at most a few thousand long, so i32 cannot overflow: wrapping arithmetic only
+/// spares the overflow checks that would keep the loop from vectorizing.
+pub(crate) fn i8_dot_norm(c: &[i8], q: &[i8]) -> (i32, i32) {
+    let mut dot = [0i32; 32];
+    let mut norm = [0i32; 32];
+    for (c, x) in c.chunks_exact(32).zip(q.chunks_exact(32)) {
+        for l in 0..32 {
+            let cl = i32::from(c[l]);
+            dot[l] = dot[l].wrapping_add(cl.wrapping_mul(i32::from(x[l])));
+            norm[l] = norm[l].wrapping_add(cl.wrapping_mul(cl));
+        }
+    }
+    let tail = c.len().min(q.len()) - c.len().min(q.len()) % 32;
+    let mut d = dot.iter().fold(0i32, |a, b| a.wrapping_add(*b));
+    let mut n = norm.iter().fold(0i32, |a, b| a.wrapping_add(*b));
+    for (c, x) in c[tail..].iter().zip(&q[tail..]) {
+        d = d.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*x)));
+        n = n.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*c)));
+    }
+    (d, n)
+}
+
 /// The block being filled, and where the closed ones went.
 struct Blocks {
     level: i32,
@@ -458,63 +502,95 @@ impl Segment {
         k: usize,
         accept: impl Fn(&Uuid) -> bool,
     ) -> Result<Vec<(Uuid, f32)>, EngineError> {
-        let path = &self.info.path;
-        let dims = self.info.dims;
-        if query.len() != dims || k == 0 {
+        if query.len() != self.info.dims || k == 0 {
             return Ok(Vec::new());
         }
-        let mut quant = vec![0u8; self.quant_len as usize];
-        self.file
-            .read_exact_at(&mut quant, self.quant_offset)
-            .map_err(|e| EngineError::io(path, e))?;
-        if crc32fast::hash(&quant) != self.quant_crc {
+        let (_, codes) = quantize(query);
+        let mut rough = self.rough(&codes, k * 4, accept)?;
+        rough.sort_by_key(|(_, id)| *id);
+        let ids: Vec<Uuid> = rough.into_iter().map(|(_, id)| id).collect();
+        let mut exact = self.exact(query, &ids)?;
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        exact.truncate(k);
+        Ok(exact)
+    }
+
+    /// First pass: cosine of the i8 codes against the query's codes (integer multiply-adds),
+    /// for every entry `accept` allows; the best `n` as (approximate similarity, id).
+    pub fn rough(
+        &self,
+        query_codes: &[i8],
+        n: usize,
+        accept: impl Fn(&Uuid) -> bool,
+    ) -> Result<Vec<(f32, Uuid)>, EngineError> {
+        let path = &self.info.path;
+        let dims = self.info.dims;
+        if query_codes.len() != dims || n == 0 {
+            return Ok(Vec::new());
+        }
+        let entry = 16 + 4 + dims;
+        let q_norm = (i8_dot_norm(query_codes, query_codes).0 as f32)
+            .sqrt()
+            .max(f32::MIN_POSITIVE);
+        // Read in chunks of whole entries, so memory stays bounded for large segments; the
+        // checksum covers the whole section.
+        let chunk_entries = ((1 << 20) / entry).max(1);
+        let mut buf = vec![0u8; chunk_entries * entry];
+        let mut crc = crc32fast::Hasher::new();
+        let mut top: std::collections::BinaryHeap<std::cmp::Reverse<(OrdF32, Uuid)>> =
+            std::collections::BinaryHeap::with_capacity(n + 1);
+        let mut at = 0u64;
+        while at < self.quant_len {
+            let len = (self.quant_len - at).min(buf.len() as u64) as usize;
+            let chunk = &mut buf[..len];
+            self.file
+                .read_exact_at(chunk, self.quant_offset + at)
+                .map_err(|e| EngineError::io(path, e))?;
+            crc.update(chunk);
+            at += len as u64;
+            for e in chunk.chunks_exact(entry) {
+                let id = Uuid::from_slice(&e[..16])
+                    .map_err(|_| corrupt(path, "quantized vectors: bad id"))?;
+                if !accept(&id) {
+                    continue;
+                }
+                let codes: &[i8] = bytemuck_i8(&e[20..]);
+                let (dot, norm) = i8_dot_norm(codes, query_codes);
+                let s = if norm > 0 {
+                    dot as f32 / ((norm as f32).sqrt() * q_norm)
+                } else {
+                    0.0
+                };
+                if top.len() < n {
+                    top.push(std::cmp::Reverse((OrdF32(s), id)));
+                } else if top.peek().is_some_and(|w| s > w.0 .0 .0) {
+                    top.pop();
+                    top.push(std::cmp::Reverse((OrdF32(s), id)));
+                }
+            }
+        }
+        if crc.finalize() != self.quant_crc {
             return Err(corrupt(path, "quantized vectors: checksum mismatch"));
         }
+        Ok(top.into_iter().map(|r| (r.0 .0 .0, r.0 .1)).collect())
+    }
+
+    /// Second pass: exact cosine with the f32 originals of `ids` (sorted), block by block.
+    pub fn exact(&self, query: &[f32], ids: &[Uuid]) -> Result<Vec<(Uuid, f32)>, EngineError> {
         let qn = query
             .iter()
             .map(|x| x * x)
             .sum::<f32>()
             .sqrt()
             .max(f32::MIN_POSITIVE);
-        let entry = 16 + 4 + dims;
-        // First pass on i8 codes: keep four times k for the exact pass.
-        let mut rough: Vec<(f32, Uuid)> = Vec::new();
-        for e in quant.chunks_exact(entry) {
-            let id = Uuid::from_slice(&e[..16])
-                .map_err(|_| corrupt(path, "quantized vectors: bad id"))?;
-            if !accept(&id) {
-                continue;
-            }
-            let codes = &e[20..];
-            let mut dot = 0f32;
-            let mut norm = 0f32;
-            for (c, q) in codes.iter().zip(query) {
-                let c = f32::from(*c as i8);
-                dot += c * q;
-                norm += c * c;
-            }
-            let s = if norm > 0.0 {
-                dot / (norm.sqrt() * qn)
-            } else {
-                0.0
-            };
-            rough.push((s, id));
-        }
-        let keep = (k * 4).min(rough.len());
-        if keep == 0 {
-            return Ok(Vec::new());
-        }
-        rough.select_nth_unstable_by(keep - 1, |a, b| b.0.total_cmp(&a.0));
-        rough.truncate(keep);
-        // Exact pass: the f32 originals, block by block.
         let mut by_block: std::collections::BTreeMap<u32, Vec<Uuid>> =
             std::collections::BTreeMap::new();
-        for (_, id) in &rough {
+        for id in ids {
             if let Ok(pos) = self.index.binary_search_by_key(id, |(i, _, _)| *i) {
                 by_block.entry(self.index[pos].1).or_default().push(*id);
             }
         }
-        let mut exact = Vec::with_capacity(keep);
+        let mut exact = Vec::with_capacity(ids.len());
         for (b, ids) in by_block {
             for m in self.block_memories(b as usize)? {
                 if let (true, Some(v)) = (ids.contains(&m.id), &m.embedding) {
@@ -524,8 +600,6 @@ impl Segment {
                 }
             }
         }
-        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
-        exact.truncate(k);
         Ok(exact)
     }
 

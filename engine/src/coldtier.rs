@@ -446,13 +446,18 @@ impl ColdTier {
         seg.get(id)
     }
 
-    /// The `k` most similar live cold memories that `accept` allows: (id, exact cosine).
+    /// The `k` most similar live cold memories that `accept` allows: (id, exact cosine). One
+    /// i8 pass over every segment keeps the best `4k` overall; only those are re-ranked with
+    /// their f32 originals.
     pub(crate) fn search(
         &self,
         query: &[f32],
         k: usize,
         accept: impl Fn(&Uuid) -> bool,
     ) -> Result<Vec<(Uuid, f32)>, EngineError> {
+        if query.len() != self.dims || k == 0 {
+            return Ok(Vec::new());
+        }
         let segments: Vec<(u64, Arc<Segment>)> = self
             .state
             .read()
@@ -460,13 +465,34 @@ impl ColdTier {
             .iter()
             .map(|(id, s)| (*id, Arc::clone(s)))
             .collect();
-        let locations = self.locations.read();
-        let mut all = Vec::new();
-        for (seg_id, seg) in segments {
-            let hits = seg.search(query, k, |id| {
-                locations.get(id) == Some(&seg_id) && accept(id)
-            })?;
-            all.extend(hits);
+        let (_, codes) = crate::cold::quantize(query);
+        let pool = k * 4;
+        let mut rough: Vec<(f32, Uuid, usize)> = Vec::new();
+        {
+            let locations = self.locations.read();
+            for (i, (seg_id, seg)) in segments.iter().enumerate() {
+                let hits = seg.rough(&codes, pool, |id| {
+                    locations.get(id) == Some(seg_id) && accept(id)
+                })?;
+                rough.extend(hits.into_iter().map(|(s, id)| (s, id, i)));
+                if rough.len() > pool * 4 {
+                    rough.select_nth_unstable_by(pool - 1, |a, b| b.0.total_cmp(&a.0));
+                    rough.truncate(pool);
+                }
+            }
+        }
+        if rough.len() > pool {
+            rough.select_nth_unstable_by(pool - 1, |a, b| b.0.total_cmp(&a.0));
+            rough.truncate(pool);
+        }
+        let mut by_segment: BTreeMap<usize, Vec<Uuid>> = BTreeMap::new();
+        for (_, id, i) in rough {
+            by_segment.entry(i).or_default().push(id);
+        }
+        let mut all = Vec::with_capacity(pool);
+        for (i, mut ids) in by_segment {
+            ids.sort_unstable();
+            all.extend(segments[i].1.exact(query, &ids)?);
         }
         all.sort_by(|a, b| b.1.total_cmp(&a.1));
         all.truncate(k);

@@ -52,7 +52,7 @@ const EVICTION_CHUNK: usize = 8192;
 /// Moves logged per hold of the writer lock by background eviction.
 const EVICTION_LOCK_CHUNK: usize = 256;
 /// Most memories one cold seal (one WAL record, one segment) carries.
-const SEAL_MAX_MEMORIES: usize = 2048;
+const SEAL_MAX_MEMORIES: usize = 1024;
 /// Most encoded bytes one cold seal carries (the WAL record limit is 16 MiB).
 const SEAL_MAX_BYTES: usize = 12 << 20;
 /// Segments with fewer entries are merged by compaction.
@@ -882,10 +882,15 @@ impl Engine {
         self.inner.migrate(dry_run)
     }
 
-    /// Compacts cold segments now: every segment with a dead entry, and small ones merged.
+    /// Compacts cold segments now (every segment with a dead entry, and small ones merged),
+    /// then RocksDB, so the space of moved and deleted memories is reclaimed at once.
     pub fn compact(&self) -> Result<CompactionReport, EngineError> {
         self.inner.check_writable()?;
-        self.inner.compact(true)
+        let mut report = self.inner.compact(true)?;
+        let started = Instant::now();
+        self.inner.warm.compact_all();
+        report.took += started.elapsed();
+        Ok(report)
     }
 
     /// Per tier (working, warm, cold): count, bytes on disk, average importance and access
@@ -2046,32 +2051,34 @@ impl Inner {
         let mut moved = Vec::new();
         let mut batch: Vec<Memory> = Vec::new();
         let mut bytes = 0usize;
-        let mut ids = ids.into_iter().peekable();
-        while ids.peek().is_some() || !batch.is_empty() {
-            if let Some(id) = ids.next() {
-                match self.read(&id)? {
-                    Some(m)
-                        if m.tier != Tier::Cold
-                            && (explicit || m.embedding_status != EmbeddingStatus::Pending) =>
-                    {
-                        bytes += m.content.len()
-                            + m.metadata_json.len()
-                            + m.embedding.as_ref().map_or(0, |e| e.len() * 4)
-                            + 256;
-                        batch.push(m);
-                    }
-                    _ => {}
-                }
-                let full = batch.len() >= SEAL_MAX_MEMORIES || bytes >= SEAL_MAX_BYTES;
-                if !full && ids.peek().is_some() {
+        for chunk in ids.chunks(256) {
+            // Warm memories with one batched read; anything else (working, or moved since) one
+            // by one.
+            let mut found = self.warm.get_many(chunk)?;
+            for (id, warm) in chunk.iter().zip(found.iter_mut()) {
+                let m = match warm.take() {
+                    Some(m) => Some(m),
+                    None => self.read(id)?,
+                };
+                let Some(m) = m.filter(|m| {
+                    m.tier != Tier::Cold
+                        && (explicit || m.embedding_status != EmbeddingStatus::Pending)
+                }) else {
                     continue;
+                };
+                bytes += m.content.len()
+                    + m.metadata_json.len()
+                    + m.embedding.as_ref().map_or(0, |e| e.len() * 4)
+                    + 256;
+                batch.push(m);
+                if batch.len() >= SEAL_MAX_MEMORIES || bytes >= SEAL_MAX_BYTES {
+                    moved.extend(self.seal_batch(std::mem::take(&mut batch))?);
+                    bytes = 0;
                 }
             }
-            if batch.is_empty() {
-                continue;
-            }
-            moved.extend(self.seal_batch(std::mem::take(&mut batch))?);
-            bytes = 0;
+        }
+        if !batch.is_empty() {
+            moved.extend(self.seal_batch(batch)?);
         }
         Ok(moved)
     }
@@ -2091,13 +2098,28 @@ impl Inner {
                 })
                 .collect();
             self.cold.write(segment, &images)?;
+            let warm_ids: Vec<Uuid> = batch
+                .iter()
+                .filter(|m| m.tier == Tier::Warm)
+                .map(|m| m.id)
+                .collect();
             let logged = {
                 let mut w = self.writer.lock();
+                // Unchanged since read: nothing logged for it since, and the applied image has
+                // the LSN read (one batched read of the warm records' LSNs, not a read of each
+                // memory, to keep the writer lock short).
+                let mut warm_lsns = warm_ids
+                    .iter()
+                    .copied()
+                    .zip(self.warm.record_lsns(&warm_ids)?)
+                    .collect::<HashMap<Uuid, Option<u64>>>();
                 let mut changed = Vec::new();
                 for (i, m) in batch.iter().enumerate() {
-                    let same = self
-                        .current(&w, &m.id)?
-                        .is_some_and(|c| c.lsn == m.lsn && c.tier == m.tier);
+                    let same = !w.pending.contains_key(&m.id)
+                        && match m.tier {
+                            Tier::Warm => warm_lsns.remove(&m.id).flatten() == Some(m.lsn),
+                            _ => self.working.get(&m.id)?.is_some_and(|c| c.lsn == m.lsn),
+                        };
                     if !same {
                         changed.push(i);
                     }
@@ -2238,23 +2260,20 @@ impl Inner {
         }
         // Warm: active memories (their attributes are in memory), with access state from
         // RocksDB.
+        let mut access: HashMap<Uuid, (u64, Option<i64>)> = HashMap::new();
+        self.warm.scan_access(|id, count, last| {
+            access.insert(id, (count, last));
+        })?;
         let attrs = self.search.attrs.read();
-        let warm: Vec<(Uuid, f32, i64)> = attrs
-            .by_id
-            .iter()
-            .filter(|(_, a)| a.tier == Tier::Warm)
-            .map(|(id, a)| (*id, a.importance, a.created_at_us))
-            .collect();
-        drop(attrs);
-        for (id, importance, created) in warm {
-            if importance >= policy.min_importance_to_stay_warm {
+        for (id, a) in attrs.by_id.iter() {
+            if a.tier != Tier::Warm || a.importance >= policy.min_importance_to_stay_warm {
                 continue;
             }
-            let (count, last) = self.warm.access(&id)?.unwrap_or((0, None));
-            let last = last.unwrap_or(created);
-            if let Some((to, r)) = policy.demotion(Tier::Warm, idle(last), count, importance) {
+            let (count, last) = access.get(id).copied().unwrap_or((0, None));
+            let last = last.unwrap_or(a.created_at_us);
+            if let Some((to, r)) = policy.demotion(Tier::Warm, idle(last), count, a.importance) {
                 moves.push(PlannedMove {
-                    id,
+                    id: *id,
                     from: Tier::Warm,
                     to,
                     retention: r,
@@ -2262,6 +2281,7 @@ impl Inner {
                 });
             }
         }
+        drop(attrs);
         moves.sort_by(|a, b| a.retention.total_cmp(&b.retention));
         Ok(moves)
     }
@@ -2617,8 +2637,11 @@ impl Inner {
             Op::Access(deltas) => self.count_hits(deltas),
             Op::ColdSeal { memories, .. } => {
                 let mut hits = self.hits.lock();
-                for (m, _) in memories {
-                    self.search.put(m);
+                for (m, from) in memories {
+                    // From warm only the tier changes; from working the text is indexed anew.
+                    if *from != Tier::Warm || !self.search.mark_cold(&m.id) {
+                        self.search.put(m);
+                    }
                     hits.remove(&m.id);
                 }
             }

@@ -531,6 +531,36 @@ impl WarmTier {
             .map(Some)
     }
 
+    /// Reads several warm memories with one batched lookup per column family.
+    pub fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Option<Memory>>, EngineError> {
+        let mut keys = Vec::with_capacity(ids.len() * 3);
+        for cf in [CF_RECORDS, CF_VECTORS, CF_ACCESS] {
+            let cf = self.cf(cf);
+            keys.extend(ids.iter().map(|id| (cf, id.as_bytes())));
+        }
+        let values = self
+            .db
+            .multi_get_cf(keys)
+            .into_iter()
+            .collect::<Result<Vec<Option<Vec<u8>>>, _>>()
+            .map_err(|e| rocks_err(&self.path, e))?;
+        let n = ids.len();
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| match &values[i] {
+                None => Ok(None),
+                Some(record) => self
+                    .decode(
+                        id,
+                        record,
+                        values[n + i].as_deref(),
+                        values[2 * n + i].as_deref(),
+                    )
+                    .map(Some),
+            })
+            .collect()
+    }
+
     fn decode(
         &self,
         id: &Uuid,
@@ -825,6 +855,15 @@ impl WarmTier {
         Ok(n)
     }
 
+    /// Compacts every column family fully, so the space of deleted and moved memories is
+    /// reclaimed now rather than when RocksDB gets to it.
+    pub fn compact_all(&self) {
+        for name in ALL_CFS {
+            self.db
+                .compact_range_cf(self.cf(name), None::<&[u8]>, None::<&[u8]>);
+        }
+    }
+
     /// Makes everything written so far durable (atomic across column families).
     pub fn flush(&self) -> Result<(), EngineError> {
         let mut fo = FlushOptions::default();
@@ -843,12 +882,32 @@ impl WarmTier {
         cp.create_checkpoint(dest).map_err(|e| rocks_err(dest, e))
     }
 
-    /// Total bytes of live SST files.
+    /// Total bytes of live SST files, every column family.
     pub fn disk_bytes(&self) -> u64 {
+        ALL_CFS
+            .iter()
+            .filter_map(|name| {
+                self.db
+                    .property_int_value_cf(self.cf(name), rocksdb::properties::TOTAL_SST_FILES_SIZE)
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
+    /// The LSN of each id's warm record (`None`: not warm), one batched read.
+    pub fn record_lsns(&self, ids: &[Uuid]) -> Result<Vec<Option<u64>>, EngineError> {
+        let cf = self.cf(CF_RECORDS);
         self.db
-            .property_int_value(rocksdb::properties::TOTAL_SST_FILES_SIZE)
-            .ok()
-            .flatten()
-            .unwrap_or(0)
+            .multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes())))
+            .into_iter()
+            .map(|r| {
+                r.map(|v| {
+                    v.filter(|v| v.len() >= 8)
+                        .map(|v| u64::from_le_bytes(v[..8].try_into().expect("8 bytes")))
+                })
+                .map_err(|e| rocks_err(&self.path, e))
+            })
+            .collect()
     }
 }

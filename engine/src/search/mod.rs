@@ -266,19 +266,7 @@ impl WarmCodes {
         if held != crc {
             return None;
         }
-        // |c·x| ≤ 127² per term and dims ≤ 4096, so i32 cannot overflow: wrapping arithmetic
-        // only spares the overflow checks that would keep this loop from vectorizing.
-        let mut acc = [0i32; 32];
-        for (c, x) in codes.chunks_exact(32).zip(q.chunks_exact(32)) {
-            for l in 0..32 {
-                acc[l] = acc[l].wrapping_add(i32::from(c[l]).wrapping_mul(i32::from(x[l])));
-            }
-        }
-        let mut dot = acc.iter().fold(0i32, |a, b| a.wrapping_add(*b));
-        let tail = dims - dims % 32;
-        for (c, x) in codes[tail..].iter().zip(&q[tail..]) {
-            dot = dot.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*x)));
-        }
+        let (dot, _) = crate::cold::i8_dot_norm(codes, q);
         Some(dot as f32 * q_scale * factor)
     }
 }
@@ -496,6 +484,24 @@ impl SearchIndex {
                 }
             }
         }
+    }
+
+    /// A warm memory moved to cold unchanged: it keeps its attributes (tier now cold) and
+    /// leaves the graph and the i8 codes. `false` if it has no warm attributes here.
+    pub(crate) fn mark_cold(&self, id: &Uuid) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        {
+            let mut attrs = self.attrs.write();
+            match attrs.by_id.get_mut(id) {
+                Some(a) if a.tier == Tier::Warm => a.tier = Tier::Cold,
+                _ => return false,
+            }
+        }
+        self.warm_codes.write().remove(id, self.dims);
+        self.hnsw.forget(*id);
+        true
     }
 
     /// Drops a memory from search.
