@@ -231,6 +231,27 @@ pub async fn tiers(args: TiersArgs) -> anyhow::Result<()> {
     let run: u64 = rand::random();
     let mut admin = Conn::open(&common.url).await?;
     let ids = Arc::new(load(common, run, args.count).await?);
+    // Let the HNSW indexer finish (it competes for the cores, and the warm tier's bytes
+    // include the graph it saves).
+    let started = Instant::now();
+    loop {
+        let (_, body) = admin.send("GET", "/metrics", None).await?;
+        let text = String::from_utf8_lossy(&body);
+        let lagging = text
+            .lines()
+            .find(|l| l.starts_with("engram_vector_index_vectors{state=\"lagging\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if lagging == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!(
+        "vector index caught up after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     flush(&mut admin).await?;
     let before = admin.call("GET", "/api/v1/tiers", None).await?;
     let warm_bytes = tier(&before, "warm", "bytes_on_disk");

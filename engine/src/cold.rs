@@ -549,11 +549,6 @@ impl Segment {
             crc.update(chunk);
             at += len as u64;
             for e in chunk.chunks_exact(entry) {
-                let id = Uuid::from_slice(&e[..16])
-                    .map_err(|_| corrupt(path, "quantized vectors: bad id"))?;
-                if !accept(&id) {
-                    continue;
-                }
                 let codes: &[i8] = bytemuck_i8(&e[20..]);
                 let (dot, norm) = i8_dot_norm(codes, query_codes);
                 let s = if norm > 0 {
@@ -561,12 +556,21 @@ impl Segment {
                 } else {
                     0.0
                 };
-                if top.len() < n {
-                    top.push(std::cmp::Reverse((OrdF32(s), id)));
-                } else if top.peek().is_some_and(|w| s > w.0 .0 .0) {
-                    top.pop();
-                    top.push(std::cmp::Reverse((OrdF32(s), id)));
+                // Score first: the filter (hash lookups) runs only for entries good enough to
+                // enter the top, which once it is full is a small share of them.
+                let full = top.len() >= n;
+                if full && top.peek().is_some_and(|w| s <= w.0 .0 .0) {
+                    continue;
                 }
+                let id = Uuid::from_slice(&e[..16])
+                    .map_err(|_| corrupt(path, "quantized vectors: bad id"))?;
+                if !accept(&id) {
+                    continue;
+                }
+                if full {
+                    top.pop();
+                }
+                top.push(std::cmp::Reverse((OrdF32(s), id)));
             }
         }
         if crc.finalize() != self.quant_crc {

@@ -261,12 +261,7 @@ impl ColdTier {
 
     /// Applies a seal: registers segment `id`, rebuilding it from `memories` if its file is
     /// missing or incomplete. Idempotent.
-    pub(crate) fn apply_seal(
-        &self,
-        lsn: Lsn,
-        id: u64,
-        memories: &[Memory],
-    ) -> Result<(), EngineError> {
+    pub(crate) fn apply_seal(&self, id: u64, memories: &[Memory]) -> Result<(), EngineError> {
         if self.state.read().segments.contains_key(&id) {
             return Ok(());
         }
@@ -278,13 +273,13 @@ impl ColdTier {
             }
         };
         self.next_id.fetch_max(id + 1, Ordering::Relaxed);
-        {
-            let mut state = self.state.write();
-            state.live.entry(id).or_insert(0);
-            state.segments.insert(id, Arc::new(seg));
-            state.dirty = true;
-        }
-        self.write_manifest(lsn)
+        let mut state = self.state.write();
+        state.live.entry(id).or_insert(0);
+        state.segments.insert(id, Arc::new(seg));
+        // The manifest follows at the next checkpoint (or compaction): until then a crash
+        // replays this record, which finds the segment file and registers it again.
+        state.dirty = true;
+        Ok(())
     }
 
     /// Applies a compaction, first half: registers segment `id` (rebuilt from `sources` if its

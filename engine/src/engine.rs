@@ -375,7 +375,7 @@ impl Engine {
             let to_rocks = record.lsn > warm_lsn;
             let to_working = record.lsn > working_lsn;
             if record.lsn > cold_lsn {
-                cold_part(&cold, record.lsn, &op)?;
+                cold_part(&cold, &op)?;
                 if let Op::ColdCompact { sources, .. } = &op {
                     cold.drop_segments(record.lsn, sources)?;
                 }
@@ -1180,13 +1180,13 @@ fn rocks_part(
     Ok(())
 }
 
-/// The cold tier's part of applying `op` at `lsn`: register a sealed or compacted segment
+/// The cold tier's part of applying `op`: register a sealed or compacted segment
 /// (rebuilding its file if needed). Dropping a compaction's sources is separate.
-fn cold_part(cold: &ColdTier, lsn: Lsn, op: &Op) -> Result<(), EngineError> {
+fn cold_part(cold: &ColdTier, op: &Op) -> Result<(), EngineError> {
     match op {
         Op::ColdSeal { segment, memories } => {
             let images: Vec<Memory> = memories.iter().map(|(m, _)| m.clone()).collect();
-            cold.apply_seal(lsn, *segment, &images)
+            cold.apply_seal(*segment, &images)
         }
         Op::ColdCompact {
             segment,
@@ -2048,118 +2048,174 @@ impl Inner {
     /// ones are left out and the segment is written again). Returns the memories moved, as
     /// they were before the move. `explicit`: a client asked (a pending embedding is no bar).
     fn seal(&self, ids: Vec<Uuid>, explicit: bool) -> Result<Vec<Memory>, EngineError> {
-        let mut moved = Vec::new();
-        let mut batch: Vec<Memory> = Vec::new();
-        let mut bytes = 0usize;
-        for chunk in ids.chunks(256) {
-            // Warm memories with one batched read; anything else (working, or moved since) one
-            // by one.
-            let mut found = self.warm.get_many(chunk)?;
-            for (id, warm) in chunk.iter().zip(found.iter_mut()) {
-                let m = match warm.take() {
-                    Some(m) => Some(m),
-                    None => self.read(id)?,
+        // Pipelined: one thread reads the memories and writes segment files while this one
+        // logs and applies the previous segment.
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Memory>, u64, Vec<Memory>)>(1);
+            let producer = scope.spawn(move || -> Result<(), EngineError> {
+                let send = |batch: Vec<Memory>| -> Result<bool, EngineError> {
+                    let (segment, images) = self.prepare_seal(&batch)?;
+                    Ok(tx.send((batch, segment, images)).is_ok())
                 };
-                let Some(m) = m.filter(|m| {
-                    m.tier != Tier::Cold
-                        && (explicit || m.embedding_status != EmbeddingStatus::Pending)
-                }) else {
-                    continue;
+                let mut batch: Vec<Memory> = Vec::new();
+                let mut bytes = 0usize;
+                for chunk in ids.chunks(256) {
+                    // Warm memories with one batched read; anything else (working, or moved
+                    // since) one by one.
+                    let mut found = self.warm.get_many(chunk)?;
+                    for (id, warm) in chunk.iter().zip(found.iter_mut()) {
+                        let m = match warm.take() {
+                            Some(m) => Some(m),
+                            None => self.read(id)?,
+                        };
+                        let Some(m) = m.filter(|m| {
+                            m.tier != Tier::Cold
+                                && (explicit || m.embedding_status != EmbeddingStatus::Pending)
+                        }) else {
+                            continue;
+                        };
+                        bytes += m.content.len()
+                            + m.metadata_json.len()
+                            + m.embedding.as_ref().map_or(0, |e| e.len() * 4)
+                            + 256;
+                        batch.push(m);
+                        if batch.len() >= SEAL_MAX_MEMORIES || bytes >= SEAL_MAX_BYTES {
+                            if !send(std::mem::take(&mut batch))? {
+                                return Ok(());
+                            }
+                            bytes = 0;
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    send(batch)?;
+                }
+                Ok(())
+            });
+            let mut moved = Vec::new();
+            let mut failed = None;
+            for (batch, segment, images) in rx {
+                let sealed = match self.log_seal(batch, segment, images) {
+                    Ok(Ok(m)) => Ok(m),
+                    Ok(Err(rest)) => self.seal_batch(rest),
+                    Err(e) => Err(e),
                 };
-                bytes += m.content.len()
-                    + m.metadata_json.len()
-                    + m.embedding.as_ref().map_or(0, |e| e.len() * 4)
-                    + 256;
-                batch.push(m);
-                if batch.len() >= SEAL_MAX_MEMORIES || bytes >= SEAL_MAX_BYTES {
-                    moved.extend(self.seal_batch(std::mem::take(&mut batch))?);
-                    bytes = 0;
+                match sealed {
+                    Ok(m) => moved.extend(m),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
-        }
-        if !batch.is_empty() {
-            moved.extend(self.seal_batch(batch)?);
-        }
-        Ok(moved)
+            let produced = producer.join().expect("the seal producer does not panic");
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            produced?;
+            Ok(moved)
+        })
     }
 
-    /// One segment's worth of [`Inner::seal`].
+    /// Writes `batch` as a new segment file: (segment id, the cold images).
+    fn prepare_seal(&self, batch: &[Memory]) -> Result<(u64, Vec<Memory>), EngineError> {
+        let segment = self.cold.allocate_id();
+        let images: Vec<Memory> = batch
+            .iter()
+            .map(|m| Memory {
+                tier: Tier::Cold,
+                ..m.clone()
+            })
+            .collect();
+        self.cold.write(segment, &images)?;
+        Ok((segment, images))
+    }
+
+    /// One segment's worth of [`Inner::seal`], retried without the memories that changed.
     fn seal_batch(&self, mut batch: Vec<Memory>) -> Result<Vec<Memory>, EngineError> {
         loop {
             if batch.is_empty() {
                 return Ok(batch);
             }
-            let segment = self.cold.allocate_id();
-            let images: Vec<Memory> = batch
+            let (segment, images) = self.prepare_seal(&batch)?;
+            match self.log_seal(batch, segment, images)? {
+                Ok(moved) => return Ok(moved),
+                Err(rest) => batch = rest,
+            }
+        }
+    }
+
+    /// Logs and applies the seal of `batch` (written as `segment`) if none of its memories
+    /// changed since they were read: `Ok(moved)`. Otherwise deletes the file and returns the
+    /// unchanged rest: `Err(rest)`.
+    fn log_seal(
+        &self,
+        mut batch: Vec<Memory>,
+        segment: u64,
+        images: Vec<Memory>,
+    ) -> Result<Result<Vec<Memory>, Vec<Memory>>, EngineError> {
+        let warm_ids: Vec<Uuid> = batch
+            .iter()
+            .filter(|m| m.tier == Tier::Warm)
+            .map(|m| m.id)
+            .collect();
+        let logged = {
+            let mut w = self.writer.lock();
+            // Unchanged since read: nothing logged for it since, and the applied image has
+            // the LSN read (one batched read of the warm records' LSNs, not a read of each
+            // memory, to keep the writer lock short).
+            let mut warm_lsns = warm_ids
                 .iter()
-                .map(|m| Memory {
-                    tier: Tier::Cold,
-                    ..m.clone()
-                })
-                .collect();
-            self.cold.write(segment, &images)?;
-            let warm_ids: Vec<Uuid> = batch
-                .iter()
-                .filter(|m| m.tier == Tier::Warm)
-                .map(|m| m.id)
-                .collect();
-            let logged = {
-                let mut w = self.writer.lock();
-                // Unchanged since read: nothing logged for it since, and the applied image has
-                // the LSN read (one batched read of the warm records' LSNs, not a read of each
-                // memory, to keep the writer lock short).
-                let mut warm_lsns = warm_ids
-                    .iter()
-                    .copied()
-                    .zip(self.warm.record_lsns(&warm_ids)?)
-                    .collect::<HashMap<Uuid, Option<u64>>>();
-                let mut changed = Vec::new();
-                for (i, m) in batch.iter().enumerate() {
-                    let same = !w.pending.contains_key(&m.id)
-                        && match m.tier {
-                            Tier::Warm => warm_lsns.remove(&m.id).flatten() == Some(m.lsn),
-                            _ => self.working.get(&m.id)?.is_some_and(|c| c.lsn == m.lsn),
-                        };
-                    if !same {
-                        changed.push(i);
-                    }
-                }
-                if changed.is_empty() {
-                    let op = Op::ColdSeal {
-                        segment,
-                        memories: images
-                            .into_iter()
-                            .zip(batch.iter().map(|m| m.tier))
-                            .collect(),
+                .copied()
+                .zip(self.warm.record_lsns(&warm_ids)?)
+                .collect::<HashMap<Uuid, Option<u64>>>();
+            let mut changed = Vec::new();
+            for (i, m) in batch.iter().enumerate() {
+                let same = !w.pending.contains_key(&m.id)
+                    && match m.tier {
+                        Tier::Warm => warm_lsns.remove(&m.id).flatten() == Some(m.lsn),
+                        _ => self.working.get(&m.id)?.is_some_and(|c| c.lsn == m.lsn),
                     };
-                    let lsn = self.log(&mut w, op)?;
-                    for m in &batch {
-                        self.adjust_projected(&mut w, Some(m.tier), Some(Tier::Cold));
-                    }
-                    Some(lsn)
-                } else {
-                    for i in changed.into_iter().rev() {
-                        batch.remove(i);
-                    }
-                    None
+                if !same {
+                    changed.push(i);
                 }
-            };
-            match logged {
-                Some(lsn) => {
-                    self.commit(lsn)?;
-                    for m in &batch {
-                        self.counters.count_move(m.tier, Tier::Cold, 1);
-                    }
-                    return Ok(batch);
+            }
+            if changed.is_empty() {
+                let op = Op::ColdSeal {
+                    segment,
+                    memories: images
+                        .into_iter()
+                        .zip(batch.iter().map(|m| m.tier))
+                        .collect(),
+                };
+                let lsn = self.log(&mut w, op)?;
+                for m in &batch {
+                    self.adjust_projected(&mut w, Some(m.tier), Some(Tier::Cold));
                 }
-                None => {
-                    // Never registered: nothing names it.
-                    let path = self
-                        .cold
-                        .dir()
-                        .join(crate::coldtier::segment_file_name(segment));
-                    let _ = std::fs::remove_file(path);
+                Some(lsn)
+            } else {
+                for i in changed.into_iter().rev() {
+                    batch.remove(i);
                 }
+                None
+            }
+        };
+        match logged {
+            Some(lsn) => {
+                self.commit(lsn)?;
+                for m in &batch {
+                    self.counters.count_move(m.tier, Tier::Cold, 1);
+                }
+                Ok(Ok(batch))
+            }
+            None => {
+                // Never logged: nothing names it.
+                let path = self
+                    .cold
+                    .dir()
+                    .join(crate::coldtier::segment_file_name(segment));
+                let _ = std::fs::remove_file(path);
+                Ok(Err(batch))
             }
         }
     }
@@ -2587,7 +2643,7 @@ impl Inner {
     /// before RocksDB drops the warm copies and the working tier its slots; a compaction's
     /// sources are dropped last.
     fn apply_cold(&self, lsn: Lsn, op: &Op) -> Result<(), EngineError> {
-        cold_part(&self.cold, lsn, op)?;
+        cold_part(&self.cold, op)?;
         match op {
             Op::ColdSeal { segment, memories } => {
                 for (m, _) in memories {
