@@ -464,11 +464,14 @@ impl ColdTier {
         let pool = k * 4;
         let mut rough: Vec<(f32, Uuid, usize)> = Vec::new();
         {
-            let locations = self.locations.read();
             for (i, (seg_id, seg)) in segments.iter().enumerate() {
+                // The location map is read-locked per segment, not for the whole scan: seals and
+                // promotions apply in between.
+                let locations = self.locations.read();
                 let hits = seg.rough(&codes, pool, |id| {
                     locations.get(id) == Some(seg_id) && accept(id)
                 })?;
+                drop(locations);
                 rough.extend(hits.into_iter().map(|(s, id)| (s, id, i)));
                 if rough.len() > pool * 4 {
                     rough.select_nth_unstable_by(pool - 1, |a, b| b.0.total_cmp(&a.0));

@@ -1546,6 +1546,14 @@ impl Inner {
 
     /// Appends `op` to the WAL and queues it for apply. The caller holds the writer lock.
     fn log(&self, w: &mut WriterState, mut op: Op) -> Result<Lsn, EngineError> {
+        if let Op::Put { memory, .. } = &mut op {
+            // Only a seal puts memories in cold (segments are immutable); callers redirect a
+            // changed cold memory to warm themselves, this only guards the invariant.
+            debug_assert!(memory.tier != Tier::Cold, "a Put into the cold tier");
+            if memory.tier == Tier::Cold {
+                memory.tier = Tier::Warm;
+            }
+        }
         let payload = codec::encode_op(&op);
         let (lsn, _) = self.wal.append(&payload).map_err(|e| match e {
             WalError::RecordTooLarge { len } => EngineError::TooLarge {
@@ -1913,6 +1921,10 @@ impl Inner {
         next.status = Status::Deleted;
         next.version += 1;
         next.updated_at_us = now;
+        if next.tier == Tier::Cold {
+            // Segments are immutable: the deleted state is kept in warm.
+            next.tier = Tier::Warm;
+        }
         let lsn = self.log(
             w,
             Op::Put {
@@ -2320,16 +2332,24 @@ impl Inner {
         self.warm.scan_access(|id, count, last| {
             access.insert(id, (count, last));
         })?;
-        let attrs = self.search.attrs.read();
-        for (id, a) in attrs.by_id.iter() {
-            if a.tier != Tier::Warm || a.importance >= policy.min_importance_to_stay_warm {
-                continue;
-            }
-            let (count, last) = access.get(id).copied().unwrap_or((0, None));
-            let last = last.unwrap_or(a.created_at_us);
-            if let Some((to, r)) = policy.demotion(Tier::Warm, idle(last), count, a.importance) {
+        // Copy out under the read lock (appliers wait for it), decide outside.
+        let warm: Vec<(Uuid, f32, i64)> = self
+            .search
+            .attrs
+            .read()
+            .by_id
+            .iter()
+            .filter(|(_, a)| {
+                a.tier == Tier::Warm && a.importance < policy.min_importance_to_stay_warm
+            })
+            .map(|(id, a)| (*id, a.importance, a.created_at_us))
+            .collect();
+        for (id, importance, created) in warm {
+            let (count, last) = access.get(&id).copied().unwrap_or((0, None));
+            let last = last.unwrap_or(created);
+            if let Some((to, r)) = policy.demotion(Tier::Warm, idle(last), count, importance) {
                 moves.push(PlannedMove {
-                    id: *id,
+                    id,
                     from: Tier::Warm,
                     to,
                     retention: r,
@@ -2337,7 +2357,6 @@ impl Inner {
                 });
             }
         }
-        drop(attrs);
         moves.sort_by(|a, b| a.retention.total_cmp(&b.retention));
         Ok(moves)
     }

@@ -876,10 +876,29 @@ impl WarmTier {
 
     /// A RocksDB checkpoint in `dest` (which must not exist): memtables flushed, SST files
     /// hard-linked. It holds every batch committed before the call, with its applied LSN.
+    ///
+    /// Seen once on a 1M-memory store under compaction: the checkpoint failed linking an SST
+    /// file a compaction had just deleted. Such a failure leaves nothing behind that matters
+    /// (the staging directory is removed), so it is retried a few times.
     pub fn checkpoint_to(&self, dest: &Path) -> Result<(), EngineError> {
         let cp =
             rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| rocks_err(&self.path, e))?;
-        cp.create_checkpoint(dest).map_err(|e| rocks_err(dest, e))
+        let mut attempt = 0;
+        loop {
+            match cp.create_checkpoint(dest) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 3 && e.kind() == rocksdb::ErrorKind::IOError => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "RocksDB checkpoint failed; retrying");
+                    for dir in [dest.to_path_buf(), dest.with_extension("tmp")] {
+                        if dir.exists() {
+                            std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+                        }
+                    }
+                }
+                Err(e) => return Err(rocks_err(dest, e)),
+            }
+        }
     }
 
     /// Total bytes of live SST files, every column family.

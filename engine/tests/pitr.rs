@@ -1,6 +1,7 @@
 //! Point-in-time restore against an oracle.
 //!
-//! A seeded random workload of creates, updates, soft deletes, purges and tier moves runs on a
+//! A seeded random workload of creates, updates, soft deletes, purges and tier moves (working,
+//! warm and cold: seals) runs on a
 //! real engine (real RocksDB, mmap files, WAL), one WAL record per operation, and the expected
 //! state after every LSN is kept in memory. Two snapshots are taken mid-way. Then the store is
 //! restored to at least 50 random LSNs (and to commit times) from the snapshots plus the WAL,
@@ -159,10 +160,13 @@ fn restore_to_random_moments_matches_the_oracle() {
             }
             6 => {
                 let id = live[rng.random_range(0..live.len())];
-                let tier = if rng.random_bool(0.5) {
-                    Tier::Warm
-                } else {
-                    Tier::Working
+                // Cold moves are seals (one record each, like every other operation here);
+                // a memory already cold goes to warm instead.
+                let tier = match rng.random_range(0..3) {
+                    0 => Tier::Warm,
+                    1 => Tier::Working,
+                    _ if model[&id].tier == Tier::Cold => Tier::Warm,
+                    _ => Tier::Cold,
                 };
                 Some(engine.move_to(&id, tier).expect("move"))
             }
