@@ -194,6 +194,28 @@ fn memory_body(namespace: &str, content: &str, emb: &str) -> String {
     )
 }
 
+/// Posts `items` to the batch endpoint; the id of each, in order (any failed item is an error).
+async fn post_batch(conn: &mut Conn, items: Vec<Value>) -> anyhow::Result<Vec<String>> {
+    let v = conn
+        .call(
+            "POST",
+            "/api/v1/memories/batch",
+            Some(json!({ "memories": items }).to_string()),
+        )
+        .await?;
+    v["results"]
+        .as_array()
+        .context("results")?
+        .iter()
+        .map(|r| {
+            r["id"]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("a memory failed: {r}"))
+        })
+        .collect()
+}
+
 /// Results of one run.
 struct Outcome {
     ok: u64,

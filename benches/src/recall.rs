@@ -115,23 +115,12 @@ pub async fn recall(args: RecallArgs) -> anyhow::Result<()> {
                 item
             })
             .collect();
-        let v = conn
-            .call(
-                "POST",
-                "/api/v1/memories/batch",
-                Some(json!({ "memories": items }).to_string()),
-            )
-            .await?;
-        for (r, m) in v["results"]
-            .as_array()
-            .context("results")?
-            .iter()
+        for (id, m) in crate::post_batch(&mut conn, items)
+            .await?
+            .into_iter()
             .zip(chunk)
         {
-            let id = r["id"]
-                .as_str()
-                .with_context(|| format!("a memory failed: {r}"))?;
-            engram_to_dataset.insert(id.to_owned(), m["id"].as_str().unwrap_or("").to_owned());
+            engram_to_dataset.insert(id, m["id"].as_str().unwrap_or("").to_owned());
         }
     }
     let ingest_secs = started.elapsed().as_secs_f64();

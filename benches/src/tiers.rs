@@ -121,23 +121,12 @@ async fn load(common: &Common, run: u64, count: usize) -> anyhow::Result<Vec<Str
                         })
                     })
                     .collect();
-                let v = conn
-                    .call(
-                        "POST",
-                        "/api/v1/memories/batch",
-                        Some(json!({ "memories": items }).to_string()),
-                    )
-                    .await?;
-                for (r, i) in v["results"]
-                    .as_array()
-                    .context("results")?
-                    .iter()
+                for (id, i) in crate::post_batch(&mut conn, items)
+                    .await?
+                    .into_iter()
                     .zip(chunk)
                 {
-                    let id = r["id"]
-                        .as_str()
-                        .with_context(|| format!("item failed: {r}"))?;
-                    ids.push((*i, id.to_owned()));
+                    ids.push((*i, id));
                 }
             }
             Ok::<_, anyhow::Error>(ids)

@@ -265,10 +265,23 @@ impl ColdTier {
         if self.state.read().segments.contains_key(&id) {
             return Ok(());
         }
-        let seg = match self.open_existing(id, memories.len()) {
+        // The manifest follows at the next checkpoint (or compaction): until then a crash
+        // replays this record, which finds the segment file and registers it again.
+        self.register(id, memories.len(), || Ok(memories.to_vec()))
+    }
+
+    /// Registers segment `id`: its file if it holds `expected` entries, else one written from
+    /// `build()`.
+    fn register(
+        &self,
+        id: u64,
+        expected: usize,
+        build: impl FnOnce() -> Result<Vec<Memory>, EngineError>,
+    ) -> Result<(), EngineError> {
+        let seg = match self.open_existing(id, expected) {
             Some(seg) => seg,
             None => {
-                self.write(id, memories)?;
+                self.write(id, &build()?)?;
                 Segment::open(&self.dir.join(segment_file_name(id)))?
             }
         };
@@ -276,8 +289,6 @@ impl ColdTier {
         let mut state = self.state.write();
         state.live.entry(id).or_insert(0);
         state.segments.insert(id, Arc::new(seg));
-        // The manifest follows at the next checkpoint (or compaction): until then a crash
-        // replays this record, which finds the segment file and registers it again.
         state.dirty = true;
         Ok(())
     }
@@ -294,20 +305,7 @@ impl ColdTier {
         if id == 0 || self.state.read().segments.contains_key(&id) {
             return Ok(());
         }
-        let seg = match self.open_existing(id, kept.len()) {
-            Some(seg) => seg,
-            None => {
-                let memories = self.collect(sources, kept)?;
-                self.write(id, &memories)?;
-                Segment::open(&self.dir.join(segment_file_name(id)))?
-            }
-        };
-        self.next_id.fetch_max(id + 1, Ordering::Relaxed);
-        let mut state = self.state.write();
-        state.live.entry(id).or_insert(0);
-        state.segments.insert(id, Arc::new(seg));
-        state.dirty = true;
-        Ok(())
+        self.register(id, kept.len(), || self.collect(sources, kept))
     }
 
     /// Second half: forgets `sources`, writes the manifest, then unlinks their files.

@@ -2428,8 +2428,13 @@ impl Inner {
         );
         // Warm → cold, a segment at a time.
         let to_cold: Vec<&PlannedMove> = planned.iter().filter(|m| m.to == Tier::Cold).collect();
+        // Sealed in id order: the warm reads are then nearly sequential, and each segment
+        // holds a range of ids (all planned moves are made, so retention order does not
+        // matter here).
+        let mut cold_ids: Vec<Uuid> = to_cold.iter().map(|m| m.id).collect();
+        cold_ids.sort_unstable();
         let sealed: std::collections::HashSet<Uuid> = self
-            .seal(to_cold.iter().map(|m| m.id).collect(), false)?
+            .seal(cold_ids, false)?
             .into_iter()
             .map(|m| m.id)
             .collect();

@@ -44,6 +44,14 @@ pub fn engramctl_path() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (the kernel's choice; released before the daemon binds it).
+/// Runs engramctl with `args`.
+pub fn ctl(args: &[&str]) -> std::process::Output {
+    Command::new(engramctl_path())
+        .args(args)
+        .output()
+        .expect("run engramctl")
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()

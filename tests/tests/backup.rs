@@ -7,20 +7,13 @@
 //! restore refuses a non-empty target and a moment outside the backup's range.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engram_tests::{engramctl_path, Daemon};
+use engram_tests::{ctl, Daemon};
 use serde_json::{json, Value};
-
-fn ctl(args: &[&str]) -> Output {
-    Command::new(engramctl_path())
-        .args(args)
-        .output()
-        .expect("run engramctl")
-}
 
 fn ok_json(out: &Output) -> Value {
     assert!(

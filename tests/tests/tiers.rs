@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use engram_tests::{embedding, engramctl_path, Daemon};
+use engram_tests::{ctl, embedding, Daemon};
 use serde_json::{json, Value};
 
 const DIMS: usize = 8;
@@ -368,11 +368,7 @@ fn a_flipped_bit_in_a_cold_block_is_reported_never_returned() {
         r.text
     );
     drop(d);
-    let out = std::process::Command::new(engramctl_path())
-        .args(["check", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("engramctl");
+    let out = ctl(&["check", "--data-dir", data.to_str().expect("utf8")]);
     assert!(!out.status.success());
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -413,17 +409,7 @@ fn assert_all_present(d: &Daemon, expected: &HashMap<String, String>) {
 }
 
 fn offline_check(data: &Path) {
-    let out = std::process::Command::new(engramctl_path())
-        .args(["check", "--data-dir"])
-        .arg(data)
-        .output()
-        .expect("engramctl");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ctl_ok(&["check", "--data-dir", data.to_str().expect("utf8")]);
 }
 
 #[test]
@@ -505,11 +491,8 @@ fn manual_policy_8d() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn ctl(args: &[&str]) {
-    let out = std::process::Command::new(engramctl_path())
-        .args(args)
-        .output()
-        .expect("engramctl");
+fn ctl_ok(args: &[&str]) {
+    let out = ctl(args);
     assert!(
         out.status.success(),
         "engramctl {args:?}: {}{}",
@@ -538,7 +521,7 @@ fn restore_replays_seals_and_compactions_after_the_snapshot() {
         }
     };
     to_cold(&d, &all[..10]);
-    ctl(&[
+    ctl_ok(&[
         "backup",
         "--data-dir",
         data.to_str().expect("utf8"),
@@ -567,7 +550,7 @@ fn restore_replays_seals_and_compactions_after_the_snapshot() {
         19
     );
     assert!(d.terminate().success());
-    ctl(&[
+    ctl_ok(&[
         "backup",
         "--data-dir",
         data.to_str().expect("utf8"),
@@ -576,7 +559,7 @@ fn restore_replays_seals_and_compactions_after_the_snapshot() {
     ]);
     std::fs::remove_dir_all(&data).expect("lose the original");
     let restored = dir.path().join("restored");
-    ctl(&[
+    ctl_ok(&[
         "restore",
         backup.to_str().expect("utf8"),
         "--target-dir",
