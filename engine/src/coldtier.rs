@@ -451,13 +451,7 @@ impl ColdTier {
         if query.len() != self.dims || k == 0 {
             return Ok(Vec::new());
         }
-        let segments: Vec<(u64, Arc<Segment>)> = self
-            .state
-            .read()
-            .segments
-            .iter()
-            .map(|(id, s)| (*id, Arc::clone(s)))
-            .collect();
+        let segments = self.live_segments();
         let (_, codes) = crate::cold::quantize(query);
         let pool = k * 4;
         let mut rough: Vec<(f32, Uuid, usize)> = Vec::new();
@@ -495,6 +489,17 @@ impl ColdTier {
         Ok(all)
     }
 
+    /// The live segments as of now (a compaction may drop some while the caller reads them:
+    /// the `Arc` keeps their files open).
+    fn live_segments(&self) -> Vec<(u64, Arc<Segment>)> {
+        self.state
+            .read()
+            .segments
+            .iter()
+            .map(|(id, s)| (*id, Arc::clone(s)))
+            .collect()
+    }
+
     /// Every live segment.
     pub(crate) fn segment_stats(&self) -> Vec<ColdSegmentStats> {
         let state = self.state.read();
@@ -515,13 +520,7 @@ impl ColdTier {
         &self,
         mut f: impl FnMut(Memory) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        let segments: Vec<(u64, Arc<Segment>)> = self
-            .state
-            .read()
-            .segments
-            .iter()
-            .map(|(id, s)| (*id, Arc::clone(s)))
-            .collect();
+        let segments = self.live_segments();
         for (seg_id, seg) in segments {
             seg.for_each(|m| {
                 if self.location(&m.id) == Some(seg_id) {
