@@ -1,8 +1,9 @@
 //! The tier migration policy: an Ebbinghaus-style retention score per memory and the moves it
 //! asks for.
 //!
-//! Retention is `R = exp(-t / S)`: `t` is the time since the memory was last used (accessed,
-//! else changed), `S` its strength. Strength starts at `strength` and grows with use and
+//! Retention is `R = exp(-t / S)`: `t` is the time since the memory was last accessed (if it
+//! never was: since its last change in the working tier, since its creation in warm), `S` its
+//! strength. Strength starts at `strength` and grows with use and
 //! importance: `S = strength × (1 + access_weight × ln(1 + accesses)) × (1 + importance_weight ×
 //! importance)`. A memory leaves the working tier once `R` falls to what an unused, unimportant
 //! memory reaches after `working_to_warm_after`, and leaves warm for cold once it falls to the
