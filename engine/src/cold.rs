@@ -106,17 +106,29 @@ fn bytemuck_i8(b: &[u8]) -> &[i8] {
     unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<i8>(), b.len()) }
 }
 
-/// (Σ c·q, Σ c·c) over i8 codes, with integer multiply-adds in 32 lanes. |c·q| ≤ 127² per term
-/// and codes are at most a few thousand long, so i32 cannot overflow: wrapping arithmetic only
-/// spares the overflow checks that would keep the loop from vectorizing.
+/// Σ c·q over i8 codes (see [`i8_dot_norm`]).
+pub(crate) fn i8_dot(c: &[i8], q: &[i8]) -> i32 {
+    i8_dot_and::<false>(c, q).0
+}
+
+/// (Σ c·q, Σ c·c) over i8 codes, with integer multiply-adds in 32 lanes.
 pub(crate) fn i8_dot_norm(c: &[i8], q: &[i8]) -> (i32, i32) {
+    i8_dot_and::<true>(c, q)
+}
+
+/// |c·q| ≤ 127² per term and codes are at most a few thousand long, so i32 cannot overflow:
+/// wrapping arithmetic only spares the overflow checks that would keep the loop from
+/// vectorizing. `NORM`: also Σ c·c (compiled out when false).
+fn i8_dot_and<const NORM: bool>(c: &[i8], q: &[i8]) -> (i32, i32) {
     let mut dot = [0i32; 32];
     let mut norm = [0i32; 32];
     for (c, x) in c.chunks_exact(32).zip(q.chunks_exact(32)) {
         for l in 0..32 {
             let cl = i32::from(c[l]);
             dot[l] = dot[l].wrapping_add(cl.wrapping_mul(i32::from(x[l])));
-            norm[l] = norm[l].wrapping_add(cl.wrapping_mul(cl));
+            if NORM {
+                norm[l] = norm[l].wrapping_add(cl.wrapping_mul(cl));
+            }
         }
     }
     let tail = c.len().min(q.len()) - c.len().min(q.len()) % 32;
@@ -124,7 +136,9 @@ pub(crate) fn i8_dot_norm(c: &[i8], q: &[i8]) -> (i32, i32) {
     let mut n = norm.iter().fold(0i32, |a, b| a.wrapping_add(*b));
     for (c, x) in c[tail..].iter().zip(&q[tail..]) {
         d = d.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*x)));
-        n = n.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*c)));
+        if NORM {
+            n = n.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*c)));
+        }
     }
     (d, n)
 }

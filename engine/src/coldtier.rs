@@ -24,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
 use crate::cold::{write_segment, Segment};
-use crate::model::Memory;
+use crate::model::{Memory, Tier};
 use crate::search::keyhash::IdMap;
 use crate::EngineError;
 
@@ -261,13 +261,20 @@ impl ColdTier {
 
     /// Applies a seal: registers segment `id`, rebuilding it from `memories` if its file is
     /// missing or incomplete. Idempotent.
-    pub(crate) fn apply_seal(&self, id: u64, memories: &[Memory]) -> Result<(), EngineError> {
+    pub(crate) fn apply_seal(
+        &self,
+        id: u64,
+        memories: &[(Memory, Tier)],
+    ) -> Result<(), EngineError> {
         if self.state.read().segments.contains_key(&id) {
             return Ok(());
         }
         // The manifest follows at the next checkpoint (or compaction): until then a crash
-        // replays this record, which finds the segment file and registers it again.
-        self.register(id, memories.len(), || Ok(memories.to_vec()))
+        // replays this record, which finds the segment file and registers it again. The images
+        // are copied only when the file must be rebuilt.
+        self.register(id, memories.len(), || {
+            Ok(memories.iter().map(|(m, _)| m.clone()).collect())
+        })
     }
 
     /// Registers segment `id`: its file if it holds `expected` entries, else one written from

@@ -1184,10 +1184,7 @@ fn rocks_part(
 /// (rebuilding its file if needed). Dropping a compaction's sources is separate.
 fn cold_part(cold: &ColdTier, op: &Op) -> Result<(), EngineError> {
     match op {
-        Op::ColdSeal { segment, memories } => {
-            let images: Vec<Memory> = memories.iter().map(|(m, _)| m.clone()).collect();
-            cold.apply_seal(*segment, &images)
-        }
+        Op::ColdSeal { segment, memories } => cold.apply_seal(*segment, memories),
         Op::ColdCompact {
             segment,
             sources,

@@ -162,7 +162,6 @@ fn the_policy_moves_memories_through_the_tiers_and_back() {
     assert!(cold["bytes_on_disk"].as_u64().expect("bytes") > 0);
     assert!(cold["segments"].as_u64().expect("segments") >= 1);
     assert_eq!(cold["avg_importance"], 0.0);
-    assert!(cold["oldest_access"].is_string() || cold["oldest_access"].is_null());
     assert_eq!(tiers.body["tiers"]["warm"]["count"], 5);
     assert!(
         (tiers.body["tiers"]["warm"]["avg_importance"]
@@ -215,6 +214,18 @@ fn the_policy_moves_memories_through_the_tiers_and_back() {
         peek(&d)[&promoted]["tier"] == "warm"
     });
     same_memory(&low[1], &get(&d, &promoted));
+    // The promoted memory was read: its tier now has an oldest access.
+    let warm = &d.get("/api/v1/tiers").body["tiers"]["warm"];
+    assert!(
+        warm["oldest_access"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{warm}"
+    );
+    assert!(
+        warm["avg_access_count"].as_f64().expect("avg") > 0.0,
+        "{warm}"
+    );
 
     // An update leaves the cold segment (for warm); a delete is gone.
     let updated = low[2]["id"].as_str().expect("id");

@@ -266,7 +266,7 @@ impl WarmCodes {
         if held != crc {
             return None;
         }
-        let (dot, _) = crate::cold::i8_dot_norm(codes, q);
+        let dot = crate::cold::i8_dot(codes, q);
         Some(dot as f32 * q_scale * factor)
     }
 }
