@@ -2944,10 +2944,25 @@ impl Inner {
     }
 
     fn checkpoint(&self) -> Result<(), EngineError> {
-        let _one = self.checkpoint_lock.lock();
+        let held = self.checkpoint_lock.lock();
+        self.checkpoint_held(&held)
+    }
+
+    /// A checkpoint unless a snapshot is holding them off (`Ok(false)`): the background thread
+    /// must not block for the length of a snapshot, or eviction and access flushing stop and
+    /// writers end up evicting in the foreground.
+    fn try_checkpoint(&self) -> Result<bool, EngineError> {
+        let Some(held) = self.checkpoint_lock.try_lock() else {
+            return Ok(false);
+        };
+        self.checkpoint_held(&held).map(|()| true)
+    }
+
+    fn checkpoint_held(&self, _held: &parking_lot::MutexGuard<'_, ()>) -> Result<(), EngineError> {
         if self.is_poisoned() {
             return Err(EngineError::Poisoned);
         }
+        let started = Instant::now();
         let lsn = self.applied_lsn.load(Ordering::Acquire);
         let warm_lsn = self.warm.applied_lsn()?;
         self.warm.flush()?;
@@ -2966,10 +2981,18 @@ impl Inner {
             self.wal.prune_archive(cutoff, keep_from)?;
         }
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            lsn,
+            took_ms = started.elapsed().as_millis() as u64,
+            "checkpoint"
+        );
         Ok(())
     }
 
-    fn background(&self) {
+    fn background(self: &Arc<Self>) {
+        // Scheduled snapshots run on a thread of their own, so eviction and access flushing go
+        // on while one is taken; joined before this thread ends.
+        let mut scheduled: Option<std::thread::JoinHandle<()>> = None;
         let mut last_access_flush = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut wal_bytes_at_checkpoint = self.wal.bytes_written();
@@ -3037,11 +3060,25 @@ impl Inner {
                 last_access_flush = Instant::now();
             }
             if let Some(every) = self.config.snapshot_interval {
-                if last_snapshot.elapsed() >= every {
+                if last_snapshot.elapsed() >= every
+                    && scheduled.as_ref().is_none_or(|h| h.is_finished())
+                {
                     last_snapshot = Instant::now();
-                    match self.create_snapshot().and_then(|_| self.prune_snapshots()) {
-                        Ok(()) => {}
-                        Err(e) => tracing::error!(error = %e, "scheduled snapshot failed"),
+                    if let Some(done) = scheduled.take() {
+                        let _ = done.join();
+                    }
+                    let inner = Arc::clone(self);
+                    match std::thread::Builder::new()
+                        .name("engram-scheduled-snapshot".to_owned())
+                        .spawn(move || {
+                            if let Err(e) =
+                                inner.create_snapshot().and_then(|_| inner.prune_snapshots())
+                            {
+                                tracing::error!(error = %e, "scheduled snapshot failed");
+                            }
+                        }) {
+                        Ok(handle) => scheduled = Some(handle),
+                        Err(e) => tracing::error!(error = %e, "could not start a scheduled snapshot"),
                     }
                 }
             }
@@ -3049,13 +3086,23 @@ impl Inner {
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval
                 || wal_bytes - wal_bytes_at_checkpoint >= self.config.checkpoint_wal_bytes
             {
-                if let Err(e) = self.checkpoint() {
-                    tracing::error!(error = %e, "checkpoint failed");
-                    self.poison(&e);
+                match self.try_checkpoint() {
+                    Ok(true) => {
+                        last_checkpoint = Instant::now();
+                        wal_bytes_at_checkpoint = wal_bytes;
+                    }
+                    Ok(false) => {} // a snapshot holds checkpoints off: try again next tick
+                    Err(e) => {
+                        tracing::error!(error = %e, "checkpoint failed");
+                        self.poison(&e);
+                        last_checkpoint = Instant::now();
+                        wal_bytes_at_checkpoint = wal_bytes;
+                    }
                 }
-                last_checkpoint = Instant::now();
-                wal_bytes_at_checkpoint = wal_bytes;
             }
+        }
+        if let Some(running) = scheduled.take() {
+            let _ = running.join();
         }
     }
 }
