@@ -185,6 +185,14 @@ pub fn file_crc(path: &Path) -> Result<(u64, u32), EngineError> {
     Ok((total, hasher.finalize()))
 }
 
+/// The working-tier dump is made durable every this many bytes rather than once at the end, and
+/// written no faster than [`DUMP_BYTES_PER_SEC`]: a WAL fdatasync waits for the disk to finish
+/// what is queued before it, and a burst of a few hundred MB of dump (170 MB at the default
+/// capacity) would hold every writer's sync up for as long as that takes.
+const DUMP_SYNC_BYTES: u64 = 4 << 20;
+/// About a seventh of this machine's sequential write bandwidth (1.8 GB/s).
+const DUMP_BYTES_PER_SEC: u64 = 256 << 20;
+
 /// Writes the working-tier dump: one WAL-framed record per memory (LSN = the memory's LSN,
 /// payload = its image with the embedding).
 fn write_working_dump(working: &WorkingTier, path: &Path) -> Result<u64, EngineError> {
@@ -193,6 +201,9 @@ fn write_working_dump(working: &WorkingTier, path: &Path) -> Result<u64, EngineE
     let mut frame_buf = Vec::with_capacity(4096);
     let mut image = Vec::with_capacity(4096);
     let mut count = 0;
+    let mut unsynced = 0u64;
+    let mut written = 0u64;
+    let started = std::time::Instant::now();
     for id in working.ids() {
         let Some(memory) = working.get(&id)? else {
             continue; // left the tier since the ids were listed: the WAL replays that
@@ -204,6 +215,19 @@ fn write_working_dump(working: &WorkingTier, path: &Path) -> Result<u64, EngineE
         out.write_all(&frame_buf)
             .map_err(|e| EngineError::io(path, e))?;
         count += 1;
+        unsynced += frame_buf.len() as u64;
+        if unsynced >= DUMP_SYNC_BYTES {
+            out.flush().map_err(|e| EngineError::io(path, e))?;
+            out.get_ref()
+                .sync_data()
+                .map_err(|e| EngineError::io(path, e))?;
+            written += unsynced;
+            unsynced = 0;
+            let due = std::time::Duration::from_secs_f64(written as f64 / DUMP_BYTES_PER_SEC as f64);
+            if let Some(early) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(early);
+            }
+        }
     }
     let file = out
         .into_inner()
@@ -306,32 +330,19 @@ impl crate::engine::Inner {
         Ok(())
     }
 
-    /// Takes the snapshot on a thread of its own at the lowest CPU priority: it reads gigabytes
-    /// (the CRC of every file, the working-tier dump) and must not take the cores from the
-    /// requests being served meanwhile.
+    /// Takes the snapshot in two phases. The first, on the calling thread at its normal
+    /// priority, dumps the working tier, checkpoints RocksDB and links the cold segments; it
+    /// takes locks the writers also take (the working tier's index, briefly per memory; RocksDB's
+    /// memtable switch), and a thread at the lowest priority could be preempted while holding
+    /// one, leaving the writers waiting for it behind every busy thread (priority inversion).
+    /// The second, which holds no lock, checksums the files on a thread at the lowest CPU
+    /// priority, so it cannot take the cores from the requests being served meanwhile.
     pub(crate) fn snapshot_into(
         &self,
         dest: &Path,
         id: &str,
     ) -> Result<SnapshotManifest, EngineError> {
-        std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("engram-snapshot".to_owned())
-                .spawn_scoped(scope, || {
-                    let tid = rustix::thread::gettid();
-                    if let Err(e) = rustix::process::setpriority_process(Some(tid), SNAPSHOT_NICE) {
-                        tracing::debug!(error = %e, "could not lower the snapshot thread's priority");
-                    }
-                    self.snapshot_into_now(dest, id)
-                })
-                .map_err(|e| EngineError::io(dest, e))?
-                .join()
-                .unwrap_or(Err(EngineError::Busy("the snapshot thread panicked")))
-        })
-    }
-
-    fn snapshot_into_now(&self, dest: &Path, id: &str) -> Result<SnapshotManifest, EngineError> {
-        let inner = self;
+        let started = std::time::Instant::now();
         if dest.exists() {
             return Err(EngineError::Invalid {
                 field: "snapshot",
@@ -339,46 +350,30 @@ impl crate::engine::Inner {
             });
         }
         // No checkpoint may trim WAL segments the snapshot still has to copy.
-        let _no_checkpoint = inner.checkpoint_guard();
+        let _no_checkpoint = self.checkpoint_guard();
         let tmp = dest.with_extension("partial");
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
-        }
-        fs::create_dir_all(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
-        let replay_from = inner.applied_lsn();
-        write_working_dump(inner.working(), &tmp.join("working.dump"))?;
-        inner.warm().checkpoint_to(&tmp.join("warm"))?;
-        // Cold segments are immutable: hard links, with a manifest for `replay_from` (the cold
-        // state linked holds every cold change up to it).
-        inner.cold().link_into(&tmp.join("cold"), replay_from)?;
-        link_vector_index(&inner.config().data_dir.join("search"), &tmp.join("search"));
-        let lsn = inner.applied_lsn();
-        let mut commit_time_us = 0;
-        if lsn > replay_from {
-            let wal_dir = inner.config().data_dir.join("wal");
-            let archive = inner.config().data_dir.join("archive");
-            let report = export::export_range(
-                &[&wal_dir, &archive],
-                replay_from + 1,
-                lsn,
-                &tmp.join("wal"),
-                true,
-            )?;
-            commit_time_us = report.to_commit_time_us;
-        } else if lsn > 0 {
-            commit_time_us = inner.commit_time_of(lsn)?;
-        }
-        let mut files = Vec::new();
-        for rel in list_files(&tmp)? {
-            let (bytes, crc) = file_crc(&tmp.join(&rel))?;
-            files.push((rel, bytes, crc));
-        }
-        let config = inner.config();
+        let made = self.snapshot_files(&tmp)?;
+        let copied = started.elapsed();
+        let (files, read_bytes, known_bytes) = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("engram-snapshot-crc".to_owned())
+                .spawn_scoped(scope, || {
+                    let tid = rustix::thread::gettid();
+                    if let Err(e) = rustix::process::setpriority_process(Some(tid), SNAPSHOT_NICE) {
+                        tracing::debug!(error = %e, "could not lower the snapshot thread's priority");
+                    }
+                    checksum_files(&tmp, &self.snapshots_dir())
+                })
+                .map_err(|e| EngineError::io(dest, e))?
+                .join()
+                .unwrap_or(Err(EngineError::Busy("the snapshot thread panicked")))
+        })?;
+        let config = self.config();
         let manifest = SnapshotManifest {
             id: id.to_owned(),
-            lsn,
-            commit_time_us,
-            replay_from,
+            lsn: made.lsn,
+            commit_time_us: made.commit_time_us,
+            replay_from: made.replay_from,
             created_at_us: crate::model::now_us(),
             dimensions: config.dimensions,
             working_capacity: config.working_capacity,
@@ -389,7 +384,146 @@ impl crate::engine::Inner {
         durable::write_atomic(&tmp.join(MANIFEST_FILE), &text)
             .map_err(|e| EngineError::io(&tmp, e))?;
         durable::rename_durable(&tmp, dest).map_err(|e| EngineError::io(dest, e))?;
+        tracing::info!(
+            id,
+            lsn = manifest.lsn,
+            files = manifest.files.len(),
+            checksummed_bytes = read_bytes,
+            checksums_reused_bytes = known_bytes,
+            working_dump_ms = made.working_dump.as_millis() as u64,
+            rocksdb_checkpoint_ms = made.rocksdb_checkpoint.as_millis() as u64,
+            files_ms = copied.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
         Ok(manifest)
+    }
+
+    /// The snapshot's files in `tmp` (replaced if it exists): the working dump, the RocksDB
+    /// checkpoint, the cold segments, the vector index and the WAL records written meanwhile.
+    fn snapshot_files(&self, tmp: &Path) -> Result<SnapshotFiles, EngineError> {
+        if tmp.exists() {
+            fs::remove_dir_all(tmp).map_err(|e| EngineError::io(tmp, e))?;
+        }
+        fs::create_dir_all(tmp).map_err(|e| EngineError::io(tmp, e))?;
+        let replay_from = self.applied_lsn();
+        let started = std::time::Instant::now();
+        write_working_dump(self.working(), &tmp.join("working.dump"))?;
+        let working_dump = started.elapsed();
+        self.warm().checkpoint_to(&tmp.join("warm"))?;
+        let rocksdb_checkpoint = started.elapsed() - working_dump;
+        // Cold segments are immutable: hard links, with a manifest for `replay_from` (the cold
+        // state linked holds every cold change up to it).
+        self.cold().link_into(&tmp.join("cold"), replay_from)?;
+        link_vector_index(&self.config().data_dir.join("search"), &tmp.join("search"));
+        let lsn = self.applied_lsn();
+        let mut commit_time_us = 0;
+        if lsn > replay_from {
+            let wal_dir = self.config().data_dir.join("wal");
+            let archive = self.config().data_dir.join("archive");
+            let report = export::export_range(
+                &[&wal_dir, &archive],
+                replay_from + 1,
+                lsn,
+                &tmp.join("wal"),
+                true,
+            )?;
+            commit_time_us = report.to_commit_time_us;
+        } else if lsn > 0 {
+            commit_time_us = self.commit_time_of(lsn)?;
+        }
+        Ok(SnapshotFiles {
+            replay_from,
+            lsn,
+            commit_time_us,
+            working_dump,
+            rocksdb_checkpoint,
+        })
+    }
+}
+
+/// What `snapshot_files` made.
+struct SnapshotFiles {
+    replay_from: Lsn,
+    lsn: Lsn,
+    /// Commit time of record `lsn` (0 for an empty store).
+    commit_time_us: i64,
+    working_dump: std::time::Duration,
+    rocksdb_checkpoint: std::time::Duration,
+}
+
+/// (path, bytes, CRC32) of every file under `dir`, taking the checksums of files shared with the
+/// newest snapshot under `snapshots` from its manifest; and the bytes read and not read.
+#[allow(clippy::type_complexity)]
+fn checksum_files(
+    dir: &Path,
+    snapshots: &Path,
+) -> Result<(Vec<(String, u64, u32)>, u64, u64), EngineError> {
+    let known = KnownChecksums::of_newest(snapshots);
+    let (mut read_bytes, mut known_bytes) = (0, 0);
+    let mut files = Vec::new();
+    for rel in list_files(dir)? {
+        let path = dir.join(&rel);
+        let (bytes, crc) = match known.lookup(&rel, &path) {
+            Some(k) => {
+                known_bytes += k.0;
+                k
+            }
+            None => {
+                let k = file_crc(&path)?;
+                read_bytes += k.0;
+                k
+            }
+        };
+        files.push((rel, bytes, crc));
+    }
+    Ok((files, read_bytes, known_bytes))
+}
+
+/// Checksums recorded by the newest earlier snapshot, for the files a new one shares with it.
+///
+/// A file of the new snapshot that is the very same inode as the file an earlier snapshot
+/// recorded under the same path is a hard link to one immutable file (an SST, a cold segment, a
+/// saved vector index), so its size and CRC are the ones recorded then; reading it again would
+/// cost a snapshot of 1M memories about 2 GB of I/O. The inodes are compared while both links
+/// exist, so the number cannot have been reused. A bit that flipped in the shared file since is
+/// then caught by `verify` of either snapshot, rather than written into the new manifest.
+struct KnownChecksums {
+    dir: PathBuf,
+    files: std::collections::HashMap<String, (u64, u32)>,
+}
+
+impl KnownChecksums {
+    /// Those of the newest snapshot under `snapshots` (none if there is none, or it is
+    /// unreadable: then every file is read).
+    fn of_newest(snapshots: &Path) -> KnownChecksums {
+        let newest = list_snapshots(snapshots)
+            .ok()
+            .and_then(|all| all.into_iter().last());
+        match newest {
+            Some((dir, manifest)) => KnownChecksums {
+                dir,
+                files: manifest
+                    .files
+                    .into_iter()
+                    .map(|(rel, bytes, crc)| (rel, (bytes, crc)))
+                    .collect(),
+            },
+            None => KnownChecksums {
+                dir: PathBuf::new(),
+                files: Default::default(),
+            },
+        }
+    }
+
+    /// (bytes, CRC32) of `path` (at `rel` in the new snapshot) if it is known.
+    fn lookup(&self, rel: &str, path: &Path) -> Option<(u64, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let &(bytes, crc) = self.files.get(rel)?;
+        let ours = fs::metadata(path).ok()?;
+        let theirs = fs::metadata(self.dir.join(rel)).ok()?;
+        (ours.dev() == theirs.dev() && ours.ino() == theirs.ino() && ours.len() == bytes)
+            .then_some((bytes, crc))
     }
 }
 
