@@ -132,7 +132,24 @@ struct Shared {
     lagging: RwLock<IdMap<Uuid, Lagging>>,
     changes_since_save: AtomicU64,
     permits: Permits,
+    /// Set at close: jobs still queued after this moment are dropped, not done.
+    close_by: Mutex<Option<std::time::Instant>>,
 }
+
+impl Shared {
+    /// Past the close deadline: queued adds and removals are dropped. The saved keys file names
+    /// exactly what the graph holds, so the next open queues the dropped vectors again and
+    /// removes the keys of memories gone (`reconcile`); a shutdown never waits for a backlog
+    /// that can be minutes long after a bulk load.
+    fn closing(&self) -> bool {
+        self.close_by
+            .lock()
+            .is_some_and(|by| std::time::Instant::now() >= by)
+    }
+}
+
+/// How long a close keeps indexing what is queued before it drops the rest.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The HNSW index and its indexer thread.
 pub struct Hnsw {
@@ -194,6 +211,7 @@ impl Hnsw {
                 free: Mutex::new(threads),
                 cv: Condvar::new(),
             },
+            close_by: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
         let worker_shared = Arc::clone(&shared);
@@ -227,6 +245,7 @@ impl Hnsw {
                     free: Mutex::new(1),
                     cv: Condvar::new(),
                 },
+                close_by: Mutex::new(None),
             }),
             tx: Mutex::new(None),
             worker: Mutex::new(None),
@@ -387,8 +406,9 @@ impl Hnsw {
         }
     }
 
-    /// Saves and stops the indexer.
+    /// Saves and stops the indexer, indexing what is queued for at most [`CLOSE_GRACE`].
     pub(crate) fn close(&self) -> Result<(), EngineError> {
+        *self.shared.close_by.lock() = Some(std::time::Instant::now() + CLOSE_GRACE);
         let saved = self.save();
         self.tx.lock().take();
         if let Some(w) = self.worker.lock().take() {
@@ -400,6 +420,7 @@ impl Hnsw {
 
 impl Drop for Hnsw {
     fn drop(&mut self) {
+        *self.shared.close_by.lock() = Some(std::time::Instant::now());
         self.tx.lock().take();
         if let Some(w) = self.worker.lock().take() {
             let _ = w.join();
@@ -563,7 +584,9 @@ fn save(shared: &Shared) -> Result<(), String> {
 fn indexer(shared: &Shared, rx: &mpsc::Receiver<Job>) {
     let mut round: Vec<(Uuid, u32, Arc<[f32]>)> = Vec::new();
     let flush = |round: &mut Vec<(Uuid, u32, Arc<[f32]>)>| {
-        if !round.is_empty() {
+        if shared.closing() {
+            round.clear();
+        } else if !round.is_empty() {
             add_round(shared, std::mem::take(round));
         }
     };
@@ -591,7 +614,9 @@ fn indexer(shared: &Shared, rx: &mpsc::Receiver<Job>) {
                 }
                 Job::Forget { id } => {
                     flush(&mut round);
-                    forget(shared, &id);
+                    if !shared.closing() {
+                        forget(shared, &id);
+                    }
                 }
                 Job::Save(reply) => {
                     flush(&mut round);
