@@ -13,7 +13,7 @@ rm -rf "$work"; mkdir -p "$work"
 data="$work/data"
 "$bin/engramd" --data-dir "$data" --listen "127.0.0.1:$port" >"$work/engramd.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null || true' EXIT
 until curl -sf "$url/api/v1/health" >/dev/null; do sleep 0.05; done
 "$bin/engram-bench" load --url "$url" --clients 2 --count "$count" --namespace bulk
 echo "--- creates at 16 clients, no snapshot"

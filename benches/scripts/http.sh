@@ -12,7 +12,7 @@ url="http://127.0.0.1:$port"
 rm -rf "$data"
 "$bin/engramd" --data-dir "$data" --listen "127.0.0.1:$port" >"$data.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null || true' EXIT
 until curl -sf "$url/api/v1/health" >/dev/null; do sleep 0.05; done
 b() { "$bin/engram-bench" "$@" --url "$url" --duration "$secs"; }
 # The first batch run is short enough that the working tier (100k) still has room throughout.

@@ -22,7 +22,7 @@ rm -rf "$data"
   --set tier_migration.strength=1s \
   --set tier_migration.promote_after_accesses=0 >"$data.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null || true' EXIT
 until curl -sf "$url/api/v1/health" >/dev/null; do sleep 0.05; done
 drop=""
 [ "$(id -u)" = 0 ] && drop="--drop-caches"

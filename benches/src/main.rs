@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 mod recall;
 mod search;
+mod snapshot;
 mod tiers;
 
 #[global_allocator]
@@ -87,6 +88,8 @@ enum Command {
     Recall(recall::RecallArgs),
     /// The cold tier: bytes per memory, migration rate, cold reads, cold exact search.
     Tiers(tiers::TiersArgs),
+    /// Creates while online snapshots are taken: latency during the snapshots against the rest.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             Command::Search(args) => search::search(args).await,
             Command::Recall(args) => recall::recall(args).await,
             Command::Tiers(args) => tiers::tiers(args).await,
+            Command::Snapshot(args) => snapshot::snapshot(args).await,
         }
     })
 }
