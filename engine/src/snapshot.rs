@@ -185,13 +185,8 @@ pub fn file_crc(path: &Path) -> Result<(u64, u32), EngineError> {
     Ok((total, hasher.finalize()))
 }
 
-/// The working-tier dump is made durable every this many bytes rather than once at the end, and
-/// written no faster than [`DUMP_BYTES_PER_SEC`]: a WAL fdatasync waits for the disk to finish
-/// what is queued before it, and a burst of a few hundred MB of dump (170 MB at the default
-/// capacity) would hold every writer's sync up for as long as that takes.
-const DUMP_SYNC_BYTES: u64 = 4 << 20;
-/// About a seventh of this machine's sequential write bandwidth (1.8 GB/s).
-const DUMP_BYTES_PER_SEC: u64 = 256 << 20;
+/// Memories the working-tier dump copies between rests (see `write_working_dump`).
+const DUMP_STEP: u64 = 1024;
 
 /// Writes the working-tier dump: one WAL-framed record per memory (LSN = the memory's LSN,
 /// payload = its image with the embedding).
@@ -201,10 +196,13 @@ fn write_working_dump(working: &WorkingTier, path: &Path) -> Result<u64, EngineE
     let mut frame_buf = Vec::with_capacity(4096);
     let mut image = Vec::with_capacity(4096);
     let mut count = 0;
-    let mut unsynced = 0u64;
-    let mut written = 0u64;
-    let started = std::time::Instant::now();
+    let mut busy_since = std::time::Instant::now();
     for id in working.ids() {
+        // At most half a core: after every `DUMP_STEP` memories, rest as long as they took.
+        if count % DUMP_STEP == DUMP_STEP - 1 {
+            std::thread::sleep(busy_since.elapsed());
+            busy_since = std::time::Instant::now();
+        }
         let Some(memory) = working.get(&id)? else {
             continue; // left the tier since the ids were listed: the WAL replays that
         };
@@ -215,24 +213,12 @@ fn write_working_dump(working: &WorkingTier, path: &Path) -> Result<u64, EngineE
         out.write_all(&frame_buf)
             .map_err(|e| EngineError::io(path, e))?;
         count += 1;
-        unsynced += frame_buf.len() as u64;
-        if unsynced >= DUMP_SYNC_BYTES {
-            out.flush().map_err(|e| EngineError::io(path, e))?;
-            out.get_ref()
-                .sync_data()
-                .map_err(|e| EngineError::io(path, e))?;
-            written += unsynced;
-            unsynced = 0;
-            let due = std::time::Duration::from_secs_f64(written as f64 / DUMP_BYTES_PER_SEC as f64);
-            if let Some(early) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(early);
-            }
-        }
     }
     let file = out
         .into_inner()
         .map_err(|e| EngineError::io(path, e.into_error()))?;
-    file.sync_all().map_err(|e| EngineError::io(path, e))?;
+    // About 170 MB at the default capacity: written back in steps (see `sync_gently`).
+    durable::sync_gently(&file, 3).map_err(|e| EngineError::io(path, e))?;
     Ok(count)
 }
 

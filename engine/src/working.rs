@@ -131,7 +131,7 @@ pub struct SlotSummary {
 /// A memory-mapped file that is written by one writer and read concurrently.
 struct Mapped {
     map: MmapRaw,
-    _file: File,
+    file: File,
     path: PathBuf,
 }
 
@@ -155,7 +155,7 @@ impl Mapped {
             .map_err(|e| EngineError::io(path, e))?;
         Ok(Mapped {
             map,
-            _file: file,
+            file,
             path: path.to_path_buf(),
         })
     }
@@ -207,7 +207,12 @@ impl Mapped {
         };
     }
 
+    /// Makes the mapping durable. The pages written since the last checkpoint (up to a few
+    /// hundred MB) are written back in steps first (see `sync_gently`), so the WAL syncs issued
+    /// meanwhile do not queue behind all of them; the msync then finds little left.
     fn sync(&self) -> Result<(), EngineError> {
+        engram_wal::durable::sync_gently(&self.file, 3)
+            .map_err(|e| EngineError::io(&self.path, e))?;
         self.map.flush().map_err(|e| EngineError::io(&self.path, e))
     }
 }

@@ -148,6 +148,9 @@ impl Shared {
     }
 }
 
+/// A saved graph's write-back pauses this many times as long as each step took.
+const GENTLE_IDLE: u32 = 3;
+
 /// How long a close keeps indexing what is queued before it drops the rest.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -539,12 +542,11 @@ fn save(shared: &Shared) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         shared.indexed.read().clone()
     };
-    let sync = |p: &Path| -> Result<(), String> {
-        std::fs::File::open(p)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| format!("{}: {e}", p.display()))
-    };
-    sync(&tmp)?;
+    // A graph of 1M vectors is over 1 GB: written back in steps, so WAL syncs are not queued
+    // behind all of it.
+    std::fs::File::open(&tmp)
+        .and_then(|f| engram_wal::durable::sync_gently(&f, GENTLE_IDLE))
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     engram_wal::durable::rename_durable(&tmp, &path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut body = Vec::with_capacity(33 + indexed.len() * 28 + 4);
