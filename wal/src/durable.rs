@@ -124,4 +124,22 @@ mod tests {
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state")]);
     }
+
+    #[test]
+    fn big_files_are_written_in_steps_and_read_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big");
+        // Several steps and a partial last one, through write_atomic.
+        let bytes: Vec<u8> = (0..(GENTLE_CHUNK * 2 + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        write_atomic(&path, &bytes).expect("write");
+        assert_eq!(fs::read(&path).expect("read"), bytes);
+        // A read-only descriptor of a file written through another one (as the vector index
+        // save does), and an empty file.
+        sync_gently(&File::open(&path).expect("open"), 2).expect("sync read-only");
+        let empty = dir.path().join("empty");
+        File::create(&empty).expect("create");
+        sync_gently(&File::open(&empty).expect("open"), 2).expect("sync empty");
+    }
 }
