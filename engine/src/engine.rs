@@ -2993,6 +2993,11 @@ impl Inner {
         // Scheduled snapshots run on a thread of their own, so eviction and access flushing go
         // on while one is taken; joined before this thread ends.
         let mut scheduled: Option<std::thread::JoinHandle<()>> = None;
+        // Checkpoints too (a few seconds at 1M memories, writing back the working tier
+        // gently): this thread must keep evicting meanwhile, or writers evict in the
+        // foreground. The WAL bytes written when it started go with it.
+        type Checkpointing = (std::thread::JoinHandle<Result<bool, EngineError>>, u64);
+        let mut checkpointing: Option<Checkpointing> = None;
         let mut last_access_flush = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut wal_bytes_at_checkpoint = self.wal.bytes_written();
@@ -3082,24 +3087,43 @@ impl Inner {
                     }
                 }
             }
-            let wal_bytes = self.wal.bytes_written();
-            if last_checkpoint.elapsed() >= self.config.checkpoint_interval
-                || wal_bytes - wal_bytes_at_checkpoint >= self.config.checkpoint_wal_bytes
-            {
-                match self.try_checkpoint() {
+            // A checkpoint finished: note when, and how much WAL it covered.
+            if checkpointing.as_ref().is_some_and(|(h, _)| h.is_finished()) {
+                let (handle, covered) = checkpointing.take().expect("checked above");
+                match handle
+                    .join()
+                    .unwrap_or(Err(EngineError::Busy("the checkpoint thread panicked")))
+                {
                     Ok(true) => {
                         last_checkpoint = Instant::now();
-                        wal_bytes_at_checkpoint = wal_bytes;
+                        wal_bytes_at_checkpoint = covered;
                     }
                     Ok(false) => {} // a snapshot holds checkpoints off: try again next tick
                     Err(e) => {
                         tracing::error!(error = %e, "checkpoint failed");
                         self.poison(&e);
                         last_checkpoint = Instant::now();
-                        wal_bytes_at_checkpoint = wal_bytes;
+                        wal_bytes_at_checkpoint = covered;
                     }
                 }
             }
+            let wal_bytes = self.wal.bytes_written();
+            if checkpointing.is_none()
+                && (last_checkpoint.elapsed() >= self.config.checkpoint_interval
+                    || wal_bytes - wal_bytes_at_checkpoint >= self.config.checkpoint_wal_bytes)
+            {
+                let inner = Arc::clone(self);
+                match std::thread::Builder::new()
+                    .name("engram-checkpoint".to_owned())
+                    .spawn(move || inner.try_checkpoint())
+                {
+                    Ok(handle) => checkpointing = Some((handle, wal_bytes)),
+                    Err(e) => tracing::error!(error = %e, "could not start a checkpoint"),
+                }
+            }
+        }
+        if let Some((running, _)) = checkpointing.take() {
+            let _ = running.join();
         }
         if let Some(running) = scheduled.take() {
             let _ = running.join();

@@ -32,9 +32,6 @@ pub const MANIFEST_FILE: &str = "MANIFEST.json";
 /// Version of the snapshot layout.
 pub const SNAPSHOT_FORMAT_VERSION: u64 = 1;
 
-/// Nice value of the snapshot thread (19: the lowest priority).
-const SNAPSHOT_NICE: i32 = 19;
-
 /// A snapshot's manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotManifest {
@@ -169,6 +166,48 @@ pub fn list_files(root: &Path) -> Result<Vec<String>, EngineError> {
 
 /// Size and CRC32 of a file, read in 1 MiB blocks.
 pub fn file_crc(path: &Path) -> Result<(u64, u32), EngineError> {
+    file_crc_resting(path, &mut HalfCore::unlimited())
+}
+
+/// Keeps a loop of CPU-bound work on the daemon's side of half a core: after every
+/// [`HalfCore::STRETCH`] of work, `step` sleeps as long as the work took. A snapshot dumps the
+/// working tier and checksums gigabytes while writes are served on the same two cores; at the
+/// lowest priority instead it could be starved for many seconds, or be preempted while holding
+/// a lock writers need.
+struct HalfCore {
+    since: std::time::Instant,
+    limited: bool,
+}
+
+impl HalfCore {
+    const STRETCH: std::time::Duration = std::time::Duration::from_millis(10);
+
+    fn new() -> HalfCore {
+        HalfCore {
+            since: std::time::Instant::now(),
+            limited: true,
+        }
+    }
+
+    fn unlimited() -> HalfCore {
+        HalfCore {
+            limited: false,
+            ..HalfCore::new()
+        }
+    }
+
+    fn step(&mut self) {
+        if self.limited {
+            let worked = self.since.elapsed();
+            if worked >= Self::STRETCH {
+                std::thread::sleep(worked);
+                self.since = std::time::Instant::now();
+            }
+        }
+    }
+}
+
+fn file_crc_resting(path: &Path, rest: &mut HalfCore) -> Result<(u64, u32), EngineError> {
     use std::io::Read;
     let mut f = File::open(path).map_err(|e| EngineError::io(path, e))?;
     let mut hasher = crc32fast::Hasher::new();
@@ -181,12 +220,10 @@ pub fn file_crc(path: &Path) -> Result<(u64, u32), EngineError> {
         }
         hasher.update(&buf[..n]);
         total += n as u64;
+        rest.step();
     }
     Ok((total, hasher.finalize()))
 }
-
-/// Memories the working-tier dump copies between rests (see `write_working_dump`).
-const DUMP_STEP: u64 = 1024;
 
 /// Writes the working-tier dump: one WAL-framed record per memory (LSN = the memory's LSN,
 /// payload = its image with the embedding).
@@ -196,13 +233,9 @@ fn write_working_dump(working: &WorkingTier, path: &Path) -> Result<u64, EngineE
     let mut frame_buf = Vec::with_capacity(4096);
     let mut image = Vec::with_capacity(4096);
     let mut count = 0;
-    let mut busy_since = std::time::Instant::now();
+    let mut rest = HalfCore::new();
     for id in working.ids() {
-        // At most half a core: after every `DUMP_STEP` memories, rest as long as they took.
-        if count % DUMP_STEP == DUMP_STEP - 1 {
-            std::thread::sleep(busy_since.elapsed());
-            busy_since = std::time::Instant::now();
-        }
+        rest.step();
         let Some(memory) = working.get(&id)? else {
             continue; // left the tier since the ids were listed: the WAL replays that
         };
@@ -316,13 +349,9 @@ impl crate::engine::Inner {
         Ok(())
     }
 
-    /// Takes the snapshot in two phases. The first, on the calling thread at its normal
-    /// priority, dumps the working tier, checkpoints RocksDB and links the cold segments; it
-    /// takes locks the writers also take (the working tier's index, briefly per memory; RocksDB's
-    /// memtable switch), and a thread at the lowest priority could be preempted while holding
-    /// one, leaving the writers waiting for it behind every busy thread (priority inversion).
-    /// The second, which holds no lock, checksums the files on a thread at the lowest CPU
-    /// priority, so it cannot take the cores from the requests being served meanwhile.
+    /// Takes the snapshot on the calling thread, at its normal priority but resting (see
+    /// [`HalfCore`]): it dumps the working tier, checkpoints RocksDB, links the cold segments,
+    /// copies the WAL written meanwhile, then checksums the new files.
     pub(crate) fn snapshot_into(
         &self,
         dest: &Path,
@@ -340,20 +369,7 @@ impl crate::engine::Inner {
         let tmp = dest.with_extension("partial");
         let made = self.snapshot_files(&tmp)?;
         let copied = started.elapsed();
-        let (files, read_bytes, known_bytes) = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("engram-snapshot-crc".to_owned())
-                .spawn_scoped(scope, || {
-                    let tid = rustix::thread::gettid();
-                    if let Err(e) = rustix::process::setpriority_process(Some(tid), SNAPSHOT_NICE) {
-                        tracing::debug!(error = %e, "could not lower the snapshot thread's priority");
-                    }
-                    checksum_files(&tmp, &self.snapshots_dir())
-                })
-                .map_err(|e| EngineError::io(dest, e))?
-                .join()
-                .unwrap_or(Err(EngineError::Busy("the snapshot thread panicked")))
-        })?;
+        let (files, read_bytes, known_bytes) = checksum_files(&tmp, &self.snapshots_dir())?;
         let config = self.config();
         let manifest = SnapshotManifest {
             id: id.to_owned(),
@@ -446,6 +462,7 @@ fn checksum_files(
     snapshots: &Path,
 ) -> Result<(Vec<(String, u64, u32)>, u64, u64), EngineError> {
     let known = KnownChecksums::of_newest(snapshots);
+    let mut rest = HalfCore::new();
     let (mut read_bytes, mut known_bytes) = (0, 0);
     let mut files = Vec::new();
     for rel in list_files(dir)? {
@@ -456,7 +473,7 @@ fn checksum_files(
                 k
             }
             None => {
-                let k = file_crc(&path)?;
+                let k = file_crc_resting(&path, &mut rest)?;
                 read_bytes += k.0;
                 k
             }

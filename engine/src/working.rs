@@ -211,7 +211,7 @@ impl Mapped {
     /// hundred MB) are written back in steps first (see `sync_gently`), so the WAL syncs issued
     /// meanwhile do not queue behind all of them; the msync then finds little left.
     fn sync(&self) -> Result<(), EngineError> {
-        engram_wal::durable::sync_gently(&self.file, 3)
+        engram_wal::durable::sync_gently(&self.file, 1)
             .map_err(|e| EngineError::io(&self.path, e))?;
         self.map.flush().map_err(|e| EngineError::io(&self.path, e))
     }
