@@ -68,9 +68,11 @@ pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         let ns = common.namespace.clone();
         let emb = embedding_json(&mut rng, common.dims);
         // A paced client sends its n-th create at `offset + n × interval` (or at once if late).
-        let interval = (args.rate > 0.0)
-            .then(|| Duration::from_secs_f64(common.clients as f64 / args.rate));
-        let offset = interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / common.clients as f64));
+        let interval =
+            (args.rate > 0.0).then(|| Duration::from_secs_f64(common.clients as f64 / args.rate));
+        let offset = interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(c as f64 / common.clients as f64)
+        });
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&url).await?;
             let mut samples: Vec<Sample> = Vec::new();
@@ -134,10 +136,7 @@ pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
             .any(|&(w0, w1, _)| start < w1 && start + us > w0)
     };
     let (during, outside): (Vec<Sample>, Vec<Sample>) = samples.iter().partition(|s| overlaps(s));
-    let snapshot_secs: f64 = windows
-        .iter()
-        .map(|(a, b, _)| (b - a) as f64 / 1e6)
-        .sum();
+    let snapshot_secs: f64 = windows.iter().map(|(a, b, _)| (b - a) as f64 / 1e6).sum();
     let stall_us = (args.stall_ms * 1000.0) as u64;
     // Stall episodes: slow writes whose spans overlap, merged (a stall of the log holds up every
     // writer at once).

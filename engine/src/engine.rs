@@ -3076,14 +3076,17 @@ impl Inner {
                     match std::thread::Builder::new()
                         .name("engram-scheduled-snapshot".to_owned())
                         .spawn(move || {
-                            if let Err(e) =
-                                inner.create_snapshot().and_then(|_| inner.prune_snapshots())
+                            if let Err(e) = inner
+                                .create_snapshot()
+                                .and_then(|_| inner.prune_snapshots())
                             {
                                 tracing::error!(error = %e, "scheduled snapshot failed");
                             }
                         }) {
                         Ok(handle) => scheduled = Some(handle),
-                        Err(e) => tracing::error!(error = %e, "could not start a scheduled snapshot"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not start a scheduled snapshot")
+                        }
                     }
                 }
             }

@@ -71,7 +71,11 @@ fn close_drops_the_index_backlog_and_the_next_open_catches_up() {
         q.embedding = Some(v.clone());
         q.limit = 1;
         let hits = engine.search(&q).expect("search").hits;
-        assert_eq!(hits.first().map(|h| h.memory.id), Some(*id), "memory {id} is found");
+        assert_eq!(
+            hits.first().map(|h| h.memory.id),
+            Some(*id),
+            "memory {id} is found"
+        );
     }
     engine.close().expect("close again");
 }

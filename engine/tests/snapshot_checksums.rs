@@ -84,7 +84,9 @@ fn shared_immutable_files_keep_their_recorded_checksums() {
         })
         .collect();
     assert!(
-        shared.iter().any(|r| r.starts_with("warm/") && r.ends_with(".sst")),
+        shared
+            .iter()
+            .any(|r| r.starts_with("warm/") && r.ends_with(".sst")),
         "the snapshots share SST files: {shared:?}"
     );
     let segment = shared
