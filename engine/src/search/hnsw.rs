@@ -531,6 +531,7 @@ fn quantization_code(kind: ScalarKind) -> u8 {
 
 /// Saves the graph under a new generation, then the keys file naming it; removes older ones.
 fn save(shared: &Shared) -> Result<(), String> {
+    let started = std::time::Instant::now();
     let generation = u64::try_from(crate::model::now_us()).unwrap_or(0);
     let path = index_path(&shared.dir, generation);
     let tmp = path.with_extension("usearch.tmp");
@@ -580,6 +581,12 @@ fn save(shared: &Shared) -> Result<(), String> {
             }
         }
     }
+    tracing::info!(
+        vectors = indexed.len(),
+        bytes = std::fs::metadata(&path).map_or(0, |m| m.len()),
+        took_ms = started.elapsed().as_millis() as u64,
+        "vector index saved"
+    );
     Ok(())
 }
 
