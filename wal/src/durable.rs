@@ -28,8 +28,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .open(&tmp_path)?;
         tmp.write_all(bytes)?;
         if bytes.len() as u64 > GENTLE_CHUNK {
-            // A big file (a WAL segment copied into a snapshot, an index's keys): in steps.
-            sync_gently(&tmp, 1)?;
+            // A big file (a WAL segment copied into a snapshot, an index's keys): in steps, so
+            // at most one step is queued ahead of a WAL sync; no pauses, as offline tools
+            // (restore, backup) write these too and should run at full speed.
+            sync_gently(&tmp, 0)?;
         }
         tmp.sync_all()?;
     }
