@@ -1960,6 +1960,7 @@ impl Inner {
         }
         // Evict a twentieth of the tier at a time (at most EVICTION_CHUNK): the scan that picks
         // victims reads every slot header, so it should run once per many creates.
+        let started = Instant::now();
         let excess = w.working_projected + incoming - capacity;
         let want = excess + (capacity / 20).min(EVICTION_CHUNK);
         let mut moved = 0;
@@ -1976,6 +1977,12 @@ impl Inner {
         }
         self.counters
             .count_move(Tier::Working, Tier::Warm, moved as u64);
+        // Every writer waits for this: background eviction fell behind.
+        tracing::info!(
+            moved,
+            took_ms = started.elapsed().as_millis() as u64,
+            "working tier full: a writer evicted to warm"
+        );
         Ok(w.working_projected + incoming <= capacity)
     }
 
