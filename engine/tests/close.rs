@@ -6,6 +6,9 @@
 
 use engram_engine::search::{SearchMode, SearchQuery};
 use engram_engine::{Engine, EngineConfig, NewMemory};
+
+mod common;
+use common::plain_memory;
 use rand::{Rng, SeedableRng};
 
 const DIMS: usize = 384;
@@ -31,17 +34,7 @@ fn close_drops_the_index_backlog_and_the_next_open_catches_up() {
     let mut probes = Vec::new();
     for batch in 0..COUNT / 1000 {
         let items: Vec<NewMemory> = (0..1000)
-            .map(|i| NewMemory {
-                namespace: "n".into(),
-                content: format!("memory {batch} {i}"),
-                embedding: Some(vector(&mut rng)),
-                importance: 0.5,
-                metadata_json: "{}".into(),
-                tags: vec![],
-                parent_id: None,
-                created_at_us: None,
-                expires_at_us: None,
-            })
+            .map(|i| plain_memory(format!("memory {batch} {i}"), vector(&mut rng)))
             .collect();
         for r in engine.create_batch(items) {
             let m = r.expect("create");

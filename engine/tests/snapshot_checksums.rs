@@ -8,7 +8,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use engram_engine::snapshot::{list_files, verify_snapshot, SnapshotManifest};
-use engram_engine::{Engine, EngineConfig, NewMemory, Tier};
+use engram_engine::{Engine, EngineConfig, Tier};
+
+mod common;
+use common::plain_memory;
 
 fn config(dir: &Path) -> EngineConfig {
     let mut c = EngineConfig::new(dir);
@@ -22,17 +25,10 @@ fn create(engine: &Engine, n: usize) -> Vec<engram_engine::Uuid> {
     (0..n)
         .map(|i| {
             engine
-                .create(NewMemory {
-                    namespace: "n".into(),
-                    content: format!("memory {i} {}", rand::random::<u64>()),
-                    embedding: Some(vec![i as f32, 1.0, 0.5, -0.25]),
-                    importance: 0.5,
-                    metadata_json: "{}".into(),
-                    tags: vec![],
-                    parent_id: None,
-                    created_at_us: None,
-                    expires_at_us: None,
-                })
+                .create(plain_memory(
+                    format!("memory {i} {}", rand::random::<u64>()),
+                    vec![i as f32, 1.0, 0.5, -0.25],
+                ))
                 .expect("create")
                 .id
         })
