@@ -160,12 +160,18 @@ impl Attrs {
     }
 }
 
+/// Rows per storage chunk of [`Packed`].
+const CHUNK_ROWS: usize = 4096;
+
 /// Rows of `dims` values per id, packed for a sequential scan, with a small per-row value `M`
-/// beside them; removal moves the last row into the hole.
+/// beside them; removal moves the last row into the hole. The rows live in chunks of
+/// [`CHUNK_ROWS`], so the storage grows a chunk at a time: one contiguous vector would be
+/// reallocated and copied whole as it doubles (the warm tier's codes are 460 MB at 1.2M
+/// vectors), under a lock every applier needs.
 #[derive(Debug)]
 pub(crate) struct Packed<T, M> {
     pub ids: Vec<Uuid>,
-    pub data: Vec<T>,
+    chunks: Vec<Box<[T]>>,
     pub meta: Vec<M>,
     pos: keyhash::IdMap<Uuid, usize>,
 }
@@ -174,25 +180,40 @@ impl<T, M> Default for Packed<T, M> {
     fn default() -> Self {
         Packed {
             ids: Vec::new(),
-            data: Vec::new(),
+            chunks: Vec::new(),
             meta: Vec::new(),
             pos: keyhash::IdMap::default(),
         }
     }
 }
 
-impl<T: Copy, M> Packed<T, M> {
+impl<T: Copy + Default, M> Packed<T, M> {
+    fn row(&self, i: usize, dims: usize) -> &[T] {
+        let at = (i % CHUNK_ROWS) * dims;
+        &self.chunks[i / CHUNK_ROWS][at..at + dims]
+    }
+
+    fn row_mut(&mut self, i: usize, dims: usize) -> &mut [T] {
+        let at = (i % CHUNK_ROWS) * dims;
+        &mut self.chunks[i / CHUNK_ROWS][at..at + dims]
+    }
+
     fn put(&mut self, id: Uuid, row: &[T], meta: M) {
         let dims = row.len();
         match self.pos.get(&id) {
             Some(&i) => {
-                self.data[i * dims..(i + 1) * dims].copy_from_slice(row);
+                self.row_mut(i, dims).copy_from_slice(row);
                 self.meta[i] = meta;
             }
             None => {
-                self.pos.insert(id, self.ids.len());
+                let i = self.ids.len();
+                if i == self.chunks.len() * CHUNK_ROWS {
+                    self.chunks
+                        .push(vec![T::default(); CHUNK_ROWS * dims].into_boxed_slice());
+                }
+                self.row_mut(i, dims).copy_from_slice(row);
+                self.pos.insert(id, i);
                 self.ids.push(id);
-                self.data.extend_from_slice(row);
                 self.meta.push(meta);
             }
         }
@@ -207,19 +228,30 @@ impl<T: Copy, M> Packed<T, M> {
             self.ids.swap(i, last);
             self.meta.swap(i, last);
             self.pos.insert(self.ids[i], i);
-            let (head, tail) = self.data.split_at_mut(last * dims);
-            head[i * dims..(i + 1) * dims].copy_from_slice(&tail[..dims]);
+            let moved: Vec<T> = self.row(last, dims).to_vec();
+            self.row_mut(i, dims).copy_from_slice(&moved);
         }
         self.ids.pop();
         self.meta.pop();
-        self.data.truncate(last * dims);
+        // The chunk that held only the last row is empty now.
+        if last % CHUNK_ROWS == 0 {
+            self.chunks.pop();
+        }
     }
 
     /// The row of `id` and its value.
     pub fn get(&self, id: &Uuid, dims: usize) -> Option<(&[T], &M)> {
         self.pos
             .get(id)
-            .map(|&i| (&self.data[i * dims..(i + 1) * dims], &self.meta[i]))
+            .map(|&i| (self.row(i, dims), &self.meta[i]))
+    }
+
+    /// Every row in order (row `i` belongs to `ids[i]`).
+    pub fn rows(&self, dims: usize) -> impl Iterator<Item = &[T]> {
+        self.chunks
+            .iter()
+            .flat_map(move |c| c.chunks_exact(dims))
+            .take(self.ids.len())
     }
 }
 
@@ -274,6 +306,51 @@ impl WarmCodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_rows_follow_puts_and_removals_across_chunks() {
+        use rand::{Rng, SeedableRng};
+        let dims = 3;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut packed: Packed<i32, u32> = Packed::default();
+        let mut model: std::collections::HashMap<Uuid, (Vec<i32>, u32)> = Default::default();
+        let mut ids: Vec<Uuid> = Vec::new();
+        // Grow past two chunks, shrink back below one, grow again: chunks are added and
+        // dropped at the boundaries, and removal moves the last row across chunks.
+        for round in 0..3 {
+            let target = [CHUNK_ROWS * 2 + 17, CHUNK_ROWS / 2, CHUNK_ROWS + 5][round];
+            while model.len() != target {
+                let grow = model.len() < target;
+                if grow || rng.random_bool(0.1) {
+                    let id = if !grow || ids.is_empty() || rng.random_bool(0.9) {
+                        Uuid::from_u128(rng.random())
+                    } else {
+                        ids[rng.random_range(0..ids.len())] // an update in place
+                    };
+                    let row: Vec<i32> = (0..dims).map(|_| rng.random()).collect();
+                    let meta = rng.random();
+                    packed.put(id, &row, meta);
+                    if model.insert(id, (row, meta)).is_none() {
+                        ids.push(id);
+                    }
+                } else {
+                    let id = ids.swap_remove(rng.random_range(0..ids.len()));
+                    packed.remove(&id, dims);
+                    model.remove(&id);
+                }
+            }
+            assert_eq!(packed.ids.len(), model.len());
+            assert_eq!(packed.chunks.len(), model.len().div_ceil(CHUNK_ROWS));
+            for (id, (row, meta)) in &model {
+                assert_eq!(packed.get(id, dims), Some((row.as_slice(), meta)));
+            }
+            let scanned: Vec<&[i32]> = packed.rows(dims).collect();
+            assert_eq!(scanned.len(), model.len());
+            for (i, row) in scanned.iter().enumerate() {
+                assert_eq!(*row, model[&packed.ids[i]].0.as_slice());
+            }
+        }
+    }
 
     #[test]
     fn warm_codes_approximate_cosine_and_follow_removals() {

@@ -382,7 +382,7 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                 // The arena is this namespace's working tier: only other filters need the
                 // attributes.
                 let check = q.filters_attributes();
-                for (i, v) in arena.data.chunks_exact(dims).enumerate() {
+                for (i, v) in arena.rows(dims).enumerate() {
                     let (n, expires) = arena.meta[i];
                     if expires <= ctx.now_us {
                         continue;
