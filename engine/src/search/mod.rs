@@ -234,7 +234,7 @@ impl<T: Copy + Default, M> Packed<T, M> {
         self.ids.pop();
         self.meta.pop();
         // The chunk that held only the last row is empty now.
-        if last % CHUNK_ROWS == 0 {
+        if last.is_multiple_of(CHUNK_ROWS) {
             self.chunks.pop();
         }
     }
