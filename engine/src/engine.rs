@@ -3118,7 +3118,9 @@ impl Inner {
                 }
             }
             let wal_bytes = self.wal.bytes_written();
+            // While a snapshot holds checkpoints off, starting a thread would only find it held.
             if checkpointing.is_none()
+                && !self.checkpoint_lock.is_locked()
                 && (last_checkpoint.elapsed() >= self.config.checkpoint_interval
                     || wal_bytes - wal_bytes_at_checkpoint >= self.config.checkpoint_wal_bytes)
             {

@@ -228,8 +228,16 @@ impl<T: Copy + Default, M> Packed<T, M> {
             self.ids.swap(i, last);
             self.meta.swap(i, last);
             self.pos.insert(self.ids[i], i);
-            let moved: Vec<T> = self.row(last, dims).to_vec();
-            self.row_mut(i, dims).copy_from_slice(&moved);
+            let (hole, hole_at) = (i / CHUNK_ROWS, (i % CHUNK_ROWS) * dims);
+            let (from, from_at) = (last / CHUNK_ROWS, (last % CHUNK_ROWS) * dims);
+            if hole == from {
+                self.chunks[hole].copy_within(from_at..from_at + dims, hole_at);
+            } else {
+                // i < last, so the hole's chunk comes first.
+                let (head, tail) = self.chunks.split_at_mut(from);
+                head[hole][hole_at..hole_at + dims]
+                    .copy_from_slice(&tail[0][from_at..from_at + dims]);
+            }
         }
         self.ids.pop();
         self.meta.pop();
