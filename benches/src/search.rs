@@ -222,7 +222,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "one measurement run's inputs")]
 async fn measure(
     args: &SearchArgs,
     conn: &mut Conn,

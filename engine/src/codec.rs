@@ -41,7 +41,10 @@ pub struct AccessDelta {
 /// tier can replay exactly the suffix of the log its durable image is missing.
 // Put, the common variant, is the large one: boxing it would add an allocation to nearly every
 // operation to shrink the rare ones.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Put is the common variant; boxing it costs an allocation per operation"
+)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Store this full image in `memory.tier`, removing any copy from other tiers.

@@ -48,6 +48,24 @@ impl Tier {
             .find(|t| t.as_str().eq_ignore_ascii_case(s))
     }
 
+    /// Position in [`Tier::ALL`] (working 0, warm 1, cold 2), for per-tier arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            Tier::Working => 0,
+            Tier::Warm => 1,
+            Tier::Cold => 2,
+        }
+    }
+
+    /// The tier a promotion moves a memory to (`None` from the working tier).
+    pub const fn up(self) -> Option<Tier> {
+        match self {
+            Tier::Cold => Some(Tier::Warm),
+            Tier::Warm => Some(Tier::Working),
+            Tier::Working => None,
+        }
+    }
+
     pub(crate) fn code(self) -> u8 {
         match self {
             Tier::Working => 1,
@@ -179,6 +197,38 @@ pub struct NewMemory {
     pub expires_at_us: Option<i64>,
 }
 
+/// A name outside a closed set (a tier, a status); its message names the set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be {expected}, got {got:?}")]
+pub struct UnknownName {
+    pub expected: &'static str,
+    pub got: String,
+}
+
+impl std::str::FromStr for Tier {
+    type Err = UnknownName;
+
+    /// Case-insensitive, as [`Tier::parse`].
+    fn from_str(s: &str) -> Result<Tier, UnknownName> {
+        Tier::parse(s).ok_or_else(|| UnknownName {
+            expected: "working, warm or cold",
+            got: s.to_owned(),
+        })
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = UnknownName;
+
+    /// Case-insensitive, as [`Status::parse`].
+    fn from_str(s: &str) -> Result<Status, UnknownName> {
+        Status::parse(s).ok_or_else(|| UnknownName {
+            expected: "active, archived or deleted",
+            got: s.to_owned(),
+        })
+    }
+}
+
 /// A partial update: `None` leaves a field as it is; `Some(None)` clears a nullable field.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryPatch {
@@ -191,6 +241,61 @@ pub struct MemoryPatch {
     pub tier: Option<Tier>,
     pub parent_id: Option<Option<Uuid>>,
     pub expires_at_us: Option<Option<i64>>,
+}
+
+/// What [`MemoryPatch::apply_to`] changed that needs more than a field copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PatchApplied {
+    /// The content is different (its hash was recomputed and the old vector dropped).
+    pub content_changed: bool,
+    /// The patch set or cleared the vector.
+    pub vector_given: bool,
+}
+
+impl MemoryPatch {
+    /// Copies every field the patch names into `m`. New content replaces the hash and drops the
+    /// vector that described the old text (unless the patch gives one). Versions, times, the
+    /// embedding status and tier rules are the writer's.
+    pub(crate) fn apply_to(self, m: &mut Memory) -> PatchApplied {
+        let mut content_changed = false;
+        if let Some(content) = self.content {
+            if content != m.content {
+                m.content_hash = content_hash(&content);
+                m.content = content;
+                m.embedding = None;
+                content_changed = true;
+            }
+        }
+        let vector_given = self.embedding.is_some();
+        if let Some(e) = self.embedding {
+            m.embedding = e;
+        }
+        if let Some(i) = self.importance {
+            m.importance = i;
+        }
+        if let Some(j) = self.metadata_json {
+            m.metadata_json = j;
+        }
+        if let Some(t) = self.tags {
+            m.tags = t;
+        }
+        if let Some(s) = self.status {
+            m.status = s;
+        }
+        if let Some(p) = self.parent_id {
+            m.parent_id = p;
+        }
+        if let Some(x) = self.expires_at_us {
+            m.expires_at_us = x;
+        }
+        if let Some(t) = self.tier {
+            m.tier = t;
+        }
+        PatchApplied {
+            content_changed,
+            vector_given,
+        }
+    }
 }
 
 /// Filters for listing.
@@ -206,6 +311,12 @@ pub struct ListFilter {
 }
 
 /// Whether `s` is a valid namespace: 1–128 bytes of `[A-Za-z0-9._:-]`.
+/// What a valid namespace is, as every error about one says it.
+pub fn namespace_rule() -> String {
+    format!("must be 1 to {MAX_NAMESPACE_BYTES} characters of A-Z a-z 0-9 . _ : -")
+}
+
+/// Whether `s` is a valid namespace (see [`namespace_rule`]).
 pub fn is_valid_namespace(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAMESPACE_BYTES
@@ -241,6 +352,46 @@ pub fn now_us() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_patch_copies_what_it_names_and_new_content_drops_the_old_vector() {
+        let mut m = crate::codec::tests::sample_memory();
+        let before = m.clone();
+        let applied = MemoryPatch::default().apply_to(&mut m);
+        assert_eq!(m, before);
+        assert!(!applied.content_changed && !applied.vector_given);
+
+        let same = MemoryPatch {
+            content: Some(before.content.clone()),
+            importance: Some(0.9),
+            tags: Some(vec!["x".into()]),
+            ..MemoryPatch::default()
+        };
+        let applied = same.apply_to(&mut m);
+        assert!(!applied.content_changed, "identical content is no change");
+        assert_eq!(m.embedding, before.embedding);
+        assert_eq!((m.importance, m.tags.clone()), (0.9, vec!["x".to_owned()]));
+
+        let applied = MemoryPatch {
+            content: Some("new text".into()),
+            ..MemoryPatch::default()
+        }
+        .apply_to(&mut m);
+        assert!(applied.content_changed);
+        assert_eq!(m.content_hash, content_hash("new text"));
+        assert_eq!(m.embedding, None, "the old vector described the old text");
+
+        let applied = MemoryPatch {
+            content: Some("newer".into()),
+            embedding: Some(Some(vec![1.0, 0.0])),
+            expires_at_us: Some(None),
+            ..MemoryPatch::default()
+        }
+        .apply_to(&mut m);
+        assert!(applied.content_changed && applied.vector_given);
+        assert_eq!(m.embedding, Some(vec![1.0, 0.0]));
+        assert_eq!(m.expires_at_us, None);
+    }
 
     #[test]
     fn namespace_rules() {

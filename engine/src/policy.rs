@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::model::Tier;
 
 /// `[tier_migration]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MigrationConfig {
     /// Run the policy in the background every `interval` (`false`: only on request).
     pub enabled: bool,

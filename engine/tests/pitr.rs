@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use engram_engine::snapshot::{restore_snapshot, SnapshotManifest};
+use engram_engine::restore_snapshot;
+use engram_engine::snapshot::SnapshotManifest;
 use engram_engine::{
     Engine, EngineConfig, ListFilter, Memory, MemoryPatch, NewMemory, Status, Tier, Uuid,
 };

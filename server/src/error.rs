@@ -91,12 +91,9 @@ impl From<EngineError> for ApiError {
                 "SERVICE_UNAVAILABLE",
                 "writes are stopped after a failed disk write or fsync; restart the daemon to recover from the WAL",
             ),
-            e @ (EngineError::Corrupt { .. }
-            | EngineError::Io { .. }
-            | EngineError::Rocks { .. }
-            | EngineError::Wal(_)
-            | EngineError::Locked { .. }
-            | EngineError::Config(_)) => {
+            // Corruption, broken invariants, I/O and anything a newer engine adds: the
+            // operator must look.
+            e => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", e.to_string())
             }

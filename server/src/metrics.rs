@@ -290,7 +290,7 @@ impl Metrics {
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
         let secs = counters
-            .compaction_micros
+            .compaction_us
             .load(std::sync::atomic::Ordering::Relaxed) as f64
             / 1e6;
         let seen = self.compaction_seconds.get();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use engram_engine::snapshot::{self, SnapshotManifest};
-use engram_engine::{lock_data_dir, Engine, EngineConfig, EngineError};
+use engram_engine::{DataDir, Engine, EngineConfig, EngineError};
 use engram_wal::{durable, export};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -31,7 +31,7 @@ fn spinner(as_json: bool, message: &str) -> ProgressBar {
 
 /// Takes a snapshot of a stopped store (opening it offline).
 fn offline_snapshot(data_dir: &Path) -> anyhow::Result<SnapshotManifest> {
-    match lock_data_dir(data_dir) {
+    match DataDir::new(data_dir).lock() {
         Ok(lock) => drop(lock),
         Err(EngineError::Locked { .. }) => bail!(
             "{} is in use by a running engramd: pass --url to ask it for a snapshot",
@@ -110,7 +110,7 @@ pub fn backup(
         None => offline_snapshot(data_dir)?.id,
     };
     bar.set_message(format!("copying snapshot {snapshot_id}"));
-    let src = data_dir.join("snapshots").join(&snapshot_id);
+    let src = DataDir::new(data_dir).snapshots().join(&snapshot_id);
     let manifest = SnapshotManifest::read(&src)?;
     let snaps_out = out.join("snapshots");
     fs::create_dir_all(&snaps_out).with_context(|| format!("creating {}", snaps_out.display()))?;
@@ -130,8 +130,8 @@ pub fn backup(
     // WAL: archived and active segments, each cut after its last complete record.
     let wal_out = out.join("wal");
     fs::create_dir_all(&wal_out)?;
-    let archive = data_dir.join("archive");
-    let wal = data_dir.join("wal");
+    let archive = DataDir::new(data_dir).archive();
+    let wal = DataDir::new(data_dir).wal();
     let segments = export::collect_segments(&[&archive, &wal])?;
     let newest = segments.last().map(|(i, _)| *i);
     let mut copied_segments = 0;
@@ -354,7 +354,7 @@ pub fn restore(
             snap.id
         ),
     );
-    let report = snapshot::restore_snapshot(snap_dir, &[&wal], target, Some(target_lsn))
+    let report = engram_engine::restore_snapshot(snap_dir, &[&wal], target, Some(target_lsn))
         .with_context(|| format!("restoring into {}", target.display()))?;
     bar.finish_and_clear();
     let out = json!({

@@ -279,7 +279,12 @@ fn wal_dir(data_dir: &Path, archive: bool) -> anyhow::Result<PathBuf> {
     if !data_dir.is_dir() {
         bail!("{} is not a directory", data_dir.display());
     }
-    let dir = data_dir.join(if archive { "archive" } else { "wal" });
+    let layout = engram_engine::DataDir::new(data_dir);
+    let dir = if archive {
+        layout.archive()
+    } else {
+        layout.wal()
+    };
     if !dir.is_dir() {
         bail!(
             "{} has no {} directory: is it an Engram data directory?",
@@ -478,8 +483,8 @@ fn check(data_dir: &Path, as_json: bool) -> anyhow::Result<()> {
     }
     let mut problems = Vec::new();
     // Every WAL segment, archived ones included: checksums and continuity.
-    let wal = data_dir.join("wal");
-    let archive = data_dir.join("archive");
+    let layout = engram_engine::DataDir::new(data_dir);
+    let (wal, archive) = (layout.wal(), layout.archive());
     let mut previous: Option<u64> = None;
     for info in engram_wal::export::summarize(&[&archive, &wal])? {
         if let Some((offset, reason)) = &info.problem {

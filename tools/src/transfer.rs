@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use engram_engine::{
-    content_hash, hex, lock_data_dir, EmbeddingStatus, Engine, EngineConfig, EngineError, Memory,
-    Status, Tier, Uuid,
+    content_hash, hex, DataDir, EmbeddingStatus, Engine, EngineConfig, EngineError, Memory, Status,
+    Tier, Uuid,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -33,7 +33,7 @@ fn progress(json: bool, what: &str) -> ProgressBar {
 
 /// Opens a stopped store, with the layout it was made with (or `dims` for a new one).
 pub fn open_offline(data_dir: &Path, dims: Option<usize>) -> anyhow::Result<Engine> {
-    match lock_data_dir(data_dir) {
+    match DataDir::new(data_dir).lock() {
         Ok(lock) => drop(lock),
         Err(EngineError::Locked { .. }) => {
             bail!(
@@ -132,109 +132,83 @@ fn write_memory_line(out: &mut Vec<u8>, m: &Memory) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line of an export as import reads it: the mirror of [`ExportLine`]. Fields added to
+/// exports later are optional, so older exports import too.
+#[derive(serde::Deserialize)]
+struct ImportLine {
+    id: String,
+    namespace: String,
+    content: String,
+    content_hash: Option<String>,
+    embedding: Option<Vec<f32>>,
+    /// Absent in exports written before embedding status existed.
+    embedding_status: Option<String>,
+    embedding_error: Option<String>,
+    embedding_model: Option<String>,
+    tier: String,
+    status: String,
+    importance_score: f32,
+    access_count: u64,
+    last_accessed_at_us: Option<i64>,
+    metadata: Box<serde_json::value::RawValue>,
+    tags: Vec<String>,
+    parent_id: Option<String>,
+    created_at_us: i64,
+    updated_at_us: i64,
+    expires_at_us: Option<i64>,
+    version: u64,
+}
+
 fn parse_line(line: &str, n: usize) -> anyhow::Result<Memory> {
-    let v: Value = serde_json::from_str(line).with_context(|| format!("line {n} is not JSON"))?;
-    let field = |k: &str| v.get(k).with_context(|| format!("line {n}: missing {k}"));
-    let s = |k: &str| -> anyhow::Result<String> {
-        Ok(field(k)?
-            .as_str()
-            .with_context(|| format!("line {n}: {k} is not a string"))?
-            .to_owned())
-    };
-    let i = |k: &str| -> anyhow::Result<i64> {
-        field(k)?
-            .as_i64()
-            .with_context(|| format!("line {n}: {k} is not an integer"))
-    };
-    let opt_i = |k: &str| -> anyhow::Result<Option<i64>> {
-        match v.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(x) => x
-                .as_i64()
-                .map(Some)
-                .with_context(|| format!("line {n}: {k} is not an integer")),
-        }
-    };
-    let content = s("content")?;
-    let embedding = match v.get("embedding") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(xs)) => Some(
-            xs.iter()
-                .map(|x| {
-                    x.as_f64()
-                        .map(|f| f as f32)
-                        .with_context(|| format!("line {n}: embedding holds a non-number"))
-                })
-                .collect::<anyhow::Result<Vec<f32>>>()?,
-        ),
-        Some(_) => bail!("line {n}: embedding is not an array"),
-    };
-    let tier_s = s("tier")?;
-    let status_s = s("status")?;
-    let opt_s = |k: &str| -> anyhow::Result<Option<String>> {
-        match v.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(x)) => Ok(Some(x.clone())),
-            Some(_) => bail!("line {n}: {k} is not a string"),
-        }
-    };
-    // Exports written before embedding status existed lack it: a vector there was the client's.
-    let embedding_status = match opt_s("embedding_status")?.as_deref() {
-        None => {
-            if embedding.is_some() {
-                EmbeddingStatus::Ready
-            } else {
-                EmbeddingStatus::None
-            }
-        }
-        Some("none") => EmbeddingStatus::None,
+    let mut de = serde_json::Deserializer::from_str(line);
+    let l: ImportLine = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        anyhow::anyhow!("line {n}: {path}: {}", e.into_inner())
+    })?;
+    // An export's vector was the client's when the export predates embedding status.
+    let embedding_status = match l.embedding_status.as_deref() {
+        None if l.embedding.is_some() => EmbeddingStatus::Ready,
+        None | Some("none") => EmbeddingStatus::None,
         Some("pending") => EmbeddingStatus::Pending,
         Some("ready") => EmbeddingStatus::Ready,
-        Some("failed") => EmbeddingStatus::Failed(opt_s("embedding_error")?.unwrap_or_default()),
-        Some(other) => bail!("line {n}: bad embedding_status {other}"),
+        Some("failed") => EmbeddingStatus::Failed(l.embedding_error.unwrap_or_default()),
+        Some(other) => bail!("line {n}: embedding_status: unknown value {other:?}"),
     };
-    let m = Memory {
-        embedding_status,
-        embedding_model: opt_s("embedding_model")?,
-        id: Uuid::parse_str(&s("id")?).with_context(|| format!("line {n}: bad id"))?,
-        namespace: s("namespace")?,
-        content_hash: content_hash(&content),
-        content,
-        embedding,
-        tier: Tier::parse(&tier_s).with_context(|| format!("line {n}: bad tier {tier_s}"))?,
-        status: Status::parse(&status_s)
-            .with_context(|| format!("line {n}: bad status {status_s}"))?,
-        importance: field("importance_score")?
-            .as_f64()
-            .with_context(|| format!("line {n}: bad importance_score"))? as f32,
-        access_count: field("access_count")?
-            .as_u64()
-            .with_context(|| format!("line {n}: bad access_count"))?,
-        last_accessed_at_us: opt_i("last_accessed_at_us")?,
-        metadata_json: serde_json::to_string(field("metadata")?)?,
-        tags: serde_json::from_value(field("tags")?.clone())
-            .with_context(|| format!("line {n}: bad tags"))?,
-        parent_id: match v.get("parent_id") {
-            None | Some(Value::Null) => None,
-            Some(p) => Some(
-                Uuid::parse_str(p.as_str().unwrap_or(""))
-                    .with_context(|| format!("line {n}: bad parent_id"))?,
-            ),
-        },
-        created_at_us: i("created_at_us")?,
-        updated_at_us: i("updated_at_us")?,
-        expires_at_us: opt_i("expires_at_us")?,
-        version: field("version")?
-            .as_u64()
-            .with_context(|| format!("line {n}: bad version"))?,
-        lsn: 0,
-    };
-    if let Some(h) = v.get("content_hash").and_then(Value::as_str) {
-        if h != hex(&m.content_hash) {
-            bail!("line {n}: content_hash does not match the content");
-        }
+    let content_hash = content_hash(&l.content);
+    if l.content_hash.is_some_and(|h| h != hex(&content_hash)) {
+        bail!("line {n}: content_hash does not match the content");
     }
-    Ok(m)
+    let parse_id = |field: &str, s: &str| {
+        Uuid::parse_str(s).with_context(|| format!("line {n}: {field}: not a UUID: {s:?}"))
+    };
+    Ok(Memory {
+        id: parse_id("id", &l.id)?,
+        namespace: l.namespace,
+        content: l.content,
+        content_hash,
+        embedding: l.embedding,
+        embedding_status,
+        embedding_model: l.embedding_model,
+        tier: l
+            .tier
+            .parse::<Tier>()
+            .with_context(|| format!("line {n}: tier"))?,
+        status: l
+            .status
+            .parse::<Status>()
+            .with_context(|| format!("line {n}: status"))?,
+        importance: l.importance_score,
+        access_count: l.access_count,
+        last_accessed_at_us: l.last_accessed_at_us,
+        metadata_json: l.metadata.get().to_owned(),
+        tags: l.tags,
+        parent_id: l.parent_id.map(|p| parse_id("parent_id", &p)).transpose()?,
+        created_at_us: l.created_at_us,
+        updated_at_us: l.updated_at_us,
+        expires_at_us: l.expires_at_us,
+        version: l.version,
+        lsn: 0,
+    })
 }
 
 /// Memories handed from the reading thread to the formatting one at a time.
@@ -263,10 +237,7 @@ pub fn export(
     // Three stages on their own threads, in order: this one reads and decodes, one formats
     // JSON (the costliest part: every float), one writes (and compresses). Chunks keep the
     // file in scan order.
-    let io_err = |e: std::io::Error| EngineError::Io {
-        path: out.to_path_buf(),
-        source: e,
-    };
+    let io_err = |e: std::io::Error| EngineError::io(out, e);
     std::thread::scope(|s| -> anyhow::Result<()> {
         let (to_format, formatting) = std::sync::mpsc::sync_channel::<Vec<Memory>>(4);
         let (to_write, writing) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);

@@ -27,10 +27,11 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 use uuid::Uuid;
 
-use super::keyhash::IdMap;
+use crate::fsutil::dir_bytes;
+use crate::idhash::IdMap;
 use crate::EngineError;
 
-pub(crate) const KEYS_FILE: &str = "vectors.keys";
+const KEYS_FILE: &str = "vectors.keys";
 const KEYS_MAGIC: &[u8; 8] = b"ENGRMHNS";
 const KEYS_VERSION: u32 = 1;
 /// Upserts added in parallel per round.
@@ -170,7 +171,7 @@ impl std::fmt::Debug for Hnsw {
 }
 
 fn usearch_err(what: &str, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Config(format!("vector index: {what}: {e}"))
+    EngineError::Index(format!("{what}: {e}"))
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> EngineError {
@@ -404,7 +405,7 @@ impl Hnsw {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Job::Save(tx));
         match rx.recv() {
-            Ok(r) => r.map_err(EngineError::Config),
+            Ok(r) => r.map_err(EngineError::Index),
             Err(_) => Ok(()),
         }
     }
@@ -448,7 +449,7 @@ fn new_index(options: &IndexOptions) -> Result<Index, EngineError> {
     Index::new(options).map_err(|e| usearch_err("create", e))
 }
 
-pub(crate) fn index_file_name(generation: u64) -> String {
+fn index_file_name(generation: u64) -> String {
     format!("vectors-{generation:016}.usearch")
 }
 
@@ -457,9 +458,22 @@ fn index_path(dir: &Path, generation: u64) -> PathBuf {
 }
 
 /// The generation a keys file names (its header only; the body is checked at load).
-pub(crate) fn keys_generation(keys: &[u8]) -> Option<u64> {
+fn keys_generation(keys: &[u8]) -> Option<u64> {
     (keys.len() >= 20 && &keys[..8] == KEYS_MAGIC)
         .then(|| u64::from_le_bytes(keys[12..20].try_into().expect("8 bytes")))
+}
+
+/// Hard-links the last graph saved in `src` into `dest` (created), with a copy of its keys
+/// file: the snapshot's view of the vector index. The graph file is immutable once saved (each
+/// save writes a new generation), so the link cannot change under the snapshot.
+pub(crate) fn link_saved(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let keys = std::fs::read(src.join(KEYS_FILE))?;
+    let generation =
+        keys_generation(&keys).ok_or_else(|| std::io::Error::other("unreadable keys file"))?;
+    let index = index_file_name(generation);
+    std::fs::create_dir_all(dest)?;
+    std::fs::hard_link(src.join(&index), dest.join(&index))?;
+    engram_wal::durable::write_atomic(&dest.join(KEYS_FILE), &keys)
 }
 
 type Loaded = (Index, IdMap<u64, (Uuid, u32)>);
@@ -751,19 +765,4 @@ fn drop_lagging(shared: &Shared, done: &[(Uuid, u32)]) {
             lagging.remove(id);
         }
     }
-}
-
-/// Bytes the files directly in `dir` occupy on disk (allocated blocks: sparse files count what
-/// they use).
-pub(crate) fn dir_bytes(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.blocks() * 512)
-        .sum()
 }

@@ -14,9 +14,7 @@
 //! Only `active` memories are searchable; deleted, archived and expired ones never match.
 
 pub(crate) mod hnsw;
-pub(crate) mod keyhash;
 pub(crate) mod query;
-pub mod text;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +24,8 @@ use uuid::Uuid;
 
 use crate::codec::AttrRow;
 use crate::model::{Memory, Status, Tier};
-use text::Analyzer;
+use crate::text::Analyzer;
+use crate::vector::vector_crc;
 
 pub use hnsw::Quantization;
 pub use query::{
@@ -34,17 +33,8 @@ pub use query::{
     SearchMode, SearchQuery, SearchResults,
 };
 
-/// CRC32 of a vector's little-endian bytes: tells whether the HNSW copy is current.
-pub fn vector_crc(v: &[f32]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    for x in v {
-        h.update(&x.to_le_bytes());
-    }
-    h.finalize()
-}
-
 /// How the search structures are built.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SearchConfig {
     /// English stemming of terms (changing it needs a rebuild of the warm postings).
     pub stemming: bool,
@@ -81,7 +71,7 @@ impl Default for SearchConfig {
 
 /// What search keeps of an active memory.
 #[derive(Debug, Clone)]
-pub struct Attr {
+pub(crate) struct Attr {
     pub namespace: Arc<str>,
     pub tier: Tier,
     pub importance: f32,
@@ -100,14 +90,14 @@ pub(crate) struct NsStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Attrs {
-    pub by_id: keyhash::IdMap<Uuid, Attr>,
+    pub by_id: crate::idhash::IdMap<Uuid, Attr>,
     pub stats: HashMap<Arc<str>, NsStats>,
     names: HashMap<Box<str>, Arc<str>>,
     /// (namespace, tag) → the memories carrying it: lets a selective tag filter enumerate its
     /// few candidates instead of walking the graph.
-    pub by_tag: HashMap<(Arc<str>, Box<str>), keyhash::IdSet<Uuid>>,
+    pub by_tag: HashMap<(Arc<str>, Box<str>), crate::idhash::IdSet<Uuid>>,
     /// namespace → its memories: a small namespace in a big graph is scored directly.
-    pub by_namespace: HashMap<Arc<str>, keyhash::IdSet<Uuid>>,
+    pub by_namespace: HashMap<Arc<str>, crate::idhash::IdSet<Uuid>>,
 }
 
 impl Attrs {
@@ -173,7 +163,7 @@ pub(crate) struct Packed<T, M> {
     pub ids: Vec<Uuid>,
     chunks: Vec<Box<[T]>>,
     pub meta: Vec<M>,
-    pos: keyhash::IdMap<Uuid, usize>,
+    pos: crate::idhash::IdMap<Uuid, usize>,
 }
 
 impl<T, M> Default for Packed<T, M> {
@@ -182,7 +172,7 @@ impl<T, M> Default for Packed<T, M> {
             ids: Vec::new(),
             chunks: Vec::new(),
             meta: Vec::new(),
-            pos: keyhash::IdMap::default(),
+            pos: crate::idhash::IdMap::default(),
         }
     }
 }
@@ -269,7 +259,11 @@ pub(crate) type Arena = Packed<f32, (f32, i64)>;
 
 impl Arena {
     fn put_vector(&mut self, id: Uuid, v: &[f32], expires_at_us: Option<i64>) {
-        self.put(id, v, (query::norm(v), expires_at_us.unwrap_or(i64::MAX)));
+        self.put(
+            id,
+            v,
+            (crate::vector::norm(v), expires_at_us.unwrap_or(i64::MAX)),
+        );
     }
 
     pub fn vector(&self, id: &Uuid, dims: usize) -> Option<&[f32]> {
@@ -286,8 +280,8 @@ pub(crate) struct WarmCodes(Packed<i8, (f32, u32)>);
 
 impl WarmCodes {
     fn put(&mut self, id: Uuid, crc: u32, v: &[f32]) {
-        let (scale, codes) = crate::cold::quantize(v);
-        let n = query::norm(v);
+        let (scale, codes) = crate::vector::quantize(v);
+        let n = crate::vector::norm(v);
         self.0
             .put(id, &codes, (if n > 0.0 { scale / n } else { 0.0 }, crc));
     }
@@ -297,7 +291,7 @@ impl WarmCodes {
     }
 
     /// Approximate cosine of `id`'s vector with a unit query quantized as `(scale, codes)`
-    /// (see [`crate::cold::quantize`]), if its codes are for `crc`. Integer multiply-adds:
+    /// (see [`crate::vector::quantize`]), if its codes are for `crc`. Integer multiply-adds:
     /// several times faster than converting the codes to floats.
     pub fn cosine(&self, id: &Uuid, crc: u32, query: (f32, &[i8])) -> Option<f32> {
         let (q_scale, q) = query;
@@ -306,7 +300,7 @@ impl WarmCodes {
         if held != crc {
             return None;
         }
-        let dot = crate::cold::i8_dot(codes, q);
+        let dot = crate::vector::i8_dot(codes, q);
         Some(dot as f32 * q_scale * factor)
     }
 }
@@ -376,11 +370,11 @@ mod tests {
             codes.put(*id, vector_crc(v), v);
         }
         let q = &vecs[7];
-        let n = query::norm(q);
+        let n = crate::vector::norm(q);
         let unit: Vec<f32> = q.iter().map(|x| x / n).collect();
-        let (qs, qc) = crate::cold::quantize(&unit);
+        let (qs, qc) = crate::vector::quantize(&unit);
         for (id, v) in ids.iter().zip(&vecs) {
-            let exact = query::dot(&unit, v) / query::norm(v);
+            let exact = crate::vector::dot(&unit, v) / crate::vector::norm(v);
             let approx = codes.cosine(id, vector_crc(v), (qs, &qc)).expect("present");
             assert!((exact - approx).abs() < 0.02, "{exact} vs {approx}");
         }
@@ -391,7 +385,10 @@ mod tests {
         let last = codes
             .cosine(&ids[49], vector_crc(&vecs[49]), (qs, &qc))
             .expect("moved, still found");
-        assert!((last - query::dot(&unit, &vecs[49]) / query::norm(&vecs[49])).abs() < 0.02);
+        assert!(
+            (last - crate::vector::dot(&unit, &vecs[49]) / crate::vector::norm(&vecs[49])).abs()
+                < 0.02
+        );
     }
 }
 
@@ -433,7 +430,7 @@ impl WorkingText {
 }
 
 /// The search structures of one open store.
-pub struct SearchIndex {
+pub(crate) struct SearchIndex {
     dims: usize,
     pub(crate) analyzer: Analyzer,
     pub(crate) attrs: RwLock<Attrs>,

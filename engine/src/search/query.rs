@@ -7,10 +7,11 @@ use std::collections::{BinaryHeap, HashMap};
 
 use uuid::Uuid;
 
-use super::text::{bm25_term, idf};
 use super::{Attr, SearchIndex};
 use crate::model::{Memory, Tier};
-use crate::warm::WarmTier;
+use crate::text::{bm25_term, idf};
+use crate::tier::warm::WarmTier;
+use crate::vector::{cosine, dot, norm};
 use crate::EngineError;
 
 /// Which signals rank the results.
@@ -199,7 +200,7 @@ pub(crate) struct Ranked {
 pub(crate) struct Ctx<'a> {
     pub index: &'a SearchIndex,
     pub warm: &'a WarmTier,
-    pub cold: &'a crate::coldtier::ColdTier,
+    pub cold: &'a crate::tier::cold::ColdTier,
     pub read: &'a dyn Fn(&Uuid) -> Result<Option<Memory>, EngineError>,
     pub now_us: i64,
 }
@@ -242,38 +243,6 @@ impl TopN {
     }
     fn into_map(self) -> HashMap<Uuid, f32> {
         self.heap.into_iter().map(|s| (s.1, s.0)).collect()
-    }
-}
-
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Sixteen independent lanes over exact chunks (no bounds checks): the compiler turns this
-    // into SIMD multiply-adds.
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        sum += x * y;
-    }
-    sum
-}
-
-pub(crate) fn norm(a: &[f32]) -> f32 {
-    dot(a, a).sqrt()
-}
-
-/// Cosine similarity of a unit query with `v`.
-fn cosine(unit_query: &[f32], v: &[f32]) -> f32 {
-    let n = norm(v);
-    if n == 0.0 {
-        0.0
-    } else {
-        dot(unit_query, v) / n
     }
 }
 
@@ -414,7 +383,7 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                 // A selective tag filter: score its few candidates from the in-memory i8 codes,
                 // no walk; the best are re-scored with their f32 vectors below.
                 let mut rough = TopN::new(pool * 4);
-                let (q_scale, q_codes) = crate::cold::quantize(uq);
+                let (q_scale, q_codes) = crate::vector::quantize(uq);
                 {
                     let codes = index.warm_codes.read();
                     for id in candidates {

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::codec;
 use crate::model::{Memory, Tier};
+use crate::vector::{as_i8, i8_dot_norm, quantize};
 use crate::EngineError;
 
 const MAGIC: &[u8; 8] = b"ENGRMCLD";
@@ -70,21 +71,6 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// i8 codes and the scale that maps them back: `x ≈ code × scale`.
-pub fn quantize(v: &[f32]) -> (f32, Vec<i8>) {
-    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-    if max == 0.0 {
-        return (0.0, vec![0; v.len()]);
-    }
-    let scale = max / 127.0;
-    (
-        scale,
-        v.iter()
-            .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
-            .collect(),
-    )
-}
-
 /// An `f32` ordered by `total_cmp`, for heaps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct OrdF32(f32);
@@ -98,49 +84,6 @@ impl Ord for OrdF32 {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
     }
-}
-
-/// Bytes as i8 codes (same size and alignment).
-fn bytemuck_i8(b: &[u8]) -> &[i8] {
-    // SAFETY: u8 and i8 have the same size and alignment, and every bit pattern is valid.
-    unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<i8>(), b.len()) }
-}
-
-/// Σ c·q over i8 codes (see [`i8_dot_norm`]).
-pub(crate) fn i8_dot(c: &[i8], q: &[i8]) -> i32 {
-    i8_dot_and::<false>(c, q).0
-}
-
-/// (Σ c·q, Σ c·c) over i8 codes, with integer multiply-adds in 32 lanes.
-pub(crate) fn i8_dot_norm(c: &[i8], q: &[i8]) -> (i32, i32) {
-    i8_dot_and::<true>(c, q)
-}
-
-/// |c·q| ≤ 127² per term and codes are at most a few thousand long, so i32 cannot overflow:
-/// wrapping arithmetic only spares the overflow checks that would keep the loop from
-/// vectorizing. `NORM`: also Σ c·c (compiled out when false).
-fn i8_dot_and<const NORM: bool>(c: &[i8], q: &[i8]) -> (i32, i32) {
-    let mut dot = [0i32; 32];
-    let mut norm = [0i32; 32];
-    for (c, x) in c.chunks_exact(32).zip(q.chunks_exact(32)) {
-        for l in 0..32 {
-            let cl = i32::from(c[l]);
-            dot[l] = dot[l].wrapping_add(cl.wrapping_mul(i32::from(x[l])));
-            if NORM {
-                norm[l] = norm[l].wrapping_add(cl.wrapping_mul(cl));
-            }
-        }
-    }
-    let tail = c.len().min(q.len()) - c.len().min(q.len()) % 32;
-    let mut d = dot.iter().fold(0i32, |a, b| a.wrapping_add(*b));
-    let mut n = norm.iter().fold(0i32, |a, b| a.wrapping_add(*b));
-    for (c, x) in c[tail..].iter().zip(&q[tail..]) {
-        d = d.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*x)));
-        if NORM {
-            n = n.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*c)));
-        }
-    }
-    (d, n)
 }
 
 /// The block being filled, and where the closed ones went.
@@ -563,7 +506,7 @@ impl Segment {
             crc.update(chunk);
             at += len as u64;
             for e in chunk.chunks_exact(entry) {
-                let codes: &[i8] = bytemuck_i8(&e[20..]);
+                let codes: &[i8] = as_i8(&e[20..]);
                 let (dot, norm) = i8_dot_norm(codes, query_codes);
                 let s = if norm > 0 {
                     dot as f32 / ((norm as f32).sqrt() * q_norm)

@@ -11,12 +11,15 @@
 //! on open every live slot and heap entry is checked (CRC32) and the engine replays the WAL from
 //! that LSN. See `docs/format.md` for the layouts.
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+mod format;
+mod mmap;
 
-use memmap2::{MmapOptions, MmapRaw};
+pub use format::stored_layout;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, Ordering};
+
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
@@ -25,98 +28,15 @@ use crate::codec;
 use crate::model::Status;
 use crate::model::{Memory, Tier};
 use crate::EngineError;
-
-/// Bytes of the file header before slot 0 (one page, so slots stay page-aligned in sum).
-pub const WORKING_FILE_HEADER_BYTES: usize = 4096;
-/// Bytes of a slot before its vector.
-pub const SLOT_HEADER_BYTES: usize = 128;
-const SLOT_ALIGN_BYTES: usize = 64;
-const FILE_MAGIC: [u8; 8] = *b"ENGRMWRK";
-const FILE_FORMAT_VERSION: u32 = 1;
-const HEAP_ENTRY_HEADER_BYTES: usize = 8;
-/// A reader gives up (and reports the slot as busy) after this many torn copies in a row; one
-/// writer changing one slot cannot cause more than a handful.
-const MAX_READ_RETRIES: usize = 10_000;
-const NO_TIME: i64 = i64::MIN;
-
-const STATE_EMPTY: u8 = 0;
-const STATE_LIVE: u8 = 1;
-
-// Slot header field offsets (bytes).
-const OFF_SEQ: usize = 0;
-const OFF_LSN: usize = 8;
-const OFF_ID: usize = 16;
-const OFF_HEAP_OFFSET: usize = 32;
-const OFF_HEAP_LEN: usize = 40;
-const OFF_HEAP_GEN: usize = 44;
-const OFF_STATE: usize = 45;
-const OFF_STATUS: usize = 46;
-const OFF_HAS_EMBEDDING: usize = 47;
-const OFF_IMPORTANCE: usize = 48;
-const OFF_CRC: usize = 52;
-const OFF_CREATED: usize = 56;
-const OFF_UPDATED: usize = 64;
-const OFF_ACCESS_COUNT: usize = 72;
-const OFF_LAST_ACCESS: usize = 80;
-const OFF_EXPIRES: usize = 88;
-
-/// Size of one slot for `dims`-dimensional vectors.
-pub fn slot_bytes(dims: usize) -> usize {
-    (SLOT_HEADER_BYTES + dims * 4).next_multiple_of(SLOT_ALIGN_BYTES)
-}
-
-/// A decoded slot header.
-#[derive(Debug, Clone, Copy)]
-struct SlotHeader {
-    seq: u64,
-    lsn: u64,
-    id: Uuid,
-    heap_offset: u64,
-    heap_len: u32,
-    heap_gen: u8,
-    state: u8,
-    importance: f32,
-    created_at_us: i64,
-    updated_at_us: i64,
-    access_count: u64,
-    last_accessed_at_us: i64,
-}
-
-fn rd_u64(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
-}
-fn rd_u32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
-}
-fn rd_i64(b: &[u8], off: usize) -> i64 {
-    i64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
-}
-
-fn slot_crc(bytes: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&bytes[OFF_LSN..OFF_CRC]);
-    h.update(&bytes[OFF_CRC + 4..]);
-    h.finalize()
-}
-
-fn parse_header(b: &[u8]) -> SlotHeader {
-    SlotHeader {
-        seq: rd_u64(b, OFF_SEQ),
-        lsn: rd_u64(b, OFF_LSN),
-        id: Uuid::from_bytes(b[OFF_ID..OFF_ID + 16].try_into().expect("16 bytes")),
-        heap_offset: rd_u64(b, OFF_HEAP_OFFSET),
-        heap_len: rd_u32(b, OFF_HEAP_LEN),
-        heap_gen: b[OFF_HEAP_GEN],
-        state: b[OFF_STATE],
-        importance: f32::from_le_bytes(
-            b[OFF_IMPORTANCE..OFF_IMPORTANCE + 4].try_into().expect("4"),
-        ),
-        created_at_us: rd_i64(b, OFF_CREATED),
-        updated_at_us: rd_i64(b, OFF_UPDATED),
-        access_count: rd_u64(b, OFF_ACCESS_COUNT),
-        last_accessed_at_us: rd_i64(b, OFF_LAST_ACCESS),
-    }
-}
+use format::{
+    entry_span, parse_header, rd_u32, read_checkpoint, read_file_header, slot_bytes, slot_crc,
+    write_file_header, SlotHeader, HEAP_ENTRY_HEADER_BYTES, MAX_READ_RETRIES, NO_TIME,
+    OFF_ACCESS_COUNT, OFF_CRC, OFF_CREATED, OFF_EXPIRES, OFF_HAS_EMBEDDING, OFF_HEAP_GEN,
+    OFF_HEAP_LEN, OFF_HEAP_OFFSET, OFF_ID, OFF_IMPORTANCE, OFF_LAST_ACCESS, OFF_LSN, OFF_SEQ,
+    OFF_STATE, OFF_STATUS, OFF_UPDATED, SLOT_HEADER_BYTES, STATE_EMPTY, STATE_LIVE,
+    WORKING_FILE_HEADER_BYTES,
+};
+use mmap::Mapped;
 
 /// What eviction and the migration policy read of a working-tier memory: its slot header.
 #[derive(Debug, Clone, Copy)]
@@ -128,96 +48,8 @@ pub struct SlotSummary {
     pub access_count: u64,
 }
 
-/// A memory-mapped file that is written by one writer and read concurrently.
-struct Mapped {
-    map: MmapRaw,
-    file: File,
-    path: PathBuf,
-}
-
-impl Mapped {
-    fn open(path: &Path, len: u64) -> Result<Mapped, EngineError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| EngineError::io(path, e))?;
-        let current = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
-        if current < len {
-            // Sparse: blocks are allocated as the writer touches them.
-            file.set_len(len).map_err(|e| EngineError::io(path, e))?;
-        }
-        let map = MmapOptions::new()
-            .len(usize::try_from(len.max(current)).expect("64-bit target"))
-            .map_raw(&file)
-            .map_err(|e| EngineError::io(path, e))?;
-        Ok(Mapped {
-            map,
-            file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// The word at byte offset `off`, as an atomic.
-    fn word(&self, off: usize) -> &AtomicU64 {
-        assert!(
-            off.is_multiple_of(8) && off + 8 <= self.len(),
-            "word offset {off} out of bounds"
-        );
-        // SAFETY: `off` is 8-aligned and inside the mapping (asserted above; the mapping itself is
-        // page-aligned), the mapping lives as long as `self`, and every access to slot words goes
-        // through atomics, so creating a shared `&AtomicU64` over this memory is sound.
-        unsafe { &*(self.map.as_ptr().add(off).cast::<AtomicU64>()) }
-    }
-
-    /// Copies `dst.len()` bytes from offset `off`. Used for heap entries only: the caller
-    /// validates the copy afterwards (CRC and the slot sequence), so a concurrent overwrite is
-    /// detected and the copy discarded.
-    fn copy_out(&self, off: usize, dst: &mut [u8]) -> bool {
-        let Some(end) = off.checked_add(dst.len()) else {
-            return false;
-        };
-        if end > self.len() {
-            return false;
-        }
-        // SAFETY: the range [off, end) is inside the mapping (checked above) and `dst` is a
-        // distinct, writable buffer. Bytes of a published heap entry are never written while a
-        // slot points at them; a stale reader whose slot moved re-checks the sequence and throws
-        // the copy away.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
-        };
-        true
-    }
-
-    /// Writes `src` at offset `off`. Only the single writer calls this, on heap bytes that no
-    /// slot points at yet.
-    fn copy_in(&self, off: usize, src: &[u8]) {
-        assert!(off + src.len() <= self.len(), "heap write out of bounds");
-        // SAFETY: in bounds (asserted); the writer is serialized by `WorkingTier::writer`, and no
-        // published slot references [off, off + len), so no reader relies on these bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.map.as_mut_ptr().add(off), src.len())
-        };
-    }
-
-    /// Makes the mapping durable. The pages written since the last checkpoint (up to a few
-    /// hundred MB) are written back in steps first (see `sync_gently`), so the WAL syncs issued
-    /// meanwhile do not queue behind all of them; the msync then finds little left.
-    fn sync(&self) -> Result<(), EngineError> {
-        engram_wal::durable::sync_gently(&self.file, 1)
-            .map_err(|e| EngineError::io(&self.path, e))?;
-        self.map.flush().map_err(|e| EngineError::io(&self.path, e))
-    }
-}
-
-struct WriterState {
+/// The single writer's state: free slots and where the next heap entry goes.
+struct HeapWriter {
     free: Vec<u32>,
     /// Heap receiving new entries (0 or 1) and the next write offset in it.
     heap_gen: u8,
@@ -239,7 +71,7 @@ pub struct WorkingTier {
     index: RwLock<HashMap<Uuid, u32>>,
     /// Serializes writers (the engine already applies one record at a time; this makes the
     /// tier safe on its own).
-    writer: Mutex<WriterState>,
+    writer: Mutex<HeapWriter>,
     dir: PathBuf,
 }
 
@@ -293,7 +125,7 @@ impl WorkingTier {
             slots,
             heaps,
             index: RwLock::new(HashMap::new()),
-            writer: Mutex::new(WriterState {
+            writer: Mutex::new(HeapWriter {
                 free: Vec::new(),
                 heap_gen: 0,
                 heap_tail: 0,
@@ -412,7 +244,7 @@ impl WorkingTier {
     /// Number of memories in the tier.
     /// Bytes the tier's files occupy on disk (the heaps are sparse).
     pub fn disk_bytes(&self) -> u64 {
-        crate::search::hnsw::dir_bytes(&self.dir)
+        crate::fsutil::dir_bytes(&self.dir)
     }
 
     pub fn len(&self) -> usize {
@@ -647,7 +479,7 @@ impl WorkingTier {
 
     /// Appends a heap entry to the current heap, compacting into the other heap first when it is
     /// full. Returns (gen, offset, len).
-    fn append_heap(&self, w: &mut WriterState, body: &[u8]) -> Result<(u8, u64, u32), EngineError> {
+    fn append_heap(&self, w: &mut HeapWriter, body: &[u8]) -> Result<(u8, u64, u32), EngineError> {
         let len = u32::try_from(body.len()).expect("images are bounded by MAX_RECORD_BYTES");
         let span = entry_span(len);
         if w.heap_tail + span > self.heap_capacity_bytes {
@@ -695,7 +527,7 @@ impl WorkingTier {
     /// old slot. A crash at any point leaves at least one intact image of the memory.
     fn replace_slot(
         &self,
-        w: &mut WriterState,
+        w: &mut HeapWriter,
         id: Uuid,
         old: Option<u32>,
         bytes: &[u8],
@@ -762,7 +594,7 @@ impl WorkingTier {
         Ok(true)
     }
 
-    fn compact_locked(&self, w: &mut WriterState) -> Result<(), EngineError> {
+    fn compact_locked(&self, w: &mut HeapWriter) -> Result<(), EngineError> {
         let from = w.heap_gen;
         w.heap_gen = 1 - from;
         w.heap_tail = 0;
@@ -777,7 +609,7 @@ impl WorkingTier {
     /// Re-appends every entry on heap `from` to the current heap and repoints its slot. The old
     /// heap's bytes stay readable until the next compaction reuses that heap, by which time no
     /// slot points there.
-    fn move_slots_off_locked(&self, w: &mut WriterState, from: u8) -> Result<(), EngineError> {
+    fn move_slots_off_locked(&self, w: &mut HeapWriter, from: u8) -> Result<(), EngineError> {
         assert_ne!(from, w.heap_gen, "cannot compact a heap into itself");
         let slots: Vec<u32> = self.index.read().values().copied().collect();
         let mut bytes = vec![0u8; self.slot_bytes];
@@ -834,133 +666,6 @@ impl WorkingTier {
         bytes.extend_from_slice(&crc32fast::hash(&lsn.to_le_bytes()).to_le_bytes());
         let path = self.dir.join("checkpoint");
         engram_wal::durable::write_atomic(&path, &bytes).map_err(|e| EngineError::io(&path, e))
-    }
-}
-
-/// Bytes a heap entry with a `len`-byte body occupies (header, body, padding to 8).
-fn entry_span(len: u32) -> u64 {
-    (HEAP_ENTRY_HEADER_BYTES as u64 + u64::from(len)).next_multiple_of(8)
-}
-
-fn read_checkpoint(path: &Path) -> Result<u64, EngineError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            if bytes.len() != 12 || crc32fast::hash(&bytes[0..8]) != rd_u32(&bytes, 8) {
-                return Err(EngineError::Corrupt {
-                    path: path.to_path_buf(),
-                    detail: "working-tier checkpoint fails its checksum".to_owned(),
-                });
-            }
-            Ok(rd_u64(&bytes, 0))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(EngineError::io(path, e)),
-    }
-}
-
-/// The layout a store's working tier was made with: (dimensions, capacity, heap bytes), or
-/// `None` when `data_dir` has no working tier yet.
-pub fn stored_layout(data_dir: &Path) -> Result<Option<(usize, usize, u64)>, EngineError> {
-    let slots = data_dir.join("working").join("slots.bin");
-    let mut bytes = [0u8; 32];
-    match std::fs::File::open(&slots) {
-        Ok(f) => {
-            use std::os::unix::fs::FileExt;
-            if f.read_exact_at(&mut bytes, 0).is_err() {
-                return Ok(None);
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(EngineError::io(&slots, e)),
-    }
-    if bytes[0..8] != FILE_MAGIC || crc32fast::hash(&bytes[0..24]) != rd_u32(&bytes, 24) {
-        return Err(EngineError::Corrupt {
-            path: slots,
-            detail: "working-tier file header is damaged".to_owned(),
-        });
-    }
-    let dims = rd_u32(&bytes, 12) as usize;
-    let capacity = (rd_u32(&bytes, 16) as usize).saturating_sub(1).max(1);
-    let heap = data_dir.join("working").join("heap-0.bin");
-    let heap_bytes = std::fs::metadata(&heap)
-        .map_err(|e| EngineError::io(&heap, e))?
-        .len();
-    Ok(Some((dims, capacity, heap_bytes)))
-}
-
-/// Reads the slot file header; `Ok(None)` for a new file. Refuses a file made for other
-/// dimensions.
-fn read_file_header(
-    path: &Path,
-    dims: usize,
-    slot_bytes: usize,
-) -> Result<Option<usize>, EngineError> {
-    let bytes = match std::fs::File::open(path) {
-        Ok(f) => {
-            use std::os::unix::fs::FileExt;
-            let mut b = vec![0u8; 32];
-            match f.read_exact_at(&mut b, 0) {
-                Ok(()) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(EngineError::io(path, e)),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(EngineError::io(path, e)),
-    };
-    if bytes.iter().all(|&b| b == 0) {
-        return Ok(None);
-    }
-    let corrupt = |detail: String| EngineError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    };
-    if bytes[0..8] != FILE_MAGIC || crc32fast::hash(&bytes[0..24]) != rd_u32(&bytes, 24) {
-        return Err(corrupt("working-tier file header is damaged".to_owned()));
-    }
-    let version = rd_u32(&bytes, 8);
-    if version != FILE_FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "working-tier format version {version} is not supported"
-        )));
-    }
-    let file_dims = rd_u32(&bytes, 12) as usize;
-    if file_dims != dims {
-        return Err(EngineError::Config(format!(
-            "embedding.dimensions is {dims} but the working tier in {} was made for {file_dims}",
-            path.display()
-        )));
-    }
-    if rd_u32(&bytes, 20) as usize != slot_bytes {
-        return Err(corrupt(
-            "working-tier slot size does not match its dimensions".to_owned(),
-        ));
-    }
-    Ok(Some(rd_u32(&bytes, 16) as usize))
-}
-
-fn write_file_header(slots: &Mapped, dims: usize, slot_count: usize, slot_bytes: usize) {
-    let mut b = [0u8; 32];
-    b[0..8].copy_from_slice(&FILE_MAGIC);
-    b[8..12].copy_from_slice(&FILE_FORMAT_VERSION.to_le_bytes());
-    b[12..16].copy_from_slice(&u32::try_from(dims).expect("dims bounded").to_le_bytes());
-    b[16..20].copy_from_slice(
-        &u32::try_from(slot_count)
-            .expect("slot count bounded")
-            .to_le_bytes(),
-    );
-    b[20..24].copy_from_slice(
-        &u32::try_from(slot_bytes)
-            .expect("slot size bounded")
-            .to_le_bytes(),
-    );
-    let crc = crc32fast::hash(&b[0..24]);
-    b[24..28].copy_from_slice(&crc.to_le_bytes());
-    for (i, chunk) in b.chunks_exact(8).enumerate() {
-        slots.word(i * 8).store(
-            u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
-            Ordering::Relaxed,
-        );
     }
 }
 
@@ -1050,7 +755,7 @@ mod tests {
         tier.put(&m).expect("put");
         let id = m.id;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let reads = std::sync::Arc::new(AtomicU64::new(0));
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let tier = std::sync::Arc::clone(&tier);

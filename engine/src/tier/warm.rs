@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::codec::{self, AttrRow};
 use crate::model::{EmbeddingStatus, Memory, Status, Tier};
-use crate::search::text::Analyzer;
+use crate::text::Analyzer;
 use crate::EngineError;
 
 const CF_RECORDS: &str = "records";
@@ -244,7 +244,7 @@ impl WarmBatch<'_> {
             expires_at_us: memory.expires_at_us,
             tags: memory.tags.clone(),
             doc_len,
-            vector_crc: memory.embedding.as_deref().map(crate::search::vector_crc),
+            vector_crc: memory.embedding.as_deref().map(crate::vector::vector_crc),
             terms,
         };
         self.batch.put_cf(
@@ -750,7 +750,10 @@ impl WarmTier {
 
     /// Every key of the namespace index as (namespace, id), and of the dedup index as
     /// (namespace, hash, id): for consistency checks.
-    #[allow(clippy::type_complexity)]
+    #[expect(
+        clippy::type_complexity,
+        reason = "two lists of index keys, for check only"
+    )]
     pub fn index_entries(
         &self,
     ) -> Result<(Vec<(String, Uuid)>, Vec<(String, [u8; 32], Uuid)>), EngineError> {

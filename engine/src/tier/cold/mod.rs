@@ -1,4 +1,4 @@
-//! The cold tier: immutable segments (see [`crate::cold`]) listed by a manifest, and the map of
+//! The cold tier: immutable segments (see [`segment`]) listed by a manifest, and the map of
 //! which segment holds each cold memory's live copy.
 //!
 //! - A segment is written whole before the WAL record that seals it (`ColdSeal`) or compacts
@@ -23,10 +23,12 @@ use engram_wal::Lsn;
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
-use crate::cold::{write_segment, Segment};
+pub(crate) mod segment;
+
+use crate::idhash::IdMap;
 use crate::model::{Memory, Tier};
-use crate::search::keyhash::IdMap;
 use crate::EngineError;
+use segment::{write_segment, Segment};
 
 const MANIFEST: &str = "MANIFEST";
 const MANIFEST_FORMAT: u64 = 1;
@@ -69,7 +71,7 @@ impl std::fmt::Debug for ColdTier {
     }
 }
 
-pub(crate) fn segment_file_name(id: u64) -> String {
+pub(crate) fn cold_segment_file_name(id: u64) -> String {
     format!("{id:016}.cold")
 }
 
@@ -124,7 +126,7 @@ fn manifest_bytes(state: &State, lsn: Lsn) -> Vec<u8> {
         .map(|(id, s)| {
             serde_json::json!({
                 "id": id,
-                "file": segment_file_name(*id),
+                "file": cold_segment_file_name(*id),
                 "memories": s.info().memories,
                 "bytes": s.info().bytes,
             })
@@ -161,7 +163,7 @@ impl ColdTier {
         let mut state = State::default();
         let mut max_id = 0;
         for id in ids {
-            let seg = Segment::open(&dir.join(segment_file_name(id)))?;
+            let seg = Segment::open(&dir.join(cold_segment_file_name(id)))?;
             state.live.insert(id, seg.info().memories);
             state.segments.insert(id, Arc::new(seg));
             max_id = max_id.max(id);
@@ -187,8 +189,10 @@ impl ColdTier {
         ))
     }
 
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+    /// Removes the file of a segment written but never logged: no record names it, so nothing
+    /// else refers to it (best effort; a file left over is removed as an orphan at open).
+    pub(crate) fn discard_unlogged(&self, segment: u64) {
+        let _ = std::fs::remove_file(self.dir.join(cold_segment_file_name(segment)));
     }
 
     /// Loads the persisted locations (after replay) and counts each segment's live entries.
@@ -235,7 +239,7 @@ impl ColdTier {
     /// Writes `memories` as segment `id` (before its WAL record is logged).
     pub(crate) fn write(&self, id: u64, memories: &[Memory]) -> Result<(), EngineError> {
         write_segment(
-            &self.dir.join(segment_file_name(id)),
+            &self.dir.join(cold_segment_file_name(id)),
             id,
             self.dims,
             self.zstd_level,
@@ -246,7 +250,7 @@ impl ColdTier {
 
     /// The segment file `id` if it exists and holds exactly `expected` entries.
     fn open_existing(&self, id: u64, expected: usize) -> Option<Segment> {
-        let path = self.dir.join(segment_file_name(id));
+        let path = self.dir.join(cold_segment_file_name(id));
         match Segment::open(&path) {
             Ok(seg) if seg.info().segment_id == id && seg.info().memories == expected => Some(seg),
             Ok(_) => None,
@@ -289,7 +293,7 @@ impl ColdTier {
             Some(seg) => seg,
             None => {
                 self.write(id, &build()?)?;
-                Segment::open(&self.dir.join(segment_file_name(id)))?
+                Segment::open(&self.dir.join(cold_segment_file_name(id)))?
             }
         };
         self.next_id.fetch_max(id + 1, Ordering::Relaxed);
@@ -327,7 +331,7 @@ impl ColdTier {
         }
         self.write_manifest(lsn)?;
         for s in sources {
-            let path = self.dir.join(segment_file_name(*s));
+            let path = self.dir.join(cold_segment_file_name(*s));
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -354,7 +358,7 @@ impl ColdTier {
                         .get(s)
                         .cloned()
                         .ok_or_else(|| EngineError::Corrupt {
-                            path: self.dir.join(segment_file_name(*s)),
+                            path: self.dir.join(cold_segment_file_name(*s)),
                             detail: "a compaction names a segment the cold tier does not have"
                                 .to_owned(),
                         })
@@ -459,7 +463,7 @@ impl ColdTier {
             return Ok(Vec::new());
         }
         let segments = self.live_segments();
-        let (_, codes) = crate::cold::quantize(query);
+        let (_, codes) = crate::vector::quantize(query);
         let pool = k * 4;
         let mut rough: Vec<(f32, Uuid, usize)> = Vec::new();
         {
@@ -564,7 +568,7 @@ impl ColdTier {
         let state = self.state.read();
         let mut files = Vec::new();
         for id in state.segments.keys() {
-            let name = segment_file_name(*id);
+            let name = cold_segment_file_name(*id);
             let to = dest.join(&name);
             std::fs::hard_link(self.dir.join(&name), &to).map_err(|e| EngineError::io(&to, e))?;
             files.push(to);

@@ -1,0 +1,331 @@
+//! The engine: the facade [`Engine`] over one private [`Inner`], whose methods live in one
+//! module per step of the pipeline.
+//!
+//! A write goes `writer` (validate, decide: dedup, versions, room in the working tier; append to
+//! the WAL) → `apply` (wait for the group commit, then apply durable records in LSN order through
+//! the [`apply::Applier`]) → readers see it. `read` serves gets, lists and searches; `tiering`
+//! and `seal` move memories between tiers (eviction, promotion, the migration policy, expiry,
+//! cold seals and compaction); `background` runs the periodic jobs and checkpoints; `recovery`
+//! opens a store and replays the WAL through the same `Applier`; `report` answers for health,
+//! metrics and `check`; `snapshots` hands the snapshot code the parts it reads.
+//!
+//! Locks are ranked (see [`locks`]): a thread takes them only in the order
+//! `migration_lock` → `checkpoint_lock` → `apply_lock` → `writer` → `queue` → `expiry_of` →
+//! `expiry` → the leaf maps, and taking one out of order panics. Readers take none of them:
+//! they see what is applied, and a record is applied only after it is durable, so nothing a
+//! reader sees can vanish in a crash.
+
+mod apply;
+mod background;
+mod locks;
+mod read;
+mod recovery;
+mod report;
+mod seal;
+mod snapshots;
+#[cfg(test)]
+mod tests;
+mod tiering;
+mod writer;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use engram_wal::{Lsn, Wal};
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::codec::Op;
+use crate::config::EngineConfig;
+use crate::layout::DataDir;
+use crate::model::{ListFilter, Memory, MemoryPatch, NewMemory, Tier};
+use crate::policy::{CompactionReport, MigrationReport};
+use crate::search::{SearchIndex, SearchQuery, SearchResults};
+use crate::tier::cold::ColdTier;
+use crate::tier::warm::WarmTier;
+use crate::tier::working::WorkingTier;
+use crate::EngineError;
+use locks::RankedMutex;
+use writer::WriterState;
+
+pub use read::{Page, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT};
+pub use report::{EngineCounters, EngineStats, OpenReport, TierReport};
+pub use snapshots::restore_snapshot;
+pub use writer::{Deleted, EmbedJob, EmbedResult};
+
+/// The state of an open store, shared by the facade, the background thread and the threads a
+/// snapshot or checkpoint runs on.
+pub(crate) struct Inner {
+    config: EngineConfig,
+    layout: DataDir,
+    wal: Wal,
+    working: WorkingTier,
+    warm: WarmTier,
+    cold: ColdTier,
+    search: SearchIndex,
+    /// Accesses since each memory's last move, counted while it is warm or cold (for promotion).
+    accesses_since_move: RankedMutex<HashMap<Uuid, u64>>,
+    /// Memories used enough to go up a tier, for the background thread.
+    promote: RankedMutex<BTreeSet<Uuid>>,
+    /// Serializes policy runs and compactions.
+    migration_lock: RankedMutex<()>,
+    /// Memories waiting for the background embedder (mirrors the `embed_queue` column family).
+    embed_pending: RankedMutex<BTreeSet<Uuid>>,
+    /// (expires_at, id) of memories with an expiry, for the purge job.
+    expiry: RankedMutex<BTreeSet<(i64, Uuid)>>,
+    /// The expiry each memory has in `expiry` (to find its entry when it changes).
+    expiry_of: RankedMutex<HashMap<Uuid, i64>>,
+    /// One writer at a time decides what a change is and appends it, so WAL order is decision
+    /// order.
+    writer: RankedMutex<WriterState>,
+    /// Logged records not applied yet, in LSN order.
+    queue: RankedMutex<VecDeque<(Lsn, Op)>>,
+    /// One thread at a time applies durable records, in LSN order.
+    apply_lock: RankedMutex<()>,
+    /// Held by a checkpoint, and by a snapshot so no checkpoint trims WAL it still copies.
+    checkpoint_lock: RankedMutex<()>,
+    /// Every record up to this LSN is applied (`applied_lsn <= durable_lsn`, or written in
+    /// `interval` sync mode).
+    applied_lsn: AtomicU64,
+    poisoned: AtomicBool,
+    /// Memories per tier, indexed by [`Tier::index`].
+    tier_counts: [AtomicU64; 3],
+    /// Accesses not logged yet: id → (count, last access µs).
+    access_pending: RankedMutex<HashMap<Uuid, (u64, i64)>>,
+    /// The data directory's free space at the last look (once a second).
+    free_disk_bytes: AtomicU64,
+    counters: EngineCounters,
+    stop: AtomicBool,
+    _lock_file: File,
+}
+
+/// An open store. All methods block (they may wait for an fsync or read a cold segment); call
+/// them from threads that may block.
+pub struct Engine {
+    inner: Arc<Inner>,
+    background: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the store: lock, open tiers, replay the WAL from the lowest LSN any tier is missing,
+    /// start the background thread.
+    pub fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineError> {
+        recovery::open(config)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn counters(&self) -> &EngineCounters {
+        &self.inner.counters
+    }
+
+    /// Registers a callback told the duration of every WAL fdatasync.
+    pub fn set_fsync_observer(&self, observer: Box<dyn Fn(Duration) + Send + Sync>) {
+        self.inner.wal.set_fsync_observer(observer);
+    }
+
+    /// Stores one memory durably.
+    pub fn create(&self, new: NewMemory) -> Result<Memory, EngineError> {
+        self.create_batch(vec![new])
+            .pop()
+            .expect("one input gives one result")
+    }
+
+    /// Stores up to [`crate::MAX_BATCH_ITEMS`] memories with one group commit; one result per
+    /// input.
+    pub fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
+        self.inner.create_batch(items)
+    }
+
+    /// Stores memories exactly as given (id, versions, timestamps, tier, status, access counts)
+    /// with one group commit: the other half of an export. One result per input; an id that
+    /// exists already, or content a namespace already holds, is refused.
+    pub fn import_batch(&self, items: Vec<Memory>) -> Vec<Result<Memory, EngineError>> {
+        self.inner.import_batch(items)
+    }
+
+    /// Calls `f` for every stored memory (every status; `namespace` filters): the working tier in
+    /// id order, then the warm tier in id order, then the cold tier segment by segment. For
+    /// exports: a store being written meanwhile may show a memory that moves between tiers
+    /// twice or not at all.
+    pub fn scan_all(
+        &self,
+        namespace: Option<&str>,
+        f: impl FnMut(Memory) -> Result<(), EngineError>,
+    ) -> Result<u64, EngineError> {
+        self.inner.scan_all(namespace, f)
+    }
+
+    /// Offline consistency check: every memory in exactly one tier with a content hash that
+    /// matches, valid fields, and the namespace and dedup indexes agreeing with the memories in
+    /// both directions. One line per problem (empty: consistent). Slot, heap and WAL checksums
+    /// were already checked when the engine opened.
+    pub fn check(&self) -> Result<Vec<String>, EngineError> {
+        self.inner.check()
+    }
+
+    /// Reads a memory by id without counting an access. An expired memory is gone at once
+    /// (`None`), before the background job purges it.
+    pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        self.inner.get(id)
+    }
+
+    /// Reads a memory by id and counts an access (soft state: batched into the WAL later).
+    pub fn get_and_touch(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        self.inner.get_and_touch(id)
+    }
+
+    /// Counts an access to each id (soft state).
+    pub fn record_access(&self, ids: &[Uuid]) {
+        self.inner.record_access(ids)
+    }
+
+    /// Ranked recall over the tiers the query names (cold only when asked): vector, text, or
+    /// both with importance and recency. Returned memories count as accessed.
+    pub fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
+        self.inner.search(q)
+    }
+
+    /// (vectors in the warm tier's graph, warm vectors still waiting for it).
+    pub fn vector_index_sizes(&self) -> (usize, usize) {
+        self.inner.search.hnsw.sizes()
+    }
+
+    /// Up to `max` memories waiting for the background embedder, oldest first.
+    pub fn pending_embeddings(&self, max: usize) -> Result<Vec<EmbedJob>, EngineError> {
+        self.inner.pending_embeddings(max)
+    }
+
+    /// Memories waiting for the background embedder.
+    pub fn pending_embedding_count(&self) -> usize {
+        self.inner.embed_pending.lock().len()
+    }
+
+    /// Stores the embedder's results. A result for content that changed since is refused
+    /// (`Invalid`, field `content`): the memory stays pending for its new content.
+    pub fn set_embeddings(&self, results: Vec<EmbedResult>) -> Vec<Result<Memory, EngineError>> {
+        self.inner.set_embeddings(results)
+    }
+
+    /// Applies a partial update; `version` + 1.
+    pub fn update(&self, id: &Uuid, patch: MemoryPatch) -> Result<Memory, EngineError> {
+        self.inner.update(id, patch)
+    }
+
+    /// Soft-deletes (status `deleted`, hidden from lists) or, with `purge`, removes for good.
+    pub fn delete(&self, id: &Uuid, purge: bool) -> Result<Deleted, EngineError> {
+        self.inner.delete(id, purge)
+    }
+
+    /// One page of memories in id order (UUIDv7: creation order) after `after`.
+    pub fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Page, EngineError> {
+        self.inner
+            .list(filter, after, limit.clamp(1, MAX_LIST_LIMIT))
+    }
+
+    /// Moves a memory to `tier` as a logged operation (to cold: a seal).
+    pub fn move_to(&self, id: &Uuid, tier: Tier) -> Result<Memory, EngineError> {
+        let patch = MemoryPatch {
+            tier: Some(tier),
+            ..MemoryPatch::default()
+        };
+        self.update(id, patch)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.inner.stats()
+    }
+
+    /// Runs the tier migration policy now (`dry_run`: only report what it would move).
+    pub fn migrate(&self, dry_run: bool) -> Result<MigrationReport, EngineError> {
+        if !dry_run {
+            self.inner.check_writable()?;
+        }
+        self.inner.migrate(dry_run)
+    }
+
+    /// Compacts cold segments now (every segment with a dead entry, and small ones merged),
+    /// then RocksDB, so the space of moved and deleted memories is reclaimed at once.
+    pub fn compact(&self) -> Result<CompactionReport, EngineError> {
+        self.inner.check_writable()?;
+        let mut report = self.inner.compact(true)?;
+        let started = Instant::now();
+        self.inner.warm.compact_all();
+        report.took += started.elapsed();
+        Ok(report)
+    }
+
+    /// Per tier (working, warm, cold): count, bytes on disk, average importance and access
+    /// count, oldest access. Scans the access state of every warm and cold memory.
+    pub fn tier_report(&self) -> Result<[TierReport; 3], EngineError> {
+        self.inner.tier_report()
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+
+    /// Makes every tier durable at the current applied LSN and trims the WAL.
+    pub fn checkpoint(&self) -> Result<(), EngineError> {
+        self.inner.flush_access()?;
+        self.inner.checkpoint()
+    }
+
+    /// Graceful shutdown: stop background work, log pending access statistics, checkpoint,
+    /// sync and close the WAL.
+    pub fn close(self) -> Result<(), EngineError> {
+        self.stop_background();
+        let inner = &self.inner;
+        if inner.is_poisoned() {
+            return Err(EngineError::Poisoned);
+        }
+        inner.flush_access()?;
+        inner.checkpoint()?;
+        inner.wal.sync_all()?;
+        // The graph is derived data: a failed save only means the next open catches it up.
+        if let Err(e) = inner.search.hnsw.close() {
+            tracing::warn!(error = %e, "saving the vector index at close failed; it is caught up at the next open");
+        }
+        Ok(())
+    }
+
+    fn stop_background(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+        if let Some(handle) = self.background.lock().take() {
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Inner {
+    /// The time of day, from the configured clock.
+    fn now_us(&self) -> i64 {
+        self.config.clock.now_us()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_background();
+    }
+}

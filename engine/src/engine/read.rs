@@ -1,0 +1,337 @@
+//! Reads: by id across the tiers, lists, search, the scan for exports, the embedding queue,
+//! and the batching of access statistics (soft state, logged once a second).
+
+use uuid::Uuid;
+
+use super::writer::EmbedJob;
+use super::Inner;
+use crate::codec::{AccessDelta, Op};
+use crate::model::{EmbeddingStatus, ListFilter, Memory, Status};
+use crate::search::{SearchHit, SearchQuery, SearchResults};
+use crate::validate;
+use crate::EngineError;
+
+/// Ids a single list request may examine before it returns a (possibly short) page with a
+/// cursor, so a selective filter cannot turn one request into a full scan.
+pub const LIST_SCAN_BUDGET: usize = 10_000;
+/// Largest page a list request may ask for.
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// Access deltas per WAL record; more are split over several records, each logged and applied
+/// on its own, so applying a burst of reads' counts never holds up writes for long.
+pub const MAX_ACCESS_DELTAS_PER_RECORD: usize = 4096;
+
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub memories: Vec<Memory>,
+    /// Pass back as `after` for the next page; `None` when the walk is complete.
+    pub next_after: Option<Uuid>,
+}
+
+impl Inner {
+    /// Reads a memory by id without counting an access. An expired memory is gone at once
+    /// (`None`), before the background job purges it.
+    pub(super) fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        let m = self.read_live(id)?;
+        Ok(m.map(|m| self.with_pending_access(m)))
+    }
+
+    /// Reads a memory by id and counts an access (soft state: batched into the WAL later).
+    pub(super) fn get_and_touch(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        let Some(m) = self.read_live(id)? else {
+            return Ok(None);
+        };
+        self.record_access(&[m.id]);
+        Ok(Some(self.with_pending_access(m)))
+    }
+
+    /// Counts an access to each id (soft state).
+    pub(super) fn record_access(&self, ids: &[Uuid]) {
+        let now = self.now_us();
+        let mut pending = self.access_pending.lock();
+        for id in ids {
+            let e = pending.entry(*id).or_insert((0, now));
+            e.0 += 1;
+            e.1 = e.1.max(now);
+        }
+    }
+
+    /// Calls `f` for every stored memory (every status; `namespace` filters): the working tier in
+    /// id order, then the warm tier in id order, read sequentially, then the cold tier segment by
+    /// segment. For exports: a store being written meanwhile may show a memory that moves
+    /// between tiers twice or not at all.
+    pub(super) fn scan_all(
+        &self,
+        namespace: Option<&str>,
+        mut f: impl FnMut(Memory) -> Result<(), EngineError>,
+    ) -> Result<u64, EngineError> {
+        let mut n = 0;
+        let mut ids = self.working.ids();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(m) = self.working.get(&id)? {
+                if namespace.is_none_or(|ns| m.namespace == ns) {
+                    f(m)?;
+                    n += 1;
+                }
+            }
+        }
+        self.warm.scan(|m| {
+            if namespace.is_none_or(|ns| m.namespace == ns) {
+                n += 1;
+                f(m)
+            } else {
+                Ok(())
+            }
+        })?;
+        self.cold.scan(|mut m| {
+            if namespace.is_none_or(|ns| m.namespace == ns) {
+                if let Some((count, last)) = self.warm.access(&m.id)? {
+                    m.access_count = count;
+                    m.last_accessed_at_us = last;
+                }
+                n += 1;
+                f(m)
+            } else {
+                Ok(())
+            }
+        })?;
+        Ok(n)
+    }
+
+    /// Ranked recall over the tiers the query names (cold only when asked): vector, text, or
+    /// both with importance and recency. Returned memories count as accessed.
+    pub(super) fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
+        if !self.search.is_enabled() {
+            return Err(EngineError::Config(
+                "this store was opened without its search structures (offline)".to_owned(),
+            ));
+        }
+        if let Some(e) = &q.embedding {
+            validate::embedding(e, self.config.dimensions).map_err(|e| match e {
+                EngineError::Invalid { message, .. } => EngineError::Invalid {
+                    field: "query_embedding",
+                    message,
+                },
+                other => other,
+            })?;
+        }
+        let read = |id: &Uuid| self.read(id);
+        let ctx = crate::search::query::Ctx {
+            index: &self.search,
+            warm: &self.warm,
+            cold: &self.cold,
+            read: &read,
+            now_us: self.now_us(),
+        };
+        let (ranked, total_count) = crate::search::query::rank(&ctx, q)?;
+        let mut hits = Vec::with_capacity(q.limit.min(ranked.len()));
+        for r in ranked.into_iter().skip(q.offset) {
+            if hits.len() >= q.limit {
+                break;
+            }
+            // Changed between ranking and this read: skip rather than return it stale.
+            let Some(m) = self.read(&r.id)? else {
+                continue;
+            };
+            if m.status != Status::Active
+                || m.namespace != q.namespace
+                || is_expired(&m, ctx.now_us)
+            {
+                continue;
+            }
+            hits.push(SearchHit {
+                memory: self.with_pending_access(m),
+                score: r.score,
+                distance: r.similarity.map(|s| 1.0 - s),
+                explanation: r.explanation,
+            });
+        }
+        let ids: Vec<Uuid> = hits.iter().map(|h| h.memory.id).collect();
+        self.record_access(&ids);
+        Ok(SearchResults { hits, total_count })
+    }
+
+    /// Up to `max` memories waiting for the background embedder, oldest first.
+    pub(super) fn pending_embeddings(&self, max: usize) -> Result<Vec<EmbedJob>, EngineError> {
+        let ids: Vec<Uuid> = self
+            .embed_pending
+            .lock()
+            .iter()
+            .take(max)
+            .copied()
+            .collect();
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.read(&id)? {
+                Some(m)
+                    if m.embedding_status == EmbeddingStatus::Pending
+                        && m.status != Status::Deleted =>
+                {
+                    jobs.push(EmbedJob {
+                        id,
+                        content: m.content,
+                        content_hash: m.content_hash,
+                    })
+                }
+                // Applied since: no longer waiting.
+                _ => {
+                    self.embed_pending.lock().remove(&id);
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Applied state of `id`, from whichever tier holds it.
+    pub(super) fn read(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        // A move applies into the new tier before leaving the old one, so looking in working,
+        // warm, then cold can only miss a memory whose move finished between two lookups: look
+        // once more in that case.
+        for _ in 0..2 {
+            if let Some(m) = self.working.get(id)? {
+                return Ok(Some(m));
+            }
+            if let Some(m) = self.warm.get(id)? {
+                return Ok(Some(m));
+            }
+            if let Some(mut m) = self.cold.get(id)? {
+                // Access state lives beside the immutable image.
+                if let Some((count, last)) = self.warm.access(id)? {
+                    m.access_count = count;
+                    m.last_accessed_at_us = last;
+                }
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A memory that exists and has not expired.
+    pub(super) fn read_live(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
+        Ok(self.read(id)?.filter(|m| !is_expired(m, self.now_us())))
+    }
+
+    pub(super) fn with_pending_access(&self, mut m: Memory) -> Memory {
+        if let Some((count, last)) = self.access_pending.lock().get(&m.id) {
+            m.access_count += count;
+            m.last_accessed_at_us = Some(m.last_accessed_at_us.map_or(*last, |l| l.max(*last)));
+        }
+        m
+    }
+
+    /// Logs the batched access statistics (one WAL record per batch; not waited on by readers).
+    pub(super) fn flush_access(&self) -> Result<(), EngineError> {
+        let drained: Vec<AccessDelta> = {
+            let mut pending = self.access_pending.lock();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            pending
+                .drain()
+                .map(|(id, (count, last))| AccessDelta {
+                    id,
+                    count,
+                    last_accessed_at_us: last,
+                })
+                .collect()
+        };
+        if self.is_poisoned() {
+            return Ok(());
+        }
+        for chunk in drained.chunks(MAX_ACCESS_DELTAS_PER_RECORD) {
+            let lsn = self.log(&mut self.writer.lock(), Op::Access(chunk.to_vec()))?;
+            self.commit(lsn)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Page, EngineError> {
+        let now = self.now_us();
+        let matches = |m: &Memory| {
+            (filter.include_deleted || !is_expired(m, now))
+                && filter.tier.is_none_or(|t| m.tier == t)
+                && match filter.status {
+                    Some(s) => m.status == s,
+                    None => filter.include_deleted || m.status != Status::Deleted,
+                }
+                && filter
+                    .tag
+                    .as_ref()
+                    .is_none_or(|t| m.tags.iter().any(|x| x == t))
+                && filter.namespace.as_ref().is_none_or(|n| &m.namespace == n)
+        };
+        let mut out = Vec::with_capacity(limit.min(256));
+        let mut cursor = after;
+        let mut scanned = 0usize;
+        let chunk = (limit * 2).clamp(64, 2048);
+        // Ids in order: the namespace index covers every tier; without a namespace, merge the
+        // sorted working-tier ids with the warm records.
+        let working_sorted: Vec<Uuid> = if filter.namespace.is_none() {
+            let mut ids = self.working.ids();
+            ids.sort_unstable();
+            ids
+        } else {
+            Vec::new()
+        };
+        loop {
+            let ids: Vec<Uuid> = match &filter.namespace {
+                Some(ns) => self.warm.ids_after(Some(ns), cursor, chunk)?,
+                None => {
+                    let warm = self.warm.ids_after(None, cursor, chunk)?;
+                    let start = match cursor {
+                        Some(c) => working_sorted.partition_point(|id| *id <= c),
+                        None => 0,
+                    };
+                    let mut merged: Vec<Uuid> = working_sorted[start..]
+                        .iter()
+                        .take(chunk)
+                        .copied()
+                        .chain(warm)
+                        .collect();
+                    merged.sort_unstable();
+                    merged.dedup();
+                    merged.truncate(chunk);
+                    merged
+                }
+            };
+            if ids.is_empty() {
+                return Ok(Page {
+                    memories: out,
+                    next_after: None,
+                });
+            }
+            for id in ids {
+                cursor = Some(id);
+                scanned += 1;
+                if let Some(m) = self.read(&id)? {
+                    if matches(&m) {
+                        out.push(self.with_pending_access(m));
+                        if out.len() >= limit {
+                            return Ok(Page {
+                                memories: out,
+                                next_after: cursor,
+                            });
+                        }
+                    }
+                }
+                if scanned >= LIST_SCAN_BUDGET {
+                    return Ok(Page {
+                        memories: out,
+                        next_after: cursor,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Whether `m`'s `expires_at` has passed.
+pub(super) fn is_expired(m: &Memory, now_us: i64) -> bool {
+    m.expires_at_us.is_some_and(|at| at <= now_us)
+}

@@ -1,0 +1,324 @@
+//! Unit tests of the write decisions and of apply, on a real store in a temporary directory:
+//! dedup against logged-but-unapplied claims, versions, deletes and purges, imports, room in
+//! the working tier, the chunked background logging, and the grouping and dedup rules apply
+//! follows. The daemon's end-to-end tests cover the same paths through HTTP; these pin the
+//! rules themselves.
+
+use std::sync::atomic::Ordering;
+
+use uuid::Uuid;
+
+use super::apply::{group_end, DedupChange};
+use super::tiering::Logged;
+use super::Engine;
+use crate::codec::{AccessDelta, Op, PutKind};
+use crate::config::{Clock, EngineConfig};
+use crate::model::{EmbeddingStatus, Memory, MemoryPatch, NewMemory, Status, Tier};
+use crate::EngineError;
+
+const DIMS: usize = 4;
+
+fn open(dir: &std::path::Path, working_capacity: usize) -> Engine {
+    open_with(dir, working_capacity, Clock::System)
+}
+
+fn open_with(dir: &std::path::Path, working_capacity: usize, clock: Clock) -> Engine {
+    let mut config = EngineConfig::new(dir);
+    config.dimensions = DIMS;
+    config.working_capacity = working_capacity;
+    config.working_heap_bytes = 1 << 24;
+    config.clock = clock;
+    // The policy runs when a test calls it, not on the background thread's schedule.
+    config.migration.enabled = false;
+    Engine::open(config).expect("open").0
+}
+
+/// 2026-01-01T00:00:00Z, where manual clocks start.
+const T0_US: i64 = 1_767_225_600_000_000;
+
+fn new(content: &str) -> NewMemory {
+    NewMemory {
+        namespace: "n".into(),
+        content: content.into(),
+        embedding: Some(vec![0.5; DIMS]),
+        importance: 0.5,
+        metadata_json: "{}".into(),
+        tags: vec![],
+        parent_id: None,
+        created_at_us: None,
+        expires_at_us: None,
+    }
+}
+
+fn put(memory: Memory, previous_tier: Option<Tier>, previous_hash: Option<[u8; 32]>) -> Op {
+    Op::Put {
+        kind: PutKind::Update,
+        memory,
+        previous_tier,
+        previous_hash,
+    }
+}
+
+#[test]
+fn a_duplicate_inside_one_batch_names_the_earlier_item() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let results = engine.create_batch(vec![new("See you!"), new("other"), new("See you!")]);
+    let first = results[0].as_ref().expect("stored").id;
+    results[1].as_ref().expect("stored");
+    match &results[2] {
+        Err(EngineError::Duplicate { existing }) => assert_eq!(*existing, first),
+        other => panic!("expected a duplicate of the first item, got {other:?}"),
+    }
+    // The claim outlives the batch: applied, it is the dedup index's.
+    assert!(matches!(
+        engine.create(new("See you!")),
+        Err(EngineError::Duplicate { existing }) if existing == first
+    ));
+}
+
+#[test]
+fn updates_bump_versions_and_keep_dedup_true() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let a = engine.create(new("alpha")).expect("a");
+    let b = engine.create(new("beta")).expect("b");
+    let patch = |content: &str| MemoryPatch {
+        content: Some(content.into()),
+        ..MemoryPatch::default()
+    };
+    // Taking content another memory holds is refused.
+    assert!(matches!(
+        engine.update(&b.id, patch("alpha")),
+        Err(EngineError::Duplicate { existing }) if existing == a.id
+    ));
+    let b2 = engine.update(&b.id, patch("gamma")).expect("update");
+    assert_eq!(b2.version, 2);
+    assert!(b2.updated_at_us >= b.updated_at_us);
+    assert_eq!(b2.embedding, None, "new content drops the old vector");
+    assert_eq!(b2.embedding_status, EmbeddingStatus::None);
+    // "beta" was released by the change, so it can be stored again.
+    engine
+        .create(new("beta"))
+        .expect("released content is free");
+    // A soft delete releases the hash; restoring it re-claims and so meets the new holder.
+    engine.delete(&a.id, false).expect("delete");
+    let a2 = engine.create(new("alpha")).expect("free after the delete");
+    let restore = MemoryPatch {
+        status: Some(Status::Active),
+        ..MemoryPatch::default()
+    };
+    assert!(matches!(
+        engine.update(&a.id, restore),
+        Err(EngineError::Duplicate { existing }) if existing == a2.id
+    ));
+    // Deleting twice is not found; a purge of a deleted memory removes it for good.
+    assert!(matches!(
+        engine.delete(&a.id, false),
+        Err(EngineError::NotFound(_))
+    ));
+    assert!(engine.delete(&a.id, true).expect("purge").purged);
+    assert_eq!(engine.get(&a.id).expect("get"), None);
+    engine.close().expect("close");
+}
+
+#[test]
+fn imports_keep_ids_and_refuse_what_would_break_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let stored = engine.create(new("kept")).expect("create");
+    let mut copy = stored.clone();
+    copy.id = Uuid::now_v7();
+    copy.namespace = "other".into();
+    let results = engine.import_batch(vec![stored.clone(), copy.clone()]);
+    assert!(matches!(
+        &results[0],
+        Err(EngineError::Invalid { field: "id", .. })
+    ));
+    let imported = results[1].as_ref().expect("imported");
+    assert_eq!((imported.id, imported.version), (copy.id, stored.version));
+    let mut bad = copy.clone();
+    bad.id = Uuid::now_v7();
+    bad.namespace = "third".into();
+    bad.content = "changed without its hash".into();
+    assert!(matches!(
+        &engine.import_batch(vec![bad])[0],
+        Err(EngineError::Invalid {
+            field: "content_hash",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_full_working_tier_moves_the_least_valuable_to_warm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 4);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let mut m = new(&format!("memory {i}"));
+        m.importance = if i == 0 { 1.0 } else { 0.1 };
+        ids.push(engine.create(m).expect("create").id);
+    }
+    let stats = engine.stats();
+    assert!(stats.working <= 4, "working holds {}", stats.working);
+    assert_eq!(stats.working + stats.warm, 10);
+    let first = engine.get(&ids[0]).expect("get").expect("present");
+    assert_eq!(first.tier, Tier::Working, "the most important memory stays");
+    for id in &ids {
+        assert!(engine.get(id).expect("get").is_some(), "{id} is somewhere");
+    }
+    engine.close().expect("close");
+}
+
+#[test]
+fn chunked_logging_commits_every_chunk_and_stops_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let inner = &engine.inner;
+    let ids: Vec<Uuid> = (0..600).map(|_| Uuid::now_v7()).collect();
+    let before = inner.wal.last_lsn();
+    // One access record per item: 600 records over three holds of the writer lock.
+    let logged = inner
+        .log_in_chunks(ids.iter().copied(), |w, id| {
+            let delta = AccessDelta {
+                id,
+                count: 1,
+                last_accessed_at_us: 1,
+            };
+            Ok(Logged::Yes(inner.log(w, Op::Access(vec![delta]))?))
+        })
+        .expect("logged");
+    assert_eq!(logged, 600);
+    assert_eq!(inner.wal.last_lsn(), before + 600);
+    assert_eq!(inner.applied_lsn.load(Ordering::Acquire), before + 600);
+    let mut seen = 0;
+    let logged = inner
+        .log_in_chunks(0..1000, |_, i| {
+            seen += 1;
+            Ok(if i == 3 { Logged::Stop } else { Logged::No })
+        })
+        .expect("stopped");
+    assert_eq!((logged, seen), (0, 4));
+}
+
+#[test]
+fn groups_hold_distinct_ids_and_order_sensitive_records_alone() {
+    let m = |id: Uuid, tier: Tier| Memory {
+        id,
+        tier,
+        ..crate::codec::tests::sample_memory()
+    };
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let access = Op::Access(vec![]);
+    let ready = vec![
+        (1, put(m(a, Tier::Working), None, None)),
+        (2, put(m(b, Tier::Working), None, None)),
+        (3, put(m(a, Tier::Warm), Some(Tier::Working), None)),
+        (4, access),
+        (5, put(m(b, Tier::Working), Some(Tier::Warm), None)),
+        (6, put(m(a, Tier::Warm), Some(Tier::Warm), None)),
+    ];
+    assert_eq!(
+        group_end(&ready, 0),
+        2,
+        "a second record of `a` starts a new group"
+    );
+    assert_eq!(group_end(&ready, 2), 3, "an access record is alone");
+    assert_eq!(group_end(&ready, 3), 4);
+    assert_eq!(group_end(&ready, 4), 5, "a promotion is alone");
+    assert_eq!(group_end(&ready, 5), 6);
+    let many: Vec<(u64, Op)> = (0..1000)
+        .map(|i| (i + 1, put(m(Uuid::now_v7(), Tier::Warm), None, None)))
+        .collect();
+    assert_eq!(group_end(&many, 0), super::apply::APPLY_GROUP_RECORDS);
+}
+
+#[test]
+fn dedup_changes_release_and_claim_by_the_rule() {
+    let mut memory = crate::codec::tests::sample_memory();
+    let old = memory.content_hash;
+    let same = put(memory.clone(), Some(Tier::Warm), Some(old));
+    let d = DedupChange::of(&same);
+    assert!(d.release.is_none(), "unchanged content keeps its claim");
+    assert_eq!(d.claim.map(|c| c.2), Some(memory.id));
+
+    memory.content_hash = [7; 32];
+    let changed = put(memory.clone(), Some(Tier::Warm), Some(old));
+    let d = DedupChange::of(&changed);
+    assert_eq!(d.release.map(|r| r.1), Some(old));
+    assert_eq!(d.claim.map(|c| c.1), Some([7; 32]));
+    assert_eq!(d.keys().count(), 2);
+
+    memory.status = Status::Deleted;
+    let deleted = put(memory.clone(), Some(Tier::Warm), Some([7; 32]));
+    let d = DedupChange::of(&deleted);
+    assert_eq!(d.release.map(|r| r.1), Some([7; 32]));
+    assert!(d.claim.is_none(), "a deleted memory holds nothing");
+
+    let purge = Op::Purge {
+        id: memory.id,
+        namespace: memory.namespace.clone(),
+        release_hash: None,
+        previous_tier: Tier::Warm,
+    };
+    let d = DedupChange::of(&purge);
+    assert!(d.release.is_none() && d.claim.is_none());
+}
+
+#[test]
+fn expiry_follows_the_clock_without_sleeping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(T0_US);
+    let engine = open_with(dir.path(), 100, clock.clone());
+    let mut m = new("short-lived");
+    m.expires_at_us = Some(T0_US + 60_000_000);
+    let stored = engine.create(m).expect("create");
+    assert_eq!(stored.created_at_us, T0_US);
+    clock.advance(std::time::Duration::from_secs(59));
+    assert!(engine.get(&stored.id).expect("get").is_some());
+    clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(
+        engine.get(&stored.id).expect("get"),
+        None,
+        "gone the moment it expires"
+    );
+    engine.inner.purge_expired().expect("purge");
+    assert_eq!(
+        engine.counters().memories_expired.load(Ordering::Relaxed),
+        1
+    );
+    let stats = engine.stats();
+    assert_eq!(stats.working + stats.warm + stats.cold, 0);
+    engine
+        .create(new("short-lived"))
+        .expect("the purge released the content");
+}
+
+#[test]
+fn the_policy_demotes_what_the_clock_says_went_unused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(T0_US);
+    let engine = open_with(dir.path(), 100, clock.clone());
+    let mut idle = new("idle");
+    idle.importance = 0.0;
+    let idle = engine.create(idle).expect("create");
+    let mut kept = new("important");
+    kept.importance = 1.0;
+    let kept = engine.create(kept).expect("create");
+    assert!(
+        engine.migrate(true).expect("plan").moves.is_empty(),
+        "nothing is idle yet"
+    );
+    // Retention exp(-t/S) with S = 1 day for an unused, unimportant memory: below the
+    // working tier's threshold after `working_to_warm_after` (1 day).
+    clock.advance(std::time::Duration::from_secs(86_400 + 60));
+    let report = engine.migrate(false).expect("migrate");
+    let moved: Vec<Uuid> = report.moves.iter().map(|m| m.id).collect();
+    assert_eq!(moved, vec![idle.id]);
+    let tier = |id: &Uuid| engine.get(id).expect("get").expect("present").tier;
+    assert_eq!(
+        (tier(&idle.id), tier(&kept.id)),
+        (Tier::Warm, Tier::Working)
+    );
+}

@@ -1,0 +1,580 @@
+//! The write decision: what a create, import, update, delete or embedding result becomes, under
+//! the writer lock — validation, dedup against logged-but-unapplied claims, versions, room in
+//! the working tier — and its append to the WAL. Durability and apply are `apply`'s.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use engram_wal::{Lsn, WalError};
+use uuid::Uuid;
+
+use super::read::is_expired;
+use super::Inner;
+use crate::codec::{self, Op, PutKind};
+use crate::model::{
+    content_hash, EmbeddingStatus, Memory, MemoryPatch, NewMemory, Status, Tier, MAX_BATCH_ITEMS,
+};
+use crate::validate;
+use crate::EngineError;
+
+/// What the writer knows beyond the applied state: records logged but not applied yet.
+pub(super) struct WriterState {
+    /// Latest logged-but-not-yet-applied image per id (`None`: purged).
+    pub(super) pending: HashMap<Uuid, (Lsn, Option<Memory>)>,
+    /// Dedup claims and releases not yet applied: `Some(id)` claimed, `None` released.
+    pub(super) pending_hashes: HashMap<(String, [u8; 32]), (Lsn, Option<Uuid>)>,
+    /// Working-tier count once everything logged is applied.
+    pub(super) working_projected: usize,
+}
+
+/// Outcome of a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deleted {
+    pub id: Uuid,
+    pub deleted_at_us: i64,
+    pub purged: bool,
+}
+
+/// A memory waiting for the background embedder.
+#[derive(Debug, Clone)]
+pub struct EmbedJob {
+    pub id: Uuid,
+    pub content: String,
+    pub content_hash: [u8; 32],
+}
+
+/// What the embedder made of an [`EmbedJob`].
+#[derive(Debug, Clone)]
+pub struct EmbedResult {
+    pub id: Uuid,
+    /// The content hash the vector was computed for.
+    pub content_hash: [u8; 32],
+    /// The vector, or why there is none.
+    pub outcome: Result<Vec<f32>, String>,
+    pub model: String,
+}
+
+impl Inner {
+    /// Stores up to [`MAX_BATCH_ITEMS`] memories with one group commit; one result per input.
+    pub(super) fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
+        if items.len() > MAX_BATCH_ITEMS {
+            return vec![Err(EngineError::Invalid {
+                field: "memories",
+                message: format!("at most {MAX_BATCH_ITEMS} memories per batch"),
+            })];
+        }
+        let now = self.now_us();
+        self.log_batch(items, |inner, w, item| inner.log_create(w, item, now))
+    }
+
+    /// Stores memories exactly as given (id, versions, timestamps, tier, status, access counts)
+    /// with one group commit: the other half of an export. One result per input; an id that
+    /// exists already, or content a namespace already holds, is refused.
+    pub(super) fn import_batch(&self, items: Vec<Memory>) -> Vec<Result<Memory, EngineError>> {
+        self.log_batch(items, |inner, w, item| inner.log_import(w, item))
+    }
+
+    /// Stores the embedder's results. A result for content that changed since is refused
+    /// (`Invalid`, field `content`): the memory stays pending for its new content.
+    pub(super) fn set_embeddings(
+        &self,
+        results: Vec<EmbedResult>,
+    ) -> Vec<Result<Memory, EngineError>> {
+        self.log_batch(results, Inner::log_embed)
+    }
+
+    /// Applies a partial update; `version` + 1.
+    pub(super) fn update(&self, id: &Uuid, mut patch: MemoryPatch) -> Result<Memory, EngineError> {
+        self.check_writable()?;
+        validate::patch(&patch, self.config.dimensions)?;
+        if patch.tier == Some(Tier::Cold) {
+            // Pinning to cold: apply the other fields (if any), then seal the result.
+            patch.tier = None;
+            let current = if patch == MemoryPatch::default() {
+                self.read_live(id)?.ok_or(EngineError::NotFound(*id))?
+            } else {
+                self.update(id, patch)?
+            };
+            if current.status == Status::Deleted {
+                return Err(EngineError::NotFound(*id));
+            }
+            if current.tier != Tier::Cold {
+                let moved = self.seal(vec![current.id], true)?;
+                if moved.is_empty() {
+                    return Err(EngineError::Busy(
+                        "the memory changed while moving to cold; retry",
+                    ));
+                }
+            }
+            return self.read_live(id)?.ok_or(EngineError::NotFound(*id));
+        }
+        let memory = {
+            let mut w = self.writer.lock();
+            self.log_update(&mut w, id, patch)?
+        };
+        self.commit(memory.lsn)?;
+        Ok(memory)
+    }
+
+    /// Soft-deletes (status `deleted`, hidden from lists) or, with `purge`, removes for good.
+    pub(super) fn delete(&self, id: &Uuid, purge: bool) -> Result<Deleted, EngineError> {
+        self.check_writable()?;
+        let (lsn, deleted) = {
+            let mut w = self.writer.lock();
+            self.log_delete(&mut w, id, purge)?
+        };
+        self.commit(lsn)?;
+        Ok(deleted)
+    }
+
+    pub(super) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire) || self.wal.is_poisoned()
+    }
+
+    pub(super) fn poison(&self, error: &EngineError) {
+        if !self.poisoned.swap(true, Ordering::AcqRel) {
+            tracing::error!(%error, "engine poisoned: refusing writes until restart");
+        }
+    }
+
+    /// A broken invariant: the engine's state cannot be trusted, so it stops taking writes as
+    /// after a failed fsync. Returns the error to report.
+    pub(super) fn invariant_failed(&self, detail: String) -> EngineError {
+        let error = EngineError::Invariant(detail);
+        self.poison(&error);
+        error
+    }
+
+    pub(super) fn check_writable(&self) -> Result<(), EngineError> {
+        if self.is_poisoned() {
+            return Err(EngineError::Poisoned);
+        }
+        let free = self.free_disk_bytes.load(Ordering::Relaxed);
+        if free < self.config.min_free_disk_bytes {
+            return Err(EngineError::StorageFull(format!(
+                "{free} bytes free on the data directory's filesystem, below storage.min_free_disk_bytes ({})",
+                self.config.min_free_disk_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The latest state of `id` as the writer sees it: logged-but-unapplied first.
+    pub(super) fn current(
+        &self,
+        w: &WriterState,
+        id: &Uuid,
+    ) -> Result<Option<Memory>, EngineError> {
+        if let Some((_, m)) = w.pending.get(id) {
+            return Ok(m.clone());
+        }
+        self.read(id)
+    }
+
+    /// Who holds `hash` in `namespace`, counting logged-but-unapplied claims and releases.
+    pub(super) fn hash_holder(
+        &self,
+        w: &WriterState,
+        namespace: &str,
+        hash: &[u8; 32],
+    ) -> Result<Option<Uuid>, EngineError> {
+        if let Some((_, holder)) = w.pending_hashes.get(&(namespace.to_owned(), *hash)) {
+            return Ok(*holder);
+        }
+        self.warm.find_hash(namespace, hash)
+    }
+
+    /// Appends `op` to the WAL and queues it for apply. The caller holds the writer lock.
+    pub(super) fn log(&self, w: &mut WriterState, mut op: Op) -> Result<Lsn, EngineError> {
+        if let Op::Put { memory, .. } = &mut op {
+            // Only a seal puts memories in cold (segments are immutable); callers redirect a
+            // changed cold memory to warm themselves, this only guards the invariant.
+            debug_assert!(memory.tier != Tier::Cold, "a Put into the cold tier");
+            if memory.tier == Tier::Cold {
+                memory.tier = Tier::Warm;
+            }
+        }
+        let payload = codec::encode_op(&op);
+        let (lsn, _) = self.wal.append(&payload).map_err(|e| match e {
+            WalError::RecordTooLarge { len } => EngineError::TooLarge {
+                field: "body",
+                message: format!("the memory encodes to {len} bytes, above the WAL record limit"),
+            },
+            other => EngineError::from(other),
+        })?;
+        match &mut op {
+            Op::Put {
+                memory,
+                previous_hash,
+                ..
+            } => {
+                memory.lsn = lsn;
+                if let Some(h) = previous_hash {
+                    if *h != memory.content_hash || memory.status == Status::Deleted {
+                        w.pending_hashes
+                            .insert((memory.namespace.clone(), *h), (lsn, None));
+                    }
+                }
+                if memory.status != Status::Deleted {
+                    w.pending_hashes.insert(
+                        (memory.namespace.clone(), memory.content_hash),
+                        (lsn, Some(memory.id)),
+                    );
+                }
+                w.pending.insert(memory.id, (lsn, Some(memory.clone())));
+            }
+            Op::Purge {
+                id,
+                namespace,
+                release_hash,
+                ..
+            } => {
+                if let Some(h) = release_hash {
+                    w.pending_hashes
+                        .insert((namespace.clone(), *h), (lsn, None));
+                }
+                w.pending.insert(*id, (lsn, None));
+            }
+            Op::ColdSeal { memories, .. } => {
+                for (m, _) in memories.iter() {
+                    w.pending.insert(m.id, (lsn, Some(m.clone())));
+                }
+            }
+            Op::Access(_) | Op::ColdCompact { .. } => {}
+        }
+        self.queue.lock().push_back((lsn, op));
+        Ok(lsn)
+    }
+
+    /// Logs every item under one hold of the writer lock, then makes them durable with one
+    /// group commit. One result per item; if the commit fails, every logged item fails with it.
+    pub(super) fn log_batch<T>(
+        &self,
+        items: Vec<T>,
+        log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<Memory, EngineError>,
+    ) -> Vec<Result<Memory, EngineError>> {
+        if let Err(e) = self.check_writable() {
+            return items.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let mut last_lsn = 0;
+        {
+            let mut w = self.writer.lock();
+            for item in items {
+                let result = log_one(self, &mut w, item);
+                if let Ok(m) = &result {
+                    last_lsn = m.lsn;
+                }
+                results.push(result);
+            }
+        }
+        if last_lsn > 0 {
+            if let Err(e) = self.commit(last_lsn) {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        results
+    }
+
+    pub(super) fn log_create(
+        &self,
+        w: &mut WriterState,
+        item: NewMemory,
+        now: i64,
+    ) -> Result<Memory, EngineError> {
+        validate::new_memory(
+            self.config.dimensions,
+            &item.namespace,
+            &item.content,
+            item.embedding.as_deref(),
+            item.importance,
+            &item.metadata_json,
+            &item.tags,
+        )?;
+        let hash = content_hash(&item.content);
+        if let Some(existing) = self.hash_holder(w, &item.namespace, &hash)? {
+            return Err(EngineError::Duplicate { existing });
+        }
+        // A new memory belongs in the working tier; if every memory there is an in-flight write
+        // (nothing can be evicted yet), it starts in warm rather than failing.
+        let tier = if self.make_room(w, 1)? {
+            Tier::Working
+        } else {
+            Tier::Warm
+        };
+        let memory = Memory {
+            id: Uuid::now_v7(),
+            namespace: item.namespace,
+            content: item.content,
+            content_hash: hash,
+            embedding_status: self.initial_embedding_status(item.embedding.is_some()),
+            embedding: item.embedding,
+            embedding_model: None,
+            tier,
+            status: Status::Active,
+            importance: item.importance,
+            access_count: 0,
+            last_accessed_at_us: None,
+            metadata_json: item.metadata_json,
+            tags: item.tags,
+            parent_id: item.parent_id,
+            created_at_us: item.created_at_us.unwrap_or(now),
+            updated_at_us: now,
+            expires_at_us: item.expires_at_us,
+            version: 1,
+            lsn: 0,
+        };
+        self.log_new(w, memory)
+    }
+
+    /// Logs a memory that did not exist before (created or imported) in its tier.
+    pub(super) fn log_new(
+        &self,
+        w: &mut WriterState,
+        memory: Memory,
+    ) -> Result<Memory, EngineError> {
+        let tier = memory.tier;
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Create,
+                memory: memory.clone(),
+                previous_tier: None,
+                previous_hash: None,
+            },
+        )?;
+        self.adjust_projected(w, None, Some(tier));
+        Ok(Memory { lsn, ..memory })
+    }
+
+    /// A memory stored with a vector is ready; without one it waits for the embedder if there
+    /// is one.
+    pub(super) fn initial_embedding_status(&self, has_vector: bool) -> EmbeddingStatus {
+        if has_vector {
+            EmbeddingStatus::Ready
+        } else if self.config.auto_embed {
+            EmbeddingStatus::Pending
+        } else {
+            EmbeddingStatus::None
+        }
+    }
+
+    pub(super) fn log_embed(
+        &self,
+        w: &mut WriterState,
+        r: EmbedResult,
+    ) -> Result<Memory, EngineError> {
+        let Some(current) = self.current(w, &r.id)? else {
+            return Err(EngineError::NotFound(r.id));
+        };
+        if current.content_hash != r.content_hash
+            || current.embedding_status != EmbeddingStatus::Pending
+            || current.status == Status::Deleted
+        {
+            return Err(EngineError::Invalid {
+                field: "content",
+                message: "changed since the embedding was computed".to_owned(),
+            });
+        }
+        let mut next = current.clone();
+        match r.outcome {
+            Ok(v) => {
+                validate::embedding(&v, self.config.dimensions)?;
+                next.embedding = Some(v);
+                next.embedding_status = EmbeddingStatus::Ready;
+                next.embedding_model = Some(r.model);
+            }
+            Err(reason) => next.embedding_status = EmbeddingStatus::Failed(reason),
+        }
+        if next.tier == Tier::Cold {
+            next.tier = Tier::Warm;
+        }
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Embed,
+                memory: next.clone(),
+                previous_tier: Some(current.tier),
+                previous_hash: Some(current.content_hash),
+            },
+        )?;
+        Ok(Memory { lsn, ..next })
+    }
+
+    pub(super) fn log_import(
+        &self,
+        w: &mut WriterState,
+        mut memory: Memory,
+    ) -> Result<Memory, EngineError> {
+        validate::new_memory(
+            self.config.dimensions,
+            &memory.namespace,
+            &memory.content,
+            memory.embedding.as_deref(),
+            memory.importance,
+            &memory.metadata_json,
+            &memory.tags,
+        )?;
+        if memory.content_hash != content_hash(&memory.content) {
+            return Err(EngineError::Invalid {
+                field: "content_hash",
+                message: "does not match the content".to_owned(),
+            });
+        }
+        if self.current(w, &memory.id)?.is_some() {
+            return Err(EngineError::Invalid {
+                field: "id",
+                message: format!("{} exists already", memory.id),
+            });
+        }
+        if memory.status != Status::Deleted {
+            if let Some(existing) = self.hash_holder(w, &memory.namespace, &memory.content_hash)? {
+                return Err(EngineError::Duplicate { existing });
+            }
+        }
+        if memory.embedding.is_some() {
+            memory.embedding_status = EmbeddingStatus::Ready;
+        } else if memory.embedding_status == EmbeddingStatus::Ready {
+            memory.embedding_status = self.initial_embedding_status(false);
+        }
+        if memory.tier == Tier::Cold || (memory.tier == Tier::Working && !self.make_room(w, 1)?) {
+            memory.tier = Tier::Warm;
+        }
+        self.log_new(w, memory)
+    }
+
+    pub(super) fn log_update(
+        &self,
+        w: &mut WriterState,
+        id: &Uuid,
+        patch: MemoryPatch,
+    ) -> Result<Memory, EngineError> {
+        let Some(current) = self
+            .current(w, id)?
+            .filter(|m| !is_expired(m, self.now_us()))
+        else {
+            return Err(EngineError::NotFound(*id));
+        };
+        if current.status == Status::Deleted && patch.status.is_none() {
+            return Err(EngineError::NotFound(*id));
+        }
+        let mut next = current.clone();
+        let applied = patch.apply_to(&mut next);
+        if applied.content_changed || applied.vector_given {
+            next.embedding_model = None;
+            next.embedding_status = self.initial_embedding_status(next.embedding.is_some());
+        }
+        // A cold segment is immutable: a changed memory leaves it (for warm, unless the patch
+        // names a tier). Moving into cold is a seal, done by `Engine::update` after this.
+        if next.tier == Tier::Cold {
+            next.tier = Tier::Warm;
+        }
+        let holds_hash = current.status != Status::Deleted;
+        let claims_hash = next.status != Status::Deleted;
+        if claims_hash && (applied.content_changed || !holds_hash) {
+            if let Some(existing) = self.hash_holder(w, &next.namespace, &next.content_hash)? {
+                if existing != *id {
+                    return Err(EngineError::Duplicate { existing });
+                }
+            }
+        }
+        if next.tier == Tier::Working && current.tier != Tier::Working && !self.make_room(w, 1)? {
+            return Err(EngineError::Busy(
+                "the working tier is full of in-flight writes; retry",
+            ));
+        }
+        next.version = current.version + 1;
+        next.updated_at_us = self.now_us().max(current.updated_at_us);
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Update,
+                memory: next.clone(),
+                previous_tier: Some(current.tier),
+                previous_hash: holds_hash.then_some(current.content_hash),
+            },
+        )?;
+        self.adjust_projected(w, Some(current.tier), Some(next.tier));
+        Ok(Memory { lsn, ..next })
+    }
+
+    pub(super) fn log_delete(
+        &self,
+        w: &mut WriterState,
+        id: &Uuid,
+        purge: bool,
+    ) -> Result<(Lsn, Deleted), EngineError> {
+        let Some(current) = self.current(w, id)? else {
+            return Err(EngineError::NotFound(*id));
+        };
+        if !purge && is_expired(&current, self.now_us()) {
+            return Err(EngineError::NotFound(*id));
+        }
+        let now = self.now_us().max(current.updated_at_us);
+        let holds_hash = current.status != Status::Deleted;
+        if purge {
+            let lsn = self.log(
+                w,
+                Op::Purge {
+                    id: *id,
+                    namespace: current.namespace.clone(),
+                    release_hash: holds_hash.then_some(current.content_hash),
+                    previous_tier: current.tier,
+                },
+            )?;
+            self.adjust_projected(w, Some(current.tier), None);
+            return Ok((
+                lsn,
+                Deleted {
+                    id: *id,
+                    deleted_at_us: now,
+                    purged: true,
+                },
+            ));
+        }
+        if current.status == Status::Deleted {
+            return Err(EngineError::NotFound(*id));
+        }
+        let mut next = current.clone();
+        next.status = Status::Deleted;
+        next.version += 1;
+        next.updated_at_us = now;
+        if next.tier == Tier::Cold {
+            // Segments are immutable: the deleted state is kept in warm.
+            next.tier = Tier::Warm;
+        }
+        let lsn = self.log(
+            w,
+            Op::Put {
+                kind: PutKind::Update,
+                memory: next,
+                previous_tier: Some(current.tier),
+                previous_hash: Some(current.content_hash),
+            },
+        )?;
+        Ok((
+            lsn,
+            Deleted {
+                id: *id,
+                deleted_at_us: now,
+                purged: false,
+            },
+        ))
+    }
+
+    pub(super) fn adjust_projected(
+        &self,
+        w: &mut WriterState,
+        from: Option<Tier>,
+        to: Option<Tier>,
+    ) {
+        if from == Some(Tier::Working) && to != Some(Tier::Working) {
+            w.working_projected = w.working_projected.saturating_sub(1);
+        }
+        if to == Some(Tier::Working) && from != Some(Tier::Working) {
+            w.working_projected += 1;
+        }
+    }
+}

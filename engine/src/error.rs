@@ -1,0 +1,99 @@
+//! [`EngineError`]: everything that can go wrong in the engine, by class.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+/// Everything that can go wrong in the engine.
+///
+/// - caller error: `Invalid`, `TooLarge`, `NotFound`, `Duplicate`;
+/// - capacity: `StorageFull`, `Busy`;
+/// - corruption: `Corrupt`, `Invariant` (state the engine cannot trust: it poisons itself);
+/// - I/O and environment: `Io`, `Rocks`, `Index`, `Wal`, `Locked`, `Config`;
+/// - poisoned: `Poisoned` (a failed write or fsync, or a broken invariant, earlier).
+///
+/// Cloning never changes the class: sources are shared (`Arc`), so one failure fanned out to
+/// every item of a batch reaches each caller as the same error. A poisoned WAL always becomes
+/// `Poisoned`, on every path.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("{field} {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{field} {message}")]
+    TooLarge {
+        field: &'static str,
+        message: String,
+    },
+    #[error("memory {0} not found")]
+    NotFound(Uuid),
+    #[error("a memory with the same content already exists in this namespace: {existing}")]
+    Duplicate { existing: Uuid },
+    #[error("storage full: {0}")]
+    StorageFull(String),
+    #[error("busy: {0}")]
+    Busy(&'static str),
+    #[error("corruption in {path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("internal invariant broken: {0}")]
+    Invariant(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("RocksDB error in {path}: {message}")]
+    Rocks { path: PathBuf, message: String },
+    #[error("vector index: {0}")]
+    Index(String),
+    #[error(transparent)]
+    Wal(Arc<engram_wal::WalError>),
+    #[error("data directory is locked by another process ({path})")]
+    Locked { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the engine is poisoned by a failed write or fsync; restart to recover from the WAL")]
+    Poisoned,
+}
+
+impl EngineError {
+    pub fn io(path: &Path, source: std::io::Error) -> EngineError {
+        EngineError::Io {
+            path: path.to_path_buf(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+impl From<engram_wal::WalError> for EngineError {
+    fn from(e: engram_wal::WalError) -> EngineError {
+        match e {
+            engram_wal::WalError::Poisoned => EngineError::Poisoned,
+            other => EngineError::Wal(Arc::new(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_wal_is_poisoned_and_clones_keep_their_class() {
+        assert!(matches!(
+            EngineError::from(engram_wal::WalError::Poisoned),
+            EngineError::Poisoned
+        ));
+        let io = EngineError::io(Path::new("/x"), std::io::Error::other("disk on fire"));
+        let copy = io.clone();
+        assert!(matches!(copy, EngineError::Io { .. }));
+        assert_eq!(copy.to_string(), io.to_string());
+        let source = std::error::Error::source(&copy).expect("the I/O error is the source");
+        assert_eq!(source.to_string(), "disk on fire");
+    }
+}

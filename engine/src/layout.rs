@@ -1,0 +1,99 @@
+//! The data directory's layout: every path the engine, snapshots and the offline tools use
+//! inside it comes from [`DataDir`], so the names are written once.
+//!
+//! ```text
+//! <root>/LOCK        flock'd by the process that has the store open
+//!        wal/        active WAL segments
+//!        archive/    closed WAL segments kept for point-in-time restore
+//!        working/    the working tier's slot and heap files and its checkpoint
+//!        warm/       RocksDB
+//!        search/     the saved HNSW graph and its keys file
+//!        cold/       cold segments and their manifest
+//!        snapshots/  online snapshots, one directory each
+//! ```
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::EngineError;
+
+/// A data directory (it need not exist yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("LOCK")
+    }
+
+    pub fn wal(&self) -> PathBuf {
+        self.root.join("wal")
+    }
+
+    pub fn archive(&self) -> PathBuf {
+        self.root.join("archive")
+    }
+
+    pub fn working(&self) -> PathBuf {
+        self.root.join("working")
+    }
+
+    pub fn warm(&self) -> PathBuf {
+        self.root.join("warm")
+    }
+
+    pub fn search(&self) -> PathBuf {
+        self.root.join("search")
+    }
+
+    pub fn cold(&self) -> PathBuf {
+        self.root.join("cold")
+    }
+
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Takes the directory's lock file (creating the directory), so two processes never open
+    /// one store. Held until the returned file is dropped.
+    pub fn lock(&self) -> Result<File, EngineError> {
+        std::fs::create_dir_all(&self.root).map_err(|e| EngineError::io(&self.root, e))?;
+        let path = self.lock_file();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| EngineError::io(&path, e))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                use std::io::Write;
+                let mut f = &file;
+                // The holder's pid, for an operator who finds the store locked; best effort.
+                let _ = f.write_all(format!("{}\n", std::process::id()).as_bytes());
+                Ok(file)
+            }
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(EngineError::Locked { path }),
+            Err(e) => Err(EngineError::io(&path, e.into())),
+        }
+    }
+
+    /// Bytes free to unprivileged users on the directory's filesystem (`u64::MAX` if unknown,
+    /// so an unreadable statvfs never refuses writes by itself).
+    pub fn free_bytes(&self) -> u64 {
+        rustix::fs::statvfs(&self.root)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .unwrap_or(u64::MAX)
+    }
+}

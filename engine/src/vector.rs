@@ -1,0 +1,105 @@
+//! Vector arithmetic shared by the tiers and search: dot products and norms over `f32`, the
+//! CRC that names a vector's content, and i8 quantization with integer dot products.
+//!
+//! A leaf module: it depends on nothing else in the crate, so every tier and the search code
+//! can use it without the module graph pointing back up.
+
+/// CRC32 of a vector's little-endian bytes: tells whether the HNSW copy is current.
+pub fn vector_crc(v: &[f32]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for x in v {
+        h.update(&x.to_le_bytes());
+    }
+    h.finalize()
+}
+
+/// Σ a·b of two slices of equal length.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Sixteen independent lanes over exact chunks (no bounds checks): the compiler turns this
+    // into SIMD multiply-adds.
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// Euclidean length.
+pub fn norm(a: &[f32]) -> f32 {
+    dot(a, a).sqrt()
+}
+
+/// Cosine similarity of a unit query with `v`.
+pub(crate) fn cosine(unit_query: &[f32], v: &[f32]) -> f32 {
+    let n = norm(v);
+    if n == 0.0 {
+        0.0
+    } else {
+        dot(unit_query, v) / n
+    }
+}
+
+/// i8 codes and the scale that maps them back: `x ≈ code × scale`.
+pub fn quantize(v: &[f32]) -> (f32, Vec<i8>) {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 {
+        return (0.0, vec![0; v.len()]);
+    }
+    let scale = max / 127.0;
+    (
+        scale,
+        v.iter()
+            .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
+            .collect(),
+    )
+}
+
+/// Bytes as i8 codes (same size and alignment; every bit pattern is a valid `i8`).
+pub(crate) fn as_i8(b: &[u8]) -> &[i8] {
+    bytemuck::cast_slice(b)
+}
+
+/// Σ c·q over i8 codes (see [`i8_dot_norm`]).
+pub(crate) fn i8_dot(c: &[i8], q: &[i8]) -> i32 {
+    i8_dot_and::<false>(c, q).0
+}
+
+/// (Σ c·q, Σ c·c) over i8 codes, with integer multiply-adds in 32 lanes.
+pub(crate) fn i8_dot_norm(c: &[i8], q: &[i8]) -> (i32, i32) {
+    i8_dot_and::<true>(c, q)
+}
+
+/// |c·q| ≤ 127² per term and codes are at most a few thousand long, so i32 cannot overflow:
+/// wrapping arithmetic only spares the overflow checks that would keep the loop from
+/// vectorizing. `NORM`: also Σ c·c (compiled out when false).
+fn i8_dot_and<const NORM: bool>(c: &[i8], q: &[i8]) -> (i32, i32) {
+    let mut dot = [0i32; 32];
+    let mut norm = [0i32; 32];
+    for (c, x) in c.chunks_exact(32).zip(q.chunks_exact(32)) {
+        for l in 0..32 {
+            let cl = i32::from(c[l]);
+            dot[l] = dot[l].wrapping_add(cl.wrapping_mul(i32::from(x[l])));
+            if NORM {
+                norm[l] = norm[l].wrapping_add(cl.wrapping_mul(cl));
+            }
+        }
+    }
+    let tail = c.len().min(q.len()) - c.len().min(q.len()) % 32;
+    let mut d = dot.iter().fold(0i32, |a, b| a.wrapping_add(*b));
+    let mut n = norm.iter().fold(0i32, |a, b| a.wrapping_add(*b));
+    for (c, x) in c[tail..].iter().zip(&q[tail..]) {
+        d = d.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*x)));
+        if NORM {
+            n = n.wrapping_add(i32::from(*c).wrapping_mul(i32::from(*c)));
+        }
+    }
+    (d, n)
+}
