@@ -135,6 +135,18 @@ pub enum Provider {
     },
 }
 
+impl Provider {
+    /// The provider's name, as `embedding.provider` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::None => "none",
+            Provider::Local { .. } => "local",
+            Provider::Ollama { .. } => "ollama",
+            Provider::OpenAi { .. } => "openai",
+        }
+    }
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -414,6 +426,61 @@ pub fn env_name(key: &str) -> String {
     format!("ENGRAM_{}", key.replace('.', "_").to_ascii_uppercase())
 }
 
+/// What the command line says about configuration.
+#[derive(Debug, Clone, Default)]
+pub struct CommandLine {
+    /// `--config FILE` (or `ENGRAM_CONFIG`).
+    pub config: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<String>,
+    /// `--set KEY=VALUE`, in order.
+    pub set: Vec<String>,
+}
+
+/// The settings of this process: the file, then `ENGRAM_*` variables, then the command line;
+/// an `ENGRAM_*` variable that is no key is refused (a typo must not be silently ignored).
+/// Also the fault injector `ENGRAM_FAULT_FSYNC_FAIL_AFTER` asks for, for drills and tests.
+pub fn from_process(
+    cli: &CommandLine,
+) -> Result<(Settings, Option<engram_engine::FaultInjector>), ConfigError> {
+    let mut overrides = Vec::new();
+    if let Some(l) = &cli.listen {
+        overrides.push(("listen".to_owned(), l.clone()));
+    }
+    if let Some(d) = &cli.data_dir {
+        overrides.push(("data_dir".to_owned(), d.clone()));
+    }
+    for s in &cli.set {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| err(&format!("--set {s}"), "expected KEY=VALUE"))?;
+        overrides.push((k.trim().to_owned(), v.to_owned()));
+    }
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("ENGRAM_"))
+        .collect();
+    if let Some((name, _)) = env.iter().find(|(k, _)| {
+        k != "ENGRAM_CONFIG"
+            && !k.starts_with("ENGRAM_FAULT_")
+            && !KEYS.iter().any(|(key, _, _)| env_name(key) == **k)
+    }) {
+        return Err(err(
+            name,
+            "not a configuration variable (see --print-config-keys)",
+        ));
+    }
+    let settings = load(cli.config.as_deref(), &env, &overrides)?;
+    let fault = match std::env::var("ENGRAM_FAULT_FSYNC_FAIL_AFTER") {
+        Ok(v) => Some(crate::fsync_failure_after(v.parse().map_err(|_| {
+            err("ENGRAM_FAULT_FSYNC_FAIL_AFTER", "expected an integer")
+        })?)),
+        Err(_) => None,
+    };
+    Ok((settings, fault))
+}
+
 /// Merges file, environment and overrides (in that order of precedence, lowest first) and
 /// validates the result.
 pub fn load(
@@ -451,14 +518,28 @@ pub fn load(
     validate(raw)
 }
 
-fn positive(
-    key: &str,
-    v: Option<i64>,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, ConfigError> {
-    let v = v.unwrap_or(default);
+/// The default of `key`, from [`KEYS`] (the one place defaults are written).
+///
+/// # Panics
+/// If `key` is not in the table: a key the validator reads must be listed.
+pub fn default_of(key: &str) -> &'static str {
+    KEYS.iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, _, default)| *default)
+        .unwrap_or_else(|| panic!("{key} is read by the validator but not listed in KEYS"))
+}
+
+fn default_bool(key: &str) -> bool {
+    default_of(key) == "true"
+}
+
+fn positive(key: &str, v: Option<i64>, min: i64, max: i64) -> Result<i64, ConfigError> {
+    let v = match v {
+        Some(v) => v,
+        None => default_of(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("the default of {key} is an integer")),
+    };
     if v < min || v > max {
         return Err(err(
             key,
@@ -468,16 +549,21 @@ fn positive(
     Ok(v)
 }
 
-fn fraction(key: &str, v: Option<f64>, default: f64, max: f64) -> Result<f64, ConfigError> {
-    let v = v.unwrap_or(default);
+fn fraction(key: &str, v: Option<f64>, max: f64) -> Result<f64, ConfigError> {
+    let v = match v {
+        Some(v) => v,
+        None => default_of(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("the default of {key} is a number")),
+    };
     if !(0.0..=max).contains(&v) {
         return Err(err(key, format!("must be between 0 and {max}, got {v}")));
     }
     Ok(v)
 }
 
-fn duration(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
-    let s = v.unwrap_or_else(|| default.to_owned());
+fn duration(key: &str, v: Option<String>) -> Result<Duration, ConfigError> {
+    let s = v.unwrap_or_else(|| default_of(key).to_owned());
     parse_duration(&s).ok_or_else(|| {
         err(
             key,
@@ -487,22 +573,32 @@ fn duration(key: &str, v: Option<String>, default: &str) -> Result<Duration, Con
 }
 
 fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
-    let listen_s = raw.listen.unwrap_or_else(|| "127.0.0.1:3333".to_owned());
+    let listen_s = raw
+        .listen
+        .unwrap_or_else(|| default_of("listen").to_owned());
     let listen: SocketAddr = listen_s
         .parse()
         .map_err(|_| err("listen", format!("expected ADDRESS:PORT, got {listen_s:?}")))?;
-    let data_dir = raw.data_dir.unwrap_or_else(|| "./engram-data".to_owned());
+    let data_dir = raw
+        .data_dir
+        .unwrap_or_else(|| default_of("data_dir").to_owned());
     if data_dir.is_empty() {
         return Err(err("data_dir", "must not be empty"));
     }
-    let log_level = raw.log_level.unwrap_or_else(|| "info".to_owned());
+    let log_level = raw
+        .log_level
+        .unwrap_or_else(|| default_of("log_level").to_owned());
     if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
         return Err(err(
             "log_level",
             format!("expected error, warn, info, debug or trace, got {log_level:?}"),
         ));
     }
-    let log_json = match raw.log_format.as_deref().unwrap_or("text") {
+    let log_json = match raw
+        .log_format
+        .as_deref()
+        .unwrap_or(default_of("log_format"))
+    {
         "text" => false,
         "json" => true,
         other => {
@@ -515,7 +611,6 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let dimensions = positive(
         "embedding.dimensions",
         raw.embedding.dimensions,
-        384,
         1,
         MAX_DIMENSIONS as i64,
     )?;
@@ -523,7 +618,12 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         v.filter(|s| !s.trim().is_empty())
             .ok_or_else(|| err(key, "must be set for this embedding.provider"))
     };
-    let provider = match raw.embedding.provider.as_deref().unwrap_or("none") {
+    let provider = match raw
+        .embedding
+        .provider
+        .as_deref()
+        .unwrap_or(default_of("embedding.provider"))
+    {
         "none" => Provider::None,
         "local" => Provider::Local {
             model_dir: PathBuf::from(non_empty("embedding.model_dir", raw.embedding.model_dir)?),
@@ -538,7 +638,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             api_key_env: raw
                 .embedding
                 .api_key_env
-                .unwrap_or_else(|| "OPENAI_API_KEY".to_owned()),
+                .unwrap_or_else(|| default_of("embedding.api_key_env").to_owned()),
         },
         other => {
             return Err(err(
@@ -547,23 +647,17 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             ))
         }
     };
-    let embed_batch = positive(
-        "embedding.batch_size",
-        raw.embedding.batch_size,
-        256,
-        1,
-        1024,
-    )?;
-    let embed_timeout = duration("embedding.timeout", raw.embedding.timeout, "30s")?;
+    let embed_batch = positive("embedding.batch_size", raw.embedding.batch_size, 1, 1024)?;
+    let embed_timeout = duration("embedding.timeout", raw.embedding.timeout)?;
     // 0: one per CPU.
-    let embed_threads = match positive("embedding.threads", raw.embedding.threads, 0, 0, 256)? {
+    let embed_threads = match positive("embedding.threads", raw.embedding.threads, 0, 256)? {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         n => n as usize,
     };
     let quantization_s = raw
         .search
         .hnsw_quantization
-        .unwrap_or_else(|| "bf16".to_owned());
+        .unwrap_or_else(|| default_of("search.hnsw_quantization").to_owned());
     let quantization = Quantization::parse(&quantization_s).ok_or_else(|| {
         err(
             "search.hnsw_quantization",
@@ -571,56 +665,48 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         )
     })?;
     let search = SearchConfig {
-        stemming: raw.search.stemming.unwrap_or(true),
+        stemming: raw
+            .search
+            .stemming
+            .unwrap_or(default_bool("search.stemming")),
         connectivity: positive(
             "search.hnsw_connectivity",
             raw.search.hnsw_connectivity,
-            16,
             2,
             256,
         )? as usize,
         expansion_add: positive(
             "search.hnsw_expansion_add",
             raw.search.hnsw_expansion_add,
-            128,
             1,
             4096,
         )? as usize,
         expansion_search: positive(
             "search.hnsw_expansion_search",
             raw.search.hnsw_expansion_search,
-            256,
             1,
             4096,
         )? as usize,
         quantization,
-        threads: positive(
-            "search.max_concurrent",
-            raw.search.max_concurrent,
-            32,
-            1,
-            1024,
-        )? as usize,
+        threads: positive("search.max_concurrent", raw.search.max_concurrent, 1, 1024)? as usize,
         save_after_changes: positive(
             "search.index_save_changes",
             raw.search.index_save_changes,
-            50_000,
             1,
             i64::MAX,
         )? as u64,
         exact_candidates_max: positive(
             "search.exact_candidates_max",
             raw.search.exact_candidates_max,
-            20_000,
             0,
             10_000_000,
         )? as usize,
     };
-    let sync_interval = duration("wal.sync_interval", raw.wal.sync_interval, "10ms")?;
+    let sync_interval = duration("wal.sync_interval", raw.wal.sync_interval)?;
     if sync_interval.is_zero() {
         return Err(err("wal.sync_interval", "must be above zero"));
     }
-    let sync_mode = match raw.wal.sync.as_deref().unwrap_or("always") {
+    let sync_mode = match raw.wal.sync.as_deref().unwrap_or(default_of("wal.sync")) {
         "always" => SyncMode::Always,
         "interval" => SyncMode::Interval(sync_interval),
         "none" => SyncMode::NoSync,
@@ -634,17 +720,17 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let wal_segment_bytes = positive(
         "wal.segment_bytes",
         raw.wal.segment_bytes,
-        64 << 20,
         16 << 20,
         1 << 32,
     )?;
-    let wal_archive_retention = match raw.wal.archive_retention.as_deref() {
+    let wal_archive_retention = match raw
+        .wal
+        .archive_retention
+        .as_deref()
+        .or(Some(default_of("wal.archive_retention")))
+    {
         Some("forever") => None,
-        other => Some(duration(
-            "wal.archive_retention",
-            other.map(str::to_owned),
-            "7d",
-        )?),
+        other => Some(duration("wal.archive_retention", other.map(str::to_owned))?),
     };
     if let (Some(a), Some(b)) = (raw.working.capacity, raw.tier_migration.working_capacity) {
         if a != b {
@@ -657,52 +743,42 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let working_capacity = positive(
         "tier_migration.working_capacity",
         raw.tier_migration.working_capacity.or(raw.working.capacity),
-        100_000,
         1,
         100_000_000,
     )?;
     let tm = raw.tier_migration;
     let migration = MigrationConfig {
-        enabled: tm.enabled.unwrap_or(true),
-        interval: duration("tier_migration.interval", tm.interval, "1m")?,
+        enabled: tm.enabled.unwrap_or(default_bool("tier_migration.enabled")),
+        interval: duration("tier_migration.interval", tm.interval)?,
         working_to_warm_after: duration(
             "tier_migration.working_to_warm_after",
             tm.working_to_warm_after,
-            "1d",
         )?,
-        warm_to_cold_after: duration(
-            "tier_migration.warm_to_cold_after",
-            tm.warm_to_cold_after,
-            "30d",
-        )?,
+        warm_to_cold_after: duration("tier_migration.warm_to_cold_after", tm.warm_to_cold_after)?,
         min_importance_to_stay_warm: fraction(
             "tier_migration.min_importance_to_stay_warm",
             tm.min_importance_to_stay_warm,
-            0.8,
             1.0,
         )? as f32,
         promote_after_accesses: positive(
             "tier_migration.promote_after_accesses",
             tm.promote_after_accesses,
-            3,
             0,
             i64::MAX,
         )? as u64,
-        strength: duration("tier_migration.strength", tm.strength, "1d")?,
-        access_weight: fraction("tier_migration.access_weight", tm.access_weight, 1.0, 1e6)?,
+        strength: duration("tier_migration.strength", tm.strength)?,
+        access_weight: fraction("tier_migration.access_weight", tm.access_weight, 1e6)?,
         importance_weight: fraction(
             "tier_migration.importance_weight",
             tm.importance_weight,
-            1.0,
             1e6,
         )?,
         compact_dead_ratio: fraction(
             "tier_migration.compact_dead_ratio",
             tm.compact_dead_ratio,
-            0.3,
             1.0,
         )?,
-        zstd_level: positive("tier_migration.zstd_level", tm.zstd_level, 3, 1, 19)? as i32,
+        zstd_level: positive("tier_migration.zstd_level", tm.zstd_level, 1, 19)? as i32,
     };
     if migration.interval.is_zero() || migration.strength.is_zero() {
         return Err(err(
@@ -713,72 +789,63 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let working_heap_bytes = positive(
         "working.heap_bytes",
         raw.working.heap_bytes,
-        8 << 30,
         1 << 24,
         1 << 44,
     )?;
     let block_cache_bytes = positive(
         "storage.block_cache_bytes",
         raw.storage.block_cache_bytes,
-        256 << 20,
         1 << 20,
         1 << 40,
     )?;
     let min_free_disk_bytes = positive(
         "storage.min_free_disk_bytes",
         raw.storage.min_free_disk_bytes,
-        64 << 20,
         0,
         i64::MAX,
     )?;
     let checkpoint_interval = duration(
         "storage.checkpoint_interval",
         raw.storage.checkpoint_interval,
-        "60s",
     )?;
     let checkpoint_wal_bytes = positive(
         "storage.checkpoint_wal_bytes",
         raw.storage.checkpoint_wal_bytes,
-        256 << 20,
         1 << 20,
         1 << 40,
     )?;
     let access_flush_interval = duration(
         "storage.access_flush_interval",
         raw.storage.access_flush_interval,
-        "1s",
     )?;
     let max_body_bytes = positive(
         "limits.max_body_bytes",
         raw.limits.max_body_bytes,
-        8 << 20,
         2 << 20,
         1 << 30,
     )?;
     let max_batch_body_bytes = positive(
         "limits.max_batch_body_bytes",
         raw.limits.max_batch_body_bytes,
-        64 << 20,
         2 << 20,
         1 << 32,
     )?;
-    let shutdown_timeout = duration(
-        "limits.shutdown_timeout",
-        raw.limits.shutdown_timeout,
-        "30s",
-    )?;
-    let snapshot_interval = match raw.backup.snapshot_interval.as_deref() {
+    let shutdown_timeout = duration("limits.shutdown_timeout", raw.limits.shutdown_timeout)?;
+    let snapshot_interval = match raw
+        .backup
+        .snapshot_interval
+        .as_deref()
+        .or(Some(default_of("backup.snapshot_interval")))
+    {
         None | Some("off") => None,
         other => Some(duration(
             "backup.snapshot_interval",
             other.map(str::to_owned),
-            "off",
         )?),
     };
     let snapshots_kept = positive(
         "backup.snapshots_kept",
         raw.backup.snapshots_kept,
-        7,
         1,
         10_000,
     )?;
@@ -800,10 +867,9 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         "rate_limit.requests_per_second",
         raw.rate_limit.requests_per_second,
         0,
-        0,
         10_000_000,
     )?;
-    let rate_limit_burst = positive("rate_limit.burst", raw.rate_limit.burst, 0, 0, 10_000_000)?;
+    let rate_limit_burst = positive("rate_limit.burst", raw.rate_limit.burst, 0, 10_000_000)?;
     Ok(Settings {
         listen,
         data_dir: PathBuf::from(data_dir),
@@ -818,7 +884,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         migration,
         sync_mode,
         wal_segment_bytes: wal_segment_bytes as u64,
-        wal_archive: raw.wal.archive.unwrap_or(true),
+        wal_archive: raw.wal.archive.unwrap_or(default_bool("wal.archive")),
         wal_archive_retention,
         working_capacity: working_capacity as usize,
         working_heap_bytes: working_heap_bytes as u64,
@@ -895,6 +961,141 @@ mod tests {
         std::fs::write(&path, "[wal]\nsnyc = \"always\"\n").expect("write");
         let e = load(Some(&path), &[], &[]).expect_err("unknown key");
         assert!(e.to_string().contains("snyc"), "{e}");
+    }
+
+    #[test]
+    fn every_default_round_trips_and_matches_the_engine() {
+        let defaults = load(None, &[], &[]).expect("defaults are valid");
+        for (key, _, default) in KEYS {
+            if default.is_empty() {
+                continue;
+            }
+            let set = [((*key).to_owned(), (*default).to_owned())];
+            let explicit = load(None, &[], &set).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(
+                format!("{explicit:?}"),
+                format!("{defaults:?}"),
+                "setting {key} to its listed default changes the settings"
+            );
+        }
+        // The engine's own defaults (for library users and the offline tools) are the same.
+        let ours = defaults.engine_config();
+        let engine = EngineConfig::new(&defaults.data_dir);
+        assert_eq!(ours.search, engine.search);
+        assert_eq!(ours.migration, engine.migration);
+        assert_eq!(ours.search, SearchConfig::default());
+        assert_eq!(ours.migration, MigrationConfig::default());
+        let pairs: [(&str, String, String); 14] = [
+            (
+                "dimensions",
+                ours.dimensions.to_string(),
+                engine.dimensions.to_string(),
+            ),
+            (
+                "working_capacity",
+                ours.working_capacity.to_string(),
+                engine.working_capacity.to_string(),
+            ),
+            (
+                "working_heap_bytes",
+                ours.working_heap_bytes.to_string(),
+                engine.working_heap_bytes.to_string(),
+            ),
+            (
+                "wal_segment_bytes",
+                ours.wal_segment_bytes.to_string(),
+                engine.wal_segment_bytes.to_string(),
+            ),
+            (
+                "sync_mode",
+                format!("{:?}", ours.sync_mode),
+                format!("{:?}", engine.sync_mode),
+            ),
+            (
+                "wal_archive",
+                ours.wal_archive.to_string(),
+                engine.wal_archive.to_string(),
+            ),
+            (
+                "wal_archive_retention",
+                format!("{:?}", ours.wal_archive_retention),
+                format!("{:?}", engine.wal_archive_retention),
+            ),
+            (
+                "block_cache_bytes",
+                ours.block_cache_bytes.to_string(),
+                engine.block_cache_bytes.to_string(),
+            ),
+            (
+                "checkpoint_interval",
+                format!("{:?}", ours.checkpoint_interval),
+                format!("{:?}", engine.checkpoint_interval),
+            ),
+            (
+                "checkpoint_wal_bytes",
+                ours.checkpoint_wal_bytes.to_string(),
+                engine.checkpoint_wal_bytes.to_string(),
+            ),
+            (
+                "access_flush_interval",
+                format!("{:?}", ours.access_flush_interval),
+                format!("{:?}", engine.access_flush_interval),
+            ),
+            (
+                "min_free_disk_bytes",
+                ours.min_free_disk_bytes.to_string(),
+                engine.min_free_disk_bytes.to_string(),
+            ),
+            (
+                "snapshot_interval",
+                format!("{:?}", ours.snapshot_interval),
+                format!("{:?}", engine.snapshot_interval),
+            ),
+            (
+                "snapshots_kept",
+                ours.snapshots_kept.to_string(),
+                engine.snapshots_kept.to_string(),
+            ),
+        ];
+        for (field, a, b) in pairs {
+            assert_eq!(
+                a, b,
+                "EngineConfig::{field}: the key table says {a}, the engine {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_key_with_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let rows: Vec<Vec<&str>> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+            .filter(|cells: &Vec<&str>| cells.len() >= 3 && cells[1].starts_with("`ENGRAM_"))
+            .collect();
+        assert_eq!(
+            rows.len(),
+            KEYS.len(),
+            "README's configuration table has one row per key"
+        );
+        for (key, _, default) in KEYS {
+            let row = rows
+                .iter()
+                .find(|r| r[0] == format!("`{key}`"))
+                .unwrap_or_else(|| panic!("README does not list {key}"));
+            assert_eq!(row[1], format!("`{}`", env_name(key)), "{key}");
+            if default.is_empty() {
+                assert_eq!(row[2], "(none)", "{key}");
+            } else {
+                assert!(
+                    row[2].starts_with(&format!("`{default}`")),
+                    "README gives {key} the default {}, the table {default}",
+                    row[2]
+                );
+            }
+        }
     }
 
     #[test]

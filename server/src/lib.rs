@@ -12,29 +12,43 @@ pub mod api;
 pub mod config;
 pub mod embed;
 pub mod error;
+mod handlers;
 pub mod http;
 pub mod metrics;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use engram_engine::{Engine, FaultInjector, IoOp};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 pub use config::Settings;
 pub use http::AppState;
 
+/// Most connections served at once; more wait in the listen backlog until one closes.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// A client has this long to send a request's headers, so idle or slow connections cannot hold
+/// the connection slots for ever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Accepts connections on `listener` until `shutdown` resolves, then stops accepting and waits
 /// (up to the configured timeout) for in-flight requests to finish.
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        // A free connection slot first, so a flood waits in the backlog, not in memory.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -48,6 +62,8 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
                 let state = Arc::clone(&state);
                 let service = service_fn(move |req| http::handle(Arc::clone(&state), req, peer));
                 let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
@@ -55,6 +71,7 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,
@@ -65,6 +82,25 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(timeout) => tracing::warn!(?timeout, "shutdown timeout: closing remaining connections"),
+    }
+}
+
+/// Logging, as the settings ask (`RUST_LOG` overrides the level).
+pub mod telemetry {
+    use crate::config::Settings;
+
+    /// Installs the global `tracing` subscriber: text or JSON lines on stderr.
+    pub fn init(settings: &Settings) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+        if settings.log_json {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .init();
+        } else {
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+        }
     }
 }
 

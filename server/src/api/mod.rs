@@ -1,12 +1,14 @@
 //! JSON wire types of the v1 API and their conversion to and from engine types. Engine types are
 //! never serialized directly: this module is the only place that knows the wire shape.
 
+pub mod replies;
+
 use engram_engine::search::{
-    HybridWeights, MetadataCondition, MetadataFilter, SearchHit, SearchMode, SearchQuery,
+    HybridWeights, MetadataCondition, MetadataFilter, SearchMode, SearchQuery,
 };
 use engram_engine::{
-    hex, is_valid_namespace, EmbeddingStatus, Memory, MemoryPatch, NewMemory, Status, Tier, Uuid,
-    DEFAULT_IMPORTANCE, DEFAULT_NAMESPACE,
+    hex, is_valid_namespace, namespace_rule, EmbeddingStatus, Memory, MemoryPatch, NewMemory, Tier,
+    UnknownName, Uuid, DEFAULT_IMPORTANCE, DEFAULT_NAMESPACE,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -201,12 +203,7 @@ impl SearchRequest {
         let namespace = self
             .namespace
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        if !is_valid_namespace(&namespace) {
-            return Err(ApiError::invalid(
-                "namespace",
-                "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
-            ));
-        }
+        check_namespace(&namespace)?;
         let mut q = SearchQuery::new(namespace);
         q.mode = match (forced, self.search_type.as_deref()) {
             (Some(m), _) => m,
@@ -243,14 +240,7 @@ impl SearchRequest {
             }
             q.tiers = tiers
                 .iter()
-                .map(|t| {
-                    Tier::parse(t).ok_or_else(|| {
-                        ApiError::invalid(
-                            "tiers",
-                            format!("must hold working, warm or cold, got {t:?}"),
-                        )
-                    })
-                })
+                .map(|t| parse_name("tiers", t))
                 .collect::<Result<_, _>>()?;
         }
         if self.include_cold == Some(true) && !q.tiers.contains(&Tier::Cold) {
@@ -364,41 +354,22 @@ impl SearchRequest {
     }
 }
 
-fn component(c: &engram_engine::search::Component) -> Value {
-    serde_json::json!({ "value": c.value, "weight": c.weight, "contribution": c.contribution() })
+/// Refuses an invalid namespace, saying what a valid one is.
+pub fn check_namespace(namespace: &str) -> Result<(), ApiError> {
+    if is_valid_namespace(namespace) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("namespace", namespace_rule()))
+    }
 }
 
-/// One search result as the API shows it.
-pub fn search_hit_json(hit: SearchHit, shape: SearchShape, half_life_hours: f64) -> Value {
-    let e = &hit.explanation;
-    let explanation = shape.explain.then(|| {
-        serde_json::json!({
-            "score": hit.score,
-            "semantic": component(&e.semantic),
-            "text": component(&e.text),
-            "importance": component(&e.importance),
-            "recency": component(&e.recency),
-            "similarity": e.similarity,
-            "bm25": e.bm25,
-            "recency_half_life_hours": half_life_hours,
-        })
-    });
-    let mut memory = serde_json::to_value(MemoryOut::new(hit.memory, shape.include_embedding))
-        .expect("memories always serialize");
-    if !shape.include_metadata {
-        if let Some(o) = memory.as_object_mut() {
-            o.remove("metadata");
-        }
-    }
-    let mut out = serde_json::json!({
-        "memory": memory,
-        "score": hit.score,
-        "distance": hit.distance,
-    });
-    if let (Some(x), Some(o)) = (explanation, out.as_object_mut()) {
-        o.insert("explanation".to_owned(), x);
-    }
-    out
+/// Parses a tier or a status; the error names the field and the allowed names.
+pub fn parse_name<T: std::str::FromStr<Err = UnknownName>>(
+    field: &'static str,
+    s: &str,
+) -> Result<T, ApiError> {
+    s.parse()
+        .map_err(|e: UnknownName| ApiError::invalid(field, e.to_string()))
 }
 
 /// Parses an RFC 3339 timestamp to microseconds since the epoch, UTC.
@@ -513,28 +484,8 @@ impl PatchMemory {
             importance: self.importance_score.map(importance).transpose()?,
             metadata_json: self.metadata.map(metadata_text),
             tags: self.tags,
-            status: self
-                .status
-                .map(|s| {
-                    Status::parse(&s).ok_or_else(|| {
-                        ApiError::invalid(
-                            "status",
-                            format!("must be active, archived or deleted, got {s:?}"),
-                        )
-                    })
-                })
-                .transpose()?,
-            tier: self
-                .tier
-                .map(|s| {
-                    Tier::parse(&s).ok_or_else(|| {
-                        ApiError::invalid(
-                            "tier",
-                            format!("must be working, warm or cold, got {s:?}"),
-                        )
-                    })
-                })
-                .transpose()?,
+            status: self.status.map(|s| parse_name("status", &s)).transpose()?,
+            tier: self.tier.map(|s| parse_name("tier", &s)).transpose()?,
             parent_id: self
                 .parent_id
                 .map(|p| p.map(|s| parse_id("parent_id", &s)).transpose())
@@ -567,10 +518,13 @@ pub struct MemoryOut {
     pub embedding_model: Option<String>,
     pub tier: &'static str,
     pub status: &'static str,
-    pub importance_score: f32,
+    /// The stored `f32`, widened exactly to `f64` (as every reply has written it).
+    pub importance_score: f64,
     pub access_count: u64,
     pub last_accessed_at: Option<String>,
-    pub metadata: Box<RawValue>,
+    /// Left out of search results with `include_metadata: false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Box<RawValue>>,
     pub tags: Vec<String>,
     pub parent_id: Option<String>,
     pub created_at: String,
@@ -598,10 +552,10 @@ impl MemoryOut {
             embedding_model: m.embedding_model,
             tier: m.tier.as_str(),
             status: m.status.as_str(),
-            importance_score: m.importance,
+            importance_score: f64::from(m.importance),
             access_count: m.access_count,
             last_accessed_at: m.last_accessed_at_us.map(format_time),
-            metadata,
+            metadata: Some(metadata),
             tags: m.tags,
             parent_id: m.parent_id.map(|p| p.to_string()),
             created_at: format_time(m.created_at_us),

@@ -1,0 +1,347 @@
+//! Typed replies of the v1 API: every body the server sends is one of these (or a
+//! [`MemoryOut`](super::MemoryOut)), so the wire contract lives in types, not in `json!` calls.
+
+use std::collections::BTreeMap;
+
+use engram_engine::search::{Component, SearchHit};
+use engram_engine::snapshot::SnapshotManifest;
+use engram_engine::{CompactionReport, Deleted, MigrationReport, Tier, TierReport};
+use serde::Serialize;
+
+use super::{format_time, MemoryOut, SearchShape};
+use crate::error::ApiError;
+
+/// `DELETE /api/v1/memories/{id}`.
+#[derive(Debug, Serialize)]
+pub struct DeletedOut {
+    pub id: String,
+    pub deleted_at: String,
+    pub purged: bool,
+}
+
+impl From<Deleted> for DeletedOut {
+    fn from(d: Deleted) -> DeletedOut {
+        DeletedOut {
+            id: d.id.to_string(),
+            deleted_at: format_time(d.deleted_at_us),
+            purged: d.purged,
+        }
+    }
+}
+
+/// `GET /api/v1/memories`.
+#[derive(Debug, Serialize)]
+pub struct ListOut {
+    pub memories: Vec<MemoryOut>,
+    pub next_cursor: Option<String>,
+}
+
+/// The error of one batch item, in place of the memory.
+#[derive(Debug, Serialize)]
+pub struct ItemError {
+    pub code: &'static str,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+/// One item of a batch reply: the stored memory, or why it was not stored.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum BatchItem {
+    Stored(Box<MemoryOut>),
+    Failed { error: ItemError },
+}
+
+impl From<ApiError> for BatchItem {
+    fn from(e: ApiError) -> BatchItem {
+        BatchItem::Failed {
+            error: ItemError {
+                code: e.code,
+                message: e.message,
+                details: e.details,
+            },
+        }
+    }
+}
+
+/// `POST /api/v1/memories/batch`.
+#[derive(Debug, Serialize)]
+pub struct BatchOut {
+    pub results: Vec<BatchItem>,
+}
+
+/// One score component of an explanation.
+#[derive(Debug, Serialize)]
+pub struct ComponentOut {
+    pub value: f32,
+    pub weight: f32,
+    pub contribution: f32,
+}
+
+impl From<&Component> for ComponentOut {
+    fn from(c: &Component) -> ComponentOut {
+        ComponentOut {
+            value: c.value,
+            weight: c.weight,
+            contribution: c.contribution(),
+        }
+    }
+}
+
+/// Why a result scored what it did (`explain_score`).
+#[derive(Debug, Serialize)]
+pub struct ExplanationOut {
+    pub score: f32,
+    pub semantic: ComponentOut,
+    pub text: ComponentOut,
+    pub importance: ComponentOut,
+    pub recency: ComponentOut,
+    pub similarity: Option<f32>,
+    pub bm25: f32,
+    pub recency_half_life_hours: f64,
+}
+
+/// One search result.
+#[derive(Debug, Serialize)]
+pub struct SearchHitOut {
+    pub memory: MemoryOut,
+    pub score: f32,
+    pub distance: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<ExplanationOut>,
+}
+
+impl SearchHitOut {
+    pub fn new(hit: SearchHit, shape: SearchShape, half_life_hours: f64) -> SearchHitOut {
+        let e = &hit.explanation;
+        let explanation = shape.explain.then(|| ExplanationOut {
+            score: hit.score,
+            semantic: (&e.semantic).into(),
+            text: (&e.text).into(),
+            importance: (&e.importance).into(),
+            recency: (&e.recency).into(),
+            similarity: e.similarity,
+            bm25: e.bm25,
+            recency_half_life_hours: half_life_hours,
+        });
+        let mut memory = MemoryOut::new(hit.memory, shape.include_embedding);
+        if !shape.include_metadata {
+            memory.metadata = None;
+        }
+        SearchHitOut {
+            memory,
+            score: hit.score,
+            distance: hit.distance,
+            explanation,
+        }
+    }
+}
+
+/// `POST /api/v1/search` and its `semantic` and `text` forms.
+#[derive(Debug, Serialize)]
+pub struct SearchOut {
+    pub results: Vec<SearchHitOut>,
+    pub total_count: usize,
+    pub query_time_ms: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The embedding part of the health reply.
+#[derive(Debug, Serialize)]
+pub struct HealthEmbedding {
+    pub provider: &'static str,
+    pub model: Option<String>,
+    pub pending: usize,
+}
+
+/// Memories per tier.
+#[derive(Debug, Serialize)]
+pub struct TierCounts {
+    pub working: u64,
+    pub warm: u64,
+    pub cold: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealthWal {
+    pub durable_lsn: u64,
+}
+
+/// `GET /api/v1/health`.
+#[derive(Debug, Serialize)]
+pub struct HealthOut {
+    pub status: &'static str,
+    pub database_connected: bool,
+    pub embedding_service_available: bool,
+    pub embedding: HealthEmbedding,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub tiers: TierCounts,
+    pub wal: HealthWal,
+}
+
+/// A snapshot in the admin replies.
+#[derive(Debug, Serialize)]
+pub struct SnapshotOut {
+    pub id: String,
+    pub lsn: u64,
+    pub commit_time: Option<String>,
+    pub created_at: String,
+    pub files: usize,
+    pub bytes: u64,
+    /// Only in the reply to a create.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
+}
+
+impl From<&SnapshotManifest> for SnapshotOut {
+    fn from(m: &SnapshotManifest) -> SnapshotOut {
+        SnapshotOut {
+            id: m.id.clone(),
+            lsn: m.lsn,
+            commit_time: (m.commit_time_us > 0).then(|| format_time(m.commit_time_us)),
+            created_at: format_time(m.created_at_us),
+            files: m.files.len(),
+            bytes: m.files.iter().map(|(_, b, _)| b).sum(),
+            took_ms: None,
+        }
+    }
+}
+
+/// `GET /api/v1/admin/snapshots`.
+#[derive(Debug, Serialize)]
+pub struct SnapshotListOut {
+    pub snapshots: Vec<SnapshotOut>,
+}
+
+/// `DELETE /api/v1/admin/snapshots/{id}`.
+#[derive(Debug, Serialize)]
+pub struct SnapshotDeletedOut {
+    pub id: String,
+    pub deleted: bool,
+}
+
+/// Moves reported in full; beyond this only the counts.
+pub const MAX_REPORTED_MOVES: usize = 1000;
+
+/// One planned or made tier move.
+#[derive(Debug, Serialize)]
+pub struct MoveOut {
+    pub id: String,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub retention: f64,
+    pub reason: &'static str,
+}
+
+/// `POST /api/v1/admin/migrate`.
+#[derive(Debug, Serialize)]
+pub struct MigrateOut {
+    pub dry_run: bool,
+    pub moved: usize,
+    pub planned: usize,
+    pub by_route: BTreeMap<String, u64>,
+    pub skipped: usize,
+    pub moves: Vec<MoveOut>,
+    pub moves_truncated: bool,
+    pub took_ms: u64,
+}
+
+impl From<MigrationReport> for MigrateOut {
+    fn from(r: MigrationReport) -> MigrateOut {
+        let mut by_route = BTreeMap::new();
+        for m in &r.moves {
+            *by_route
+                .entry(format!("{}_to_{}", m.from.as_str(), m.to.as_str()))
+                .or_default() += 1;
+        }
+        MigrateOut {
+            dry_run: r.dry_run,
+            moved: if r.dry_run { 0 } else { r.moves.len() },
+            planned: r.moves.len(),
+            by_route,
+            skipped: r.skipped,
+            moves_truncated: r.moves.len() > MAX_REPORTED_MOVES,
+            moves: r
+                .moves
+                .iter()
+                .take(MAX_REPORTED_MOVES)
+                .map(|m| MoveOut {
+                    id: m.id.to_string(),
+                    from: m.from.as_str(),
+                    to: m.to.as_str(),
+                    retention: m.retention,
+                    reason: m.reason,
+                })
+                .collect(),
+            took_ms: r.took.as_millis() as u64,
+        }
+    }
+}
+
+/// `POST /api/v1/admin/compact`.
+#[derive(Debug, Serialize)]
+pub struct CompactOut {
+    pub segments_in: usize,
+    pub segments_out: usize,
+    pub live_kept: usize,
+    pub dead_dropped: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub took_ms: u64,
+}
+
+impl From<CompactionReport> for CompactOut {
+    fn from(r: CompactionReport) -> CompactOut {
+        CompactOut {
+            segments_in: r.segments_in,
+            segments_out: r.segments_out,
+            live_kept: r.live_kept,
+            dead_dropped: r.dead_dropped,
+            bytes_before: r.bytes_before,
+            bytes_after: r.bytes_after,
+            took_ms: r.took.as_millis() as u64,
+        }
+    }
+}
+
+/// One tier in `GET /api/v1/tiers`.
+#[derive(Debug, Serialize)]
+pub struct TierOut {
+    pub count: u64,
+    pub bytes_on_disk: u64,
+    pub avg_importance: f64,
+    pub avg_access_count: f64,
+    pub oldest_access: Option<String>,
+    /// Cold only: live segments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<usize>,
+}
+
+/// `GET /api/v1/tiers`.
+#[derive(Debug, Serialize)]
+pub struct TiersOut {
+    pub tiers: BTreeMap<&'static str, TierOut>,
+}
+
+impl TiersOut {
+    pub fn new(report: &[TierReport; 3], cold_segments: usize) -> TiersOut {
+        let tiers = Tier::ALL
+            .iter()
+            .zip(report)
+            .map(|(tier, r)| {
+                let out = TierOut {
+                    count: r.count,
+                    bytes_on_disk: r.bytes_on_disk,
+                    avg_importance: r.avg_importance,
+                    avg_access_count: r.avg_access_count,
+                    oldest_access: r.oldest_access_us.map(format_time),
+                    segments: (*tier == Tier::Cold).then_some(cold_segments),
+                };
+                (tier.as_str(), out)
+            })
+            .collect();
+        TiersOut { tiers }
+    }
+}

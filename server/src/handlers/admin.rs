@@ -1,0 +1,98 @@
+//! The admin endpoints: snapshots, the migration policy, compaction and the tier report. Only a
+//! key that is not limited to namespaces reaches them (checked by the router).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::json;
+
+use crate::api::replies::{
+    CompactOut, MigrateOut, SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TiersOut,
+};
+use crate::error::ApiError;
+use crate::http::body::{blocking, parse_json, read_body};
+use crate::http::{json_reply, AppState, Reply};
+
+pub(crate) async fn snapshot_create(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let started = Instant::now();
+    let manifest = blocking(move || engine.create_snapshot()).await??;
+    state
+        .metrics
+        .operations
+        .with_label_values(&["snapshot"])
+        .inc();
+    let body = SnapshotOut {
+        took_ms: Some(started.elapsed().as_millis() as u64),
+        ..SnapshotOut::from(&manifest)
+    };
+    Ok(json_reply(StatusCode::CREATED, &body))
+}
+
+pub(crate) async fn snapshot_list(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let all = blocking(move || engine.list_snapshots()).await??;
+    let body = SnapshotListOut {
+        snapshots: all.iter().map(SnapshotOut::from).collect(),
+    };
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
+pub(crate) async fn snapshot_delete(state: &Arc<AppState>, id: String) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let owned = id.clone();
+    if !blocking(move || engine.delete_snapshot(&owned)).await?? {
+        return Err(ApiError {
+            details: json!({ "id": id }),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "SNAPSHOT_NOT_FOUND",
+                format!("no snapshot {id}"),
+            )
+        });
+    }
+    Ok(json_reply(
+        StatusCode::OK,
+        &SnapshotDeletedOut { id, deleted: true },
+    ))
+}
+
+/// The body of `POST /api/v1/admin/migrate` (optional).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrateBody {
+    dry_run: Option<bool>,
+}
+
+pub(crate) async fn migrate(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Reply, ApiError> {
+    let body = read_body(req, state.settings.max_body_bytes).await?;
+    let dry_run = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        parse_json::<MigrateBody>(&body)?.dry_run.unwrap_or(false)
+    };
+    let engine = Arc::clone(&state.engine);
+    let report = blocking(move || engine.migrate(dry_run)).await??;
+    Ok(json_reply(StatusCode::OK, &MigrateOut::from(report)))
+}
+
+pub(crate) async fn compact(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let report = blocking(move || engine.compact()).await??;
+    Ok(json_reply(StatusCode::OK, &CompactOut::from(report)))
+}
+
+pub(crate) async fn tiers(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let (report, stats) =
+        blocking(move || engine.tier_report().map(|r| (r, engine.stats()))).await??;
+    Ok(json_reply(
+        StatusCode::OK,
+        &TiersOut::new(&report, stats.cold_segments),
+    ))
+}

@@ -1,0 +1,354 @@
+//! The memory endpoints: create, batch create, get, update, delete and list. Every engine call
+//! runs on a blocking thread: a write waits for its group commit, and even a read may decompress
+//! a cold block or, for a list, read thousands of memories.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engram_engine::{
+    EmbeddingStatus, EngineError, ListFilter, Memory, NewMemory, Uuid, MAX_BATCH_ITEMS,
+    MAX_LIST_LIMIT,
+};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::{json, Value};
+
+use crate::api::replies::{BatchItem, BatchOut, DeletedOut, ListOut};
+use crate::api::{self, BatchCreate, CreateMemory, MemoryOut, PatchMemory};
+use crate::config::ApiKey;
+use crate::error::ApiError;
+use crate::http::auth::authorize;
+use crate::http::body::{blocking, parse_json, read_body, Query};
+use crate::http::{json_reply, AppState, Reply};
+
+/// Longest a `?wait_for_embedding=true` write waits for its vector.
+const EMBEDDING_WAIT: Duration = Duration::from_secs(30);
+/// How long one look at a pending memory waits for the embedder's next batch.
+const EMBEDDING_POLL: Duration = Duration::from_millis(200);
+/// Page size of a list that names none.
+const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// The flags every single-memory write takes.
+struct WriteParams {
+    include_embedding: bool,
+    wait_for_embedding: bool,
+}
+
+impl WriteParams {
+    fn from_query(query: &Query) -> Result<WriteParams, ApiError> {
+        Ok(WriteParams {
+            include_embedding: query.flag("include_embedding")?,
+            wait_for_embedding: query.flag("wait_for_embedding")?,
+        })
+    }
+}
+
+/// After a write: wake the embedder for a pending memory, and with `wait` return the memory once
+/// it is embedded (or failed, or the wait ran out: then still `pending`).
+async fn after_write(state: &Arc<AppState>, m: Memory, wait: bool) -> Result<Memory, ApiError> {
+    if m.embedding_status != EmbeddingStatus::Pending {
+        return Ok(m);
+    }
+    let Some(worker) = &state.embed_worker else {
+        return Ok(m);
+    };
+    worker.wake();
+    if !wait {
+        return Ok(m);
+    }
+    let state = Arc::clone(state);
+    let id = m.id;
+    blocking(move || {
+        let deadline = Instant::now() + EMBEDDING_WAIT;
+        let mut current = m;
+        while current.embedding_status == EmbeddingStatus::Pending && Instant::now() < deadline {
+            if let Some(w) = &state.embed_worker {
+                w.wait_batch(EMBEDDING_POLL);
+            }
+            match state.engine.get(&id)? {
+                Some(m) => current = m,
+                None => break,
+            }
+        }
+        Ok::<Memory, EngineError>(current)
+    })
+    .await?
+    .map_err(ApiError::from)
+}
+
+/// Counts a completed single-memory write and answers with the memory.
+fn memory_reply(
+    state: &AppState,
+    operation: &str,
+    status: StatusCode,
+    memory: Memory,
+    include_embedding: bool,
+) -> Reply {
+    state
+        .metrics
+        .operations
+        .with_label_values(&[operation])
+        .inc();
+    json_reply(status, &MemoryOut::new(memory, include_embedding))
+}
+
+fn check_create(req: CreateMemory, key: Option<&ApiKey>) -> Result<NewMemory, ApiError> {
+    let new = req.into_new()?;
+    api::check_namespace(&new.namespace)?;
+    authorize(key, &new.namespace)?;
+    Ok(new)
+}
+
+/// Reads memory `id` for a key limited to namespaces, and refuses it outside them.
+async fn authorized_read(
+    state: &Arc<AppState>,
+    id: Uuid,
+    key: Option<&ApiKey>,
+) -> Result<Memory, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let m = blocking(move || engine.get(&id))
+        .await??
+        .ok_or(EngineError::NotFound(id))?;
+    authorize(key, &m.namespace)?;
+    Ok(m)
+}
+
+pub(crate) async fn create(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
+    let params = WriteParams::from_query(query)?;
+    let body = read_body(req, state.settings.max_body_bytes).await?;
+    let new = check_create(parse_json(&body)?, key)?;
+    let engine = Arc::clone(&state.engine);
+    let memory = blocking(move || engine.create(new)).await??;
+    let memory = after_write(state, memory, params.wait_for_embedding).await?;
+    Ok(memory_reply(
+        state,
+        "create",
+        StatusCode::CREATED,
+        memory,
+        params.include_embedding,
+    ))
+}
+
+pub(crate) async fn batch(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
+    let params = WriteParams::from_query(query)?;
+    let body = read_body(req, state.settings.max_batch_body_bytes).await?;
+    let req: BatchCreate = parse_json(&body)?;
+    if req.memories.is_empty() || req.memories.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::invalid(
+            "memories",
+            format!(
+                "must hold 1 to {MAX_BATCH_ITEMS} memories, got {}",
+                req.memories.len()
+            ),
+        ));
+    }
+    // Parse every item; items that fail stay as errors in place, the rest go to the engine.
+    let parsed: Vec<Result<NewMemory, ApiError>> = req
+        .memories
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            parse_json::<CreateMemory>(value.get().as_bytes())
+                .and_then(|req| check_create(req, key))
+                .map_err(|e| locate(e, i))
+        })
+        .collect();
+    let valid: Vec<NewMemory> = parsed
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let engine = Arc::clone(&state.engine);
+    let stored = blocking(move || engine.create_batch(valid)).await?;
+    let mut stored = if params.wait_for_embedding {
+        let mut out = Vec::with_capacity(stored.len());
+        for r in stored {
+            out.push(match r {
+                Ok(m) => Ok(after_write(state, m, true).await?),
+                Err(e) => Err(e),
+            });
+        }
+        out.into_iter()
+    } else {
+        if let Some(w) = &state.embed_worker {
+            w.wake();
+        }
+        stored.into_iter()
+    };
+    let mut results = Vec::with_capacity(parsed.len());
+    let mut created = 0u64;
+    for (i, item) in parsed.into_iter().enumerate() {
+        results.push(match item {
+            Err(e) => BatchItem::from(e),
+            Ok(_) => match stored.next().expect("one engine result per valid item") {
+                Ok(m) => {
+                    created += 1;
+                    BatchItem::Stored(Box::new(MemoryOut::new(m, params.include_embedding)))
+                }
+                Err(e) => BatchItem::from(locate(ApiError::from(e), i)),
+            },
+        });
+    }
+    state
+        .metrics
+        .operations
+        .with_label_values(&["create"])
+        .inc_by(created);
+    Ok(json_reply(StatusCode::OK, &BatchOut { results }))
+}
+
+/// Points an error about one batch item at it: `field` becomes `memories[i].field`.
+fn locate(mut e: ApiError, i: usize) -> ApiError {
+    if let Some(field) = e.details.get("field").and_then(Value::as_str) {
+        let field = format!("memories[{i}].{field}");
+        e.details = json!({ "field": field, "index": i });
+    } else {
+        e.details["index"] = json!(i);
+    }
+    e
+}
+
+pub(crate) async fn get(
+    state: &Arc<AppState>,
+    id: &str,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
+    let id = api::parse_id("id", id)?;
+    let include_embedding = query.flag("include_embedding")?;
+    if key.is_some() {
+        authorized_read(state, id, key).await?;
+    }
+    let engine = Arc::clone(&state.engine);
+    let memory = blocking(move || engine.get_and_touch(&id))
+        .await??
+        .ok_or(EngineError::NotFound(id))?;
+    state.metrics.operations.with_label_values(&["get"]).inc();
+    Ok(json_reply(
+        StatusCode::OK,
+        &MemoryOut::new(memory, include_embedding),
+    ))
+}
+
+pub(crate) async fn update(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    id: &str,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
+    let id = api::parse_id("id", id)?;
+    let params = WriteParams::from_query(query)?;
+    let body = read_body(req, state.settings.max_body_bytes).await?;
+    let patch: PatchMemory = parse_json(&body)?;
+    let (patch, namespace) = patch.into_patch()?;
+    // Read the memory first only when a key's namespaces or a sent namespace must be checked.
+    if key.is_some() || namespace.is_some() {
+        let current = authorized_read(state, id, key).await?;
+        if namespace.is_some_and(|ns| ns != current.namespace) {
+            return Err(ApiError::invalid(
+                "namespace",
+                "cannot be changed; create a new memory in the other namespace",
+            ));
+        }
+    }
+    let engine = Arc::clone(&state.engine);
+    let memory = blocking(move || engine.update(&id, patch)).await??;
+    let memory = after_write(state, memory, params.wait_for_embedding).await?;
+    Ok(memory_reply(
+        state,
+        "update",
+        StatusCode::OK,
+        memory,
+        params.include_embedding,
+    ))
+}
+
+pub(crate) async fn delete(
+    state: &Arc<AppState>,
+    id: &str,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
+    let id = api::parse_id("id", id)?;
+    let purge = query.flag("purge")?;
+    if key.is_some() {
+        authorized_read(state, id, key).await?;
+    }
+    let engine = Arc::clone(&state.engine);
+    let deleted = blocking(move || engine.delete(&id, purge)).await??;
+    state
+        .metrics
+        .operations
+        .with_label_values(&[if purge { "purge" } else { "delete" }])
+        .inc();
+    Ok(json_reply(StatusCode::OK, &DeletedOut::from(deleted)))
+}
+
+pub(crate) async fn list(
+    state: &Arc<AppState>,
+    key: Option<&ApiKey>,
+    query: &Query,
+) -> Result<Reply, ApiError> {
+    let include_embedding = query.flag("include_embedding")?;
+    let namespace = query.get("namespace").map(str::to_owned);
+    if let Some(ns) = &namespace {
+        api::check_namespace(ns)?;
+        authorize(key, ns)?;
+    } else if key.is_some_and(|k| !k.allows("*")) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "this API key is limited to some namespaces: name one with ?namespace=",
+        ));
+    }
+    let tier = query
+        .get("tier")
+        .map(|s| api::parse_name("tier", s))
+        .transpose()?;
+    let status = query
+        .get("status")
+        .map(|s| api::parse_name("status", s))
+        .transpose()?;
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIST_LIMIT}, got {s:?}"),
+                ))
+            }
+        },
+    };
+    let after = query.get("cursor").map(api::decode_cursor).transpose()?;
+    let filter = ListFilter {
+        namespace,
+        tier,
+        status,
+        tag: query.get("tag").map(str::to_owned),
+        include_deleted: false,
+    };
+    let engine = Arc::clone(&state.engine);
+    let page = blocking(move || engine.list(&filter, after, limit)).await??;
+    state.metrics.operations.with_label_values(&["list"]).inc();
+    let body = ListOut {
+        memories: page
+            .memories
+            .into_iter()
+            .map(|m| MemoryOut::new(m, include_embedding))
+            .collect(),
+        next_cursor: page.next_after.map(api::encode_cursor),
+    };
+    Ok(json_reply(StatusCode::OK, &body))
+}

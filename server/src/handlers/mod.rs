@@ -1,0 +1,7 @@
+//! Handlers: one module per group of endpoints. Each parses what the router did not, calls the
+//! engine on a blocking thread, and answers with a typed reply from `api::replies`.
+
+pub(crate) mod admin;
+pub(crate) mod memories;
+pub(crate) mod ops;
+pub(crate) mod search;

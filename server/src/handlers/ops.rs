@@ -1,0 +1,62 @@
+//! Health and metrics: open endpoints for probes and scrapers.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+
+use crate::api::replies::{HealthEmbedding, HealthOut, HealthWal, TierCounts};
+use crate::http::{json_reply, AppState, Reply};
+
+pub(crate) fn health(state: &AppState) -> Reply {
+    let stats = state.engine.stats();
+    let healthy = !stats.poisoned;
+    let body = HealthOut {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        database_connected: healthy,
+        embedding_service_available: state
+            .embed_worker
+            .as_ref()
+            .is_some_and(|w| w.stats.available.load(Ordering::Relaxed)),
+        embedding: HealthEmbedding {
+            provider: state
+                .embedder
+                .as_ref()
+                .map_or("none", |_| state.settings.provider.name()),
+            model: state.embedder.as_ref().map(|e| e.model_id().to_owned()),
+            pending: state.engine.pending_embedding_count(),
+        },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        tiers: TierCounts {
+            working: stats.working,
+            warm: stats.warm,
+            cold: stats.cold,
+        },
+        wal: HealthWal {
+            durable_lsn: stats.durable_lsn,
+        },
+    };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_reply(status, &body)
+}
+
+pub(crate) fn metrics(state: &AppState) -> Reply {
+    let text = state.metrics.render(
+        &state.engine,
+        state.embed_worker.as_ref().map(|w| &*w.stats),
+        state.started.elapsed().as_secs(),
+    );
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

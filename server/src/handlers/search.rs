@@ -1,0 +1,84 @@
+//! `POST /api/v1/search` (and its `semantic` and `text` forms): the query's text is embedded on
+//! a blocking thread when no vector is sent, then the engine ranks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use engram_engine::search::SearchMode;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+
+use crate::api::replies::{SearchHitOut, SearchOut};
+use crate::api::SearchRequest;
+use crate::config::ApiKey;
+use crate::error::ApiError;
+use crate::http::auth::authorize;
+use crate::http::body::{blocking, parse_json, read_body};
+use crate::http::{json_reply, AppState, Reply};
+
+pub(crate) async fn search(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    key: Option<&ApiKey>,
+    forced: Option<SearchMode>,
+) -> Result<Reply, ApiError> {
+    let started = Instant::now();
+    let body = read_body(req, state.settings.max_body_bytes).await?;
+    let request: SearchRequest = parse_json(&body)?;
+    let (mut q, shape) = request.into_query(forced)?;
+    authorize(key, &q.namespace)?;
+    let mut warnings: Vec<String> = Vec::new();
+    if q.mode != SearchMode::Text && q.embedding.is_none() {
+        match (&state.embedder, &q.text) {
+            (Some(embedder), Some(text)) => {
+                let embedder = Arc::clone(embedder);
+                let text = text.clone();
+                match blocking(move || embedder.embed(&[text.as_str()])).await? {
+                    Ok(mut v) => q.embedding = v.pop(),
+                    Err(e) if q.mode == SearchMode::Semantic => {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "SERVICE_UNAVAILABLE",
+                            format!("cannot embed query_text: {e}"),
+                        ))
+                    }
+                    Err(e) => warnings.push(format!(
+                        "query_text could not be embedded ({e}); ranked without the semantic part"
+                    )),
+                }
+            }
+            _ if q.mode == SearchMode::Semantic => {
+                return Err(ApiError::invalid(
+                    "query_embedding",
+                    "is required for a semantic search when no embedding provider is configured",
+                ))
+            }
+            (_, None) => {
+                return Err(ApiError::invalid(
+                    "query_text",
+                    "or query_embedding is required",
+                ))
+            }
+            (None, Some(_)) => {}
+        }
+    }
+    let half_life = q.recency_half_life_hours;
+    let engine = Arc::clone(&state.engine);
+    let results = blocking(move || engine.search(&q)).await??;
+    state
+        .metrics
+        .operations
+        .with_label_values(&["search"])
+        .inc();
+    let body = SearchOut {
+        results: results
+            .hits
+            .into_iter()
+            .map(|h| SearchHitOut::new(h, shape, half_life))
+            .collect(),
+        total_count: results.total_count,
+        query_time_ms: started.elapsed().as_secs_f64() * 1000.0,
+        warnings,
+    };
+    Ok(json_reply(StatusCode::OK, &body))
+}

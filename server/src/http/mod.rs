@@ -1,0 +1,216 @@
+//! The request path: request id and span, routing ([`route::Route`]), authentication and the
+//! rate limit, then the handler; every error goes through [`ApiError`] and every request is
+//! counted once.
+
+pub(crate) mod auth;
+pub(crate) mod body;
+pub mod route;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use engram_engine::Engine;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use tracing::Instrument;
+
+use crate::config::Settings;
+use crate::embed::{EmbedWorker, Embedder};
+use crate::error::ApiError;
+use crate::handlers;
+use crate::metrics::Metrics;
+use auth::RateLimiter;
+use route::{Access, Route};
+
+/// Longest client-supplied request id echoed back.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    pub embedder: Option<Arc<dyn Embedder>>,
+    pub embed_worker: Option<EmbedWorker>,
+    pub started: Instant,
+    limiter: RateLimiter,
+    request_seq: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(
+        engine: Arc<Engine>,
+        settings: Settings,
+        metrics: Metrics,
+        embedder: Option<Arc<dyn Embedder>>,
+        embed_worker: Option<EmbedWorker>,
+    ) -> AppState {
+        AppState {
+            embedder,
+            embed_worker,
+            limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
+            engine,
+            metrics,
+            settings,
+            started: Instant::now(),
+            request_seq: AtomicU64::new(0),
+        }
+    }
+}
+
+pub(crate) type Reply = Response<Full<Bytes>>;
+
+pub(crate) fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Reply {
+    let body = serde_json::to_vec(value).expect("API values always serialize");
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_reply(e: &ApiError, request_id: &str) -> Reply {
+    let mut r = json_reply(e.status, &e.body(request_id));
+    if let Some(secs) = e.retry_after_seconds {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+/// The client's `X-Request-Id` if it is sane, else a new one.
+fn request_id(state: &AppState, req: &Request<Incoming>) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_REQUEST_ID_BYTES
+                && s.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(
+            || {
+                let n = state.request_seq.fetch_add(1, Ordering::Relaxed);
+                format!("req-{n:x}")
+            },
+            str::to_owned,
+        )
+}
+
+/// The entry point for every request.
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Reply, Infallible> {
+    let started = Instant::now();
+    let request_id = request_id(&state, &req);
+    // Every event of the request, on whatever worker it runs, carries its id.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let (label, result) = dispatch(&state, req, peer).instrument(span.clone()).await;
+    let mut reply = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status.is_server_error() {
+                span.in_scope(|| {
+                    tracing::warn!(route = label, status = e.status.as_u16(), message = %e.message, "request failed");
+                });
+            }
+            error_reply(&e, &request_id)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        reply.headers_mut().insert("x-request-id", v);
+    }
+    let status = reply.status().as_u16().to_string();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[label, &status])
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[label, &status])
+        .inc();
+    Ok(reply)
+}
+
+/// Routes, authenticates and runs one request: (the route's metrics label, the reply).
+async fn dispatch(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (&'static str, Result<Reply, ApiError>) {
+    let route = match Route::parse(req.method(), req.uri().path()) {
+        Ok(r) => r,
+        Err(e) => return ("unknown", Err(e)),
+    };
+    let label = route.label();
+    (label, serve(state, route, req, peer).await)
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    route: Route,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Reply, ApiError> {
+    // Probes and scrapers need no key and may add any query they like.
+    match route {
+        Route::Health => return Ok(handlers::ops::health(state)),
+        Route::Metrics => return Ok(handlers::ops::metrics(state)),
+        _ => {}
+    }
+    let access = route.access();
+    let key = {
+        let key = auth::authenticate(state, &req)?;
+        let who = key.map_or_else(|| peer.ip().to_string(), |k| k.key.clone());
+        state.limiter.check(&who).map_err(|secs| ApiError {
+            retry_after_seconds: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMIT_EXCEEDED",
+                format!("rate limit exceeded; retry in {secs} s"),
+            )
+        })?;
+        key.cloned()
+    };
+    let query = body::Query::parse(req.uri().query())?;
+    query.only(route.query_parameters())?;
+    if access == Access::Admin && key.as_ref().is_some_and(|k| !k.allows_all()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "admin endpoints need an API key that is not limited to namespaces",
+        ));
+    }
+    let key = key.as_ref();
+    match route {
+        Route::Health | Route::Metrics => unreachable!("answered before authentication"),
+        Route::CreateMemory => handlers::memories::create(state, req, key, &query).await,
+        Route::BatchCreate => handlers::memories::batch(state, req, key, &query).await,
+        Route::ListMemories => handlers::memories::list(state, key, &query).await,
+        Route::GetMemory(id) => handlers::memories::get(state, &id, key, &query).await,
+        Route::UpdateMemory(id) => handlers::memories::update(state, req, &id, key, &query).await,
+        Route::DeleteMemory(id) => handlers::memories::delete(state, &id, key, &query).await,
+        Route::Search(forced) => handlers::search::search(state, req, key, forced).await,
+        Route::CreateSnapshot => handlers::admin::snapshot_create(state).await,
+        Route::ListSnapshots => handlers::admin::snapshot_list(state).await,
+        Route::DeleteSnapshot(id) => handlers::admin::snapshot_delete(state, id).await,
+        Route::Migrate => handlers::admin::migrate(state, req).await,
+        Route::Compact => handlers::admin::compact(state).await,
+        Route::Tiers => handlers::admin::tiers(state).await,
+    }
+}

@@ -1,0 +1,299 @@
+//! The route table: every endpoint of the API as one variant of [`Route`], parsed from the
+//! method and path in one place. A new endpoint does not compile until it is parsed, labelled
+//! for metrics, given its access rule and dispatched.
+
+use engram_engine::search::SearchMode;
+use hyper::{Method, StatusCode};
+
+use crate::error::ApiError;
+
+/// One endpoint, with what its path carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Metrics,
+    CreateMemory,
+    ListMemories,
+    BatchCreate,
+    /// `None`: the mode the body names (hybrid by default); `Some`: forced by the path.
+    Search(Option<SearchMode>),
+    GetMemory(String),
+    UpdateMemory(String),
+    DeleteMemory(String),
+    CreateSnapshot,
+    ListSnapshots,
+    DeleteSnapshot(String),
+    Migrate,
+    Compact,
+    Tiers,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No key needed (probes and scrapers).
+    Open,
+    /// A valid key when keys are configured; namespaces are checked by the handler.
+    Key,
+    /// A key that is not limited to namespaces.
+    Admin,
+}
+
+impl Route {
+    /// The route for `method` on `path`: 404 for an unknown path, 405 for a method the path
+    /// does not take.
+    pub fn parse(method: &Method, path: &str) -> Result<Route, ApiError> {
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let not_allowed = || {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                format!("{method} is not allowed on {path}"),
+            )
+        };
+        let by_method = |get: Option<Route>, post: Option<Route>| {
+            match *method {
+                Method::GET => get,
+                Method::POST => post,
+                _ => None,
+            }
+            .ok_or_else(not_allowed)
+        };
+        match segments.as_slice() {
+            ["api", "v1", "health"] => by_method(Some(Route::Health), None),
+            ["metrics"] | ["api", "v1", "metrics"] => by_method(Some(Route::Metrics), None),
+            ["api", "v1", "memories"] => {
+                by_method(Some(Route::ListMemories), Some(Route::CreateMemory))
+            }
+            ["api", "v1", "memories", "batch"] => by_method(None, Some(Route::BatchCreate)),
+            ["api", "v1", "search"] => by_method(None, Some(Route::Search(None))),
+            ["api", "v1", "search", "semantic"] => {
+                by_method(None, Some(Route::Search(Some(SearchMode::Semantic))))
+            }
+            ["api", "v1", "search", "text"] => {
+                by_method(None, Some(Route::Search(Some(SearchMode::Text))))
+            }
+            ["api", "v1", "memories", id] => {
+                let id = (*id).to_owned();
+                match *method {
+                    Method::GET => Ok(Route::GetMemory(id)),
+                    Method::PATCH | Method::PUT => Ok(Route::UpdateMemory(id)),
+                    Method::DELETE => Ok(Route::DeleteMemory(id)),
+                    _ => Err(not_allowed()),
+                }
+            }
+            ["api", "v1", "admin", "snapshots"] => {
+                by_method(Some(Route::ListSnapshots), Some(Route::CreateSnapshot))
+            }
+            ["api", "v1", "admin", "snapshots", id] => match *method {
+                Method::DELETE => Ok(Route::DeleteSnapshot((*id).to_owned())),
+                _ => Err(not_allowed()),
+            },
+            ["api", "v1", "admin", "migrate"] => by_method(None, Some(Route::Migrate)),
+            ["api", "v1", "admin", "compact"] => by_method(None, Some(Route::Compact)),
+            ["api", "v1", "tiers"] => by_method(Some(Route::Tiers), None),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ROUTE_NOT_FOUND",
+                format!("no route for {path}"),
+            )),
+        }
+    }
+
+    /// The `route` label of the request metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Health => "health",
+            Route::Metrics => "metrics",
+            Route::CreateMemory => "create",
+            Route::ListMemories => "list",
+            Route::BatchCreate => "batch",
+            Route::Search(None) => "search",
+            Route::Search(Some(SearchMode::Semantic)) => "search_semantic",
+            Route::Search(Some(SearchMode::Text)) => "search_text",
+            Route::Search(Some(SearchMode::Hybrid)) => "search",
+            Route::GetMemory(_) => "get",
+            Route::UpdateMemory(_) => "update",
+            Route::DeleteMemory(_) => "delete",
+            Route::CreateSnapshot => "snapshot_create",
+            Route::ListSnapshots => "snapshot_list",
+            Route::DeleteSnapshot(_) => "snapshot_delete",
+            Route::Migrate => "admin_migrate",
+            Route::Compact => "admin_compact",
+            Route::Tiers => "tiers",
+        }
+    }
+
+    pub fn access(&self) -> Access {
+        match self {
+            Route::Health | Route::Metrics => Access::Open,
+            Route::CreateMemory
+            | Route::ListMemories
+            | Route::BatchCreate
+            | Route::Search(_)
+            | Route::GetMemory(_)
+            | Route::UpdateMemory(_)
+            | Route::DeleteMemory(_) => Access::Key,
+            Route::CreateSnapshot
+            | Route::ListSnapshots
+            | Route::DeleteSnapshot(_)
+            | Route::Migrate
+            | Route::Compact
+            | Route::Tiers => Access::Admin,
+        }
+    }
+
+    /// The query parameters the route takes; any other is refused, naming it.
+    pub fn query_parameters(&self) -> &'static [&'static str] {
+        match self {
+            Route::CreateMemory | Route::BatchCreate | Route::UpdateMemory(_) => {
+                &["include_embedding", "wait_for_embedding"]
+            }
+            Route::GetMemory(_) => &["include_embedding"],
+            Route::DeleteMemory(_) => &["purge"],
+            Route::ListMemories => &[
+                "namespace",
+                "tier",
+                "status",
+                "tag",
+                "limit",
+                "cursor",
+                "include_embedding",
+            ],
+            Route::Health
+            | Route::Metrics
+            | Route::Search(_)
+            | Route::CreateSnapshot
+            | Route::ListSnapshots
+            | Route::DeleteSnapshot(_)
+            | Route::Migrate
+            | Route::Compact
+            | Route::Tiers => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(method: Method, path: &str) -> u16 {
+        Route::parse(&method, path)
+            .expect_err("refused")
+            .status
+            .as_u16()
+    }
+
+    #[test]
+    fn every_endpoint_parses_to_its_route() {
+        let id = "0190f0f0-0000-7000-8000-000000000000";
+        let cases = [
+            (Method::GET, "/api/v1/health".to_owned(), Route::Health),
+            (Method::GET, "/metrics".to_owned(), Route::Metrics),
+            (Method::GET, "/api/v1/metrics".to_owned(), Route::Metrics),
+            (
+                Method::POST,
+                "/api/v1/memories".to_owned(),
+                Route::CreateMemory,
+            ),
+            (
+                Method::GET,
+                "/api/v1/memories/".to_owned(),
+                Route::ListMemories,
+            ),
+            (
+                Method::POST,
+                "/api/v1/memories/batch".to_owned(),
+                Route::BatchCreate,
+            ),
+            (
+                Method::POST,
+                "/api/v1/search".to_owned(),
+                Route::Search(None),
+            ),
+            (
+                Method::POST,
+                "/api/v1/search/text".to_owned(),
+                Route::Search(Some(SearchMode::Text)),
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/memories/{id}"),
+                Route::GetMemory(id.into()),
+            ),
+            (
+                Method::PUT,
+                format!("/api/v1/memories/{id}"),
+                Route::UpdateMemory(id.into()),
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v1/memories/{id}"),
+                Route::UpdateMemory(id.into()),
+            ),
+            (
+                Method::DELETE,
+                format!("/api/v1/memories/{id}"),
+                Route::DeleteMemory(id.into()),
+            ),
+            (
+                Method::POST,
+                "/api/v1/admin/snapshots".to_owned(),
+                Route::CreateSnapshot,
+            ),
+            (
+                Method::GET,
+                "/api/v1/admin/snapshots".to_owned(),
+                Route::ListSnapshots,
+            ),
+            (
+                Method::DELETE,
+                format!("/api/v1/admin/snapshots/{id}"),
+                Route::DeleteSnapshot(id.into()),
+            ),
+            (
+                Method::POST,
+                "/api/v1/admin/migrate".to_owned(),
+                Route::Migrate,
+            ),
+            (
+                Method::POST,
+                "/api/v1/admin/compact".to_owned(),
+                Route::Compact,
+            ),
+            (Method::GET, "/api/v1/tiers".to_owned(), Route::Tiers),
+        ];
+        for (method, path, route) in cases {
+            assert_eq!(
+                Route::parse(&method, &path).expect(&path),
+                route,
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        assert_eq!(status(Method::GET, "/api/v2/health"), 404);
+        assert_eq!(status(Method::GET, "/"), 404);
+        assert_eq!(status(Method::POST, "/api/v1/health"), 405);
+        assert_eq!(status(Method::GET, "/api/v1/search"), 405);
+        assert_eq!(status(Method::DELETE, "/api/v1/memories"), 405);
+        assert_eq!(status(Method::POST, "/api/v1/memories/x"), 405);
+        assert_eq!(status(Method::GET, "/api/v1/admin/snapshots/x"), 405);
+    }
+
+    #[test]
+    fn admin_routes_need_an_unlimited_key_and_take_no_query() {
+        for r in [
+            Route::Tiers,
+            Route::Migrate,
+            Route::DeleteSnapshot("x".into()),
+        ] {
+            assert_eq!(r.access(), Access::Admin);
+            assert!(r.query_parameters().is_empty());
+        }
+        assert_eq!(Route::Health.access(), Access::Open);
+        assert_eq!(Route::GetMemory("x".into()).access(), Access::Key);
+    }
+}
