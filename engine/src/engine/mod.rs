@@ -189,6 +189,17 @@ impl Engine {
         self.inner.get_and_touch(id)
     }
 
+    /// Reads a memory by id if that needs no cold segment (see [`Engine::get`]; `touch` counts
+    /// an access): a lock-free working-tier copy or a RocksDB point lookup, fit for an async
+    /// worker. `Ok(None)` when the memory is cold: read it with `get` on a blocking thread.
+    pub fn get_unless_cold(
+        &self,
+        id: &Uuid,
+        touch: bool,
+    ) -> Result<Option<Option<Memory>>, EngineError> {
+        self.inner.get_unless_cold(id, touch)
+    }
+
     /// Counts an access to each id (soft state).
     pub fn record_access(&self, ids: &[Uuid]) {
         self.inner.record_access(ids)

@@ -45,6 +45,40 @@ impl Inner {
         Ok(Some(self.with_pending_access(m)))
     }
 
+    /// Reads `id` unless that needs a cold segment: `Ok(None)` then (read it with
+    /// [`Inner::get`] on a thread that may block). A working-tier read is a lock-free slot copy
+    /// and a warm read a RocksDB point lookup; only a cold read decompresses a block. `touch`
+    /// counts an access, as [`Inner::get_and_touch`].
+    pub(super) fn get_unless_cold(
+        &self,
+        id: &Uuid,
+        touch: bool,
+    ) -> Result<Option<Option<Memory>>, EngineError> {
+        // As `read`: a move applies into the new tier before it leaves the old one, so a miss
+        // in both (and no cold location) is looked at once more before it means "absent".
+        let mut found = None;
+        for _ in 0..2 {
+            if let Some(m) = self.working.get(id)? {
+                found = Some(m);
+                break;
+            }
+            if let Some(m) = self.warm.get(id)? {
+                found = Some(m);
+                break;
+            }
+            if self.cold.contains(id) {
+                return Ok(None);
+            }
+        }
+        let Some(m) = found.filter(|m| !is_expired(m, self.now_us())) else {
+            return Ok(Some(None));
+        };
+        if touch {
+            self.record_access(&[m.id]);
+        }
+        Ok(Some(Some(self.with_pending_access(m))))
+    }
+
     /// Counts an access to each id (soft state).
     pub(super) fn record_access(&self, ids: &[Uuid]) {
         let now = self.now_us();

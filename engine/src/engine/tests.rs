@@ -322,3 +322,27 @@ fn the_policy_demotes_what_the_clock_says_went_unused() {
         (Tier::Warm, Tier::Working)
     );
 }
+
+#[test]
+fn reads_that_need_no_cold_segment_are_answered_inline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let hot = engine.create(new("hot")).expect("create");
+    let cold = engine.create(new("cold")).expect("create");
+    engine.move_to(&cold.id, Tier::Cold).expect("seal");
+    let got = engine.get_unless_cold(&hot.id, true).expect("read");
+    assert_eq!(got.flatten().map(|m| m.id), Some(hot.id));
+    assert_eq!(
+        engine.get_unless_cold(&cold.id, false).expect("read"),
+        None,
+        "cold: go blocking"
+    );
+    let absent = Uuid::now_v7();
+    assert_eq!(
+        engine.get_unless_cold(&absent, false).expect("read"),
+        Some(None)
+    );
+    // The touch counted an access, as get_and_touch does.
+    let again = engine.get(&hot.id).expect("get").expect("present");
+    assert_eq!(again.access_count, 1);
+}
