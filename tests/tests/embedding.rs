@@ -1,7 +1,8 @@
 //! Embeddings: the built-in all-MiniLM-L6-v2 model (real files from scripts/setup.sh) embeds in
 //! the background and search finds by meaning; the queue survives kill -9; the Ollama and
 //! OpenAI clients speak their wire formats to a local stub server, and provider failures leave
-//! memories pending (unreachable) or failed (refused).
+//! memories pending (unreachable) or failed (refused). The built-in model's vectors match an
+//! independent reference forward pass (`scripts/golden_embeddings.py`, numpy) to 1e-5.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -24,6 +25,59 @@ fn vector(m: &Value) -> Vec<f32> {
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The first values of all-MiniLM-L6-v2's vectors for three sentences, from
+/// `scripts/golden_embeddings.py` (numpy, exact-erf GELU, mean pooling, L2 normalization, in f64).
+const GOLDEN: [(&str, [f32; 8]); 3] = [
+    (
+        "Caroline went to the LGBTQ support group on 7 May",
+        [
+            -0.0163864, 0.0081694, -0.0140627, 0.0960660, -0.0254206, 0.0311673, -0.0181191,
+            -0.0882120,
+        ],
+    ),
+    (
+        "When did Melanie paint a sunrise?",
+        [
+            0.0030983, 0.0892194, 0.0595634, 0.0346383, 0.0412484, 0.0719010, 0.0779390, -0.0030713,
+        ],
+    ),
+    (
+        "See you!",
+        [
+            -0.0522333, -0.0332969, 0.0207558, 0.0140162, 0.0619897, 0.0228095, -0.0013434,
+            -0.0070439,
+        ],
+    ),
+];
+
+#[test]
+fn the_built_in_model_matches_an_independent_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = model_dir();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &local_settings(model.to_str().expect("utf-8 path")),
+    );
+    for (text, golden) in GOLDEN {
+        let r = d.post(
+            "/api/v1/memories?wait_for_embedding=true&include_embedding=true",
+            &json!({ "content": text }),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.body["embedding_status"], "ready");
+        let v = vector(&r.body);
+        assert_eq!(v.len(), 384);
+        for (i, (got, want)) in v.iter().zip(golden).enumerate() {
+            assert!(
+                (got - want).abs() <= 1e-5,
+                "{text:?}: value {i} is {got}, the reference says {want}"
+            );
+        }
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{text:?}: norm {norm}");
+    }
 }
 
 #[test]
