@@ -20,6 +20,18 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// on its own, so applying a burst of reads' counts never holds up writes for long.
 pub const MAX_ACCESS_DELTAS_PER_RECORD: usize = 4096;
 
+/// What one look at the working and warm tiers found.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per read and matched at once; boxing would allocate per read"
+)]
+enum Hot {
+    Found(Memory),
+    /// A cold segment holds it.
+    Cold,
+    Absent,
+}
+
 /// A page of a list.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -54,20 +66,16 @@ impl Inner {
         id: &Uuid,
         touch: bool,
     ) -> Result<Option<Option<Memory>>, EngineError> {
-        // As `read`: a move applies into the new tier before it leaves the old one, so a miss
-        // in both (and no cold location) is looked at once more before it means "absent".
+        // Looked at twice before it means "absent", as in `read`.
         let mut found = None;
         for _ in 0..2 {
-            if let Some(m) = self.working.get(id)? {
-                found = Some(m);
-                break;
-            }
-            if let Some(m) = self.warm.get(id)? {
-                found = Some(m);
-                break;
-            }
-            if self.cold.contains(id) {
-                return Ok(None);
+            match self.look_up_hot(id)? {
+                Hot::Found(m) => {
+                    found = Some(m);
+                    break;
+                }
+                Hot::Cold => return Ok(None),
+                Hot::Absent => {}
             }
         }
         let Some(m) = found.filter(|m| !is_expired(m, self.now_us())) else {
@@ -223,22 +231,38 @@ impl Inner {
         // warm, then cold can only miss a memory whose move finished between two lookups: look
         // once more in that case.
         for _ in 0..2 {
-            if let Some(m) = self.working.get(id)? {
-                return Ok(Some(m));
-            }
-            if let Some(m) = self.warm.get(id)? {
-                return Ok(Some(m));
-            }
-            if let Some(mut m) = self.cold.get(id)? {
-                // Access state lives beside the immutable image.
-                if let Some((count, last)) = self.warm.access(id)? {
-                    m.access_count = count;
-                    m.last_accessed_at_us = last;
+            match self.look_up_hot(id)? {
+                Hot::Found(m) => return Ok(Some(m)),
+                Hot::Cold => {
+                    if let Some(mut m) = self.cold.get(id)? {
+                        // Access state lives beside the immutable image.
+                        if let Some((count, last)) = self.warm.access(id)? {
+                            m.access_count = count;
+                            m.last_accessed_at_us = last;
+                        }
+                        return Ok(Some(m));
+                    }
                 }
-                return Ok(Some(m));
+                Hot::Absent => {}
             }
         }
         Ok(None)
+    }
+
+    /// One look in the working tier (a lock-free slot copy) and warm (a RocksDB point lookup),
+    /// and whether a cold segment holds `id`; no cold read.
+    fn look_up_hot(&self, id: &Uuid) -> Result<Hot, EngineError> {
+        if let Some(m) = self.working.get(id)? {
+            return Ok(Hot::Found(m));
+        }
+        if let Some(m) = self.warm.get(id)? {
+            return Ok(Hot::Found(m));
+        }
+        Ok(if self.cold.contains(id) {
+            Hot::Cold
+        } else {
+            Hot::Absent
+        })
     }
 
     /// A memory that exists and has not expired.
