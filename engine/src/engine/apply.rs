@@ -225,7 +225,7 @@ impl Inner {
     }
 
     /// Waits until `lsn` is durable, then applies everything durable in LSN order.
-    pub(super) fn commit(&self, lsn: Lsn) -> Result<(), EngineError> {
+    pub(super) fn sync_and_apply(&self, lsn: Lsn) -> Result<(), EngineError> {
         if let Err(e) = self.wal.sync(lsn) {
             let e = EngineError::from(e);
             self.poison(&e);
@@ -323,7 +323,7 @@ impl Inner {
         for (_, op) in group {
             applier.rocks(&mut batch, op)?;
         }
-        batch.commit(group.last().expect("groups are not empty").0)?;
+        batch.write(group.last().expect("groups are not empty").0)?;
         for (_, op) in group.iter().filter(|(_, op)| !into_working(op)) {
             applier.working(op)?;
         }
@@ -390,7 +390,7 @@ impl Inner {
         }
         let mut batch = self.warm.batch();
         applier.rocks(&mut batch, op)?;
-        batch.commit(lsn)?;
+        batch.write(lsn)?;
         applier.working(op)?;
         if let Op::ColdCompact { sources, .. } = op {
             self.cold.drop_segments(lsn, sources)?;

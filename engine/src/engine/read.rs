@@ -299,7 +299,7 @@ impl Inner {
         }
         for chunk in drained.chunks(MAX_ACCESS_DELTAS_PER_RECORD) {
             let lsn = self.log(&mut self.writer.lock(), Op::Access(chunk.to_vec()))?;
-            self.commit(lsn)?;
+            self.sync_and_apply(lsn)?;
         }
         Ok(())
     }

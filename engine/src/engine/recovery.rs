@@ -102,7 +102,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
             if matches!(op, Op::Access(_)) {
                 // Access deltas read the current counters: commit what is batched first.
                 if let Some(b) = batch.take() {
-                    b.commit(last_batched_lsn.max(warm_lsn))?;
+                    b.write(last_batched_lsn.max(warm_lsn))?;
                 }
                 batch = Some(warm.batch());
                 batched = 0;
@@ -117,7 +117,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         }
         if batched >= REPLAY_BATCH_RECORDS {
             if let Some(b) = batch.take() {
-                b.commit(last_batched_lsn)?;
+                b.write(last_batched_lsn)?;
             }
             batched = 0;
         }
@@ -125,7 +125,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
     })?;
     if let Some(b) = batch.take() {
         if last_batched_lsn > 0 {
-            b.commit(last_batched_lsn)?;
+            b.write(last_batched_lsn)?;
         }
     }
     working_final.apply(&working)?;

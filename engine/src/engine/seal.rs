@@ -196,7 +196,7 @@ impl Inner {
         };
         match logged {
             Some(lsn) => {
-                self.commit(lsn)?;
+                self.sync_and_apply(lsn)?;
                 for m in &batch {
                     self.counters.count_move(m.tier, Tier::Cold, 1);
                 }
@@ -282,7 +282,7 @@ impl Inner {
                     },
                 )?
             };
-            self.commit(lsn)?;
+            self.sync_and_apply(lsn)?;
             let entries: usize = stats
                 .iter()
                 .filter(|s| group.contains(&s.id))

@@ -78,7 +78,7 @@ impl Inner {
                 }
             }
             if let Some(lsn) = last {
-                self.commit(lsn)?;
+                self.sync_and_apply(lsn)?;
             }
             if done || self.stop.load(Ordering::Acquire) {
                 return Ok(logged);

@@ -112,7 +112,7 @@ impl Inner {
             let mut w = self.writer.lock();
             self.log_update(&mut w, id, patch)?
         };
-        self.commit(memory.lsn)?;
+        self.sync_and_apply(memory.lsn)?;
         Ok(memory)
     }
 
@@ -123,7 +123,7 @@ impl Inner {
             let mut w = self.writer.lock();
             self.log_delete(&mut w, id, purge)?
         };
-        self.commit(lsn)?;
+        self.sync_and_apply(lsn)?;
         Ok(deleted)
     }
 
@@ -269,7 +269,7 @@ impl Inner {
             }
         }
         if last_lsn > 0 {
-            if let Err(e) = self.commit(last_lsn) {
+            if let Err(e) = self.sync_and_apply(last_lsn) {
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(e.clone());
                 }

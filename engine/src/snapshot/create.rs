@@ -89,7 +89,7 @@ fn snapshot_files(parts: &SnapshotParts<'_>, tmp: &Path) -> Result<SnapshotFiles
     let started = std::time::Instant::now();
     dump::write_working_dump(parts.working, &tmp.join(dump::WORKING_DUMP_FILE))?;
     let working_dump = started.elapsed();
-    parts.warm.checkpoint_to(&tmp.join("warm"))?;
+    parts.warm.rocksdb_checkpoint_to(&tmp.join("warm"))?;
     let rocksdb_checkpoint = started.elapsed() - working_dump;
     // Cold segments are immutable: hard links, with a manifest for `replay_from` (the cold
     // state linked holds every cold change up to it).

@@ -25,7 +25,7 @@ pub struct WarmBatch<'a> {
 }
 
 impl WarmTier {
-    /// An empty batch; [`WarmBatch::commit`] writes it.
+    /// An empty batch; [`WarmBatch::write`] writes it.
     pub fn batch(&self) -> WarmBatch<'_> {
         WarmBatch {
             tier: self,
@@ -210,7 +210,7 @@ impl WarmBatch<'_> {
     }
 
     /// Writes the batch together with the LSN it brings the tier to.
-    pub fn commit(mut self, lsn: u64) -> Result<(), EngineError> {
+    pub fn write(mut self, lsn: u64) -> Result<(), EngineError> {
         self.batch
             .put_cf(self.tier.cf(CF_META), KEY_APPLIED_LSN, lsn.to_le_bytes());
         self.tier

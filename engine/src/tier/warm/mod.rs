@@ -362,7 +362,7 @@ impl WarmTier {
     /// Seen once on a 1M-memory store under compaction: the checkpoint failed linking an SST
     /// file a compaction had just deleted. Such a failure leaves nothing behind that matters
     /// (the staging directory is removed), so it is retried a few times.
-    pub fn checkpoint_to(&self, dest: &Path) -> Result<(), EngineError> {
+    pub fn rocksdb_checkpoint_to(&self, dest: &Path) -> Result<(), EngineError> {
         let cp =
             rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| rocks_err(&self.path, e))?;
         let mut attempt = 0;
