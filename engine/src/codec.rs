@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use crate::model::{EmbeddingStatus, Memory, Status, Tier, MAX_DIMENSIONS};
+use crate::model::{EmbeddingStatus, Memory, SegmentId, Status, Tier, MAX_DIMENSIONS};
 
 /// Version byte at the start of every memory image.
 pub const IMAGE_VERSION: u8 = 2;
@@ -16,6 +16,8 @@ const OP_PURGE: u8 = 2;
 const OP_ACCESS: u8 = 3;
 const OP_COLD_SEAL: u8 = 4;
 const OP_COLD_COMPACT: u8 = 5;
+/// How a `ColdCompact` record writes "no output segment" (segment ids start at 1).
+const NO_SEGMENT_CODE: u64 = 0;
 
 /// Why does a record produce a new image?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,15 +76,16 @@ pub enum Op {
     /// self-contained: recovery and point-in-time restore rebuild the segment from them if its
     /// file is missing.
     ColdSeal {
-        segment: u64,
+        segment: SegmentId,
         memories: Vec<(Memory, Tier)>,
     },
     /// Replace the cold segments `sources` by `segment`, which holds exactly the memories
     /// `kept` (read from the sources, where they are live); every other entry of the sources
-    /// is dead. The cold tier's own state before this record is enough to rebuild it.
+    /// is dead. `segment` is `None` when nothing was kept. The cold tier's own state before
+    /// this record is enough to rebuild it.
     ColdCompact {
-        segment: u64,
-        sources: Vec<u64>,
+        segment: Option<SegmentId>,
+        sources: Vec<SegmentId>,
         kept: Vec<Uuid>,
     },
 }
@@ -513,7 +516,7 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
             }
             Op::ColdSeal { segment, memories } => {
                 w.u8(OP_COLD_SEAL);
-                w.u64(*segment);
+                w.u64(segment.0);
                 w.u32(u32::try_from(memories.len()).expect("seals are bounded"));
                 for (m, from) in memories {
                     w.u8(from.code());
@@ -527,10 +530,10 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
                 kept,
             } => {
                 w.u8(OP_COLD_COMPACT);
-                w.u64(*segment);
+                w.u64(segment.map_or(NO_SEGMENT_CODE, |s| s.0));
                 w.u32(u32::try_from(sources.len()).expect("compactions are bounded"));
                 for s in sources {
-                    w.u64(*s);
+                    w.u64(s.0);
                 }
                 w.u32(u32::try_from(kept.len()).expect("compactions are bounded"));
                 for id in kept {
@@ -600,7 +603,7 @@ pub fn decode_op(bytes: &[u8], lsn: u64) -> Result<Op, DecodeError> {
             Op::Access(deltas)
         }
         OP_COLD_SEAL => {
-            let segment = r.u64()?;
+            let segment = SegmentId(r.u64()?);
             let n = r.u32()? as usize;
             // An image takes well over 32 bytes: refuse counts the buffer cannot hold.
             if n > r.buf.len() / 32 {
@@ -617,12 +620,16 @@ pub fn decode_op(bytes: &[u8], lsn: u64) -> Result<Op, DecodeError> {
             Op::ColdSeal { segment, memories }
         }
         OP_COLD_COMPACT => {
-            let segment = r.u64()?;
+            let segment = Some(r.u64()?)
+                .filter(|s| *s != NO_SEGMENT_CODE)
+                .map(SegmentId);
             let n = r.u32()? as usize;
             if n > r.buf.len() / 8 {
                 return Err(r.err(format!("{n} sources in {} bytes", r.buf.len())));
             }
-            let sources = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+            let sources = (0..n)
+                .map(|_| r.u64().map(SegmentId))
+                .collect::<Result<Vec<_>, _>>()?;
             let n = r.u32()? as usize;
             if n > r.buf.len() / 16 {
                 return Err(r.err(format!("{n} kept ids in {} bytes", r.buf.len())));
@@ -728,7 +735,7 @@ pub(crate) mod tests {
                 last_accessed_at_us: 5,
             }]),
             Op::ColdSeal {
-                segment: 7,
+                segment: SegmentId(7),
                 memories: vec![
                     (
                         Memory {
@@ -751,8 +758,8 @@ pub(crate) mod tests {
                 ],
             },
             Op::ColdCompact {
-                segment: 9,
-                sources: vec![7, 8],
+                segment: Some(SegmentId(9)),
+                sources: vec![SegmentId(7), SegmentId(8)],
                 kept: vec![memory.id],
             },
         ];

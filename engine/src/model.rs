@@ -197,6 +197,17 @@ pub struct NewMemory {
     pub expires_at_us: Option<i64>,
 }
 
+/// A cold segment's id. It names the segment's file, and ids only grow, so they order segments
+/// by age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentId(pub u64);
+
+impl std::fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A name outside a closed set (a tier, a status); its message names the set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("must be {expected}, got {got:?}")]

@@ -416,7 +416,7 @@ fn describe(op: &Op) -> serde_json::Value {
         }),
         Op::Access(deltas) => json!({ "op": "access", "memories": deltas.len() }),
         Op::ColdSeal { segment, memories } => json!({
-            "op": "cold_seal", "segment": segment, "memories": memories.len(),
+            "op": "cold_seal", "segment": segment.0, "memories": memories.len(),
             "ids": memories.iter().map(|(m, _)| m.id.to_string()).collect::<Vec<_>>(),
         }),
         Op::ColdCompact {
@@ -424,7 +424,9 @@ fn describe(op: &Op) -> serde_json::Value {
             sources,
             kept,
         } => json!({
-            "op": "cold_compact", "segment": segment, "sources": sources, "kept": kept.len(),
+            // `segment` is null when the compaction kept nothing.
+            "op": "cold_compact", "segment": segment.map(|s| s.0),
+            "sources": sources.iter().map(|s| s.0).collect::<Vec<_>>(), "kept": kept.len(),
         }),
     }
 }

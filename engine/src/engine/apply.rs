@@ -95,11 +95,17 @@ impl Applier<'_> {
                     batch.put_cold_location(&m.id, *segment);
                 }
             }
-            Op::ColdCompact { segment, kept, .. } => {
+            Op::ColdCompact {
+                segment: Some(segment),
+                kept,
+                ..
+            } => {
                 for id in kept {
                     batch.put_cold_location(id, *segment);
                 }
             }
+            // Nothing kept: the sources' entries were all dead.
+            Op::ColdCompact { segment: None, .. } => {}
             Op::Access(deltas) => {
                 for d in deltas {
                     if self.working.contains(&d.id) {
@@ -381,7 +387,11 @@ impl Inner {
                     self.cold.set_location(m.id, *segment);
                 }
             }
-            Op::ColdCompact { segment, kept, .. } => {
+            Op::ColdCompact {
+                segment: Some(segment),
+                kept,
+                ..
+            } => {
                 for id in kept {
                     self.cold.set_location(*id, *segment);
                 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::Inner;
 use crate::codec::Op;
-use crate::model::{EmbeddingStatus, Memory, Tier};
+use crate::model::{EmbeddingStatus, Memory, SegmentId, Tier};
 use crate::policy::CompactionReport;
 use crate::EngineError;
 
@@ -46,7 +46,8 @@ impl Inner {
         // Pipelined: one thread reads the memories and writes segment files while this one
         // logs and applies the previous segment.
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Memory>, u64, Vec<Memory>)>(1);
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(Vec<Memory>, SegmentId, Vec<Memory>)>(1);
             let producer = scope.spawn(move || -> Result<(), EngineError> {
                 let send = |batch: Vec<Memory>| -> Result<bool, EngineError> {
                     let (segment, images) = self.prepare_seal(&batch)?;
@@ -113,7 +114,7 @@ impl Inner {
     }
 
     /// Writes `batch` as a new segment file: (segment id, the cold images).
-    fn prepare_seal(&self, batch: &[Memory]) -> Result<(u64, Vec<Memory>), EngineError> {
+    fn prepare_seal(&self, batch: &[Memory]) -> Result<(SegmentId, Vec<Memory>), EngineError> {
         let segment = self.cold.allocate_id();
         let images: Vec<Memory> = batch
             .iter()
@@ -145,7 +146,7 @@ impl Inner {
     fn log_seal(
         &self,
         mut batch: Vec<Memory>,
-        segment: u64,
+        segment: SegmentId,
         images: Vec<Memory>,
     ) -> Result<SealOutcome, EngineError> {
         let warm_ids: Vec<Uuid> = batch
@@ -234,7 +235,7 @@ impl Inner {
         if !worth {
             return Ok(report);
         }
-        let mut groups: Vec<Vec<u64>> = vec![Vec::new()];
+        let mut groups: Vec<Vec<SegmentId>> = vec![Vec::new()];
         let mut live = 0;
         for s in &chosen {
             if live + s.live > COLD_COMPACT_MAX && !groups.last().is_some_and(Vec::is_empty) {
@@ -256,11 +257,11 @@ impl Inner {
             let kept = self.cold.live_ids(&group);
             let memories = self.cold.collect(&group, &kept)?;
             let segment = if kept.is_empty() {
-                0
+                None
             } else {
                 let id = self.cold.allocate_id();
                 self.cold.write(id, &memories)?;
-                id
+                Some(id)
             };
             let lsn = {
                 let mut w = self.writer.lock();
@@ -289,7 +290,7 @@ impl Inner {
                 .map(|s| s.entries)
                 .sum();
             report.segments_in += group.len();
-            report.segments_out += usize::from(segment != 0);
+            report.segments_out += usize::from(segment.is_some());
             report.live_kept += memories.len();
             report.dead_dropped += entries.saturating_sub(memories.len());
         }

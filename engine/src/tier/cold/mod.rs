@@ -26,7 +26,7 @@ use uuid::Uuid;
 pub(crate) mod segment;
 
 use crate::idhash::IdMap;
-use crate::model::{Memory, Tier};
+use crate::model::{Memory, SegmentId, Tier};
 use crate::EngineError;
 use segment::{write_segment, Segment};
 
@@ -36,7 +36,7 @@ const MANIFEST_FORMAT: u64 = 1;
 /// One live segment, as listed for `GET /api/v1/tiers` and compaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColdSegmentStats {
-    pub id: u64,
+    pub id: SegmentId,
     pub entries: usize,
     pub live: usize,
     pub bytes: u64,
@@ -44,9 +44,9 @@ pub struct ColdSegmentStats {
 
 #[derive(Default)]
 struct State {
-    segments: BTreeMap<u64, Arc<Segment>>,
+    segments: BTreeMap<SegmentId, Arc<Segment>>,
     /// Live entries per segment.
-    live: HashMap<u64, usize>,
+    live: HashMap<SegmentId, usize>,
     /// Changed since the manifest was last written.
     dirty: bool,
 }
@@ -56,7 +56,7 @@ pub(crate) struct ColdTier {
     dims: usize,
     zstd_level: i32,
     state: RwLock<State>,
-    locations: RwLock<IdMap<Uuid, u64>>,
+    locations: RwLock<IdMap<Uuid, SegmentId>>,
     /// Serializes manifest writes; holds the LSN of the last one.
     manifest_lsn: Mutex<Lsn>,
     next_id: AtomicU64,
@@ -71,16 +71,16 @@ impl std::fmt::Debug for ColdTier {
     }
 }
 
-pub(crate) fn cold_segment_file_name(id: u64) -> String {
-    format!("{id:016}.cold")
+pub(crate) fn cold_segment_file_name(id: SegmentId) -> String {
+    format!("{:016}.cold", id.0)
 }
 
-fn segment_id_of(name: &str) -> Option<u64> {
-    name.strip_suffix(".cold")?.parse().ok()
+fn segment_id_of(name: &str) -> Option<SegmentId> {
+    name.strip_suffix(".cold")?.parse().ok().map(SegmentId)
 }
 
 /// Reads a manifest: (LSN, segment ids). `None` if there is none.
-pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(Lsn, Vec<u64>)>, EngineError> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(Lsn, Vec<SegmentId>)>, EngineError> {
     let path = dir.join(MANIFEST);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -104,9 +104,10 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(Lsn, Vec<u64>)>, Engin
         .map(|s| {
             s["id"]
                 .as_u64()
+                .map(SegmentId)
                 .ok_or_else(|| corrupt("segment without id"))
         })
-        .collect::<Result<Vec<u64>, _>>()?;
+        .collect::<Result<Vec<SegmentId>, _>>()?;
     let body_crc = v["crc32"].as_u64();
     let expected = crc32fast::hash(
         serde_json::to_string(&v["segments"])
@@ -125,7 +126,7 @@ fn manifest_bytes(state: &State, lsn: Lsn) -> Vec<u8> {
         .iter()
         .map(|(id, s)| {
             serde_json::json!({
-                "id": id,
+                "id": id.0,
                 "file": cold_segment_file_name(*id),
                 "memories": s.info().memories,
                 "bytes": s.info().bytes,
@@ -166,13 +167,13 @@ impl ColdTier {
             let seg = Segment::open(&dir.join(cold_segment_file_name(id)))?;
             state.live.insert(id, seg.info().memories);
             state.segments.insert(id, Arc::new(seg));
-            max_id = max_id.max(id);
+            max_id = max_id.max(id.0);
         }
         // Files not (yet) listed may be named by WAL records still to replay: never reuse an id.
         for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))? {
             let entry = entry.map_err(|e| EngineError::io(dir, e))?;
             if let Some(id) = entry.file_name().to_str().and_then(segment_id_of) {
-                max_id = max_id.max(id);
+                max_id = max_id.max(id.0);
             }
         }
         Ok((
@@ -191,14 +192,15 @@ impl ColdTier {
 
     /// Removes the file of a segment written but never logged: no record names it, so nothing
     /// else refers to it (best effort; a file left over is removed as an orphan at open).
-    pub(crate) fn discard_unlogged(&self, segment: u64) {
+    pub(crate) fn discard_unlogged(&self, segment: SegmentId) {
         let _ = std::fs::remove_file(self.dir.join(cold_segment_file_name(segment)));
     }
 
     /// Loads the persisted locations (after replay) and counts each segment's live entries.
-    pub(crate) fn load_locations(&self, locations: Vec<(Uuid, u64)>) {
+    pub(crate) fn load_locations(&self, locations: Vec<(Uuid, SegmentId)>) {
         let mut state = self.state.write();
-        let mut live: HashMap<u64, usize> = state.segments.keys().map(|id| (*id, 0)).collect();
+        let mut live: HashMap<SegmentId, usize> =
+            state.segments.keys().map(|id| (*id, 0)).collect();
         let mut map = IdMap::default();
         map.reserve(locations.len());
         for (id, seg) in locations {
@@ -232,15 +234,15 @@ impl ColdTier {
     }
 
     /// A fresh segment id (never one a file or the manifest used).
-    pub(crate) fn allocate_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    pub(crate) fn allocate_id(&self) -> SegmentId {
+        SegmentId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Writes `memories` as segment `id` (before its WAL record is logged).
-    pub(crate) fn write(&self, id: u64, memories: &[Memory]) -> Result<(), EngineError> {
+    pub(crate) fn write(&self, id: SegmentId, memories: &[Memory]) -> Result<(), EngineError> {
         write_segment(
             &self.dir.join(cold_segment_file_name(id)),
-            id,
+            id.0,
             self.dims,
             self.zstd_level,
             memories,
@@ -249,10 +251,12 @@ impl ColdTier {
     }
 
     /// The segment file `id` if it exists and holds exactly `expected` entries.
-    fn open_existing(&self, id: u64, expected: usize) -> Option<Segment> {
+    fn open_existing(&self, id: SegmentId, expected: usize) -> Option<Segment> {
         let path = self.dir.join(cold_segment_file_name(id));
         match Segment::open(&path) {
-            Ok(seg) if seg.info().segment_id == id && seg.info().memories == expected => Some(seg),
+            Ok(seg) if seg.info().segment_id == id.0 && seg.info().memories == expected => {
+                Some(seg)
+            }
             Ok(_) => None,
             Err(e) => {
                 if path.exists() {
@@ -267,7 +271,7 @@ impl ColdTier {
     /// missing or incomplete. Idempotent.
     pub(crate) fn apply_seal(
         &self,
-        id: u64,
+        id: SegmentId,
         memories: &[(Memory, Tier)],
     ) -> Result<(), EngineError> {
         if self.state.read().segments.contains_key(&id) {
@@ -285,7 +289,7 @@ impl ColdTier {
     /// `build()`.
     fn register(
         &self,
-        id: u64,
+        id: SegmentId,
         expected: usize,
         build: impl FnOnce() -> Result<Vec<Memory>, EngineError>,
     ) -> Result<(), EngineError> {
@@ -296,7 +300,7 @@ impl ColdTier {
                 Segment::open(&self.dir.join(cold_segment_file_name(id)))?
             }
         };
-        self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+        self.next_id.fetch_max(id.0 + 1, Ordering::Relaxed);
         let mut state = self.state.write();
         state.live.entry(id).or_insert(0);
         state.segments.insert(id, Arc::new(seg));
@@ -309,18 +313,18 @@ impl ColdTier {
     /// so a reader holding an old location still finds the memory. Idempotent.
     pub(crate) fn register_compacted(
         &self,
-        id: u64,
-        sources: &[u64],
+        id: Option<SegmentId>,
+        sources: &[SegmentId],
         kept: &[Uuid],
     ) -> Result<(), EngineError> {
-        if id == 0 || self.state.read().segments.contains_key(&id) {
+        let Some(id) = id.filter(|id| !self.state.read().segments.contains_key(id)) else {
             return Ok(());
-        }
+        };
         self.register(id, kept.len(), || self.collect(sources, kept))
     }
 
     /// Second half: forgets `sources`, writes the manifest, then unlinks their files.
-    pub(crate) fn drop_segments(&self, lsn: Lsn, sources: &[u64]) -> Result<(), EngineError> {
+    pub(crate) fn drop_segments(&self, lsn: Lsn, sources: &[SegmentId]) -> Result<(), EngineError> {
         {
             let mut state = self.state.write();
             for s in sources {
@@ -344,7 +348,7 @@ impl ColdTier {
     /// The memories `kept` from segments `sources`, in id order.
     pub(crate) fn collect(
         &self,
-        sources: &[u64],
+        sources: &[SegmentId],
         kept: &[Uuid],
     ) -> Result<Vec<Memory>, EngineError> {
         let want: HashSet<Uuid> = kept.iter().copied().collect();
@@ -392,7 +396,7 @@ impl ColdTier {
     }
 
     /// Records that segment `segment` holds the live copy of `id` (replacing any older one).
-    pub(crate) fn set_location(&self, id: Uuid, segment: u64) {
+    pub(crate) fn set_location(&self, id: Uuid, segment: SegmentId) {
         let old = self.locations.write().insert(id, segment);
         let mut state = self.state.write();
         if let Some(old) = old {
@@ -413,7 +417,7 @@ impl ColdTier {
         }
     }
 
-    pub(crate) fn location(&self, id: &Uuid) -> Option<u64> {
+    pub(crate) fn location(&self, id: &Uuid) -> Option<SegmentId> {
         self.locations.read().get(id).copied()
     }
 
@@ -426,8 +430,8 @@ impl ColdTier {
     }
 
     /// Ids whose live copy is in `segment`.
-    pub(crate) fn live_ids(&self, segments: &[u64]) -> Vec<Uuid> {
-        let set: HashSet<u64> = segments.iter().copied().collect();
+    pub(crate) fn live_ids(&self, segments: &[SegmentId]) -> Vec<Uuid> {
+        let set: HashSet<SegmentId> = segments.iter().copied().collect();
         let mut ids: Vec<Uuid> = self
             .locations
             .read()
@@ -502,7 +506,7 @@ impl ColdTier {
 
     /// The live segments as of now (a compaction may drop some while the caller reads them:
     /// the `Arc` keeps their files open).
-    fn live_segments(&self) -> Vec<(u64, Arc<Segment>)> {
+    fn live_segments(&self) -> Vec<(SegmentId, Arc<Segment>)> {
         self.state
             .read()
             .segments
@@ -592,7 +596,7 @@ impl ColdTier {
     }
 
     /// (id, segment) of every location, for checks.
-    pub(crate) fn locations(&self) -> Vec<(Uuid, u64)> {
+    pub(crate) fn locations(&self) -> Vec<(Uuid, SegmentId)> {
         self.locations
             .read()
             .iter()
@@ -601,7 +605,7 @@ impl ColdTier {
     }
 
     /// Whether segment `seg` is live and has an entry for `id`.
-    pub(crate) fn segment_has(&self, seg: u64, id: &Uuid) -> bool {
+    pub(crate) fn segment_has(&self, seg: SegmentId, id: &Uuid) -> bool {
         self.state
             .read()
             .segments

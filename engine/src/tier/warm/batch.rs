@@ -12,7 +12,7 @@ use super::{
     KEY_APPLIED_LSN,
 };
 use crate::codec::{self, AttrRow};
-use crate::model::{EmbeddingStatus, Memory, Status, Tier};
+use crate::model::{EmbeddingStatus, Memory, SegmentId, Status, Tier};
 use crate::EngineError;
 
 /// A set of changes applied atomically with the LSN they reflect.
@@ -87,11 +87,11 @@ impl WarmBatch<'_> {
     }
 
     /// The cold segment holding the live copy of `id`.
-    pub fn put_cold_location(&mut self, id: &Uuid, segment: u64) {
+    pub fn put_cold_location(&mut self, id: &Uuid, segment: SegmentId) {
         self.batch.put_cf(
             self.tier.cf(CF_COLD_LOC),
             id.as_bytes(),
-            segment.to_le_bytes(),
+            segment.0.to_le_bytes(),
         );
     }
 

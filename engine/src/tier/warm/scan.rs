@@ -9,7 +9,7 @@ use super::{
     CF_HASH_INDEX, CF_NS_INDEX, CF_POSTINGS, CF_RECORDS, CF_SEARCH_ATTRS, CF_VECTORS,
 };
 use crate::codec::{self, AttrRow};
-use crate::model::Memory;
+use crate::model::{Memory, SegmentId};
 use crate::EngineError;
 
 impl WarmTier {
@@ -297,7 +297,7 @@ impl WarmTier {
     }
 
     /// Every cold location: (id, segment), in id order.
-    pub fn cold_locations(&self) -> Result<Vec<(Uuid, u64)>, EngineError> {
+    pub fn cold_locations(&self) -> Result<Vec<(Uuid, SegmentId)>, EngineError> {
         let mut out = Vec::new();
         let mut it = self.db.raw_iterator_cf(self.cf(CF_COLD_LOC));
         it.seek_to_first();
@@ -306,7 +306,7 @@ impl WarmTier {
                 break;
             };
             match (<[u8; 16]>::try_from(k), <[u8; 8]>::try_from(v)) {
-                (Ok(k), Ok(v)) => out.push((Uuid::from_bytes(k), u64::from_le_bytes(v))),
+                (Ok(k), Ok(v)) => out.push((Uuid::from_bytes(k), SegmentId(u64::from_le_bytes(v)))),
                 _ => {
                     return Err(EngineError::Corrupt {
                         path: self.path.clone(),
