@@ -28,6 +28,9 @@ mod config;
 mod engine;
 mod error;
 mod fsutil;
+/// The decoders' fuzz properties, for `fuzz/` (not a stable surface).
+#[doc(hidden)]
+pub mod fuzzing;
 mod idhash;
 mod layout;
 mod model;

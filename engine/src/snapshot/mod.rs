@@ -126,13 +126,18 @@ impl SnapshotManifest {
     /// Reads `dir/MANIFEST.json`.
     pub fn read(dir: &Path) -> Result<SnapshotManifest, EngineError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
-        let mut v: Value = serde_json::from_slice(&text).map_err(|e| EngineError::Corrupt {
-            path: path.clone(),
+        let bytes = fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+        SnapshotManifest::parse(&bytes, &path)
+    }
+
+    /// Parses the bytes of the manifest at `path`, checking `manifest_crc32` when present.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<SnapshotManifest, EngineError> {
+        let mut v: Value = serde_json::from_slice(bytes).map_err(|e| EngineError::Corrupt {
+            path: path.to_path_buf(),
             detail: format!("manifest is not JSON: {e}"),
         })?;
         let stored = v.as_object_mut().and_then(|o| o.remove("manifest_crc32"));
-        let manifest = SnapshotManifest::from_json(&v, &path)?;
+        let manifest = SnapshotManifest::from_json(&v, path)?;
         match stored.map(|c| c.as_u64()) {
             // Written before manifests carried their own checksum.
             None => {}
@@ -142,7 +147,7 @@ impl SnapshotManifest {
                 )) == crc => {}
             Some(_) => {
                 return Err(EngineError::Corrupt {
-                    path,
+                    path: path.to_path_buf(),
                     detail: "manifest checksum mismatch".to_owned(),
                 })
             }

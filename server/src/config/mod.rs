@@ -209,19 +209,33 @@ pub fn load(
     env: &[(String, String)],
     overrides: &[(String, String)],
 ) -> Result<Settings, ConfigError> {
-    let mut table = match file {
+    let table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
-            text.parse::<toml::Table>().map_err(|e| {
-                err(
-                    "--config",
-                    format!("{} is not valid TOML: {e}", path.display()),
-                )
-            })?
+            parse_file(&text, &path.display().to_string())?
         }
         None => toml::Table::new(),
     };
+    merge(table, env, overrides)
+}
+
+/// The settings a configuration file's text gives on its own (no environment, no flags);
+/// `name` names the file in errors.
+pub fn from_toml_str(text: &str, name: &str) -> Result<Settings, ConfigError> {
+    merge(parse_file(text, name)?, &[], &[])
+}
+
+fn parse_file(text: &str, name: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| err("--config", format!("{name} is not valid TOML: {e}")))
+}
+
+fn merge(
+    mut table: toml::Table,
+    env: &[(String, String)],
+    overrides: &[(String, String)],
+) -> Result<Settings, ConfigError> {
     for (key, _, _) in KEYS {
         let name = env_name(key);
         if let Some((_, value)) = env.iter().find(|(k, _)| *k == name) {
@@ -431,6 +445,43 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The fuzz target's committed corpus (and any crash reproducer added to it): every file
+    /// gives settings or an error naming a key; the defaults file gives exactly the defaults.
+    #[test]
+    fn fuzz_seed_corpus() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/config_toml");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/config_toml") {
+            let path = entry.expect("dir entry").path();
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            match from_toml_str(&text, "seed.toml") {
+                Ok(_) => {}
+                Err(e) => assert!(
+                    !e.key.is_empty(),
+                    "{}: an error names its key",
+                    path.display()
+                ),
+            }
+            seen += 1;
+        }
+        assert!(seen >= 3);
+        let defaults = std::fs::read_to_string(dir.join("defaults.toml")).expect("defaults.toml");
+        // Settings has no PartialEq; its Debug form shows every field.
+        assert_eq!(
+            format!(
+                "{:?}",
+                from_toml_str(&defaults, "defaults.toml").expect("the defaults file is valid")
+            ),
+            format!("{:?}", load(None, &[], &[]).expect("defaults"))
+        );
+        let bad = std::fs::read_to_string(dir.join("bad-key.toml")).expect("bad-key.toml");
+        let e = from_toml_str(&bad, "bad-key.toml").expect_err("a bad duration is refused");
+        assert_eq!(e.key, "tier_migration.working_to_warm_after");
     }
 
     #[test]

@@ -82,17 +82,24 @@ fn segment_id_of(name: &str) -> Option<SegmentId> {
 /// Reads a manifest: (LSN, segment ids). `None` if there is none.
 pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(Lsn, Vec<SegmentId>)>, EngineError> {
     let path = dir.join(MANIFEST);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(EngineError::io(&path, e)),
-    };
+    match std::fs::read(&path) {
+        Ok(bytes) => parse_manifest(&bytes, &path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(EngineError::io(&path, e)),
+    }
+}
+
+/// Parses the bytes of the manifest at `path`: (LSN, segment ids).
+pub(crate) fn parse_manifest(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Option<(Lsn, Vec<SegmentId>)>, EngineError> {
     let corrupt = |detail: &str| EngineError::Corrupt {
-        path: path.clone(),
+        path: path.to_path_buf(),
         detail: detail.to_owned(),
     };
     let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|_| corrupt("not valid JSON"))?;
+        serde_json::from_slice(bytes).map_err(|_| corrupt("not valid JSON"))?;
     if v["format"].as_u64() != Some(MANIFEST_FORMAT) {
         return Err(corrupt("unknown format"));
     }
@@ -121,15 +128,28 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(Lsn, Vec<SegmentId>)>,
 }
 
 fn manifest_bytes(state: &State, lsn: Lsn) -> Vec<u8> {
-    let list: Vec<serde_json::Value> = state
-        .segments
-        .iter()
-        .map(|(id, s)| {
+    manifest_json(
+        lsn,
+        state
+            .segments
+            .iter()
+            .map(|(id, s)| (*id, s.info().memories, s.info().bytes)),
+    )
+}
+
+/// The manifest listing `segments` (id, memories, bytes) as of `lsn`.
+pub(crate) fn manifest_json(
+    lsn: Lsn,
+    segments: impl IntoIterator<Item = (SegmentId, usize, u64)>,
+) -> Vec<u8> {
+    let list: Vec<serde_json::Value> = segments
+        .into_iter()
+        .map(|(id, memories, bytes)| {
             serde_json::json!({
                 "id": id.0,
-                "file": cold_segment_file_name(*id),
-                "memories": s.info().memories,
-                "bytes": s.info().bytes,
+                "file": cold_segment_file_name(id),
+                "memories": memories,
+                "bytes": bytes,
             })
         })
         .collect();

@@ -30,6 +30,9 @@ const TRAILER_BYTES: usize = 48;
 pub const BLOCK_TARGET_BYTES: usize = 64 * 1024;
 /// Bytes of one footer entry: id, block, record within the block.
 const FOOTER_ENTRY_BYTES: usize = 24;
+/// A block is closed once it passes [`BLOCK_TARGET_BYTES`], so it holds at most that plus one
+/// record, and a record (an image that fit in a WAL record, with its LSN) is bounded too.
+const MAX_BLOCK_RAW_BYTES: usize = BLOCK_TARGET_BYTES + 12 + engram_wal::MAX_RECORD_BYTES;
 
 /// What a segment holds, from its header and footer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,9 +285,14 @@ impl Segment {
         let quant_len = u64_at(&trailer, 24);
         let quant_crc = u32_at(&trailer, 32);
         let footer_crc = u32_at(&trailer, 36);
-        if footer_offset + footer_len + TRAILER_BYTES as u64 != len
-            || quant_offset + quant_len != footer_offset
-        {
+        // Checked arithmetic: the offsets are read from the file and may be anything.
+        let fits = footer_offset
+            .checked_add(footer_len)
+            .and_then(|end| end.checked_add(TRAILER_BYTES as u64))
+            == Some(len)
+            && quant_offset.checked_add(quant_len) == Some(footer_offset)
+            && quant_offset >= HEADER_BYTES as u64;
+        if !fits {
             return Err(corrupt(path, "trailer offsets do not fit the file"));
         }
         let mut footer = vec![0u8; footer_len as usize];
@@ -306,7 +314,11 @@ impl Segment {
             index.push((id, u32_at(e, 16), u32_at(e, 20)));
         }
         let blocks = usize::try_from(u64_at(&footer, entries_end)).map_err(|_| bad_footer())?;
-        if footer.len() != entries_end + 8 + blocks * 8 {
+        if Some(footer.len())
+            != blocks
+                .checked_mul(8)
+                .and_then(|b| b.checked_add(entries_end + 8))
+        {
             return Err(bad_footer());
         }
         let block_offsets: Vec<u64> = footer[entries_end + 8..]
@@ -315,6 +327,16 @@ impl Segment {
             .collect();
         if index.iter().any(|(_, b, _)| *b as usize >= blocks) {
             return Err(bad_footer());
+        }
+        // Blocks lie, in order, between the header and the quantized section.
+        let mut block_start = HEADER_BYTES as u64;
+        for &offset in &block_offsets {
+            if offset < block_start
+                || offset.saturating_add(BLOCK_HEADER_BYTES as u64) > quant_offset
+            {
+                return Err(bad_footer());
+            }
+            block_start = offset + BLOCK_HEADER_BYTES as u64;
         }
         let mut seg = Segment {
             file,
@@ -366,12 +388,23 @@ impl Segment {
     fn read_block(&self, b: usize) -> Result<Vec<u8>, EngineError> {
         let path = &self.info.path;
         let (clen, rlen, _, crc) = self.block_header(b)?;
+        // Both lengths come from the file: bound them before allocating.
+        let start = self.block_offsets[b] + BLOCK_HEADER_BYTES as u64;
+        if start + u64::from(clen) > self.quant_offset {
+            return Err(corrupt(
+                path,
+                format!("block {b}: {clen} bytes run past the blocks section"),
+            ));
+        }
+        if rlen as usize > MAX_BLOCK_RAW_BYTES {
+            return Err(corrupt(
+                path,
+                format!("block {b}: {rlen} raw bytes is more than a block can hold"),
+            ));
+        }
         let mut compressed = vec![0u8; clen as usize];
         self.file
-            .read_exact_at(
-                &mut compressed,
-                self.block_offsets[b] + BLOCK_HEADER_BYTES as u64,
-            )
+            .read_exact_at(&mut compressed, start)
             .map_err(|e| corrupt(path, format!("block {b}: cannot read {clen} bytes: {e}")))?;
         if crc32fast::hash(&compressed) != crc {
             return Err(corrupt(path, format!("block {b}: checksum mismatch")));

@@ -1,0 +1,7 @@
+//! Fuzz target: a WAL operation payload (decode_op). Never panics; what it accepts re-encodes canonically. The property
+//! is `engram_engine::fuzzing::wal_op`, which a unit test also runs on the seed corpus.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| engram_engine::fuzzing::wal_op(data));
