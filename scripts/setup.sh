@@ -40,3 +40,18 @@ if [ ! -s "$model_dir/model.safetensors" ]; then
   done
   rm -rf "$tmp"
 fi
+
+# The official MCP Python SDK, for the end-to-end test that drives engramd's MCP endpoint the
+# way a Python agent does (tests/python/mcp_sdk_client.py), in a venv next to the model.
+venv="${ENGRAM_VENV:-$HOME/.cache/engram/venv}"
+if ! "$venv/bin/python" -c 'import mcp' >/dev/null 2>&1; then
+  python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  }
+  echo "setup: installing the MCP Python SDK into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet 'mcp==2.3.0'
+fi

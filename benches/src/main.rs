@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+mod mcp;
 mod recall;
 mod search;
 mod snapshot;
@@ -90,6 +91,8 @@ enum Command {
     Tiers(tiers::TiersArgs),
     /// Creates while online snapshots are taken: latency during the snapshots against the rest.
     Snapshot(snapshot::SnapshotArgs),
+    /// MCP against REST: recall vs search latency, and remember throughput over sessions.
+    Mcp(mcp::McpArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -110,6 +113,7 @@ fn main() -> anyhow::Result<()> {
             Command::Recall(args) => recall::recall(args).await,
             Command::Tiers(args) => tiers::tiers(args).await,
             Command::Snapshot(args) => snapshot::snapshot(args).await,
+            Command::Mcp(args) => mcp::mcp(args).await,
         }
     })
 }
@@ -166,12 +170,17 @@ impl Conn {
         body: Option<String>,
     ) -> anyhow::Result<(u16, Bytes)> {
         self.sender.ready().await?;
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.host)
-            .header("content-type", "application/json")
-            .body(Full::new(body.map(Bytes::from).unwrap_or_default()))?;
+            .header("content-type", "application/json");
+        if path == "/mcp" {
+            req = req
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18");
+        }
+        let req = req.body(Full::new(body.map(Bytes::from).unwrap_or_default()))?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes();
@@ -253,8 +262,21 @@ impl Outcome {
     }
 }
 
-/// Runs `clients` loops for `duration`; `next` builds request `n` of client `c`.
+/// Runs `clients` loops for `duration`; `next` builds request `n` of client `c`. A 2xx answer
+/// counts as success.
 async fn drive<F>(common: &Common, next: F) -> anyhow::Result<Outcome>
+where
+    F: Fn(usize, u64) -> (&'static str, String, Option<String>) + Send + Sync + 'static,
+{
+    drive_checked(common, next, |_| true).await
+}
+
+/// [`drive`], where success is also `accept(body)` (a protocol whose errors answer 200).
+async fn drive_checked<F>(
+    common: &Common,
+    next: F,
+    accept: fn(&[u8]) -> bool,
+) -> anyhow::Result<Outcome>
 where
     F: Fn(usize, u64) -> (&'static str, String, Option<String>) + Send + Sync + 'static,
 {
@@ -277,9 +299,9 @@ where
                 let (method, path, body) = next(c, n);
                 n += 1;
                 let t = Instant::now();
-                let (status, _) = conn.send(method, &path, body).await?;
+                let (status, reply) = conn.send(method, &path, body).await?;
                 let us = t.elapsed().as_micros() as u64;
-                if (200..300).contains(&status) {
+                if (200..300).contains(&status) && accept(&reply) {
                     hist.saturating_record(us.max(1));
                     ok += 1;
                 } else {

@@ -14,6 +14,7 @@ pub mod embed;
 pub mod error;
 mod handlers;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 
 use std::future::Future;
@@ -91,8 +92,11 @@ pub mod telemetry {
 
     /// Installs the global `tracing` subscriber: text or JSON lines on stderr.
     pub fn init(settings: &Settings) {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+        // rmcp logs every stateless MCP request's session start and end at info, and every
+        // invalid-params answer at warn; those are per-request client events, not daemon ones.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{},rmcp=error", settings.log_level))
+        });
         if settings.log_json {
             tracing_subscriber::fmt()
                 .json()

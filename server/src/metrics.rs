@@ -15,6 +15,7 @@ use crate::embed::EmbedStats;
 pub struct Metrics {
     registry: Registry,
     pub operations: IntCounterVec,
+    pub mcp_tool_calls: IntCounterVec,
     pub http_duration: HistogramVec,
     pub http_requests: IntCounterVec,
     tier_memories: IntGaugeVec,
@@ -49,6 +50,13 @@ impl Metrics {
                 "Memory operations completed, by operation.",
             ),
             &["operation"],
+        ));
+        let mcp_tool_calls = must(IntCounterVec::new(
+            Opts::new(
+                "engram_mcp_tool_calls_total",
+                "MCP tool calls, by tool and outcome (ok, error, invalid_params).",
+            ),
+            &["tool", "outcome"],
         ));
         let http_duration = must(HistogramVec::new(
             HistogramOpts::new(
@@ -160,6 +168,7 @@ impl Metrics {
             Box::new(embeddings.clone()),
             Box::new(vector_index.clone()),
             Box::new(operations.clone()),
+            Box::new(mcp_tool_calls.clone()),
             Box::new(http_duration.clone()),
             Box::new(http_requests.clone()),
             Box::new(tier_memories.clone()),
@@ -177,6 +186,7 @@ impl Metrics {
         Metrics {
             registry,
             operations,
+            mcp_tool_calls,
             http_duration,
             http_requests,
             tier_memories,

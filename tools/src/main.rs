@@ -1,5 +1,6 @@
 //! `engramctl`: Engram's offline tool: backups (incremental, from a stopped store or a running
-//! daemon's fresh snapshot), verification, point-in-time restore, and WAL inspection.
+//! daemon's fresh snapshot), verification, point-in-time restore, and WAL inspection; and
+//! `engramctl mcp`, the stdio bridge from MCP clients to a running daemon.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use engram_wal::segment::{self, ScanEnd};
 use serde_json::json;
 
 mod backup;
+mod mcp;
 mod transfer;
 
 #[global_allocator]
@@ -103,6 +105,19 @@ enum Command {
         #[command(subcommand)]
         command: SegmentCommand,
     },
+    /// Speak MCP on stdin/stdout, forwarding every message to a running engramd's /mcp
+    /// endpoint: for MCP clients that start a command rather than open a URL.
+    Mcp {
+        /// The daemon, e.g. http://127.0.0.1:3333.
+        #[arg(long, env = "ENGRAM_URL", default_value = "http://127.0.0.1:3333")]
+        url: String,
+        /// API key (also ENGRAM_API_KEY).
+        #[arg(long, env = "ENGRAM_API_KEY")]
+        api_key: Option<String>,
+        /// Namespace for remember, recall and list_memories calls that name none.
+        #[arg(long, env = "ENGRAM_NAMESPACE")]
+        namespace: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +181,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => backup::backup(&data_dir, &out, url.as_deref(), api_key.as_deref(), json),
         Command::Verify { backup, json } => backup::verify(&backup, json),
+        Command::Mcp {
+            url,
+            api_key,
+            namespace,
+        } => mcp::serve_stdio(&url, api_key, namespace),
         Command::Check { data_dir, json } => check(&data_dir, json),
         Command::Export {
             data_dir,

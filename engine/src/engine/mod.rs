@@ -253,6 +253,11 @@ impl Engine {
             .list(filter, after, limit.clamp(1, MAX_LIST_LIMIT))
     }
 
+    /// Every namespace that holds a memory (deleted ones included until purged), sorted.
+    pub fn namespaces(&self) -> Result<Vec<String>, EngineError> {
+        self.inner.warm.namespaces()
+    }
+
     /// Moves a memory to `tier` as a logged operation (to cold: a seal).
     pub fn move_to(&self, id: &Uuid, tier: Tier) -> Result<Memory, EngineError> {
         let patch = MemoryPatch {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engram_engine::{
-    EmbeddingStatus, EngineError, ListFilter, Memory, NewMemory, Uuid, MAX_BATCH_ITEMS,
+    EmbeddingStatus, EngineError, ListFilter, Memory, NewMemory, Page, Uuid, MAX_BATCH_ITEMS,
     MAX_LIST_LIMIT,
 };
 use hyper::body::Incoming;
@@ -78,19 +78,16 @@ async fn after_write(state: &Arc<AppState>, m: Memory, wait: bool) -> Result<Mem
     .map_err(ApiError::from)
 }
 
-/// Counts a completed single-memory write and answers with the memory.
-fn memory_reply(
-    state: &AppState,
-    operation: &str,
-    status: StatusCode,
-    memory: Memory,
-    include_embedding: bool,
-) -> Reply {
+/// Counts a completed operation.
+fn count(state: &AppState, operation: &str) {
     state
         .metrics
         .operations
         .with_label_values(&[operation])
         .inc();
+}
+
+fn memory_reply(status: StatusCode, memory: Memory, include_embedding: bool) -> Reply {
     json_reply(status, &MemoryOut::new(memory, include_embedding))
 }
 
@@ -140,17 +137,26 @@ pub(crate) async fn create(
 ) -> Result<Reply, ApiError> {
     let params = WriteParams::from_query(query)?;
     let body = read_body(req, state.settings.max_body_bytes).await?;
-    let new = check_create(parse_json(&body)?, key)?;
-    let engine = Arc::clone(&state.engine);
-    let memory = blocking(move || engine.create(new)).await??;
-    let memory = after_write(state, memory, params.wait_for_embedding).await?;
+    let memory = create_one(state, parse_json(&body)?, key, params.wait_for_embedding).await?;
     Ok(memory_reply(
-        state,
-        "create",
         StatusCode::CREATED,
         memory,
         params.include_embedding,
     ))
+}
+
+/// Stores one memory (REST create, MCP `remember`) and counts it.
+pub(crate) async fn create_one(
+    state: &Arc<AppState>,
+    req: CreateMemory,
+    key: Option<&ApiKey>,
+    wait_for_embedding: bool,
+) -> Result<Memory, ApiError> {
+    let new = check_create(req, key)?;
+    let engine = Arc::clone(&state.engine);
+    let memory = blocking(move || engine.create(new)).await??;
+    count(state, "create");
+    after_write(state, memory, wait_for_embedding).await
 }
 
 pub(crate) async fn batch(
@@ -244,15 +250,22 @@ pub(crate) async fn get(
 ) -> Result<Reply, ApiError> {
     let id = api::parse_id("id", id)?;
     let include_embedding = query.flag("include_embedding")?;
+    let memory = get_one(state, id, key).await?;
+    Ok(memory_reply(StatusCode::OK, memory, include_embedding))
+}
+
+/// Reads one memory, counting an access (REST get, MCP `get_memory`).
+pub(crate) async fn get_one(
+    state: &Arc<AppState>,
+    id: Uuid,
+    key: Option<&ApiKey>,
+) -> Result<Memory, ApiError> {
     if key.is_some() {
         authorized_read(state, id, key).await?;
     }
     let memory = read(state, id, true).await?;
-    state.metrics.operations.with_label_values(&["get"]).inc();
-    Ok(json_reply(
-        StatusCode::OK,
-        &MemoryOut::new(memory, include_embedding),
-    ))
+    count(state, "get");
+    Ok(memory)
 }
 
 pub(crate) async fn update(
@@ -265,7 +278,29 @@ pub(crate) async fn update(
     let id = api::parse_id("id", id)?;
     let params = WriteParams::from_query(query)?;
     let body = read_body(req, state.settings.max_body_bytes).await?;
-    let patch: PatchMemory = parse_json(&body)?;
+    let memory = update_one(
+        state,
+        id,
+        parse_json(&body)?,
+        key,
+        params.wait_for_embedding,
+    )
+    .await?;
+    Ok(memory_reply(
+        StatusCode::OK,
+        memory,
+        params.include_embedding,
+    ))
+}
+
+/// Applies a partial update (REST update, MCP `update_memory`) and counts it.
+pub(crate) async fn update_one(
+    state: &Arc<AppState>,
+    id: Uuid,
+    patch: PatchMemory,
+    key: Option<&ApiKey>,
+    wait_for_embedding: bool,
+) -> Result<Memory, ApiError> {
     let (patch, namespace) = patch.into_patch()?;
     // Read the memory first only when a key's namespaces or a sent namespace must be checked.
     if key.is_some() || namespace.is_some() {
@@ -279,14 +314,8 @@ pub(crate) async fn update(
     }
     let engine = Arc::clone(&state.engine);
     let memory = blocking(move || engine.update(&id, patch)).await??;
-    let memory = after_write(state, memory, params.wait_for_embedding).await?;
-    Ok(memory_reply(
-        state,
-        "update",
-        StatusCode::OK,
-        memory,
-        params.include_embedding,
-    ))
+    count(state, "update");
+    after_write(state, memory, wait_for_embedding).await
 }
 
 pub(crate) async fn delete(
@@ -297,17 +326,24 @@ pub(crate) async fn delete(
 ) -> Result<Reply, ApiError> {
     let id = api::parse_id("id", id)?;
     let purge = query.flag("purge")?;
+    let deleted = delete_one(state, id, purge, key).await?;
+    Ok(json_reply(StatusCode::OK, &deleted))
+}
+
+/// Deletes one memory, softly or for good (REST delete, MCP `forget`), and counts it.
+pub(crate) async fn delete_one(
+    state: &Arc<AppState>,
+    id: Uuid,
+    purge: bool,
+    key: Option<&ApiKey>,
+) -> Result<DeletedOut, ApiError> {
     if key.is_some() {
         authorized_read(state, id, key).await?;
     }
     let engine = Arc::clone(&state.engine);
     let deleted = blocking(move || engine.delete(&id, purge)).await??;
-    state
-        .metrics
-        .operations
-        .with_label_values(&[if purge { "purge" } else { "delete" }])
-        .inc();
-    Ok(json_reply(StatusCode::OK, &DeletedOut::from(deleted)))
+    count(state, if purge { "purge" } else { "delete" });
+    Ok(DeletedOut::from(deleted))
 }
 
 pub(crate) async fn list(
@@ -316,7 +352,56 @@ pub(crate) async fn list(
     query: &Query,
 ) -> Result<Reply, ApiError> {
     let include_embedding = query.flag("include_embedding")?;
-    let namespace = query.get("namespace").map(str::to_owned);
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIST_LIMIT}, got {s:?}"),
+                )
+            })?,
+    };
+    let params = ListParams {
+        namespace: query.get("namespace").map(str::to_owned),
+        tier: query.get("tier").map(str::to_owned),
+        status: query.get("status").map(str::to_owned),
+        tag: query.get("tag").map(str::to_owned),
+        limit,
+        cursor: query.get("cursor").map(str::to_owned),
+    };
+    let page = list_page(state, key, params).await?;
+    let body = ListOut {
+        memories: page
+            .memories
+            .into_iter()
+            .map(|m| MemoryOut::new(m, include_embedding))
+            .collect(),
+        next_cursor: page.next_after.map(api::encode_cursor),
+    };
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
+/// What a list asks for, as the client wrote it (REST query, MCP `list_memories`).
+pub(crate) struct ListParams {
+    pub namespace: Option<String>,
+    pub tier: Option<String>,
+    pub status: Option<String>,
+    pub tag: Option<String>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// One page of a list, checked against the key's namespaces, and counted.
+pub(crate) async fn list_page(
+    state: &Arc<AppState>,
+    key: Option<&ApiKey>,
+    params: ListParams,
+) -> Result<Page, ApiError> {
+    let namespace = params.namespace;
     if let Some(ns) = &namespace {
         api::check_namespace(ns)?;
         authorize(key, ns)?;
@@ -327,44 +412,37 @@ pub(crate) async fn list(
             "this API key is limited to some namespaces: name one with ?namespace=",
         ));
     }
-    let tier = query
-        .get("tier")
+    let tier = params
+        .tier
+        .as_deref()
         .map(|s| api::parse_name("tier", s))
         .transpose()?;
-    let status = query
-        .get("status")
+    let status = params
+        .status
+        .as_deref()
         .map(|s| api::parse_name("status", s))
         .transpose()?;
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIST_LIMIT,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIST_LIMIT}, got {s:?}"),
-                ))
-            }
-        },
-    };
-    let after = query.get("cursor").map(api::decode_cursor).transpose()?;
+    let limit = params.limit;
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit}"),
+        ));
+    }
+    let after = params
+        .cursor
+        .as_deref()
+        .map(api::decode_cursor)
+        .transpose()?;
     let filter = ListFilter {
         namespace,
         tier,
         status,
-        tag: query.get("tag").map(str::to_owned),
+        tag: params.tag,
         include_deleted: false,
     };
     let engine = Arc::clone(&state.engine);
     let page = blocking(move || engine.list(&filter, after, limit)).await??;
-    state.metrics.operations.with_label_values(&["list"]).inc();
-    let body = ListOut {
-        memories: page
-            .memories
-            .into_iter()
-            .map(|m| MemoryOut::new(m, include_embedding))
-            .collect(),
-        next_cursor: page.next_after.map(api::encode_cursor),
-    };
-    Ok(json_reply(StatusCode::OK, &body))
+    count(state, "list");
+    Ok(page)
 }

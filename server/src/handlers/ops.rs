@@ -11,9 +11,20 @@ use crate::api::replies::{HealthEmbedding, HealthOut, HealthWal, TierCounts};
 use crate::http::{json_reply, AppState, Reply};
 
 pub(crate) fn health(state: &AppState) -> Reply {
+    let body = health_report(state);
+    let status = if body.database_connected {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_reply(status, &body)
+}
+
+/// The health report (REST health, MCP `memory_status`).
+pub(crate) fn health_report(state: &AppState) -> HealthOut {
     let stats = state.engine.stats();
     let healthy = !stats.poisoned;
-    let body = HealthOut {
+    HealthOut {
         status: if healthy { "healthy" } else { "unhealthy" },
         database_connected: healthy,
         embedding_service_available: state
@@ -38,13 +49,7 @@ pub(crate) fn health(state: &AppState) -> Reply {
         wal: HealthWal {
             durable_lsn: stats.durable_lsn,
         },
-    };
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_reply(status, &body)
+    }
 }
 
 pub(crate) fn metrics(state: &AppState) -> Reply {

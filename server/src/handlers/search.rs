@@ -22,9 +22,20 @@ pub(crate) async fn search(
     key: Option<&ApiKey>,
     forced: Option<SearchMode>,
 ) -> Result<Reply, ApiError> {
-    let started = Instant::now();
     let body = read_body(req, state.settings.max_body_bytes).await?;
-    let request: SearchRequest = parse_json(&body)?;
+    let out = run(state, parse_json(&body)?, key, forced).await?;
+    Ok(json_reply(StatusCode::OK, &out))
+}
+
+/// Runs one search (REST search, MCP `recall`), embedding the query text if needed, and
+/// counts it.
+pub(crate) async fn run(
+    state: &Arc<AppState>,
+    request: SearchRequest,
+    key: Option<&ApiKey>,
+    forced: Option<SearchMode>,
+) -> Result<SearchOut, ApiError> {
+    let started = Instant::now();
     let (mut q, shape) = request.into_query(forced)?;
     authorize(key, &q.namespace)?;
     let mut warnings: Vec<String> = Vec::new();
@@ -70,7 +81,7 @@ pub(crate) async fn search(
         .operations
         .with_label_values(&["search"])
         .inc();
-    let body = SearchOut {
+    Ok(SearchOut {
         results: results
             .hits
             .into_iter()
@@ -79,6 +90,5 @@ pub(crate) async fn search(
         total_count: results.total_count,
         query_time_ms: started.elapsed().as_secs_f64() * 1000.0,
         warnings,
-    };
-    Ok(json_reply(StatusCode::OK, &body))
+    })
 }

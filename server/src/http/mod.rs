@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use engram_engine::Engine;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
@@ -24,6 +25,7 @@ use crate::config::Settings;
 use crate::embed::{EmbedWorker, Embedder};
 use crate::error::ApiError;
 use crate::handlers;
+use crate::mcp::{Caller, McpEndpoint};
 use crate::metrics::Metrics;
 use auth::RateLimiter;
 use route::{Access, Route};
@@ -41,6 +43,7 @@ pub struct AppState {
     pub embed_worker: Option<EmbedWorker>,
     pub started: Instant,
     limiter: RateLimiter,
+    mcp: McpEndpoint,
     request_seq: AtomicU64,
 }
 
@@ -56,6 +59,7 @@ impl AppState {
             embedder,
             embed_worker,
             limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
+            mcp: McpEndpoint::new(settings.listen, settings.max_body_bytes),
             engine,
             metrics,
             settings,
@@ -66,6 +70,12 @@ impl AppState {
 }
 
 pub(crate) type Reply = Response<Full<Bytes>>;
+/// What the connection sends: a whole body, or a stream (MCP).
+pub type ResponseBody = BoxBody<Bytes, Infallible>;
+
+fn boxed(r: Reply) -> Response<ResponseBody> {
+    r.map(BodyExt::boxed)
+}
 
 pub(crate) fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Reply {
     let body = serde_json::to_vec(value).expect("API values always serialize");
@@ -108,7 +118,7 @@ pub async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> Result<Reply, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let request_id = request_id(&state, &req);
     // Every event of the request, on whatever worker it runs, carries its id.
@@ -127,7 +137,7 @@ pub async fn handle(
                     tracing::warn!(route = label, status = e.status.as_u16(), message = %e.message, "request failed");
                 });
             }
-            error_reply(&e, &request_id)
+            boxed(error_reply(&e, &request_id))
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -152,7 +162,7 @@ async fn dispatch(
     state: &Arc<AppState>,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> (&'static str, Result<Reply, ApiError>) {
+) -> (&'static str, Result<Response<ResponseBody>, ApiError>) {
     let route = match Route::parse(req.method(), req.uri().path()) {
         Ok(r) => r,
         Err(e) => return ("unknown", Err(e)),
@@ -166,11 +176,11 @@ async fn serve(
     route: Route,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> Result<Reply, ApiError> {
+) -> Result<Response<ResponseBody>, ApiError> {
     // Probes and scrapers need no key and may add any query they like.
     match route {
-        Route::Health => return Ok(handlers::ops::health(state)),
-        Route::Metrics => return Ok(handlers::ops::metrics(state)),
+        Route::Health => return Ok(boxed(handlers::ops::health(state))),
+        Route::Metrics => return Ok(boxed(handlers::ops::metrics(state))),
         _ => {}
     }
     let access = route.access();
@@ -196,9 +206,18 @@ async fn serve(
             "admin endpoints need an API key that is not limited to namespaces",
         ));
     }
+    if route == Route::Mcp {
+        let caller = Caller {
+            state: Arc::clone(state),
+            key,
+        };
+        return Ok(state.mcp.serve(req, caller).await);
+    }
     let key = key.as_ref();
-    match route {
-        Route::Health | Route::Metrics => unreachable!("answered before authentication"),
+    let reply = match route {
+        Route::Health | Route::Metrics | Route::Mcp => {
+            unreachable!("answered before authentication or above")
+        }
         Route::CreateMemory => handlers::memories::create(state, req, key, &query).await,
         Route::BatchCreate => handlers::memories::batch(state, req, key, &query).await,
         Route::ListMemories => handlers::memories::list(state, key, &query).await,
@@ -212,5 +231,6 @@ async fn serve(
         Route::Migrate => handlers::admin::migrate(state, req).await,
         Route::Compact => handlers::admin::compact(state).await,
         Route::Tiers => handlers::admin::tiers(state).await,
-    }
+    };
+    reply.map(boxed)
 }

@@ -26,6 +26,8 @@ pub enum Route {
     Migrate,
     Compact,
     Tiers,
+    /// The MCP endpoint (Streamable HTTP); rmcp answers each method.
+    Mcp,
 }
 
 /// Who may call a route.
@@ -92,6 +94,10 @@ impl Route {
             ["api", "v1", "admin", "migrate"] => by_method(None, Some(Route::Migrate)),
             ["api", "v1", "admin", "compact"] => by_method(None, Some(Route::Compact)),
             ["api", "v1", "tiers"] => by_method(Some(Route::Tiers), None),
+            ["mcp"] => match *method {
+                Method::GET | Method::POST | Method::DELETE => Ok(Route::Mcp),
+                _ => Err(not_allowed()),
+            },
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "ROUTE_NOT_FOUND",
@@ -121,6 +127,7 @@ impl Route {
             Route::Migrate => "admin_migrate",
             Route::Compact => "admin_compact",
             Route::Tiers => "tiers",
+            Route::Mcp => "/mcp",
         }
     }
 
@@ -133,7 +140,8 @@ impl Route {
             | Route::Search(_)
             | Route::GetMemory(_)
             | Route::UpdateMemory(_)
-            | Route::DeleteMemory(_) => Access::Key,
+            | Route::DeleteMemory(_)
+            | Route::Mcp => Access::Key,
             Route::CreateSnapshot
             | Route::ListSnapshots
             | Route::DeleteSnapshot(_)
@@ -168,7 +176,8 @@ impl Route {
             | Route::DeleteSnapshot(_)
             | Route::Migrate
             | Route::Compact
-            | Route::Tiers => &[],
+            | Route::Tiers
+            | Route::Mcp => &[],
         }
     }
 }
@@ -262,6 +271,7 @@ mod tests {
                 Route::Compact,
             ),
             (Method::GET, "/api/v1/tiers".to_owned(), Route::Tiers),
+            (Method::POST, "/mcp".to_owned(), Route::Mcp),
         ];
         for (method, path, route) in cases {
             assert_eq!(

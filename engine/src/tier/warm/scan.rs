@@ -223,6 +223,33 @@ impl WarmTier {
         Ok(n)
     }
 
+    /// Every namespace that holds a memory, in byte order: a skip-scan of the namespace index
+    /// (one seek per namespace, not one step per memory).
+    pub(crate) fn namespaces(&self) -> Result<Vec<String>, EngineError> {
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_NS_INDEX));
+        it.seek_to_first();
+        while it.valid() {
+            let key = it.key().expect("valid iterator has a key");
+            let name = key
+                .iter()
+                .position(|&b| b == 0)
+                .and_then(|at| std::str::from_utf8(&key[..at]).ok())
+                .ok_or_else(|| EngineError::Corrupt {
+                    path: self.path.clone(),
+                    detail: "malformed namespace index key".to_owned(),
+                })?
+                .to_owned();
+            // Keys are `namespace 0x00 id`: the next namespace starts at `namespace 0x01`.
+            let mut next = ns_key(&name, &[]);
+            *next.last_mut().expect("ends in 0x00") = 1;
+            out.push(name);
+            it.seek(&next);
+        }
+        it.status().map_err(|e| rocks_err(&self.path, e))?;
+        Ok(out)
+    }
+
     /// Every key of the namespace index as (namespace, id), and of the dedup index as
     /// (namespace, hash, id): for consistency checks.
     #[expect(
