@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check, in the order CI runs them: formatting, clippy (warnings are errors), build of the
-# binaries the end-to-end tests start, then every test (unit, integration, end-to-end, crash).
+# binaries the end-to-end tests start, then every test (unit, integration, end-to-end, crash,
+# MCP with the Python SDK), then the Python client's suite against real daemons.
 # One profile (release) for everything, so RocksDB's C++ is compiled once; the target directory
 # lives outside the checkout so it survives fresh clones.
 set -euo pipefail
@@ -16,3 +17,7 @@ echo "== build"
 cargo build --release --locked --workspace --bins
 echo "== test"
 cargo nextest run --release --locked --workspace --no-fail-fast
+echo "== python client"
+venv="${ENGRAM_VENV:-$HOME/.cache/engram/venv}"
+"$venv/bin/pip" install --quiet --no-build-isolation --no-deps --force-reinstall ./clients/python
+(cd clients/python && ENGRAM_BIN="$CARGO_TARGET_DIR/release/engramd" "$venv/bin/python" -m pytest -q -p no:cacheprovider)

@@ -41,17 +41,18 @@ if [ ! -s "$model_dir/model.safetensors" ]; then
   rm -rf "$tmp"
 fi
 
-# The official MCP Python SDK, for the end-to-end test that drives engramd's MCP endpoint the
-# way a Python agent does (tests/python/mcp_sdk_client.py), in a venv next to the model.
+# Python for the tests that drive engramd the way Python agents do: the official MCP SDK
+# (tests/python/mcp_sdk_client.py), and httpx + pytest for the Python client's suite
+# (clients/python), in a venv next to the model. Pinned, so every run tests the same thing.
 venv="${ENGRAM_VENV:-$HOME/.cache/engram/venv}"
-if ! "$venv/bin/python" -c 'import mcp' >/dev/null 2>&1; then
+py_pins=('mcp==2.3.0' 'httpx==0.28.1' 'pytest==9.2.0' 'pytest-asyncio==1.5.0' 'setuptools>=75' 'wheel')
+if ! "$venv/bin/python" -c 'import mcp, httpx, pytest, pytest_asyncio, wheel' >/dev/null 2>&1; then
   python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
   }
-  echo "setup: installing the MCP Python SDK into $venv" >&2
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet 'mcp==2.3.0'
+  echo "setup: installing ${py_pins[*]} into $venv" >&2
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "${py_pins[@]}"
 fi

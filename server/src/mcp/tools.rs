@@ -48,7 +48,7 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
             Call it when the user tells you something that should outlast this conversation. \
             Write the content as a self-contained sentence (who, what, when). Returns the memory's \
             id; storing content that is already remembered in the namespace is not an error: the \
-            result says duplicate=true and gives the existing id. Content is at most 64 KiB; \
+            result says duplicate=true and gives the existing id. Content is at most 1 MiB; \
             importance (0-1, default 0.5) ranks it in recall and keeps it in the fast tiers longer; \
             ttl (\"7d\", \"12h\") or expires_at makes it expire.",
         schema: rmcp::handler::server::common::schema_for_input::<RememberArgs>,
@@ -130,7 +130,7 @@ where
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RememberArgs {
-    /// What to remember, as a self-contained statement (at most 64 KiB).
+    /// What to remember, as a self-contained statement (at most 1 MiB).
     pub content: String,
     /// Namespace to store it in (default "default"): one per user, agent or project.
     pub namespace: Option<String>,

@@ -1,0 +1,654 @@
+"""The clients: ``Engram`` (blocking) and ``AsyncEngram`` (asyncio), one method per operation.
+
+Both build their requests with the same ``_Call`` descriptions and read the answers with the
+same parsers; only the transport (``httpx.Client`` or ``httpx.AsyncClient``) and how they wait
+between retries differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import httpx
+
+from ._errors import (
+    ConflictError,
+    ConnectionError,
+    EngramError,
+    RateLimitError,
+    TimeoutError,
+    UnavailableError,
+    error_from_item,
+    error_from_response,
+)
+from ._types import Deleted, Health, Memory, SearchResults, Snapshot
+
+__all__ = ["Engram", "AsyncEngram", "RetryPolicy", "UNSET"]
+
+DEFAULT_URL = "http://127.0.0.1:3333"
+DEFAULT_TIMEOUT = 30.0
+Time = Union[datetime, str]
+
+
+class _Unset:
+    """Marks an argument left out (``None`` means JSON ``null``: clear the field)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to retry.
+
+    A request is retried after 429 (waiting the ``Retry-After`` the daemon sends), 503 and a
+    connection that could not be opened; a connection that broke mid-request is retried only
+    for requests that are safe to repeat (reads, deletes, searches and single creates — a
+    repeated create is caught by the daemon's duplicate check, and ``remember`` then returns the
+    memory the first attempt stored). Waits grow exponentially from ``backoff`` up to
+    ``max_backoff`` seconds, with jitter.
+    """
+
+    max_retries: int = 3
+    backoff: float = 0.1
+    max_backoff: float = 5.0
+
+    def delay(self, attempt: int, error: EngramError) -> float:
+        if isinstance(error, RateLimitError) and error.retry_after is not None:
+            return min(error.retry_after, self.max_backoff)
+        base = min(self.backoff * (2**attempt), self.max_backoff)
+        return base * (0.5 + random.random() / 2)
+
+
+NO_RETRIES = RetryPolicy(max_retries=0)
+
+
+@dataclass
+class _Call:
+    """One request, and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], Any]
+    json: Any = None
+    params: Optional[dict[str, Any]] = None
+    # Safe to send again after a connection broke mid-request.
+    repeatable: bool = True
+    # A create: a 409 duplicate on a retry means the first attempt stored it.
+    create: bool = False
+
+
+@dataclass(frozen=True)
+class _StoredEarlier:
+    """A retried create found the memory its first attempt stored."""
+
+    id: str
+
+
+def _time(value: Optional[Time], name: str) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        # A naive datetime is local time, as datetime.astimezone reads it.
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    raise TypeError(f"{name} must be a datetime or an RFC 3339 string, not {type(value).__name__}")
+
+
+def _ttl(ttl: Union[timedelta, float, int, None]) -> Optional[str]:
+    if ttl is None:
+        return None
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if seconds <= 0:
+        raise ValueError("ttl must be positive")
+    return _time(datetime.now(timezone.utc) + timedelta(seconds=seconds), "ttl")
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _memory_body(
+    content: str,
+    namespace: Optional[str],
+    importance: Optional[float],
+    tags: Optional[Sequence[str]],
+    metadata: Optional[Mapping[str, Any]],
+    embedding: Optional[Sequence[float]],
+    created_at: Optional[Time],
+    expires_at: Optional[Time],
+    ttl: Union[timedelta, float, int, None],
+    parent_id: Optional[str],
+) -> dict[str, Any]:
+    if ttl is not None and expires_at is not None:
+        raise ValueError("give ttl or expires_at, not both")
+    return _drop_none(
+        {
+            "content": content,
+            "namespace": namespace,
+            "importance_score": importance,
+            "tags": list(tags) if tags is not None else None,
+            "metadata": dict(metadata) if metadata is not None else None,
+            "embedding": list(embedding) if embedding is not None else None,
+            "created_at": _time(created_at, "created_at"),
+            "expires_at": _time(expires_at, "expires_at") or _ttl(ttl),
+            "parent_id": parent_id,
+        }
+    )
+
+
+def _batch_results(v: Any) -> list[Union[Memory, EngramError]]:
+    return [
+        error_from_item(item["error"]) if "error" in item else Memory.from_json(item)
+        for item in v["results"]
+    ]
+
+
+class _Calls:
+    """The requests of every operation, shared by both clients."""
+
+    @staticmethod
+    def remember(body: dict[str, Any], wait_for_embedding: bool) -> _Call:
+        params = {"wait_for_embedding": "true"} if wait_for_embedding else None
+        return _Call("POST", "/api/v1/memories", Memory.from_json, json=body, params=params, create=True)
+
+    @staticmethod
+    def recall(
+        query: Optional[str],
+        *,
+        namespace: Optional[str],
+        limit: int,
+        mode: Optional[str],
+        embedding: Optional[Sequence[float]],
+        tags: Optional[Sequence[str]],
+        any_tags: Optional[Sequence[str]],
+        metadata: Optional[Mapping[str, Any]],
+        since: Optional[Time],
+        until: Optional[Time],
+        min_importance: Optional[float],
+        max_importance: Optional[float],
+        tiers: Optional[Sequence[str]],
+        offset: Optional[int],
+        similarity_threshold: Optional[float],
+        explain: bool,
+        include_metadata: bool,
+    ) -> _Call:
+        body = _drop_none(
+            {
+                "query_text": query,
+                "query_embedding": list(embedding) if embedding is not None else None,
+                "search_type": mode,
+                "namespace": namespace,
+                "limit": limit,
+                "offset": offset,
+                "tiers": list(tiers) if tiers is not None else None,
+                "metadata_filters": dict(metadata) if metadata is not None else None,
+                "similarity_threshold": similarity_threshold,
+                "explain_score": explain or None,
+                "include_metadata": include_metadata,
+            }
+        )
+        if tags is not None or any_tags is not None:
+            body["tags"] = _drop_none(
+                {
+                    "all_of": list(tags) if tags is not None else None,
+                    "any_of": list(any_tags) if any_tags is not None else None,
+                }
+            )
+        if min_importance is not None or max_importance is not None:
+            body["importance_range"] = _drop_none({"min": min_importance, "max": max_importance})
+        if since is not None or until is not None:
+            body["date_range"] = _drop_none({"start": _time(since, "since"), "end": _time(until, "until")})
+        return _Call("POST", "/api/v1/search", SearchResults.from_json, json=body)
+
+    @staticmethod
+    def get(memory_id: str, include_embedding: bool) -> _Call:
+        params = {"include_embedding": "true"} if include_embedding else None
+        return _Call("GET", f"/api/v1/memories/{memory_id}", Memory.from_json, params=params)
+
+    @staticmethod
+    def update(memory_id: str, fields: dict[str, Any]) -> _Call:
+        body: dict[str, Any] = {}
+        names = {"importance": "importance_score"}
+        for name, value in fields.items():
+            if value is UNSET:
+                continue
+            if name in ("expires_at",) and value is not None:
+                value = _time(value, name)
+            if name in ("tags", "embedding") and value is not None:
+                value = list(value)
+            if name == "metadata" and value is not None:
+                value = dict(value)
+            body[names.get(name, name)] = value
+        if not body:
+            raise ValueError("update names no field to change")
+        return _Call("PATCH", f"/api/v1/memories/{memory_id}", Memory.from_json, json=body, repeatable=False)
+
+    @staticmethod
+    def forget(memory_id: str, purge: bool) -> _Call:
+        params = {"purge": "true"} if purge else None
+        return _Call("DELETE", f"/api/v1/memories/{memory_id}", Deleted.from_json, params=params)
+
+    @staticmethod
+    def batch(memories: Iterable[Mapping[str, Any]]) -> _Call:
+        items = []
+        for m in memories:
+            m = dict(m)
+            if "importance" in m:
+                m["importance_score"] = m.pop("importance")
+            for k in ("created_at", "expires_at"):
+                if k in m and not isinstance(m[k], str) and m[k] is not None:
+                    m[k] = _time(m[k], k)
+            if "ttl" in m:
+                if m.get("expires_at") is not None:
+                    raise ValueError("give ttl or expires_at, not both")
+                m["expires_at"] = _ttl(m.pop("ttl"))
+            items.append(m)
+        return _Call("POST", "/api/v1/memories/batch", _batch_results, json={"memories": items}, repeatable=False)
+
+    @staticmethod
+    def page(
+        namespace: Optional[str],
+        tier: Optional[str],
+        status: Optional[str],
+        tag: Optional[str],
+        page_size: int,
+        cursor: Optional[str],
+    ) -> _Call:
+        params = _drop_none(
+            {"namespace": namespace, "tier": tier, "status": status, "tag": tag, "limit": page_size, "cursor": cursor}
+        )
+        return _Call("GET", "/api/v1/memories", lambda v: v, params=params)
+
+    @staticmethod
+    def health() -> _Call:
+        return _Call("GET", "/api/v1/health", Health.from_json)
+
+    @staticmethod
+    def snapshots() -> _Call:
+        return _Call("GET", "/api/v1/admin/snapshots", lambda v: [Snapshot.from_json(s) for s in v["snapshots"]])
+
+    @staticmethod
+    def create_snapshot() -> _Call:
+        return _Call("POST", "/api/v1/admin/snapshots", Snapshot.from_json, repeatable=False)
+
+    @staticmethod
+    def delete_snapshot(snapshot_id: str) -> _Call:
+        return _Call("DELETE", f"/api/v1/admin/snapshots/{snapshot_id}", lambda v: bool(v["deleted"]))
+
+
+def _headers(api_key: Optional[str]) -> dict[str, str]:
+    h = {"user-agent": "engram-client-python/0.1.0", "accept": "application/json"}
+    if api_key:
+        h["authorization"] = f"Bearer {api_key}"
+    return h
+
+
+def _answer(call: _Call, response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    if response.status_code >= 400:
+        raise error_from_response(response.status_code, body, response.headers)
+    return call.parse(body)
+
+
+def _transport_error(e: httpx.HTTPError, call: _Call) -> tuple[EngramError, bool]:
+    """The client error for a transport failure, and whether retrying is safe."""
+    where = f"{call.method} {call.path}"
+    if isinstance(e, httpx.ConnectError):
+        return ConnectionError(f"cannot connect for {where}: {e}"), True
+    if isinstance(e, httpx.ConnectTimeout):
+        return TimeoutError(f"connecting timed out for {where}: {e}"), True
+    if isinstance(e, httpx.TimeoutException):
+        return TimeoutError(f"{where} timed out: {e}"), False
+    return ConnectionError(f"connection broke during {where}: {e}"), call.repeatable
+
+
+def _stored_earlier(call: _Call, e: EngramError, attempt: int) -> bool:
+    return call.create and attempt > 0 and isinstance(e, ConflictError) and bool(e.existing_id)
+
+
+def _retryable(e: EngramError) -> bool:
+    return isinstance(e, (RateLimitError, UnavailableError))
+
+
+class Engram:
+    """A blocking client.
+
+    >>> db = Engram("http://127.0.0.1:3333", api_key="…")
+    >>> m = db.remember("Caroline is allergic to peanuts", namespace="agent-7", importance=0.9)
+    >>> for hit in db.recall("food allergies", namespace="agent-7"):
+    ...     print(hit.score, hit.memory.content)
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        api_key: Optional[str] = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = RetryPolicy(),
+        http_client: Optional[httpx.Client] = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retry = retry
+        self._own = http_client is None
+        self._http = http_client or httpx.Client(base_url=self.url, headers=_headers(api_key), timeout=timeout)
+
+    def close(self) -> None:
+        if self._own:
+            self._http.close()
+
+    def __enter__(self) -> "Engram":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _send(self, call: _Call) -> tuple[Any, int]:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, params=call.params, json=call.json)
+                return _answer(call, response), attempt
+            except httpx.HTTPError as e:
+                error, safe = _transport_error(e, call)
+            except EngramError as e:
+                if _stored_earlier(call, e, attempt):
+                    return _StoredEarlier(e.details["existing_id"]), attempt
+                error, safe = e, _retryable(e)
+            if not safe or attempt >= self.retry.max_retries:
+                raise error
+            time.sleep(self.retry.delay(attempt, error))
+            attempt += 1
+
+    def _do(self, call: _Call) -> Any:
+        return self._send(call)[0]
+
+    def remember(
+        self,
+        content: str,
+        *,
+        namespace: Optional[str] = None,
+        importance: Optional[float] = None,
+        tags: Optional[Sequence[str]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        embedding: Optional[Sequence[float]] = None,
+        created_at: Optional[Time] = None,
+        expires_at: Optional[Time] = None,
+        ttl: Union[timedelta, float, int, None] = None,
+        parent_id: Optional[str] = None,
+        wait_for_embedding: bool = False,
+    ) -> Memory:
+        """Stores a memory and returns it. Raises ``ConflictError`` (with ``existing_id``) when
+        the namespace already holds the same content — except when the conflict comes from
+        retrying this very call, which then returns the memory the first attempt stored."""
+        body = _memory_body(content, namespace, importance, tags, metadata, embedding, created_at, expires_at, ttl, parent_id)
+        value, _ = self._send(_Calls.remember(body, wait_for_embedding))
+        if isinstance(value, _StoredEarlier):
+            return self.get(value.id)
+        return value
+
+    def recall(
+        self,
+        query: Optional[str] = None,
+        *,
+        namespace: Optional[str] = None,
+        limit: int = 10,
+        mode: Optional[str] = None,
+        embedding: Optional[Sequence[float]] = None,
+        tags: Optional[Sequence[str]] = None,
+        any_tags: Optional[Sequence[str]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        since: Optional[Time] = None,
+        until: Optional[Time] = None,
+        min_importance: Optional[float] = None,
+        max_importance: Optional[float] = None,
+        tiers: Optional[Sequence[str]] = None,
+        offset: Optional[int] = None,
+        similarity_threshold: Optional[float] = None,
+        explain: bool = False,
+        include_metadata: bool = True,
+    ) -> SearchResults:
+        """Searches by meaning and words (``mode``: hybrid, semantic or text), best first."""
+        return self._do(
+            _Calls.recall(
+                query, namespace=namespace, limit=limit, mode=mode, embedding=embedding, tags=tags,
+                any_tags=any_tags, metadata=metadata, since=since, until=until,
+                min_importance=min_importance, max_importance=max_importance, tiers=tiers,
+                offset=offset, similarity_threshold=similarity_threshold, explain=explain,
+                include_metadata=include_metadata,
+            )
+        )
+
+    def get(self, memory_id: str, *, include_embedding: bool = False) -> Memory:
+        return self._do(_Calls.get(memory_id, include_embedding))
+
+    def update(
+        self,
+        memory_id: str,
+        *,
+        content: Any = UNSET,
+        importance: Any = UNSET,
+        tags: Any = UNSET,
+        metadata: Any = UNSET,
+        embedding: Any = UNSET,
+        expires_at: Any = UNSET,
+        parent_id: Any = UNSET,
+        status: Any = UNSET,
+        tier: Any = UNSET,
+    ) -> Memory:
+        """Changes the fields given; ``None`` clears ``expires_at``, ``parent_id`` or ``embedding``."""
+        fields = dict(content=content, importance=importance, tags=tags, metadata=metadata, embedding=embedding,
+                      expires_at=expires_at, parent_id=parent_id, status=status, tier=tier)
+        return self._do(_Calls.update(memory_id, fields))
+
+    def forget(self, memory_id: str, *, purge: bool = False) -> Deleted:
+        """Soft-deletes a memory, or removes it for good with ``purge=True``."""
+        return self._do(_Calls.forget(memory_id, purge))
+
+    def batch(self, memories: Iterable[Mapping[str, Any]]) -> list[Union[Memory, EngramError]]:
+        """Stores up to 1,000 memories in one request: one ``Memory`` or error per item, in
+        order (items take the ``remember`` keywords; a failed item does not stop the others)."""
+        return self._do(_Calls.batch(memories))
+
+    def list(
+        self,
+        *,
+        namespace: Optional[str] = None,
+        tier: Optional[str] = None,
+        status: Optional[str] = None,
+        tag: Optional[str] = None,
+        page_size: int = 100,
+    ) -> Iterator[Memory]:
+        """Every matching memory in id order, fetched a page at a time as you iterate."""
+        cursor = None
+        while True:
+            page = self._do(_Calls.page(namespace, tier, status, tag, page_size, cursor))
+            for m in page["memories"]:
+                yield Memory.from_json(m)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def health(self) -> Health:
+        """The health report (raises ``UnavailableError`` when writes are stopped)."""
+        return self._do(_Calls.health())
+
+    def snapshots(self) -> list[Snapshot]:
+        """The daemon's online snapshots, oldest first (admin key)."""
+        return self._do(_Calls.snapshots())
+
+    def create_snapshot(self) -> Snapshot:
+        return self._do(_Calls.create_snapshot())
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        return self._do(_Calls.delete_snapshot(snapshot_id))
+
+
+class AsyncEngram:
+    """The asyncio client: the same methods as ``Engram``, awaited; ``list`` is an async iterator."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        api_key: Optional[str] = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = RetryPolicy(),
+        http_client: Optional[httpx.AsyncClient] = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retry = retry
+        self._own = http_client is None
+        self._http = http_client or httpx.AsyncClient(base_url=self.url, headers=_headers(api_key), timeout=timeout)
+
+    async def close(self) -> None:
+        if self._own:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncEngram":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _send(self, call: _Call) -> tuple[Any, int]:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(call.method, call.path, params=call.params, json=call.json)
+                return _answer(call, response), attempt
+            except httpx.HTTPError as e:
+                error, safe = _transport_error(e, call)
+            except EngramError as e:
+                if _stored_earlier(call, e, attempt):
+                    return _StoredEarlier(e.details["existing_id"]), attempt
+                error, safe = e, _retryable(e)
+            if not safe or attempt >= self.retry.max_retries:
+                raise error
+            await asyncio.sleep(self.retry.delay(attempt, error))
+            attempt += 1
+
+    async def _do(self, call: _Call) -> Any:
+        return (await self._send(call))[0]
+
+    async def remember(
+        self,
+        content: str,
+        *,
+        namespace: Optional[str] = None,
+        importance: Optional[float] = None,
+        tags: Optional[Sequence[str]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        embedding: Optional[Sequence[float]] = None,
+        created_at: Optional[Time] = None,
+        expires_at: Optional[Time] = None,
+        ttl: Union[timedelta, float, int, None] = None,
+        parent_id: Optional[str] = None,
+        wait_for_embedding: bool = False,
+    ) -> Memory:
+        body = _memory_body(content, namespace, importance, tags, metadata, embedding, created_at, expires_at, ttl, parent_id)
+        value, _ = await self._send(_Calls.remember(body, wait_for_embedding))
+        if isinstance(value, _StoredEarlier):
+            return await self.get(value.id)
+        return value
+
+    async def recall(
+        self,
+        query: Optional[str] = None,
+        *,
+        namespace: Optional[str] = None,
+        limit: int = 10,
+        mode: Optional[str] = None,
+        embedding: Optional[Sequence[float]] = None,
+        tags: Optional[Sequence[str]] = None,
+        any_tags: Optional[Sequence[str]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        since: Optional[Time] = None,
+        until: Optional[Time] = None,
+        min_importance: Optional[float] = None,
+        max_importance: Optional[float] = None,
+        tiers: Optional[Sequence[str]] = None,
+        offset: Optional[int] = None,
+        similarity_threshold: Optional[float] = None,
+        explain: bool = False,
+        include_metadata: bool = True,
+    ) -> SearchResults:
+        return await self._do(
+            _Calls.recall(
+                query, namespace=namespace, limit=limit, mode=mode, embedding=embedding, tags=tags,
+                any_tags=any_tags, metadata=metadata, since=since, until=until,
+                min_importance=min_importance, max_importance=max_importance, tiers=tiers,
+                offset=offset, similarity_threshold=similarity_threshold, explain=explain,
+                include_metadata=include_metadata,
+            )
+        )
+
+    async def get(self, memory_id: str, *, include_embedding: bool = False) -> Memory:
+        return await self._do(_Calls.get(memory_id, include_embedding))
+
+    async def update(
+        self,
+        memory_id: str,
+        *,
+        content: Any = UNSET,
+        importance: Any = UNSET,
+        tags: Any = UNSET,
+        metadata: Any = UNSET,
+        embedding: Any = UNSET,
+        expires_at: Any = UNSET,
+        parent_id: Any = UNSET,
+        status: Any = UNSET,
+        tier: Any = UNSET,
+    ) -> Memory:
+        fields = dict(content=content, importance=importance, tags=tags, metadata=metadata, embedding=embedding,
+                      expires_at=expires_at, parent_id=parent_id, status=status, tier=tier)
+        return await self._do(_Calls.update(memory_id, fields))
+
+    async def forget(self, memory_id: str, *, purge: bool = False) -> Deleted:
+        return await self._do(_Calls.forget(memory_id, purge))
+
+    async def batch(self, memories: Iterable[Mapping[str, Any]]) -> list[Union[Memory, EngramError]]:
+        return await self._do(_Calls.batch(memories))
+
+    async def list(
+        self,
+        *,
+        namespace: Optional[str] = None,
+        tier: Optional[str] = None,
+        status: Optional[str] = None,
+        tag: Optional[str] = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Memory]:
+        cursor = None
+        while True:
+            page = await self._do(_Calls.page(namespace, tier, status, tag, page_size, cursor))
+            for m in page["memories"]:
+                yield Memory.from_json(m)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    async def health(self) -> Health:
+        return await self._do(_Calls.health())
+
+    async def snapshots(self) -> list[Snapshot]:
+        return await self._do(_Calls.snapshots())
+
+    async def create_snapshot(self) -> Snapshot:
+        return await self._do(_Calls.create_snapshot())
+
+    async def delete_snapshot(self, snapshot_id: str) -> bool:
+        return await self._do(_Calls.delete_snapshot(snapshot_id))

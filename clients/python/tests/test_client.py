@@ -1,0 +1,321 @@
+"""The Python client against real engramd daemons: every method, pagination, every error class,
+retries, and the async client."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import engram
+from engram import AsyncEngram, Engram, RetryPolicy
+
+from conftest import ADMIN_KEY, TEAM_KEY
+
+
+def vec(seed: int) -> list[float]:
+    return [((seed * 31 + d * 7) % 17) / 17.0 - 0.5 for d in range(8)]
+
+
+@pytest.fixture
+def db(daemon):
+    with Engram(daemon.url, api_key=ADMIN_KEY) as client:
+        yield client
+
+
+def ns() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def test_remember_get_update_forget(db):
+    space = ns()
+    created = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    m = db.remember(
+        "Caroline is allergic to peanuts",
+        namespace=space,
+        importance=0.9,
+        tags=["health", "caroline"],
+        metadata={"speaker": "Mel", "session": 3},
+        embedding=vec(1),
+        created_at=created,
+        ttl=timedelta(days=7),
+    )
+    assert isinstance(m, engram.Memory)
+    assert (m.namespace, m.tier, m.status, m.version) == (space, "working", "active", 1)
+    assert m.importance == pytest.approx(0.9)
+    assert m.created_at == created
+    assert m.expires_at is not None and m.expires_at > datetime.now(timezone.utc) + timedelta(days=6)
+    assert m.metadata == {"speaker": "Mel", "session": 3}
+    assert m.has_embedding and m.embedding is None
+
+    got = db.get(m.id, include_embedding=True)
+    assert got.content == m.content and got.access_count == 1
+    assert got.embedding == pytest.approx(vec(1))
+
+    updated = db.update(m.id, importance=0.4, tags=["health"], expires_at=None)
+    assert (updated.version, updated.tags, updated.expires_at) == (2, ["health"], None)
+    assert updated.importance == pytest.approx(0.4)
+    assert updated.metadata == {"speaker": "Mel", "session": 3}, "fields left out are kept"
+
+    gone = db.forget(m.id)
+    assert gone.purged is False and gone.id == m.id
+    assert db.get(m.id).status == "deleted"
+    assert db.forget(m.id, purge=True).purged is True
+    with pytest.raises(engram.NotFoundError) as e:
+        db.get(m.id)
+    assert e.value.code == "MEMORY_NOT_FOUND" and e.value.status == 404 and e.value.request_id
+
+
+def test_recall_by_words_meaning_and_filters(db):
+    space = ns()
+    a = db.remember("the ferry to the island leaves at nine", namespace=space, tags=["travel"],
+                    metadata={"day": 1}, importance=0.8, embedding=vec(2))
+    db.remember("the budget review moved to thursday", namespace=space, tags=["work"],
+                metadata={"day": 5}, importance=0.2, embedding=vec(3))
+    text = db.recall("ferry island", namespace=space, mode="text")
+    assert [h.memory.id for h in text] == [a.id]
+    assert len(text) == 1 and text.total_count == 1 and text.query_time_ms >= 0
+
+    semantic = db.recall(namespace=space, mode="semantic", embedding=vec(2), limit=1, explain=True)
+    assert semantic.hits[0].memory.id == a.id
+    assert semantic.hits[0].score > 0 and semantic.hits[0].explanation is not None
+
+    hybrid = db.recall("thursday ferry", namespace=space, embedding=vec(2))
+    assert {h.memory.id for h in hybrid} >= {a.id}
+    assert [h.memory.id for h in db.recall("the", namespace=space, mode="text", tags=["travel"])] == [a.id]
+    assert [h.memory.id for h in db.recall("the", namespace=space, mode="text", any_tags=["nope", "travel"])] == [a.id]
+    assert [h.memory.id for h in db.recall("the", namespace=space, mode="text", metadata={"day": {"$lt": 3}})] == [a.id]
+    assert [h.memory.id for h in db.recall("the", namespace=space, mode="text", min_importance=0.5)] == [a.id]
+    future = datetime.now(timezone.utc) + timedelta(days=1)
+    assert len(db.recall("the", namespace=space, mode="text", since=future)) == 0
+    assert len(db.recall("the", namespace=space, mode="text", until=future)) == 2
+    no_meta = db.recall("ferry", namespace=space, mode="text", include_metadata=False)
+    assert no_meta.hits[0].memory.metadata is None
+
+
+def test_batch_places_each_result_and_error(db):
+    space = ns()
+    results = db.batch(
+        [
+            {"content": "first", "namespace": space, "importance": 0.5},
+            {"content": "second", "namespace": space, "importance": 7},
+            {"content": "third", "namespace": space, "tags": ["x"], "ttl": 60},
+        ]
+    )
+    assert isinstance(results[0], engram.Memory) and isinstance(results[2], engram.Memory)
+    assert isinstance(results[1], engram.ValidationError)
+    assert results[1].field == "memories[1].importance_score"
+    assert results[2].expires_at is not None
+
+
+def test_list_follows_cursors_over_2500_memories(db):
+    space = ns()
+    ids = []
+    for start in range(0, 2500, 1000):
+        batch = db.batch([{"content": f"memory {i}", "namespace": space} for i in range(start, min(start + 1000, 2500))])
+        assert all(isinstance(m, engram.Memory) for m in batch)
+        ids += [m.id for m in batch]
+    listed = [m.id for m in db.list(namespace=space, page_size=300)]
+    assert len(listed) == 2500
+    assert listed == sorted(ids), "in id order, each memory once"
+    assert [m.id for m in db.list(namespace=space, page_size=1000)] == listed
+
+
+def test_health_and_snapshots(db):
+    h = db.health()
+    assert h.healthy and h.database_connected and h.version
+    assert set(h.tiers) == {"working", "warm", "cold"}
+    before = {s.id for s in db.snapshots()}
+    snap = db.create_snapshot()
+    assert snap.took_ms is not None and snap.files > 0 and snap.bytes > 0
+    assert {s.id for s in db.snapshots()} == before | {snap.id}
+    assert db.delete_snapshot(snap.id) is True
+    with pytest.raises(engram.NotFoundError) as e:
+        db.delete_snapshot(snap.id)
+    assert e.value.code == "SNAPSHOT_NOT_FOUND"
+
+
+def test_every_error_class(daemon, db, fresh_daemon):
+    space = ns()
+    with pytest.raises(engram.ValidationError) as e:
+        db.remember("x", namespace=space, importance=1.5)
+    assert (e.value.field, e.value.status, e.value.code) == ("importance_score", 400, "INVALID_REQUEST")
+    with pytest.raises(engram.ValidationError) as e:
+        db.remember("x", namespace=space, embedding=[0.5, 0.5])
+    assert e.value.field == "embedding"
+    with pytest.raises(ValueError):
+        db.update(str(uuid.uuid4()))
+
+    first = db.remember("only once", namespace=space)
+    with pytest.raises(engram.ConflictError) as e:
+        db.remember("only once", namespace=space)
+    assert e.value.existing_id == first.id and e.value.status == 409
+
+    with pytest.raises(engram.PayloadTooLargeError) as e:
+        db.remember("x" * (1024 * 1024 + 1), namespace=space)
+    assert e.value.field == "content"
+
+    with Engram(daemon.url) as anonymous:
+        with pytest.raises(engram.AuthenticationError) as e:
+            anonymous.recall("x", mode="text")
+        assert e.value.code == "UNAUTHORIZED"
+
+    with Engram(daemon.url, api_key=TEAM_KEY) as team:
+        team.remember("team a memory", namespace="team-a")
+        with pytest.raises(engram.PermissionDeniedError) as e:
+            team.remember("elsewhere", namespace=space)
+        assert e.value.code == "FORBIDDEN"
+        with pytest.raises(engram.PermissionDeniedError):
+            team.snapshots()
+
+    with pytest.raises(engram.NotFoundError):
+        db.get(str(uuid.uuid4()))
+
+    # Nothing listening.
+    with Engram(f"http://127.0.0.1:{free_port_closed()}", retry=RetryPolicy(max_retries=1, backoff=0.01)) as nobody:
+        with pytest.raises(engram.ConnectionError):
+            nobody.health()
+
+    # A peer that accepts and never answers.
+    with silent_server() as port:
+        with Engram(f"http://127.0.0.1:{port}", timeout=0.3, retry=RetryPolicy(max_retries=0)) as slow:
+            with pytest.raises(engram.TimeoutError):
+                slow.health()
+
+    # 429 from the daemon's rate limiter (no retries).
+    limited = fresh_daemon({"rate_limit.requests_per_second": "1", "rate_limit.burst": "1"})
+    with Engram(limited.url, retry=RetryPolicy(max_retries=0)) as c:
+        c.recall("x", mode="text")
+        with pytest.raises(engram.RateLimitError) as e:
+            c.recall("x", mode="text")
+        assert e.value.retry_after is not None and e.value.retry_after >= 1
+
+    # 503: writes stopped after an fsync failure.
+    failing = fresh_daemon(env={"ENGRAM_FAULT_FSYNC_FAIL_AFTER": "2"})
+    with Engram(failing.url, retry=RetryPolicy(max_retries=0)) as c:
+        with pytest.raises((engram.UnavailableError, engram.ServerError)):
+            for i in range(10):
+                c.remember(f"write {i}")
+        with pytest.raises(engram.UnavailableError) as e:
+            c.remember("after the failure")
+        assert e.value.code == "SERVICE_UNAVAILABLE"
+
+    # 500: a damaged cold segment block, found when a memory in it is read.
+    broken = fresh_daemon()
+    with Engram(broken.url) as c:
+        cold = c.remember("kept in the cold tier", namespace="cold")
+        c.update(cold.id, tier="cold")
+    broken.stop()
+    segment = next((broken.data / "cold").glob("*.cold"))
+    raw = bytearray(segment.read_bytes())
+    raw[60] ^= 0xFF  # in the first block's compressed bytes (after the 32-byte header and 16-byte block header)
+    segment.write_bytes(bytes(raw))
+    broken.start()
+    with Engram(broken.url) as c:
+        with pytest.raises(engram.ServerError) as e:
+            c.get(cold.id)
+        assert e.value.status == 500 and e.value.code == "INTERNAL_ERROR"
+
+
+def free_port_closed() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class silent_server:
+    """A TCP listener that accepts connections and never writes a byte."""
+
+    def __enter__(self) -> int:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.conns = []
+        self.stop = False
+
+        def accept() -> None:
+            self.sock.settimeout(0.1)
+            while not self.stop:
+                try:
+                    self.conns.append(self.sock.accept()[0])
+                except OSError:
+                    pass
+
+        self.thread = threading.Thread(target=accept, daemon=True)
+        self.thread.start()
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.stop = True
+        self.thread.join()
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def test_retries_a_daemon_that_is_restarting(fresh_daemon):
+    """Writes fail with 503 (fsync failure), the operator restarts the daemon, and a client with
+    retries gets through: 503, then connection refused while it is down, then success."""
+    d = fresh_daemon(env={"ENGRAM_FAULT_FSYNC_FAIL_AFTER": "2"})
+    with Engram(d.url, retry=RetryPolicy(max_retries=0)) as c:
+        for i in range(10):
+            try:
+                c.remember(f"warm-up {i}")
+            except engram.UnavailableError:
+                break
+        with pytest.raises(engram.UnavailableError):
+            c.remember("refused")
+
+    def restart() -> None:
+        time.sleep(0.3)
+        d.stop()
+        d.start(env={})
+
+    t = threading.Thread(target=restart)
+    t.start()
+    started = time.monotonic()
+    with Engram(d.url, retry=RetryPolicy(max_retries=12, backoff=0.1, max_backoff=1.0)) as c:
+        m = c.remember("written once the daemon is back")
+    t.join()
+    assert m.version == 1 and time.monotonic() - started > 0.3
+    with Engram(d.url) as c:
+        assert c.get(m.id).content == "written once the daemon is back"
+
+
+def test_retries_429_after_retry_after(fresh_daemon):
+    d = fresh_daemon({"rate_limit.requests_per_second": "2", "rate_limit.burst": "2"})
+    with Engram(d.url, retry=RetryPolicy(max_retries=5)) as c:
+        started = time.monotonic()
+        for i in range(6):
+            c.remember(f"paced {i}")
+        assert time.monotonic() - started >= 1.0, "the client waited for the bucket to refill"
+        assert len(list(c.list())) == 6
+
+
+async def test_async_client(daemon):
+    space = ns()
+    async with AsyncEngram(daemon.url, api_key=ADMIN_KEY) as db:
+        m = await db.remember("async memory about lighthouses", namespace=space, tags=["sea"], embedding=vec(9))
+        assert (await db.get(m.id)).content == m.content
+        hits = await db.recall("lighthouses", namespace=space, mode="text")
+        assert hits.hits[0].memory.id == m.id
+        updated = await db.update(m.id, content="async memory about harbours")
+        assert updated.version == 2
+        batch = await db.batch([{"content": f"async {i}", "namespace": space} for i in range(250)])
+        assert sum(isinstance(x, engram.Memory) for x in batch) == 250
+        seen = [x.id async for x in db.list(namespace=space, page_size=100)]
+        assert len(seen) == 251
+        assert (await db.health()).healthy
+        with pytest.raises(engram.ConflictError):
+            await db.remember("async 7", namespace=space)
+        snap = await db.create_snapshot()
+        assert snap.id in {s.id for s in await db.snapshots()}
+        assert await db.delete_snapshot(snap.id)
+        assert (await db.forget(m.id, purge=True)).purged
+        with pytest.raises(engram.NotFoundError):
+            await db.get(m.id)
