@@ -45,8 +45,9 @@ fi
 # (tests/python/mcp_sdk_client.py), and httpx + pytest for the Python client's suite
 # (clients/python), in a venv next to the model. Pinned, so every run tests the same thing.
 venv="${ENGRAM_VENV:-$HOME/.cache/engram/venv}"
-py_pins=('mcp==2.3.0' 'httpx==0.28.1' 'pytest==9.2.0' 'pytest-asyncio==1.5.0' 'setuptools>=75' 'wheel')
-if ! "$venv/bin/python" -c 'import mcp, httpx, pytest, pytest_asyncio, wheel' >/dev/null 2>&1; then
+py_pins=('mcp==2.3.0' 'httpx==0.28.1' 'pytest==9.2.0' 'pytest-asyncio==1.5.0' 'setuptools>=75' 'wheel'
+         'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0')
+if ! "$venv/bin/python" -c 'import mcp, httpx, pytest, pytest_asyncio, wheel, schemathesis, openapi_spec_validator' >/dev/null 2>&1; then
   python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

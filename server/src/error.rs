@@ -3,7 +3,28 @@
 
 use engram_engine::EngineError;
 use hyper::StatusCode;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{json, Value};
+
+/// The body of every error reply.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `INVALID_REQUEST`, `MEMORY_NOT_FOUND`.
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// `field` names the offending field where there is one; `existing_id` for
+    /// `DUPLICATE_CONTENT`; `index` for a batch item.
+    pub details: Value,
+    /// The request's id (also the `X-Request-Id` header), for the daemon's log.
+    pub request_id: String,
+}
 
 /// An error as the API reports it.
 #[derive(Debug)]
@@ -14,6 +35,8 @@ pub struct ApiError {
     pub details: Value,
     /// Seconds a client should wait (429).
     pub retry_after_seconds: Option<u64>,
+    /// The methods the path takes (405).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -24,6 +47,7 @@ impl ApiError {
             message: message.into(),
             details: json!({}),
             retry_after_seconds: None,
+            allow: None,
         }
     }
 
@@ -51,15 +75,15 @@ impl ApiError {
         }
     }
 
-    pub fn body(&self, request_id: &str) -> Value {
-        json!({
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "details": self.details,
-                "request_id": request_id,
-            }
-        })
+    pub fn body(&self, request_id: &str) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                details: self.details.clone(),
+                request_id: request_id.to_owned(),
+            },
+        }
     }
 }
 

@@ -30,6 +30,9 @@ struct Cli {
     /// Print every configuration key with its environment variable and default, then exit.
     #[arg(long)]
     print_config_keys: bool,
+    /// Print the API's OpenAPI 3.1 document (as served at /api/v1/openapi.json), then exit.
+    #[arg(long)]
+    print_openapi: bool,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,10 @@ fn main() -> ExitCode {
         for (key, _, default) in config::KEYS {
             println!("{key:32} {:40} default: {default}", config::env_name(key));
         }
+        return ExitCode::SUCCESS;
+    }
+    if cli.print_openapi {
+        print!("{}", engram_server::api::openapi::document_text());
         return ExitCode::SUCCESS;
     }
     let command_line = CommandLine {

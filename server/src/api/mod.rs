@@ -1,6 +1,7 @@
 //! JSON wire types of the v1 API and their conversion to and from engine types. Engine types are
 //! never serialized directly: this module is the only place that knows the wire shape.
 
+pub mod openapi;
 pub mod replies;
 
 use engram_engine::search::{
@@ -10,6 +11,7 @@ use engram_engine::{
     hex, is_valid_namespace, namespace_rule, EmbeddingStatus, Memory, MemoryPatch, NewMemory, Tier,
     UnknownName, Uuid, DEFAULT_IMPORTANCE, DEFAULT_NAMESPACE,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -27,38 +29,64 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMemory {
+    /// Namespace (default `default`): 1 to 128 characters of A-Z a-z 0-9 . _ : -
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:-]{1,128}$"))]
     pub namespace: Option<String>,
+    /// The memory's text (at most 1 MiB; unique per namespace among live memories).
     pub content: String,
+    /// A vector of `embedding.dimensions` finite numbers; without it the configured embedder
+    /// computes one in the background.
     pub embedding: Option<Vec<f64>>,
+    /// 0 to 1 (default 0.5).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub importance_score: Option<f64>,
+    /// A JSON object (at most 64 KiB serialized).
     pub metadata: Option<Map<String, Value>>,
+    /// At most 64 tags of at most 128 bytes each.
     pub tags: Option<Vec<String>>,
+    /// Id of a related memory.
     pub parent_id: Option<String>,
+    /// RFC 3339 time the memory is about (default now).
     pub created_at: Option<String>,
+    /// RFC 3339 time after which the memory is gone.
     pub expires_at: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+/// `POST /api/v1/memories/batch`: 1 to 1,000 memories.
 pub struct BatchCreate {
-    /// Kept as raw JSON so each item is parsed once, straight into [`CreateMemory`].
+    /// Each item is a `CreateMemory`, parsed and validated on its own: an item that is not
+    /// valid is answered with its error in its place while the others are stored. (Kept as raw
+    /// JSON so each item is parsed once.)
+    #[schemars(with = "Vec<Value>", length(min = 1, max = 1000))]
     pub memories: Vec<Box<RawValue>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+/// `PATCH /api/v1/memories/{id}`: the fields given change, the rest stay; `null` clears
+/// `embedding`, `parent_id` and `expires_at`.
 pub struct PatchMemory {
+    /// Must equal the memory's namespace if given (namespaces cannot change).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:-]{1,128}$"))]
     pub namespace: Option<String>,
+    /// New content (the memory is embedded again).
     pub content: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     pub embedding: Option<Option<Vec<f64>>>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub importance_score: Option<f64>,
     pub metadata: Option<Map<String, Value>>,
     pub tags: Option<Vec<String>>,
+    /// `active`, `archived` or `deleted` (setting `active` restores a deleted memory).
+    #[schemars(extend("enum" = ["active", "archived", "deleted", null]))]
     pub status: Option<String>,
+    /// Move to `working`, `warm` or `cold`.
+    #[schemars(extend("enum" = ["working", "warm", "cold", null]))]
     pub tier: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     pub parent_id: Option<Option<String>>,
@@ -66,29 +94,35 @@ pub struct PatchMemory {
     pub expires_at: Option<Option<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+/// Tags a result must carry: every one of `all_of`, at least one of `any_of`.
 pub struct TagFilter {
     pub all_of: Option<Vec<String>>,
     pub any_of: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+/// Inclusive bounds, 0 to 1.
 pub struct NumRange {
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub min: Option<f64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+/// Inclusive RFC 3339 bounds.
 pub struct DateRange {
     pub start: Option<String>,
     pub end: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+/// Weights of the hybrid score's components (0 to 1000 each, not all zero).
 pub struct Weights {
     pub semantic: Option<f64>,
     pub text: Option<f64>,
@@ -97,26 +131,46 @@ pub struct Weights {
 }
 
 /// `POST /api/v1/search`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    /// Words to match (BM25) and, without `query_embedding`, to embed (at most 64 KiB).
     pub query_text: Option<String>,
+    /// A query vector of `embedding.dimensions` numbers.
     pub query_embedding: Option<Vec<f64>>,
+    /// `hybrid` (default), `semantic` or `text`.
+    #[schemars(extend("enum" = ["hybrid", "semantic", "text", null]))]
     pub search_type: Option<String>,
+    /// Namespace to search (default `default`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:-]{1,128}$"))]
     pub namespace: Option<String>,
+    /// Tiers to search (default `working` and `warm`).
     pub tiers: Option<Vec<String>>,
+    /// Also search the cold tier.
     pub include_cold: Option<bool>,
     pub tags: Option<TagFilter>,
+    /// `{"key": value}` for equality, or `{"key": {"$eq"|"$in"|"$gt"|"$gte"|"$lt"|"$lte": …}}`.
     pub metadata_filters: Option<Map<String, Value>>,
     pub importance_range: Option<NumRange>,
+    /// On `created_at`.
     pub date_range: Option<DateRange>,
+    /// 1 to 1000 (default 10).
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<i64>,
+    /// 0 to 10,000 (default 0).
+    #[schemars(range(min = 0, max = 10000))]
     pub offset: Option<i64>,
+    /// Minimum cosine similarity, -1 to 1.
+    #[schemars(range(min = -1.0, max = 1.0))]
     pub similarity_threshold: Option<f64>,
     pub hybrid_weights: Option<Weights>,
+    /// Half-life of the recency component (default 168).
     pub recency_half_life_hours: Option<f64>,
+    /// Add each result's score components.
     pub explain_score: Option<bool>,
+    /// Include metadata in results (default true).
     pub include_metadata: Option<bool>,
+    /// Include vectors in results (default false).
     pub include_embedding: Option<bool>,
 }
 
@@ -503,7 +557,7 @@ impl PatchMemory {
 }
 
 /// A memory as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct MemoryOut {
     pub id: String,
     pub namespace: String,
@@ -524,6 +578,7 @@ pub struct MemoryOut {
     pub last_accessed_at: Option<String>,
     /// Left out of search results with `include_metadata: false`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub metadata: Option<Box<RawValue>>,
     pub tags: Vec<String>,
     pub parent_id: Option<String>,

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use engram_engine::search::{Component, SearchHit};
 use engram_engine::snapshot::SnapshotManifest;
 use engram_engine::{CompactionReport, Deleted, MigrationReport, Tier, TierReport};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{format_time, MemoryOut, SearchShape};
 use crate::error::ApiError;
 
 /// `DELETE /api/v1/memories/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DeletedOut {
     pub id: String,
     pub deleted_at: String,
@@ -30,14 +31,14 @@ impl From<Deleted> for DeletedOut {
 }
 
 /// `GET /api/v1/memories`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ListOut {
     pub memories: Vec<MemoryOut>,
     pub next_cursor: Option<String>,
 }
 
 /// The error of one batch item, in place of the memory.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ItemError {
     pub code: &'static str,
     pub message: String,
@@ -45,7 +46,7 @@ pub struct ItemError {
 }
 
 /// One item of a batch reply: the stored memory, or why it was not stored.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum BatchItem {
     Stored(Box<MemoryOut>),
@@ -65,13 +66,13 @@ impl From<ApiError> for BatchItem {
 }
 
 /// `POST /api/v1/memories/batch`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct BatchOut {
     pub results: Vec<BatchItem>,
 }
 
 /// One score component of an explanation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ComponentOut {
     pub value: f32,
     pub weight: f32,
@@ -89,7 +90,7 @@ impl From<&Component> for ComponentOut {
 }
 
 /// Why a result scored what it did (`explain_score`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ExplanationOut {
     pub score: f32,
     pub semantic: ComponentOut,
@@ -102,7 +103,7 @@ pub struct ExplanationOut {
 }
 
 /// One search result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SearchHitOut {
     pub memory: MemoryOut,
     pub score: f32,
@@ -138,7 +139,7 @@ impl SearchHitOut {
 }
 
 /// `POST /api/v1/search` and its `semantic` and `text` forms.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SearchOut {
     pub results: Vec<SearchHitOut>,
     pub total_count: usize,
@@ -148,7 +149,7 @@ pub struct SearchOut {
 }
 
 /// The embedding part of the health reply.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct HealthEmbedding {
     pub provider: &'static str,
     pub model: Option<String>,
@@ -156,20 +157,20 @@ pub struct HealthEmbedding {
 }
 
 /// Memories per tier.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct TierCounts {
     pub working: u64,
     pub warm: u64,
     pub cold: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct HealthWal {
     pub durable_lsn: u64,
 }
 
 /// `GET /api/v1/health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct HealthOut {
     pub status: &'static str,
     pub database_connected: bool,
@@ -182,7 +183,7 @@ pub struct HealthOut {
 }
 
 /// A snapshot in the admin replies.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SnapshotOut {
     pub id: String,
     pub lsn: u64,
@@ -210,13 +211,13 @@ impl From<&SnapshotManifest> for SnapshotOut {
 }
 
 /// `GET /api/v1/admin/snapshots`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SnapshotListOut {
     pub snapshots: Vec<SnapshotOut>,
 }
 
 /// `DELETE /api/v1/admin/snapshots/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SnapshotDeletedOut {
     pub id: String,
     pub deleted: bool,
@@ -226,7 +227,7 @@ pub struct SnapshotDeletedOut {
 pub const MAX_REPORTED_MOVES: usize = 1000;
 
 /// One planned or made tier move.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct MoveOut {
     pub id: String,
     pub from: &'static str,
@@ -236,7 +237,7 @@ pub struct MoveOut {
 }
 
 /// `POST /api/v1/admin/migrate`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct MigrateOut {
     pub dry_run: bool,
     pub moved: usize,
@@ -281,7 +282,7 @@ impl From<MigrationReport> for MigrateOut {
 }
 
 /// `POST /api/v1/admin/compact`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct CompactOut {
     pub segments_in: usize,
     pub segments_out: usize,
@@ -307,7 +308,7 @@ impl From<CompactionReport> for CompactOut {
 }
 
 /// One tier in `GET /api/v1/tiers`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct TierOut {
     pub count: u64,
     pub bytes_on_disk: u64,
@@ -320,7 +321,7 @@ pub struct TierOut {
 }
 
 /// `GET /api/v1/tiers`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct TiersOut {
     pub tiers: BTreeMap<&'static str, TierOut>,
 }

@@ -234,7 +234,11 @@ pub(crate) async fn batch(
 /// Points an error about one batch item at it: `field` becomes `memories[i].field`.
 fn locate(mut e: ApiError, i: usize) -> ApiError {
     if let Some(field) = e.details.get("field").and_then(Value::as_str) {
-        let field = format!("memories[{i}].{field}");
+        let field = if field.starts_with('[') {
+            format!("memories[{i}]{field}")
+        } else {
+            format!("memories[{i}].{field}")
+        };
         e.details = json!({ "field": field, "index": i });
     } else {
         e.details["index"] = json!(i);

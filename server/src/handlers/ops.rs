@@ -65,3 +65,13 @@ pub(crate) fn metrics(state: &AppState) -> Reply {
     );
     r
 }
+
+/// `GET /api/v1/openapi.json`: built once, from the server's types.
+pub(crate) fn openapi() -> Reply {
+    static DOCUMENT: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| Bytes::from(crate::api::openapi::document_text()));
+    let mut r = Response::new(Full::new(body.clone()));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

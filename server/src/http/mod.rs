@@ -91,6 +91,10 @@ fn error_reply(e: &ApiError, request_id: &str) -> Reply {
     if let Some(secs) = e.retry_after_seconds {
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Some(allow) = e.allow {
+        r.headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+    }
     r
 }
 
@@ -181,6 +185,7 @@ async fn serve(
     match route {
         Route::Health => return Ok(boxed(handlers::ops::health(state))),
         Route::Metrics => return Ok(boxed(handlers::ops::metrics(state))),
+        Route::OpenApi => return Ok(boxed(handlers::ops::openapi())),
         _ => {}
     }
     let access = route.access();
@@ -215,7 +220,7 @@ async fn serve(
     }
     let key = key.as_ref();
     let reply = match route {
-        Route::Health | Route::Metrics | Route::Mcp => {
+        Route::Health | Route::Metrics | Route::OpenApi | Route::Mcp => {
             unreachable!("answered before authentication or above")
         }
         Route::CreateMemory => handlers::memories::create(state, req, key, &query).await,

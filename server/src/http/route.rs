@@ -12,6 +12,8 @@ use crate::error::ApiError;
 pub enum Route {
     Health,
     Metrics,
+    /// The OpenAPI document.
+    OpenApi,
     CreateMemory,
     ListMemories,
     BatchCreate,
@@ -26,7 +28,7 @@ pub enum Route {
     Migrate,
     Compact,
     Tiers,
-    /// The MCP endpoint (Streamable HTTP); rmcp answers each method.
+    /// The MCP endpoint (Streamable HTTP, stateless: POST only).
     Mcp,
 }
 
@@ -46,23 +48,31 @@ impl Route {
     /// does not take.
     pub fn parse(method: &Method, path: &str) -> Result<Route, ApiError> {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-        let not_allowed = || {
-            ApiError::new(
+        // A 405 names the methods the path takes (`Allow`, RFC 9110).
+        let not_allowed = |allow: &'static str| ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "METHOD_NOT_ALLOWED",
-                format!("{method} is not allowed on {path}"),
+                format!("{method} is not allowed on {path}; allowed: {allow}"),
             )
         };
         let by_method = |get: Option<Route>, post: Option<Route>| {
+            let allow = match (&get, &post) {
+                (Some(_), Some(_)) => "GET, POST",
+                (Some(_), None) => "GET",
+                _ => "POST",
+            };
             match *method {
                 Method::GET => get,
                 Method::POST => post,
                 _ => None,
             }
-            .ok_or_else(not_allowed)
+            .ok_or_else(|| not_allowed(allow))
         };
         match segments.as_slice() {
             ["api", "v1", "health"] => by_method(Some(Route::Health), None),
+            ["api", "v1", "openapi.json"] => by_method(Some(Route::OpenApi), None),
             ["metrics"] | ["api", "v1", "metrics"] => by_method(Some(Route::Metrics), None),
             ["api", "v1", "memories"] => {
                 by_method(Some(Route::ListMemories), Some(Route::CreateMemory))
@@ -81,7 +91,7 @@ impl Route {
                     Method::GET => Ok(Route::GetMemory(id)),
                     Method::PATCH | Method::PUT => Ok(Route::UpdateMemory(id)),
                     Method::DELETE => Ok(Route::DeleteMemory(id)),
-                    _ => Err(not_allowed()),
+                    _ => Err(not_allowed("GET, PATCH, PUT, DELETE")),
                 }
             }
             ["api", "v1", "admin", "snapshots"] => {
@@ -89,15 +99,14 @@ impl Route {
             }
             ["api", "v1", "admin", "snapshots", id] => match *method {
                 Method::DELETE => Ok(Route::DeleteSnapshot((*id).to_owned())),
-                _ => Err(not_allowed()),
+                _ => Err(not_allowed("DELETE")),
             },
             ["api", "v1", "admin", "migrate"] => by_method(None, Some(Route::Migrate)),
             ["api", "v1", "admin", "compact"] => by_method(None, Some(Route::Compact)),
             ["api", "v1", "tiers"] => by_method(Some(Route::Tiers), None),
-            ["mcp"] => match *method {
-                Method::GET | Method::POST | Method::DELETE => Ok(Route::Mcp),
-                _ => Err(not_allowed()),
-            },
+            // Stateless Streamable HTTP: every message is a POST (no GET stream, no session
+            // to DELETE).
+            ["mcp"] => by_method(None, Some(Route::Mcp)),
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "ROUTE_NOT_FOUND",
@@ -111,6 +120,7 @@ impl Route {
         match self {
             Route::Health => "health",
             Route::Metrics => "metrics",
+            Route::OpenApi => "openapi",
             Route::CreateMemory => "create",
             Route::ListMemories => "list",
             Route::BatchCreate => "batch",
@@ -133,7 +143,7 @@ impl Route {
 
     pub fn access(&self) -> Access {
         match self {
-            Route::Health | Route::Metrics => Access::Open,
+            Route::Health | Route::Metrics | Route::OpenApi => Access::Open,
             Route::CreateMemory
             | Route::ListMemories
             | Route::BatchCreate
@@ -170,6 +180,7 @@ impl Route {
             ],
             Route::Health
             | Route::Metrics
+            | Route::OpenApi
             | Route::Search(_)
             | Route::CreateSnapshot
             | Route::ListSnapshots
@@ -280,6 +291,16 @@ mod tests {
                 "{method} {path}"
             );
         }
+    }
+
+    #[test]
+    fn a_405_names_the_allowed_methods() {
+        let e = Route::parse(&Method::TRACE, "/api/v1/memories").expect_err("405");
+        assert_eq!(e.allow, Some("GET, POST"));
+        let e = Route::parse(&Method::POST, "/api/v1/memories/x").expect_err("405");
+        assert_eq!(e.allow, Some("GET, PATCH, PUT, DELETE"));
+        let e = Route::parse(&Method::GET, "/api/v1/search").expect_err("405");
+        assert_eq!(e.allow, Some("POST"));
     }
 
     #[test]
