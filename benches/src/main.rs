@@ -8,16 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
+/// One keep-alive connection per client.
+use engram_client::Connection as Conn;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 mod mcp;
 mod recall;
@@ -116,76 +112,6 @@ fn main() -> anyhow::Result<()> {
             Command::Mcp(args) => mcp::mcp(args).await,
         }
     })
-}
-
-/// One keep-alive connection.
-struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
-    host: String,
-}
-
-impl Conn {
-    async fn open(url: &str) -> anyhow::Result<Conn> {
-        let authority = url
-            .strip_prefix("http://")
-            .context("only http:// URLs are supported")?
-            .trim_end_matches('/')
-            .to_owned();
-        let stream = TcpStream::connect(&authority)
-            .await
-            .with_context(|| format!("connecting to {authority}"))?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Conn {
-            sender,
-            host: authority,
-        })
-    }
-
-    /// Sends a request that must answer 200 and returns its JSON body; anything else is an
-    /// error quoting the answer.
-    async fn call(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<String>,
-    ) -> anyhow::Result<Value> {
-        let (status, reply) = self.send(method, path, body).await?;
-        if status != 200 {
-            bail!(
-                "{method} {path} answered {status}: {}",
-                String::from_utf8_lossy(&reply)
-            );
-        }
-        Ok(serde_json::from_slice(&reply)?)
-    }
-
-    async fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<String>,
-    ) -> anyhow::Result<(u16, Bytes)> {
-        self.sender.ready().await?;
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.host)
-            .header("content-type", "application/json");
-        if path == "/mcp" {
-            req = req
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-06-18");
-        }
-        let req = req.body(Full::new(body.map(Bytes::from).unwrap_or_default()))?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, body))
-    }
 }
 
 fn embedding_json(rng: &mut impl Rng, dims: usize) -> String {

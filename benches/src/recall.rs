@@ -76,7 +76,7 @@ impl Scores {
 }
 
 async fn health(conn: &mut Conn) -> anyhow::Result<Value> {
-    conn.call("GET", "/api/v1/health", None).await
+    Ok(conn.call("GET", "/api/v1/health", None).await?)
 }
 
 pub async fn recall(args: RecallArgs) -> anyhow::Result<()> {

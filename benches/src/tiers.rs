@@ -255,12 +255,12 @@ pub async fn tiers(args: TiersArgs) -> anyhow::Result<()> {
     let url = common.url.clone();
     let (during, migrated) = create_latency(common, async move {
         let mut c = Conn::open(&url).await?;
-        c.call(
+        Ok(c.call(
             "POST",
             "/api/v1/admin/migrate",
             Some(r#"{"dry_run":false}"#.to_owned()),
         )
-        .await
+        .await?)
     })
     .await?;
     let moved = migrated["by_route"]["warm_to_cold"].as_u64().unwrap_or(0);

@@ -58,28 +58,20 @@ fn offline_snapshot(data_dir: &Path) -> anyhow::Result<SnapshotManifest> {
 
 /// Asks a running daemon for a snapshot.
 fn online_snapshot(url: &str, api_key: Option<&str>) -> anyhow::Result<String> {
-    let mut req = ureq::post(&format!(
-        "{}/api/v1/admin/snapshots",
-        url.trim_end_matches('/')
-    ));
+    let mut client = engram_client::Client::new(url)?;
     if let Some(k) = api_key {
-        req = req.set("authorization", &format!("Bearer {k}"));
+        client = client.with_api_key(k);
     }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(code, r)) => {
-            bail!(
-                "the daemon answered {code}: {}",
-                r.into_string().unwrap_or_default()
-            )
-        }
-        Err(e) => bail!("cannot reach {url}: {e}"),
-    };
-    let v: serde_json::Value = resp.into_json()?;
-    Ok(v["id"]
-        .as_str()
-        .context("snapshot answer has no id")?
-        .to_owned())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let snapshot = runtime
+        .block_on(client.create_snapshot())
+        .map_err(|e| match e {
+            engram_client::Error::Transport(t) => anyhow::anyhow!("cannot reach {url}: {t}"),
+            e => anyhow::anyhow!("the daemon answered {e}"),
+        })?;
+    Ok(snapshot.id)
 }
 
 fn copy_dir(src: &Path, dst: &Path) -> anyhow::Result<u64> {

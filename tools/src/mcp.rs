@@ -18,26 +18,34 @@ const NAMESPACED_TOOLS: &[&str] = &["remember", "recall", "list_memories"];
 const TRANSPORT_ERROR: i64 = -32000;
 
 pub struct Bridge {
-    endpoint: String,
-    api_key: Option<String>,
+    client: engram_client::Client,
     namespace: Option<String>,
     /// The protocol version `initialize` settled on, sent on every later request.
     protocol_version: Option<String>,
-    agent: ureq::Agent,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Bridge {
-    pub fn new(url: &str, api_key: Option<String>, namespace: Option<String>) -> Bridge {
-        Bridge {
-            endpoint: format!("{}/mcp", url.trim_end_matches('/')),
-            api_key,
+    pub fn new(
+        url: &str,
+        api_key: Option<String>,
+        namespace: Option<String>,
+    ) -> anyhow::Result<Bridge> {
+        let mut client = engram_client::Client::new(url)?
+            .with_timeout(Duration::from_secs(120))
+            // Messages are not all safe to repeat: the MCP client decides about retries.
+            .with_retry(engram_client::RetryPolicy::NONE);
+        if let Some(k) = api_key {
+            client = client.with_api_key(k);
+        }
+        Ok(Bridge {
+            client,
             namespace,
             protocol_version: None,
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(10))
-                .timeout(Duration::from_secs(120))
-                .build(),
-        }
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
     }
 
     /// Serves `input` until it ends, writing replies to `output`.
@@ -94,41 +102,35 @@ impl Bridge {
                 }
             }
         };
-        let mut req = self
-            .agent
-            .post(&self.endpoint)
-            .set("content-type", "application/json")
-            .set("accept", "application/json, text/event-stream");
-        if let Some(key) = &self.api_key {
-            req = req.set("authorization", &format!("Bearer {key}"));
-        }
-        if let Some(v) = &self.protocol_version {
-            req = req.set("mcp-protocol-version", v);
-        }
-        let response = match req.send_string(&message.to_string()) {
-            Ok(r) => r,
-            Err(ureq::Error::Status(code, r)) => {
-                // The daemon's REST-style error (401, 403, 429, 503) or rmcp's JSON-RPC error.
-                let body = r.into_string().unwrap_or_default();
-                if let Ok(v) = serde_json::from_str::<Value>(&body) {
-                    if v.get("jsonrpc").is_some() {
-                        return vec![v.to_string()];
-                    }
-                    if let Some(m) = v["error"]["message"].as_str() {
-                        return fail(format!("engramd answered {code}: {m}"));
-                    }
-                }
-                return fail(format!("engramd answered {code}: {body}"));
+        let answer = match self.runtime.block_on(self.client.mcp(
+            message.to_string().into_bytes(),
+            self.protocol_version.as_deref(),
+        )) {
+            Ok(a) => a,
+            Err(e) => {
+                return fail(format!(
+                    "cannot reach engramd at {}: {e}",
+                    self.client.authority()
+                ))
             }
-            Err(e) => return fail(format!("cannot reach engramd at {}: {e}", self.endpoint)),
         };
-        let event_stream = response
-            .header("content-type")
+        let body = String::from_utf8_lossy(&answer.body).into_owned();
+        if answer.status >= 400 {
+            // The daemon's REST-style error (401, 403, 429, 503) or rmcp's JSON-RPC error.
+            if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                if v.get("jsonrpc").is_some() {
+                    return vec![v.to_string()];
+                }
+                if let Some(m) = v["error"]["message"].as_str() {
+                    return fail(format!("engramd answered {}: {m}", answer.status));
+                }
+            }
+            return fail(format!("engramd answered {}: {body}", answer.status));
+        }
+        let event_stream = answer
+            .content_type
+            .as_deref()
             .is_some_and(|c| c.starts_with("text/event-stream"));
-        let body = match response.into_string() {
-            Ok(b) => b,
-            Err(e) => return fail(format!("reading engramd's reply: {e}")),
-        };
         let replies: Vec<String> = if event_stream {
             body.lines()
                 .filter_map(|l| l.strip_prefix("data:"))
@@ -183,7 +185,7 @@ pub fn serve_stdio(
     api_key: Option<String>,
     namespace: Option<String>,
 ) -> anyhow::Result<()> {
-    let mut bridge = Bridge::new(url, api_key, namespace);
+    let mut bridge = Bridge::new(url, api_key, namespace)?;
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     bridge.run(stdin.lock(), stdout.lock())
