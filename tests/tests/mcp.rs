@@ -583,6 +583,167 @@ fn rmcp_client_over_stdio() {
     });
 }
 
+/// rmcp's Streamable HTTP client transport needs an HTTP client; this one is engram-client
+/// (rmcp's own is reqwest, which the workspace does not build).
+#[derive(Clone)]
+struct EngramHttp(engram_client::Client);
+
+#[derive(Debug)]
+struct EngramHttpError(String);
+
+impl std::fmt::Display for EngramHttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EngramHttpError {}
+
+impl rmcp::transport::streamable_http_client::StreamableHttpClient for EngramHttp {
+    type Error = EngramHttpError;
+
+    async fn post_message(
+        &self,
+        _uri: std::sync::Arc<str>,
+        message: rmcp::model::ClientJsonRpcMessage,
+        _session_id: Option<std::sync::Arc<str>>,
+        _auth_header: Option<String>,
+        custom_headers: std::collections::HashMap<
+            hyper::header::HeaderName,
+            hyper::header::HeaderValue,
+        >,
+    ) -> Result<
+        rmcp::transport::streamable_http_client::StreamableHttpPostResponse,
+        rmcp::transport::streamable_http_client::StreamableHttpError<EngramHttpError>,
+    > {
+        use rmcp::transport::streamable_http_client::{
+            StreamableHttpError, StreamableHttpPostResponse,
+        };
+        let body = serde_json::to_vec(&message)?;
+        let extra: Vec<(String, String)> = custom_headers
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_owned(), v.to_owned()))
+            })
+            .collect();
+        let mut headers = vec![("accept", "application/json, text/event-stream")];
+        headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let answer = self
+            .0
+            .send(hyper::Method::POST, "/mcp", Some(body), &headers)
+            .await
+            .map_err(|e| StreamableHttpError::Client(EngramHttpError(e.to_string())))?;
+        match answer.status {
+            202 => Ok(StreamableHttpPostResponse::Accepted),
+            200 => Ok(StreamableHttpPostResponse::Json(
+                serde_json::from_slice(&answer.body)?,
+                None,
+            )),
+            status => Err(StreamableHttpError::UnexpectedServerResponse(
+                format!("{status}: {}", String::from_utf8_lossy(&answer.body)).into(),
+            )),
+        }
+    }
+
+    async fn delete_session(
+        &self,
+        _uri: std::sync::Arc<str>,
+        _session_id: std::sync::Arc<str>,
+        _auth_header: Option<String>,
+        _custom_headers: std::collections::HashMap<
+            hyper::header::HeaderName,
+            hyper::header::HeaderValue,
+        >,
+    ) -> Result<(), rmcp::transport::streamable_http_client::StreamableHttpError<EngramHttpError>>
+    {
+        Ok(())
+    }
+
+    async fn get_stream(
+        &self,
+        _uri: std::sync::Arc<str>,
+        _session_id: Option<std::sync::Arc<str>>,
+        _last_event_id: Option<String>,
+        _auth_header: Option<String>,
+        _custom_headers: std::collections::HashMap<
+            hyper::header::HeaderName,
+            hyper::header::HeaderValue,
+        >,
+    ) -> Result<
+        rmcp::transport::common::client_side_sse::BoxedSseResponse,
+        rmcp::transport::streamable_http_client::StreamableHttpError<EngramHttpError>,
+    > {
+        // Stateless MCP: no server-to-client stream.
+        Err(rmcp::transport::streamable_http_client::StreamableHttpError::ServerDoesNotSupportSse)
+    }
+}
+
+/// The official Rust SDK's client (rmcp) over Streamable HTTP, straight to /mcp.
+#[test]
+fn rmcp_client_over_streamable_http() {
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::ServiceExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(dir.path(), false);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let http = engram_client::Client::new(&d.url)
+            .expect("url")
+            .with_api_key(ADMIN_KEY);
+        let transport = StreamableHttpClientTransport::with_client(
+            EngramHttp(http),
+            StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", d.url)),
+        );
+        let client = ().serve(transport).await.expect("initialize over HTTP");
+        assert_eq!(
+            client
+                .peer_info()
+                .and_then(|i| i.server_info.as_ref().map(|s| s.name.clone()))
+                .as_deref(),
+            Some("engram")
+        );
+        assert_eq!(client.list_all_tools().await.expect("tools").len(), 7);
+        let args = |v: Value| v.as_object().expect("object").clone();
+        let stored = client
+            .call_tool(CallToolRequestParams::new("remember").with_arguments(args(
+                json!({"content": "rmcp over http remembers the red kite", "namespace": "rmcp-http"}),
+            )))
+            .await
+            .expect("remember");
+        let id = stored.structured_content.expect("structured")["id"].clone();
+        let again = client
+            .call_tool(CallToolRequestParams::new("remember").with_arguments(args(
+                json!({"content": "rmcp over http remembers the red kite", "namespace": "rmcp-http"}),
+            )))
+            .await
+            .expect("duplicate remember");
+        let again = again.structured_content.expect("structured");
+        assert_eq!((again["duplicate"].clone(), again["id"].clone()), (json!(true), id.clone()));
+        let found = client
+            .call_tool(CallToolRequestParams::new("recall").with_arguments(args(
+                json!({"query": "red kite", "namespace": "rmcp-http", "mode": "text"}),
+            )))
+            .await
+            .expect("recall");
+        assert_eq!(found.structured_content.expect("structured")["memories"][0]["id"], id);
+        let bad = client
+            .call_tool(CallToolRequestParams::new("recall").with_arguments(args(json!({"query": 7}))))
+            .await
+            .expect_err("a number is not a query");
+        assert!(bad.to_string().contains("query"), "{bad}");
+        client.cancel().await.expect("close");
+    });
+}
+
 /// The official Python SDK over Streamable HTTP and over `engramctl mcp`, with the local model
 /// so that recall finds by meaning (tests/python/mcp_sdk_client.py holds the checks).
 #[test]
