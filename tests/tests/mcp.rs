@@ -213,6 +213,14 @@ fn tools_resources_errors_auth_and_metrics_over_http() {
         ("list_memories", json!({"limit": 0}), "limit"),
         ("list_memories", json!({"cursor": "zzz"}), "cursor"),
         ("update_memory", json!({"id": id}), "arguments"),
+        (
+            "update_memory",
+            json!({"id": id, "importance": -1}),
+            "importance",
+        ),
+        ("forget", json!({"id": "42"}), "id"),
+        ("forget", json!({"id": id, "purge": "yes"}), "purge"),
+        ("memory_status", json!({"verbose": true}), "verbose"),
     ] {
         let body = call(&d, ADMIN_KEY, tool, args.clone());
         assert_eq!(body["error"]["code"], -32602, "{tool} {args}: {body}");

@@ -264,7 +264,7 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
                     json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "{\"memories\":[],\"count\":0}"}], "isError": false}})),
                 (202, "Accepted: a notification or a response, which get no reply.", None, Value::String(String::new())),
             ],
-            errors: &[401, 429],
+            errors: &[401, 408, 429],
             ..base("post", "/mcp", "mcp", "mcp", "Model Context Protocol",
                 "MCP over Streamable HTTP, stateless, JSON replies (docs/mcp.md). The protocol's own errors are JSON-RPC errors; rmcp answers malformed transport requests with 4xx of its own.")
         },

@@ -216,7 +216,7 @@ async fn serve(
             state: Arc::clone(state),
             key,
         };
-        return Ok(state.mcp.serve(req, caller).await);
+        return state.mcp.serve(req, caller).await;
     }
     let key = key.as_ref();
     let reply = match route {

@@ -34,6 +34,7 @@ use crate::api::{self, MemoryOut};
 use crate::config::ApiKey;
 use crate::error::ApiError;
 use crate::handlers::memories;
+use crate::http::body::BODY_READ_TIMEOUT;
 use crate::http::AppState;
 use tools::TOOLS;
 
@@ -94,14 +95,27 @@ impl McpEndpoint {
         }
     }
 
-    /// Serves one HTTP request to `/mcp` for an authenticated caller.
+    /// Serves one HTTP request to `/mcp` for an authenticated caller. rmcp reads the body
+    /// itself, so the REST API's body timeout is applied to the whole exchange: a client that
+    /// trickles its body cannot hold a connection for ever (tools answer in milliseconds).
     pub async fn serve(
         &self,
         mut req: Request<Incoming>,
         caller: Caller,
-    ) -> Response<BoxBody<Bytes, Infallible>> {
+    ) -> Result<Response<BoxBody<Bytes, Infallible>>, ApiError> {
         req.extensions_mut().insert(caller);
-        self.service.handle(req).await
+        tokio::time::timeout(BODY_READ_TIMEOUT, self.service.handle(req))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "REQUEST_TIMEOUT",
+                    format!(
+                        "the MCP request was not received and answered within {} s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+            })
     }
 }
 
