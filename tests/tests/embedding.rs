@@ -80,6 +80,46 @@ fn the_built_in_model_matches_an_independent_reference() {
     }
 }
 
+/// A waited-for batch with repeated content (conversations repeat "See you!") answers with
+/// every stored memory embedded and each repeat reported in place. Waiting used to cost a poll
+/// (200 ms) per memory, so 500 memories took 100 s, past the harness's 60 s request timeout.
+#[test]
+fn waited_batch_with_repeats_answers_embedded_and_names_the_repeats() {
+    let model = model_dir();
+    let model = model.to_str().expect("utf-8 path");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(&dir.path().join("data"), &local_settings(model));
+    let items: Vec<serde_json::Value> = (0..500)
+        .map(|i| {
+            let content = if i % 100 == 0 {
+                "See you!".to_owned()
+            } else {
+                format!("turn {i}: we talked about the garden and the weather")
+            };
+            json!({"namespace": "chat", "content": content})
+        })
+        .collect();
+    let r = d.post(
+        "/api/v1/memories/batch?wait_for_embedding=true",
+        &json!({ "memories": items }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let results = r.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 500);
+    let first = results[0]["id"]
+        .as_str()
+        .expect("the first See you! is stored");
+    for (i, item) in results.iter().enumerate() {
+        if i % 100 == 0 && i > 0 {
+            assert_eq!(item["error"]["code"], "DUPLICATE_CONTENT", "item {i}");
+            assert_eq!(item["error"]["details"]["existing_id"], first);
+            assert_eq!(item["error"]["details"]["index"], i);
+        } else {
+            assert_eq!(item["embedding_status"], "ready", "item {i}: {item}");
+        }
+    }
+}
+
 #[test]
 fn local_model_embeds_in_the_background_and_search_finds_by_meaning() {
     let model = model_dir();
