@@ -259,16 +259,20 @@ impl SearchRequest {
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         check_namespace(&namespace)?;
         let mut q = SearchQuery::new(namespace);
-        q.mode = match (forced, self.search_type.as_deref()) {
-            (Some(m), _) => m,
-            (None, None) => SearchMode::Hybrid,
-            (None, Some(t)) => SearchMode::parse(t).ok_or_else(|| {
-                ApiError::invalid(
-                    "search_type",
-                    format!("must be hybrid, semantic or text, got {t:?}"),
-                )
-            })?,
-        };
+        // A search_type is checked even where the path fixes the mode: `fuzzy` is no mode.
+        let named = self
+            .search_type
+            .as_deref()
+            .map(|t| {
+                SearchMode::parse(t).ok_or_else(|| {
+                    ApiError::invalid(
+                        "search_type",
+                        format!("must be hybrid, semantic or text, got {t:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+        q.mode = forced.or(named).unwrap_or(SearchMode::Hybrid);
         if let Some(t) = &self.query_text {
             if t.len() > MAX_QUERY_TEXT_BYTES {
                 return Err(ApiError::invalid(
@@ -651,6 +655,21 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(id)).expect("valid"), id);
         assert!(decode_cursor("m1_zz").is_err());
         assert!(decode_cursor(&id.to_string()).is_err());
+    }
+
+    #[test]
+    fn a_path_that_fixes_the_mode_still_checks_search_type() {
+        let req = |v: serde_json::Value| -> SearchRequest {
+            serde_json::from_value(v).expect("a search request")
+        };
+        let e = req(serde_json::json!({"query_text": "x", "search_type": "fuzzy"}))
+            .into_query(Some(SearchMode::Text))
+            .expect_err("fuzzy is no mode");
+        assert_eq!(e.details["field"], "search_type");
+        let (q, _) = req(serde_json::json!({"query_text": "x", "search_type": "hybrid"}))
+            .into_query(Some(SearchMode::Text))
+            .expect("a valid mode");
+        assert_eq!(q.mode, SearchMode::Text, "the path wins");
     }
 
     #[test]
