@@ -627,8 +627,26 @@ fn api_keys_namespaces_and_rate_limit() {
     let ok = d.request("POST", "/api/v1/memories", Some(&body), &admin);
     assert_eq!(ok.status, 201, "{}", ok.text);
     let id = ok.body["id"].as_str().expect("id");
+    // Another namespace's memory by id is unknown to a limited key (no probing which ids
+    // exist), for reads, updates and deletes alike.
     let read = d.request("GET", &format!("/api/v1/memories/{id}"), None, &agent);
-    assert_eq!(read.status, 403, "another namespace's memory by id");
+    assert_eq!((read.status, read.code()), (404, "MEMORY_NOT_FOUND"));
+    assert!(!read.text.contains("team-c"), "{}", read.text);
+    let patch = d.request(
+        "PATCH",
+        &format!("/api/v1/memories/{id}"),
+        Some(r#"{"tags":["x"]}"#),
+        &agent,
+    );
+    assert_eq!(patch.status, 404);
+    let delete = d.request("DELETE", &format!("/api/v1/memories/{id}"), None, &agent);
+    assert_eq!(delete.status, 404);
+    assert_eq!(
+        d.request("GET", &format!("/api/v1/memories/{id}"), None, &admin)
+            .body["version"],
+        1,
+        "untouched"
+    );
     let list = d.request("GET", "/api/v1/memories", None, &agent);
     assert_eq!(list.status, 403, "a limited key must name a namespace");
     let list = d.request("GET", "/api/v1/memories?namespace=team-a", None, &agent);

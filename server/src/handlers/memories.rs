@@ -140,7 +140,11 @@ async fn authorized_read(
     key: Option<&ApiKey>,
 ) -> Result<Memory, ApiError> {
     let m = read(state, id, false).await?;
-    authorize(key, &m.namespace)?;
+    // Outside the key's namespaces a memory is answered as unknown: a 403 naming its namespace
+    // would let the key probe which ids exist, and where.
+    if key.is_some_and(|k| !k.allows(&m.namespace)) {
+        return Err(EngineError::NotFound(id).into());
+    }
     Ok(m)
 }
 
