@@ -172,21 +172,26 @@ fn tool_success(value: Value) -> CallToolResult {
     result
 }
 
-fn tool_list() -> Vec<Tool> {
-    TOOLS
-        .iter()
-        .map(|t| {
-            let schema = (t.schema)().expect("tool argument types have object schemas");
-            Tool::new(t.name, t.description, schema)
-                .with_title(t.title)
-                .with_annotations(
-                    ToolAnnotations::new()
-                        .read_only(t.read_only)
-                        .destructive(t.destructive)
-                        .open_world(false),
-                )
-        })
-        .collect()
+/// The tools as `tools/list` shows them, built once (rmcp also asks for a tool by name on
+/// every call).
+fn tool_list() -> &'static [Tool] {
+    static LIST: std::sync::OnceLock<Vec<Tool>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        TOOLS
+            .iter()
+            .map(|t| {
+                let schema = (t.schema)().expect("tool argument types have object schemas");
+                Tool::new(t.name, t.description, schema)
+                    .with_title(t.title)
+                    .with_annotations(
+                        ToolAnnotations::new()
+                            .read_only(t.read_only)
+                            .destructive(t.destructive)
+                            .open_world(false),
+                    )
+            })
+            .collect()
+    })
 }
 
 impl EngramMcp {
@@ -290,11 +295,11 @@ impl ServerHandler for EngramMcp {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tool_list()))
+        Ok(ListToolsResult::with_all_items(tool_list().to_vec()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        tool_list().into_iter().find(|t| t.name == name)
+        tool_list().iter().find(|t| t.name == name).cloned()
     }
 
     async fn call_tool(
