@@ -28,6 +28,10 @@ pub const RECALL_MAX_LIMIT: u32 = 50;
 pub const LIST_DEFAULT_LIMIT: u32 = 20;
 /// Largest `list_memories` page.
 pub const LIST_MAX_LIMIT: u32 = 100;
+const _: () = assert!(
+    LIST_MAX_LIMIT as usize <= MAX_LIST_LIMIT,
+    "within the engine's page limit"
+);
 
 /// One tool: its name, what a model reads about it, and its argument schema.
 pub(crate) struct ToolSpec {
@@ -563,7 +567,6 @@ pub(crate) async fn list_memories(
             format!("must be 1 to {LIST_MAX_LIMIT}, got {limit}"),
         ));
     }
-    debug_assert!(LIST_MAX_LIMIT as usize <= MAX_LIST_LIMIT);
     let params = memories::ListParams {
         namespace: a.namespace,
         tier: a.tier.map(|t| t.as_str().to_owned()),
