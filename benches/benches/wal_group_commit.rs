@@ -5,7 +5,7 @@
 use std::sync::{Arc, Barrier};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use engram_wal::{Wal, WalError, WalOptions};
+use engram_wal::{Lsn, Wal, WalError, WalOptions};
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("wal_group_commit");
@@ -15,9 +15,12 @@ fn bench(c: &mut Criterion) {
         let dir =
             tempfile::tempdir_in(std::env::var("ENGRAM_BENCH_DIR").unwrap_or_else(|_| ".".into()))
                 .expect("tempdir");
-        let (wal, _) = Wal::open(WalOptions::new(dir.path().join("wal")), 1, 1, |_| {
-            Ok::<(), WalError>(())
-        })
+        let (wal, _) = Wal::open(
+            WalOptions::new(dir.path().join("wal")),
+            Lsn::FIRST,
+            Lsn::FIRST,
+            |_| Ok::<(), WalError>(()),
+        )
         .expect("open");
         let wal = Arc::new(wal);
         group.throughput(Throughput::Elements(writers as u64 * 64));

@@ -2,6 +2,7 @@
 //! The byte layout is documented in `docs/format.md`; bump [`IMAGE_VERSION`] or [`OP_VERSION`] on
 //! any change.
 
+use engram_wal::Lsn;
 use uuid::Uuid;
 
 use crate::model::{EmbeddingStatus, Memory, SegmentId, Status, Tier, MAX_DIMENSIONS};
@@ -270,7 +271,7 @@ pub fn encode_memory(out: &mut Vec<u8>, memory: &Memory, with_embedding: bool) {
     }
 }
 
-fn read_memory(r: &mut Reader<'_>, lsn: u64) -> Result<Memory, DecodeError> {
+fn read_memory(r: &mut Reader<'_>, lsn: Lsn) -> Result<Memory, DecodeError> {
     let image_version = r.u8()?;
     if image_version != IMAGE_VERSION && image_version != 1 {
         return Err(r.err(format!("image version {image_version}")));
@@ -358,7 +359,7 @@ fn read_memory(r: &mut Reader<'_>, lsn: u64) -> Result<Memory, DecodeError> {
 }
 
 /// Decodes a memory image written by [`encode_memory`], giving it `lsn`.
-pub fn decode_memory(bytes: &[u8], lsn: u64) -> Result<Memory, DecodeError> {
+pub fn decode_memory(bytes: &[u8], lsn: Lsn) -> Result<Memory, DecodeError> {
     let mut r = Reader {
         buf: bytes,
         what: "memory image",
@@ -520,7 +521,7 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
                 w.u32(u32::try_from(memories.len()).expect("seals are bounded"));
                 for (m, from) in memories {
                     w.u8(from.code());
-                    w.u64(m.lsn);
+                    w.u64(m.lsn.get());
                     encode_memory(w.0, m, true);
                 }
             }
@@ -549,7 +550,7 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
 }
 
 /// Decodes a WAL operation payload; `lsn` is the record's LSN, given to any image inside.
-pub fn decode_op(bytes: &[u8], lsn: u64) -> Result<Op, DecodeError> {
+pub fn decode_op(bytes: &[u8], lsn: Lsn) -> Result<Op, DecodeError> {
     let mut r = Reader {
         buf: bytes,
         what: "WAL operation",
@@ -612,7 +613,7 @@ pub fn decode_op(bytes: &[u8], lsn: u64) -> Result<Op, DecodeError> {
             let mut memories = Vec::with_capacity(n);
             for _ in 0..n {
                 let from = r.tier()?;
-                let image_lsn = r.u64()?;
+                let image_lsn = Lsn::new(r.u64()?);
                 let mut m = read_memory(&mut r, image_lsn)?;
                 m.tier = Tier::Cold;
                 memories.push((m, from));
@@ -672,7 +673,7 @@ pub(crate) mod tests {
             updated_at_us: 1_700_000_000_000_000,
             expires_at_us: None,
             version: 4,
-            lsn: 99,
+            lsn: Lsn::new(99),
         }
     }
 
@@ -750,7 +751,7 @@ pub(crate) mod tests {
                             tier: Tier::Cold,
                             embedding: None,
                             embedding_status: EmbeddingStatus::None,
-                            lsn: 12,
+                            lsn: Lsn::new(12),
                             ..memory.clone()
                         },
                         Tier::Working,
@@ -765,10 +766,10 @@ pub(crate) mod tests {
         ];
         for op in ops {
             let bytes = encode_op(&op);
-            assert_eq!(decode_op(&bytes, 99).expect("decodes"), op);
+            assert_eq!(decode_op(&bytes, Lsn::new(99)).expect("decodes"), op);
             // Every strict prefix is an error, never a panic or a wrong value.
             for cut in 0..bytes.len() {
-                assert!(decode_op(&bytes[..cut], 99).is_err());
+                assert!(decode_op(&bytes[..cut], Lsn::new(99)).is_err());
             }
         }
     }
@@ -778,7 +779,7 @@ pub(crate) mod tests {
         let memory = sample_memory();
         let mut bytes = Vec::new();
         encode_memory(&mut bytes, &memory, false);
-        let back = decode_memory(&bytes, 99).expect("decodes");
+        let back = decode_memory(&bytes, Lsn::new(99)).expect("decodes");
         assert_eq!(back.embedding, None);
         assert_eq!(back.content, memory.content);
     }

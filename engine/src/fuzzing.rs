@@ -9,28 +9,30 @@
 
 use std::path::Path;
 
+use engram_wal::Lsn;
+
 use crate::codec;
 use crate::snapshot::SnapshotManifest;
 use crate::tier::cold::{self, segment::Segment};
 
 /// A WAL operation payload (`decode_op`).
 pub fn wal_op(bytes: &[u8]) {
-    let Ok(op) = codec::decode_op(bytes, 7) else {
+    let Ok(op) = codec::decode_op(bytes, Lsn::new(7)) else {
         return;
     };
     let again = codec::encode_op(&op);
-    let op2 = codec::decode_op(&again, 7).expect("a re-encoded operation decodes");
+    let op2 = codec::decode_op(&again, Lsn::new(7)).expect("a re-encoded operation decodes");
     assert_eq!(codec::encode_op(&op2), again, "encoding is not canonical");
 }
 
 /// A memory image (`decode_memory`: WAL puts, warm records, working heap entries, cold blocks).
 pub fn memory_image(bytes: &[u8]) {
-    let Ok(m) = codec::decode_memory(bytes, 7) else {
+    let Ok(m) = codec::decode_memory(bytes, Lsn::new(7)) else {
         return;
     };
     let mut again = Vec::new();
     codec::encode_memory(&mut again, &m, m.embedding.is_some());
-    let m2 = codec::decode_memory(&again, 7).expect("a re-encoded image decodes");
+    let m2 = codec::decode_memory(&again, Lsn::new(7)).expect("a re-encoded image decodes");
     let mut third = Vec::new();
     codec::encode_memory(&mut third, &m2, m2.embedding.is_some());
     assert_eq!(third, again, "encoding is not canonical");
@@ -135,7 +137,7 @@ mod tests {
             updated_at_us: 1_690_000_000_000_001,
             expires_at_us: i.is_multiple_of(3).then_some(1_800_000_000_000_000),
             version: 2,
-            lsn: 0,
+            lsn: Lsn::ZERO,
         }
     }
 
@@ -211,18 +213,21 @@ mod tests {
         out.push((
             "cold_manifest",
             "manifest-0".into(),
-            cold::manifest_json(12, [(SegmentId(1), 3, 4096), (SegmentId(2), 40, 81920)]),
+            cold::manifest_json(
+                Lsn::new(12),
+                [(SegmentId(1), 3, 4096), (SegmentId(2), 40, 81920)],
+            ),
         ));
         out.push((
             "cold_manifest",
             "manifest-empty".into(),
-            cold::manifest_json(0, []),
+            cold::manifest_json(Lsn::ZERO, []),
         ));
         let manifest = SnapshotManifest {
             id: "20261130T180000Z-000012".into(),
-            lsn: 12,
+            lsn: Lsn::new(12),
             commit_time_us: 1_700_000_000_000_000,
-            replay_from: 10,
+            replay_from: Lsn::new(10),
             created_at_us: 1_700_000_000_000_100,
             dimensions: 384,
             working_capacity: 100_000,
@@ -258,8 +263,8 @@ mod tests {
             check(target, &bytes, &scratch);
             // The property must not pass vacuously: every seed is accepted by its decoder.
             let accepted = match target {
-                "wal_op" => codec::decode_op(&bytes, 1).is_ok(),
-                "memory_image" => codec::decode_memory(&bytes, 1).is_ok(),
+                "wal_op" => codec::decode_op(&bytes, Lsn::FIRST).is_ok(),
+                "memory_image" => codec::decode_memory(&bytes, Lsn::FIRST).is_ok(),
                 "attr_row" => codec::decode_attr_row(&bytes).is_ok(),
                 "cold_segment" => {
                     std::fs::write(&scratch, &bytes).expect("scratch");

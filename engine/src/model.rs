@@ -1,6 +1,7 @@
 //! The memory model: what a memory is, what a client may ask to create or change, and the limits
 //! every field must respect.
 
+use engram_wal::Lsn;
 use uuid::Uuid;
 
 /// Largest `content`, in bytes of UTF-8.
@@ -179,7 +180,7 @@ pub struct Memory {
     /// 1 on create, +1 on every update (moves between tiers and accesses do not count).
     pub version: u64,
     /// LSN of the WAL record that produced this image.
-    pub lsn: u64,
+    pub lsn: Lsn,
 }
 
 /// What a client asks to store.

@@ -16,6 +16,7 @@ use engram_engine::snapshot::SnapshotManifest;
 use engram_engine::{
     Engine, EngineConfig, ListFilter, Memory, MemoryPatch, NewMemory, Status, Tier, Uuid,
 };
+use engram_wal::Lsn;
 use rand::{Rng, SeedableRng};
 
 const DIMS: usize = 8;
@@ -110,7 +111,7 @@ fn restore_to_random_moments_matches_the_oracle() {
                 .snapshot(&dir, &format!("snap-{op}"))
                 .expect("snapshot");
             assert_eq!(
-                m.lsn as usize,
+                m.lsn.get() as usize,
                 states.len() - 1,
                 "a snapshot is at the applied LSN"
             );
@@ -202,7 +203,7 @@ fn restore_to_random_moments_matches_the_oracle() {
         }
         states.push(model.clone());
         assert_eq!(
-            engine.stats().applied_lsn as usize,
+            engine.stats().applied_lsn.get() as usize,
             states.len() - 1,
             "one record per operation"
         );
@@ -213,21 +214,26 @@ fn restore_to_random_moments_matches_the_oracle() {
     let wal = data.join("wal");
     let archive = data.join("archive");
     let last = states.len() - 1;
-    let first_restorable = snapshots[0].1.lsn as usize;
+    let first_restorable = snapshots[0].1.lsn.get() as usize;
     let mut targets: Vec<usize> = (0..50)
         .map(|_| rng.random_range(first_restorable..=last))
         .collect();
-    targets.extend([first_restorable, snapshots[1].1.lsn as usize, last]);
+    targets.extend([first_restorable, snapshots[1].1.lsn.get() as usize, last]);
     for (i, target) in targets.iter().enumerate() {
         let (snap_dir, _) = snapshots
             .iter()
             .rev()
-            .find(|(_, m)| m.lsn as usize <= *target)
+            .find(|(_, m)| m.lsn.get() as usize <= *target)
             .expect("a snapshot at or before the target");
         let dest = root.path().join(format!("restore-{i}"));
-        let report = restore_snapshot(snap_dir, &[&wal, &archive], &dest, Some(*target as u64))
-            .unwrap_or_else(|e| panic!("restore to LSN {target}: {e}"));
-        assert_eq!(report.restored_lsn as usize, *target);
+        let report = restore_snapshot(
+            snap_dir,
+            &[&wal, &archive],
+            &dest,
+            Some(Lsn::new(*target as u64)),
+        )
+        .unwrap_or_else(|e| panic!("restore to LSN {target}: {e}"));
+        assert_eq!(report.restored_lsn.get() as usize, *target);
         let (restored, _) = Engine::open(config(&dest)).expect("open restored store");
         let got = dump(&restored);
         assert_eq!(
@@ -251,7 +257,7 @@ fn restore_to_random_moments_matches_the_oracle() {
     for (index, path) in engram_wal::export::collect_segments(&[&wal, &archive]).expect("segments")
     {
         engram_wal::export::scan_file(index, &path, |r, _, _| {
-            times.push((r.lsn, r.commit_time_us))
+            times.push((r.lsn.get(), r.commit_time_us))
         })
         .expect("scan");
     }
@@ -260,14 +266,14 @@ fn restore_to_random_moments_matches_the_oracle() {
         let (lsn, _) = engram_wal::export::lsn_at_time(&[&wal, &archive], pick.1)
             .expect("lookup")
             .expect("found");
-        assert!(lsn >= pick.0, "the moment's own record is included");
+        assert!(lsn.get() >= pick.0, "the moment's own record is included");
         let want_lsn = times
             .iter()
             .filter(|(_, t)| *t <= pick.1)
             .map(|(l, _)| *l)
             .max()
             .expect("some");
-        assert_eq!(lsn, want_lsn);
+        assert_eq!(lsn.get(), want_lsn);
         let (snap_dir, _) = snapshots
             .iter()
             .rev()
@@ -278,7 +284,7 @@ fn restore_to_random_moments_matches_the_oracle() {
         let (restored, _) = Engine::open(config(&dest)).expect("open");
         assert_eq!(
             dump(&restored),
-            states[lsn as usize],
+            states[lsn.get() as usize],
             "restore to time {}",
             pick.1
         );
@@ -315,7 +321,10 @@ fn snapshot_taken_under_concurrent_writes_restores_every_acknowledged_write() {
                             expires_at_us: None,
                         })
                         .expect("create");
-                    acked.lock().expect("lock").push((m.lsn, m.id, content));
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .push((m.lsn.get(), m.id, content));
                 }
             })
         })
@@ -359,7 +368,8 @@ fn snapshot_taken_under_concurrent_writes_restores_every_acknowledged_write() {
     // Rolled forward to the end of the log: every acknowledged write.
     let last = all.iter().map(|(l, _, _)| *l).max().expect("writes");
     let forward = root.path().join("forward");
-    restore_snapshot(&snap, &[&wal, &archive], &forward, Some(last)).expect("restore forward");
+    restore_snapshot(&snap, &[&wal, &archive], &forward, Some(Lsn::new(last)))
+        .expect("restore forward");
     let (restored, _) = Engine::open(config(&forward)).expect("open");
     for (_, id, content) in &all {
         assert_eq!(
@@ -392,12 +402,12 @@ fn restore_refuses_a_target_before_the_snapshot_or_beyond_the_log() {
     }
     let snap = root.path().join("snap");
     let m = engine.snapshot(&snap, "s").expect("snapshot");
-    assert_eq!(m.lsn, 20);
+    assert_eq!(m.lsn, Lsn::new(20));
     engine.close().expect("close");
     let wal = data.join("wal");
-    let before = restore_snapshot(&snap, &[&wal], &root.path().join("r1"), Some(5));
+    let before = restore_snapshot(&snap, &[&wal], &root.path().join("r1"), Some(Lsn::new(5)));
     assert!(before.is_err());
-    let beyond = restore_snapshot(&snap, &[&wal], &root.path().join("r2"), Some(21));
+    let beyond = restore_snapshot(&snap, &[&wal], &root.path().join("r2"), Some(Lsn::new(21)));
     assert!(beyond.is_err(), "LSN 21 was never written");
     std::fs::create_dir_all(root.path().join("full")).expect("mkdir");
     std::fs::write(root.path().join("full").join("x"), b"x").expect("write");
@@ -406,5 +416,5 @@ fn restore_refuses_a_target_before_the_snapshot_or_beyond_the_log() {
         "non-empty target"
     );
     let ok = restore_snapshot(&snap, &[&wal], &root.path().join("r3"), None).expect("restore");
-    assert_eq!(ok.restored_lsn, 20);
+    assert_eq!(ok.restored_lsn, Lsn::new(20));
 }

@@ -200,7 +200,7 @@ pub async fn serve(settings: Settings, fault: Option<FaultInjector>) -> anyhow::
     tracing::info!(
         data_dir = %settings.data_dir.display(),
         replayed = report.records_replayed,
-        last_lsn = report.last_lsn,
+        last_lsn = report.last_lsn.get(),
         took_ms = report.took.as_millis() as u64,
         "store open"
     );

@@ -231,7 +231,7 @@ impl Metrics {
         self.cold_segments
             .set(i64::try_from(stats.cold_segments).unwrap_or(i64::MAX));
         self.wal_durable_lsn
-            .set(i64::try_from(stats.durable_lsn).unwrap_or(i64::MAX));
+            .set(i64::try_from(stats.durable_lsn.get()).unwrap_or(i64::MAX));
         self.wal_active_segments
             .set(i64::try_from(stats.wal_active_segments).unwrap_or(i64::MAX));
         self.engine_poisoned.set(i64::from(stats.poisoned));

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use engram_engine::cold::write_segment;
-use engram_engine::{content_hash, EmbeddingStatus, Memory, Status, Tier, Uuid};
+use engram_engine::{content_hash, EmbeddingStatus, Lsn, Memory, Status, Tier, Uuid};
 use engram_tests::engramctl_path;
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ fn memory(i: u64) -> Memory {
         updated_at_us: 2,
         expires_at_us: None,
         version: 1,
-        lsn: i + 1,
+        lsn: Lsn::new(i + 1),
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use engram_engine::snapshot::{self, SnapshotManifest};
 use engram_engine::{DataDir, Engine, EngineConfig, EngineError};
-use engram_wal::{durable, export};
+use engram_wal::{durable, export, Lsn};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -198,7 +198,7 @@ pub fn problems(backup: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     let wal = backup.join("wal");
-    let mut previous: Option<(PathBuf, u64)> = None;
+    let mut previous: Option<(PathBuf, Lsn)> = None;
     for (index, path) in export::collect_segments(&[&wal])? {
         match export::scan_file(index, &path, |_, _, _| {}) {
             Err(e) => problems.push(e.to_string()),
@@ -218,7 +218,7 @@ pub fn problems(backup: &Path) -> anyhow::Result<Vec<String>> {
                     ));
                 }
                 if let (Some((prev_path, prev_last)), Some((first, _))) = (&previous, info.lsns) {
-                    if first != prev_last + 1 {
+                    if first != prev_last.next() {
                         problems.push(format!(
                             "{}: starts at LSN {first} but {} ended at LSN {prev_last}",
                             path.display(),
@@ -282,7 +282,7 @@ pub fn restore(
     backup: &Path,
     target: &Path,
     to_time: Option<&str>,
-    to_lsn: Option<u64>,
+    to_lsn: Option<Lsn>,
     as_json: bool,
 ) -> anyhow::Result<()> {
     let snapshots = snapshot::list_snapshots(&backup.join("snapshots"))?;
@@ -302,7 +302,7 @@ pub fn restore(
         .iter()
         .rev()
         .find_map(|s| s.lsns.map(|l| l.1))
-        .unwrap_or(0)
+        .unwrap_or(Lsn::ZERO)
         .max(newest_snapshot.lsn);
     let last_time = summary
         .iter()

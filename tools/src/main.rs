@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use engram_engine::{decode_op, hex, Op, PutKind};
 use engram_wal::segment::{self, ScanEnd};
+use engram_wal::Lsn;
 use serde_json::json;
 
 mod backup;
@@ -61,7 +62,7 @@ enum Command {
         to_time: Option<String>,
         /// Restore the state after WAL record N.
         #[arg(long)]
-        to_lsn: Option<u64>,
+        to_lsn: Option<Lsn>,
         #[arg(long)]
         json: bool,
     },
@@ -319,7 +320,7 @@ fn wal_dir(data_dir: &Path, archive: bool) -> anyhow::Result<PathBuf> {
 struct SegmentSummary {
     records: u64,
     /// First and last LSN.
-    lsns: Option<(u64, u64)>,
+    lsns: Option<(Lsn, Lsn)>,
     /// First and last commit time, microseconds since the epoch.
     times: Option<(i64, i64)>,
     end: ScanEnd,
@@ -334,7 +335,7 @@ fn scan_segment(
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     segment::check_header(&bytes, index).map_err(|r| anyhow::anyhow!("{}: {r}", path.display()))?;
     let mut count = 0;
-    let mut lsns: Option<(u64, u64)> = None;
+    let mut lsns: Option<(Lsn, Lsn)> = None;
     let mut times: Option<(i64, i64)> = None;
     let mut expected = None;
     let end = segment::scan(&bytes, &mut expected, |r, off| {
@@ -507,7 +508,7 @@ fn check(data_dir: &Path, as_json: bool) -> anyhow::Result<()> {
     // Every WAL segment, archived ones included: checksums and continuity.
     let layout = engram_engine::DataDir::new(data_dir);
     let (wal, archive) = (layout.wal(), layout.archive());
-    let mut previous: Option<u64> = None;
+    let mut previous: Option<Lsn> = None;
     for info in engram_wal::export::summarize(&[&archive, &wal])? {
         if let Some((offset, reason)) = &info.problem {
             problems.push(format!(
@@ -516,7 +517,7 @@ fn check(data_dir: &Path, as_json: bool) -> anyhow::Result<()> {
             ));
         }
         if let (Some(prev), Some((first, _))) = (previous, info.lsns) {
-            if first != prev + 1 {
+            if first != prev.next() {
                 problems.push(format!(
                     "{}: starts at LSN {first}, the segment before ended at {prev}",
                     info.path.display()

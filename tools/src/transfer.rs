@@ -12,6 +12,7 @@ use engram_engine::{
     content_hash, hex, DataDir, EmbeddingStatus, Engine, EngineConfig, EngineError, Memory, Status,
     Tier, Uuid,
 };
+use engram_wal::Lsn;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -207,7 +208,7 @@ fn parse_line(line: &str, n: usize) -> anyhow::Result<Memory> {
         updated_at_us: l.updated_at_us,
         expires_at_us: l.expires_at_us,
         version: l.version,
-        lsn: 0,
+        lsn: Lsn::ZERO,
     })
 }
 

@@ -183,7 +183,7 @@ pub fn export_range(
     if first_lsn.is_none_or(|f| f > from) {
         return Err(WalError::Gap {
             needed: from,
-            first: first_lsn.unwrap_or(0),
+            first: first_lsn.unwrap_or(Lsn::ZERO),
         });
     }
     for pair in chosen.windows(2) {
@@ -191,9 +191,9 @@ pub fn export_range(
             pair[0].0.lsns.expect("has records"),
             pair[1].0.lsns.expect("has records"),
         );
-        if b.0 != a.1 + 1 {
+        if b.0 != a.1.next() {
             return Err(WalError::Gap {
-                needed: a.1 + 1,
+                needed: a.1.next(),
                 first: b.0,
             });
         }
@@ -201,7 +201,7 @@ pub fn export_range(
     let reaches = chosen.last().and_then(|(i, _)| i.lsns).map(|l| l.1);
     if reaches.is_none_or(|l| l < to) {
         return Err(WalError::Gap {
-            needed: reaches.map_or(from, |l| l + 1),
+            needed: reaches.map_or(from, Lsn::next),
             first: to,
         });
     }

@@ -9,8 +9,7 @@ pub const FRAME_ALIGN_BYTES: usize = 8;
 /// length above this in a header is corruption, not a big record.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
-/// Log sequence number: 1 for the first record ever written, +1 for each record after it.
-pub type Lsn = u64;
+pub use crate::lsn::Lsn;
 
 /// One decoded record, borrowing its payload from the scanned buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +90,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, FrameError> {
     }
     let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
     let stored = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-    let lsn = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let lsn = Lsn::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
     let commit_time_us = i64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
     if len == 0 || len as usize > MAX_RECORD_BYTES {
         return Err(FrameError::BadLength(len));
@@ -126,13 +125,13 @@ mod tests {
     #[test]
     fn round_trip_and_alignment() {
         let mut buf = Vec::new();
-        encode(&mut buf, 7, 1_700_000_000_000_000, b"hello");
+        encode(&mut buf, Lsn::new(7), 1_700_000_000_000_000, b"hello");
         assert_eq!(buf.len(), 32);
         match decode(&buf).expect("valid") {
             Decoded::Record(r, n) => {
                 assert_eq!(
                     (r.lsn, r.commit_time_us, r.payload, n),
-                    (7, 1_700_000_000_000_000, &b"hello"[..], 32)
+                    (Lsn::new(7), 1_700_000_000_000_000, &b"hello"[..], 32)
                 );
             }
             Decoded::End => panic!("expected a record"),
@@ -142,13 +141,13 @@ mod tests {
     #[test]
     fn every_single_bit_flip_is_detected() {
         let mut buf = Vec::new();
-        encode(&mut buf, 42, 123, b"some payload bytes");
+        encode(&mut buf, Lsn::new(42), 123, b"some payload bytes");
         let used = FRAME_HEADER_BYTES + 18;
         for bit in 0..used * 8 {
             let mut bad = buf.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                !matches!(decode(&bad), Ok(Decoded::Record(r, _)) if r.payload == b"some payload bytes" && r.lsn == 42),
+                !matches!(decode(&bad), Ok(Decoded::Record(r, _)) if r.payload == b"some payload bytes" && r.lsn == Lsn::new(42)),
                 "bit {bit} flip went unnoticed"
             );
         }
@@ -157,7 +156,7 @@ mod tests {
     #[test]
     fn non_zero_padding_is_rejected() {
         let mut buf = Vec::new();
-        encode(&mut buf, 3, 9, b"odd");
+        encode(&mut buf, Lsn::new(3), 9, b"odd");
         assert_eq!(buf.len(), 32);
         buf[31] = 0x32;
         assert_eq!(decode(&buf), Err(FrameError::BadPadding));
@@ -168,7 +167,7 @@ mod tests {
         assert_eq!(decode(&[0u8; 40]), Ok(Decoded::End));
         assert_eq!(decode(&[]), Ok(Decoded::End));
         let mut buf = Vec::new();
-        encode(&mut buf, 1, 1, b"abcdefgh");
+        encode(&mut buf, Lsn::FIRST, 1, b"abcdefgh");
         for cut in 1..FRAME_HEADER_BYTES + 8 {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
         }

@@ -19,6 +19,7 @@ pub mod durable;
 pub mod export;
 pub mod frame;
 mod log;
+mod lsn;
 pub mod segment;
 
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ pub use log::{
     FaultInjector, FsyncObserver, IoOp, RecoveryReport, SyncMode, Wal, WalOptions,
     DEFAULT_SEGMENT_BYTES, MAX_BUFFERED_BYTES, MIN_SEGMENT_BYTES,
 };
+pub use lsn::AtomicLsn;
 
 /// Everything that can go wrong in the log.
 ///

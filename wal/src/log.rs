@@ -23,6 +23,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::durable;
 use crate::frame::{self, Lsn, RecordRef, MAX_RECORD_BYTES};
+use crate::lsn::AtomicLsn;
 use crate::segment::{self, ScanEnd, SEGMENT_HEADER_BYTES};
 use crate::WalError;
 
@@ -146,8 +147,8 @@ struct Shared {
     writer: Mutex<Writer>,
     leader: Mutex<bool>,
     leader_done: Condvar,
-    written_lsn: AtomicU64,
-    durable_lsn: AtomicU64,
+    written_lsn: AtomicLsn,
+    durable_lsn: AtomicLsn,
     poisoned: AtomicBool,
     shutting_down: AtomicBool,
     fsync_count: AtomicU64,
@@ -216,7 +217,7 @@ impl Wal {
         let mut expected: Option<Lsn> = None;
         let mut closed = Vec::new();
         let mut tail: Option<(u64, PathBuf, u64)> = None; // (index, path, end offset)
-        let mut last_lsn: Lsn = 0;
+        let mut last_lsn = Lsn::ZERO;
         let mut first_lsn: Option<Lsn> = None;
         for (i, (index, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
@@ -296,7 +297,7 @@ impl Wal {
             }
         }
         if let Some(first) = first_lsn {
-            if first > replay_from.max(1) {
+            if first > replay_from.max(Lsn::FIRST) {
                 return Err(WalError::Gap {
                     needed: replay_from,
                     first,
@@ -305,10 +306,10 @@ impl Wal {
             }
         }
         report.last_lsn = last_lsn;
-        let next_lsn = (last_lsn + 1).max(min_next_lsn).max(1);
+        let next_lsn = last_lsn.next().max(min_next_lsn).max(Lsn::FIRST);
 
         let writer = match tail {
-            Some((index, path, offset)) if last_lsn + 1 == next_lsn => {
+            Some((index, path, offset)) if last_lsn.next() == next_lsn => {
                 let file = OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -343,7 +344,7 @@ impl Wal {
                     index,
                     path,
                     offset: SEGMENT_HEADER_BYTES as u64,
-                    last_lsn: next_lsn - 1,
+                    last_lsn: next_lsn.prev(),
                     closed,
                     dirty: false,
                 }
@@ -363,8 +364,8 @@ impl Wal {
             writer: Mutex::new(writer),
             leader: Mutex::new(false),
             leader_done: Condvar::new(),
-            written_lsn: AtomicU64::new(next_lsn - 1),
-            durable_lsn: AtomicU64::new(next_lsn - 1),
+            written_lsn: AtomicLsn::new(next_lsn.prev()),
+            durable_lsn: AtomicLsn::new(next_lsn.prev()),
             poisoned: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             fsync_count: AtomicU64::new(0),
@@ -414,7 +415,7 @@ impl Wal {
             // Back-pressure: let the leader drain the buffer. Nudge a leader into existence in
             // case every other caller is also here.
             drop(state);
-            let target = shared.written_lsn.load(Ordering::Acquire) + 1;
+            let target = shared.written_lsn.load(Ordering::Acquire).next();
             self.write_through(target, false)?;
             state = shared.state.lock();
         }
@@ -422,7 +423,7 @@ impl Wal {
         // Commit time never goes backwards, even if the wall clock does.
         let commit_time_us = now_us().max(state.last_commit_time_us);
         state.last_commit_time_us = commit_time_us;
-        state.next_lsn += 1;
+        state.next_lsn = state.next_lsn.next();
         frame::encode(&mut state.buf, lsn, commit_time_us, payload);
         Ok((lsn, commit_time_us))
     }
@@ -437,7 +438,7 @@ impl Wal {
     /// Writes and fdatasyncs everything appended so far, whatever the sync mode (shutdown,
     /// checkpoints).
     pub fn sync_all(&self) -> Result<(), WalError> {
-        let last = self.shared.state.lock().next_lsn - 1;
+        let last = self.shared.state.lock().next_lsn.prev();
         self.write_through(last, true)
     }
 
@@ -488,7 +489,7 @@ impl Wal {
 
     /// LSN the next append will get, minus one.
     pub fn last_lsn(&self) -> Lsn {
-        self.shared.state.lock().next_lsn - 1
+        self.shared.state.lock().next_lsn.prev()
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -638,7 +639,7 @@ fn lead(shared: &Shared, fsync: bool) -> Result<(), WalError> {
         let mut state = shared.state.lock();
         let spare = std::mem::take(&mut state.spare);
         let buf = std::mem::replace(&mut state.buf, spare);
-        (buf, state.next_lsn - 1)
+        (buf, state.next_lsn.prev())
     };
     shared.buffer_space.notify_all();
     if !buf.is_empty() {
@@ -700,7 +701,7 @@ fn write_frames(shared: &Shared, writer: &mut Writer, buf: &[u8]) -> Result<(), 
             if end + flen - pos > room {
                 break;
             }
-            last_lsn = u64::from_le_bytes(buf[end + 8..end + 16].try_into().expect("8 bytes"));
+            last_lsn = Lsn::from_le_bytes(buf[end + 8..end + 16].try_into().expect("8 bytes"));
             end += flen;
         }
         if end == pos {

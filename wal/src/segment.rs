@@ -180,7 +180,7 @@ pub fn scan<E>(
                     }
                 }
                 visit(record, offset as u64)?;
-                *expected_lsn = Some(record.lsn + 1);
+                *expected_lsn = Some(record.lsn.next());
                 offset += len;
             }
             Err(e) => {

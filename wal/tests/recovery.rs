@@ -29,7 +29,7 @@ type Replayed = Vec<(Lsn, Vec<u8>)>;
 /// Opens the log and collects every replayed record.
 fn open_collect(opts: WalOptions) -> Result<(Wal, Replayed), WalError> {
     let mut seen = Vec::new();
-    let (wal, _) = Wal::open(opts, 1, 1, |r| {
+    let (wal, _) = Wal::open(opts, Lsn::FIRST, Lsn::FIRST, |r| {
         seen.push((r.lsn, r.payload.to_vec()));
         Ok::<(), WalError>(())
     })?;
@@ -41,7 +41,7 @@ fn write_records(opts: WalOptions, count: u64) {
     let start = existing.len() as u64 + 1;
     for i in start..start + count {
         let (lsn, _) = wal.append(&payload(i)).expect("append");
-        assert_eq!(lsn, i);
+        assert_eq!(lsn, Lsn::new(i));
         wal.sync(lsn).expect("sync");
     }
     wal.close().expect("close");
@@ -86,11 +86,11 @@ fn records_survive_reopen_in_order() {
     let (wal, seen) = open_collect(options(dir.path(), 1 << 20)).expect("reopen");
     assert_eq!(seen.len(), 150);
     for (i, (lsn, bytes)) in seen.iter().enumerate() {
-        assert_eq!(*lsn, i as u64 + 1);
-        assert_eq!(bytes, &payload(*lsn));
+        assert_eq!(*lsn, Lsn::new(i as u64 + 1));
+        assert_eq!(bytes, &payload(lsn.get()));
     }
-    assert_eq!(wal.last_lsn(), 150);
-    assert_eq!(wal.durable_lsn(), 150);
+    assert_eq!(wal.last_lsn(), Lsn::new(150));
+    assert_eq!(wal.durable_lsn(), Lsn::new(150));
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn torn_tail_at_every_byte_of_the_last_record_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_records(options(dir.path(), 1 << 20), 10);
     let seg = only_segment(dir.path());
-    let (start, frame_end) = frame_offset(&seg, 10);
+    let (start, frame_end) = frame_offset(&seg, Lsn::new(10));
     // Bytes the record really occupies; after them comes zero padding to the 8-byte boundary.
     let end = start + (engram_wal::frame::FRAME_HEADER_BYTES + payload(10).len()) as u64;
     assert!(end <= frame_end);
@@ -121,7 +121,7 @@ fn torn_tail_at_every_byte_of_the_last_record_is_cut_off() {
             assert_eq!(seen.len(), 9, "cut at {cut}");
             // The log continues with the LSN of the lost record.
             let (lsn, _) = wal.append(b"after the tear").expect("append");
-            assert_eq!(lsn, 10);
+            assert_eq!(lsn, Lsn::new(10));
             wal.sync(lsn).expect("sync");
             wal.close().expect("close");
             let (_, seen) = open_collect(options(dir.path(), 1 << 20)).expect("reopen");
@@ -136,7 +136,7 @@ fn bit_flip_mid_log_refuses_to_open_naming_file_and_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_records(options(dir.path(), 1 << 20), 20);
     let seg = only_segment(dir.path());
-    let (start, _) = frame_offset(&seg, 5);
+    let (start, _) = frame_offset(&seg, Lsn::new(5));
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -179,17 +179,29 @@ fn rotation_archives_closed_segments_and_replays_across_them() {
     assert!(seen
         .iter()
         .enumerate()
-        .all(|(i, (lsn, _))| *lsn == i as u64 + 1));
+        .all(|(i, (lsn, _))| *lsn == Lsn::new(i as u64 + 1)));
     // A checkpoint at LSN 300 frees every closed segment from the active directory.
-    let removed = wal.checkpoint(300).expect("checkpoint");
+    let removed = wal.checkpoint(Lsn::new(300)).expect("checkpoint");
     assert_eq!(removed, active.len() - 1);
     assert_eq!(wal.active_segments(), 1);
     wal.close().expect("close");
     // Replaying from after the checkpoint works; asking for older records is a gap.
-    let (_, report) = Wal::open(opts.clone(), 301, 301, |_| Ok::<(), WalError>(())).expect("open");
+    let (_, report) = Wal::open(opts.clone(), Lsn::new(301), Lsn::new(301), |_| {
+        Ok::<(), WalError>(())
+    })
+    .expect("open");
     assert_eq!(report.records_replayed, 0);
-    let err = Wal::open(opts, 1, 1, |_| Ok::<(), WalError>(())).expect_err("gap");
-    assert!(matches!(err, WalError::Gap { needed: 1, .. }), "{err}");
+    let err = Wal::open(opts, Lsn::FIRST, Lsn::FIRST, |_| Ok::<(), WalError>(())).expect_err("gap");
+    assert!(
+        matches!(
+            err,
+            WalError::Gap {
+                needed: Lsn::FIRST,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -210,8 +222,8 @@ fn archive_retention_removes_only_old_archived_segments() {
     let (wal, _) = open_collect(opts).expect("open");
     let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     // Nothing goes while an older LSN must be kept; then only the aged segment goes.
-    assert_eq!(wal.prune_archive(cutoff, 1).expect("prune"), 0);
-    assert_eq!(wal.prune_archive(cutoff, u64::MAX).expect("prune"), 1);
+    assert_eq!(wal.prune_archive(cutoff, Lsn::FIRST).expect("prune"), 0);
+    assert_eq!(wal.prune_archive(cutoff, Lsn::MAX).expect("prune"), 1);
     let left = segment::list_segments(&dir.path().join("archive")).expect("list");
     assert_eq!(left.len(), archived.len() - 1);
     assert!(!left.iter().any(|(i, _)| *i == archived[0].0));
@@ -264,7 +276,7 @@ fn group_commit_shares_fsyncs_between_concurrent_writers() {
     for t in threads {
         t.join().expect("writer thread");
     }
-    assert_eq!(wal.durable_lsn(), 1600);
+    assert_eq!(wal.durable_lsn(), Lsn::new(1600));
     let fsyncs = wal.fsync_count();
     assert!(
         fsyncs < 1600,
@@ -302,7 +314,7 @@ fn failed_fsync_poisons_and_is_never_retried() {
     // Even with the disk healthy again, the log does not retry: it stays poisoned.
     assert!(matches!(wal.append(b"later"), Err(WalError::Poisoned)));
     assert!(matches!(wal.sync(lsn), Err(WalError::Poisoned)));
-    assert_eq!(wal.durable_lsn(), 1);
+    assert_eq!(wal.durable_lsn(), Lsn::FIRST);
     drop(wal);
     let (_, seen) = open_collect(opts).expect("reopen after restart");
     assert_eq!(seen[0].1, b"good");
@@ -346,5 +358,5 @@ fn oversized_record_is_refused_and_nothing_is_written() {
         wal.append(&[]),
         Err(WalError::RecordTooLarge { .. })
     ));
-    assert_eq!(wal.last_lsn(), 0);
+    assert_eq!(wal.last_lsn(), Lsn::ZERO);
 }

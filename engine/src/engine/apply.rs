@@ -261,13 +261,14 @@ impl Inner {
         };
         // Every append is queued in LSN order under the writer lock, and every record up to
         // `applied_lsn` is applied: what is ready continues it without a gap.
-        let next = self.applied_lsn.load(Ordering::Acquire) + 1;
-        for (expected, (l, _)) in (next..).zip(&ready) {
+        let mut expected = self.applied_lsn.load(Ordering::Acquire).next();
+        for (l, _) in &ready {
             if *l != expected {
                 return Err(self.invariant_failed(format!(
                     "record {l} is ready to apply, but the next unapplied LSN is {expected}"
                 )));
             }
+            expected = expected.next();
         }
         let mut start = 0;
         while start < ready.len() {

@@ -163,7 +163,7 @@ impl Inner {
         }
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
-            lsn,
+            lsn = lsn.get(),
             took_ms = started.elapsed().as_millis() as u64,
             "checkpoint"
         );

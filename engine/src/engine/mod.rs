@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use engram_wal::{Lsn, Wal};
+use engram_wal::{AtomicLsn, Lsn, Wal};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -90,7 +90,7 @@ pub(crate) struct Inner {
     checkpoint_lock: RankedMutex<()>,
     /// Every record up to this LSN is applied (`applied_lsn <= durable_lsn`, or written in
     /// `interval` sync mode).
-    applied_lsn: AtomicU64,
+    applied_lsn: AtomicLsn,
     poisoned: AtomicBool,
     /// Memories per tier, indexed by [`Tier::index`].
     tier_counts: [AtomicU64; 3],

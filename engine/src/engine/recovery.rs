@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Instant;
 
-use engram_wal::{Lsn, Wal, WalOptions};
+use engram_wal::{AtomicLsn, Lsn, Wal, WalOptions};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -64,8 +64,8 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
     )?;
     let working_lsn = working_report.checkpoint_lsn;
     let cold_lsn = cold_lsn.unwrap_or(working_lsn.min(warm_lsn));
-    let replay_from = working_lsn.min(warm_lsn).min(cold_lsn) + 1;
-    let min_next = working_lsn.max(warm_lsn).max(cold_lsn) + 1;
+    let replay_from = working_lsn.min(warm_lsn).min(cold_lsn).next();
+    let min_next = working_lsn.max(warm_lsn).max(cold_lsn).next();
     let mut wal_opts = WalOptions::new(layout.wal());
     wal_opts.segment_bytes = config.wal_segment_bytes;
     wal_opts.sync_mode = config.sync_mode;
@@ -79,7 +79,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
     };
     let mut batch = Some(warm.batch());
     let mut batched = 0usize;
-    let mut last_batched_lsn = 0;
+    let mut last_batched_lsn = Lsn::ZERO;
     // The working-tier image after a crash is newer than its checkpoint, so replaying each
     // record in turn could re-insert memories that later left and overflow the slots.
     // Only the last operation per id matters for it: collect those, apply them at the end.
@@ -124,7 +124,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         Ok::<(), EngineError>(())
     })?;
     if let Some(b) = batch.take() {
-        if last_batched_lsn > 0 {
+        if last_batched_lsn > Lsn::ZERO {
             b.write(last_batched_lsn)?;
         }
     }
@@ -178,7 +178,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         queue: RankedMutex::new(Rank::Queue, VecDeque::new()),
         apply_lock: RankedMutex::new(Rank::Apply, ()),
         checkpoint_lock: RankedMutex::new(Rank::Checkpoint, ()),
-        applied_lsn: AtomicU64::new(last_lsn),
+        applied_lsn: AtomicLsn::new(last_lsn),
         poisoned: AtomicBool::new(false),
         tier_counts: [
             AtomicU64::new(working_count as u64),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use engram_wal::Lsn;
 use uuid::Uuid;
 
 use super::Inner;
@@ -163,7 +164,7 @@ impl Inner {
                 .iter()
                 .copied()
                 .zip(self.warm.record_lsns(&warm_ids)?)
-                .collect::<HashMap<Uuid, Option<u64>>>();
+                .collect::<HashMap<Uuid, Option<Lsn>>>();
             let mut changed = Vec::new();
             for (i, m) in batch.iter().enumerate() {
                 let same = !w.pending.contains_key(&m.id)

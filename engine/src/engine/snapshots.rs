@@ -89,7 +89,7 @@ impl Inner {
     pub(super) fn oldest_snapshot_replay_start(&self) -> Result<Lsn, EngineError> {
         Ok(list_snapshots(&self.layout.snapshots())?
             .first()
-            .map_or(Lsn::MAX, |(_, m)| m.replay_from + 1))
+            .map_or(Lsn::MAX, |(_, m)| m.replay_from.next()))
     }
 }
 

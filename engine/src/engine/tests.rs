@@ -6,6 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
+use engram_wal::Lsn;
 use uuid::Uuid;
 
 use super::apply::{group_end, DedupChange};
@@ -190,8 +191,11 @@ fn chunked_logging_commits_every_chunk_and_stops_when_asked() {
         })
         .expect("logged");
     assert_eq!(logged, 600);
-    assert_eq!(inner.wal.last_lsn(), before + 600);
-    assert_eq!(inner.applied_lsn.load(Ordering::Acquire), before + 600);
+    assert_eq!(inner.wal.last_lsn().records_after(before), 600);
+    assert_eq!(
+        inner.applied_lsn.load(Ordering::Acquire),
+        inner.wal.last_lsn()
+    );
     let mut seen = 0;
     let logged = inner
         .log_in_chunks(0..1000, |_, i| {
@@ -212,13 +216,17 @@ fn groups_hold_distinct_ids_and_order_sensitive_records_alone() {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let access = Op::Access(vec![]);
     let ready = vec![
-        (1, put(m(a, Tier::Working), None, None)),
-        (2, put(m(b, Tier::Working), None, None)),
-        (3, put(m(a, Tier::Warm), Some(Tier::Working), None)),
-        (4, access),
-        (5, put(m(b, Tier::Working), Some(Tier::Warm), None)),
-        (6, put(m(a, Tier::Warm), Some(Tier::Warm), None)),
-    ];
+        put(m(a, Tier::Working), None, None),
+        put(m(b, Tier::Working), None, None),
+        put(m(a, Tier::Warm), Some(Tier::Working), None),
+        access,
+        put(m(b, Tier::Working), Some(Tier::Warm), None),
+        put(m(a, Tier::Warm), Some(Tier::Warm), None),
+    ]
+    .into_iter()
+    .zip(1..)
+    .map(|(op, n)| (Lsn::new(n), op))
+    .collect::<Vec<_>>();
     assert_eq!(
         group_end(&ready, 0),
         2,
@@ -228,8 +236,13 @@ fn groups_hold_distinct_ids_and_order_sensitive_records_alone() {
     assert_eq!(group_end(&ready, 3), 4);
     assert_eq!(group_end(&ready, 4), 5, "a promotion is alone");
     assert_eq!(group_end(&ready, 5), 6);
-    let many: Vec<(u64, Op)> = (0..1000)
-        .map(|i| (i + 1, put(m(Uuid::now_v7(), Tier::Warm), None, None)))
+    let many: Vec<(Lsn, Op)> = (0..1000)
+        .map(|i| {
+            (
+                Lsn::new(i + 1),
+                put(m(Uuid::now_v7(), Tier::Warm), None, None),
+            )
+        })
         .collect();
     assert_eq!(group_end(&many, 0), super::apply::APPLY_GROUP_RECORDS);
 }

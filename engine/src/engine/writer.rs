@@ -257,7 +257,7 @@ impl Inner {
             return items.iter().map(|_| Err(e.clone())).collect();
         }
         let mut results = Vec::with_capacity(items.len());
-        let mut last_lsn = 0;
+        let mut last_lsn = Lsn::ZERO;
         {
             let mut w = self.writer.lock();
             for item in items {
@@ -268,7 +268,7 @@ impl Inner {
                 results.push(result);
             }
         }
-        if last_lsn > 0 {
+        if last_lsn > Lsn::ZERO {
             if let Err(e) = self.sync_and_apply(last_lsn) {
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(e.clone());
@@ -324,7 +324,7 @@ impl Inner {
             updated_at_us: now,
             expires_at_us: item.expires_at_us,
             version: 1,
-            lsn: 0,
+            lsn: Lsn::ZERO,
         };
         self.log_new(w, memory)
     }

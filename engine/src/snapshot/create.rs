@@ -2,9 +2,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use engram_wal::{durable, export, Lsn};
+use engram_wal::{durable, export, AtomicLsn, Lsn};
 
 use super::{dump, list_snapshots, SnapshotManifest, MANIFEST_FILE};
 use crate::fsutil::{file_crc_resting, list_files, HalfCore};
@@ -23,7 +23,7 @@ pub(crate) struct SnapshotParts<'a> {
     pub warm: &'a WarmTier,
     pub cold: &'a ColdTier,
     /// The store's applied LSN: read when the dump starts and again once the files are made.
-    pub applied_lsn: &'a AtomicU64,
+    pub applied_lsn: &'a AtomicLsn,
     pub dimensions: usize,
     pub working_capacity: usize,
     pub working_heap_bytes: u64,
@@ -65,7 +65,7 @@ pub(crate) fn take(
     durable::rename_durable(&tmp, dest).map_err(|e| EngineError::io(dest, e))?;
     tracing::info!(
         id,
-        lsn = manifest.lsn,
+        lsn = manifest.lsn.get(),
         files = manifest.files.len(),
         checksummed_bytes = read_bytes,
         checksums_reused_bytes = known_bytes,
@@ -100,9 +100,10 @@ fn snapshot_files(parts: &SnapshotParts<'_>, tmp: &Path) -> Result<SnapshotFiles
     let wal_dirs = [parts.layout.wal(), parts.layout.archive()];
     let wal_dirs: Vec<&Path> = wal_dirs.iter().map(PathBuf::as_path).collect();
     if lsn > replay_from {
-        let report = export::export_range(&wal_dirs, replay_from + 1, lsn, &tmp.join("wal"), true)?;
+        let report =
+            export::export_range(&wal_dirs, replay_from.next(), lsn, &tmp.join("wal"), true)?;
         commit_time_us = report.to_commit_time_us;
-    } else if lsn > 0 {
+    } else if lsn > Lsn::ZERO {
         commit_time_us = commit_time_of(&wal_dirs, lsn)?;
     }
     Ok(SnapshotFiles {

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use engram_wal::{durable, frame};
+use engram_wal::{durable, frame, Lsn};
 
 use crate::codec;
 use crate::fsutil::HalfCore;
@@ -32,7 +32,7 @@ pub(super) fn write_working_dump(working: &WorkingTier, path: &Path) -> Result<u
         image.clear();
         codec::encode_memory(&mut image, &memory, true);
         frame_buf.clear();
-        frame::encode(&mut frame_buf, memory.lsn.max(1), 0, &image);
+        frame::encode(&mut frame_buf, memory.lsn.max(Lsn::FIRST), 0, &image);
         out.write_all(&frame_buf)
             .map_err(|e| EngineError::io(path, e))?;
         count += 1;

@@ -107,11 +107,11 @@ impl SnapshotManifest {
         }
         Ok(SnapshotManifest {
             id: v["id"].as_str().ok_or_else(|| bad("id"))?.to_owned(),
-            lsn: u("lsn")?,
+            lsn: Lsn::new(u("lsn")?),
             commit_time_us: v["commit_time_us"]
                 .as_i64()
                 .ok_or_else(|| bad("commit_time_us"))?,
-            replay_from: u("replay_from")?,
+            replay_from: Lsn::new(u("replay_from")?),
             created_at_us: v["created_at_us"]
                 .as_i64()
                 .ok_or_else(|| bad("created_at_us"))?,

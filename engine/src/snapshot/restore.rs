@@ -81,7 +81,13 @@ pub(crate) fn lay_out(
         let snapshot_wal = snapshot.join("wal");
         let mut sources: Vec<&Path> = vec![&snapshot_wal];
         sources.extend_from_slice(wal_sources);
-        export::export_range(&sources, manifest.replay_from + 1, to, &target.wal(), false)?;
+        export::export_range(
+            &sources,
+            manifest.replay_from.next(),
+            to,
+            &target.wal(),
+            false,
+        )?;
     }
     Ok(manifest)
 }

@@ -200,7 +200,7 @@ impl From<&SnapshotManifest> for SnapshotOut {
     fn from(m: &SnapshotManifest) -> SnapshotOut {
         SnapshotOut {
             id: m.id.clone(),
-            lsn: m.lsn,
+            lsn: m.lsn.get(),
             commit_time: (m.commit_time_us > 0).then(|| format_time(m.commit_time_us)),
             created_at: format_time(m.created_at_us),
             files: m.files.len(),

@@ -47,7 +47,7 @@ pub(crate) fn health_report(state: &AppState) -> HealthOut {
             cold: stats.cold,
         },
         wal: HealthWal {
-            durable_lsn: stats.durable_lsn,
+            durable_lsn: stats.durable_lsn.get(),
         },
     }
 }

@@ -103,7 +103,7 @@ pub(crate) fn parse_manifest(
     if v["format"].as_u64() != Some(MANIFEST_FORMAT) {
         return Err(corrupt("unknown format"));
     }
-    let lsn = v["lsn"].as_u64().ok_or_else(|| corrupt("no lsn"))?;
+    let lsn = Lsn::new(v["lsn"].as_u64().ok_or_else(|| corrupt("no lsn"))?);
     let ids = v["segments"]
         .as_array()
         .ok_or_else(|| corrupt("no segment list"))?
@@ -203,7 +203,7 @@ impl ColdTier {
                 zstd_level,
                 state: RwLock::new(state),
                 locations: RwLock::new(IdMap::default()),
-                manifest_lsn: Mutex::new(lsn.unwrap_or(0)),
+                manifest_lsn: Mutex::new(lsn.unwrap_or(Lsn::ZERO)),
                 next_id: AtomicU64::new(max_id + 1),
             },
             lsn,

@@ -8,6 +8,7 @@
 //!
 //! Written once (temp file, fsync, rename, directory fsync), then only read.
 
+use engram_wal::Lsn;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -441,7 +442,7 @@ impl Segment {
             if raw.len() < at + n || n < 8 {
                 return Err(bad());
             }
-            let lsn = u64_at(&raw, at);
+            let lsn = Lsn::new(u64_at(&raw, at));
             let mut m = codec::decode_memory(&raw[at + 8..at + n], lsn)
                 .map_err(|e| corrupt(path, format!("block {b}: {e}")))?;
             m.tier = Tier::Cold;
@@ -663,7 +664,7 @@ mod tests {
             updated_at_us: 1_600_000_000_000_001,
             expires_at_us: None,
             version: 3,
-            lsn: 1000 + i,
+            lsn: Lsn::new(1000 + i),
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`WarmBatch`]: the changes of one apply group, written to RocksDB atomically with the LSN
 //! they reflect.
 
+use engram_wal::Lsn;
 use std::collections::HashMap;
 
 use rocksdb::WriteBatch;
@@ -210,7 +211,7 @@ impl WarmBatch<'_> {
     }
 
     /// Writes the batch together with the LSN it brings the tier to.
-    pub fn write(mut self, lsn: u64) -> Result<(), EngineError> {
+    pub fn write(mut self, lsn: Lsn) -> Result<(), EngineError> {
         self.batch
             .put_cf(self.tier.cf(CF_META), KEY_APPLIED_LSN, lsn.to_le_bytes());
         self.tier

@@ -16,6 +16,7 @@
 //! RocksDB's own WAL is off: Engram's WAL is the truth. Flushes are atomic across column families,
 //! so the durable image is always the state after exactly `applied_lsn`.
 
+use engram_wal::Lsn;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{ColumnFamilyDescriptor, FlushOptions, Options, WriteOptions, DB};
@@ -104,7 +105,7 @@ impl WarmTier {
         path: &Path,
         block_cache_bytes: usize,
         stemming: bool,
-    ) -> Result<(WarmTier, u64), EngineError> {
+    ) -> Result<(WarmTier, Lsn), EngineError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -151,14 +152,14 @@ impl WarmTier {
     }
 
     /// LSN of the last batch written (durable only after [`WarmTier::flush`]).
-    pub fn applied_lsn(&self) -> Result<u64, EngineError> {
+    pub fn applied_lsn(&self) -> Result<Lsn, EngineError> {
         let value = self
             .db
             .get_cf(self.cf(CF_META), KEY_APPLIED_LSN)
             .map_err(|e| rocks_err(&self.path, e))?;
         match value {
-            None => Ok(0),
-            Some(v) if v.len() == 8 => Ok(u64::from_le_bytes(v[..].try_into().expect("8 bytes"))),
+            None => Ok(Lsn::ZERO),
+            Some(v) if v.len() == 8 => Ok(Lsn::from_le_bytes(v[..].try_into().expect("8 bytes"))),
             Some(v) => Err(EngineError::Corrupt {
                 path: self.path.clone(),
                 detail: format!("applied_lsn is {} bytes", v.len()),
@@ -283,7 +284,7 @@ impl WarmTier {
         if record.len() < 8 {
             return Err(corrupt("record shorter than its LSN".to_owned()));
         }
-        let lsn = u64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
+        let lsn = Lsn::from_le_bytes(record[..8].try_into().expect("8 bytes"));
         let mut memory =
             codec::decode_memory(&record[8..], lsn).map_err(|e| corrupt(e.to_string()))?;
         memory.tier = Tier::Warm;
@@ -397,7 +398,7 @@ impl WarmTier {
     }
 
     /// The LSN of each id's warm record (`None`: not warm), one batched read.
-    pub fn record_lsns(&self, ids: &[Uuid]) -> Result<Vec<Option<u64>>, EngineError> {
+    pub fn record_lsns(&self, ids: &[Uuid]) -> Result<Vec<Option<Lsn>>, EngineError> {
         let cf = self.cf(CF_RECORDS);
         self.db
             .multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes())))
@@ -405,7 +406,7 @@ impl WarmTier {
             .map(|r| {
                 r.map(|v| {
                     v.filter(|v| v.len() >= 8)
-                        .map(|v| u64::from_le_bytes(v[..8].try_into().expect("8 bytes")))
+                        .map(|v| Lsn::from_le_bytes(v[..8].try_into().expect("8 bytes")))
                 })
                 .map_err(|e| rocks_err(&self.path, e))
             })

@@ -1,6 +1,7 @@
 //! The working tier's on-disk layout: the slot file's header, the slot header's fields and
 //! checksum, and heap entry framing. `docs/format.md` draws the same bytes.
 
+use engram_wal::Lsn;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -52,7 +53,7 @@ pub fn slot_bytes(dims: usize) -> usize {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SlotHeader {
     pub(super) seq: u64,
-    pub(super) lsn: u64,
+    pub(super) lsn: Lsn,
     pub(super) id: Uuid,
     pub(super) heap_offset: u64,
     pub(super) heap_len: u32,
@@ -85,7 +86,7 @@ pub(super) fn slot_crc(bytes: &[u8]) -> u32 {
 pub(super) fn parse_header(b: &[u8]) -> SlotHeader {
     SlotHeader {
         seq: rd_u64(b, OFF_SEQ),
-        lsn: rd_u64(b, OFF_LSN),
+        lsn: Lsn::new(rd_u64(b, OFF_LSN)),
         id: Uuid::from_bytes(b[OFF_ID..OFF_ID + 16].try_into().expect("16 bytes")),
         heap_offset: rd_u64(b, OFF_HEAP_OFFSET),
         heap_len: rd_u32(b, OFF_HEAP_LEN),
@@ -115,7 +116,7 @@ pub(super) fn entry_span(len: u32) -> u64 {
     (HEAP_ENTRY_HEADER_BYTES as u64 + u64::from(len)).next_multiple_of(8)
 }
 
-pub(super) fn read_checkpoint(path: &Path) -> Result<u64, EngineError> {
+pub(super) fn read_checkpoint(path: &Path) -> Result<Lsn, EngineError> {
     match std::fs::read(path) {
         Ok(bytes) => {
             if bytes.len() != 12 || crc32fast::hash(&bytes[0..8]) != rd_u32(&bytes, 8) {
@@ -124,9 +125,9 @@ pub(super) fn read_checkpoint(path: &Path) -> Result<u64, EngineError> {
                     detail: "working-tier checkpoint fails its checksum".to_owned(),
                 });
             }
-            Ok(rd_u64(&bytes, 0))
+            Ok(Lsn::new(rd_u64(&bytes, 0)))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Lsn::ZERO),
         Err(e) => Err(EngineError::io(path, e)),
     }
 }

@@ -16,6 +16,7 @@ mod mmap;
 
 pub use format::stored_layout;
 
+use engram_wal::Lsn;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
@@ -89,7 +90,7 @@ impl std::fmt::Debug for WorkingTier {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkingOpenReport {
     /// LSN the last checkpoint recorded; the WAL must be replayed after it.
-    pub checkpoint_lsn: u64,
+    pub checkpoint_lsn: Lsn,
     pub live: usize,
     /// Slots written after the checkpoint that failed their checksum (the WAL rebuilds them).
     pub discarded_torn: usize,
@@ -139,7 +140,7 @@ impl WorkingTier {
 
     /// Scans every slot: validates checksums, rebuilds the index and free list, and finishes a
     /// heap compaction a crash interrupted.
-    fn load(&self, checkpoint_lsn: u64) -> Result<WorkingOpenReport, EngineError> {
+    fn load(&self, checkpoint_lsn: Lsn) -> Result<WorkingOpenReport, EngineError> {
         let mut report = WorkingOpenReport {
             checkpoint_lsn,
             ..WorkingOpenReport::default()
@@ -656,7 +657,7 @@ impl WorkingTier {
 
     /// Makes the files durable and records that they reflect every record up to `lsn`. The
     /// caller reads `lsn` before calling, so the files hold at least that state.
-    pub fn checkpoint(&self, lsn: u64) -> Result<(), EngineError> {
+    pub fn checkpoint(&self, lsn: Lsn) -> Result<(), EngineError> {
         for heap in &self.heaps {
             heap.sync()?;
         }
@@ -679,7 +680,7 @@ mod tests {
         m.id = Uuid::now_v7();
         m.content = format!("memory {i} {}", "z".repeat((i % 50) as usize));
         m.embedding = Some((0..dims).map(|d| (d as f32) * 0.5 + i as f32).collect());
-        m.lsn = u64::from(i) + 1;
+        m.lsn = Lsn::new(u64::from(i) + 1);
         m.status = Status::Active;
         m
     }
@@ -698,10 +699,10 @@ mod tests {
         assert_eq!(got.embedding, a.embedding);
         assert!(tier.remove(&b.id));
         assert_eq!(tier.get(&b.id).expect("get"), None);
-        tier.checkpoint(2).expect("checkpoint");
+        tier.checkpoint(Lsn::new(2)).expect("checkpoint");
         drop(tier);
         let (tier, report) = WorkingTier::open(dir.path(), 4, 16, 1 << 20).expect("reopen");
-        assert_eq!((report.live, report.checkpoint_lsn), (1, 2));
+        assert_eq!((report.live, report.checkpoint_lsn), (1, Lsn::new(2)));
         assert_eq!(
             tier.get(&a.id).expect("get").expect("present").content,
             a.content
@@ -721,10 +722,10 @@ mod tests {
         for round in 0..200u32 {
             let i = (round % 8) as usize;
             live[i].content = format!("round {round} {}", "q".repeat((round % 300) as usize));
-            live[i].lsn += 1;
+            live[i].lsn = live[i].lsn.next();
             tier.put(&live[i]).expect("put");
             for m in &live[..] {
-                if m.lsn > 0 && tier.contains(&m.id) {
+                if m.lsn > Lsn::ZERO && tier.contains(&m.id) {
                     assert_eq!(
                         tier.get(&m.id).expect("get").expect("present").content,
                         m.content
@@ -732,7 +733,7 @@ mod tests {
                 }
             }
         }
-        tier.checkpoint(1000).expect("checkpoint");
+        tier.checkpoint(Lsn::new(1000)).expect("checkpoint");
         drop(tier);
         let (tier, report) = WorkingTier::open(dir.path(), 4, 8, 16 * 1024).expect("reopen");
         assert_eq!(report.live, 8);
@@ -782,7 +783,7 @@ mod tests {
             n += 1;
             m.content = format!("v{n}");
             m.embedding = Some(vec![n as f32; 8]);
-            m.lsn += 1;
+            m.lsn = m.lsn.next();
             tier.put(&m).expect("put");
         }
         stop.store(true, Ordering::Relaxed);
