@@ -34,7 +34,7 @@ use crate::EngineError;
 const KEYS_FILE: &str = "vectors.keys";
 const KEYS_MAGIC: &[u8; 8] = b"ENGRMHNS";
 const KEYS_VERSION: u32 = 1;
-/// Upserts added in parallel per round.
+/// Upserts gathered into one round (one capacity check and one `indexed` update per round).
 const ADD_ROUND: usize = 512;
 
 /// How vectors are stored in the graph.
@@ -197,7 +197,7 @@ impl Hnsw {
             }
         };
         let capacity = (index.size() + index.size() / 4).max(1024);
-        // One context per searcher, plus the indexer's adders.
+        // One context per searcher, plus the indexer and a spare.
         index
             .reserve_capacity_and_threads(capacity, threads + 2)
             .map_err(|e| usearch_err("reserve", e))?;
@@ -622,7 +622,7 @@ fn indexer(shared: &Shared, rx: &mpsc::Receiver<Job>) {
                 return;
             }
         };
-        // Upserts of distinct ids gather into a round added in parallel; anything else (and a
+        // Upserts of distinct ids gather into a round added together; anything else (and a
         // second upsert of an id already in the round) ends the round first, keeping job order.
         while let Some(job) = next.take() {
             match job {
@@ -710,27 +710,20 @@ fn add_round(shared: &Shared, round: Vec<(Uuid, u32, Arc<[f32]>)>) {
             return;
         }
     }
+    // One thread adds. usearch 2.26's concurrent `add` can leave a node stored but reachable by
+    // no search (unum-cloud/USearch#735, fix unreleased): a memory no query could find again
+    // while the graph counts it. Searches still run beside the adds.
     let added: Vec<bool> = {
         let index = shared.index.read();
-        let half = todo.len().div_ceil(2);
-        let (a, b) = todo.split_at(half);
-        let add_all = |part: &[(Uuid, u32, Arc<[f32]>)]| -> Vec<bool> {
-            part.iter()
-                .map(|(id, _, v)| match index.add(label(id), v) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(%id, error = %e, "adding to the vector index failed");
-                        false
-                    }
-                })
-                .collect()
-        };
-        std::thread::scope(|s| {
-            let other = s.spawn(|| add_all(b));
-            let mut first = add_all(a);
-            first.extend(other.join().unwrap_or_default());
-            first
-        })
+        todo.iter()
+            .map(|(id, _, v)| match index.add(label(id), v) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "adding to the vector index failed");
+                    false
+                }
+            })
+            .collect()
     };
     {
         let mut indexed = shared.indexed.write();
@@ -764,5 +757,64 @@ fn drop_lagging(shared: &Shared, done: &[(Uuid, u32)]) {
         if lagging.get(id).is_some_and(|(c, _)| c == crc) {
             lagging.remove(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic vectors spread over the sphere.
+    fn vector(seed: u64, dims: usize) -> Arc<[f32]> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..dims)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every vector the graph holds is found by a search for itself: none is stored but
+    /// unreachable (what concurrent adds did, unum-cloud/USearch#735). Rounds of 512 fill the
+    /// graph past a load and a capacity growth, as after a restart.
+    #[test]
+    fn every_added_vector_is_found_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dims = 16;
+        let config = super::super::SearchConfig::default();
+        let ids: Vec<Uuid> = (0..4000).map(|_| Uuid::now_v7()).collect();
+        let fill = |hnsw: &Hnsw, range: std::ops::Range<usize>| {
+            for i in range {
+                hnsw.upsert(ids[i], i as u32, vector(i as u64, dims));
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while hnsw.sizes().1 > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the indexer fell behind"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        {
+            let hnsw = Hnsw::open(dir.path(), dims, &config).expect("open");
+            fill(&hnsw, 0..1500);
+            hnsw.close().expect("close");
+        }
+        let hnsw = Hnsw::open(dir.path(), dims, &config).expect("reopen");
+        assert_eq!(hnsw.graph_len(), 1500, "the saved graph is loaded");
+        fill(&hnsw, 1500..ids.len());
+        let lost: Vec<usize> = (0..ids.len())
+            .filter(|&i| {
+                let hits = hnsw
+                    .search_unfiltered(&vector(i as u64, dims), 1)
+                    .expect("search");
+                hits.first().map(|h| h.0) != Some(ids[i])
+            })
+            .collect();
+        assert!(lost.is_empty(), "unreachable: {lost:?}");
     }
 }
