@@ -96,14 +96,17 @@ impl EngineConfig {
 }
 
 /// Where the engine reads the time of day (expiry, versions' `updated_at`, access times, the
-/// retention policy): the system clock, or a manual one that tests set and advance instead of
-/// sleeping. WAL commit times always come from the system clock.
+/// retention policy): the system clock, or one that tests move forward instead of sleeping.
+/// WAL commit times always come from the system clock.
 #[derive(Debug, Clone, Default)]
 pub enum Clock {
     #[default]
     System,
-    /// Microseconds since the epoch, as the test last set them.
+    /// Microseconds since the epoch, as the test last set them; stands still in between.
     Manual(Arc<AtomicI64>),
+    /// The system clock plus a shift (µs) that only grows: time runs as usual and a test can
+    /// jump ahead. What a test daemon runs on (`ENGRAM_TEST_CLOCK=adjustable`).
+    Adjustable(Arc<AtomicI64>),
 }
 
 impl Clock {
@@ -112,18 +115,44 @@ impl Clock {
         Clock::Manual(Arc::new(AtomicI64::new(start_us)))
     }
 
+    /// The system clock, adjustable forward, starting with no shift.
+    pub fn adjustable() -> Clock {
+        Clock::Adjustable(Arc::new(AtomicI64::new(0)))
+    }
+
     pub fn now_us(&self) -> i64 {
         match self {
             Clock::System => crate::model::now_us(),
             Clock::Manual(us) => us.load(Ordering::Acquire),
+            Clock::Adjustable(shift) => {
+                crate::model::now_us().saturating_add(shift.load(Ordering::Acquire))
+            }
         }
     }
 
-    /// Moves a manual clock forward (a no-op on the system clock).
+    /// How far this clock reads ahead of the system clock, in µs (exact for an adjustable one).
+    pub fn ahead_of_system_us(&self) -> i64 {
+        match self {
+            Clock::System => 0,
+            Clock::Manual(us) => us.load(Ordering::Acquire) - crate::model::now_us(),
+            Clock::Adjustable(shift) => shift.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether [`Clock::advance`] moves this clock.
+    pub fn is_adjustable(&self) -> bool {
+        !matches!(self, Clock::System)
+    }
+
+    /// Moves a manual or adjustable clock forward (a no-op on the system clock). Never back:
+    /// expiry and the policy assume time does not reverse.
     pub fn advance(&self, by: Duration) {
-        if let Clock::Manual(us) = self {
-            let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
-            us.fetch_add(by, Ordering::AcqRel);
+        let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        match self {
+            Clock::System => {}
+            Clock::Manual(us) | Clock::Adjustable(us) => {
+                us.fetch_add(by, Ordering::AcqRel);
+            }
         }
     }
 }

@@ -183,7 +183,7 @@ pub fn make_embedder(settings: &Settings) -> anyhow::Result<Option<Arc<dyn embed
 
 /// Opens the store, serves until SIGTERM/SIGINT, then checkpoints and closes. Everything
 /// `engramd` does after parsing its configuration.
-pub async fn serve(settings: Settings, fault: Option<FaultInjector>) -> anyhow::Result<()> {
+pub async fn serve(settings: Settings, hooks: config::TestHooks) -> anyhow::Result<()> {
     let embedder = {
         let s = settings.clone();
         tokio::task::spawn_blocking(move || make_embedder(&s))
@@ -191,7 +191,11 @@ pub async fn serve(settings: Settings, fault: Option<FaultInjector>) -> anyhow::
             .context("embedder load task")??
     };
     let mut engine_config = settings.engine_config();
-    engine_config.fault_injector = fault;
+    engine_config.fault_injector = hooks.fault;
+    if let Some(clock) = hooks.clock {
+        tracing::warn!("the engine runs on an adjustable test clock (ENGRAM_TEST_CLOCK)");
+        engine_config.clock = clock;
+    }
     let data_dir = settings.data_dir.clone();
     let (engine, report) = tokio::task::spawn_blocking(move || Engine::open(engine_config))
         .await

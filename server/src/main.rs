@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir,
         set: cli.set,
     };
-    let (settings, fault) = match config::from_process(&command_line) {
+    let (settings, hooks) = match config::from_process(&command_line) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("engramd: {e}");
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(engram_server::serve(settings, fault)) {
+    match runtime.block_on(engram_server::serve(settings, hooks)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

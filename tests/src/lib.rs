@@ -16,6 +16,10 @@ use serde_json::Value;
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Path of the `engramd` binary under test.
+/// The environment that starts a daemon on an adjustable clock, for
+/// [`Daemon::start_with_env`] and [`Daemon::advance_clock`].
+pub const TEST_CLOCK: (&str, &str) = ("ENGRAM_TEST_CLOCK", "adjustable");
+
 pub fn engramd_path() -> PathBuf {
     if let Some(p) = std::env::var_os("ENGRAM_BIN") {
         return PathBuf::from(p);
@@ -173,6 +177,16 @@ impl Daemon {
             // Polling for readiness of a separate process, bounded by the deadline above.
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Moves the engine's clock forward by `by`; the daemon must have been started with
+    /// `ENGRAM_TEST_CLOCK=adjustable` (see [`TEST_CLOCK`]).
+    pub fn advance_clock(&self, by: Duration) {
+        let r = self.post(
+            "/api/v1/admin/test-clock",
+            &serde_json::json!({"advance_ms": by.as_millis() as u64}),
+        );
+        assert_eq!(r.status, 200, "advancing the test clock: {}", r.text);
     }
 
     /// What the daemon wrote to stdout/stderr so far.

@@ -878,3 +878,41 @@ fn sha256_hex(s: &str) -> String {
         .expect("sha256sum");
     String::from_utf8(out.stdout).expect("utf8")[..64].to_owned()
 }
+
+#[test]
+fn the_test_clock_answers_only_when_switched_on_and_checks_its_input() {
+    let (_dir, d) = start(&[]);
+    let r = d.post("/api/v1/admin/test-clock", &json!({"advance_ms": 1000}));
+    assert_eq!((r.status, r.code()), (404, "ROUTE_NOT_FOUND"), "{}", r.text);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with_env(
+        &dir.path().join("data"),
+        &[("embedding.dimensions", "4")],
+        &[engram_tests::TEST_CLOCK],
+    );
+    for (body, field) in [
+        (json!({"advance_ms": -5}), "advance_ms"),
+        (json!({"advance_ms": 1e300}), "advance_ms"),
+        (json!({"advance_ms": 31_622_400_001u64}), "advance_ms"),
+        (json!({"advance_ms": 5, "backwards": true}), "backwards"),
+    ] {
+        let r = d.post("/api/v1/admin/test-clock", &body);
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "INVALID_REQUEST"),
+            "{body}: {}",
+            r.text
+        );
+        assert!(r.text.contains(field), "{body}: {}", r.text);
+    }
+    let r = d.request("GET", "/api/v1/admin/test-clock", None, &[]);
+    assert_eq!(r.status, 405, "{}", r.text);
+    // Moves add up; the clock never goes back.
+    for (advance, total) in [(3_600_000, 3_600_000), (0, 3_600_000), (500, 3_600_500)] {
+        let r = d.post("/api/v1/admin/test-clock", &json!({"advance_ms": advance}));
+        assert_eq!(r.status, 200, "{}", r.text);
+        let ahead = r.body["ahead_ms"].as_i64().expect("ahead_ms");
+        assert_eq!(ahead, total, "{}", r.text);
+    }
+}

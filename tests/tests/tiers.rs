@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use engram_tests::{ctl, embedding, Daemon};
+use engram_tests::{ctl, embedding, Daemon, TEST_CLOCK};
 use serde_json::{json, Value};
 
 const DIMS: usize = 8;
@@ -119,11 +119,11 @@ fn the_policy_moves_memories_through_the_tiers_and_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let settings = manual_policy();
-    let mut d = Daemon::start(&data, &settings);
+    let mut d = Daemon::start_with_env(&data, &settings, &[TEST_CLOCK]);
     let low: Vec<Value> = (0..40).map(|i| create(&d, i, 0.0)).collect();
     let high: Vec<Value> = (100..105).map(|i| create(&d, i, 0.95)).collect();
     // Idle long enough for both thresholds (importance 0.95 stretches them by 1.95).
-    std::thread::sleep(Duration::from_millis(3300));
+    d.advance_clock(Duration::from_millis(3300));
 
     let dry = migrate(&d, true);
     assert_eq!(dry["dry_run"], true);

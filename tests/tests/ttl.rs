@@ -2,10 +2,10 @@
 //! searches, even while readers hammer it, and the background job purges it for good
 //! (`engram_memories_expired_total`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use engram_tests::Daemon;
+use engram_tests::{Daemon, TEST_CLOCK};
 use serde_json::json;
 
 fn rfc3339_in(ms: i64) -> String {
@@ -41,7 +41,7 @@ fn expired_memories_vanish_at_once_and_are_purged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let settings = [("embedding.dimensions", "4"), ("working.capacity", "20")];
-    let mut d = Daemon::start(&data, &settings);
+    let mut d = Daemon::start_with_env(&data, &settings, &[TEST_CLOCK]);
     let expires = rfc3339_in(1500);
     let mut short = Vec::new();
     for i in 0..30 {
@@ -66,9 +66,10 @@ fn expired_memories_vanish_at_once_and_are_purged() {
     // Readers race the expiry: once a reader sees a 404 after the deadline, nothing brings the
     // memory back.
     let stop = AtomicBool::new(false);
+    let passes = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for r in 0..4 {
-            let (d, short, stop) = (&d, &short, &stop);
+            let (d, short, stop, passes) = (&d, &short, &stop, &passes);
             s.spawn(move || {
                 let mut gone = vec![false; short.len()];
                 while !stop.load(Ordering::Relaxed) {
@@ -81,6 +82,7 @@ fn expired_memories_vanish_at_once_and_are_purged() {
                             assert!(!gone[i], "an expired memory came back");
                         }
                     }
+                    passes.fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
@@ -92,7 +94,13 @@ fn expired_memories_vanish_at_once_and_are_purged() {
             }
         }
         let _stop = StopOnDrop(&stop);
-        std::thread::sleep(Duration::from_millis(1700));
+        // The deadline passes under the readers, once each has read every memory alive.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while passes.load(Ordering::Relaxed) < 8 {
+            assert!(Instant::now() < deadline, "the readers made no progress");
+            std::thread::yield_now();
+        }
+        d.advance_clock(Duration::from_millis(1700));
         // Past the deadline: gone from reads, lists, searches and updates right away.
         for id in &short {
             assert_eq!(d.get(&format!("/api/v1/memories/{id}")).status, 404);

@@ -55,6 +55,23 @@ pub struct CreateMemory {
     pub expires_at: Option<String>,
 }
 
+/// `POST /api/v1/admin/migrate` (the body is optional).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// Plan the moves and report them without making them.
+    pub dry_run: Option<bool>,
+}
+
+/// `POST /api/v1/admin/test-clock`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestClockRequest {
+    /// How far to move the engine's clock forward, in milliseconds (at most a year).
+    #[schemars(range(max = 31_622_400_000u64))]
+    pub advance_ms: u64,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 /// `POST /api/v1/memories/batch`: 1 to 1,000 memories.

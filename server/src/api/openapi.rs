@@ -10,20 +10,14 @@ use serde_json::{json, Map, Value};
 
 use super::replies::{
     BatchOut, CompactOut, DeletedOut, HealthOut, ListOut, MigrateOut, SearchOut,
-    SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TiersOut,
+    SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TestClockOut, TiersOut,
 };
-use super::{BatchCreate, CreateMemory, MemoryOut, PatchMemory, SearchRequest};
+use super::{
+    BatchCreate, CreateMemory, MemoryOut, MigrateRequest, PatchMemory, SearchRequest,
+    TestClockRequest,
+};
 use crate::error::ErrorBody;
 use crate::http::route::{Access, Route};
-
-/// The body of `POST /api/v1/admin/migrate` (optional; the handler's own type is private).
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code, reason = "a schema only")]
-struct MigrateRequest {
-    /// Plan the moves and report them without making them.
-    dry_run: Option<bool>,
-}
 
 /// One documented operation.
 struct Operation {
@@ -65,6 +59,7 @@ pub fn every_route() -> Vec<Route> {
         Route::Compact,
         Route::Tiers,
         Route::Mcp,
+        Route::TestClock,
     ]
 }
 
@@ -267,6 +262,14 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
             errors: &[401, 408, 429],
             ..base("post", "/mcp", "mcp", "mcp", "Model Context Protocol",
                 "MCP over Streamable HTTP, stateless, JSON replies (docs/mcp.md). The protocol's own errors are JSON-RPC errors; rmcp answers malformed transport requests with 4xx of its own.")
+        },
+        Route::TestClock => Operation {
+            request: Some((g.request::<TestClockRequest>(), json!({"advance_ms": 1700}))),
+            success: vec![(200, "The engine's clock after the move.", Some(g.reply::<TestClockOut>()),
+                json!({"now": "2026-11-30T18:00:01.7Z", "ahead_ms": 1700}))],
+            errors: &[400, 401, 403, 404, 408, 413, 429],
+            ..base("post", "/api/v1/admin/test-clock", "advanceTestClock", "testing", "Move the engine's clock forward",
+                "A testing hook: only a daemon started with `ENGRAM_TEST_CLOCK=adjustable` answers; any other answers 404 `ROUTE_NOT_FOUND`. Expiry, versions' times, access times and the tier policy read this clock; WAL commit times (point-in-time restore) keep the system clock.")
         },
     }
 }
@@ -488,7 +491,8 @@ pub fn document() -> Value {
             {"name": "search", "description": "Recall by meaning, words, importance and recency."},
             {"name": "admin", "description": "Snapshots and tiers; keys limited to namespaces are refused."},
             {"name": "ops", "description": "Health, metrics and this contract; no key needed."},
-            {"name": "mcp", "description": "The Model Context Protocol endpoint."}
+            {"name": "mcp", "description": "The Model Context Protocol endpoint."},
+            {"name": "testing", "description": "Hooks for tests, off unless the daemon was started with them."}
         ],
         "paths": paths,
         "components": {
@@ -523,6 +527,7 @@ fn operation_id(route: &Route) -> &'static str {
         Route::Compact => "compact",
         Route::Tiers => "tiers",
         Route::Mcp => "mcp",
+        Route::TestClock => "advanceTestClock",
     }
 }
 

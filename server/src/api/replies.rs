@@ -320,6 +320,15 @@ pub struct TierOut {
     pub segments: Option<usize>,
 }
 
+/// `POST /api/v1/admin/test-clock`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TestClockOut {
+    /// The engine's time of day after the move (RFC 3339).
+    pub now: String,
+    /// How far ahead of the system clock the engine's clock now runs, in milliseconds.
+    pub ahead_ms: i64,
+}
+
 /// `GET /api/v1/tiers`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TiersOut {

@@ -163,9 +163,30 @@ pub struct CommandLine {
 /// The settings of this process: the file, then `ENGRAM_*` variables, then the command line;
 /// an `ENGRAM_*` variable that is no key is refused (a typo must not be silently ignored).
 /// Also the fault injector `ENGRAM_FAULT_FSYNC_FAIL_AFTER` asks for, for drills and tests.
-pub fn from_process(
-    cli: &CommandLine,
-) -> Result<(Settings, Option<engram_engine::FaultInjector>), ConfigError> {
+/// What a test or a drill may switch on from the environment; never set by a configuration
+/// file, and off unless its variable is set.
+#[derive(Default)]
+pub struct TestHooks {
+    /// `ENGRAM_FAULT_FSYNC_FAIL_AFTER=N`: every fsync after the first N fails.
+    pub fault: Option<engram_engine::FaultInjector>,
+    /// `ENGRAM_TEST_CLOCK=adjustable`: the engine reads an adjustable clock, moved forward by
+    /// `POST /api/v1/admin/test-clock`.
+    pub clock: Option<engram_engine::Clock>,
+}
+
+impl std::fmt::Debug for TestHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHooks")
+            .field("fault", &self.fault.is_some())
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// The environment variables of [`TestHooks`].
+const HOOK_VARIABLES: [&str; 2] = ["ENGRAM_FAULT_FSYNC_FAIL_AFTER", "ENGRAM_TEST_CLOCK"];
+
+pub fn from_process(cli: &CommandLine) -> Result<(Settings, TestHooks), ConfigError> {
     let mut overrides = Vec::new();
     if let Some(l) = &cli.listen {
         overrides.push(("listen".to_owned(), l.clone()));
@@ -184,7 +205,7 @@ pub fn from_process(
         .collect();
     if let Some((name, _)) = env.iter().find(|(k, _)| {
         k != "ENGRAM_CONFIG"
-            && !k.starts_with("ENGRAM_FAULT_")
+            && !HOOK_VARIABLES.contains(&k.as_str())
             && !KEYS.iter().any(|(key, _, _)| env_name(key) == **k)
     }) {
         return Err(err(
@@ -199,7 +220,12 @@ pub fn from_process(
         })?)),
         Err(_) => None,
     };
-    Ok((settings, fault))
+    let clock = match std::env::var("ENGRAM_TEST_CLOCK").as_deref() {
+        Ok("adjustable") => Some(engram_engine::Clock::adjustable()),
+        Ok(_) => return Err(err("ENGRAM_TEST_CLOCK", "expected \"adjustable\"")),
+        Err(_) => None,
+    };
+    Ok((settings, TestHooks { fault, clock }))
 }
 
 /// Merges file, environment and overrides (in that order of precedence, lowest first) and

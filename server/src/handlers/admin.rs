@@ -9,8 +9,10 @@ use hyper::{Request, StatusCode};
 use serde_json::json;
 
 use crate::api::replies::{
-    CompactOut, MigrateOut, SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TiersOut,
+    CompactOut, MigrateOut, SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TestClockOut,
+    TiersOut,
 };
+use crate::api::{MigrateRequest, TestClockRequest};
 use crate::error::ApiError;
 use crate::http::body::{blocking, parse_json, read_body};
 use crate::http::{json_reply, AppState, Reply};
@@ -59,13 +61,6 @@ pub(crate) async fn snapshot_delete(state: &Arc<AppState>, id: String) -> Result
     ))
 }
 
-/// The body of `POST /api/v1/admin/migrate` (optional).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MigrateBody {
-    dry_run: Option<bool>,
-}
-
 pub(crate) async fn migrate(
     state: &Arc<AppState>,
     req: Request<Incoming>,
@@ -74,7 +69,9 @@ pub(crate) async fn migrate(
     let dry_run = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
-        parse_json::<MigrateBody>(&body)?.dry_run.unwrap_or(false)
+        parse_json::<MigrateRequest>(&body)?
+            .dry_run
+            .unwrap_or(false)
     };
     let engine = Arc::clone(&state.engine);
     let report = blocking(move || engine.migrate(dry_run)).await??;
@@ -94,5 +91,42 @@ pub(crate) async fn tiers(state: &Arc<AppState>) -> Result<Reply, ApiError> {
     Ok(json_reply(
         StatusCode::OK,
         &TiersOut::new(&report, stats.cold_segments),
+    ))
+}
+
+/// Longest single move: a year. Enough for any TTL or policy test; a typo of many more digits
+/// is refused rather than pushing every expiry past.
+const MAX_CLOCK_ADVANCE_MS: u64 = 366 * 86_400_000;
+
+/// Moves the engine's clock forward, on a daemon started with `ENGRAM_TEST_CLOCK=adjustable`.
+/// Anywhere else the route does not exist.
+pub(crate) async fn test_clock(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Reply, ApiError> {
+    let clock = &state.engine.config().clock;
+    if !clock.is_adjustable() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ROUTE_NOT_FOUND",
+            "no route for /api/v1/admin/test-clock (the daemon was not started with ENGRAM_TEST_CLOCK=adjustable)",
+        ));
+    }
+    let body = read_body(req, state.settings.max_body_bytes).await?;
+    let advance_ms = parse_json::<TestClockRequest>(&body)?.advance_ms;
+    if advance_ms > MAX_CLOCK_ADVANCE_MS {
+        return Err(ApiError::invalid(
+            "advance_ms",
+            format!("must be at most {MAX_CLOCK_ADVANCE_MS} (a year)"),
+        ));
+    }
+    clock.advance(std::time::Duration::from_millis(advance_ms));
+    tracing::warn!(advance_ms, "test clock moved forward");
+    Ok(json_reply(
+        StatusCode::OK,
+        &TestClockOut {
+            now: crate::api::format_time(clock.now_us()),
+            ahead_ms: clock.ahead_of_system_us() / 1000,
+        },
     ))
 }

@@ -236,6 +236,7 @@ async fn serve(
         Route::Migrate => handlers::admin::migrate(state, req).await,
         Route::Compact => handlers::admin::compact(state).await,
         Route::Tiers => handlers::admin::tiers(state).await,
+        Route::TestClock => handlers::admin::test_clock(state, req).await,
     };
     reply.map(boxed)
 }

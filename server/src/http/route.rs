@@ -30,6 +30,9 @@ pub enum Route {
     Tiers,
     /// The MCP endpoint (Streamable HTTP, stateless: POST only).
     Mcp,
+    /// Moves the engine's clock forward; answers only on a daemon started with
+    /// `ENGRAM_TEST_CLOCK=adjustable`, and 404 otherwise.
+    TestClock,
 }
 
 /// Who may call a route.
@@ -103,6 +106,7 @@ impl Route {
             },
             ["api", "v1", "admin", "migrate"] => by_method(None, Some(Route::Migrate)),
             ["api", "v1", "admin", "compact"] => by_method(None, Some(Route::Compact)),
+            ["api", "v1", "admin", "test-clock"] => by_method(None, Some(Route::TestClock)),
             ["api", "v1", "tiers"] => by_method(Some(Route::Tiers), None),
             // Stateless Streamable HTTP: every message is a POST (no GET stream, no session
             // to DELETE).
@@ -138,6 +142,7 @@ impl Route {
             Route::Compact => "admin_compact",
             Route::Tiers => "tiers",
             Route::Mcp => "/mcp",
+            Route::TestClock => "admin_test_clock",
         }
     }
 
@@ -157,7 +162,8 @@ impl Route {
             | Route::DeleteSnapshot(_)
             | Route::Migrate
             | Route::Compact
-            | Route::Tiers => Access::Admin,
+            | Route::Tiers
+            | Route::TestClock => Access::Admin,
         }
     }
 
@@ -188,7 +194,8 @@ impl Route {
             | Route::Migrate
             | Route::Compact
             | Route::Tiers
-            | Route::Mcp => &[],
+            | Route::Mcp
+            | Route::TestClock => &[],
         }
     }
 }
@@ -283,6 +290,11 @@ mod tests {
             ),
             (Method::GET, "/api/v1/tiers".to_owned(), Route::Tiers),
             (Method::POST, "/mcp".to_owned(), Route::Mcp),
+            (
+                Method::POST,
+                "/api/v1/admin/test-clock".to_owned(),
+                Route::TestClock,
+            ),
         ];
         for (method, path, route) in cases {
             assert_eq!(
@@ -320,6 +332,7 @@ mod tests {
             Route::Tiers,
             Route::Migrate,
             Route::DeleteSnapshot("x".into()),
+            Route::TestClock,
         ] {
             assert_eq!(r.access(), Access::Admin);
             assert!(r.query_parameters().is_empty());

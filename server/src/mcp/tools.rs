@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use engram_engine::search::SearchMode;
-use engram_engine::{now_us, Memory, MAX_LIST_LIMIT};
+use engram_engine::{Memory, MAX_LIST_LIMIT};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -372,7 +372,7 @@ pub(crate) async fn remember(
                 })?;
             let us = i64::try_from(d.as_micros())
                 .ok()
-                .and_then(|d| now_us().checked_add(d))
+                .and_then(|d| state.engine.config().clock.now_us().checked_add(d))
                 .ok_or_else(|| ApiError::invalid("ttl", "is too long"))?;
             Some(api::format_time(us))
         }
