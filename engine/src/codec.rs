@@ -303,12 +303,12 @@ fn read_memory(r: &mut Reader<'_>, lsn: Lsn) -> Result<Memory, DecodeError> {
     let version = r.u64()?;
     let has_embedding = r.flag()?;
     let embedding = if has_embedding {
-        let dims = r.u32()? as usize;
-        if dims > MAX_DIMENSIONS {
-            return Err(r.err(format!("{dims} dimensions")));
+        let dimensions = r.u32()? as usize;
+        if dimensions > MAX_DIMENSIONS {
+            return Err(r.err(format!("{dimensions} dimensions")));
         }
-        let mut v = Vec::with_capacity(dims);
-        for _ in 0..dims {
+        let mut v = Vec::with_capacity(dimensions);
+        for _ in 0..dimensions {
             v.push(r.f32()?);
         }
         Some(v)

@@ -65,9 +65,9 @@ pub fn cold_segment(bytes: &[u8], scratch: &Path) {
     for id in &ids {
         let _ = segment.get(id);
     }
-    let dims = segment.info().dims;
-    if (1..=crate::model::MAX_DIMENSIONS).contains(&dims) {
-        let query = vec![0.5f32; dims];
+    let dimensions = segment.info().dimensions;
+    if (1..=crate::model::MAX_DIMENSIONS).contains(&dimensions) {
+        let query = vec![0.5f32; dimensions];
         let _ = segment.search(&query, 3, |_| true);
         let _ = segment.exact(&query, &ids);
     }
@@ -111,20 +111,21 @@ mod tests {
     use crate::codec::{AccessDelta, AttrRow, Op, PutKind};
     use crate::model::{content_hash, EmbeddingStatus, Memory, SegmentId, Status, Tier};
 
-    fn memory(i: u64, dims: usize) -> Memory {
+    fn memory(i: u64, dimensions: usize) -> Memory {
         let content = format!("Seed memory {i}: the ferry leaves at nine, tickets at the kiosk.");
         Memory {
             id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + u128::from(i)),
             namespace: "seeds".into(),
             content_hash: content_hash(&content),
             content,
-            embedding: (dims > 0).then(|| (0..dims).map(|d| (d as f32 - 2.0) / 4.0).collect()),
-            embedding_status: if dims > 0 {
+            embedding: (dimensions > 0)
+                .then(|| (0..dimensions).map(|d| (d as f32 - 2.0) / 4.0).collect()),
+            embedding_status: if dimensions > 0 {
                 EmbeddingStatus::Ready
             } else {
                 EmbeddingStatus::Failed("provider timed out".into())
             },
-            embedding_model: (dims > 0).then(|| "all-MiniLM-L6-v2".into()),
+            embedding_model: (dimensions > 0).then(|| "all-MiniLM-L6-v2".into()),
             tier: Tier::Warm,
             status: Status::Active,
             importance: 0.5,
@@ -185,9 +186,9 @@ mod tests {
         for (i, op) in ops.iter().enumerate() {
             out.push(("wal_op", format!("op-{i}"), codec::encode_op(op)));
         }
-        for (i, dims) in [0usize, 4, 384].into_iter().enumerate() {
+        for (i, dimensions) in [0usize, 4, 384].into_iter().enumerate() {
             let mut image = Vec::new();
-            codec::encode_memory(&mut image, &memory(i as u64, dims), dims > 0);
+            codec::encode_memory(&mut image, &memory(i as u64, dimensions), dimensions > 0);
             out.push(("memory_image", format!("image-{i}"), image));
         }
         let row = AttrRow {
@@ -202,10 +203,10 @@ mod tests {
         };
         out.push(("attr_row", "row-0".into(), codec::encode_attr_row(&row)));
         let dir = tempfile::tempdir().expect("tempdir");
-        for (i, (count, dims)) in [(3u64, 4usize), (40, 8), (2, 0)].into_iter().enumerate() {
+        for (i, (count, dimensions)) in [(3u64, 4usize), (40, 8), (2, 0)].into_iter().enumerate() {
             let path = dir.path().join(format!("{i}.cold"));
-            let memories: Vec<Memory> = (0..count).map(|n| memory(n, dims)).collect();
-            cold::segment::write_segment(&path, i as u64 + 1, dims, 3, &memories)
+            let memories: Vec<Memory> = (0..count).map(|n| memory(n, dimensions)).collect();
+            cold::segment::write_segment(&path, i as u64 + 1, dimensions, 3, &memories)
                 .expect("the seed segment is written");
             let bytes = std::fs::read(&path).expect("the seed segment reads back");
             out.push(("cold_segment", format!("segment-{i}"), bytes));

@@ -9,14 +9,14 @@ use crate::model::{
 use crate::EngineError;
 
 /// An embedding of the store's dimensions, every value finite.
-pub(crate) fn embedding(embedding: &[f32], dims: usize) -> Result<(), EngineError> {
-    if embedding.len() != dims {
+pub(crate) fn embedding(embedding: &[f32], dimensions: usize) -> Result<(), EngineError> {
+    if embedding.len() != dimensions {
         return Err(EngineError::Invalid {
             field: "embedding",
             message: format!(
                 "has {} dimensions; this store uses {}",
                 embedding.len(),
-                dims
+                dimensions
             ),
         });
     }
@@ -31,7 +31,7 @@ pub(crate) fn embedding(embedding: &[f32], dims: usize) -> Result<(), EngineErro
 
 /// The fields a new memory and a patch share; `None` is not checked.
 fn common(
-    dims: usize,
+    dimensions: usize,
     content: Option<&str>,
     vector: Option<&[f32]>,
     importance: Option<f32>,
@@ -53,7 +53,7 @@ fn common(
         }
     }
     if let Some(v) = vector {
-        embedding(v, dims)?;
+        embedding(v, dimensions)?;
     }
     if let Some(i) = importance {
         if !(0.0..=1.0).contains(&i) {
@@ -95,7 +95,7 @@ fn common(
 
 /// Every field of a memory about to be stored new (created or imported).
 pub(crate) fn new_memory(
-    dims: usize,
+    dimensions: usize,
     namespace: &str,
     content: &str,
     vector: Option<&[f32]>,
@@ -110,7 +110,7 @@ pub(crate) fn new_memory(
         });
     }
     common(
-        dims,
+        dimensions,
         Some(content),
         vector,
         Some(importance),
@@ -120,9 +120,9 @@ pub(crate) fn new_memory(
 }
 
 /// The fields a partial update sets.
-pub(crate) fn patch(p: &MemoryPatch, dims: usize) -> Result<(), EngineError> {
+pub(crate) fn patch(p: &MemoryPatch, dimensions: usize) -> Result<(), EngineError> {
     common(
-        dims,
+        dimensions,
         p.content.as_deref(),
         p.embedding.as_ref().and_then(|e| e.as_deref()),
         p.importance,

@@ -7,7 +7,7 @@
 //! stores the vectors through the WAL. The queue is the engine's (persisted), so it survives
 //! restarts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,6 +27,14 @@ pub enum EmbedError {
     /// The provider refused this input: mark the memories failed.
     #[error("{0}")]
     Refused(String),
+}
+
+/// Why the local model could not be loaded: the file, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", file.display())]
+pub struct ModelLoadError {
+    pub file: PathBuf,
+    pub reason: String,
 }
 
 /// Something that turns texts into vectors.
@@ -101,64 +109,77 @@ fn candle_err(e: candle_core::Error) -> EmbedError {
     EmbedError::Refused(format!("model error: {e}"))
 }
 
+/// The encoder's weights: word, position and token-type embeddings, their norm, and the layers.
+type Weights = (Embedding, Embedding, Embedding, LayerNorm, Vec<Layer>);
+
+fn weights(vb: &VarBuilder<'_>, config: &BertConfig) -> candle_core::Result<Weights> {
+    let h = config.hidden_size;
+    let eps = config.layer_norm_eps;
+    let e = vb.pp("embeddings");
+    let word = candle_nn::embedding(config.vocab_size, h, e.pp("word_embeddings"))?;
+    let position = candle_nn::embedding(
+        config.max_position_embeddings,
+        h,
+        e.pp("position_embeddings"),
+    )?;
+    let token_type =
+        candle_nn::embedding(config.type_vocab_size, h, e.pp("token_type_embeddings"))?;
+    let embed_norm = candle_nn::layer_norm(h, eps, e.pp("LayerNorm"))?;
+    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    for i in 0..config.num_hidden_layers {
+        let l = vb.pp(format!("encoder.layer.{i}"));
+        let a = l.pp("attention");
+        layers.push(Layer {
+            query: candle_nn::linear(h, h, a.pp("self.query"))?,
+            key: candle_nn::linear(h, h, a.pp("self.key"))?,
+            value: candle_nn::linear(h, h, a.pp("self.value"))?,
+            attn_out: candle_nn::linear(h, h, a.pp("output.dense"))?,
+            attn_norm: candle_nn::layer_norm(h, eps, a.pp("output.LayerNorm"))?,
+            intermediate: candle_nn::linear(
+                h,
+                config.intermediate_size,
+                l.pp("intermediate.dense"),
+            )?,
+            output: candle_nn::linear(config.intermediate_size, h, l.pp("output.dense"))?,
+            out_norm: candle_nn::layer_norm(h, eps, l.pp("output.LayerNorm"))?,
+        });
+    }
+    Ok((word, position, token_type, embed_norm, layers))
+}
+
 impl LocalEmbedder {
     /// Loads `model.safetensors`, `tokenizer.json` and `config.json` from `dir`; embeds with
     /// `threads` model passes in parallel.
-    pub fn load(dir: &Path, threads: usize) -> anyhow::Result<LocalEmbedder> {
-        use anyhow::Context;
-        let read = |name: &str| {
-            let p = dir.join(name);
-            std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+    pub fn load(dir: &Path, threads: usize) -> Result<LocalEmbedder, ModelLoadError> {
+        let fail = |name: &str, reason: String| ModelLoadError {
+            file: dir.join(name),
+            reason,
         };
+        let read =
+            |name: &str| std::fs::read(dir.join(name)).map_err(|e| fail(name, e.to_string()));
         let config: BertConfig = serde_json::from_slice(&read("config.json")?)
-            .with_context(|| format!("parsing {}", dir.join("config.json").display()))?;
+            .map_err(|e| fail("config.json", e.to_string()))?;
         if config.hidden_act.as_deref().is_some_and(|a| a != "gelu") {
-            anyhow::bail!("{}: only gelu BERT models are supported", dir.display());
+            return Err(fail(
+                "config.json",
+                "only gelu BERT models are supported".to_owned(),
+            ));
         }
         let mut tokenizer = tokenizers::Tokenizer::from_bytes(read("tokenizer.json")?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("tokenizer.json").display()))?;
+            .map_err(|e| fail("tokenizer.json", e.to_string()))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(tokenizers::TruncationParams {
                 max_length: MAX_TOKENS.min(config.max_position_embeddings),
                 ..Default::default()
             }))
-            .map_err(|e| anyhow::anyhow!("tokenizer truncation: {e}"))?;
+            .map_err(|e| fail("tokenizer.json", format!("truncation: {e}")))?;
         let device = Device::Cpu;
-        let vb =
+        let (word, position, token_type, embed_norm, layers) =
             VarBuilder::from_buffered_safetensors(read("model.safetensors")?, DType::F32, &device)
-                .context("loading model.safetensors")?;
+                .and_then(|vb| weights(&vb, &config))
+                .map_err(|e| fail("model.safetensors", e.to_string()))?;
         let h = config.hidden_size;
-        let eps = config.layer_norm_eps;
-        let e = vb.pp("embeddings");
-        let word = candle_nn::embedding(config.vocab_size, h, e.pp("word_embeddings"))?;
-        let position = candle_nn::embedding(
-            config.max_position_embeddings,
-            h,
-            e.pp("position_embeddings"),
-        )?;
-        let token_type =
-            candle_nn::embedding(config.type_vocab_size, h, e.pp("token_type_embeddings"))?;
-        let embed_norm = candle_nn::layer_norm(h, eps, e.pp("LayerNorm"))?;
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let l = vb.pp(format!("encoder.layer.{i}"));
-            let a = l.pp("attention");
-            layers.push(Layer {
-                query: candle_nn::linear(h, h, a.pp("self.query"))?,
-                key: candle_nn::linear(h, h, a.pp("self.key"))?,
-                value: candle_nn::linear(h, h, a.pp("self.value"))?,
-                attn_out: candle_nn::linear(h, h, a.pp("output.dense"))?,
-                attn_norm: candle_nn::layer_norm(h, eps, a.pp("output.LayerNorm"))?,
-                intermediate: candle_nn::linear(
-                    h,
-                    config.intermediate_size,
-                    l.pp("intermediate.dense"),
-                )?,
-                output: candle_nn::linear(config.intermediate_size, h, l.pp("output.dense"))?,
-                out_norm: candle_nn::layer_norm(h, eps, l.pp("output.LayerNorm"))?,
-            });
-        }
         let model_id = std::fs::read_to_string(dir.join("MODEL_ID"))
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "all-MiniLM-L6-v2".to_owned());
@@ -345,7 +366,7 @@ fn http_error(e: ureq::Error) -> EmbedError {
 fn check_vectors(
     vectors: Vec<Vec<f32>>,
     want: usize,
-    dims: usize,
+    dimensions: usize,
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
     if vectors.len() != want {
         return Err(EmbedError::Refused(format!(
@@ -353,9 +374,9 @@ fn check_vectors(
             vectors.len()
         )));
     }
-    if let Some(v) = vectors.iter().find(|v| v.len() != dims) {
+    if let Some(v) = vectors.iter().find(|v| v.len() != dimensions) {
         return Err(EmbedError::Refused(format!(
-            "provider returned {} dimensions; this store uses {dims}",
+            "provider returned {} dimensions; this store uses {dimensions}",
             v.len()
         )));
     }
@@ -367,16 +388,21 @@ fn check_vectors(
 pub struct OllamaEmbedder {
     url: String,
     model: String,
-    dims: usize,
+    dimensions: usize,
     agent: ureq::Agent,
 }
 
 impl OllamaEmbedder {
-    pub fn new(base_url: &str, model: &str, dims: usize, timeout: Duration) -> OllamaEmbedder {
+    pub fn new(
+        base_url: &str,
+        model: &str,
+        dimensions: usize,
+        timeout: Duration,
+    ) -> OllamaEmbedder {
         OllamaEmbedder {
             url: format!("{}/api/embed", base_url.trim_end_matches('/')),
             model: model.to_owned(),
-            dims,
+            dimensions,
             agent: http_agent(timeout),
         }
     }
@@ -392,7 +418,7 @@ impl Embedder for OllamaEmbedder {
         &self.model
     }
     fn dimensions(&self) -> usize {
-        self.dims
+        self.dimensions
     }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let reply: OllamaReply = self
@@ -402,7 +428,7 @@ impl Embedder for OllamaEmbedder {
             .map_err(http_error)?
             .into_json()
             .map_err(|e| EmbedError::Refused(format!("unreadable provider reply: {e}")))?;
-        check_vectors(reply.embeddings, texts.len(), self.dims)
+        check_vectors(reply.embeddings, texts.len(), self.dimensions)
     }
 }
 
@@ -411,7 +437,7 @@ impl Embedder for OllamaEmbedder {
 pub struct OpenAiEmbedder {
     url: String,
     model: String,
-    dims: usize,
+    dimensions: usize,
     api_key: Option<String>,
     agent: ureq::Agent,
 }
@@ -420,14 +446,14 @@ impl OpenAiEmbedder {
     pub fn new(
         base_url: &str,
         model: &str,
-        dims: usize,
+        dimensions: usize,
         api_key: Option<String>,
         timeout: Duration,
     ) -> OpenAiEmbedder {
         OpenAiEmbedder {
             url: format!("{}/v1/embeddings", base_url.trim_end_matches('/')),
             model: model.to_owned(),
-            dims,
+            dimensions,
             api_key,
             agent: http_agent(timeout),
         }
@@ -450,7 +476,7 @@ impl Embedder for OpenAiEmbedder {
         &self.model
     }
     fn dimensions(&self) -> usize {
-        self.dims
+        self.dimensions
     }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut req = self.agent.post(&self.url);
@@ -467,7 +493,7 @@ impl Embedder for OpenAiEmbedder {
         check_vectors(
             items.into_iter().map(|i| i.embedding).collect(),
             texts.len(),
-            self.dims,
+            self.dimensions,
         )
     }
 }
@@ -654,7 +680,7 @@ mod tests {
     #[test]
     fn vector_checks_name_the_problem() {
         assert!(check_vectors(vec![vec![0.0; 3]], 1, 3).is_ok());
-        let e = check_vectors(vec![vec![0.0; 4]], 1, 3).expect_err("wrong dims");
+        let e = check_vectors(vec![vec![0.0; 4]], 1, 3).expect_err("wrong dimensions");
         assert!(e.to_string().contains("4 dimensions"));
         assert!(check_vectors(vec![], 1, 3).is_err());
     }

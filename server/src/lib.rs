@@ -22,8 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use engram_engine::{Engine, FaultInjector, IoOp};
+use engram_engine::{Engine, EngineError, FaultInjector, IoOp};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -139,19 +138,45 @@ pub fn fsync_failure_after(n: u64) -> FaultInjector {
     })
 }
 
+/// Why `engramd` could not start, or could not stop cleanly. Every variant names what it was
+/// doing; `main` prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("embedding.model_dir: cannot load the model: {0}")]
+    Model(#[from] embed::ModelLoadError),
+    #[error("invalid configuration: embedding.dimensions: the {model} model makes {made}-dimensional vectors, but embedding.dimensions is {configured}")]
+    Dimensions {
+        model: String,
+        made: usize,
+        configured: usize,
+    },
+    #[error("cannot open the store in {}: {source}", data_dir.display())]
+    Open {
+        data_dir: std::path::PathBuf,
+        source: EngineError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("closing the store: {0}")]
+    Close(EngineError),
+    #[error("engine still in use after every connection closed")]
+    StillInUse,
+    #[error("the {0} task failed: {1}")]
+    Task(&'static str, tokio::task::JoinError),
+}
+
 /// Builds the configured embedder; checks it makes vectors of the store's dimensions.
-pub fn make_embedder(settings: &Settings) -> anyhow::Result<Option<Arc<dyn embed::Embedder>>> {
+pub fn make_embedder(settings: &Settings) -> Result<Option<Arc<dyn embed::Embedder>>, ServeError> {
     use config::Provider;
     let embedder: Arc<dyn embed::Embedder> = match &settings.provider {
         Provider::None => return Ok(None),
-        Provider::Local { model_dir } => Arc::new(
-            embed::LocalEmbedder::load(model_dir, settings.embed_threads).with_context(|| {
-                format!(
-                    "embedding.model_dir: cannot load the model in {}",
-                    model_dir.display()
-                )
-            })?,
-        ),
+        Provider::Local { model_dir } => Arc::new(embed::LocalEmbedder::load(
+            model_dir,
+            settings.embed_threads,
+        )?),
         Provider::Ollama { url, model } => Arc::new(embed::OllamaEmbedder::new(
             url,
             model,
@@ -171,24 +196,23 @@ pub fn make_embedder(settings: &Settings) -> anyhow::Result<Option<Arc<dyn embed
         )),
     };
     if embedder.dimensions() != settings.dimensions {
-        anyhow::bail!(
-            "invalid configuration: embedding.dimensions: the {} model makes {}-dimensional vectors, but embedding.dimensions is {}",
-            embedder.model_id(),
-            embedder.dimensions(),
-            settings.dimensions
-        );
+        return Err(ServeError::Dimensions {
+            model: embedder.model_id().to_owned(),
+            made: embedder.dimensions(),
+            configured: settings.dimensions,
+        });
     }
     Ok(Some(embedder))
 }
 
 /// Opens the store, serves until SIGTERM/SIGINT, then checkpoints and closes. Everything
 /// `engramd` does after parsing its configuration.
-pub async fn serve(settings: Settings, hooks: config::TestHooks) -> anyhow::Result<()> {
+pub async fn serve(settings: Settings, hooks: config::TestHooks) -> Result<(), ServeError> {
     let embedder = {
         let s = settings.clone();
         tokio::task::spawn_blocking(move || make_embedder(&s))
             .await
-            .context("embedder load task")??
+            .map_err(|e| ServeError::Task("embedder load", e))??
     };
     let mut engine_config = settings.engine_config();
     engine_config.fault_injector = hooks.fault;
@@ -199,8 +223,8 @@ pub async fn serve(settings: Settings, hooks: config::TestHooks) -> anyhow::Resu
     let data_dir = settings.data_dir.clone();
     let (engine, report) = tokio::task::spawn_blocking(move || Engine::open(engine_config))
         .await
-        .context("engine open task")?
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        .map_err(|e| ServeError::Task("engine open", e))?
+        .map_err(|source| ServeError::Open { data_dir, source })?;
     tracing::info!(
         data_dir = %settings.data_dir.display(),
         replayed = report.records_replayed,
@@ -215,10 +239,15 @@ pub async fn serve(settings: Settings, hooks: config::TestHooks) -> anyhow::Resu
     let metrics = metrics::Metrics::new();
     let histogram = metrics.wal_fsync_duration.clone();
     engine.set_fsync_observer(Box::new(move |d| histogram.observe(d.as_secs_f64())));
+    let listen_error = |source| ServeError::Listen {
+        addr: settings.listen,
+        source,
+    };
     let listener = TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "engramd serving");
+        .map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    tracing::info!(listen = %local, "engramd serving");
     let worker = embedder.as_ref().map(|e| {
         embed::EmbedWorker::start(Arc::clone(&engine), Arc::clone(e), settings.embed_batch)
     });
@@ -234,12 +263,11 @@ pub async fn serve(settings: Settings, hooks: config::TestHooks) -> anyhow::Resu
         w.stop();
     }
     drop(state);
-    let engine = Arc::try_unwrap(engine)
-        .map_err(|_| anyhow::anyhow!("engine still in use after every connection closed"))?;
+    let engine = Arc::try_unwrap(engine).map_err(|_| ServeError::StillInUse)?;
     tokio::task::spawn_blocking(move || engine.close())
         .await
-        .context("engine close task")?
-        .context("closing the store")?;
+        .map_err(|e| ServeError::Task("engine close", e))?
+        .map_err(ServeError::Close)?;
     tracing::info!("store closed cleanly");
     Ok(())
 }

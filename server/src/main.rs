@@ -81,8 +81,8 @@ fn main() -> ExitCode {
     match runtime.block_on(engram_server::serve(settings, hooks)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("engramd: {e:#}");
+            tracing::error!("{e}");
+            eprintln!("engramd: {e}");
             ExitCode::FAILURE
         }
     }

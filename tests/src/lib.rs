@@ -365,9 +365,9 @@ pub fn wait_for_embeddings(d: &Daemon, timeout: Duration) {
 }
 
 /// A deterministic pseudo-random embedding for `seed`.
-pub fn embedding(seed: u64, dims: usize) -> Vec<f32> {
+pub fn embedding(seed: u64, dimensions: usize) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..dims)
+    (0..dimensions)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;

@@ -11,17 +11,17 @@ use serde_json::{json, Value};
 
 const DIMS: usize = 16;
 
-fn dims_settings(working: &'static str) -> Vec<(&'static str, &'static str)> {
+fn dimensions_settings(working: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![
         ("embedding.dimensions", "16"),
         ("working.capacity", working),
     ]
 }
 
-/// As [`dims_settings`], with every warm vector search walking the HNSW graph (these test
+/// As [`dimensions_settings`], with every warm vector search walking the HNSW graph (these test
 /// namespaces are small enough to be scored directly otherwise).
 fn graph_settings(working: &'static str) -> Vec<(&'static str, &'static str)> {
-    let mut s = dims_settings(working);
+    let mut s = dimensions_settings(working);
     s.push(("search.exact_candidates_max", "0"));
     s
 }
@@ -121,7 +121,7 @@ fn vector_recall_matches_brute_force_in_both_tiers() {
     // codes, then f32) finds the same neighbours.
     let mut d = d;
     assert!(d.terminate().success());
-    let d = Daemon::start(&dir.path().join("data"), &dims_settings("100"));
+    let d = Daemon::start(&dir.path().join("data"), &dimensions_settings("100"));
     let recall = recall_at_10(&d, "a", &corpus, &queries);
     assert!(recall >= 0.99, "recall@10 scoring directly {recall}");
 }
@@ -129,7 +129,7 @@ fn vector_recall_matches_brute_force_in_both_tiers() {
 #[test]
 fn namespaces_stay_isolated_under_concurrent_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(&dir.path().join("data"), &dims_settings("200"));
+    let d = Daemon::start(&dir.path().join("data"), &dimensions_settings("200"));
     std::thread::scope(|s| {
         for w in 0..4u64 {
             let d = &d;
@@ -171,7 +171,7 @@ fn namespaces_stay_isolated_under_concurrent_writes() {
 #[test]
 fn filters_every_operator_and_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(&dir.path().join("data"), &dims_settings("1000"));
+    let d = Daemon::start(&dir.path().join("data"), &dimensions_settings("1000"));
     for i in 0..40u64 {
         let r = d.post(
             "/api/v1/memories",
@@ -369,7 +369,7 @@ fn filters_every_operator_and_bad_input() {
 #[test]
 fn bm25_ranks_a_hand_checked_corpus() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(&dir.path().join("data"), &dims_settings("1000"));
+    let d = Daemon::start(&dir.path().join("data"), &dimensions_settings("1000"));
     let docs = [
         "the cat sat on the mat",
         "cat cat cat",
@@ -415,7 +415,7 @@ fn bm25_ranks_a_hand_checked_corpus() {
     assert_eq!(ids(&r)[0], idmap[0]);
     // Stemming off: "cats" no longer matches "cat".
     let d2dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = dims_settings("1000");
+    let mut settings = dimensions_settings("1000");
     settings.push(("search.stemming", "false"));
     let d2 = Daemon::start(&d2dir.path().join("data"), &settings);
     for doc in docs {
@@ -438,7 +438,7 @@ fn bm25_ranks_a_hand_checked_corpus() {
 #[test]
 fn hybrid_explanation_sums_to_the_score() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(&dir.path().join("data"), &dims_settings("20"));
+    let d = Daemon::start(&dir.path().join("data"), &dimensions_settings("20"));
     for i in 0..60u64 {
         let r = d.post(
             "/api/v1/memories",
@@ -499,7 +499,7 @@ fn hybrid_explanation_sums_to_the_score() {
 #[test]
 fn updated_and_deleted_memories_never_match_stale() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(&dir.path().join("data"), &dims_settings("50"));
+    let d = Daemon::start(&dir.path().join("data"), &dimensions_settings("50"));
     let mut ids_by_tier = Vec::new();
     for i in 0..120u64 {
         let r = d.post(

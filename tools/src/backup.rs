@@ -39,7 +39,7 @@ fn offline_snapshot(data_dir: &Path) -> anyhow::Result<SnapshotManifest> {
         ),
         Err(e) => return Err(e.into()),
     }
-    let Some((dims, capacity, heap_bytes)) = engram_engine::stored_layout(data_dir)? else {
+    let Some((dimensions, capacity, heap_bytes)) = engram_engine::stored_layout(data_dir)? else {
         bail!(
             "{} is not an Engram data directory (no working tier)",
             data_dir.display()
@@ -47,7 +47,7 @@ fn offline_snapshot(data_dir: &Path) -> anyhow::Result<SnapshotManifest> {
     };
     let mut config = EngineConfig::new(data_dir);
     config.search_structures = false;
-    config.dimensions = dims;
+    config.dimensions = dimensions;
     config.working_capacity = capacity;
     config.working_heap_bytes = heap_bytes;
     let (engine, _) = Engine::open(config).context("opening the store offline")?;

@@ -240,7 +240,7 @@ fn segment_inspect(file: &Path, json: bool) -> anyhow::Result<()> {
         let out = serde_json::json!({
             "file": file.display().to_string(),
             "segment_id": info.segment_id,
-            "dimensions": info.dims,
+            "dimensions": info.dimensions,
             "memories": info.memories,
             "bytes": info.bytes,
             "raw_bytes": info.raw_bytes,
@@ -261,7 +261,7 @@ fn segment_inspect(file: &Path, json: bool) -> anyhow::Result<()> {
             file.display(),
             info.segment_id,
             info.memories,
-            info.dims,
+            info.dimensions,
             info.blocks,
             info.bytes,
             info.raw_bytes,

@@ -32,8 +32,8 @@ fn progress(json: bool, what: &str) -> ProgressBar {
     bar
 }
 
-/// Opens a stopped store, with the layout it was made with (or `dims` for a new one).
-pub fn open_offline(data_dir: &Path, dims: Option<usize>) -> anyhow::Result<Engine> {
+/// Opens a stopped store, with the layout it was made with (or `dimensions` for a new one).
+pub fn open_offline(data_dir: &Path, dimensions: Option<usize>) -> anyhow::Result<Engine> {
     match DataDir::new(data_dir).lock() {
         Ok(lock) => drop(lock),
         Err(EngineError::Locked { .. }) => {
@@ -48,18 +48,18 @@ pub fn open_offline(data_dir: &Path, dims: Option<usize>) -> anyhow::Result<Engi
     config.search_structures = false;
     match engram_engine::stored_layout(data_dir)? {
         Some((d, capacity, heap_bytes)) => {
-            if dims.is_some_and(|want| want != d) {
+            if dimensions.is_some_and(|want| want != d) {
                 bail!(
                     "{} holds {d}-dimensional embeddings, not {}",
                     data_dir.display(),
-                    dims.unwrap_or(d)
+                    dimensions.unwrap_or(d)
                 );
             }
             config.dimensions = d;
             config.working_capacity = capacity;
             config.working_heap_bytes = heap_bytes;
         }
-        None => config.dimensions = dims.unwrap_or(384),
+        None => config.dimensions = dimensions.unwrap_or(384),
     }
     let (engine, _) =
         Engine::open(config).with_context(|| format!("opening {}", data_dir.display()))?;
@@ -308,7 +308,7 @@ pub fn export(
 pub fn import(
     data_dir: &Path,
     input: &Path,
-    dims: Option<usize>,
+    dimensions: Option<usize>,
     as_json: bool,
 ) -> anyhow::Result<()> {
     let file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
@@ -322,8 +322,8 @@ pub fn import(
     // one, the first memory with an embedding does.
     let mut pending: Vec<Memory> = Vec::with_capacity(IMPORT_BATCH);
     let mut n = 0usize;
-    let mut first_dims = None;
-    while first_dims.is_none() && pending.len() < IMPORT_BATCH {
+    let mut first_dimensions = None;
+    while first_dimensions.is_none() && pending.len() < IMPORT_BATCH {
         let Some(line) = lines.next() else { break };
         n += 1;
         let line = line?;
@@ -332,14 +332,14 @@ pub fn import(
         }
         if n == 1 && line.contains("\"engram_export\"") {
             let header: Value = serde_json::from_str(&line).context("line 1: bad export header")?;
-            first_dims = header["dimensions"].as_u64().map(|d| d as usize);
+            first_dimensions = header["dimensions"].as_u64().map(|d| d as usize);
             continue;
         }
         let m = parse_line(&line, n)?;
-        first_dims = m.embedding.as_ref().map(Vec::len);
+        first_dimensions = m.embedding.as_ref().map(Vec::len);
         pending.push(m);
     }
-    let engine = open_offline(data_dir, dims.or(first_dims))?;
+    let engine = open_offline(data_dir, dimensions.or(first_dimensions))?;
     let started = Instant::now();
     let bar = progress(as_json, "imported");
     let mut imported = 0u64;

@@ -148,7 +148,7 @@ impl Inner {
     pub(super) fn check(&self) -> Result<Vec<String>, EngineError> {
         let mut problems = Vec::new();
         let mut seen: HashMap<Uuid, (String, [u8; 32], Status)> = HashMap::new();
-        let dims = self.config.dimensions;
+        let dimensions = self.config.dimensions;
         self.scan_all(None, |m| {
             if seen.contains_key(&m.id) {
                 problems.push(format!("memory {} is in more than one tier", m.id));
@@ -167,10 +167,10 @@ impl Inner {
             }
             if m.embedding
                 .as_ref()
-                .is_some_and(|e| e.len() != dims || e.iter().any(|x| !x.is_finite()))
+                .is_some_and(|e| e.len() != dimensions || e.iter().any(|x| !x.is_finite()))
             {
                 problems.push(format!(
-                    "memory {}: embedding is not {dims} finite numbers",
+                    "memory {}: embedding is not {dimensions} finite numbers",
                     m.id
                 ));
             }

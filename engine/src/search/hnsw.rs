@@ -121,7 +121,7 @@ impl Drop for PermitGuard<'_> {
 type Lagging = (u32, Arc<[f32]>);
 
 struct Shared {
-    dims: usize,
+    dimensions: usize,
     dir: PathBuf,
     options: IndexOptions,
     threads: usize,
@@ -182,11 +182,11 @@ impl Hnsw {
     /// Opens the saved index in `dir` (or starts empty) and starts the indexer thread.
     pub(crate) fn open(
         dir: &Path,
-        dims: usize,
+        dimensions: usize,
         config: &super::SearchConfig,
     ) -> Result<Hnsw, EngineError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let options = index_options(dims, config);
+        let options = index_options(dimensions, config);
         let threads = config.threads.max(1);
         let (index, indexed) = match load(dir, &options) {
             Ok(Some(loaded)) => loaded,
@@ -202,7 +202,7 @@ impl Hnsw {
             .reserve_capacity_and_threads(capacity, threads + 2)
             .map_err(|e| usearch_err("reserve", e))?;
         let shared = Arc::new(Shared {
-            dims,
+            dimensions,
             dir: dir.to_path_buf(),
             options,
             threads,
@@ -231,12 +231,15 @@ impl Hnsw {
     }
 
     /// An empty graph with no indexer and no files: offline opens, which track nothing.
-    pub(crate) fn detached(dims: usize, config: &super::SearchConfig) -> Result<Hnsw, EngineError> {
-        let options = index_options(dims, config);
+    pub(crate) fn detached(
+        dimensions: usize,
+        config: &super::SearchConfig,
+    ) -> Result<Hnsw, EngineError> {
+        let options = index_options(dimensions, config);
         let index = new_index(&options)?;
         Ok(Hnsw {
             shared: Arc::new(Shared {
-                dims,
+                dimensions,
                 dir: PathBuf::new(),
                 options,
                 threads: 1,
@@ -306,7 +309,7 @@ impl Hnsw {
         let n = missing.len();
         for (id, crc) in missing {
             if let Some(v) = vector_of(&id)? {
-                if v.len() == self.shared.dims {
+                if v.len() == self.shared.dimensions {
                     self.upsert(id, crc, Arc::from(v));
                 }
             }
@@ -433,9 +436,9 @@ impl Drop for Hnsw {
 }
 
 /// The graph's settings: cosine, one vector per key.
-fn index_options(dims: usize, config: &super::SearchConfig) -> IndexOptions {
+fn index_options(dimensions: usize, config: &super::SearchConfig) -> IndexOptions {
     IndexOptions {
-        dimensions: dims,
+        dimensions,
         metric: MetricKind::Cos,
         quantization: config.quantization.scalar_kind(),
         connectivity: config.connectivity,
@@ -500,10 +503,10 @@ fn load(dir: &Path, options: &IndexOptions) -> Result<Option<Loaded>, String> {
         return Err(bad("unknown version"));
     }
     let generation = u64_at(12);
-    let dims = u32_at(20) as usize;
+    let dimensions = u32_at(20) as usize;
     let quantization = body[24];
     let count = u64_at(25) as usize;
-    if dims != options.dimensions || quantization != quantization_code(options.quantization) {
+    if dimensions != options.dimensions || quantization != quantization_code(options.quantization) {
         return Err(bad("saved with other dimensions or quantization"));
     }
     const ENTRY: usize = 8 + 16 + 4;
@@ -569,7 +572,7 @@ fn save(shared: &Shared) -> Result<(), String> {
     body.extend_from_slice(&KEYS_VERSION.to_le_bytes());
     body.extend_from_slice(&generation.to_le_bytes());
     body.extend_from_slice(
-        &u32::try_from(shared.dims)
+        &u32::try_from(shared.dimensions)
             .expect("dimensions are bounded")
             .to_le_bytes(),
     );
@@ -765,9 +768,9 @@ mod tests {
     use super::*;
 
     /// Deterministic vectors spread over the sphere.
-    fn vector(seed: u64, dims: usize) -> Arc<[f32]> {
+    fn vector(seed: u64, dimensions: usize) -> Arc<[f32]> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..dims)
+        (0..dimensions)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -783,12 +786,12 @@ mod tests {
     #[test]
     fn every_added_vector_is_found_again() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let dims = 16;
+        let dimensions = 16;
         let config = super::super::SearchConfig::default();
         let ids: Vec<Uuid> = (0..4000).map(|_| Uuid::now_v7()).collect();
         let fill = |hnsw: &Hnsw, range: std::ops::Range<usize>| {
             for i in range {
-                hnsw.upsert(ids[i], i as u32, vector(i as u64, dims));
+                hnsw.upsert(ids[i], i as u32, vector(i as u64, dimensions));
             }
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
             while hnsw.sizes().1 > 0 {
@@ -800,17 +803,17 @@ mod tests {
             }
         };
         {
-            let hnsw = Hnsw::open(dir.path(), dims, &config).expect("open");
+            let hnsw = Hnsw::open(dir.path(), dimensions, &config).expect("open");
             fill(&hnsw, 0..1500);
             hnsw.close().expect("close");
         }
-        let hnsw = Hnsw::open(dir.path(), dims, &config).expect("reopen");
+        let hnsw = Hnsw::open(dir.path(), dimensions, &config).expect("reopen");
         assert_eq!(hnsw.graph_len(), 1500, "the saved graph is loaded");
         fill(&hnsw, 1500..ids.len());
         let lost: Vec<usize> = (0..ids.len())
             .filter(|&i| {
                 let hits = hnsw
-                    .search_unfiltered(&vector(i as u64, dims), 1)
+                    .search_unfiltered(&vector(i as u64, dimensions), 1)
                     .expect("search");
                 hits.first().map(|h| h.0) != Some(ids[i])
             })

@@ -153,7 +153,7 @@ impl Attrs {
 /// Rows per storage chunk of [`Packed`].
 const CHUNK_ROWS: usize = 4096;
 
-/// Rows of `dims` values per id, packed for a sequential scan, with a small per-row value `M`
+/// Rows of `dimensions` values per id, packed for a sequential scan, with a small per-row value `M`
 /// beside them; removal moves the last row into the hole. The rows live in chunks of
 /// [`CHUNK_ROWS`], so the storage grows a chunk at a time: one contiguous vector would be
 /// reallocated and copied whole as it doubles (the warm tier's codes are 460 MB at 1.2M
@@ -178,30 +178,30 @@ impl<T, M> Default for Packed<T, M> {
 }
 
 impl<T: Copy + Default, M> Packed<T, M> {
-    fn row(&self, i: usize, dims: usize) -> &[T] {
-        let at = (i % CHUNK_ROWS) * dims;
-        &self.chunks[i / CHUNK_ROWS][at..at + dims]
+    fn row(&self, i: usize, dimensions: usize) -> &[T] {
+        let at = (i % CHUNK_ROWS) * dimensions;
+        &self.chunks[i / CHUNK_ROWS][at..at + dimensions]
     }
 
-    fn row_mut(&mut self, i: usize, dims: usize) -> &mut [T] {
-        let at = (i % CHUNK_ROWS) * dims;
-        &mut self.chunks[i / CHUNK_ROWS][at..at + dims]
+    fn row_mut(&mut self, i: usize, dimensions: usize) -> &mut [T] {
+        let at = (i % CHUNK_ROWS) * dimensions;
+        &mut self.chunks[i / CHUNK_ROWS][at..at + dimensions]
     }
 
     fn put(&mut self, id: Uuid, row: &[T], meta: M) {
-        let dims = row.len();
+        let dimensions = row.len();
         match self.pos.get(&id) {
             Some(&i) => {
-                self.row_mut(i, dims).copy_from_slice(row);
+                self.row_mut(i, dimensions).copy_from_slice(row);
                 self.meta[i] = meta;
             }
             None => {
                 let i = self.ids.len();
                 if i == self.chunks.len() * CHUNK_ROWS {
                     self.chunks
-                        .push(vec![T::default(); CHUNK_ROWS * dims].into_boxed_slice());
+                        .push(vec![T::default(); CHUNK_ROWS * dimensions].into_boxed_slice());
                 }
-                self.row_mut(i, dims).copy_from_slice(row);
+                self.row_mut(i, dimensions).copy_from_slice(row);
                 self.pos.insert(id, i);
                 self.ids.push(id);
                 self.meta.push(meta);
@@ -209,7 +209,7 @@ impl<T: Copy + Default, M> Packed<T, M> {
         }
     }
 
-    fn remove(&mut self, id: &Uuid, dims: usize) {
+    fn remove(&mut self, id: &Uuid, dimensions: usize) {
         let Some(i) = self.pos.remove(id) else {
             return;
         };
@@ -218,15 +218,15 @@ impl<T: Copy + Default, M> Packed<T, M> {
             self.ids.swap(i, last);
             self.meta.swap(i, last);
             self.pos.insert(self.ids[i], i);
-            let (hole, hole_at) = (i / CHUNK_ROWS, (i % CHUNK_ROWS) * dims);
-            let (from, from_at) = (last / CHUNK_ROWS, (last % CHUNK_ROWS) * dims);
+            let (hole, hole_at) = (i / CHUNK_ROWS, (i % CHUNK_ROWS) * dimensions);
+            let (from, from_at) = (last / CHUNK_ROWS, (last % CHUNK_ROWS) * dimensions);
             if hole == from {
-                self.chunks[hole].copy_within(from_at..from_at + dims, hole_at);
+                self.chunks[hole].copy_within(from_at..from_at + dimensions, hole_at);
             } else {
                 // i < last, so the hole's chunk comes first.
                 let (head, tail) = self.chunks.split_at_mut(from);
-                head[hole][hole_at..hole_at + dims]
-                    .copy_from_slice(&tail[0][from_at..from_at + dims]);
+                head[hole][hole_at..hole_at + dimensions]
+                    .copy_from_slice(&tail[0][from_at..from_at + dimensions]);
             }
         }
         self.ids.pop();
@@ -238,17 +238,17 @@ impl<T: Copy + Default, M> Packed<T, M> {
     }
 
     /// The row of `id` and its value.
-    pub fn get(&self, id: &Uuid, dims: usize) -> Option<(&[T], &M)> {
+    pub fn get(&self, id: &Uuid, dimensions: usize) -> Option<(&[T], &M)> {
         self.pos
             .get(id)
-            .map(|&i| (self.row(i, dims), &self.meta[i]))
+            .map(|&i| (self.row(i, dimensions), &self.meta[i]))
     }
 
     /// Every row in order (row `i` belongs to `ids[i]`).
-    pub fn rows(&self, dims: usize) -> impl Iterator<Item = &[T]> {
+    pub fn rows(&self, dimensions: usize) -> impl Iterator<Item = &[T]> {
         self.chunks
             .iter()
-            .flat_map(move |c| c.chunks_exact(dims))
+            .flat_map(move |c| c.chunks_exact(dimensions))
             .take(self.ids.len())
     }
 }
@@ -266,8 +266,8 @@ impl Arena {
         );
     }
 
-    pub fn vector(&self, id: &Uuid, dims: usize) -> Option<&[f32]> {
-        self.get(id, dims).map(|(v, _)| v)
+    pub fn vector(&self, id: &Uuid, dimensions: usize) -> Option<&[f32]> {
+        self.get(id, dimensions).map(|(v, _)| v)
     }
 }
 
@@ -286,8 +286,8 @@ impl WarmCodes {
             .put(id, &codes, (if n > 0.0 { scale / n } else { 0.0 }, crc));
     }
 
-    fn remove(&mut self, id: &Uuid, dims: usize) {
-        self.0.remove(id, dims);
+    fn remove(&mut self, id: &Uuid, dimensions: usize) {
+        self.0.remove(id, dimensions);
     }
 
     /// Approximate cosine of `id`'s vector with a unit query quantized as `(scale, codes)`
@@ -295,8 +295,8 @@ impl WarmCodes {
     /// several times faster than converting the codes to floats.
     pub fn cosine(&self, id: &Uuid, crc: u32, query: (f32, &[i8])) -> Option<f32> {
         let (q_scale, q) = query;
-        let dims = q.len();
-        let (codes, &(factor, held)) = self.0.get(id, dims)?;
+        let dimensions = q.len();
+        let (codes, &(factor, held)) = self.0.get(id, dimensions)?;
         if held != crc {
             return None;
         }
@@ -312,7 +312,7 @@ mod tests {
     #[test]
     fn packed_rows_follow_puts_and_removals_across_chunks() {
         use rand::{Rng, SeedableRng};
-        let dims = 3;
+        let dimensions = 3;
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let mut packed: Packed<i32, u32> = Packed::default();
         let mut model: std::collections::HashMap<Uuid, (Vec<i32>, u32)> = Default::default();
@@ -329,7 +329,7 @@ mod tests {
                     } else {
                         ids[rng.random_range(0..ids.len())] // an update in place
                     };
-                    let row: Vec<i32> = (0..dims).map(|_| rng.random()).collect();
+                    let row: Vec<i32> = (0..dimensions).map(|_| rng.random()).collect();
                     let meta = rng.random();
                     packed.put(id, &row, meta);
                     if model.insert(id, (row, meta)).is_none() {
@@ -337,16 +337,16 @@ mod tests {
                     }
                 } else {
                     let id = ids.swap_remove(rng.random_range(0..ids.len()));
-                    packed.remove(&id, dims);
+                    packed.remove(&id, dimensions);
                     model.remove(&id);
                 }
             }
             assert_eq!(packed.ids.len(), model.len());
             assert_eq!(packed.chunks.len(), model.len().div_ceil(CHUNK_ROWS));
             for (id, (row, meta)) in &model {
-                assert_eq!(packed.get(id, dims), Some((row.as_slice(), meta)));
+                assert_eq!(packed.get(id, dimensions), Some((row.as_slice(), meta)));
             }
-            let scanned: Vec<&[i32]> = packed.rows(dims).collect();
+            let scanned: Vec<&[i32]> = packed.rows(dimensions).collect();
             assert_eq!(scanned.len(), model.len());
             for (i, row) in scanned.iter().enumerate() {
                 assert_eq!(*row, model[&packed.ids[i]].0.as_slice());
@@ -356,10 +356,10 @@ mod tests {
 
     #[test]
     fn warm_codes_approximate_cosine_and_follow_removals() {
-        let dims = 48;
+        let dimensions = 48;
         let vecs: Vec<Vec<f32>> = (0..50u32)
             .map(|i| {
-                (0..dims as u32)
+                (0..dimensions as u32)
                     .map(|d| ((i * 31 + d * 7) % 23) as f32 - 11.0)
                     .collect()
             })
@@ -380,7 +380,7 @@ mod tests {
         }
         // A stale checksum is not answered; removal moves the last entry into the hole.
         assert_eq!(codes.cosine(&ids[3], 12345, (qs, &qc)), None);
-        codes.remove(&ids[3], dims);
+        codes.remove(&ids[3], dimensions);
         assert_eq!(codes.cosine(&ids[3], vector_crc(&vecs[3]), (qs, &qc)), None);
         let last = codes
             .cosine(&ids[49], vector_crc(&vecs[49]), (qs, &qc))
@@ -431,7 +431,7 @@ impl WorkingText {
 
 /// The search structures of one open store.
 pub(crate) struct SearchIndex {
-    dims: usize,
+    dimensions: usize,
     pub(crate) analyzer: Analyzer,
     pub(crate) attrs: RwLock<Attrs>,
     pub(crate) working_vectors: RwLock<HashMap<Arc<str>, Arena>>,
@@ -446,16 +446,16 @@ pub(crate) struct SearchIndex {
 impl std::fmt::Debug for SearchIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SearchIndex")
-            .field("dims", &self.dims)
+            .field("dimensions", &self.dimensions)
             .field("memories", &self.attrs.read().by_id.len())
             .finish_non_exhaustive()
     }
 }
 
 impl SearchIndex {
-    pub(crate) fn new(dims: usize, config: &SearchConfig, hnsw: hnsw::Hnsw) -> SearchIndex {
+    pub(crate) fn new(dimensions: usize, config: &SearchConfig, hnsw: hnsw::Hnsw) -> SearchIndex {
         SearchIndex {
-            dims,
+            dimensions,
             analyzer: Analyzer::new(config.stemming),
             attrs: RwLock::new(Attrs::default()),
             working_vectors: RwLock::new(HashMap::new()),
@@ -468,10 +468,14 @@ impl SearchIndex {
     }
 
     /// Search structures that track nothing (offline tools).
-    pub(crate) fn disabled(dims: usize, config: &SearchConfig, hnsw: hnsw::Hnsw) -> SearchIndex {
+    pub(crate) fn disabled(
+        dimensions: usize,
+        config: &SearchConfig,
+        hnsw: hnsw::Hnsw,
+    ) -> SearchIndex {
         SearchIndex {
             enabled: false,
-            ..SearchIndex::new(dims, config, hnsw)
+            ..SearchIndex::new(dimensions, config, hnsw)
         }
     }
 
@@ -556,7 +560,7 @@ impl SearchIndex {
                     self.hnsw.upsert(id, crc, Arc::from(v.as_slice()));
                 }
                 _ => {
-                    self.warm_codes.write().remove(&id, self.dims);
+                    self.warm_codes.write().remove(&id, self.dimensions);
                     self.hnsw.forget(id);
                 }
             },
@@ -581,7 +585,7 @@ impl SearchIndex {
                 _ => return false,
             }
         }
-        self.warm_codes.write().remove(id, self.dims);
+        self.warm_codes.write().remove(id, self.dimensions);
         self.hnsw.forget(*id);
         true
     }
@@ -598,7 +602,7 @@ impl SearchIndex {
 
     /// A warm vector read at open (the codes are not persisted).
     pub(crate) fn load_warm_vector(&self, id: Uuid, crc: u32, v: &[f32]) {
-        if v.len() == self.dims {
+        if v.len() == self.dimensions {
             self.warm_codes.write().put(id, crc, v);
         }
     }
@@ -607,11 +611,11 @@ impl SearchIndex {
     fn remove_inner(&self, id: &Uuid) -> Option<Attr> {
         let old = self.attrs.write().remove(id)?;
         if old.tier == Tier::Warm {
-            self.warm_codes.write().remove(id, self.dims);
+            self.warm_codes.write().remove(id, self.dimensions);
         }
         if old.tier == Tier::Working {
             if let Some(arena) = self.working_vectors.write().get_mut(&old.namespace) {
-                arena.remove(id, self.dims);
+                arena.remove(id, self.dimensions);
             }
             self.working_text.write().remove(id);
         }

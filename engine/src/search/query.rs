@@ -347,11 +347,11 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
         if q.tiers.contains(&Tier::Working) {
             let arenas = index.working_vectors.read();
             if let Some(arena) = arenas.get(q.namespace.as_str()) {
-                let dims = index.dims;
+                let dimensions = index.dimensions;
                 // The arena is this namespace's working tier: only other filters need the
                 // attributes.
                 let check = q.filters_attributes();
-                for (i, v) in arena.rows(dims).enumerate() {
+                for (i, v) in arena.rows(dimensions).enumerate() {
                     let (n, expires) = arena.meta[i];
                     if expires <= ctx.now_us {
                         continue;
@@ -683,7 +683,7 @@ fn vector_of(ctx: &Ctx<'_>, id: &Uuid, attr: &Attr) -> Result<Option<Vec<f32>>, 
             .working_vectors
             .read()
             .get(&attr.namespace)
-            .and_then(|a| a.vector(id, ctx.index.dims).map(<[f32]>::to_vec))),
+            .and_then(|a| a.vector(id, ctx.index.dimensions).map(<[f32]>::to_vec))),
         Tier::Warm => match ctx.index.hnsw.lagging_vector(id) {
             Some(v) => Ok(Some(v.to_vec())),
             None => ctx.warm.vector(id),

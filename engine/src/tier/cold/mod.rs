@@ -53,7 +53,7 @@ struct State {
 
 pub(crate) struct ColdTier {
     dir: PathBuf,
-    dims: usize,
+    dimensions: usize,
     zstd_level: i32,
     state: RwLock<State>,
     locations: RwLock<IdMap<Uuid, SegmentId>>,
@@ -174,7 +174,7 @@ impl ColdTier {
     /// the other tiers do not).
     pub(crate) fn open(
         dir: &Path,
-        dims: usize,
+        dimensions: usize,
         zstd_level: i32,
     ) -> Result<(ColdTier, Option<Lsn>), EngineError> {
         std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
@@ -199,7 +199,7 @@ impl ColdTier {
         Ok((
             ColdTier {
                 dir: dir.to_path_buf(),
-                dims,
+                dimensions,
                 zstd_level,
                 state: RwLock::new(state),
                 locations: RwLock::new(IdMap::default()),
@@ -263,7 +263,7 @@ impl ColdTier {
         write_segment(
             &self.dir.join(cold_segment_file_name(id)),
             id.0,
-            self.dims,
+            self.dimensions,
             self.zstd_level,
             memories,
         )?;
@@ -483,7 +483,7 @@ impl ColdTier {
         k: usize,
         accept: impl Fn(&Uuid) -> bool,
     ) -> Result<Vec<(Uuid, f32)>, EngineError> {
-        if query.len() != self.dims || k == 0 {
+        if query.len() != self.dimensions || k == 0 {
             return Ok(Vec::new());
         }
         let segments = self.live_segments();

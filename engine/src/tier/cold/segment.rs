@@ -40,7 +40,7 @@ const MAX_BLOCK_RAW_BYTES: usize = BLOCK_TARGET_BYTES + 12 + engram_wal::MAX_REC
 pub struct SegmentInfo {
     pub path: PathBuf,
     pub segment_id: u64,
-    pub dims: usize,
+    pub dimensions: usize,
     pub memories: usize,
     pub blocks: usize,
     pub bytes: u64,
@@ -127,12 +127,12 @@ impl Blocks {
     }
 }
 
-/// Writes `memories` (all with `dims`-long vectors or none) as segment `segment_id` at
+/// Writes `memories` (all with `dimensions`-long vectors or none) as segment `segment_id` at
 /// `path`, durably: temp file, fsync, rename, directory fsync.
 pub fn write_segment(
     path: &Path,
     segment_id: u64,
-    dims: usize,
+    dimensions: usize,
     zstd_level: i32,
     memories: &[Memory],
 ) -> Result<SegmentInfo, EngineError> {
@@ -140,7 +140,11 @@ pub fn write_segment(
     let mut out: Vec<u8> = Vec::with_capacity(HEADER_BYTES + memories.len() * 512);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&u32::try_from(dims).expect("dims are bounded").to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(dimensions)
+            .expect("dimensions are bounded")
+            .to_le_bytes(),
+    );
     out.extend_from_slice(&segment_id.to_le_bytes());
     out.extend_from_slice(&zstd_level.to_le_bytes());
     out.extend_from_slice(&[0u8; 4]);
@@ -156,13 +160,13 @@ pub fn write_segment(
         raw_total: 0,
     };
     for m in &order {
-        if m.embedding.as_ref().is_some_and(|v| v.len() != dims) {
+        if m.embedding.as_ref().is_some_and(|v| v.len() != dimensions) {
             return Err(EngineError::Invalid {
                 field: "embedding",
-                message: format!("memory {} does not have {dims} dimensions", m.id),
+                message: format!("memory {} does not have {dimensions} dimensions", m.id),
             });
         }
-        let mut image = Vec::with_capacity(m.content.len() + dims * 4 + 256);
+        let mut image = Vec::with_capacity(m.content.len() + dimensions * 4 + 256);
         image.extend_from_slice(&m.lsn.to_le_bytes());
         codec::encode_memory(&mut image, m, true);
         footer.push((m.id, blocks.offsets.len() as u32, blocks.records));
@@ -228,7 +232,7 @@ pub fn write_segment(
     Ok(SegmentInfo {
         path: path.to_path_buf(),
         segment_id,
-        dims,
+        dimensions,
         memories: order.len(),
         blocks: block_offsets.len(),
         bytes: out.len() as u64,
@@ -272,7 +276,7 @@ impl Segment {
                 format!("segment version {}", u32_at(&header, 8)),
             ));
         }
-        let dims = u32_at(&header, 12) as usize;
+        let dimensions = u32_at(&header, 12) as usize;
         let segment_id = u64_at(&header, 16);
         let mut trailer = [0u8; TRAILER_BYTES];
         file.read_exact_at(&mut trailer, len - TRAILER_BYTES as u64)
@@ -344,7 +348,7 @@ impl Segment {
             info: SegmentInfo {
                 path: path.to_path_buf(),
                 segment_id,
-                dims,
+                dimensions,
                 memories: count,
                 blocks,
                 bytes: len,
@@ -493,7 +497,7 @@ impl Segment {
         k: usize,
         accept: impl Fn(&Uuid) -> bool,
     ) -> Result<Vec<(Uuid, f32)>, EngineError> {
-        if query.len() != self.info.dims || k == 0 {
+        if query.len() != self.info.dimensions || k == 0 {
             return Ok(Vec::new());
         }
         let (_, codes) = quantize(query);
@@ -515,11 +519,11 @@ impl Segment {
         accept: impl Fn(&Uuid) -> bool,
     ) -> Result<Vec<(f32, Uuid)>, EngineError> {
         let path = &self.info.path;
-        let dims = self.info.dims;
-        if query_codes.len() != dims || n == 0 {
+        let dimensions = self.info.dimensions;
+        if query_codes.len() != dimensions || n == 0 {
             return Ok(Vec::new());
         }
-        let entry = 16 + 4 + dims;
+        let entry = 16 + 4 + dimensions;
         let q_norm = (i8_dot_norm(query_codes, query_codes).0 as f32)
             .sqrt()
             .max(f32::MIN_POSITIVE);
@@ -632,7 +636,7 @@ mod tests {
     use super::*;
     use crate::model::{content_hash, EmbeddingStatus, Status};
 
-    fn memory(i: u64, dims: usize) -> Memory {
+    fn memory(i: u64, dimensions: usize) -> Memory {
         let content = format!(
             "Cold memory number {i}: the orchard by the river, apples and pears in autumn."
         );
@@ -642,7 +646,7 @@ mod tests {
             content_hash: content_hash(&content),
             content,
             embedding: (!i.is_multiple_of(5)).then(|| {
-                (0..dims)
+                (0..dimensions)
                     .map(|d| ((i * 31 + d as u64) % 17) as f32 - 8.0)
                     .collect()
             }),

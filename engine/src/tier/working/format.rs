@@ -44,9 +44,9 @@ pub(super) const OFF_ACCESS_COUNT: usize = 72;
 pub(super) const OFF_LAST_ACCESS: usize = 80;
 pub(super) const OFF_EXPIRES: usize = 88;
 
-/// Size of one slot for `dims`-dimensional vectors.
-pub fn slot_bytes(dims: usize) -> usize {
-    (SLOT_HEADER_BYTES + dims * 4).next_multiple_of(SLOT_ALIGN_BYTES)
+/// Size of one slot for `dimensions`-dimensional vectors.
+pub fn slot_bytes(dimensions: usize) -> usize {
+    (SLOT_HEADER_BYTES + dimensions * 4).next_multiple_of(SLOT_ALIGN_BYTES)
 }
 
 /// A decoded slot header.
@@ -153,20 +153,20 @@ pub fn stored_layout(data_dir: &Path) -> Result<Option<(usize, usize, u64)>, Eng
             detail: "working-tier file header is damaged".to_owned(),
         });
     }
-    let dims = rd_u32(&bytes, 12) as usize;
+    let dimensions = rd_u32(&bytes, 12) as usize;
     let capacity = (rd_u32(&bytes, 16) as usize).saturating_sub(1).max(1);
     let heap = data_dir.join("working").join("heap-0.bin");
     let heap_bytes = std::fs::metadata(&heap)
         .map_err(|e| EngineError::io(&heap, e))?
         .len();
-    Ok(Some((dims, capacity, heap_bytes)))
+    Ok(Some((dimensions, capacity, heap_bytes)))
 }
 
 /// Reads the slot file header; `Ok(None)` for a new file. Refuses a file made for other
 /// dimensions.
 pub(super) fn read_file_header(
     path: &Path,
-    dims: usize,
+    dimensions: usize,
     slot_bytes: usize,
 ) -> Result<Option<usize>, EngineError> {
     let bytes = match std::fs::File::open(path) {
@@ -198,10 +198,10 @@ pub(super) fn read_file_header(
             "working-tier format version {version} is not supported"
         )));
     }
-    let file_dims = rd_u32(&bytes, 12) as usize;
-    if file_dims != dims {
+    let file_dimensions = rd_u32(&bytes, 12) as usize;
+    if file_dimensions != dimensions {
         return Err(EngineError::Config(format!(
-            "embedding.dimensions is {dims} but the working tier in {} was made for {file_dims}",
+            "embedding.dimensions is {dimensions} but the working tier in {} was made for {file_dimensions}",
             path.display()
         )));
     }
@@ -213,11 +213,20 @@ pub(super) fn read_file_header(
     Ok(Some(rd_u32(&bytes, 16) as usize))
 }
 
-pub(super) fn write_file_header(slots: &Mapped, dims: usize, slot_count: usize, slot_bytes: usize) {
+pub(super) fn write_file_header(
+    slots: &Mapped,
+    dimensions: usize,
+    slot_count: usize,
+    slot_bytes: usize,
+) {
     let mut b = [0u8; 32];
     b[0..8].copy_from_slice(&FILE_MAGIC);
     b[8..12].copy_from_slice(&FILE_FORMAT_VERSION.to_le_bytes());
-    b[12..16].copy_from_slice(&u32::try_from(dims).expect("dims bounded").to_le_bytes());
+    b[12..16].copy_from_slice(
+        &u32::try_from(dimensions)
+            .expect("dimensions bounded")
+            .to_le_bytes(),
+    );
     b[16..20].copy_from_slice(
         &u32::try_from(slot_count)
             .expect("slot count bounded")

@@ -61,7 +61,7 @@ struct HeapWriter {
 
 /// The working tier. See the module docs for the concurrency protocol.
 pub struct WorkingTier {
-    dims: usize,
+    dimensions: usize,
     slot_bytes: usize,
     slot_count: usize,
     heap_capacity_bytes: u64,
@@ -100,26 +100,26 @@ impl WorkingTier {
     /// Opens or creates the tier in `dir` with room for at least `capacity` memories.
     pub fn open(
         dir: &Path,
-        dims: usize,
+        dimensions: usize,
         capacity: usize,
         heap_capacity_bytes: u64,
     ) -> Result<(WorkingTier, WorkingOpenReport), EngineError> {
         std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
         let checkpoint_lsn = read_checkpoint(&dir.join("checkpoint"))?;
         let slots_path = dir.join("slots.bin");
-        let slot_bytes = slot_bytes(dims);
-        let existing_slots = read_file_header(&slots_path, dims, slot_bytes)?;
+        let slot_bytes = slot_bytes(dimensions);
+        let existing_slots = read_file_header(&slots_path, dimensions, slot_bytes)?;
         // One spare slot beyond the capacity: every write is copy-on-write into a free slot.
         let slot_count = (capacity + 1).max(existing_slots.unwrap_or(0));
         let slots_len = (WORKING_FILE_HEADER_BYTES + slot_count * slot_bytes) as u64;
         let slots = Mapped::open(&slots_path, slots_len)?;
-        write_file_header(&slots, dims, slot_count, slot_bytes);
+        write_file_header(&slots, dimensions, slot_count, slot_bytes);
         let heaps = [
             Mapped::open(&dir.join("heap-0.bin"), heap_capacity_bytes)?,
             Mapped::open(&dir.join("heap-1.bin"), heap_capacity_bytes)?,
         ];
         let tier = WorkingTier {
-            dims,
+            dimensions,
             slot_bytes,
             slot_count,
             heap_capacity_bytes: heaps[0].len().min(heaps[1].len()) as u64,
@@ -389,7 +389,7 @@ impl WorkingTier {
             memory.last_accessed_at_us =
                 (h.last_accessed_at_us != NO_TIME).then_some(h.last_accessed_at_us);
             memory.embedding = (buf[OFF_HAS_EMBEDDING] == 1).then(|| {
-                buf[SLOT_HEADER_BYTES..SLOT_HEADER_BYTES + self.dims * 4]
+                buf[SLOT_HEADER_BYTES..SLOT_HEADER_BYTES + self.dimensions * 4]
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                     .collect()
@@ -464,7 +464,7 @@ impl WorkingTier {
         if let Some(v) = &memory.embedding {
             assert_eq!(
                 v.len(),
-                self.dims,
+                self.dimensions,
                 "embedding dimensions were validated by the engine"
             );
             b[OFF_HAS_EMBEDDING] = 1;
@@ -675,11 +675,15 @@ mod tests {
     use super::*;
     use crate::codec::tests::sample_memory;
 
-    fn memory(dims: usize, i: u32) -> Memory {
+    fn memory(dimensions: usize, i: u32) -> Memory {
         let mut m = sample_memory();
         m.id = Uuid::now_v7();
         m.content = format!("memory {i} {}", "z".repeat((i % 50) as usize));
-        m.embedding = Some((0..dims).map(|d| (d as f32) * 0.5 + i as f32).collect());
+        m.embedding = Some(
+            (0..dimensions)
+                .map(|d| (d as f32) * 0.5 + i as f32)
+                .collect(),
+        );
         m.lsn = Lsn::new(u64::from(i) + 1);
         m.status = Status::Active;
         m
@@ -709,7 +713,7 @@ mod tests {
         );
         assert!(
             WorkingTier::open(dir.path(), 8, 16, 1 << 20).is_err(),
-            "dims change refused"
+            "dimensions change refused"
         );
     }
 
