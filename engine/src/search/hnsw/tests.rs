@@ -1,0 +1,55 @@
+use super::*;
+
+/// Deterministic vectors spread over the sphere.
+fn vector(seed: u64, dimensions: usize) -> Arc<[f32]> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..dimensions)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+/// Every vector the graph holds is found by a search for itself: none is stored but
+/// unreachable (what concurrent adds did, unum-cloud/USearch#735). Rounds of 512 fill the
+/// graph past a load and a capacity growth, as after a restart.
+#[test]
+fn every_added_vector_is_found_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dimensions = 16;
+    let config = super::super::SearchConfig::default();
+    let ids: Vec<Uuid> = (0..4000).map(|_| Uuid::now_v7()).collect();
+    let fill = |hnsw: &Hnsw, range: std::ops::Range<usize>| {
+        for i in range {
+            hnsw.upsert(ids[i], i as u32, vector(i as u64, dimensions));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while hnsw.sizes().1 > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the indexer fell behind"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    {
+        let hnsw = Hnsw::open(dir.path(), dimensions, &config).expect("open");
+        fill(&hnsw, 0..1500);
+        hnsw.close().expect("close");
+    }
+    let hnsw = Hnsw::open(dir.path(), dimensions, &config).expect("reopen");
+    assert_eq!(hnsw.graph_len(), 1500, "the saved graph is loaded");
+    fill(&hnsw, 1500..ids.len());
+    let lost: Vec<usize> = (0..ids.len())
+        .filter(|&i| {
+            let hits = hnsw
+                .search_unfiltered(&vector(i as u64, dimensions), 1)
+                .expect("search");
+            hits.first().map(|h| h.0) != Some(ids[i])
+        })
+        .collect();
+    assert!(lost.is_empty(), "unreachable: {lost:?}");
+}
