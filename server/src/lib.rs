@@ -248,6 +248,12 @@ pub async fn serve(settings: Settings, hooks: config::TestHooks) -> Result<(), S
         .map_err(listen_error)?;
     let local = listener.local_addr().map_err(listen_error)?;
     tracing::info!(listen = %local, "engramd serving");
+    if settings.api_keys.is_empty() && !local.ip().is_loopback() {
+        tracing::warn!(
+            listen = %local,
+            "serving WITHOUT API keys on an address other hosts can reach (auth.allow_unauthenticated = true)"
+        );
+    }
     let worker = embedder.as_ref().map(|e| {
         embed::EmbedWorker::start(Arc::clone(&engine), Arc::clone(e), settings.embed_batch)
     });

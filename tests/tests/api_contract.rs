@@ -916,3 +916,22 @@ fn the_test_clock_answers_only_when_switched_on_and_checks_its_input() {
         assert_eq!(ahead, total, "{}", r.text);
     }
 }
+
+#[test]
+fn a_reachable_address_without_keys_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(engram_tests::engramd_path());
+    cmd.args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ENGRAM_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().expect("engramd runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("listen") && stderr.contains("auth.allow_unauthenticated"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}

@@ -45,6 +45,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("limits.max_batch_body_bytes", Kind::Int, "67108864"),
     ("limits.shutdown_timeout", Kind::Str, "30s"),
     ("auth.api_keys", Kind::List, ""),
+    ("auth.allow_unauthenticated", Kind::Bool, "false"),
     ("backup.snapshot_interval", Kind::Str, "off"),
     ("backup.snapshots_kept", Kind::Int, "7"),
     ("rate_limit.requests_per_second", Kind::Int, "0"),

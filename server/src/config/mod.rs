@@ -115,6 +115,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Empty: no authentication.
     pub api_keys: Vec<ApiKey>,
+    /// Serving without keys on an address other hosts can reach was asked for explicitly.
+    pub allow_unauthenticated: bool,
     /// `None`: snapshots only on request.
     pub snapshot_interval: Option<Duration>,
     pub snapshots_kept: usize,
@@ -336,6 +338,29 @@ mod tests {
         std::fs::write(&path, "[wal]\nsnyc = \"always\"\n").expect("write");
         let e = load(Some(&path), &[], &[]).expect_err("unknown key");
         assert!(e.to_string().contains("snyc"), "{e}");
+    }
+
+    #[test]
+    fn a_reachable_address_needs_keys_or_an_explicit_yes() {
+        let with = |pairs: &[(&str, &str)]| {
+            let overrides: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            load(None, &[], &overrides)
+        };
+        for wide in ["0.0.0.0:3333", "[::]:3333", "192.0.2.7:3333"] {
+            let e = with(&[("listen", wide)]).expect_err(wide);
+            assert_eq!(e.key, "listen", "{e}");
+            assert!(e.to_string().contains("auth.allow_unauthenticated"), "{e}");
+            with(&[("listen", wide), ("auth.api_keys", "0123456789")]).expect("with a key");
+            let s = with(&[("listen", wide), ("auth.allow_unauthenticated", "true")])
+                .expect("allowed on purpose");
+            assert!(s.allow_unauthenticated && s.api_keys.is_empty());
+        }
+        for local in ["127.0.0.1:3333", "127.3.2.1:80", "[::1]:3333"] {
+            with(&[("listen", local)]).expect(local);
+        }
     }
 
     #[test]

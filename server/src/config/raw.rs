@@ -123,6 +123,7 @@ pub(super) struct RawLimits {
 pub(super) struct RawAuth {
     /// Plain keys (all namespaces) or `key:ns1|ns2` entries.
     pub(super) api_keys: Option<Vec<String>>,
+    pub(super) allow_unauthenticated: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -346,6 +346,21 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         }
         api_keys.push(ApiKey { key, namespaces });
     }
+    let allow_unauthenticated = raw
+        .auth
+        .allow_unauthenticated
+        .unwrap_or(default_bool("auth.allow_unauthenticated"));
+    if api_keys.is_empty() && !listen.ip().is_loopback() && !allow_unauthenticated {
+        return Err(err(
+            "listen",
+            format!(
+                "is {listen}, which other hosts can reach, and auth.api_keys is empty: anyone \
+                 could read, write, delete and snapshot every memory. Set auth.api_keys, listen \
+                 on a loopback address, or set auth.allow_unauthenticated = true to serve \
+                 without keys on purpose"
+            ),
+        ));
+    }
     let rate_limit_per_second = positive(
         "rate_limit.requests_per_second",
         raw.rate_limit.requests_per_second,
@@ -380,6 +395,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         max_batch_body_bytes: max_batch_body_bytes as usize,
         shutdown_timeout,
         api_keys,
+        allow_unauthenticated,
         snapshot_interval,
         snapshots_kept: snapshots_kept as usize,
         rate_limit_per_second: rate_limit_per_second as u32,
