@@ -120,6 +120,39 @@ fn waited_batch_with_repeats_answers_embedded_and_names_the_repeats() {
     }
 }
 
+/// `embedding.wait_timeout` bounds the wait: past it the write answers with what is still
+/// `pending`, and the embedder finishes the rest in the background.
+#[test]
+fn a_waited_write_answers_pending_at_the_wait_timeout() {
+    let model = model_dir();
+    let model = model.to_str().expect("utf-8 path");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = local_settings(model);
+    settings.push(("embedding.wait_timeout", "1ms"));
+    let d = Daemon::start(&dir.path().join("data"), &settings);
+    let items: Vec<serde_json::Value> = (0..200)
+        .map(|i| json!({"namespace": "w", "content": format!("note {i} about the tides and the moon")}))
+        .collect();
+    let r = d.post(
+        "/api/v1/memories/batch?wait_for_embedding=true",
+        &json!({ "memories": items }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let results = r.body["results"].as_array().expect("results");
+    let pending = results
+        .iter()
+        .filter(|m| m["embedding_status"] == "pending")
+        .count();
+    assert!(
+        pending > 0,
+        "200 memories cannot be embedded within 1 ms: {pending} pending"
+    );
+    wait_for_embeddings(&d, Duration::from_secs(120));
+    let id = results[199]["id"].as_str().expect("id");
+    let m = d.get(&format!("/api/v1/memories/{id}")).body;
+    assert_eq!(m["embedding_status"], "ready", "{m}");
+}
+
 #[test]
 fn local_model_embeds_in_the_background_and_search_finds_by_meaning() {
     let model = model_dir();

@@ -21,6 +21,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("embedding.batch_size", Kind::Int, "256"),
     ("embedding.threads", Kind::Int, "0"),
     ("embedding.timeout", Kind::Str, "30s"),
+    ("embedding.wait_timeout", Kind::Str, "30s"),
     ("search.stemming", Kind::Bool, "true"),
     ("search.hnsw_connectivity", Kind::Int, "16"),
     ("search.hnsw_expansion_add", Kind::Int, "128"),

@@ -96,6 +96,9 @@ pub struct Settings {
     /// Parallel model passes of the local embedder.
     pub embed_threads: usize,
     pub embed_timeout: Duration,
+    /// Longest a `?wait_for_embedding=true` write waits before answering with what is still
+    /// `pending`.
+    pub embed_wait_timeout: Duration,
     pub search: SearchConfig,
     pub migration: MigrationConfig,
     pub sync_mode: SyncMode,

@@ -81,6 +81,7 @@ pub(super) struct RawEmbedding {
     pub(super) batch_size: Option<i64>,
     pub(super) threads: Option<i64>,
     pub(super) timeout: Option<String>,
+    pub(super) wait_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

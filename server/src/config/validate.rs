@@ -132,6 +132,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     };
     let embed_batch = positive("embedding.batch_size", raw.embedding.batch_size, 1, 1024)?;
     let embed_timeout = duration("embedding.timeout", raw.embedding.timeout)?;
+    let embed_wait_timeout = duration("embedding.wait_timeout", raw.embedding.wait_timeout)?;
+    if embed_wait_timeout > Duration::from_secs(600) {
+        return Err(err(
+            "embedding.wait_timeout",
+            "must be at most 10m (a client waits that long for its answer)",
+        ));
+    }
     // 0: one per CPU.
     let embed_threads = match positive("embedding.threads", raw.embedding.threads, 0, 256)? {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
@@ -378,6 +385,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         embed_batch: embed_batch as usize,
         embed_threads,
         embed_timeout,
+        embed_wait_timeout,
         search,
         migration,
         sync_mode,

@@ -23,8 +23,6 @@ use crate::http::auth::authorize;
 use crate::http::body::{blocking, parse_json, read_body, Query};
 use crate::http::{json_reply, AppState, Reply};
 
-/// Longest a `?wait_for_embedding=true` write waits for its vector.
-const EMBEDDING_WAIT: Duration = Duration::from_secs(30);
 /// How long one look at a pending memory waits for the embedder's next batch.
 const EMBEDDING_POLL: Duration = Duration::from_millis(200);
 /// Page size of a list that names none.
@@ -73,7 +71,7 @@ async fn after_writes(
     }
     let state = Arc::clone(state);
     blocking(move || {
-        let deadline = Instant::now() + EMBEDDING_WAIT;
+        let deadline = Instant::now() + state.settings.embed_wait_timeout;
         let mut current = memories;
         loop {
             for m in current.iter_mut().filter(|m| pending(m)) {
