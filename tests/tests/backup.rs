@@ -197,6 +197,28 @@ fn backup_under_load_verify_restore_after_losing_the_original() {
             stderr.contains(&name),
             "verify does not name {name} ({kind}): {stderr}"
         );
+        // restore refuses it too, naming the file, before writing anything.
+        let target = root.path().join("restore-from-damaged");
+        let out = ctl(&[
+            "restore",
+            copy.to_str().expect("utf8"),
+            "--target-dir",
+            target.to_str().expect("utf8"),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "restore used a backup with a flipped bit in the {kind}"
+        );
+        assert!(
+            stderr.contains(&name),
+            "restore does not name {name} ({kind}): {stderr}"
+        );
+        assert!(
+            !target.exists(),
+            "restore wrote {} before refusing",
+            target.display()
+        );
         std::fs::remove_dir_all(&copy).expect("cleanup");
     }
 

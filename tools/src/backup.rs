@@ -197,9 +197,15 @@ pub fn problems(backup: &Path) -> anyhow::Result<Vec<String>> {
             problems.push(format!("{}: no snapshot", snaps.display()));
         }
     }
-    let wal = backup.join("wal");
+    problems.extend(wal_problems(&backup.join("wal"))?);
+    Ok(problems)
+}
+
+/// Damaged or missing records in the backup's WAL segments, and gaps between them.
+fn wal_problems(wal: &Path) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
     let mut previous: Option<(PathBuf, Lsn)> = None;
-    for (index, path) in export::collect_segments(&[&wal])? {
+    for (index, path) in export::collect_segments(&[wal])? {
         match export::scan_file(index, &path, |_, _, _| {}) {
             Err(e) => problems.push(e.to_string()),
             Ok(info) => {
@@ -296,6 +302,19 @@ pub fn restore(
         );
     }
     let wal = backup.join("wal");
+    // Everything the restore may read is checked before the target is written: the WAL here,
+    // the chosen snapshot's files (against its manifest) by the engine.
+    let damaged = wal_problems(&wal)?;
+    if !damaged.is_empty() {
+        for p in &damaged {
+            eprintln!("{p}");
+        }
+        bail!(
+            "{} problem(s) in {}: nothing restored",
+            damaged.len(),
+            wal.display()
+        );
+    }
     let summary = export::summarize(&[&wal])?;
     let newest_snapshot = snapshots.last().map(|(_, m)| m).expect("not empty");
     let last_lsn = summary

@@ -29,6 +29,18 @@ pub(crate) fn lay_out(
             message: format!("{to} is before the snapshot's LSN {}", manifest.lsn),
         });
     }
+    // Every file used is checked against the manifest before anything is written.
+    let damaged = super::verify_snapshot(snapshot);
+    if !damaged.is_empty() {
+        return Err(EngineError::Corrupt {
+            path: snapshot.to_path_buf(),
+            detail: format!(
+                "{} damaged file(s), nothing restored: {}",
+                damaged.len(),
+                damaged.join("; ")
+            ),
+        });
+    }
     let root = target.root();
     if root.exists()
         && fs::read_dir(root)
