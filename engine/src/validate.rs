@@ -8,7 +8,9 @@ use crate::model::{
 };
 use crate::EngineError;
 
-/// An embedding of the store's dimensions, every value finite.
+/// An embedding of the store's dimensions, every value finite, with a length cosine similarity
+/// can use: not zero (no direction) and with a sum of squares that fits an `f32` (the index and
+/// the exact scans compute it in `f32`; past that every distance is NaN).
 pub(crate) fn embedding(embedding: &[f32], dimensions: usize) -> Result<(), EngineError> {
     if embedding.len() != dimensions {
         return Err(EngineError::Invalid {
@@ -24,6 +26,23 @@ pub(crate) fn embedding(embedding: &[f32], dimensions: usize) -> Result<(), Engi
         return Err(EngineError::Invalid {
             field: "embedding",
             message: format!("value at index {i} is not a finite number"),
+        });
+    }
+    let squares: f32 = embedding.iter().map(|x| x * x).sum();
+    if squares == 0.0 {
+        return Err(EngineError::Invalid {
+            field: "embedding",
+            message: "is all zeros (or too small for a 32-bit float): it has no direction to \
+                      compare"
+                .to_owned(),
+        });
+    }
+    if !squares.is_finite() {
+        return Err(EngineError::Invalid {
+            field: "embedding",
+            message: "is too long: the sum of its squares overflows a 32-bit float (scale it \
+                      down; only its direction counts)"
+                .to_owned(),
         });
     }
     Ok(())
@@ -195,6 +214,11 @@ mod tests {
             assert_eq!(field_of(r), "importance_score", "{bad}");
         }
         assert_eq!(field_of(embedding(&[0.0; 4], 3)), "embedding");
+        assert_eq!(field_of(embedding(&[0.0; 3], 3)), "embedding");
+        assert_eq!(field_of(embedding(&[1e-30, 0.0, 0.0], 3)), "embedding");
+        assert_eq!(field_of(embedding(&[2e19, 1.0, 1.0], 3)), "embedding");
+        embedding(&[1e18, 1e-3, 0.0], 3).expect("long but fine");
+        embedding(&[0.0, 0.0, 1e-12], 3).expect("short but fine");
         assert_eq!(
             field_of(embedding(&[0.0, f32::INFINITY, 0.0], 3)),
             "embedding"

@@ -24,7 +24,7 @@ fn concurrent_creates_into_a_tiny_working_tier_never_overflow_it() {
                         .map(|k| NewMemory {
                             namespace: "p".into(),
                             content: format!("thread {t} item {i} part {k}"),
-                            embedding: Some(vec![t as f32; 4]),
+                            embedding: Some(vec![t as f32 + 1.0; 4]),
                             importance: ((t * 7 + i) % 10) as f32 / 10.0,
                             metadata_json: "{}".into(),
                             tags: vec![],

@@ -312,7 +312,7 @@ fn snapshot_taken_under_concurrent_writes_restores_every_acknowledged_write() {
                         .create(NewMemory {
                             namespace: "c".into(),
                             content: content.clone(),
-                            embedding: Some(vec![w as f32; DIMS]),
+                            embedding: Some(vec![w as f32 + 1.0; DIMS]),
                             importance: 0.5,
                             metadata_json: "{}".into(),
                             tags: vec![],

@@ -68,7 +68,7 @@ fn memory_lifecycle_create_get_update_delete_purge() {
     );
     assert_eq!(patched.status, 200, "{}", patched.text);
     assert_eq!(patched.body["version"], 2);
-    assert_eq!(patched.body["importance_score"], 0.3f32 as f64);
+    assert_eq!(patched.body["importance_score"], 0.3);
     assert_eq!(patched.body["tags"], json!(["x"]));
     assert_eq!(patched.body["expires_at"], Value::Null);
     assert_eq!(
@@ -165,7 +165,7 @@ fn batch_create_reports_each_item() {
         "memories[1].embedding"
     );
     assert_eq!(results[2]["error"]["code"], "DUPLICATE_CONTENT");
-    assert_eq!(results[3]["importance_score"], 0.9f32 as f64);
+    assert_eq!(results[3]["importance_score"], 0.9);
     assert_eq!(
         results[4]["error"]["code"], "DUPLICATE_CONTENT",
         "duplicates inside one batch"
@@ -306,6 +306,22 @@ fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
             400,
             "INVALID_REQUEST",
             "importance_score",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            json!({"content": "a", "embedding": [0.0, 0.0, 0.0, 0.0]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "embedding",
+        ),
+        (
+            "POST",
+            "/api/v1/memories",
+            r#"{"content":"a","embedding":[18446744073709551616,1,1,1]}"#.into(),
+            400,
+            "INVALID_REQUEST",
+            "embedding",
         ),
         (
             "POST",

@@ -94,7 +94,8 @@ fn backup_under_load_verify_restore_after_losing_the_original() {
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let content = format!("writer {w} memory {n}");
-                    let body = json!({"content": content, "embedding": vec![w as f32 / 32.0; 16]});
+                    let body =
+                        json!({"content": content, "embedding": vec![(w + 1) as f32 / 32.0; 16]});
                     let r = match agent
                         .post(&format!("{url}/api/v1/memories"))
                         .send_json(body)

@@ -593,8 +593,8 @@ pub struct MemoryOut {
     pub embedding_model: Option<String>,
     pub tier: &'static str,
     pub status: &'static str,
-    /// The stored `f32`, widened exactly to `f64` (as every reply has written it).
-    pub importance_score: f64,
+    /// The stored `f32`, written in its shortest form (0.8 reads back as 0.8).
+    pub importance_score: f32,
     pub access_count: u64,
     pub last_accessed_at: Option<String>,
     /// Left out of search results with `include_metadata: false`.
@@ -628,7 +628,7 @@ impl MemoryOut {
             embedding_model: m.embedding_model,
             tier: m.tier.as_str(),
             status: m.status.as_str(),
-            importance_score: f64::from(m.importance),
+            importance_score: m.importance,
             access_count: m.access_count,
             last_accessed_at: m.last_accessed_at_us.map(format_time),
             metadata: Some(metadata),

@@ -71,7 +71,7 @@ fn memory_example() -> Value {
         "content": "Caroline went to the LGBTQ support group on 7 May",
         "content_hash": "5f2b9c0e3a1d4e6f8a7b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f",
         "has_embedding": true, "embedding_status": "ready", "embedding_model": "all-MiniLM-L6-v2",
-        "tier": "working", "status": "active", "importance_score": 0.800000011920929,
+        "tier": "working", "status": "active", "importance_score": 0.8,
         "access_count": 0, "last_accessed_at": null,
         "metadata": {"speaker": "Caroline", "session": 1}, "tags": ["caroline", "events"],
         "parent_id": null, "created_at": "2023-05-08T13:56:00Z",

@@ -275,7 +275,7 @@ pub struct MemoryBrief {
     pub created_at: String,
     pub tags: Vec<String>,
     pub tier: &'static str,
-    pub importance: f64,
+    pub importance: f32,
 }
 
 impl MemoryBrief {
