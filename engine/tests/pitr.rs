@@ -164,11 +164,18 @@ fn restore_to_random_moments_matches_the_oracle() {
                 let id = live[rng.random_range(0..live.len())];
                 // Cold moves are seals (one record each, like every other operation here);
                 // a memory already cold goes to warm instead.
+                // A move to the tier a memory is in changes nothing and logs nothing: another
+                // tier is picked then.
                 let tier = match rng.random_range(0..3) {
                     0 => Tier::Warm,
                     1 => Tier::Working,
                     _ if model[&id].tier == Tier::Cold => Tier::Warm,
                     _ => Tier::Cold,
+                };
+                let tier = match (tier == model[&id].tier, tier) {
+                    (false, t) => t,
+                    (true, Tier::Working) => Tier::Warm,
+                    (true, _) => Tier::Working,
                 };
                 Some(engine.move_to(&id, tier).expect("move"))
             }
@@ -190,7 +197,12 @@ fn restore_to_random_moments_matches_the_oracle() {
                         .update(
                             &id,
                             MemoryPatch {
-                                status: Some(Status::Archived),
+                                // Archiving an archived memory would change nothing.
+                                status: Some(if model[&id].status == Status::Archived {
+                                    Status::Active
+                                } else {
+                                    Status::Archived
+                                }),
                                 ..MemoryPatch::default()
                             },
                         )

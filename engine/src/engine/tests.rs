@@ -309,6 +309,80 @@ fn expiry_follows_the_clock_without_sleeping() {
 }
 
 #[test]
+fn an_expired_memory_frees_its_content_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(T0_US);
+    let engine = open_with(dir.path(), 100, clock.clone());
+    let mut m = new("see you tomorrow");
+    m.expires_at_us = Some(T0_US + 1_000_000);
+    let old = engine.create(m).expect("create");
+    assert!(matches!(
+        engine.create(new("see you tomorrow")),
+        Err(EngineError::Duplicate { existing }) if existing == old.id
+    ));
+    clock.advance(std::time::Duration::from_secs(2));
+    // Before the background purge runs, the content is free: the expired holder is purged by
+    // the write that needs its content, not reported as a duplicate that answers 404.
+    let again = engine
+        .create(new("see you tomorrow"))
+        .expect("the expired memory no longer holds its content");
+    assert_ne!(again.id, old.id);
+    assert_eq!(engine.get(&old.id).expect("get"), None);
+    assert_eq!(
+        engine.counters().memories_expired.load(Ordering::Relaxed),
+        1
+    );
+    engine.inner.purge_expired().expect("purge");
+    assert_eq!(
+        engine.counters().memories_expired.load(Ordering::Relaxed),
+        1,
+        "not counted twice"
+    );
+    // The new holder keeps the content through the purge and a reopen.
+    assert!(matches!(
+        engine.create(new("see you tomorrow")),
+        Err(EngineError::Duplicate { existing }) if existing == again.id
+    ));
+    engine.close().expect("close");
+    let engine = open_with(dir.path(), 100, clock);
+    assert!(matches!(
+        engine.create(new("see you tomorrow")),
+        Err(EngineError::Duplicate { existing }) if existing == again.id
+    ));
+}
+
+#[test]
+fn a_patch_that_changes_nothing_logs_nothing_and_a_move_keeps_the_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let stored = engine.create(new("a settled fact")).expect("create");
+    let lsn = engine.inner.wal.last_lsn();
+    let same = MemoryPatch {
+        importance: Some(stored.importance),
+        content: Some(stored.content.clone()),
+        ..MemoryPatch::default()
+    };
+    let after = engine.update(&stored.id, same).expect("no-op patch");
+    assert_eq!(after.version, 1);
+    assert_eq!(after.updated_at_us, stored.updated_at_us);
+    assert_eq!(engine.inner.wal.last_lsn(), lsn, "nothing was logged");
+    let moved = engine.move_to(&stored.id, Tier::Warm).expect("move");
+    assert_eq!((moved.tier, moved.version), (Tier::Warm, 1));
+    let moved = engine.get(&stored.id).expect("get").expect("present");
+    assert_eq!((moved.tier, moved.version), (Tier::Warm, 1));
+    let changed = engine
+        .update(
+            &stored.id,
+            MemoryPatch {
+                importance: Some(0.9),
+                ..MemoryPatch::default()
+            },
+        )
+        .expect("a real change");
+    assert_eq!(changed.version, 2);
+}
+
+#[test]
 fn the_policy_demotes_what_the_clock_says_went_unused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Clock::manual(T0_US);

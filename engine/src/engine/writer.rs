@@ -184,6 +184,29 @@ impl Inner {
         self.warm.find_hash(namespace, hash)
     }
 
+    /// Who holds `hash` in `namespace` and keeps it: a holder already expired (not yet purged by
+    /// the background job) is purged here, so its content can be written again at once.
+    pub(super) fn live_hash_holder(
+        &self,
+        w: &mut WriterState,
+        namespace: &str,
+        hash: &[u8; 32],
+    ) -> Result<Option<Uuid>, EngineError> {
+        let Some(holder) = self.hash_holder(w, namespace, hash)? else {
+            return Ok(None);
+        };
+        match self.current(w, &holder)? {
+            Some(m) if is_expired(&m, self.now_us()) => {
+                self.log_delete(w, &holder, true)?;
+                self.counters
+                    .memories_expired
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.hash_holder(w, namespace, hash)
+            }
+            _ => Ok(Some(holder)),
+        }
+    }
+
     /// Appends `op` to the WAL and queues it for apply. The caller holds the writer lock.
     pub(super) fn log(&self, w: &mut WriterState, mut op: Op) -> Result<Lsn, EngineError> {
         if let Op::Put { memory, .. } = &mut op {
@@ -294,7 +317,7 @@ impl Inner {
             &item.tags,
         )?;
         let hash = content_hash(&item.content);
-        if let Some(existing) = self.hash_holder(w, &item.namespace, &hash)? {
+        if let Some(existing) = self.live_hash_holder(w, &item.namespace, &hash)? {
             return Err(EngineError::Duplicate { existing });
         }
         // A new memory belongs in the working tier; if every memory there is an in-flight write
@@ -430,7 +453,9 @@ impl Inner {
             });
         }
         if memory.status != Status::Deleted {
-            if let Some(existing) = self.hash_holder(w, &memory.namespace, &memory.content_hash)? {
+            if let Some(existing) =
+                self.live_hash_holder(w, &memory.namespace, &memory.content_hash)?
+            {
                 return Err(EngineError::Duplicate { existing });
             }
         }
@@ -466,6 +491,15 @@ impl Inner {
             next.embedding_model = None;
             next.embedding_status = self.initial_embedding_status(next.embedding.is_some());
         }
+        if next == current {
+            // Nothing changes (the same values again): nothing is logged, the version stays.
+            return Ok(current);
+        }
+        // A patch that only names another tier is a move, and a move keeps the version.
+        let only_moves = Memory {
+            tier: current.tier,
+            ..next.clone()
+        } == current;
         // A cold segment is immutable: a changed memory leaves it (for warm, unless the patch
         // names a tier). Moving into cold is a seal, done by `Engine::update` after this.
         if next.tier == Tier::Cold {
@@ -474,7 +508,7 @@ impl Inner {
         let holds_hash = current.status != Status::Deleted;
         let claims_hash = next.status != Status::Deleted;
         if claims_hash && (applied.content_changed || !holds_hash) {
-            if let Some(existing) = self.hash_holder(w, &next.namespace, &next.content_hash)? {
+            if let Some(existing) = self.live_hash_holder(w, &next.namespace, &next.content_hash)? {
                 if existing != *id {
                     return Err(EngineError::Duplicate { existing });
                 }
@@ -485,8 +519,10 @@ impl Inner {
                 "the working tier is full of in-flight writes; retry",
             ));
         }
-        next.version = current.version + 1;
-        next.updated_at_us = self.now_us().max(current.updated_at_us);
+        if !only_moves {
+            next.version = current.version + 1;
+            next.updated_at_us = self.now_us().max(current.updated_at_us);
+        }
         let lsn = self.log(
             w,
             Op::Put {
