@@ -68,6 +68,31 @@ impl EngineError {
             source: Arc::new(source),
         }
     }
+
+    /// The process or the system ran out of file descriptors (EMFILE, ENFILE): nothing was
+    /// written wrong, and the same step succeeds once descriptors are free again. Work that
+    /// only makes durable what the WAL already holds (a checkpoint) retries it later instead of
+    /// poisoning the engine.
+    pub fn is_out_of_descriptors(&self) -> bool {
+        const EMFILE: i32 = 24;
+        const ENFILE: i32 = 23;
+        match self {
+            EngineError::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(EMFILE | ENFILE))
+            }
+            // RocksDB reports errno as text only.
+            EngineError::Rocks { message, .. } => {
+                message.contains("Too many open files")
+                    || message.contains("Too many open files in system")
+            }
+            EngineError::Wal(w) => matches!(
+                w.as_ref(),
+                engram_wal::WalError::Io { source, .. }
+                    if matches!(source.raw_os_error(), Some(EMFILE | ENFILE))
+            ),
+            _ => false,
+        }
+    }
 }
 
 impl From<engram_wal::WalError> for EngineError {
@@ -95,5 +120,21 @@ mod tests {
         assert_eq!(copy.to_string(), io.to_string());
         let source = std::error::Error::source(&copy).expect("the I/O error is the source");
         assert_eq!(source.to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_told_apart() {
+        let emfile = EngineError::io(Path::new("/x"), std::io::Error::from_raw_os_error(24));
+        assert!(emfile.is_out_of_descriptors());
+        let eio = EngineError::io(Path::new("/x"), std::io::Error::from_raw_os_error(5));
+        assert!(!eio.is_out_of_descriptors());
+        let rocks = EngineError::Rocks {
+            path: "/w".into(),
+            message:
+                "IO error: While open a file for appending: /w/000012.sst: Too many open files"
+                    .into(),
+        };
+        assert!(rocks.is_out_of_descriptors());
+        assert!(!EngineError::Poisoned.is_out_of_descriptors());
     }
 }

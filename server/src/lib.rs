@@ -31,8 +31,51 @@ use tokio::net::TcpListener;
 pub use config::Settings;
 pub use http::AppState;
 
-/// Most connections served at once; more wait in the listen backlog until one closes.
-pub const MAX_CONNECTIONS: usize = 4096;
+/// File descriptors kept for the engine: RocksDB's table cache
+/// ([`engram_engine::WARM_MAX_OPEN_FILES`]) plus WAL and cold segments, the vector index, the
+/// working tier, snapshot copies and the embedder, with room to spare.
+pub const ENGINE_DESCRIPTORS: u64 = 768;
+
+/// Raises the soft open-file limit to the hard one, then returns how many connections fit
+/// beside the engine's descriptors: `wanted`, or fewer when the limit is low (with a warning).
+/// Past the budget, connections wait in the listen backlog instead of making the engine's own
+/// opens fail with EMFILE.
+pub fn connection_budget(wanted: usize) -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // Linux refuses "unlimited" for descriptors; 2^20 is its usual ceiling (fs.nr_open).
+    let hard = limit.maximum.unwrap_or(1 << 20).min(1 << 20);
+    let mut soft = limit.current.unwrap_or(hard);
+    if soft < hard {
+        match setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(hard),
+                maximum: limit.maximum,
+            },
+        ) {
+            Ok(()) => soft = hard,
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit"),
+        }
+    }
+    let budget = if soft >= 2 * ENGINE_DESCRIPTORS {
+        soft - ENGINE_DESCRIPTORS
+    } else {
+        soft / 4
+    };
+    let budget = usize::try_from(budget).unwrap_or(usize::MAX).max(1);
+    if wanted > budget {
+        tracing::warn!(
+            limits_max_connections = wanted,
+            open_file_limit = soft,
+            serving = budget,
+            "limits.max_connections is above what the open-file limit allows beside the engine; serving fewer at once"
+        );
+        budget
+    } else {
+        wanted
+    }
+}
 /// A client has this long to send a request's headers, so idle or slow connections cannot hold
 /// the connection slots for ever.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,7 +84,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// (up to the configured timeout) for in-flight requests to finish.
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(tokio::sync::Semaphore::new(connection_budget(
+        state.settings.max_connections,
+    )));
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
         // A free connection slot first, so a flood waits in the backlog, not in memory.
@@ -54,10 +100,17 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
                 let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        drop(slot);
+                        if let Some(pause) = accept_errors.failed(&e) {
+                            tokio::select! {
+                                () = tokio::time::sleep(pause) => {}
+                                () = &mut shutdown => break,
+                            }
+                        }
                         continue;
                     }
                 };
+                accept_errors.succeeded();
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
                 let service = service_fn(move |req| http::handle(Arc::clone(&state), req, peer));
@@ -82,6 +135,70 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(timeout) => tracing::warn!(?timeout, "shutdown timeout: closing remaining connections"),
+    }
+}
+
+/// Connections the kernel queues while every connection slot is taken (tokio's default is 128,
+/// which a burst of clients overflows into SYN retries of a second or more).
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`] (the kernel caps it at `net.core.somaxconn`).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// What the accept loop does after a failed accept. Out of descriptors (EMFILE, ENFILE) or
+/// memory, the same accept fails at once again: it pauses, 10 ms doubling up to 1 s, so the
+/// loop neither spins a core nor floods the log (one line per 10 s, with a count). A client that
+/// gave up (ECONNABORTED and the like) costs nothing.
+#[derive(Default)]
+struct AcceptErrors {
+    pause: Option<Duration>,
+    unlogged: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl AcceptErrors {
+    const FIRST_PAUSE: Duration = Duration::from_millis(10);
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    fn failed(&mut self, e: &std::io::Error) -> Option<Duration> {
+        const ENFILE: i32 = 23;
+        const EMFILE: i32 = 24;
+        const ENOBUFS: i32 = 105;
+        const ENOMEM: i32 = 12;
+        let exhausted = matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM));
+        if !exhausted {
+            tracing::debug!(error = %e, "accept failed");
+            return None;
+        }
+        self.unlogged += 1;
+        if self.last_log.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            tracing::warn!(
+                error = %e,
+                failures = self.unlogged,
+                "accept failed: out of descriptors or memory; pausing accepts (limits.max_connections)"
+            );
+            self.unlogged = 0;
+            self.last_log = Some(std::time::Instant::now());
+        }
+        let pause = self
+            .pause
+            .map_or(Self::FIRST_PAUSE, |p| (p * 2).min(Self::MAX_PAUSE));
+        self.pause = Some(pause);
+        Some(pause)
+    }
+
+    fn succeeded(&mut self) {
+        self.pause = None;
     }
 }
 
@@ -243,9 +360,7 @@ pub async fn serve(settings: Settings, hooks: config::TestHooks) -> Result<(), S
         addr: settings.listen,
         source,
     };
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(listen_error)?;
+    let listener = listen(settings.listen).map_err(listen_error)?;
     let local = listener.local_addr().map_err(listen_error)?;
     tracing::info!(listen = %local, "engramd serving");
     if settings.api_keys.is_empty() && !local.ip().is_loopback() {
@@ -276,4 +391,39 @@ pub async fn serve(settings: Settings, hooks: config::TestHooks) -> Result<(), S
         .map_err(ServeError::Close)?;
     tracing::info!("store closed cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_pauses_grow_when_out_of_descriptors_and_reset_on_success() {
+        let mut errors = AcceptErrors::default();
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<Duration> = (0..10)
+            .map(|_| errors.failed(&emfile).expect("a pause"))
+            .collect();
+        assert_eq!(pauses[0], AcceptErrors::FIRST_PAUSE);
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(pauses[9], AcceptErrors::MAX_PAUSE);
+        errors.succeeded();
+        assert_eq!(errors.failed(&emfile), Some(AcceptErrors::FIRST_PAUSE));
+        let aborted = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(
+            errors.failed(&aborted),
+            None,
+            "a client that gave up costs nothing"
+        );
+    }
+
+    #[test]
+    fn the_connection_budget_leaves_the_engine_its_descriptors() {
+        let granted = connection_budget(usize::MAX);
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(1 << 20);
+        assert!(granted as u64 + ENGINE_DESCRIPTORS <= soft.max(granted as u64 * 4));
+        assert_eq!(connection_budget(3), 3);
+    }
 }

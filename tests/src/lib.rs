@@ -105,10 +105,28 @@ impl Daemon {
         settings: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_as(data_dir, settings, env, None)
+    }
+
+    /// A daemon whose open-file limit (soft and hard) is `limit`, as `ulimit -n` sets it.
+    pub fn start_with_open_file_limit(
+        data_dir: &Path,
+        settings: &[(&str, &str)],
+        limit: u64,
+    ) -> Daemon {
+        Daemon::start_as(data_dir, settings, &[], Some(limit))
+    }
+
+    fn start_as(
+        data_dir: &Path,
+        settings: &[(&str, &str)],
+        env: &[(&str, &str)],
+        open_file_limit: Option<u64>,
+    ) -> Daemon {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
-            match Daemon::try_start(data_dir, port, settings, env) {
+            match Daemon::try_start(data_dir, port, settings, env, open_file_limit) {
                 Ok(d) => return d,
                 Err(e) => last_error = e,
             }
@@ -121,10 +139,21 @@ impl Daemon {
         port: u16,
         settings: &[(&str, &str)],
         env: &[(&str, &str)],
+        open_file_limit: Option<u64>,
     ) -> Result<Daemon, String> {
         let log_path = data_dir.with_extension(format!("{port}.log"));
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(engramd_path());
+        let mut cmd = match open_file_limit {
+            None => Command::new(engramd_path()),
+            Some(limit) => {
+                // `exec` keeps the pid, so kill -9 and SIGTERM still reach engramd.
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(engramd_path());
+                sh
+            }
+        };
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")

@@ -255,6 +255,13 @@ impl Inner {
                         wal_bytes_at_checkpoint = covered;
                     }
                     Ok(false) => {} // a snapshot holds checkpoints off: try again next tick
+                    // Out of descriptors: nothing is lost (the WAL is trimmed only after the
+                    // tiers are durable), so the next interval tries again.
+                    Err(e) if e.is_out_of_descriptors() => {
+                        tracing::error!(error = %e, "checkpoint failed for want of file descriptors; retrying at the next interval");
+                        last_checkpoint = Instant::now();
+                        wal_bytes_at_checkpoint = covered;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "checkpoint failed");
                         self.poison(&e);

@@ -45,6 +45,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("limits.max_body_bytes", Kind::Int, "8388608"),
     ("limits.max_batch_body_bytes", Kind::Int, "67108864"),
     ("limits.shutdown_timeout", Kind::Str, "30s"),
+    ("limits.max_connections", Kind::Int, "4096"),
     ("auth.api_keys", Kind::List, ""),
     ("auth.allow_unauthenticated", Kind::Bool, "false"),
     ("backup.snapshot_interval", Kind::Str, "off"),

@@ -114,6 +114,8 @@ pub struct Settings {
     pub checkpoint_wal_bytes: u64,
     pub access_flush_interval: Duration,
     pub max_body_bytes: usize,
+    /// Most connections served at once (lowered at start to what the descriptor limit allows).
+    pub max_connections: usize,
     pub max_batch_body_bytes: usize,
     pub shutdown_timeout: Duration,
     /// Empty: no authentication.

@@ -115,6 +115,7 @@ pub(super) struct RawStorage {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
     pub(super) max_body_bytes: Option<i64>,
+    pub(super) max_connections: Option<i64>,
     pub(super) max_batch_body_bytes: Option<i64>,
     pub(super) shutdown_timeout: Option<String>,
 }

@@ -321,6 +321,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         1 << 32,
     )?;
     let shutdown_timeout = duration("limits.shutdown_timeout", raw.limits.shutdown_timeout)?;
+    let max_connections = positive(
+        "limits.max_connections",
+        raw.limits.max_connections,
+        1,
+        1_000_000,
+    )?;
     let snapshot_interval = match raw
         .backup
         .snapshot_interval
@@ -400,6 +406,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         checkpoint_wal_bytes: checkpoint_wal_bytes as u64,
         access_flush_interval,
         max_body_bytes: max_body_bytes as usize,
+        max_connections: max_connections as usize,
         max_batch_body_bytes: max_batch_body_bytes as usize,
         shutdown_timeout,
         api_keys,

@@ -55,6 +55,8 @@ const ALL_CFS: [&str; 10] = [
     CF_COLD_LOC,
 ];
 const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
+/// Most table files RocksDB keeps open (its default keeps every one open).
+pub const WARM_MAX_OPEN_FILES: i32 = 512;
 
 /// The RocksDB part of the store.
 pub struct WarmTier {
@@ -112,6 +114,9 @@ impl WarmTier {
         // Our WAL is the truth; flushes must keep every column family at the same LSN.
         opts.set_atomic_flush(true);
         opts.set_max_background_jobs(2);
+        // A bounded table cache, so the daemon can budget its file descriptors
+        // (`WARM_MAX_OPEN_FILES` + the engine's own + one per connection).
+        opts.set_max_open_files(WARM_MAX_OPEN_FILES);
         opts.set_bytes_per_sync(1 << 20);
         let mut table = rocksdb::BlockBasedOptions::default();
         let cache = rocksdb::Cache::new_lru_cache(block_cache_bytes);
