@@ -337,6 +337,24 @@ impl Drop for Daemon {
 }
 
 /// Where `scripts/setup.sh` put the all-MiniLM-L6-v2 files (`ENGRAM_EMBEDDING_MODEL_DIR` overrides).
+/// `us` (µs since the Unix epoch) as an RFC 3339 time in UTC, to the microsecond.
+pub fn rfc3339(us: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .expect("a time this century")
+        .format(&Rfc3339)
+        .expect("formats")
+}
+
+/// Now plus `ms` milliseconds (system clock), as [`rfc3339`] writes it.
+pub fn rfc3339_in(ms: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    rfc3339(now + ms * 1000)
+}
+
 pub fn model_dir() -> PathBuf {
     let dir = std::env::var_os("ENGRAM_EMBEDDING_MODEL_DIR")
         .map(PathBuf::from)

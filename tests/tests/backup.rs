@@ -402,3 +402,107 @@ fn scheduled_snapshots_are_taken_and_only_the_newest_are_kept() {
         "pruned snapshot directories are removed ({dirs} left)"
     );
 }
+
+/// A backup reaches back to the oldest snapshot the data directory keeps, and a stopped
+/// daemon's data directory is itself a restore source (its kept snapshots and archive): a
+/// moment between an old snapshot and the backup is restorable both ways.
+#[test]
+fn restore_reaches_back_to_the_oldest_kept_snapshot() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let settings = [("embedding.dimensions", "4")];
+    let mut d = Daemon::start(&data, &settings);
+    let write = |d: &Daemon, group: &str| -> Vec<String> {
+        (0..5)
+            .map(|i| {
+                let r = d.post(
+                    "/api/v1/memories",
+                    &json!({"content": format!("{group} {i}"), "embedding": [1.0, 0.5, 0.25, i]}),
+                );
+                assert_eq!(r.status, 201, "{}", r.text);
+                r.body["id"].as_str().expect("id").to_owned()
+            })
+            .collect()
+    };
+    let a = write(&d, "before the snapshot");
+    let snap = d.post("/api/v1/admin/snapshots", &json!({}));
+    assert_eq!(snap.status, 201, "{}", snap.text);
+    let b = write(&d, "after the snapshot");
+    let listed = d.get("/api/v1/admin/snapshots").body;
+    assert_eq!(
+        listed["restorable_from"], snap.body["commit_time"],
+        "{listed}"
+    );
+    assert!(d.terminate().success());
+    // The moment of B's last record, from the log itself.
+    let dump = ctl(&[
+        "wal",
+        "dump",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "--json",
+    ]);
+    assert!(dump.status.success());
+    let moment_us = String::from_utf8_lossy(&dump.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .find(|r| r["record"]["id"] == b[4].as_str() && r["record"]["op"] == "create")
+        .and_then(|r| r["commit_time_us"].as_i64())
+        .expect("B's last create is in the log");
+    let mut d = Daemon::start(&data, &settings);
+    let c = write(&d, "after the moment");
+    assert!(d.terminate().success());
+    let inspect = ctl(&["wal", "inspect", "--data-dir", data.to_str().expect("utf8")]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        text.contains("restorable window:") && text.contains(snap.body["id"].as_str().expect("id")),
+        "{text}"
+    );
+    // An offline backup takes a fresh snapshot after C, and keeps the older one too.
+    let backup = root.path().join("backup");
+    let report = ok_json(&ctl(&[
+        "backup",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "--out",
+        backup.to_str().expect("utf8"),
+        "--json",
+    ]));
+    assert_eq!(
+        report["snapshots"].as_array().expect("list").len(),
+        2,
+        "{report}"
+    );
+    let moment = engram_tests::rfc3339(moment_us);
+    for (source, name) in [(&backup, "from-backup"), (&data, "from-data-dir")] {
+        let target = root.path().join(name);
+        let out = ctl(&[
+            "restore",
+            source.to_str().expect("utf8"),
+            "--target-dir",
+            target.to_str().expect("utf8"),
+            "--to-time",
+            &moment,
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let d = Daemon::start(&target, &settings);
+        for id in a.iter().chain(&b) {
+            assert_eq!(
+                d.get(&format!("/api/v1/memories/{id}")).status,
+                200,
+                "{name}: {id}"
+            );
+        }
+        for id in &c {
+            assert_eq!(
+                d.get(&format!("/api/v1/memories/{id}")).status,
+                404,
+                "{name}: {id}"
+            );
+        }
+    }
+}

@@ -101,22 +101,27 @@ pub fn backup(
         Some(url) => online_snapshot(url, api_key)?,
         None => offline_snapshot(data_dir)?.id,
     };
-    bar.set_message(format!("copying snapshot {snapshot_id}"));
-    let src = DataDir::new(data_dir).snapshots().join(&snapshot_id);
-    let manifest = SnapshotManifest::read(&src)?;
+    let manifest = SnapshotManifest::read(&DataDir::new(data_dir).snapshots().join(&snapshot_id))?;
     let snaps_out = out.join("snapshots");
     fs::create_dir_all(&snaps_out).with_context(|| format!("creating {}", snaps_out.display()))?;
-    let dst = snaps_out.join(&snapshot_id);
     let mut copied_bytes = 0;
     let mut skipped_files = 0usize;
-    if dst.join(snapshot::MANIFEST_FILE).is_file() {
-        skipped_files += manifest.files.len();
-    } else {
-        let tmp = snaps_out.join(format!("{snapshot_id}.partial"));
+    // Every snapshot the data directory keeps, not only the new one: with the archived WAL
+    // since the oldest, any moment since the oldest kept snapshot can be restored.
+    let kept = snapshot::list_snapshots(&DataDir::new(data_dir).snapshots())?;
+    for (src, kept_manifest) in &kept {
+        let id = &kept_manifest.id;
+        let dst = snaps_out.join(id);
+        if dst.join(snapshot::MANIFEST_FILE).is_file() {
+            skipped_files += kept_manifest.files.len();
+            continue;
+        }
+        bar.set_message(format!("copying snapshot {id}"));
+        let tmp = snaps_out.join(format!("{id}.partial"));
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
-        copied_bytes += copy_dir(&src, &tmp)?;
+        copied_bytes += copy_dir(src, &tmp)?;
         durable::rename_durable(&tmp, &dst)?;
     }
     // WAL: archived and active segments, each cut after its last complete record.
@@ -152,6 +157,8 @@ pub fn backup(
     let report = json!({
         "backup": out.display().to_string(),
         "snapshot": snapshot_id,
+        "snapshots": kept.iter().map(|(_, m)| m.id.clone()).collect::<Vec<_>>(),
+        "restorable_from": kept.first().map(|(_, m)| format_time(m.commit_time_us)),
         "snapshot_lsn": manifest.lsn,
         "wal_first_lsn": first,
         "wal_last_lsn": last,
@@ -197,15 +204,16 @@ pub fn problems(backup: &Path) -> anyhow::Result<Vec<String>> {
             problems.push(format!("{}: no snapshot", snaps.display()));
         }
     }
-    problems.extend(wal_problems(&backup.join("wal"))?);
+    problems.extend(segment_problems(&[&backup.join("wal")], false)?);
     Ok(problems)
 }
 
-/// Damaged or missing records in the backup's WAL segments, and gaps between them.
-fn wal_problems(wal: &Path) -> anyhow::Result<Vec<String>> {
+/// Damaged or missing records in the WAL segments of `dirs`, and gaps between them. A backup's
+/// segments end at their last record; a data directory's (`preallocated`) may end in zeros.
+fn segment_problems(dirs: &[&Path], preallocated: bool) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut previous: Option<(PathBuf, Lsn)> = None;
-    for (index, path) in export::collect_segments(&[wal])? {
+    for (index, path) in export::collect_segments(dirs)? {
         match export::scan_file(index, &path, |_, _, _| {}) {
             Err(e) => problems.push(e.to_string()),
             Ok(info) => {
@@ -215,7 +223,7 @@ fn wal_problems(wal: &Path) -> anyhow::Result<Vec<String>> {
                         "{}: bad record at offset {offset}: {reason}",
                         path.display()
                     ));
-                } else if info.end_offset != len {
+                } else if info.end_offset != len && !preallocated {
                     problems.push(format!(
                         "{}: {} bytes after the last record at offset {}",
                         path.display(),
@@ -276,7 +284,7 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     Ok(i64::try_from(t.unix_timestamp_nanos() / 1000)?)
 }
 
-fn format_time(us: i64) -> String {
+pub fn format_time(us: i64) -> String {
     use time::format_description::well_known::Rfc3339;
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .ok()
@@ -295,27 +303,36 @@ pub fn restore(
     let Some((_, oldest)) = snapshots.first() else {
         bail!("{} holds no snapshot", backup.display());
     };
+    // A backup keeps its WAL in `wal/`, cut after the last record. A data directory (restoring
+    // from its own kept snapshots and archive, no backup needed) has `archive/` and the
+    // preallocated segments in `wal/`.
+    let data_dir = backup.join("archive").is_dir();
+    let wal_dirs: Vec<PathBuf> = if data_dir {
+        vec![backup.join("archive"), backup.join("wal")]
+    } else {
+        vec![backup.join("wal")]
+    };
+    let wal_refs: Vec<&Path> = wal_dirs.iter().map(PathBuf::as_path).collect();
     if target.exists() && fs::read_dir(target)?.next().is_some() {
         bail!(
             "{} is not empty: restore only into an empty or new directory",
             target.display()
         );
     }
-    let wal = backup.join("wal");
     // Everything the restore may read is checked before the target is written: the WAL here,
     // the chosen snapshot's files (against its manifest) by the engine.
-    let damaged = wal_problems(&wal)?;
+    let damaged = segment_problems(&wal_refs, data_dir)?;
     if !damaged.is_empty() {
         for p in &damaged {
             eprintln!("{p}");
         }
         bail!(
-            "{} problem(s) in {}: nothing restored",
+            "{} problem(s) in the WAL of {}: nothing restored",
             damaged.len(),
-            wal.display()
+            backup.display()
         );
     }
-    let summary = export::summarize(&[&wal])?;
+    let summary = export::summarize(&wal_refs)?;
     let newest_snapshot = snapshots.last().map(|(_, m)| m).expect("not empty");
     let last_lsn = summary
         .iter()
@@ -340,7 +357,7 @@ pub fn restore(
         (Some(n), _) => n,
         (None, Some(t)) => {
             let us = parse_time(t)?;
-            let mut sources: Vec<PathBuf> = vec![wal.clone()];
+            let mut sources: Vec<PathBuf> = wal_dirs.clone();
             sources.extend(snapshots.iter().map(|(d, _)| d.join("wal")));
             let refs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
             match export::lsn_at_time(&refs, us)? {
@@ -365,7 +382,7 @@ pub fn restore(
             snap.id
         ),
     );
-    let report = engram_engine::restore_snapshot(snap_dir, &[&wal], target, Some(target_lsn))
+    let report = engram_engine::restore_snapshot(snap_dir, &wal_refs, target, Some(target_lsn))
         .with_context(|| format!("restoring into {}", target.display()))?;
     bar.finish_and_clear();
     let out = json!({

@@ -52,7 +52,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Build a data directory from a backup, at its newest state or at a moment.
+    /// Build a data directory from a backup, at its newest state or at a moment. BACKUP may
+    /// also be a stopped daemon's data directory: its kept snapshots and archived WAL.
     Restore {
         backup: PathBuf,
         #[arg(long)]
@@ -215,7 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir,
                 archive,
                 json,
-            } => inspect(&wal_dir(&data_dir, archive)?, json),
+            } => inspect(&wal_dir(&data_dir, archive)?, &data_dir, json),
             WalCommand::Dump {
                 data_dir,
                 archive,
@@ -358,7 +359,7 @@ fn scan_segment(
     })
 }
 
-fn inspect(dir: &Path, as_json: bool) -> anyhow::Result<()> {
+fn inspect(dir: &Path, data_dir: &Path, as_json: bool) -> anyhow::Result<()> {
     let segments =
         segment::list_segments(dir).with_context(|| format!("listing {}", dir.display()))?;
     let mut rows = Vec::new();
@@ -406,7 +407,34 @@ fn inspect(dir: &Path, as_json: bool) -> anyhow::Result<()> {
             r["problem"].as_str().unwrap_or("")
         );
     }
+    println!("{}", restorable_window(data_dir)?);
     Ok(())
+}
+
+/// The moments `engramctl restore DATA_DIR` can reach: from the oldest kept snapshot (the
+/// archive keeps the WAL since it) to the newest record in the archive and the log.
+fn restorable_window(data_dir: &Path) -> anyhow::Result<String> {
+    let layout = engram_engine::DataDir::new(data_dir);
+    let snapshots = engram_engine::snapshot::list_snapshots(&layout.snapshots())?;
+    let Some((_, oldest)) = snapshots.first() else {
+        return Ok(
+            "restorable window: none (no snapshot is kept; take one to start it)".to_owned(),
+        );
+    };
+    let (archive, wal) = (layout.archive(), layout.wal());
+    let newest = engram_wal::export::summarize(&[&archive, &wal])?
+        .iter()
+        .filter_map(|s| s.times.map(|t| t.1))
+        .max()
+        .unwrap_or(oldest.commit_time_us)
+        .max(oldest.commit_time_us);
+    Ok(format!(
+        "restorable window: {} (snapshot {}) to {} — engramctl restore {} --to-time T",
+        backup::format_time(oldest.commit_time_us),
+        oldest.id,
+        backup::format_time(newest),
+        data_dir.display()
+    ))
 }
 
 fn describe(op: &Op) -> serde_json::Value {

@@ -216,7 +216,7 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
                 "Written to `<data_dir>/snapshots/<id>/`; with the archived WAL it is the base of backups and point-in-time restore.")
         },
         Route::ListSnapshots => Operation {
-            success: vec![(200, "Oldest first.", Some(g.reply::<SnapshotListOut>()), json!({"snapshots": [snapshot_example()]}))],
+            success: vec![(200, "Oldest first.", Some(g.reply::<SnapshotListOut>()), json!({"snapshots": [snapshot_example()], "restorable_from": "2026-11-30T17:59:59.5Z"}))],
             errors: ADMIN,
             ..base("get", "/api/v1/admin/snapshots", "listSnapshots", "admin", "List snapshots", "")
         },

@@ -214,6 +214,10 @@ impl From<&SnapshotManifest> for SnapshotOut {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SnapshotListOut {
     pub snapshots: Vec<SnapshotOut>,
+    /// The oldest moment a point-in-time restore can reach from this data directory: the
+    /// oldest kept snapshot's commit time (the archived WAL since it is kept). `null` without
+    /// snapshots.
+    pub restorable_from: Option<String>,
 }
 
 /// `DELETE /api/v1/admin/snapshots/{id}`.

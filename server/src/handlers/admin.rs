@@ -38,6 +38,11 @@ pub(crate) async fn snapshot_list(state: &Arc<AppState>) -> Result<Reply, ApiErr
     let all = blocking(move || engine.list_snapshots()).await??;
     let body = SnapshotListOut {
         snapshots: all.iter().map(SnapshotOut::from).collect(),
+        restorable_from: all
+            .iter()
+            .map(|m| m.commit_time_us)
+            .min()
+            .map(crate::api::format_time),
     };
     Ok(json_reply(StatusCode::OK, &body))
 }
