@@ -951,3 +951,127 @@ fn a_reachable_address_without_keys_is_refused_at_start() {
     );
     assert!(!dir.path().join("data").exists(), "nothing was created");
 }
+
+#[test]
+fn roles_limit_what_a_key_may_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let new_key = |role: &str, name: &str| -> Value {
+        let out = engram_tests::ctl(&["key", "new", "--name", name, "--role", role, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let (reader, writer, admin) = (
+        new_key("read", "dashboard"),
+        new_key("write", "agent"),
+        new_key("admin", "ops"),
+    );
+    let config = dir.path().join("engram.toml");
+    let entries: String = [&reader, &writer, &admin]
+        .iter()
+        .map(|k| k["config"].as_str().expect("entry").to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !entries.contains(reader["key"].as_str().expect("key")),
+        "no key in the clear"
+    );
+    std::fs::write(&config, format!("[embedding]\ndimensions = 4\n\n{entries}")).expect("write");
+    let d = Daemon::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[("ENGRAM_CONFIG", config.to_str().expect("utf8"))],
+    );
+    let as_key = |k: &Value, method: &str, path: &str, body: Option<&str>| {
+        let bearer = format!("Bearer {}", k["key"].as_str().expect("key"));
+        d.request(
+            method,
+            path,
+            body,
+            &[
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+            ],
+        )
+    };
+    let create = r#"{"content":"a fact","embedding":[1,0,0,0]}"#;
+    // read: get, list, search; not create.
+    let r = as_key(&reader, "POST", "/api/v1/memories", Some(create));
+    assert_eq!((r.status, r.code()), (403, "FORBIDDEN"), "{}", r.text);
+    assert_eq!(r.body["error"]["details"]["needed"], "write", "{}", r.text);
+    // write: create and soft delete; not purge, not admin.
+    let r = as_key(&writer, "POST", "/api/v1/memories", Some(create));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    let r = as_key(&reader, "GET", &format!("/api/v1/memories/{id}"), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = as_key(
+        &reader,
+        "POST",
+        "/api/v1/search",
+        Some(r#"{"query_text":"fact"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = as_key(
+        &writer,
+        "DELETE",
+        &format!("/api/v1/memories/{id}?purge=true"),
+        None,
+    );
+    assert_eq!((r.status, r.code()), (403, "FORBIDDEN"), "{}", r.text);
+    let r = as_key(&writer, "POST", "/api/v1/admin/snapshots", Some("{}"));
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = as_key(&reader, "DELETE", &format!("/api/v1/memories/{id}"), None);
+    assert_eq!(r.status, 403, "{}", r.text);
+    // admin: purge and snapshots.
+    let r = as_key(&admin, "POST", "/api/v1/admin/snapshots", Some("{}"));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = as_key(
+        &admin,
+        "DELETE",
+        &format!("/api/v1/memories/{id}?purge=true"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    // MCP: a read key may recall but not remember.
+    let call = |tool: &str, args: Value| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}})
+            .to_string()
+    };
+    let mcp = |k: &Value, body: &str| {
+        let bearer = format!("Bearer {}", k["key"].as_str().expect("key"));
+        d.request(
+            "POST",
+            "/mcp",
+            Some(body),
+            &[
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+            ],
+        )
+    };
+    let r = mcp(
+        &reader,
+        &call("remember", json!({"content": "not allowed"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["result"]["isError"], true, "{}", r.text);
+    assert!(r.text.contains("needs a write key"), "{}", r.text);
+    let r = mcp(&reader, &call("recall", json!({"query": "fact"})));
+    assert_eq!(r.body["result"]["isError"], false, "{}", r.text);
+    // One character more is another key, and unknown.
+    let r = d.request(
+        "GET",
+        "/api/v1/memories",
+        None,
+        &[(
+            "x-api-key",
+            &format!("{}x", reader["key"].as_str().expect("key")),
+        )],
+    );
+    assert_eq!(r.status, 401, "{}", r.text);
+}

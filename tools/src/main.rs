@@ -120,6 +120,31 @@ enum Command {
         #[arg(long, env = "ENGRAM_NAMESPACE")]
         namespace: Option<String>,
     },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Print a new random API key and the `[[auth.keys]]` entry (its SHA-256, not the key) to
+    /// paste into engramd's configuration file.
+    New {
+        /// Names the key in logs and errors.
+        #[arg(long)]
+        name: String,
+        /// read (get, list, search), write (plus create, update, delete) or admin (plus purge,
+        /// snapshots, migrate, compact).
+        #[arg(long, default_value = "write")]
+        role: String,
+        /// Limit the key to these namespaces (repeatable); none: every namespace.
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +213,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             api_key,
             namespace,
         } => mcp::serve_stdio(&url, api_key, namespace),
+        Command::Key {
+            command:
+                KeyCommand::New {
+                    name,
+                    role,
+                    namespaces,
+                    json,
+                },
+        } => new_key(&name, &role, &namespaces, json),
         Command::Check { data_dir, json } => check(&data_dir, json),
         Command::Export {
             data_dir,
@@ -325,6 +359,49 @@ struct SegmentSummary {
     /// First and last commit time, microseconds since the epoch.
     times: Option<(i64, i64)>,
     end: ScanEnd,
+}
+
+/// A new key: 32 random bytes as 64 hex digits after `egk_`, and its configuration entry.
+fn new_key(name: &str, role: &str, namespaces: &[String], as_json: bool) -> anyhow::Result<()> {
+    use rand::RngCore;
+    use sha2::Digest;
+    if !matches!(role, "read" | "write" | "admin") {
+        anyhow::bail!("--role must be read, write or admin, got {role:?}");
+    }
+    if name.is_empty() || name.contains(['"', '\\', '\n']) {
+        anyhow::bail!("--name must be a non-empty name without quotes, backslashes or newlines");
+    }
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let key = format!("egk_{}", hex(&secret));
+    let digest = hex(&sha2::Sha256::digest(key.as_bytes()));
+    let namespaces_toml = if namespaces.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "namespaces = [{}]\n",
+            namespaces
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let entry = format!(
+        "[[auth.keys]]\nname = {name:?}\nrole = \"{role}\"\n{namespaces_toml}sha256 = \"{digest}\"\n"
+    );
+    if as_json {
+        println!(
+            "{}",
+            json!({"key": key, "name": name, "role": role, "namespaces": namespaces, "sha256": digest, "config": entry})
+        );
+    } else {
+        println!(
+            "key (shown once; give it to the client, keep it out of the configuration):\n  {key}\n"
+        );
+        println!("add to engramd's configuration file:\n\n{entry}");
+    }
+    Ok(())
 }
 
 /// Scans one segment, calling `visit` for each record with its offset.

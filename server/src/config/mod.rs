@@ -16,6 +16,7 @@ use engram_engine::{EngineConfig, MigrationConfig, SyncMode};
 use keys::set_key;
 pub use keys::{default_of, env_name, parse_duration, Kind, KEYS};
 use raw::RawConfig;
+pub use validate::sha256;
 use validate::validate;
 
 /// A configuration problem, naming the key.
@@ -36,11 +37,51 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
 /// One API key and the namespaces it may touch (`*` or empty: all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
-    pub key: String,
+    /// Names the key in logs and the rate limiter (never the key itself).
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the key: the daemon keeps no key in the clear.
+    pub sha256: [u8; 32],
     pub namespaces: Vec<String>,
 }
 
+/// What a key may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Get, list and search (MCP: recall, get_memory, list_memories, memory_status).
+    Read,
+    /// Plus create, update and soft delete (MCP: remember, update_memory, forget).
+    Write,
+    /// Plus purge, snapshots, migrate, compact and the tier report; admin endpoints also need
+    /// a key not limited to namespaces.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "read" => Some(Role::Read),
+            "write" => Some(Role::Write),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 impl ApiKey {
+    /// Whether the key's role covers `needed`.
+    pub fn can(&self, needed: Role) -> bool {
+        self.role >= needed
+    }
+
     /// Whether the key is not limited to some namespaces (needed for admin endpoints).
     pub fn allows_all(&self) -> bool {
         self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == "*")
@@ -205,6 +246,15 @@ pub fn from_process(cli: &CommandLine) -> Result<(Settings, TestHooks), ConfigEr
         let (k, v) = s
             .split_once('=')
             .ok_or_else(|| err(&format!("--set {s}"), "expected KEY=VALUE"))?;
+        if k.trim().starts_with("auth.api_keys") {
+            // Logging is not up yet; this goes where configuration errors go.
+            eprintln!(
+                "engramd: warning: --set {} puts API keys on the command line, where `ps` shows \
+                 them to every user; use the configuration file ([[auth.keys]], stored as \
+                 SHA-256) or ENGRAM_AUTH_API_KEYS",
+                k.trim()
+            );
+        }
         overrides.push((k.trim().to_owned(), v.to_owned()));
     }
     let env: Vec<(String, String)> = std::env::vars()
@@ -343,6 +393,59 @@ mod tests {
         std::fs::write(&path, "[wal]\nsnyc = \"always\"\n").expect("write");
         let e = load(Some(&path), &[], &[]).expect_err("unknown key");
         assert!(e.to_string().contains("snyc"), "{e}");
+    }
+
+    #[test]
+    fn keys_have_roles_and_are_kept_as_digests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys.toml");
+        let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"; // "test"
+        std::fs::write(
+            &path,
+            format!(
+                "[auth]\napi_keys = [\"admin-0123456789\", \"agent-abcdefgh:team-a\"]\n\
+                 [[auth.keys]]\nname = \"reader\"\nrole = \"read\"\nnamespaces = [\"team-a\"]\nsha256 = \"{digest}\"\n"
+            ),
+        )
+        .expect("write");
+        let s = load(Some(&path), &[], &[]).expect("valid");
+        let roles: Vec<(&str, Role)> = s
+            .api_keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.role))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("api_keys[0]", Role::Admin),
+                ("api_keys[1]", Role::Write),
+                ("reader", Role::Read)
+            ]
+        );
+        assert_eq!(s.api_keys[2].sha256, sha256(b"test"));
+        assert_eq!(s.api_keys[0].sha256, sha256(b"admin-0123456789"));
+        for (entry, field) in [
+            (
+                "name = \"\"\nrole = \"read\"\nsha256 = \"{d}\"",
+                "auth.keys[0].name",
+            ),
+            (
+                "name = \"x\"\nrole = \"owner\"\nsha256 = \"{d}\"",
+                "auth.keys[0].role",
+            ),
+            (
+                "name = \"x\"\nrole = \"read\"\nsha256 = \"abc\"",
+                "auth.keys[0].sha256",
+            ),
+        ] {
+            std::fs::write(
+                &path,
+                format!("[[auth.keys]]\n{}\n", entry.replace("{d}", digest)),
+            )
+            .expect("write");
+            let e = load(Some(&path), &[], &[]).expect_err(field);
+            assert_eq!(e.key, field, "{e}");
+        }
     }
 
     #[test]

@@ -125,7 +125,18 @@ pub(super) struct RawLimits {
 pub(super) struct RawAuth {
     /// Plain keys (all namespaces) or `key:ns1|ns2` entries.
     pub(super) api_keys: Option<Vec<String>>,
+    /// `[[auth.keys]]` tables: named keys with a role, stored as SHA-256 (file only).
+    pub(super) keys: Option<Vec<RawKey>>,
     pub(super) allow_unauthenticated: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKey {
+    pub(super) name: String,
+    pub(super) role: String,
+    pub(super) namespaces: Option<Vec<String>>,
+    pub(super) sha256: String,
 }
 
 #[derive(Debug, Deserialize, Default)]

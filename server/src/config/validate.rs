@@ -10,7 +10,7 @@ use engram_engine::{MigrationConfig, SyncMode, MAX_DIMENSIONS};
 
 use super::keys::{default_of, parse_duration};
 use super::raw::RawConfig;
-use super::{err, ApiKey, ConfigError, Provider, Settings};
+use super::{err, ApiKey, ConfigError, Provider, Role, Settings};
 
 fn default_bool(key: &str) -> bool {
     default_of(key) == "true"
@@ -346,10 +346,16 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         10_000,
     )?;
     let mut api_keys = Vec::new();
-    for entry in raw.auth.api_keys.unwrap_or_default() {
-        let (key, namespaces) = match entry.split_once(':') {
-            Some((k, ns)) => (k.to_owned(), ns.split('|').map(str::to_owned).collect()),
-            None => (entry.clone(), Vec::new()),
+    for (i, entry) in raw
+        .auth
+        .api_keys
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let (key, namespaces): (&str, Vec<String>) = match entry.split_once(':') {
+            Some((k, ns)) => (k, ns.split('|').map(str::to_owned).collect()),
+            None => (&entry, Vec::new()),
         };
         if key.len() < 8 {
             return Err(err(
@@ -357,7 +363,46 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
                 "each key must be at least 8 characters",
             ));
         }
-        api_keys.push(ApiKey { key, namespaces });
+        // A plain key is an admin key when it may use every namespace, a write key otherwise
+        // (what every key could do before roles).
+        let role = if namespaces.is_empty() {
+            Role::Admin
+        } else {
+            Role::Write
+        };
+        api_keys.push(ApiKey {
+            name: format!("api_keys[{i}]"),
+            role,
+            sha256: sha256(key.as_bytes()),
+            namespaces,
+        });
+    }
+    for (i, k) in raw.auth.keys.unwrap_or_default().into_iter().enumerate() {
+        let field = |f: &str| format!("auth.keys[{i}].{f}");
+        if k.name.is_empty() || api_keys.iter().any(|o: &ApiKey| o.name == k.name) {
+            return Err(err(&field("name"), "must be given and unique"));
+        }
+        let role = Role::parse(&k.role).ok_or_else(|| {
+            err(
+                &field("role"),
+                format!("expected read, write or admin, got {:?}", k.role),
+            )
+        })?;
+        let sha256 = parse_sha256(&k.sha256).ok_or_else(|| {
+            err(
+                &field("sha256"),
+                "expected the key's SHA-256 as 64 hex digits (engramctl key new prints it)",
+            )
+        })?;
+        if api_keys.iter().any(|o| o.sha256 == sha256) {
+            return Err(err(&field("sha256"), "is the digest of another key"));
+        }
+        api_keys.push(ApiKey {
+            name: k.name,
+            role,
+            sha256,
+            namespaces: k.namespaces.unwrap_or_default(),
+        });
     }
     let allow_unauthenticated = raw
         .auth
@@ -416,4 +461,22 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         rate_limit_per_second: rate_limit_per_second as u32,
         rate_limit_burst: (rate_limit_burst as u32).max(rate_limit_per_second as u32),
     })
+}
+
+/// SHA-256 of `bytes`: how keys are kept and compared.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }

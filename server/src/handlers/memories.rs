@@ -355,6 +355,9 @@ pub(crate) async fn delete_one(
     purge: bool,
     key: Option<&ApiKey>,
 ) -> Result<DeletedOut, ApiError> {
+    if purge {
+        crate::http::auth::require(key, crate::config::Role::Admin, "purging a memory")?;
+    }
     if key.is_some() {
         authorized_read(state, id, key).await?;
     }

@@ -11,7 +11,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::config::ApiKey;
+use crate::config::{ApiKey, Role};
 use crate::error::ApiError;
 
 /// Distinct rate-limit buckets kept; past this, the bucket idle longest is dropped.
@@ -37,25 +37,47 @@ pub(crate) fn authenticate<'a>(
             "an API key is required: send Authorization: Bearer <key> or X-API-Key",
         ));
     };
-    state
-        .settings
-        .api_keys
-        .iter()
-        .find(|k| keys_equal(k.key.as_bytes(), presented.as_bytes()))
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "the API key is not valid",
-            )
-        })
+    // Compared as SHA-256 digests, in constant time: the daemon keeps no key in the clear, and
+    // the digests have one length. Every key is compared, so the time does not say which.
+    let digest = crate::config::sha256(presented.as_bytes());
+    let mut found = None;
+    for k in &state.settings.api_keys {
+        if keys_equal(&k.sha256, &digest) {
+            found = Some(k);
+        }
+    }
+    found.map(Some).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "the API key is not valid",
+        )
+    })
 }
 
-/// Compares a presented key with a configured one in time that does not depend on where they
-/// differ (the lengths may leak; keys are long random strings).
-fn keys_equal(a: &[u8], b: &[u8]) -> bool {
+/// Compares two digests in time that does not depend on where they differ.
+fn keys_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.ct_eq(b).into()
+}
+
+/// 403 unless `key` (if keys are configured) has at least `needed`'s role.
+pub(crate) fn require(key: Option<&ApiKey>, needed: Role, what: &str) -> Result<(), ApiError> {
+    match key {
+        Some(k) if !k.can(needed) => Err(ApiError {
+            details: json!({ "role": k.role.as_str(), "needed": needed.as_str() }),
+            ..ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                format!(
+                    "{what} needs a {} key; this key ({}) is {}",
+                    needed.as_str(),
+                    k.name,
+                    k.role.as_str()
+                ),
+            )
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn authorize(key: Option<&ApiKey>, namespace: &str) -> Result<(), ApiError> {
@@ -138,10 +160,11 @@ mod tests {
 
     #[test]
     fn keys_compare_exactly() {
-        assert!(keys_equal(b"secret-key", b"secret-key"));
-        assert!(!keys_equal(b"secret-key", b"secret-kez"));
-        assert!(!keys_equal(b"secret-key", b"secret-key-longer"));
-        assert!(!keys_equal(b"", b"x"));
+        let key = |s: &str| crate::config::sha256(s.as_bytes());
+        assert!(keys_equal(&key("secret-key"), &key("secret-key")));
+        assert!(!keys_equal(&key("secret-key"), &key("secret-kez")));
+        assert!(!keys_equal(&key("secret-key"), &key("secret-key ")));
+        assert!(!keys_equal(&key(""), &key("x")));
     }
 
     #[test]

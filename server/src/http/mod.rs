@@ -191,7 +191,7 @@ async fn serve(
     let access = route.access();
     let key = {
         let key = auth::authenticate(state, &req)?;
-        let who = key.map_or_else(|| peer.ip().to_string(), |k| k.key.clone());
+        let who = key.map_or_else(|| peer.ip().to_string(), |k| format!("key:{}", k.name));
         state.limiter.check(&who).map_err(|secs| ApiError {
             retry_after_seconds: Some(secs),
             ..ApiError::new(
@@ -204,6 +204,11 @@ async fn serve(
     };
     let query = body::Query::parse(req.uri().query())?;
     query.only(route.query_parameters())?;
+    auth::require(
+        key.as_ref(),
+        route.role(),
+        &format!("route {}", route.label()),
+    )?;
     if access == Access::Admin && key.as_ref().is_some_and(|k| !k.allows_all()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

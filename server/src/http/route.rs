@@ -5,6 +5,7 @@
 use engram_engine::search::SearchMode;
 use hyper::{Method, StatusCode};
 
+use crate::config::Role;
 use crate::error::ApiError;
 
 /// One endpoint, with what its path carries.
@@ -164,6 +165,31 @@ impl Route {
             | Route::Compact
             | Route::Tiers
             | Route::TestClock => Access::Admin,
+        }
+    }
+
+    /// The role a key needs for the route (when keys are configured). Purging a memory
+    /// (`DELETE …?purge=true`) needs admin, checked by the handler.
+    pub fn role(&self) -> Role {
+        match self {
+            Route::Health
+            | Route::Metrics
+            | Route::OpenApi
+            | Route::ListMemories
+            | Route::GetMemory(_)
+            | Route::Search(_)
+            | Route::Mcp => Role::Read,
+            Route::CreateMemory
+            | Route::BatchCreate
+            | Route::UpdateMemory(_)
+            | Route::DeleteMemory(_) => Role::Write,
+            Route::CreateSnapshot
+            | Route::ListSnapshots
+            | Route::DeleteSnapshot(_)
+            | Route::Migrate
+            | Route::Compact
+            | Route::Tiers
+            | Route::TestClock => Role::Admin,
         }
     }
 

@@ -30,6 +30,8 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use crate::config::Role;
+
 use crate::api::{self, MemoryOut};
 use crate::config::ApiKey;
 use crate::error::ApiError;
@@ -203,7 +205,14 @@ impl EngramMcp {
         let state = &caller.state;
         let key = caller.key.as_ref();
         let args = request.arguments;
+        let needed = match request.name.as_ref() {
+            "remember" | "update_memory" | "forget" => Role::Write,
+            _ => Role::Read,
+        };
+        let allowed =
+            crate::http::auth::require(key, needed, &format!("the {} tool", request.name));
         let outcome = match request.name.as_ref() {
+            _ if allowed.is_err() => allowed.map(|()| Value::Null),
             "remember" => tools::remember(state, key, arguments(args)?).await,
             "recall" => tools::recall(state, key, arguments(args)?).await,
             "get_memory" => tools::get_memory(state, key, arguments(args)?).await,
