@@ -147,29 +147,19 @@ impl Route {
         }
     }
 
+    /// Who may call the route: probes and scrapers need no key; admin routes need an admin key
+    /// not limited to namespaces; the rest any key whose role covers [`Route::role`].
     pub fn access(&self) -> Access {
-        match self {
-            Route::Health | Route::Metrics | Route::OpenApi => Access::Open,
-            Route::CreateMemory
-            | Route::ListMemories
-            | Route::BatchCreate
-            | Route::Search(_)
-            | Route::GetMemory(_)
-            | Route::UpdateMemory(_)
-            | Route::DeleteMemory(_)
-            | Route::Mcp => Access::Key,
-            Route::CreateSnapshot
-            | Route::ListSnapshots
-            | Route::DeleteSnapshot(_)
-            | Route::Migrate
-            | Route::Compact
-            | Route::Tiers
-            | Route::TestClock => Access::Admin,
+        match (self, self.role()) {
+            (Route::Health | Route::Metrics | Route::OpenApi, _) => Access::Open,
+            (_, Role::Admin) => Access::Admin,
+            (_, Role::Read | Role::Write) => Access::Key,
         }
     }
 
     /// The role a key needs for the route (when keys are configured). Purging a memory
-    /// (`DELETE …?purge=true`) needs admin, checked by the handler.
+    /// (`DELETE …?purge=true`, or MCP `forget` with `purge`) needs admin, checked where both
+    /// delete (`handlers::memories::delete_one`).
     pub fn role(&self) -> Role {
         match self {
             Route::Health
