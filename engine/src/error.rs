@@ -82,8 +82,7 @@ impl EngineError {
             }
             // RocksDB reports errno as text only.
             EngineError::Rocks { message, .. } => {
-                message.contains("Too many open files")
-                    || message.contains("Too many open files in system")
+                message.contains("Too many open files") // EMFILE, and ENFILE's "… in system"
             }
             EngineError::Wal(w) => matches!(
                 w.as_ref(),

@@ -356,7 +356,9 @@ pub(crate) async fn delete_one(
     key: Option<&ApiKey>,
 ) -> Result<DeletedOut, ApiError> {
     if purge {
-        crate::http::auth::require(key, crate::config::Role::Admin, "purging a memory")?;
+        crate::http::auth::require(key, crate::config::Role::Admin, || {
+            "purging a memory".to_owned()
+        })?;
     }
     if key.is_some() {
         authorized_read(state, id, key).await?;

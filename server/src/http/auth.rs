@@ -61,7 +61,12 @@ fn keys_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// 403 unless `key` (if keys are configured) has at least `needed`'s role.
-pub(crate) fn require(key: Option<&ApiKey>, needed: Role, what: &str) -> Result<(), ApiError> {
+/// `what` names the call in the refusal; it is only built then.
+pub(crate) fn require(
+    key: Option<&ApiKey>,
+    needed: Role,
+    what: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
     match key {
         Some(k) if !k.can(needed) => Err(ApiError {
             details: json!({ "role": k.role.as_str(), "needed": needed.as_str() }),
@@ -69,7 +74,8 @@ pub(crate) fn require(key: Option<&ApiKey>, needed: Role, what: &str) -> Result<
                 StatusCode::FORBIDDEN,
                 "FORBIDDEN",
                 format!(
-                    "{what} needs a {} key; this key ({}) is {}",
+                    "{} needs a {} key; this key ({}) is {}",
+                    what(),
                     needed.as_str(),
                     k.name,
                     k.role.as_str()

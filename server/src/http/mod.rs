@@ -204,11 +204,9 @@ async fn serve(
     };
     let query = body::Query::parse(req.uri().query())?;
     query.only(route.query_parameters())?;
-    auth::require(
-        key.as_ref(),
-        route.role(),
-        &format!("route {}", route.label()),
-    )?;
+    auth::require(key.as_ref(), route.role(), || {
+        format!("route {}", route.label())
+    })?;
     if access == Access::Admin && key.as_ref().is_some_and(|k| !k.allows_all()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

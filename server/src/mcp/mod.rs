@@ -210,7 +210,7 @@ impl EngramMcp {
             _ => Role::Read,
         };
         let allowed =
-            crate::http::auth::require(key, needed, &format!("the {} tool", request.name));
+            crate::http::auth::require(key, needed, || format!("the {} tool", request.name));
         let outcome = match request.name.as_ref() {
             _ if allowed.is_err() => allowed.map(|()| Value::Null),
             "remember" => tools::remember(state, key, arguments(args)?).await,
