@@ -496,10 +496,12 @@ impl Inner {
             return Ok(current);
         }
         // A patch that only names another tier is a move, and a move keeps the version.
-        let only_moves = Memory {
-            tier: current.tier,
-            ..next.clone()
-        } == current;
+        let only_moves = {
+            let tier = std::mem::replace(&mut next.tier, current.tier);
+            let same = next == current;
+            next.tier = tier;
+            same
+        };
         // A cold segment is immutable: a changed memory leaves it (for warm, unless the patch
         // names a tier). Moving into cold is a seal, done by `Engine::update` after this.
         if next.tier == Tier::Cold {
