@@ -9,7 +9,7 @@ secs="${1:-600}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(wal_record wal_op memory_image attr_row cold_segment cold_manifest snapshot_manifest config_toml)
+  targets=(wal_record wal_op memory_image attr_row cold_segment cold_manifest snapshot_manifest config_toml request_body)
 fi
 export CARGO_TARGET_DIR="${ENGRAM_FUZZ_TARGET_DIR:-$HOME/.cache/engram/fuzz-target}"
 cargo +nightly fuzz build -O

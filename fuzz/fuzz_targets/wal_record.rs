@@ -3,7 +3,7 @@
 #![no_main]
 
 use engram_wal::frame::{self, Decoded};
-use engram_wal::segment;
+use engram_wal::{segment, Lsn};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut expected = None;
     let _ = segment::scan(data, &mut expected, |_, _| Ok::<(), ()>(()));
-    let _ = segment::valid_frame_after(data, 0, 0);
+    let _ = segment::valid_frame_after(data, 0, Lsn::ZERO);
     let _ = segment::check_header(data, 1);
 });

@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod fuzzing;
 mod handlers;
 pub mod http;
 pub mod mcp;
