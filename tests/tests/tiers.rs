@@ -323,6 +323,13 @@ fn migrate_and_compact_refuse_bad_input() {
     );
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("tier"), "{}", r.text);
+    // No body at all means the defaults; a body that is not JSON is refused,
+    // whitespace included.
+    assert_eq!(d.request("POST", "/api/v1/admin/migrate", None, &[]).status, 200);
+    for junk in ["\r", " ", "\n\n"] {
+        let r = d.request("POST", "/api/v1/admin/migrate", Some(junk), &[]);
+        assert_eq!(r.status, 400, "{junk:?}: {}", r.text);
+    }
     // An empty store: nothing to do, no error.
     assert_eq!(migrate(&d, false)["moved"], 0);
     assert_eq!(

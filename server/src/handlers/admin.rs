@@ -71,7 +71,7 @@ pub(crate) async fn migrate(
     req: Request<Incoming>,
 ) -> Result<Reply, ApiError> {
     let body = read_body(req, state.settings.max_body_bytes).await?;
-    let dry_run = if body.iter().all(u8::is_ascii_whitespace) {
+    let dry_run = if body.is_empty() {
         false
     } else {
         parse_json::<MigrateRequest>(&body)?
