@@ -69,6 +69,30 @@ impl EngineError {
         }
     }
 
+    /// The filesystem is full (ENOSPC, EDQUOT), from any layer: nothing was written wrong, and
+    /// the same step succeeds once space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            EngineError::StorageFull(_) => true,
+            EngineError::Io { source, .. } => crate::fsutil::is_out_of_space(source),
+            // RocksDB reports errno as text only.
+            EngineError::Rocks { message, .. } => {
+                message.contains("No space left on device") || message.contains("Disk quota")
+            }
+            EngineError::Wal(w) => matches!(
+                w.as_ref(),
+                engram_wal::WalError::Io { source, .. } if crate::fsutil::is_out_of_space(source)
+            ),
+            _ => false,
+        }
+    }
+
+    /// Out of descriptors or of disk space: work that only makes durable what the WAL already
+    /// holds (a checkpoint) or that logged nothing yet (a background job) tries again later.
+    pub fn is_resource_shortage(&self) -> bool {
+        self.is_out_of_descriptors() || self.is_out_of_space()
+    }
+
     /// The process or the system ran out of file descriptors (EMFILE, ENFILE): nothing was
     /// written wrong, and the same step succeeds once descriptors are free again. Work that
     /// only makes durable what the WAL already holds (a checkpoint) retries it later instead of

@@ -108,3 +108,11 @@ pub(crate) fn file_crc_resting(
     }
     Ok((total, hasher.finalize()))
 }
+
+/// The filesystem is full (ENOSPC) or the quota is used up (EDQUOT): the same step succeeds
+/// once space is freed, so it is refused, not fatal.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+}

@@ -23,6 +23,9 @@ pub struct DataDir {
     root: PathBuf,
 }
 
+/// Size of the data directory's ballast file (see [`DataDir::ballast`]).
+pub const BALLAST_BYTES: u64 = 8 << 20;
+
 impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> DataDir {
         DataDir { root: root.into() }
@@ -87,6 +90,46 @@ impl DataDir {
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(EngineError::Locked { path }),
             Err(e) => Err(EngineError::io(&path, e.into())),
         }
+    }
+
+    /// A file of [`BALLAST_BYTES`] the store keeps allocated while the disk has room and
+    /// deletes first thing when it opens: on a disk that filled up, its space is what RocksDB
+    /// needs to open (a new MANIFEST and OPTIONS file) and the WAL replay to apply.
+    pub fn ballast(&self) -> PathBuf {
+        self.root.join("ballast")
+    }
+
+    /// Deletes the ballast, if there is one (at open, before anything else writes).
+    pub fn release_ballast(&self) -> Result<(), EngineError> {
+        let path = self.ballast();
+        match std::fs::remove_file(&path) {
+            Ok(()) => engram_wal::durable::sync_dir(&self.root)
+                .map_err(|e| EngineError::io(&self.root, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(EngineError::io(&path, e)),
+        }
+    }
+
+    /// Allocates the ballast if it is missing and the disk has room for it beyond `margin`
+    /// free bytes. Returns whether it is in place.
+    pub fn restore_ballast(&self, margin: u64) -> bool {
+        let path = self.ballast();
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == BALLAST_BYTES) {
+            return true;
+        }
+        if self.free_bytes() < margin.saturating_add(BALLAST_BYTES) {
+            return false;
+        }
+        let made = std::fs::File::create(&path).and_then(|f| {
+            rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, BALLAST_BYTES)
+                .map_err(std::io::Error::from)
+        });
+        if let Err(e) = made {
+            tracing::warn!(error = %e, "could not allocate the disk-space ballast; trying again later");
+            let _ = std::fs::remove_file(&path);
+            return false;
+        }
+        true
     }
 
     /// Bytes free to unprivileged users on the directory's filesystem (`u64::MAX` if unknown,

@@ -207,7 +207,9 @@ impl AcceptErrors {
 pub mod telemetry {
     use crate::config::Settings;
 
-    /// Installs the global `tracing` subscriber: text or JSON lines on stderr.
+    /// Installs the global `tracing` subscriber: text or JSON lines on stdout. A log line that
+    /// cannot be written (stdout redirected to a file on a full disk) is dropped: the default
+    /// would report it with `eprintln!`, which panics when stderr fails too.
     pub fn init(settings: &Settings) {
         // rmcp logs every stateless MCP request's session start and end at info, and every
         // invalid-params answer at warn; those are per-request client events, not daemon ones.
@@ -217,10 +219,14 @@ pub mod telemetry {
         if settings.log_json {
             tracing_subscriber::fmt()
                 .json()
+                .log_internal_errors(false)
                 .with_env_filter(filter)
                 .init();
         } else {
-            tracing_subscriber::fmt().with_env_filter(filter).init();
+            tracing_subscriber::fmt()
+                .log_internal_errors(false)
+                .with_env_filter(filter)
+                .init();
         }
     }
 }

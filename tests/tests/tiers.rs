@@ -325,7 +325,10 @@ fn migrate_and_compact_refuse_bad_input() {
     assert!(r.text.contains("tier"), "{}", r.text);
     // No body at all means the defaults; a body that is not JSON is refused,
     // whitespace included.
-    assert_eq!(d.request("POST", "/api/v1/admin/migrate", None, &[]).status, 200);
+    assert_eq!(
+        d.request("POST", "/api/v1/admin/migrate", None, &[]).status,
+        200
+    );
     for junk in ["\r", " ", "\n\n"] {
         let r = d.request("POST", "/api/v1/admin/migrate", Some(junk), &[]);
         assert_eq!(r.status, 400, "{junk:?}: {}", r.text);

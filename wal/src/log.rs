@@ -156,6 +156,13 @@ struct Shared {
     bytes_written: AtomicU64,
     last_fsync_us: AtomicI64,
     fsync_observer: Mutex<Option<FsyncObserver>>,
+    /// The next segment, made ahead of need so that rotation never allocates disk space: a full
+    /// disk is met by [`Wal::ensure_spare`], which refuses a write before it is appended,
+    /// instead of by the leader, which could only poison the log with the records it holds.
+    spare: Mutex<Option<segment::SpareSegment>>,
+    /// Index of the segment receiving appends, and the bytes written to it.
+    current_index: AtomicU64,
+    current_offset: AtomicU64,
 }
 
 /// A write-ahead log open for appends. Cheap to share behind an `Arc`.
@@ -352,6 +359,7 @@ impl Wal {
         };
 
         let sync_mode = opts.sync_mode;
+        let (writer_index, writer_offset) = (writer.index, writer.offset);
         let shared = Arc::new(Shared {
             opts,
             state: Mutex::new(AppendState {
@@ -372,6 +380,9 @@ impl Wal {
             bytes_written: AtomicU64::new(0),
             last_fsync_us: AtomicI64::new(0),
             fsync_observer: Mutex::new(None),
+            spare: Mutex::new(None),
+            current_index: AtomicU64::new(writer_index),
+            current_offset: AtomicU64::new(writer_offset),
         });
         let syncer = match sync_mode {
             SyncMode::Interval(every) => {
@@ -563,6 +574,33 @@ impl Wal {
         Ok(removed)
     }
 
+    /// Call before appending a record of `len` bytes: makes sure the log can take it without
+    /// allocating disk space when it is written. While the current segment (with what is
+    /// buffered) stays at most half full, it has room; past that, the next segment is made
+    /// now, ahead of rotation (so an empty store holds one segment, not two). An error
+    /// (ENOSPC on a full disk) changes nothing: the caller refuses the record and may try
+    /// again later. Appenders serialized by the caller keep this exact; concurrent ones would
+    /// need more than half a segment in flight at once to outrun it.
+    pub fn ensure_spare(&self, len: usize) -> Result<(), WalError> {
+        let shared = &self.shared;
+        let buffered = shared.state.lock().buf.len() as u64;
+        let projected =
+            shared.current_offset.load(Ordering::Acquire) + buffered + frame::frame_len(len) as u64;
+        if projected <= shared.opts.segment_bytes / 2 {
+            return Ok(());
+        }
+        let next = shared.current_index.load(Ordering::Acquire) + 1;
+        if shared
+            .spare
+            .lock()
+            .as_ref()
+            .is_some_and(|s| s.index == next)
+        {
+            return Ok(());
+        }
+        make_spare(shared)
+    }
+
     /// Number of segments (closed and current) in the active directory.
     pub fn active_segments(&self) -> usize {
         self.shared.writer.lock().closed.len() + 1
@@ -713,6 +751,9 @@ fn write_frames(shared: &Shared, writer: &mut Writer, buf: &[u8]) -> Result<(), 
             .map_err(|e| io_err(&writer.path, e))?;
         writer.offset += (end - pos) as u64;
         shared
+            .current_offset
+            .store(writer.offset, Ordering::Release);
+        shared
             .bytes_written
             .fetch_add((end - pos) as u64, Ordering::Relaxed);
         writer.last_lsn = last_lsn;
@@ -743,13 +784,45 @@ fn rotate(shared: &Shared, writer: &mut Writer) -> Result<(), WalError> {
         durable::sync_dir(archive).map_err(|e| io_err(archive, e))?;
     }
     let index = writer.index + 1;
-    let (file, path) = segment::create_segment(&shared.opts.dir, index, shared.opts.segment_bytes)
-        .map_err(|e| io_err(&shared.opts.dir, e))?;
+    let dir = &shared.opts.dir;
+    let spare = shared.spare.lock().take();
+    let made = match spare {
+        Some(s) if s.index == index => s.install(dir),
+        other => {
+            if let Some(stale) = other {
+                stale.discard();
+            }
+            segment::create_segment(dir, index, shared.opts.segment_bytes)
+        }
+    };
+    let (file, path) = made.map_err(|e| io_err(dir, e))?;
     writer.closed.push(closing);
     writer.file = file;
     writer.path = path;
     writer.index = index;
     writer.offset = SEGMENT_HEADER_BYTES as u64;
     writer.dirty = false;
+    shared
+        .current_offset
+        .store(SEGMENT_HEADER_BYTES as u64, Ordering::Release);
+    shared.current_index.store(index, Ordering::Release);
+    Ok(())
+}
+
+/// Makes the segment after the current one as the spare (replacing a stale spare).
+fn make_spare(shared: &Shared) -> Result<(), WalError> {
+    let mut spare = shared.spare.lock();
+    let next = shared.current_index.load(Ordering::Acquire) + 1;
+    if spare.as_ref().is_some_and(|s| s.index == next) {
+        return Ok(());
+    }
+    if let Some(stale) = spare.take() {
+        stale.discard();
+    }
+    let dir = &shared.opts.dir;
+    *spare = Some(
+        segment::prepare_segment(dir, next, shared.opts.segment_bytes)
+            .map_err(|e| io_err(dir, e))?,
+    );
     Ok(())
 }

@@ -86,7 +86,20 @@ pub fn check_header(bytes: &[u8], expected_index: u64) -> Result<(), String> {
 /// Creates segment `index` in `dir`, preallocated to `segment_bytes`, durable before it is used:
 /// written under a temp name, fsync'd, renamed, directory fsync'd.
 pub fn create_segment(dir: &Path, index: u64, segment_bytes: u64) -> io::Result<(File, PathBuf)> {
-    let path = dir.join(segment_file_name(index));
+    prepare_segment(dir, index, segment_bytes)?.install(dir)
+}
+
+/// A segment made ahead of need: preallocated, its header written and fsync'd, still under its
+/// temp name (recovery ignores it) until [`SpareSegment::install`] renames it into place.
+#[derive(Debug)]
+pub struct SpareSegment {
+    pub index: u64,
+    file: File,
+    tmp_path: PathBuf,
+}
+
+/// Makes segment `index` as a [`SpareSegment`]. On failure (a full disk) nothing is left behind.
+pub fn prepare_segment(dir: &Path, index: u64, segment_bytes: u64) -> io::Result<SpareSegment> {
     let tmp_path = dir.join(format!("{}.tmp", segment_file_name(index)));
     let file = OpenOptions::new()
         .read(true)
@@ -94,12 +107,34 @@ pub fn create_segment(dir: &Path, index: u64, segment_bytes: u64) -> io::Result<
         .create(true)
         .truncate(true)
         .open(&tmp_path)?;
-    preallocate(&file, segment_bytes)?;
-    file.write_all_at(&encode_header(index), 0)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp_path, &path)?;
-    durable::sync_dir(dir)?;
-    Ok((file, path))
+    let made = preallocate(&file, segment_bytes)
+        .and_then(|()| file.write_all_at(&encode_header(index), 0))
+        .and_then(|()| file.sync_all());
+    if let Err(e) = made {
+        drop(file);
+        let _ = std::fs::remove_file(&tmp_path);
+        return Err(e);
+    }
+    Ok(SpareSegment {
+        index,
+        file,
+        tmp_path,
+    })
+}
+
+impl SpareSegment {
+    /// Renames the segment into place (durably) and returns it open for appends.
+    pub fn install(self, dir: &Path) -> io::Result<(File, PathBuf)> {
+        let path = dir.join(segment_file_name(self.index));
+        std::fs::rename(&self.tmp_path, &path)?;
+        durable::sync_dir(dir)?;
+        Ok((self.file, path))
+    }
+
+    /// Removes an unused spare (made for an index the log has moved past).
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp_path);
+    }
 }
 
 /// Reserves disk blocks for the whole segment, so appends never allocate (and never hit ENOSPC)

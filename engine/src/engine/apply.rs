@@ -280,8 +280,15 @@ impl Inner {
             self.applied_lsn.store(ready[end - 1].0, Ordering::Release);
             start = end;
         }
-        if !ready.is_empty() {
+        if let Some(&(last, _)) = ready.last() {
             let mut w = self.writer.lock();
+            while let Some(&(l, bytes)) = w.working_reserved.front() {
+                if l > last {
+                    break;
+                }
+                w.working_reserved.pop_front();
+                w.working_reserved_bytes -= bytes;
+            }
             for (l, op) in &ready {
                 for id in op_ids(op) {
                     if w.pending.get(&id).is_some_and(|(pl, _)| pl == l) {
@@ -309,6 +316,34 @@ impl Inner {
         Ok(())
     }
 
+    /// The RocksDB part of a group, in one batch. A full disk does not fail it: the records
+    /// are durable in the WAL and must apply, so it is built and written again until RocksDB
+    /// has recovered from the failed flush (it does by itself once space is free; new writes
+    /// are refused with 507 meanwhile, and this one's caller waits).
+    fn write_rocks(&self, applier: &Applier<'_>, group: &[(Lsn, Op)]) -> Result<(), EngineError> {
+        let lsn = group.last().expect("groups are not empty").0;
+        let mut wait = std::time::Duration::from_millis(10);
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            let mut batch = self.warm.batch();
+            for (_, op) in group {
+                applier.rocks(&mut batch, op)?;
+            }
+            match batch.write(lsn) {
+                Err(e) if e.is_out_of_space() && !self.stop.load(Ordering::Acquire) => {
+                    if waited.is_zero() || waited.as_secs() / 10 != (waited + wait).as_secs() / 10 {
+                        tracing::warn!(error = %e, waited_s = waited.as_secs(), "RocksDB is out of disk space; the apply waits for space and retries");
+                    }
+                    // Waiting on the disk to have space again: no event to wait for.
+                    std::thread::sleep(wait);
+                    waited += wait;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Applies durable records (distinct ids, see [`group_end`]) in an order that keeps each
     /// visible to lock-free readers at every moment and never needs more working-tier slots
     /// than the log's own order would:
@@ -326,11 +361,7 @@ impl Inner {
         for (_, op) in group.iter().filter(|(_, op)| is_promotion(op)) {
             applier.working(op)?;
         }
-        let mut batch = self.warm.batch();
-        for (_, op) in group {
-            applier.rocks(&mut batch, op)?;
-        }
-        batch.write(group.last().expect("groups are not empty").0)?;
+        self.write_rocks(&applier, group)?;
         for (_, op) in group.iter().filter(|(_, op)| !into_working(op)) {
             applier.working(op)?;
         }

@@ -207,12 +207,17 @@ impl Inner {
         let mut checkpoint = Detached::<Result<bool, EngineError>>::new();
         let mut last_checkpoint = Instant::now();
         let mut wal_bytes_at_checkpoint = self.wal.bytes_written();
+        // Released at open; allocated again once the disk has room.
+        let mut ballast_in_place = false;
         while !self.stop.load(Ordering::Acquire) {
             std::thread::park_timeout(BACKGROUND_TICK);
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
             if last_free_space_check.elapsed() >= FREE_SPACE_CHECK_INTERVAL {
+                if !ballast_in_place {
+                    ballast_in_place = self.layout.restore_ballast(self.config.min_free_disk_bytes);
+                }
                 self.free_disk_bytes
                     .store(self.layout.free_bytes(), Ordering::Relaxed);
                 last_free_space_check = Instant::now();
@@ -255,10 +260,10 @@ impl Inner {
                         wal_bytes_at_checkpoint = covered;
                     }
                     Ok(false) => {} // a snapshot holds checkpoints off: try again next tick
-                    // Out of descriptors: nothing is lost (the WAL is trimmed only after the
-                    // tiers are durable), so the next interval tries again.
-                    Err(e) if e.is_out_of_descriptors() => {
-                        tracing::error!(error = %e, "checkpoint failed for want of file descriptors; retrying at the next interval");
+                    // Out of descriptors or disk space: nothing is lost (the WAL is trimmed
+                    // only after the tiers are durable), so the next interval tries again.
+                    Err(e) if e.is_resource_shortage() => {
+                        tracing::error!(error = %e, "checkpoint failed for want of file descriptors or disk space; retrying at the next interval");
                         last_checkpoint = Instant::now();
                         wal_bytes_at_checkpoint = covered;
                     }

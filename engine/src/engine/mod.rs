@@ -96,8 +96,11 @@ pub(crate) struct Inner {
     tier_counts: [AtomicU64; 3],
     /// Accesses not logged yet: id → (count, last access µs).
     access_pending: RankedMutex<HashMap<Uuid, (u64, i64)>>,
-    /// The data directory's free space at the last look (once a second).
+    /// The data directory's free space at the last look (see [`Inner::free_disk_bytes`]).
     free_disk_bytes: AtomicU64,
+    /// When that look was, in ms since `opened`.
+    free_disk_checked_ms: AtomicU64,
+    opened: std::time::Instant,
     counters: EngineCounters,
     stop: AtomicBool,
     _lock_file: File,

@@ -46,6 +46,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
     }
     let layout = DataDir::new(&config.data_dir);
     let lock_file = layout.lock()?;
+    layout.release_ballast()?;
     let (working, working_report) = WorkingTier::open(
         &layout.working(),
         config.dimensions,
@@ -173,6 +174,8 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
                 pending: HashMap::new(),
                 pending_hashes: HashMap::new(),
                 working_projected: working_count,
+                working_reserved: std::collections::VecDeque::new(),
+                working_reserved_bytes: 0,
             },
         ),
         queue: RankedMutex::new(Rank::Queue, VecDeque::new()),
@@ -187,6 +190,8 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         ],
         access_pending: RankedMutex::new(Rank::Leaf, HashMap::new()),
         free_disk_bytes: AtomicU64::new(free),
+        free_disk_checked_ms: AtomicU64::new(0),
+        opened: std::time::Instant::now(),
         counters: EngineCounters::default(),
         stop: AtomicBool::new(false),
         _lock_file: lock_file,

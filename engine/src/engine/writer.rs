@@ -2,7 +2,7 @@
 //! the writer lock — validation, dedup against logged-but-unapplied claims, versions, room in
 //! the working tier — and its append to the WAL. Durability and apply are `apply`'s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use engram_wal::{Lsn, WalError};
@@ -25,7 +25,15 @@ pub(super) struct WriterState {
     pub(super) pending_hashes: HashMap<(String, [u8; 32]), (Lsn, Option<Uuid>)>,
     /// Working-tier count once everything logged is applied.
     pub(super) working_projected: usize,
+    /// Working-tier puts logged and not yet applied, with the heap bytes reserved for each
+    /// (see [`crate::tier::working::WorkingTier::reserve`]), in LSN order.
+    pub(super) working_reserved: VecDeque<(Lsn, u64)>,
+    /// Sum of the bytes in `working_reserved`.
+    pub(super) working_reserved_bytes: u64,
 }
+
+/// How old a look at the free disk space may be before a write looks again.
+const FREE_SPACE_FRESH_MS: u64 = 20;
 
 /// Outcome of a delete.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,14 +157,34 @@ impl Inner {
         if self.is_poisoned() {
             return Err(EngineError::Poisoned);
         }
-        let free = self.free_disk_bytes.load(Ordering::Relaxed);
+        let free = self.free_disk_bytes();
         if free < self.config.min_free_disk_bytes {
             return Err(EngineError::StorageFull(format!(
                 "{free} bytes free on the data directory's filesystem, below storage.min_free_disk_bytes ({})",
                 self.config.min_free_disk_bytes
             )));
         }
+        if !self.warm.writable() {
+            return Err(EngineError::StorageFull(
+                "RocksDB stopped taking writes when the disk filled up; it resumes by itself once space is free".to_owned(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Free space on the data directory's filesystem, looked up again when the last look is
+    /// older than [`FREE_SPACE_FRESH_MS`]: another process can fill a disk in far less than
+    /// the background thread's second. (A statvfs costs about a microsecond.)
+    pub(super) fn free_disk_bytes(&self) -> u64 {
+        let now_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let checked = self.free_disk_checked_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(checked) < FREE_SPACE_FRESH_MS {
+            return self.free_disk_bytes.load(Ordering::Relaxed);
+        }
+        self.free_disk_checked_ms.store(now_ms, Ordering::Relaxed);
+        let free = self.layout.free_bytes();
+        self.free_disk_bytes.store(free, Ordering::Relaxed);
+        free
     }
 
     /// The latest state of `id` as the writer sees it: logged-but-unapplied first.
@@ -218,6 +246,25 @@ impl Inner {
             }
         }
         let payload = codec::encode_op(&op);
+        // Disk space for applying the record is taken before it is logged: once logged it must
+        // apply, and a full disk must refuse the write, not fail it halfway. The image the
+        // working tier stores is the memory without its vector, shorter than the record.
+        let into_working = matches!(&op, Op::Put { memory, .. } if memory.tier == Tier::Working);
+        let heap_bytes = if into_working {
+            payload.len() as u64
+        } else {
+            0
+        };
+        self.working.reserve(
+            w.working_reserved.len() + 1,
+            w.working_reserved_bytes + heap_bytes,
+        )?;
+        self.wal.ensure_spare(payload.len()).map_err(|e| match e {
+            WalError::Io { ref source, .. } if crate::fsutil::is_out_of_space(source) => {
+                EngineError::StorageFull(format!("no disk space for the next WAL segment: {e}"))
+            }
+            other => EngineError::from(other),
+        })?;
         let (lsn, _) = self.wal.append(&payload).map_err(|e| match e {
             WalError::RecordTooLarge { len } => EngineError::TooLarge {
                 field: "body",
@@ -225,6 +272,10 @@ impl Inner {
             },
             other => EngineError::from(other),
         })?;
+        if into_working {
+            w.working_reserved.push_back((lsn, heap_bytes));
+            w.working_reserved_bytes += heap_bytes;
+        }
         match &mut op {
             Op::Put {
                 memory,

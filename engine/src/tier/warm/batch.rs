@@ -214,9 +214,12 @@ impl WarmBatch<'_> {
     pub fn write(mut self, lsn: Lsn) -> Result<(), EngineError> {
         self.batch
             .put_cf(self.tier.cf(CF_META), KEY_APPLIED_LSN, lsn.to_le_bytes());
-        self.tier
+        let result = self
+            .tier
             .db
             .write_opt(self.batch, &self.tier.write_opts)
-            .map_err(|e| rocks_err(&self.tier.path, e))
+            .map_err(|e| rocks_err(&self.tier.path, e));
+        self.tier.note(&result);
+        result
     }
 }

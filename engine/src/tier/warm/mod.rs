@@ -18,6 +18,7 @@
 
 use engram_wal::Lsn;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rocksdb::{ColumnFamilyDescriptor, FlushOptions, Options, WriteOptions, DB};
 use uuid::Uuid;
@@ -55,6 +56,8 @@ const ALL_CFS: [&str; 10] = [
     CF_COLD_LOC,
 ];
 const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
+/// Written (with its value unchanged) to learn whether RocksDB takes writes again.
+const KEY_SPACE_PROBE: &[u8] = b"space_probe";
 /// Most table files RocksDB keeps open (its default keeps every one open).
 pub const WARM_MAX_OPEN_FILES: i32 = 512;
 
@@ -64,6 +67,10 @@ pub struct WarmTier {
     path: PathBuf,
     write_opts: WriteOptions,
     analyzer: Analyzer,
+    /// A write or flush failed for want of disk space. RocksDB then refuses every write until
+    /// it has recovered by itself (it polls for free space), so the engine refuses new writes
+    /// with 507 before logging them, until a probe write succeeds.
+    out_of_space: AtomicBool,
 }
 
 impl std::fmt::Debug for WarmTier {
@@ -145,6 +152,7 @@ impl WarmTier {
             path: path.to_path_buf(),
             write_opts,
             analyzer: Analyzer::new(stemming),
+            out_of_space: AtomicBool::new(false),
         };
         let lsn = tier.applied_lsn()?;
         Ok((tier, lsn))
@@ -357,9 +365,35 @@ impl WarmTier {
         let mut fo = FlushOptions::default();
         fo.set_wait(true);
         let cfs: Vec<&rocksdb::ColumnFamily> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
-        self.db
+        let result = self
+            .db
             .flush_cfs_opt(&cfs, &fo)
-            .map_err(|e| rocks_err(&self.path, e))
+            .map_err(|e| rocks_err(&self.path, e));
+        self.note(&result);
+        result
+    }
+
+    /// Records whether a write or flush met a full disk.
+    pub(crate) fn note(&self, result: &Result<(), EngineError>) {
+        match result {
+            Err(e) if e.is_out_of_space() => self.out_of_space.store(true, Ordering::Release),
+            Ok(()) => self.out_of_space.store(false, Ordering::Release),
+            Err(_) => {}
+        }
+    }
+
+    /// Whether RocksDB takes writes: after a failure for want of disk space, a probe write
+    /// tells (RocksDB refuses every write until it has recovered from the failed flush).
+    pub fn writable(&self) -> bool {
+        if !self.out_of_space.load(Ordering::Acquire) {
+            return true;
+        }
+        let result = self
+            .db
+            .put_cf_opt(self.cf(CF_META), KEY_SPACE_PROBE, [], &self.write_opts)
+            .map_err(|e| rocks_err(&self.path, e));
+        self.note(&result);
+        result.is_ok()
     }
 
     /// A RocksDB checkpoint in `dest` (which must not exist): memtables flushed, SST files

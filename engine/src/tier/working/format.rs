@@ -16,7 +16,9 @@ pub const WORKING_FILE_HEADER_BYTES: usize = 4096;
 pub const SLOT_HEADER_BYTES: usize = 128;
 pub(super) const SLOT_ALIGN_BYTES: usize = 64;
 pub(super) const FILE_MAGIC: [u8; 8] = *b"ENGRMWRK";
-pub(super) const FILE_FORMAT_VERSION: u32 = 1;
+/// Version 2 records the heap capacity in the header (the heap files grow in steps, so their
+/// length no longer tells it); version 1 files are read and rewritten as version 2 on open.
+pub(super) const FILE_FORMAT_VERSION: u32 = 2;
 pub(super) const HEAP_ENTRY_HEADER_BYTES: usize = 8;
 /// A reader gives up (and reports the slot as busy) after this many torn copies in a row; one
 /// writer changing one slot cannot cause more than a handful.
@@ -136,30 +138,75 @@ pub(super) fn read_checkpoint(path: &Path) -> Result<Lsn, EngineError> {
 /// `None` when `data_dir` has no working tier yet.
 pub fn stored_layout(data_dir: &Path) -> Result<Option<(usize, usize, u64)>, EngineError> {
     let slots = data_dir.join("working").join("slots.bin");
-    let mut bytes = [0u8; 32];
-    match std::fs::File::open(&slots) {
-        Ok(f) => {
-            use std::os::unix::fs::FileExt;
-            if f.read_exact_at(&mut bytes, 0).is_err() {
-                return Ok(None);
-            }
-        }
+    let Some(header) = read_header_bytes(&slots)? else {
+        return Ok(None);
+    };
+    let header = check_header(&slots, &header)?;
+    let capacity = header.slot_count.saturating_sub(1).max(1);
+    Ok(Some((header.dimensions, capacity, header.heap_bytes)))
+}
+
+/// The slot file header, checked.
+pub(super) struct FileHeader {
+    pub(super) dimensions: usize,
+    pub(super) slot_count: usize,
+    pub(super) slot_bytes: usize,
+    /// Capacity of one heap file.
+    pub(super) heap_bytes: u64,
+    /// Written by format version 1, whose files were sparse and as long as their capacity.
+    pub(super) sparse: bool,
+}
+
+/// The header's first bytes, or `None` when the file is missing, short or all zeros (new).
+fn read_header_bytes(path: &Path) -> Result<Option<[u8; 36]>, EngineError> {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 36];
+    match std::fs::File::open(path) {
+        Ok(f) => match f.read_exact_at(&mut b, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(EngineError::io(path, e)),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(EngineError::io(&slots, e)),
+        Err(e) => return Err(EngineError::io(path, e)),
     }
-    if bytes[0..8] != FILE_MAGIC || crc32fast::hash(&bytes[0..24]) != rd_u32(&bytes, 24) {
-        return Err(EngineError::Corrupt {
-            path: slots,
-            detail: "working-tier file header is damaged".to_owned(),
-        });
+    Ok((!b.iter().all(|&x| x == 0)).then_some(b))
+}
+
+fn check_header(path: &Path, b: &[u8; 36]) -> Result<FileHeader, EngineError> {
+    let corrupt = |detail: String| EngineError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    if b[0..8] != FILE_MAGIC {
+        return Err(corrupt("working-tier file header is damaged".to_owned()));
     }
-    let dimensions = rd_u32(&bytes, 12) as usize;
-    let capacity = (rd_u32(&bytes, 16) as usize).saturating_sub(1).max(1);
-    let heap = data_dir.join("working").join("heap-0.bin");
-    let heap_bytes = std::fs::metadata(&heap)
-        .map_err(|e| EngineError::io(&heap, e))?
-        .len();
-    Ok(Some((dimensions, capacity, heap_bytes)))
+    let version = rd_u32(b, 8);
+    let heap_bytes = match version {
+        1 if crc32fast::hash(&b[0..24]) == rd_u32(b, 24) => {
+            // Version 1 heaps were sparse files as long as their capacity.
+            let heap = path.with_file_name("heap-0.bin");
+            std::fs::metadata(&heap)
+                .map_err(|e| EngineError::io(&heap, e))?
+                .len()
+        }
+        2 if crc32fast::hash(&b[0..32]) == rd_u32(b, 32) => {
+            u64::from_le_bytes(b[24..32].try_into().expect("8 bytes"))
+        }
+        1 | 2 => return Err(corrupt("working-tier file header is damaged".to_owned())),
+        v => {
+            return Err(corrupt(format!(
+                "working-tier format version {v} is not supported"
+            )))
+        }
+    };
+    Ok(FileHeader {
+        dimensions: rd_u32(b, 12) as usize,
+        slot_count: rd_u32(b, 16) as usize,
+        slot_bytes: rd_u32(b, 20) as usize,
+        heap_bytes,
+        sparse: version == 1,
+    })
 }
 
 /// Reads the slot file header; `Ok(None)` for a new file. Refuses a file made for other
@@ -168,77 +215,38 @@ pub(super) fn read_file_header(
     path: &Path,
     dimensions: usize,
     slot_bytes: usize,
-) -> Result<Option<usize>, EngineError> {
-    let bytes = match std::fs::File::open(path) {
-        Ok(f) => {
-            use std::os::unix::fs::FileExt;
-            let mut b = vec![0u8; 32];
-            match f.read_exact_at(&mut b, 0) {
-                Ok(()) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(EngineError::io(path, e)),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(EngineError::io(path, e)),
-    };
-    if bytes.iter().all(|&b| b == 0) {
+) -> Result<Option<FileHeader>, EngineError> {
+    let Some(bytes) = read_header_bytes(path)? else {
         return Ok(None);
-    }
-    let corrupt = |detail: String| EngineError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
     };
-    if bytes[0..8] != FILE_MAGIC || crc32fast::hash(&bytes[0..24]) != rd_u32(&bytes, 24) {
-        return Err(corrupt("working-tier file header is damaged".to_owned()));
-    }
-    let version = rd_u32(&bytes, 8);
-    if version != FILE_FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "working-tier format version {version} is not supported"
-        )));
-    }
-    let file_dimensions = rd_u32(&bytes, 12) as usize;
-    if file_dimensions != dimensions {
+    let header = check_header(path, &bytes)?;
+    if header.dimensions != dimensions {
         return Err(EngineError::Config(format!(
-            "embedding.dimensions is {dimensions} but the working tier in {} was made for {file_dimensions}",
-            path.display()
+            "embedding.dimensions is {dimensions} but the working tier in {} was made for {}",
+            path.display(),
+            header.dimensions
         )));
     }
-    if rd_u32(&bytes, 20) as usize != slot_bytes {
-        return Err(corrupt(
-            "working-tier slot size does not match its dimensions".to_owned(),
-        ));
+    if header.slot_bytes != slot_bytes {
+        return Err(EngineError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "working-tier slot size does not match its dimensions".to_owned(),
+        });
     }
-    Ok(Some(rd_u32(&bytes, 16) as usize))
+    Ok(Some(header))
 }
 
-pub(super) fn write_file_header(
-    slots: &Mapped,
-    dimensions: usize,
-    slot_count: usize,
-    slot_bytes: usize,
-) {
-    let mut b = [0u8; 32];
+pub(super) fn write_file_header(slots: &Mapped, header: &FileHeader) {
+    let mut b = [0u8; 40];
     b[0..8].copy_from_slice(&FILE_MAGIC);
     b[8..12].copy_from_slice(&FILE_FORMAT_VERSION.to_le_bytes());
-    b[12..16].copy_from_slice(
-        &u32::try_from(dimensions)
-            .expect("dimensions bounded")
-            .to_le_bytes(),
-    );
-    b[16..20].copy_from_slice(
-        &u32::try_from(slot_count)
-            .expect("slot count bounded")
-            .to_le_bytes(),
-    );
-    b[20..24].copy_from_slice(
-        &u32::try_from(slot_bytes)
-            .expect("slot size bounded")
-            .to_le_bytes(),
-    );
-    let crc = crc32fast::hash(&b[0..24]);
-    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    let u32_of = |v: usize| u32::try_from(v).expect("header fields are bounded");
+    b[12..16].copy_from_slice(&u32_of(header.dimensions).to_le_bytes());
+    b[16..20].copy_from_slice(&u32_of(header.slot_count).to_le_bytes());
+    b[20..24].copy_from_slice(&u32_of(header.slot_bytes).to_le_bytes());
+    b[24..32].copy_from_slice(&header.heap_bytes.to_le_bytes());
+    let crc = crc32fast::hash(&b[0..32]);
+    b[32..36].copy_from_slice(&crc.to_le_bytes());
     for (i, chunk) in b.chunks_exact(8).enumerate() {
         slots.word(i * 8).store(
             u64::from_le_bytes(chunk.try_into().expect("8 bytes")),

@@ -17,14 +17,23 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::EngineError;
 
 /// A memory-mapped file that is written by one writer and read concurrently.
+///
+/// The mapping is as long as the file may ever grow; the file itself holds only what has been
+/// reserved (`backed`), every block of it allocated with fallocate. Nothing past `backed` is
+/// ever touched: a page past the end of the file would be SIGBUS, and a sparse page would need
+/// a block at the moment it is first written, which a full disk cannot give (SIGBUS again).
 pub(super) struct Mapped {
     map: MmapRaw,
     file: File,
     pub(super) path: PathBuf,
+    /// Length of the file: the reserved, allocated prefix of the mapping.
+    backed: AtomicU64,
 }
 
 impl Mapped {
-    pub(super) fn open(path: &Path, len: u64) -> Result<Mapped, EngineError> {
+    /// Maps `map_len` bytes of `path` (created empty if missing), or the whole file if it is
+    /// longer. The file is not grown: see [`Mapped::reserve`].
+    pub(super) fn open(path: &Path, map_len: u64) -> Result<Mapped, EngineError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -33,19 +42,71 @@ impl Mapped {
             .open(path)
             .map_err(|e| EngineError::io(path, e))?;
         let current = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
-        if current < len {
-            // Sparse: blocks are allocated as the writer touches them.
-            file.set_len(len).map_err(|e| EngineError::io(path, e))?;
-        }
         let map = MmapOptions::new()
-            .len(usize::try_from(len.max(current)).expect("64-bit target"))
+            .len(usize::try_from(map_len.max(current)).expect("64-bit target"))
             .map_raw(&file)
             .map_err(|e| EngineError::io(path, e))?;
         Ok(Mapped {
             map,
             file,
             path: path.to_path_buf(),
+            backed: AtomicU64::new(current),
         })
+    }
+
+    /// Bytes of the file: everything below is allocated and may be read and written.
+    pub(super) fn backed(&self) -> u64 {
+        self.backed.load(Ordering::Acquire)
+    }
+
+    /// Grows the file to `len` bytes with every new block allocated, so no page fault in it
+    /// ever needs disk space. A full disk is `StorageFull` and changes nothing.
+    ///
+    /// # Panics
+    /// If `len` is past the mapping.
+    pub(super) fn reserve(&self, len: u64) -> Result<(), EngineError> {
+        let backed = self.backed();
+        if len <= backed {
+            return Ok(());
+        }
+        assert!(
+            len <= self.len() as u64,
+            "{}: reserving {len} bytes past the mapping of {}",
+            self.path.display(),
+            self.len()
+        );
+        rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::empty(),
+            backed,
+            len - backed,
+        )
+        .map_err(|e| {
+            let e = std::io::Error::from(e);
+            if crate::fsutil::is_out_of_space(&e) {
+                EngineError::StorageFull(format!(
+                    "no disk space to grow {} to {len} bytes",
+                    self.path.display()
+                ))
+            } else {
+                EngineError::io(&self.path, e)
+            }
+        })?;
+        self.backed.store(len, Ordering::Release);
+        Ok(())
+    }
+
+    /// Cuts the file to `len` bytes. Only while nothing reads the mapping past `len` (at
+    /// open, before readers exist).
+    pub(super) fn truncate(&self, len: u64) -> Result<(), EngineError> {
+        if len >= self.backed() {
+            return Ok(());
+        }
+        self.file
+            .set_len(len)
+            .map_err(|e| EngineError::io(&self.path, e))?;
+        self.backed.store(len, Ordering::Release);
+        Ok(())
     }
 
     pub(super) fn len(&self) -> usize {
@@ -86,7 +147,7 @@ impl Mapped {
         let in_bounds = n
             .checked_mul(8)
             .and_then(|b| b.checked_add(off))
-            .is_some_and(|end| end <= self.len());
+            .is_some_and(|end| end as u64 <= self.backed());
         if !in_bounds || !off.is_multiple_of(8) {
             return false;
         }
@@ -102,9 +163,15 @@ impl Mapped {
     /// through a slot's sequence (a release store).
     ///
     /// # Panics
-    /// If `src` is not whole words, or the range is misaligned or out of bounds.
+    /// If `src` is not whole words, or the range is misaligned or not reserved.
     pub(super) fn copy_in(&self, off: usize, src: &[u8]) {
         assert!(src.len().is_multiple_of(8), "heap writes are whole words");
+        assert!(
+            (off + src.len()) as u64 <= self.backed(),
+            "{}: writing past the reserved {} bytes",
+            self.path.display(),
+            self.backed()
+        );
         for (chunk, word) in src.chunks_exact(8).zip(self.words(off, src.len() / 8)) {
             let bytes: [u8; 8] = chunk.try_into().expect("chunks of 8");
             word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);

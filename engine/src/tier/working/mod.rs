@@ -31,13 +31,37 @@ use crate::model::{Memory, Tier};
 use crate::EngineError;
 use format::{
     entry_span, parse_header, rd_u32, read_checkpoint, read_file_header, slot_bytes, slot_crc,
-    write_file_header, SlotHeader, HEAP_ENTRY_HEADER_BYTES, MAX_READ_RETRIES, NO_TIME,
+    write_file_header, FileHeader, SlotHeader, HEAP_ENTRY_HEADER_BYTES, MAX_READ_RETRIES, NO_TIME,
     OFF_ACCESS_COUNT, OFF_CRC, OFF_CREATED, OFF_EXPIRES, OFF_HAS_EMBEDDING, OFF_HEAP_GEN,
     OFF_HEAP_LEN, OFF_HEAP_OFFSET, OFF_ID, OFF_IMPORTANCE, OFF_LAST_ACCESS, OFF_LSN, OFF_SEQ,
     OFF_STATE, OFF_STATUS, OFF_UPDATED, SLOT_HEADER_BYTES, STATE_EMPTY, STATE_LIVE,
     WORKING_FILE_HEADER_BYTES,
 };
 use mmap::Mapped;
+
+/// The working tier's files grow by at least this much (or an eighth of their size) at a time.
+const GROWTH_STEP_BYTES: usize = 4 << 20;
+
+/// The length to grow a file of `backed` bytes to so that it holds `required`: at least a step
+/// more, never past `cap`.
+fn grown(backed: u64, required: u64, cap: u64) -> u64 {
+    if required <= backed {
+        return backed;
+    }
+    let step = (backed / 8).max(GROWTH_STEP_BYTES as u64);
+    required.max(backed + step).min(cap)
+}
+
+/// Makes `file` hold `required` bytes: a step more when the disk has room for it, else just
+/// what is required.
+fn grow(file: &Mapped, required: u64, cap: u64) -> Result<(), EngineError> {
+    let backed = file.backed();
+    if required <= backed {
+        return Ok(());
+    }
+    file.reserve(grown(backed, required, cap))
+        .or_else(|_| file.reserve(required))
+}
 
 /// What eviction and the migration policy read of a working-tier memory: its slot header.
 #[derive(Debug, Clone, Copy)]
@@ -108,12 +132,24 @@ impl WorkingTier {
         let checkpoint_lsn = read_checkpoint(&dir.join("checkpoint"))?;
         let slots_path = dir.join("slots.bin");
         let slot_bytes = slot_bytes(dimensions);
-        let existing_slots = read_file_header(&slots_path, dimensions, slot_bytes)?;
+        let existing = read_file_header(&slots_path, dimensions, slot_bytes)?;
         // One spare slot beyond the capacity: every write is copy-on-write into a free slot.
-        let slot_count = (capacity + 1).max(existing_slots.unwrap_or(0));
+        let slot_count = (capacity + 1).max(existing.as_ref().map_or(0, |h| h.slot_count));
+        let heap_capacity_bytes =
+            heap_capacity_bytes.max(existing.as_ref().map_or(0, |h| h.heap_bytes));
         let slots_len = (WORKING_FILE_HEADER_BYTES + slot_count * slot_bytes) as u64;
         let slots = Mapped::open(&slots_path, slots_len)?;
-        write_file_header(&slots, dimensions, slot_count, slot_bytes);
+        slots.reserve(WORKING_FILE_HEADER_BYTES as u64)?;
+        write_file_header(
+            &slots,
+            &FileHeader {
+                dimensions,
+                slot_count,
+                slot_bytes,
+                heap_bytes: heap_capacity_bytes,
+                sparse: false,
+            },
+        );
         let heaps = [
             Mapped::open(&dir.join("heap-0.bin"), heap_capacity_bytes)?,
             Mapped::open(&dir.join("heap-1.bin"), heap_capacity_bytes)?,
@@ -122,7 +158,7 @@ impl WorkingTier {
             dimensions,
             slot_bytes,
             slot_count,
-            heap_capacity_bytes: heaps[0].len().min(heaps[1].len()) as u64,
+            heap_capacity_bytes,
             slots,
             heaps,
             index: RwLock::new(HashMap::new()),
@@ -135,6 +171,9 @@ impl WorkingTier {
             dir: dir.to_path_buf(),
         };
         let report = tier.load(checkpoint_lsn)?;
+        if existing.is_some_and(|h| h.sparse) {
+            tier.shrink_to_used()?;
+        }
         Ok((tier, report))
     }
 
@@ -150,7 +189,7 @@ impl WorkingTier {
         let mut tails = [0u64; 2];
         let mut live_bytes = 0u64;
         let mut buf = vec![0u8; self.slot_bytes];
-        for slot in (0..self.slot_count as u32).rev() {
+        for slot in (0..self.backed_slots() as u32).rev() {
             self.copy_slot_raw(slot, &mut buf);
             let header = parse_header(&buf);
             if header.state == STATE_EMPTY && header.seq.is_multiple_of(2) {
@@ -242,12 +281,81 @@ impl WorkingTier {
         Ok(report)
     }
 
-    /// Number of memories in the tier.
-    /// Bytes the tier's files occupy on disk (the heaps are sparse).
+    /// Cuts the files of a format-1 tier (sparse, as long as their capacity) to what live
+    /// memories use, at open before any reader: from then on they grow by reservations. The
+    /// files of this format keep their length across restarts, so the space reserved for
+    /// records not yet checkpointed is still there when the WAL replays them.
+    fn shrink_to_used(&self) -> Result<(), EngineError> {
+        let mut w = self.writer.lock();
+        let used_slots = self.index.read().values().map(|&s| s as usize + 1).max();
+        let used_slots = used_slots.unwrap_or(0);
+        self.slots
+            .truncate((WORKING_FILE_HEADER_BYTES + used_slots * self.slot_bytes) as u64)?;
+        w.free.retain(|&s| (s as usize) < used_slots);
+        let current = usize::from(w.heap_gen);
+        self.heaps[current].truncate(w.heap_tail)?;
+        // No slot points into the other heap.
+        self.heaps[1 - current].truncate(0)
+    }
+
+    /// Slots the slot file holds (reserved), of `slot_count`.
+    fn backed_slots(&self) -> usize {
+        let backed = usize::try_from(self.slots.backed()).expect("64-bit target");
+        (backed.saturating_sub(WORKING_FILE_HEADER_BYTES) / self.slot_bytes).min(self.slot_count)
+    }
+
+    /// Reserves disk space for writes the engine is about to log, so that applying them can
+    /// never meet a full disk: at least `slots` free slots and `heap_bytes` of heap past the
+    /// tail (or, when a heap compaction will come first, in the other heap). A full disk is
+    /// `StorageFull` before anything is logged.
+    pub fn reserve(&self, slots: usize, heap_bytes: u64) -> Result<(), EngineError> {
+        let mut w = self.writer.lock();
+        self.reserve_slots(&mut w, slots)?;
+        let cap = self.heap_capacity_bytes;
+        let current = &self.heaps[usize::from(w.heap_gen)];
+        let wanted = w.heap_tail.saturating_add(heap_bytes);
+        grow(current, wanted.min(cap), cap)?;
+        if wanted > cap {
+            let other = &self.heaps[usize::from(1 - w.heap_gen)];
+            grow(
+                other,
+                w.live_heap_bytes.saturating_add(heap_bytes).min(cap),
+                cap,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Grows the slot file until at least `n` slots are free (or every slot is in the file).
+    fn reserve_slots(&self, w: &mut HeapWriter, n: usize) -> Result<(), EngineError> {
+        if w.free.len() >= n {
+            return Ok(());
+        }
+        let backed = self.backed_slots();
+        let needed = (backed + n - w.free.len()).min(self.slot_count);
+        if needed == backed {
+            return Ok(());
+        }
+        let bytes = |slots: usize| (WORKING_FILE_HEADER_BYTES + slots * self.slot_bytes) as u64;
+        // A step at a time, in whole slots; on a nearly full disk, what is needed.
+        let cap = bytes(self.slot_count);
+        let step = grown(bytes(backed), bytes(needed), cap);
+        let target = ((step as usize - WORKING_FILE_HEADER_BYTES) / self.slot_bytes).max(needed);
+        if self.slots.reserve(bytes(target)).is_err() {
+            self.slots.reserve(bytes(needed))?;
+        }
+        let target = self.backed_slots();
+        // Lowest first off the stack, as at open.
+        w.free.extend((backed as u32..target as u32).rev());
+        Ok(())
+    }
+
+    /// Bytes the tier's files occupy on disk.
     pub fn disk_bytes(&self) -> u64 {
         crate::fsutil::dir_bytes(&self.dir)
     }
 
+    /// Number of memories in the tier.
     pub fn len(&self) -> usize {
         self.index.read().len()
     }
@@ -498,9 +606,22 @@ impl WorkingTier {
         entry.extend_from_slice(body);
         entry.resize(span as usize, 0);
         let offset = w.heap_tail;
+        self.reserve_heap_tail(w, span)?;
         self.heaps[usize::from(w.heap_gen)].copy_in(offset as usize, &entry);
         w.heap_tail += span;
         Ok((w.heap_gen, offset, len))
+    }
+
+    /// Makes room for `span` bytes at the current heap's tail. Live writes were reserved for
+    /// before they were logged ([`WorkingTier::reserve`]), so this grows a file only while
+    /// the WAL is replayed at open.
+    fn reserve_heap_tail(&self, w: &HeapWriter, span: u64) -> Result<(), EngineError> {
+        let cap = self.heap_capacity_bytes;
+        grow(
+            &self.heaps[usize::from(w.heap_gen)],
+            w.heap_tail + span,
+            cap,
+        )
     }
 
     /// Inserts or replaces a memory (writer only).
@@ -533,6 +654,9 @@ impl WorkingTier {
         old: Option<u32>,
         bytes: &[u8],
     ) -> Result<(), EngineError> {
+        // Live writes reserved their slot before they were logged; a replay at open may grow
+        // the file here.
+        self.reserve_slots(w, 1)?;
         let slot = w.free.pop().ok_or_else(|| {
             EngineError::StorageFull(format!("working tier is full ({} slots)", self.slot_count))
         })?;
@@ -641,6 +765,7 @@ impl WorkingTier {
                 entry.extend_from_slice(&body);
                 entry.resize(span as usize, 0);
                 let offset = w.heap_tail;
+                self.reserve_heap_tail(w, span)?;
                 self.heaps[usize::from(w.heap_gen)].copy_in(offset as usize, &entry);
                 w.heap_tail += span;
                 bytes[OFF_HEAP_OFFSET..OFF_HEAP_OFFSET + 8].copy_from_slice(&offset.to_le_bytes());
