@@ -51,12 +51,20 @@ pub enum SyncMode {
 /// The kind of I/O an injected fault interrupts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoOp {
+    /// A WAL segment write.
     Write,
+    /// A WAL fdatasync.
     Sync,
+    /// Allocating disk space: a new WAL segment, a working-tier file growing.
+    Allocate,
+    /// Writing a memory-mapped file back (the working tier's checkpoint).
+    MapFlush,
+    /// Writing a cold segment file.
+    SegmentWrite,
 }
 
-/// Test and drill hook: called before each segment write and fsync; an `Err` is treated exactly
-/// like the same error from the kernel.
+/// Test and drill hook: called before each of the operations [`IoOp`] names; an `Err` is
+/// treated exactly like the same error from the kernel.
 pub type FaultInjector = Arc<dyn Fn(IoOp) -> io::Result<()> + Send + Sync>;
 
 /// Told the duration of every fdatasync (for metrics).
@@ -792,7 +800,8 @@ fn rotate(shared: &Shared, writer: &mut Writer) -> Result<(), WalError> {
             if let Some(stale) = other {
                 stale.discard();
             }
-            segment::create_segment(dir, index, shared.opts.segment_bytes)
+            inject(shared, IoOp::Allocate)
+                .and_then(|()| segment::create_segment(dir, index, shared.opts.segment_bytes))
         }
     };
     let (file, path) = made.map_err(|e| io_err(dir, e))?;
@@ -821,7 +830,8 @@ fn make_spare(shared: &Shared) -> Result<(), WalError> {
     }
     let dir = &shared.opts.dir;
     *spare = Some(
-        segment::prepare_segment(dir, next, shared.opts.segment_bytes)
+        inject(shared, IoOp::Allocate)
+            .and_then(|()| segment::prepare_segment(dir, next, shared.opts.segment_bytes))
             .map_err(|e| io_err(dir, e))?,
     );
     Ok(())

@@ -47,7 +47,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
     let layout = DataDir::new(&config.data_dir);
     let lock_file = layout.lock()?;
     layout.release_ballast()?;
-    let (working, working_report) = WorkingTier::open(
+    let (mut working, working_report) = WorkingTier::open(
         &layout.working(),
         config.dimensions,
         config.working_capacity,
@@ -58,11 +58,13 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         config.block_cache_bytes,
         config.search.stemming,
     )?;
-    let (cold, cold_lsn) = ColdTier::open(
+    let (mut cold, cold_lsn) = ColdTier::open(
         &layout.cold(),
         config.dimensions,
         config.migration.zstd_level,
     )?;
+    working.set_fault_injector(config.fault_injector.clone());
+    cold.set_fault_injector(config.fault_injector.clone());
     let working_lsn = working_report.checkpoint_lsn;
     let cold_lsn = cold_lsn.unwrap_or(working_lsn.min(warm_lsn));
     let replay_from = working_lsn.min(warm_lsn).min(cold_lsn).next();

@@ -60,6 +60,8 @@ pub(crate) struct ColdTier {
     /// Serializes manifest writes; holds the LSN of the last one.
     manifest_lsn: Mutex<Lsn>,
     next_id: AtomicU64,
+    /// Test hook: consulted before a segment file is written.
+    faults: Option<engram_wal::FaultInjector>,
 }
 
 impl std::fmt::Debug for ColdTier {
@@ -205,6 +207,7 @@ impl ColdTier {
                 locations: RwLock::new(IdMap::default()),
                 manifest_lsn: Mutex::new(lsn.unwrap_or(Lsn::ZERO)),
                 next_id: AtomicU64::new(max_id + 1),
+                faults: None,
             },
             lsn,
         ))
@@ -258,8 +261,16 @@ impl ColdTier {
         SegmentId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Installs the test hook that fails segment writes.
+    pub(crate) fn set_fault_injector(&mut self, faults: Option<engram_wal::FaultInjector>) {
+        self.faults = faults;
+    }
+
     /// Writes `memories` as segment `id` (before its WAL record is logged).
     pub(crate) fn write(&self, id: SegmentId, memories: &[Memory]) -> Result<(), EngineError> {
+        if let Some(f) = &self.faults {
+            f(engram_wal::IoOp::SegmentWrite).map_err(|e| EngineError::io(&self.dir, e))?;
+        }
         write_segment(
             &self.dir.join(cold_segment_file_name(id)),
             id.0,

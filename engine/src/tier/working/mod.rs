@@ -52,17 +52,6 @@ fn grown(backed: u64, required: u64, cap: u64) -> u64 {
     required.max(backed + step).min(cap)
 }
 
-/// Makes `file` hold `required` bytes: a step more when the disk has room for it, else just
-/// what is required.
-fn grow(file: &Mapped, required: u64, cap: u64) -> Result<(), EngineError> {
-    let backed = file.backed();
-    if required <= backed {
-        return Ok(());
-    }
-    file.reserve(grown(backed, required, cap))
-        .or_else(|_| file.reserve(required))
-}
-
 /// What eviction and the migration policy read of a working-tier memory: its slot header.
 #[derive(Debug, Clone, Copy)]
 pub struct SlotSummary {
@@ -98,6 +87,8 @@ pub struct WorkingTier {
     /// tier safe on its own).
     writer: Mutex<HeapWriter>,
     dir: PathBuf,
+    /// Test hook: consulted before a file grows and before a checkpoint's write-back.
+    faults: Option<engram_wal::FaultInjector>,
 }
 
 impl std::fmt::Debug for WorkingTier {
@@ -169,6 +160,7 @@ impl WorkingTier {
                 live_heap_bytes: 0,
             }),
             dir: dir.to_path_buf(),
+            faults: None,
         };
         let report = tier.load(checkpoint_lsn)?;
         if existing.is_some_and(|h| h.sparse) {
@@ -314,16 +306,46 @@ impl WorkingTier {
         let cap = self.heap_capacity_bytes;
         let current = &self.heaps[usize::from(w.heap_gen)];
         let wanted = w.heap_tail.saturating_add(heap_bytes);
-        grow(current, wanted.min(cap), cap)?;
+        self.grow(current, wanted.min(cap), cap)?;
         if wanted > cap {
             let other = &self.heaps[usize::from(1 - w.heap_gen)];
-            grow(
+            self.grow(
                 other,
                 w.live_heap_bytes.saturating_add(heap_bytes).min(cap),
                 cap,
             )?;
         }
         Ok(())
+    }
+
+    /// Installs the test hook that fails file growth and checkpoint write-backs.
+    pub fn set_fault_injector(&mut self, faults: Option<engram_wal::FaultInjector>) {
+        self.faults = faults;
+    }
+
+    fn inject(&self, op: engram_wal::IoOp, path: &Path) -> Result<(), EngineError> {
+        match &self.faults {
+            Some(f) => f(op).map_err(|e| {
+                if crate::fsutil::is_out_of_space(&e) {
+                    EngineError::StorageFull(format!("no disk space to grow {}", path.display()))
+                } else {
+                    EngineError::io(path, e)
+                }
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `file` hold `required` bytes: a step more when the disk has room for it, else
+    /// just what is required.
+    fn grow(&self, file: &Mapped, required: u64, cap: u64) -> Result<(), EngineError> {
+        let backed = file.backed();
+        if required <= backed {
+            return Ok(());
+        }
+        self.inject(engram_wal::IoOp::Allocate, &file.path)?;
+        file.reserve(grown(backed, required, cap))
+            .or_else(|_| file.reserve(required))
     }
 
     /// Grows the slot file until at least `n` slots are free (or every slot is in the file).
@@ -341,6 +363,7 @@ impl WorkingTier {
         let cap = bytes(self.slot_count);
         let step = grown(bytes(backed), bytes(needed), cap);
         let target = ((step as usize - WORKING_FILE_HEADER_BYTES) / self.slot_bytes).max(needed);
+        self.inject(engram_wal::IoOp::Allocate, &self.slots.path)?;
         if self.slots.reserve(bytes(target)).is_err() {
             self.slots.reserve(bytes(needed))?;
         }
@@ -617,7 +640,7 @@ impl WorkingTier {
     /// the WAL is replayed at open.
     fn reserve_heap_tail(&self, w: &HeapWriter, span: u64) -> Result<(), EngineError> {
         let cap = self.heap_capacity_bytes;
-        grow(
+        self.grow(
             &self.heaps[usize::from(w.heap_gen)],
             w.heap_tail + span,
             cap,
@@ -783,6 +806,7 @@ impl WorkingTier {
     /// Makes the files durable and records that they reflect every record up to `lsn`. The
     /// caller reads `lsn` before calling, so the files hold at least that state.
     pub fn checkpoint(&self, lsn: Lsn) -> Result<(), EngineError> {
+        self.inject(engram_wal::IoOp::MapFlush, &self.slots.path)?;
         for heap in &self.heaps {
             heap.sync()?;
         }
