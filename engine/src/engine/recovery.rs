@@ -131,6 +131,22 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
             b.write(last_batched_lsn)?;
         }
     }
+    for (slot, id, lsn) in &working_report.suspects {
+        if !working_final.touches(id) {
+            return Err(EngineError::Corrupt {
+                path: layout.working().join("slots.bin"),
+                detail: format!(
+                    "working-tier slot {slot} (memory {id}, LSN {lsn}) fails its checksum; the checkpoint at LSN {working_lsn} covers it and no later record rewrote it"
+                ),
+            });
+        }
+    }
+    if !working_report.suspects.is_empty() {
+        tracing::warn!(
+            slots = working_report.suspects.len(),
+            "working-tier slots torn by a power cut after the checkpoint; the WAL restores them"
+        );
+    }
     working_final.apply(&working)?;
     cold.load_locations(warm.cold_locations()?);
     let orphans = cold.remove_orphans()?;
@@ -295,6 +311,11 @@ struct WorkingReplay {
 }
 
 impl WorkingReplay {
+    /// Whether a record after the working tier's checkpoint touched memory `id`.
+    fn touches(&self, id: &Uuid) -> bool {
+        self.last.contains_key(id) || self.access.iter().any(|(_, d)| d.id == *id)
+    }
+
     fn record(&mut self, lsn: Lsn, op: Op) {
         match op {
             Op::Put { memory, .. } => {

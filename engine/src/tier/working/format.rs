@@ -26,7 +26,27 @@ pub(super) const MAX_READ_RETRIES: usize = 10_000;
 pub(super) const NO_TIME: i64 = i64::MIN;
 
 pub(super) const STATE_EMPTY: u8 = 0;
-pub(super) const STATE_LIVE: u8 = 1;
+/// A live slot as versions before 2026-12 wrote it: `heap_gen` in byte 44, and a CRC over
+/// every field. Read, and rewritten in the current form when the slot next changes.
+pub(super) const STATE_LIVE_V1: u8 = 1;
+/// A live slot: the heap pointer is one word (offset, with the heap in the top bit), and the
+/// CRC leaves out the pointer and the access counters, so that a heap compaction repoints a
+/// slot and an access updates it in place, each with stores a crash cannot half-do in a way
+/// the CRC would catch (the pointer is one atomic word; the counters are not covered).
+pub(super) const STATE_LIVE: u8 = 2;
+/// The heap-pointer word's bit that names heap 1.
+pub(super) const POINTER_GEN_BIT: u64 = 1 << 63;
+
+/// Whether a slot's state byte says live (either form).
+pub(super) fn is_live(state: u8) -> bool {
+    state == STATE_LIVE || state == STATE_LIVE_V1
+}
+
+/// The heap-pointer word of a current-form slot.
+pub(super) fn pack_pointer(heap_gen: u8, heap_offset: u64) -> u64 {
+    debug_assert!(heap_offset < POINTER_GEN_BIT && heap_gen < 2);
+    heap_offset | if heap_gen == 1 { POINTER_GEN_BIT } else { 0 }
+}
 
 // Slot header field offsets (bytes).
 pub(super) const OFF_SEQ: usize = 0;
@@ -78,10 +98,18 @@ pub(super) fn rd_i64(b: &[u8], off: usize) -> i64 {
     i64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
+/// The slot's checksum, by the rule of its form (see [`STATE_LIVE`]).
 pub(super) fn slot_crc(bytes: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(&bytes[OFF_LSN..OFF_CRC]);
-    h.update(&bytes[OFF_CRC + 4..]);
+    if bytes[OFF_STATE] == STATE_LIVE {
+        h.update(&bytes[OFF_LSN..OFF_HEAP_OFFSET]);
+        h.update(&bytes[OFF_HEAP_OFFSET + 8..OFF_CRC]);
+        h.update(&bytes[OFF_CRC + 4..OFF_ACCESS_COUNT]);
+        h.update(&bytes[OFF_LAST_ACCESS + 8..]);
+    } else {
+        h.update(&bytes[OFF_LSN..OFF_CRC]);
+        h.update(&bytes[OFF_CRC + 4..]);
+    }
     h.finalize()
 }
 
@@ -90,9 +118,17 @@ pub(super) fn parse_header(b: &[u8]) -> SlotHeader {
         seq: rd_u64(b, OFF_SEQ),
         lsn: Lsn::new(rd_u64(b, OFF_LSN)),
         id: Uuid::from_bytes(b[OFF_ID..OFF_ID + 16].try_into().expect("16 bytes")),
-        heap_offset: rd_u64(b, OFF_HEAP_OFFSET),
+        heap_offset: if b[OFF_STATE] == STATE_LIVE {
+            rd_u64(b, OFF_HEAP_OFFSET) & !POINTER_GEN_BIT
+        } else {
+            rd_u64(b, OFF_HEAP_OFFSET)
+        },
         heap_len: rd_u32(b, OFF_HEAP_LEN),
-        heap_gen: b[OFF_HEAP_GEN],
+        heap_gen: if b[OFF_STATE] == STATE_LIVE {
+            u8::from(rd_u64(b, OFF_HEAP_OFFSET) & POINTER_GEN_BIT != 0)
+        } else {
+            b[OFF_HEAP_GEN]
+        },
         state: b[OFF_STATE],
         importance: f32::from_le_bytes(
             b[OFF_IMPORTANCE..OFF_IMPORTANCE + 4].try_into().expect("4"),
@@ -110,6 +146,9 @@ const _: () = assert!(OFF_EXPIRES + 8 <= SLOT_HEADER_BYTES);
 const _: () = assert!(SLOT_HEADER_BYTES.is_multiple_of(8) && SLOT_ALIGN_BYTES.is_multiple_of(8));
 const _: () = assert!(WORKING_FILE_HEADER_BYTES.is_multiple_of(SLOT_ALIGN_BYTES));
 const _: () = assert!(OFF_SEQ == 0 && OFF_LSN == 8 && OFF_CRC + 4 == OFF_CREATED);
+// The fields a current-form CRC leaves out are whole words, in order.
+const _: () = assert!(OFF_HEAP_OFFSET.is_multiple_of(8) && OFF_HEAP_OFFSET + 8 <= OFF_CRC);
+const _: () = assert!(OFF_ACCESS_COUNT + 8 == OFF_LAST_ACCESS && OFF_CREATED < OFF_ACCESS_COUNT);
 // A heap entry is (len u32, crc u32) then the body, padded to 8 bytes.
 const _: () = assert!(HEAP_ENTRY_HEADER_BYTES == 8);
 

@@ -30,14 +30,17 @@ use crate::model::Status;
 use crate::model::{Memory, Tier};
 use crate::EngineError;
 use format::{
-    entry_span, parse_header, rd_u32, read_checkpoint, read_file_header, slot_bytes, slot_crc,
-    write_file_header, FileHeader, SlotHeader, HEAP_ENTRY_HEADER_BYTES, MAX_READ_RETRIES, NO_TIME,
-    OFF_ACCESS_COUNT, OFF_CRC, OFF_CREATED, OFF_EXPIRES, OFF_HAS_EMBEDDING, OFF_HEAP_GEN,
-    OFF_HEAP_LEN, OFF_HEAP_OFFSET, OFF_ID, OFF_IMPORTANCE, OFF_LAST_ACCESS, OFF_LSN, OFF_SEQ,
-    OFF_STATE, OFF_STATUS, OFF_UPDATED, SLOT_HEADER_BYTES, STATE_EMPTY, STATE_LIVE,
-    WORKING_FILE_HEADER_BYTES,
+    entry_span, is_live, pack_pointer, parse_header, rd_u32, read_checkpoint, read_file_header,
+    slot_bytes, slot_crc, write_file_header, FileHeader, SlotHeader, HEAP_ENTRY_HEADER_BYTES,
+    MAX_READ_RETRIES, NO_TIME, OFF_ACCESS_COUNT, OFF_CRC, OFF_CREATED, OFF_EXPIRES,
+    OFF_HAS_EMBEDDING, OFF_HEAP_GEN, OFF_HEAP_LEN, OFF_HEAP_OFFSET, OFF_ID, OFF_IMPORTANCE,
+    OFF_LAST_ACCESS, OFF_LSN, OFF_SEQ, OFF_STATE, OFF_STATUS, OFF_UPDATED, SLOT_HEADER_BYTES,
+    STATE_EMPTY, STATE_LIVE, WORKING_FILE_HEADER_BYTES,
 };
 use mmap::Mapped;
+
+/// Whole heap entries found by a scan: id → (offset, length).
+type HeapCopies = HashMap<Uuid, (u64, u32)>;
 
 /// The working tier's files grow by at least this much (or an eighth of their size) at a time.
 const GROWTH_STEP_BYTES: usize = 4 << 20;
@@ -102,13 +105,20 @@ impl std::fmt::Debug for WorkingTier {
 }
 
 /// What opening the tier found.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WorkingOpenReport {
     /// LSN the last checkpoint recorded; the WAL must be replayed after it.
     pub checkpoint_lsn: Lsn,
     pub live: usize,
     /// Slots written after the checkpoint that failed their checksum (the WAL rebuilds them).
     pub discarded_torn: usize,
+    /// Slots that fail their checksum although their LSN is covered by the checkpoint: (slot,
+    /// the id its header names, its LSN). A power cut tears such a slot when it was reused
+    /// after the checkpoint and straddles a page boundary (the page holding the header kept
+    /// the checkpointed image, the next one took the new): then a record after the checkpoint
+    /// touched that memory, and replaying the WAL restores it. If none did, the checkpointed
+    /// image is lost: the engine reports it as corruption (see `engine::recovery`).
+    pub suspects: Vec<(u32, Uuid, Lsn)>,
 }
 
 impl WorkingTier {
@@ -188,27 +198,28 @@ impl WorkingTier {
                 free.push(slot);
                 continue;
             }
-            if !header.seq.is_multiple_of(2) {
-                // The process died while writing this slot. Every write goes to a slot that was
-                // free (copy-on-write), so the previous image of that memory is intact elsewhere.
-                report.discarded_torn += 1;
-                self.clear_slot(slot);
-                free.push(slot);
-                continue;
-            }
-            let valid = header.state == STATE_LIVE
+            let valid = is_live(header.state)
                 && rd_u32(&buf, OFF_CRC) == slot_crc(&buf)
                 && header.heap_gen < 2
                 && self.read_heap_entry(&header).is_some();
+            if !header.seq.is_multiple_of(2) {
+                if valid {
+                    // Died during an in-place access update, which the CRC does not cover: the
+                    // slot is whole.
+                    self.settle_seq(slot);
+                } else {
+                    // Died while writing this slot afresh. Such writes go to a slot that was
+                    // free (copy-on-write), so the previous image of that memory is intact
+                    // elsewhere.
+                    report.discarded_torn += 1;
+                    self.clear_slot(slot);
+                    free.push(slot);
+                    continue;
+                }
+            }
             if !valid {
                 if header.lsn <= checkpoint_lsn {
-                    return Err(EngineError::Corrupt {
-                        path: self.slots.path.clone(),
-                        detail: format!(
-                            "working-tier slot {slot} (LSN {}) fails its checksum but the checkpoint at LSN {checkpoint_lsn} covers it",
-                            header.lsn
-                        ),
-                    });
+                    report.suspects.push((slot, header.id, header.lsn));
                 }
                 // Written after the checkpoint and damaged: the WAL replay rebuilds it.
                 report.discarded_torn += 1;
@@ -247,13 +258,12 @@ impl WorkingTier {
             live_bytes += entry_span(h.heap_len);
         }
         report.live = index.len();
+        let mut copies = None;
         let current = match gens_used {
             [true, true] => {
-                if tails[0] <= tails[1] {
-                    0
-                } else {
-                    1
-                }
+                let (target, found) = self.compaction_target(&index, &tails);
+                copies = Some(found);
+                target
             }
             [false, true] => 1,
             _ => 0,
@@ -266,11 +276,95 @@ impl WorkingTier {
             w.heap_tail = tails[usize::from(current)];
             w.live_heap_bytes = live_bytes;
         }
-        if gens_used == [true, true] {
-            // A compaction was cut short: move what is left on the old heap.
-            self.move_slots_off(1 - current)?;
+        if let Some(copies) = copies {
+            // A compaction was cut short: point what is left on the old heap at the copies it
+            // had already made durable, and move anything else.
+            self.finish_compaction(current, &copies)?;
         }
         Ok(report)
+    }
+
+    /// Which heap an interrupted compaction was filling, and the whole entries found in it
+    /// (id → offset, length). A compaction copies every live entry into its target from offset
+    /// 0 and makes them durable before it repoints any slot, so the target is the heap holding
+    /// a copy of every memory still on the other one.
+    fn compaction_target(&self, index: &HashMap<Uuid, u32>, tails: &[u64; 2]) -> (u8, HeapCopies) {
+        let mut buf = vec![0u8; self.slot_bytes];
+        let mut best: Option<(u8, HeapCopies)> = None;
+        for g in [0u8, 1] {
+            let found = self.scan_heap(g);
+            let covers = index.values().all(|&slot| {
+                self.copy_slot_raw(slot, &mut buf);
+                let h = parse_header(&buf);
+                h.heap_gen == g || found.get(&h.id).is_some_and(|&(_, len)| len == h.heap_len)
+            });
+            if covers
+                && best
+                    .as_ref()
+                    .is_none_or(|(b, _)| tails[usize::from(g)] < tails[usize::from(*b)])
+            {
+                best = Some((g, found));
+            }
+        }
+        // None covers (the files are damaged): the smaller heap, as before; what is missing
+        // from it is moved there.
+        best.unwrap_or_else(|| (u8::from(tails[0] > tails[1]), HashMap::new()))
+    }
+
+    /// The whole entries of heap `g`, from offset 0 to the first that is not.
+    fn scan_heap(&self, g: u8) -> HeapCopies {
+        let heap = &self.heaps[usize::from(g)];
+        let mut found = HashMap::new();
+        let mut off = 0u64;
+        let mut head = [0u8; HEAP_ENTRY_HEADER_BYTES];
+        while heap.copy_out(off as usize, &mut head) {
+            let len = rd_u32(&head, 0);
+            let mut body = vec![0u8; len as usize];
+            if len == 0
+                || !heap.copy_out(off as usize + HEAP_ENTRY_HEADER_BYTES, &mut body)
+                || crc32fast::hash(&body) != rd_u32(&head, 4)
+            {
+                break;
+            }
+            let Ok(m) = codec::decode_memory(&body, Lsn::ZERO) else {
+                break;
+            };
+            found.insert(m.id, (off, len));
+            off += entry_span(len);
+        }
+        found
+    }
+
+    /// Completes a compaction into heap `target` that a crash or power cut interrupted: slots
+    /// still on the other heap point at their durable copies in `copies` (or, without one,
+    /// are moved as a compaction moves them); then the slots are made durable.
+    fn finish_compaction(&self, target: u8, copies: &HeapCopies) -> Result<(), EngineError> {
+        let mut w = self.writer.lock();
+        let slots: Vec<u32> = self.index.read().values().copied().collect();
+        let mut buf = vec![0u8; self.slot_bytes];
+        for slot in slots {
+            self.copy_slot_raw(slot, &mut buf);
+            let h = parse_header(&buf);
+            match copies.get(&h.id) {
+                Some(&(offset, len)) if h.heap_gen != target && len == h.heap_len => {
+                    if buf[OFF_STATE] == STATE_LIVE {
+                        let word = self.slots.word(self.slot_offset(slot) + OFF_HEAP_OFFSET);
+                        word.store(pack_pointer(target, offset), Ordering::Release);
+                    } else {
+                        buf[OFF_HEAP_OFFSET..OFF_HEAP_OFFSET + 8]
+                            .copy_from_slice(&offset.to_le_bytes());
+                        buf[OFF_HEAP_GEN] = target;
+                        let bytes = self.current_form(&buf);
+                        self.replace_slot(&mut w, h.id, Some(slot), &bytes)?;
+                    }
+                    w.heap_tail = w.heap_tail.max(offset + entry_span(len));
+                }
+                _ => {}
+            }
+        }
+        // Whatever had no copy is moved now (this also makes the slots durable).
+        self.move_slots_off_locked(&mut w, 1 - target)?;
+        self.slots.sync()
     }
 
     /// Cuts the files of a format-1 tier (sparse, as long as their capacity) to what live
@@ -493,7 +587,7 @@ impl WorkingTier {
                 continue;
             };
             let h = parse_header(&buf);
-            if h.state != STATE_LIVE || h.id != *id {
+            if !is_live(h.state) || h.id != *id {
                 // The slot was reused between the index lookup and the copy: look again.
                 continue;
             }
@@ -551,7 +645,7 @@ impl WorkingTier {
                 chunk.copy_from_slice(&v.to_le_bytes());
             }
             let h = parse_header(&buf);
-            if h.state == STATE_LIVE {
+            if is_live(h.state) {
                 let last = if h.last_accessed_at_us == NO_TIME {
                     h.updated_at_us.max(h.created_at_us)
                 } else {
@@ -578,8 +672,11 @@ impl WorkingTier {
         let mut b = vec![0u8; self.slot_bytes];
         b[OFF_LSN..OFF_LSN + 8].copy_from_slice(&memory.lsn.to_le_bytes());
         b[OFF_ID..OFF_ID + 16].copy_from_slice(memory.id.as_bytes());
-        b[OFF_HEAP_OFFSET..OFF_HEAP_OFFSET + 8].copy_from_slice(&heap_offset.to_le_bytes());
+        b[OFF_HEAP_OFFSET..OFF_HEAP_OFFSET + 8]
+            .copy_from_slice(&pack_pointer(heap_gen, heap_offset).to_le_bytes());
         b[OFF_HEAP_LEN..OFF_HEAP_LEN + 4].copy_from_slice(&heap_len.to_le_bytes());
+        // Only informative in this form (the pointer word names the heap), and covered by the
+        // CRC, so a repoint leaves it as it was.
         b[OFF_HEAP_GEN] = heap_gen;
         b[OFF_STATE] = STATE_LIVE;
         b[OFF_STATUS] = memory.status.code();
@@ -736,9 +833,16 @@ impl WorkingTier {
         bytes[OFF_ACCESS_COUNT..OFF_ACCESS_COUNT + 8]
             .copy_from_slice(&h.access_count.saturating_add(count).to_le_bytes());
         bytes[OFF_LAST_ACCESS..OFF_LAST_ACCESS + 8].copy_from_slice(&last.to_le_bytes());
-        let crc = slot_crc(&bytes);
-        bytes[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
-        self.replace_slot(&mut w, *id, Some(slot), &bytes)?;
+        if h.state == STATE_LIVE {
+            // In place: the CRC does not cover the counters, so however a crash or a power cut
+            // leaves these words, the slot stays whole. (Relocating it, as a copy-on-write
+            // write would, is not safe from a power cut: no WAL record carries the image, and
+            // the old copy's clearing may reach the disk before the new copy.)
+            self.write_slot(slot, &bytes);
+        } else {
+            let bytes = self.current_form(&bytes);
+            self.replace_slot(&mut w, *id, Some(slot), &bytes)?;
+        }
         Ok(true)
     }
 
@@ -749,58 +853,98 @@ impl WorkingTier {
         self.move_slots_off_locked(w, from)
     }
 
-    fn move_slots_off(&self, from: u8) -> Result<(), EngineError> {
-        let mut w = self.writer.lock();
-        self.move_slots_off_locked(&mut w, from)
-    }
-
     /// Re-appends every entry on heap `from` to the current heap and repoints its slot. The old
     /// heap's bytes stay readable until the next compaction reuses that heap, by which time no
     /// slot points there.
+    ///
+    /// No WAL record carries what a compaction moves, so it keeps a durable copy of every image
+    /// at every moment, for a power cut as for a crash: the new entries are written and made
+    /// durable first; then each slot is repointed in place by one atomic word store (its CRC
+    /// does not cover the pointer), so a cut leaves it pointing at the old entry or the new,
+    /// both whole; then the slots are made durable, before a later compaction can overwrite
+    /// the old heap. Slots of the older form are rewritten copy-on-write into the current one.
     fn move_slots_off_locked(&self, w: &mut HeapWriter, from: u8) -> Result<(), EngineError> {
         assert_ne!(from, w.heap_gen, "cannot compact a heap into itself");
         let slots: Vec<u32> = self.index.read().values().copied().collect();
         let mut bytes = vec![0u8; self.slot_bytes];
         let mut live = 0u64;
-        for slot in slots {
+        let mut moved: Vec<(u32, u64)> = Vec::new();
+        for &slot in &slots {
             self.copy_slot_raw(slot, &mut bytes);
             let h = parse_header(&bytes);
-            if h.heap_gen == from {
-                let body = self
-                    .read_heap_entry(&h)
-                    .ok_or_else(|| EngineError::Corrupt {
-                        path: self.heaps[usize::from(from)].path.clone(),
-                        detail: format!(
-                            "heap entry at offset {} fails its checksum",
-                            h.heap_offset
-                        ),
-                    })?;
-                let len = u32::try_from(body.len()).expect("entry length came from a u32");
-                let span = entry_span(len);
-                if w.heap_tail + span > self.heap_capacity_bytes {
-                    return Err(EngineError::StorageFull(
-                        "working-tier heap cannot hold its live entries".to_owned(),
-                    ));
-                }
-                let mut entry = Vec::with_capacity(span as usize);
-                entry.extend_from_slice(&len.to_le_bytes());
-                entry.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-                entry.extend_from_slice(&body);
-                entry.resize(span as usize, 0);
-                let offset = w.heap_tail;
-                self.reserve_heap_tail(w, span)?;
-                self.heaps[usize::from(w.heap_gen)].copy_in(offset as usize, &entry);
-                w.heap_tail += span;
+            live += entry_span(h.heap_len);
+            if h.heap_gen != from {
+                continue;
+            }
+            let body = self
+                .read_heap_entry(&h)
+                .ok_or_else(|| EngineError::Corrupt {
+                    path: self.heaps[usize::from(from)].path.clone(),
+                    detail: format!("heap entry at offset {} fails its checksum", h.heap_offset),
+                })?;
+            let len = u32::try_from(body.len()).expect("entry length came from a u32");
+            let span = entry_span(len);
+            if w.heap_tail + span > self.heap_capacity_bytes {
+                return Err(EngineError::StorageFull(
+                    "working-tier heap cannot hold its live entries".to_owned(),
+                ));
+            }
+            let mut entry = Vec::with_capacity(span as usize);
+            entry.extend_from_slice(&len.to_le_bytes());
+            entry.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            entry.extend_from_slice(&body);
+            entry.resize(span as usize, 0);
+            let offset = w.heap_tail;
+            self.reserve_heap_tail(w, span)?;
+            self.heaps[usize::from(w.heap_gen)].copy_in(offset as usize, &entry);
+            w.heap_tail += span;
+            moved.push((slot, offset));
+        }
+        if moved.is_empty() {
+            w.live_heap_bytes = live;
+            return Ok(());
+        }
+        self.inject(
+            engram_wal::IoOp::MapFlush,
+            &self.heaps[usize::from(w.heap_gen)].path,
+        )?;
+        self.heaps[usize::from(w.heap_gen)].sync()?;
+        for (slot, offset) in moved {
+            self.copy_slot_raw(slot, &mut bytes);
+            if bytes[OFF_STATE] == STATE_LIVE {
+                let word = self.slots.word(self.slot_offset(slot) + OFF_HEAP_OFFSET);
+                word.store(pack_pointer(w.heap_gen, offset), Ordering::Release);
+            } else {
+                let h = parse_header(&bytes);
                 bytes[OFF_HEAP_OFFSET..OFF_HEAP_OFFSET + 8].copy_from_slice(&offset.to_le_bytes());
                 bytes[OFF_HEAP_GEN] = w.heap_gen;
-                let crc = slot_crc(&bytes);
-                bytes[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+                let bytes = self.current_form(&bytes);
                 self.replace_slot(w, h.id, Some(slot), &bytes)?;
             }
-            live += entry_span(h.heap_len);
         }
+        self.inject(engram_wal::IoOp::MapFlush, &self.slots.path)?;
+        self.slots.sync()?;
         w.live_heap_bytes = live;
         Ok(())
+    }
+
+    /// A slot image of the older form (see [`STATE_LIVE`]) rewritten in the current one.
+    fn current_form(&self, legacy: &[u8]) -> Vec<u8> {
+        let h = parse_header(legacy);
+        let mut b = legacy.to_vec();
+        b[OFF_STATE] = STATE_LIVE;
+        b[OFF_HEAP_OFFSET..OFF_HEAP_OFFSET + 8]
+            .copy_from_slice(&pack_pointer(h.heap_gen, h.heap_offset).to_le_bytes());
+        let crc = slot_crc(&b);
+        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Makes an odd sequence (a write the process died in) even again, for a slot found whole.
+    fn settle_seq(&self, slot: u32) {
+        let word = self.slots.word(self.slot_offset(slot) + OFF_SEQ);
+        let seq = word.load(Ordering::Relaxed);
+        word.store(seq + (seq & 1), Ordering::Release);
     }
 
     /// Makes the files durable and records that they reflect every record up to `lsn`. The
