@@ -207,9 +207,11 @@ fn verify(d: &Daemon, acked: &Acked) {
     for (tag, id) in acked.iter() {
         let r = d.get(&format!("/api/v1/memories/{id}"));
         assert_eq!(
-            r.status, 200,
-            "acknowledged {tag} ({id}) is gone: {}",
-            r.text
+            r.status,
+            200,
+            "acknowledged {tag} ({id}) is gone: {}; the daemon's log ends: {}",
+            r.text,
+            tail(d)
         );
         assert_eq!(
             r.body["content"].as_str(),
@@ -251,7 +253,8 @@ fn writes_resume(d: &Daemon, tag: &str, acked: &Acked) {
         }
         assert!(
             Instant::now() < deadline,
-            "writes did not resume after space returned"
+            "writes did not resume after space returned: {}",
+            tail(d)
         );
         // The daemon re-checks free space about once a second.
         std::thread::sleep(Duration::from_millis(100));
