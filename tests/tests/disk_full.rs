@@ -63,17 +63,30 @@ impl Drop for Tmpfs {
 }
 
 /// A file taking `bytes` of the filesystem (fallocate: the blocks are really taken).
-fn fill(path: &Path, bytes: u64) {
-    let out = Command::new("fallocate")
+fn fill(path: &Path, bytes: u64) -> bool {
+    Command::new("fallocate")
         .args(["-l", &bytes.to_string()])
         .arg(path)
-        .output()
-        .expect("run fallocate");
-    assert!(
-        out.status.success(),
-        "fallocate {bytes}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .status()
+        .expect("run fallocate")
+        .success()
+}
+
+/// Files named `prefix-N` that take every free byte (the daemon and its log keep writing
+/// meanwhile, so a few tries of what is left). Returns them.
+fn fill_up(fs: &Tmpfs, prefix: &str) -> Vec<PathBuf> {
+    let mut made = Vec::new();
+    for n in 0..32 {
+        let free = fs.free_bytes();
+        if free == 0 {
+            break;
+        }
+        let path = fs.path.join(format!("{prefix}-{n}"));
+        if fill(&path, free) || fill(&path, free / 2) {
+            made.push(path);
+        }
+    }
+    made
 }
 
 fn big_content(tag: &str) -> String {
@@ -296,7 +309,6 @@ fn full_disk_scenario(min_free: &str, log: Log) {
         let data = dir.path().join("data");
         (Tmpfs::mount(&data, 256), data)
     };
-    let filler = fs.path.join("filler");
     let settings = [
         ("embedding.dimensions", "8"),
         ("wal.segment_bytes", "16777216"),
@@ -304,9 +316,13 @@ fn full_disk_scenario(min_free: &str, log: Log) {
         ("storage.checkpoint_interval", "1s"),
         ("tier_migration.enabled", "false"),
     ];
+    // Other data on the disk, removed when space "returns": more than the margin and the
+    // ballast the daemon takes back first.
+    let other_data = fs.path.join("other-data");
+    assert!(fill(&other_data, 48 << 20));
     let mut d = Daemon::start(&data, &settings);
     let acked: Acked = Arc::new(Mutex::new(HashMap::new()));
-    let empty_store = 256 * 1024 * 1024 - fs.free_bytes();
+    let empty_store = (256 << 20) - (48 << 20) - fs.free_bytes();
     println!("an empty store takes {} KiB", empty_store / 1024);
 
     // 1. Gradual filling: refused with 507 at the margin; nothing dies.
@@ -319,8 +335,7 @@ fn full_disk_scenario(min_free: &str, log: Log) {
     reads_work(&d, &acked);
 
     // 2. Another file takes every free byte at once, faster than the free-space check.
-    let free = fs.free_bytes();
-    fill(&filler, free);
+    let mut fillers = fill_up(&fs, "filler");
     println!("filled: {} KiB free", fs.free_bytes() / 1024);
     for i in 0..8 {
         let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -341,16 +356,13 @@ fn full_disk_scenario(min_free: &str, log: Log) {
     verify(&d, &acked);
     reads_work(&d, &acked);
     // Opening released the slack of the files' last growth steps: take it too.
-    let filler2 = fs.path.join("filler2");
-    let free = fs.free_bytes();
-    if free > 0 {
-        fill(&filler2, free);
-    }
+    fillers.extend(fill_up(&fs, "filler-after-restart"));
     assert_eq!(write_one(&d, "restarted-full", &acked), 507);
 
     // 4. Space returns: writes resume by themselves, no restart.
-    std::fs::remove_file(&filler).expect("remove filler");
-    let _ = std::fs::remove_file(&filler2);
+    for f in fillers.iter().chain([&other_data]) {
+        std::fs::remove_file(f).expect("remove filler");
+    }
     writes_resume(&d, "after-space-returned", &acked);
     let more = write_until_refused(&d, "again", &acked, 1);
     assert!(more > 0);

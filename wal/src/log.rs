@@ -162,6 +162,8 @@ struct Shared {
     fsync_count: AtomicU64,
     /// Frame bytes written since open.
     bytes_written: AtomicU64,
+    /// Frame bytes appended since open (buffered, being written, or written).
+    bytes_appended: AtomicU64,
     last_fsync_us: AtomicI64,
     fsync_observer: Mutex<Option<FsyncObserver>>,
     /// The next segment, made ahead of need so that rotation never allocates disk space: a full
@@ -386,6 +388,7 @@ impl Wal {
             shutting_down: AtomicBool::new(false),
             fsync_count: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            bytes_appended: AtomicU64::new(0),
             last_fsync_us: AtomicI64::new(0),
             fsync_observer: Mutex::new(None),
             spare: Mutex::new(None),
@@ -444,6 +447,7 @@ impl Wal {
         state.last_commit_time_us = commit_time_us;
         state.next_lsn = state.next_lsn.next();
         frame::encode(&mut state.buf, lsn, commit_time_us, payload);
+        shared.bytes_appended.fetch_add(flen, Ordering::Release);
         Ok((lsn, commit_time_us))
     }
 
@@ -583,30 +587,49 @@ impl Wal {
     }
 
     /// Call before appending a record of `len` bytes: makes sure the log can take it without
-    /// allocating disk space when it is written. While the current segment (with what is
-    /// buffered) stays at most half full, it has room; past that, the next segment is made
-    /// now, ahead of rotation (so an empty store holds one segment, not two). An error
-    /// (ENOSPC on a full disk) changes nothing: the caller refuses the record and may try
-    /// again later. Appenders serialized by the caller keep this exact; concurrent ones would
-    /// need more than half a segment in flight at once to outrun it.
+    /// allocating disk space when it is written. While what is appended (written, buffered, or
+    /// being written) stays within half the current segment, it has room; past that, the next
+    /// segment is made now, ahead of rotation (so an empty store holds one segment, not two).
+    /// Past one and a half segments the caller waits for the pending records to be written
+    /// (rotating into the spare), so that what is in flight always fits the current segment
+    /// and the spare. An error (ENOSPC on a full disk) changes nothing: the caller refuses the
+    /// record and may try again later. Exact when the caller serializes its appends.
     pub fn ensure_spare(&self, len: usize) -> Result<(), WalError> {
         let shared = &self.shared;
-        let buffered = shared.state.lock().buf.len() as u64;
-        let projected =
-            shared.current_offset.load(Ordering::Acquire) + buffered + frame::frame_len(len) as u64;
-        if projected <= shared.opts.segment_bytes / 2 {
-            return Ok(());
+        let segment = shared.opts.segment_bytes;
+        loop {
+            // Everything appended and not yet written counts. `bytes_written` is read before
+            // `current_offset` (the leader stores them in the other order), so the sum never
+            // comes out short.
+            let written = shared.bytes_written.load(Ordering::Acquire);
+            let offset = shared.current_offset.load(Ordering::Acquire);
+            let pending = shared
+                .bytes_appended
+                .load(Ordering::Acquire)
+                .saturating_sub(written);
+            let projected = offset + pending + frame::frame_len(len) as u64;
+            if projected <= segment / 2 {
+                return Ok(());
+            }
+            if projected <= segment + segment / 2 {
+                let next = shared.current_index.load(Ordering::Acquire) + 1;
+                if shared
+                    .spare
+                    .lock()
+                    .as_ref()
+                    .is_some_and(|s| s.index == next)
+                {
+                    return Ok(());
+                }
+                return make_spare(shared);
+            }
+            if pending == 0 {
+                // A record bigger than half a segment on a fresh one: the spare is enough.
+                return make_spare(shared);
+            }
+            let last = shared.state.lock().next_lsn.prev();
+            self.write_through(last, false)?;
         }
-        let next = shared.current_index.load(Ordering::Acquire) + 1;
-        if shared
-            .spare
-            .lock()
-            .as_ref()
-            .is_some_and(|s| s.index == next)
-        {
-            return Ok(());
-        }
-        make_spare(shared)
     }
 
     /// Number of segments (closed and current) in the active directory.
@@ -763,7 +786,7 @@ fn write_frames(shared: &Shared, writer: &mut Writer, buf: &[u8]) -> Result<(), 
             .store(writer.offset, Ordering::Release);
         shared
             .bytes_written
-            .fetch_add((end - pos) as u64, Ordering::Relaxed);
+            .fetch_add((end - pos) as u64, Ordering::Release);
         writer.last_lsn = last_lsn;
         writer.dirty = true;
         pos = end;

@@ -20,9 +20,10 @@ pub(super) const FILE_MAGIC: [u8; 8] = *b"ENGRMWRK";
 /// length no longer tells it); version 1 files are read and rewritten as version 2 on open.
 pub(super) const FILE_FORMAT_VERSION: u32 = 2;
 pub(super) const HEAP_ENTRY_HEADER_BYTES: usize = 8;
-/// A reader gives up (and reports the slot as busy) after this many torn copies in a row; one
-/// writer changing one slot cannot cause more than a handful.
-pub(super) const MAX_READ_RETRIES: usize = 10_000;
+/// A reader gives up (and reports the slot as busy) after this many torn copies or waits in a
+/// row; one writer changing one slot cannot cause more than a handful, and after the first
+/// few each wait yields the core (so a descheduled writer gets to finish).
+pub(super) const MAX_READ_RETRIES: usize = 100_000;
 pub(super) const NO_TIME: i64 = i64::MIN;
 
 pub(super) const STATE_EMPTY: u8 = 0;

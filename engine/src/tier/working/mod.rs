@@ -513,10 +513,17 @@ impl WorkingTier {
     fn read_slot(&self, slot: u32, buf: &mut [u8]) -> Option<u64> {
         let base = self.slot_offset(slot);
         let seq_word = self.slots.word(base + OFF_SEQ);
-        for _ in 0..MAX_READ_RETRIES {
+        for attempt in 0..MAX_READ_RETRIES {
             let before = seq_word.load(Ordering::Acquire);
             if !before.is_multiple_of(2) {
-                std::hint::spin_loop();
+                // The writer is inside this slot (an access update writes in place). Spin a
+                // little, then give the core away: on a busy machine the writer may have been
+                // descheduled mid-write, and spinning would only delay it.
+                if attempt < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
@@ -584,7 +591,8 @@ impl WorkingTier {
                 return Ok(None);
             };
             let Some(seq) = self.read_slot(slot, &mut buf) else {
-                continue;
+                // It waited long enough already.
+                break;
             };
             let h = parse_header(&buf);
             if !is_live(h.state) || h.id != *id {

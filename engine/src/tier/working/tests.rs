@@ -115,6 +115,8 @@ fn concurrent_readers_never_see_torn_memories() {
         m.embedding = Some(vec![n as f32; 8]);
         m.lsn = m.lsn.next();
         tier.put(&m).expect("put");
+        // Access updates are written in place: readers wait them out, never giving up.
+        assert!(tier.record_access(&id, 1, i64::from(n)).expect("access"));
     }
     stop.store(true, Ordering::Relaxed);
     for r in readers {
