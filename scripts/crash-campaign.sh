@@ -3,7 +3,8 @@
 # engramd, kill -9 at a random moment, restart, compare with the oracle of acknowledged writes
 # (tests/tests/crash.rs; the normal test run does 20). Prints every hundredth cycle and the
 # summary; the whole output goes to crash-campaign-<seed>.log in the current directory
-# (follow it with tail -f).
+# (follow it with tail -f). The whole store is checked every 100th cycle
+# (ENGRAM_CRASH_FULL_EVERY) and at the end; the memories changed in a cycle after each.
 # Usage: scripts/crash-campaign.sh [N] [SEED]
 set -euo pipefail
 cycles="${1:-1000}"
@@ -16,7 +17,7 @@ cargo build --release --workspace --bins --tests
 echo "crash campaign: $cycles cycles, seed $seed, log $log"
 started=$(date +%s)
 set +e
-ENGRAM_CRASH_CYCLES="$cycles" ENGRAM_CRASH_SEED="$seed" \
+ENGRAM_CRASH_CYCLES="$cycles" ENGRAM_CRASH_SEED="$seed" ENGRAM_CRASH_FULL_EVERY="${ENGRAM_CRASH_FULL_EVERY:-100}" \
   cargo nextest run --release --workspace -E 'binary(crash)' --no-capture >"$log" 2>&1
 status=$?
 set -e
