@@ -1075,3 +1075,139 @@ fn roles_limit_what_a_key_may_do() {
     );
     assert_eq!(r.status, 401, "{}", r.text);
 }
+
+/// Sends raw bytes on a fresh connection; returns the status line's code (0 when the daemon
+/// closed the connection without answering) and the whole reply.
+fn raw(d: &Daemon, request: &[u8]) -> (u16, String) {
+    raw_then(d, request, false)
+}
+
+/// As [`raw`]; with `hang_up`, the client closes its side once it has sent the bytes.
+fn raw_then(d: &Daemon, request: &[u8], hang_up: bool) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = d.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    // The daemon may answer (and close) before it has read everything.
+    let _ = s.write_all(request);
+    if hang_up {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+fn post_raw(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[test]
+fn hostile_requests_get_a_4xx_and_change_nothing() {
+    let (_dir, d) = start(&[("embedding.dimensions", "4")]);
+    let keep = create(&d, &json!({"content": "keep me"}));
+    // Invalid UTF-8 inside a JSON string, and as the whole body.
+    let mut bad_utf8 = b"{\"content\": \"caf".to_vec();
+    bad_utf8.extend_from_slice(&[0xc3, 0x28, 0xff]);
+    bad_utf8.extend_from_slice(b"\"}");
+    // Nesting far past any parser's recursion limit, in metadata and as the body.
+    let deep = format!(
+        "{{\"content\":\"deep\",\"metadata\":{{\"a\":{}{}}}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let huge_number = "{\"content\":\"n\",\"importance_score\":1e999999}".to_owned();
+    let long_int_vector = format!(
+        "{{\"content\":\"v\",\"embedding\":[{},1,1,1]}}",
+        "9".repeat(5000)
+    );
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("/api/v1/memories", bad_utf8.clone()),
+        ("/api/v1/memories", vec![0xff, 0xfe, 0x00, 0x01]),
+        ("/api/v1/memories", deep.clone().into_bytes()),
+        ("/api/v1/memories", "[".repeat(200_000).into_bytes()),
+        ("/api/v1/memories", huge_number.into_bytes()),
+        ("/api/v1/memories", long_int_vector.into_bytes()),
+        ("/api/v1/memories/batch", deep.into_bytes()),
+        ("/api/v1/memories/batch", bad_utf8.clone()),
+        ("/api/v1/search", bad_utf8),
+        (
+            "/api/v1/search",
+            b"{\"query_text\":\"x\",\"limit\":18446744073709551616}".to_vec(),
+        ),
+        ("/api/v1/admin/migrate", b"\r\n".to_vec()),
+    ];
+    for (path, body) in &bodies {
+        let (code, reply) = raw(&d, &post_raw(path, body));
+        assert!(
+            (400..500).contains(&code),
+            "POST {path} {:?}: {reply}",
+            String::from_utf8_lossy(&body[..body.len().min(60)])
+        );
+        assert!(reply.contains("\"error\""), "POST {path}: {reply}");
+        assert!(reply.contains("request_id"), "POST {path}: {reply}");
+    }
+    // Garbage in the query string and the path.
+    for path in [
+        "/api/v1/memories?limit=abc",
+        "/api/v1/memories?limit=99999999999999999999999",
+        "/api/v1/memories?cursor=%ff%fe",
+        "/api/v1/memories?tier=%00",
+        "/api/v1/memories/%ff%00",
+        "/api/v1/memories/..%2f..%2fetc%2fpasswd",
+    ] {
+        let r = d.get(path);
+        assert!((400..500).contains(&r.status), "GET {path}: {}", r.text);
+        assert!(
+            r.body["error"]["code"].is_string(),
+            "GET {path}: {}",
+            r.text
+        );
+    }
+    // What hyper answers itself, before routing: a status, no crash, the daemon serves on.
+    let big_header = format!(
+        "GET /api/v1/health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let (code, _) = raw(&d, big_header.as_bytes());
+    assert!(code == 431 || code == 0, "a 1 MiB header: {code}");
+    let long_uri = format!(
+        "GET /api/v1/memories/{} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let (code, _) = raw(&d, long_uri.as_bytes());
+    assert!(
+        code == 414 || code == 431 || code == 400,
+        "a 70 KB URI: {code}"
+    );
+    let (code, _) = raw(&d, b"NOT AN HTTP REQUEST\r\n\r\n");
+    assert_eq!(code, 400);
+    // A body shorter than its content-length, then the client goes away.
+    let (code, _) = raw_then(
+        &d,
+        b"POST /api/v1/memories HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"content\":",
+        true,
+    );
+    assert!(
+        code == 0 || (400..500).contains(&code),
+        "a truncated body: {code}"
+    );
+    // Nothing stored changed, and the daemon still answers.
+    let all = d.list_all("");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["id"], keep["id"]);
+    assert_eq!(d.get("/api/v1/health").status, 200);
+}
