@@ -326,7 +326,9 @@ fn every_failed_io_operation_is_refused_cleanly_and_loses_nothing() {
                 }
             }
         }
-        println!("round {round}: {total} I/O operations per run");
+        println!(
+            "round {round}: {total} I/O operations per run; {injected} faults injected so far, by operation {by_op:?}"
+        );
     }
     println!("I/O-error loop: {injected} runs with an injected fault, by operation {by_op:?}; 0 acknowledged writes lost");
     assert!(injected > 0);
