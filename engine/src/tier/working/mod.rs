@@ -329,7 +329,9 @@ impl WorkingTier {
             let Ok(m) = codec::decode_memory(&body, Lsn::ZERO) else {
                 break;
             };
-            found.insert(m.id, (off, len));
+            // The first entry of an id is the compaction's copy: past the copies, the heap
+            // still holds whole entries from its previous use, older images.
+            found.entry(m.id).or_insert((off, len));
             off += entry_span(len);
         }
         found
