@@ -11,7 +11,8 @@
 //! nothing else.
 //!
 //! `ENGRAM_IO_FAULT_ROUNDS` (default 1) repeats the loop with other workloads;
-//! `ENGRAM_IO_FAULT_STRIDE` (default 5) tries every Nth operation (1: all of them).
+//! `ENGRAM_IO_FAULT_STRIDE` (default 5) tries every Nth operation (1: all of them);
+//! `ENGRAM_IO_FAULT_THREADS` (default 2) runs that many at once.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -305,26 +306,48 @@ fn every_failed_io_operation_is_refused_cleanly_and_loses_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(1);
+    // Runs wait on fsyncs more than they compute: a few at once.
+    let threads: usize = std::env::var("ENGRAM_IO_FAULT_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+        .max(1);
     let mut injected = 0u64;
     let mut by_op: HashMap<String, u64> = HashMap::new();
     for round in 0..rounds {
         let seed = 1000 + round;
         let total = count_ops(seed);
         assert!(total > 50, "the workload did only {total} I/O operations");
-        for at in (0..total).step_by(stride as usize) {
-            for persistent in [false, true] {
-                for errno in [EIO, ENOSPC] {
-                    let fault = Fault {
+        let faults: Vec<Fault> = (0..total)
+            .step_by(stride as usize)
+            .flat_map(|at| {
+                [(false, EIO), (false, ENOSPC), (true, EIO), (true, ENOSPC)].map(
+                    |(persistent, errno)| Fault {
                         at,
                         persistent,
                         errno,
+                    },
+                )
+            })
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let hits: parking_lot::Mutex<Vec<IoOp>> = parking_lot::Mutex::default();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&fault) = faults.get(i) else {
+                        break;
                     };
                     if let Some(op) = run_with(seed, fault) {
-                        injected += 1;
-                        *by_op.entry(format!("{op:?}")).or_default() += 1;
+                        hits.lock().push(op);
                     }
-                }
+                });
             }
+        });
+        for op in hits.into_inner() {
+            injected += 1;
+            *by_op.entry(format!("{op:?}")).or_default() += 1;
         }
         println!(
             "round {round}: {total} I/O operations per run; {injected} faults injected so far, by operation {by_op:?}"
