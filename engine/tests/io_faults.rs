@@ -21,36 +21,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engram_engine::{
-    Engine, EngineConfig, EngineError, FaultInjector, IoOp, MemoryPatch, NewMemory, Status, Tier,
+    Engine, EngineConfig, EngineError, FaultInjector, IoOp, MemoryPatch, NewMemory, Tier,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
+mod common;
+use common::{plain_memory, State};
+
 const DIMS: usize = 8;
-
-/// A memory as the oracle follows it.
-#[derive(Debug, Clone, PartialEq)]
-enum State {
-    Live { content: String, importance: f32 },
-    Deleted { content: String },
-    Purged,
-}
-
-impl State {
-    fn of(m: Option<&engram_engine::Memory>) -> State {
-        match m {
-            None => State::Purged,
-            Some(m) if m.status == Status::Deleted => State::Deleted {
-                content: m.content.clone(),
-            },
-            Some(m) => State::Live {
-                content: m.content.clone(),
-                importance: m.importance,
-            },
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 struct Oracle {
@@ -90,17 +70,7 @@ fn vector(rng: &mut StdRng) -> Vec<f32> {
 }
 
 fn new_memory(content: String, rng: &mut StdRng) -> NewMemory {
-    NewMemory {
-        namespace: "n".into(),
-        content,
-        embedding: Some(vector(rng)),
-        importance: 0.5,
-        metadata_json: "{}".into(),
-        tags: vec![],
-        parent_id: None,
-        created_at_us: None,
-        expires_at_us: None,
-    }
+    plain_memory(content, vector(rng))
 }
 
 /// A failed write: refused before it was logged (storage full), or in doubt.
@@ -119,50 +89,15 @@ fn workload(engine: &Engine, seed: u64) -> Oracle {
         let pick = rng.random_range(0..100);
         if pick < 35 || ids.is_empty() {
             let content = format!("seed {seed} step {step} {pad}");
-            match engine.create(new_memory(content.clone(), &mut rng)) {
-                Ok(m) => {
-                    ids.push(m.id);
-                    oracle.memories.insert(
-                        m.id,
-                        (
-                            State::Live {
-                                content,
-                                importance: 0.5,
-                            },
-                            None,
-                        ),
-                    );
-                }
-                Err(e) if doubt(&e) => {
-                    oracle.doubtful_creates.insert(content);
-                }
-                Err(_) => {}
-            }
+            let result = engine.create(new_memory(content.clone(), &mut rng));
+            oracle.created(&mut ids, content, result);
         } else if pick < 45 {
             let items: Vec<NewMemory> = (0..4)
                 .map(|i| new_memory(format!("seed {seed} step {step}.{i} {pad}"), &mut rng))
                 .collect();
             let contents: Vec<String> = items.iter().map(|m| m.content.clone()).collect();
-            for (r, content) in engine.create_batch(items).into_iter().zip(contents) {
-                match r {
-                    Ok(m) => {
-                        ids.push(m.id);
-                        oracle.memories.insert(
-                            m.id,
-                            (
-                                State::Live {
-                                    content,
-                                    importance: 0.5,
-                                },
-                                None,
-                            ),
-                        );
-                    }
-                    Err(e) if doubt(&e) => {
-                        oracle.doubtful_creates.insert(content);
-                    }
-                    Err(_) => {}
-                }
+            for (result, content) in engine.create_batch(items).into_iter().zip(contents) {
+                oracle.created(&mut ids, content, result);
             }
         } else if pick < 65 {
             let id = ids[rng.random_range(0..ids.len())];
@@ -215,6 +150,31 @@ fn workload(engine: &Engine, seed: u64) -> Oracle {
         }
     }
     oracle
+}
+
+impl Oracle {
+    /// Records the outcome of a create of `content`.
+    fn created(
+        &mut self,
+        ids: &mut Vec<Uuid>,
+        content: String,
+        result: Result<engram_engine::Memory, EngineError>,
+    ) {
+        match result {
+            Ok(m) => {
+                ids.push(m.id);
+                let state = State::Live {
+                    content,
+                    importance: 0.5,
+                };
+                self.memories.insert(m.id, (state, None));
+            }
+            Err(e) if doubt(&e) => {
+                self.doubtful_creates.insert(content);
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Records the outcome of a change of `id` to `next`.

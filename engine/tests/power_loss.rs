@@ -22,10 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use engram_engine::{Engine, EngineConfig, MemoryPatch, NewMemory, Status};
+use engram_engine::{Engine, EngineConfig, MemoryPatch};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
+
+mod common;
+use common::{plain_memory, State};
 
 const DIMS: usize = 8;
 const CHILD_ENV: &str = "ENGRAM_POWER_LOSS_CHILD";
@@ -51,15 +54,14 @@ fn config(dir: &Path) -> EngineConfig {
     c
 }
 
-/// A memory as the oracle follows it; also the wire format between child and parent.
-#[derive(Debug, Clone, PartialEq)]
-enum State {
-    Live { content: String, importance: f32 },
-    Deleted { content: String },
-    Purged,
+/// The wire format of a [`State`] between child and parent.
+trait Wire: Sized {
+    fn encode(&self) -> String;
+    fn parses(words: &[&str]) -> bool;
+    fn decode(words: &[&str]) -> Self;
 }
 
-impl State {
+impl Wire for State {
     fn encode(&self) -> String {
         match self {
             State::Live {
@@ -93,19 +95,6 @@ impl State {
             },
             ["purged"] => State::Purged,
             other => panic!("bad state {other:?}"),
-        }
-    }
-
-    fn of(m: Option<&engram_engine::Memory>) -> State {
-        match m {
-            None => State::Purged,
-            Some(m) if m.status == Status::Deleted => State::Deleted {
-                content: m.content.clone(),
-            },
-            Some(m) => State::Live {
-                content: m.content.clone(),
-                importance: m.importance,
-            },
         }
     }
 }
@@ -149,17 +138,8 @@ fn power_loss_child() {
             };
             writeln!(out, "try new {} .", next.encode()).expect("stdout");
             out.flush().expect("flush");
-            let new = NewMemory {
-                namespace: "n".into(),
-                content: content.clone(),
-                embedding: Some((0..DIMS).map(|_| rng.random_range(0.1f32..1.0)).collect()),
-                importance: 0.5,
-                metadata_json: "{}".into(),
-                tags: vec![],
-                parent_id: None,
-                created_at_us: None,
-                expires_at_us: None,
-            };
+            let vector = (0..DIMS).map(|_| rng.random_range(0.1f32..1.0)).collect();
+            let new = plain_memory(content.clone(), vector);
             match engine.create(new) {
                 Ok(m) => {
                     live.push((m.id, content));
@@ -265,17 +245,10 @@ fn absorb(oracle: &mut Oracle, lines: &[String]) {
     oracle.doubtful_create = None;
     if let Some((id, state)) = in_flight {
         if id == "new" {
-            oracle.doubtful_create = state_content(&state);
+            oracle.doubtful_create = state.content().map(str::to_owned);
         } else if let Some(t) = oracle.memories.get_mut(&id.parse().expect("id")) {
             t.maybe = Some(state);
         }
-    }
-}
-
-fn state_content(s: &State) -> Option<String> {
-    match s {
-        State::Live { content, .. } | State::Deleted { content } => Some(content.clone()),
-        State::Purged => None,
     }
 }
 

@@ -171,6 +171,41 @@ fn cut(durable: &[u8], now: &[u8], rng: &mut impl rand::Rng) -> Vec<u8> {
     out
 }
 
+/// Has the tier keep a copy of its files at each write-back it makes (the moment a
+/// checkpoint or compaction asks for one: what that write-back makes durable).
+fn record_write_backs(
+    tier: &mut WorkingTier,
+    dir: &std::path::Path,
+) -> std::sync::Arc<parking_lot::Mutex<Vec<Files>>> {
+    let synced: std::sync::Arc<parking_lot::Mutex<Vec<Files>>> = std::sync::Arc::default();
+    let (seen, path) = (std::sync::Arc::clone(&synced), dir.to_path_buf());
+    tier.set_fault_injector(Some(std::sync::Arc::new(move |op| {
+        if op == engram_wal::IoOp::MapFlush {
+            seen.lock().push(read_files(&path));
+        }
+        Ok(())
+    })));
+    synced
+}
+
+/// The tier opened after a cut holds exactly `memories`, each with its latest content, and no
+/// slot it could not account for.
+fn holds_exactly(tier: &WorkingTier, report: &WorkingOpenReport, memories: &[Memory], what: &str) {
+    assert!(
+        report.suspects.is_empty(),
+        "{what}: slots torn with no record to restore them: {:?}",
+        report.suspects
+    );
+    assert_eq!(report.live, memories.len(), "{what}");
+    for m in memories {
+        let got = tier.get(&m.id).expect("get").expect("present");
+        assert_eq!(
+            got.content, m.content,
+            "{what}: an older or damaged image came back"
+        );
+    }
+}
+
 /// Writes the files of a cut into a fresh directory (with the checkpoint file) and opens it.
 fn open_cut(
     src: &std::path::Path,
@@ -198,14 +233,7 @@ fn a_power_cut_inside_a_heap_compaction_keeps_every_memory() {
     tier.checkpoint(Lsn::new(300)).expect("checkpoint");
     let checkpointed = read_files(dir.path());
     // The compaction's own durability points: the files as each write-back makes them durable.
-    let synced: std::sync::Arc<parking_lot::Mutex<Vec<Files>>> = std::sync::Arc::default();
-    let (seen, path) = (std::sync::Arc::clone(&synced), dir.path().to_path_buf());
-    tier.set_fault_injector(Some(std::sync::Arc::new(move |op| {
-        if op == engram_wal::IoOp::MapFlush {
-            seen.lock().push(read_files(&path));
-        }
-        Ok(())
-    })));
+    let synced = record_write_backs(&mut tier, dir.path());
     {
         let mut w = tier.writer.lock();
         tier.compact_locked(&mut w).expect("compact");
@@ -235,16 +263,12 @@ fn a_power_cut_inside_a_heap_compaction_keeps_every_memory() {
             })
             .collect();
         let (_d, cut_tier, report) = open_cut(dir.path(), &files);
-        assert!(
-            report.suspects.is_empty(),
-            "trial {trial} (phase {phase}): slots torn with no record to restore them: {:?}",
-            report.suspects
+        holds_exactly(
+            &cut_tier,
+            &report,
+            &memories,
+            &format!("trial {trial} (phase {phase})"),
         );
-        assert_eq!(report.live, memories.len(), "trial {trial} (phase {phase})");
-        for m in &memories {
-            let got = cut_tier.get(&m.id).expect("get").expect("present");
-            assert_eq!(got.content, m.content, "trial {trial} (phase {phase})");
-        }
     }
 }
 
@@ -276,14 +300,9 @@ fn an_access_update_is_written_in_place_and_survives_a_cut() {
             .map(|(i, name)| (*name, cut(&checkpointed[i].1, &now[i].1, &mut rng)))
             .collect();
         let (_d, cut_tier, report) = open_cut(dir.path(), &files);
-        assert!(
-            report.suspects.is_empty(),
-            "trial {trial}: {:?}",
-            report.suspects
-        );
+        holds_exactly(&cut_tier, &report, &memories, &format!("trial {trial}"));
         for m in &memories {
             let got = cut_tier.get(&m.id).expect("get").expect("present");
-            assert_eq!(got.content, m.content, "trial {trial}");
             assert!(got.access_count == m.access_count || got.access_count == m.access_count + 3);
         }
     }
@@ -329,14 +348,7 @@ fn a_compaction_cut_short_is_finished_from_its_copies_not_from_older_images() {
         .collect();
     tier.checkpoint(Lsn::new(1000)).expect("checkpoint");
     let checkpointed = read_files(dir.path());
-    let synced: std::sync::Arc<parking_lot::Mutex<Vec<Files>>> = std::sync::Arc::default();
-    let (seen, path) = (std::sync::Arc::clone(&synced), dir.path().to_path_buf());
-    tier.set_fault_injector(Some(std::sync::Arc::new(move |op| {
-        if op == engram_wal::IoOp::MapFlush {
-            seen.lock().push(read_files(&path));
-        }
-        Ok(())
-    })));
+    let synced = record_write_backs(&mut tier, dir.path());
     {
         let mut w = tier.writer.lock();
         tier.compact_locked(&mut w)
@@ -359,18 +371,6 @@ fn a_compaction_cut_short_is_finished_from_its_copies_not_from_older_images() {
             })
             .collect();
         let (_d, cut_tier, report) = open_cut(dir.path(), &files);
-        assert!(
-            report.suspects.is_empty(),
-            "trial {trial}: {:?}",
-            report.suspects
-        );
-        assert_eq!(report.live, live.len(), "trial {trial}");
-        for m in &live {
-            let got = cut_tier.get(&m.id).expect("get").expect("present");
-            assert_eq!(
-                got.content, m.content,
-                "trial {trial}: an older image came back"
-            );
-        }
+        holds_exactly(&cut_tier, &report, &live, &format!("trial {trial}"));
     }
 }
