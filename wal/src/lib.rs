@@ -20,16 +20,18 @@ pub mod export;
 pub mod frame;
 mod log;
 mod lsn;
+mod options;
 pub mod segment;
 
 use std::path::PathBuf;
 
 pub use frame::{Lsn, RecordRef, MAX_RECORD_BYTES};
-pub use log::{
-    FaultInjector, FsyncObserver, IoOp, RecoveryReport, SyncMode, Wal, WalOptions,
+pub use log::Wal;
+pub use lsn::AtomicLsn;
+pub use options::{
+    FaultInjector, FsyncObserver, IoOp, RecoveryReport, SyncMode, WalOptions,
     DEFAULT_SEGMENT_BYTES, MAX_BUFFERED_BYTES, MIN_SEGMENT_BYTES,
 };
-pub use lsn::AtomicLsn;
 
 /// Everything that can go wrong in the log.
 ///
