@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building Engram needs on a fresh Debian machine that has the Rust toolchain:
 # clang and libclang (RocksDB's bindings are generated with bindgen). Idempotent.
+# With --with-test-tools, also what the test suite drives: headless Chromium and chromedriver
+# (the console's browser tests), promtool (the alert rules), jq (the runbook's blocks).
 set -euo pipefail
 need=()
+if [ "${1:-}" = "--with-test-tools" ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  command -v jq >/dev/null 2>&1 || need+=(jq)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+fi
 command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 if [ ${#need[@]} -gt 0 ]; then
@@ -46,8 +55,8 @@ fi
 # (clients/python), in a venv next to the model. Pinned, so every run tests the same thing.
 venv="${ENGRAM_VENV:-$HOME/.cache/engram/venv}"
 py_pins=('mcp==2.3.0' 'httpx==0.28.1' 'pytest==9.2.0' 'pytest-asyncio==1.5.0' 'setuptools>=75' 'wheel'
-         'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0')
-if ! "$venv/bin/python" -c 'import mcp, httpx, pytest, pytest_asyncio, wheel, schemathesis, openapi_spec_validator' >/dev/null 2>&1; then
+         'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0' 'selenium==4.50.0')
+if ! "$venv/bin/python" -c 'import mcp, httpx, pytest, pytest_asyncio, wheel, schemathesis, openapi_spec_validator, selenium' >/dev/null 2>&1; then
   python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

@@ -45,8 +45,9 @@ mod vector;
 pub use codec::{decode_op, encode_op, AccessDelta, DecodeError, Op, PutKind};
 pub use config::{Clock, EngineConfig};
 pub use engine::{
-    restore_snapshot, Deleted, EmbedJob, EmbedResult, Engine, EngineCounters, EngineStats,
-    OpenReport, Page, TierReport, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT,
+    restore_snapshot, ArchiveUsage, Deleted, EmbedJob, EmbedResult, Engine, EngineCounters,
+    EngineStats, OpenReport, Page, TierReport, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD,
+    MAX_LIST_LIMIT,
 };
 pub use engram_wal::{FaultInjector, IoOp, Lsn, SyncMode};
 pub use error::EngineError;
@@ -67,4 +68,5 @@ pub mod cold {
     pub use crate::tier::cold::segment::{
         write_segment, BlockReport, Segment, SegmentInfo, BLOCK_TARGET_BYTES,
     };
+    pub use crate::tier::cold::ColdSegmentStats;
 }

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod embed;
 pub mod error;
 pub mod fuzzing;

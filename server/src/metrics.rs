@@ -35,6 +35,13 @@ pub struct Metrics {
     compactions: prometheus::IntCounter,
     compaction_seconds: prometheus::Counter,
     compaction_dead: prometheus::IntCounter,
+    cold_dead_entries: IntGauge,
+    storage_free_bytes: IntGauge,
+    archive_bytes: IntGauge,
+    archive_segments: IntGauge,
+    archive_oldest_timestamp: prometheus::Gauge,
+    snapshots: IntGauge,
+    snapshot_last_timestamp: prometheus::Gauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -158,8 +165,45 @@ impl Metrics {
             "engram_cold_compaction_dead_entries_total",
             "Dead cold entries (updated, deleted or promoted memories) compaction dropped.",
         ));
+        let cold_dead_entries = must(IntGauge::new(
+            "engram_cold_dead_entries",
+            "Entries of live cold segments whose memory changed, moved or went since (compaction drops them).",
+        ));
+        let storage_free_bytes = must(IntGauge::new(
+            "engram_storage_free_bytes",
+            "Free bytes on the data directory's file system (looked up at most a second ago).",
+        ));
+        let archive_bytes = must(IntGauge::new(
+            "engram_wal_archive_bytes",
+            "Bytes of closed WAL segments kept for point-in-time restore.",
+        ));
+        let archive_segments = must(IntGauge::new(
+            "engram_wal_archive_segments",
+            "Closed WAL segments kept for point-in-time restore.",
+        ));
+        let archive_oldest_timestamp = must(prometheus::Gauge::new(
+            "engram_wal_archive_oldest_timestamp_seconds",
+            "Unix time the oldest archived WAL segment was last written (0: none).",
+        ));
+        let snapshots = must(IntGauge::new("engram_snapshots", "Snapshots kept."));
+        let snapshot_last_timestamp = must(prometheus::Gauge::new(
+            "engram_snapshot_last_timestamp_seconds",
+            "Unix time the newest kept snapshot was taken (0: none).",
+        ));
+        // Known label values exist from the start (at 0), so alerts and dashboards find the
+        // series before the first embedding.
+        for outcome in ["ready", "failed"] {
+            embeddings.with_label_values(&[outcome]);
+        }
         for c in [
             Box::new(expired.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cold_dead_entries.clone()),
+            Box::new(storage_free_bytes.clone()),
+            Box::new(archive_bytes.clone()),
+            Box::new(archive_segments.clone()),
+            Box::new(archive_oldest_timestamp.clone()),
+            Box::new(snapshots.clone()),
+            Box::new(snapshot_last_timestamp.clone()),
             Box::new(cold_segments.clone()),
             Box::new(compactions.clone()),
             Box::new(compaction_seconds.clone()),
@@ -206,6 +250,13 @@ impl Metrics {
             compactions,
             compaction_seconds,
             compaction_dead,
+            cold_dead_entries,
+            storage_free_bytes,
+            archive_bytes,
+            archive_segments,
+            archive_oldest_timestamp,
+            snapshots,
+            snapshot_last_timestamp,
         }
     }
 
@@ -235,6 +286,10 @@ impl Metrics {
         self.wal_active_segments
             .set(i64::try_from(stats.wal_active_segments).unwrap_or(i64::MAX));
         self.engine_poisoned.set(i64::from(stats.poisoned));
+        self.cold_dead_entries
+            .set(i64::try_from(stats.cold_dead_entries).unwrap_or(i64::MAX));
+        self.storage_free_bytes
+            .set(i64::try_from(stats.free_disk_bytes).unwrap_or(i64::MAX));
         self.uptime_seconds
             .set(i64::try_from(uptime_seconds).unwrap_or(i64::MAX));
     }
@@ -255,6 +310,25 @@ impl Metrics {
         uptime_seconds: u64,
     ) -> String {
         self.refresh(&engine.stats(), uptime_seconds);
+        let archive = engine.archive_usage();
+        self.archive_segments
+            .set(i64::try_from(archive.segments).unwrap_or(i64::MAX));
+        self.archive_bytes
+            .set(i64::try_from(archive.bytes).unwrap_or(i64::MAX));
+        self.archive_oldest_timestamp
+            .set(archive.oldest_modified_us.map_or(0.0, |us| us as f64 / 1e6));
+        // A snapshot directory being written or removed meanwhile only hides it until the next
+        // scrape.
+        if let Ok(all) = engine.list_snapshots() {
+            self.snapshots
+                .set(i64::try_from(all.len()).unwrap_or(i64::MAX));
+            self.snapshot_last_timestamp.set(
+                all.iter()
+                    .map(|m| m.created_at_us)
+                    .max()
+                    .map_or(0.0, |us| us as f64 / 1e6),
+            );
+        }
         self.embedding_queue
             .set(i64::try_from(engine.pending_embedding_count()).unwrap_or(i64::MAX));
         if let Some(e) = embed {

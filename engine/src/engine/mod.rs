@@ -45,7 +45,7 @@ use crate::layout::DataDir;
 use crate::model::{ListFilter, Memory, MemoryPatch, NewMemory, Tier};
 use crate::policy::{CompactionReport, MigrationReport};
 use crate::search::{SearchIndex, SearchQuery, SearchResults};
-use crate::tier::cold::ColdTier;
+use crate::tier::cold::{ColdSegmentStats, ColdTier};
 use crate::tier::warm::WarmTier;
 use crate::tier::working::WorkingTier;
 use crate::EngineError;
@@ -53,7 +53,7 @@ use locks::RankedMutex;
 use writer::WriterState;
 
 pub use read::{Page, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT};
-pub use report::{EngineCounters, EngineStats, OpenReport, TierReport};
+pub use report::{ArchiveUsage, EngineCounters, EngineStats, OpenReport, TierReport};
 pub use snapshots::restore_snapshot;
 pub use writer::{Deleted, EmbedJob, EmbedResult};
 
@@ -272,6 +272,38 @@ impl Engine {
 
     pub fn stats(&self) -> EngineStats {
         self.inner.stats()
+    }
+
+    /// Every live cold segment: its entries, how many are live, its size.
+    pub fn cold_segments(&self) -> Vec<ColdSegmentStats> {
+        let mut all = self.inner.cold.segment_stats();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// The archived WAL (nothing when archiving is off).
+    pub fn archive_usage(&self) -> ArchiveUsage {
+        let mut usage = ArchiveUsage::default();
+        let Ok(entries) = std::fs::read_dir(self.inner.layout.archive()) else {
+            return usage;
+        };
+        for m in entries.flatten().filter_map(|e| e.metadata().ok()) {
+            if !m.is_file() {
+                continue;
+            }
+            usage.segments += 1;
+            usage.bytes += m.len();
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            usage.oldest_modified_us = match (usage.oldest_modified_us, modified) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        usage
     }
 
     /// Runs the tier migration policy now (`dry_run`: only report what it would move).

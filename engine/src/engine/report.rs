@@ -41,6 +41,10 @@ pub struct EngineStats {
     pub working_heap_live_bytes: u64,
     pub cold_segments: usize,
     pub cold_disk_bytes: u64,
+    /// Entries of cold segments whose memory has changed or gone since (what compaction drops).
+    pub cold_dead_entries: u64,
+    /// Free space on the data directory's file system at the last look (at most a second old).
+    pub free_disk_bytes: u64,
 }
 
 impl EngineCounters {
@@ -51,6 +55,16 @@ impl EngineCounters {
     pub(super) fn count_move(&self, from: Tier, to: Tier, n: u64) {
         self.migrations[from.index()][to.index()].fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// The archived WAL segments of a data directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveUsage {
+    pub segments: usize,
+    pub bytes: u64,
+    /// When the oldest was last written (µs since the Unix epoch): how far back the archive
+    /// reaches, to compare with `wal.archive_retention`.
+    pub oldest_modified_us: Option<i64>,
 }
 
 /// One tier as `GET /api/v1/tiers` reports it.
@@ -78,6 +92,7 @@ pub struct OpenReport {
 
 impl Inner {
     pub(super) fn stats(&self) -> EngineStats {
+        let segments = self.cold.segment_stats();
         EngineStats {
             working: self.tier_counts[Tier::Working.index()].load(Ordering::Relaxed),
             warm: self.tier_counts[Tier::Warm.index()].load(Ordering::Relaxed),
@@ -88,8 +103,13 @@ impl Inner {
             wal_active_segments: self.wal.active_segments(),
             warm_disk_bytes: self.warm.disk_bytes(),
             working_heap_live_bytes: self.working.heap_usage().0,
-            cold_segments: self.cold.segment_stats().len(),
+            cold_segments: segments.len(),
             cold_disk_bytes: self.cold.disk_bytes(),
+            cold_dead_entries: segments
+                .iter()
+                .map(|s| s.entries.saturating_sub(s.live) as u64)
+                .sum(),
+            free_disk_bytes: self.free_disk_bytes.load(Ordering::Relaxed),
         }
     }
 

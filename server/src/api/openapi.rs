@@ -43,6 +43,7 @@ pub fn every_route() -> Vec<Route> {
         Route::Health,
         Route::Metrics,
         Route::OpenApi,
+        Route::Console(String::new()),
         Route::CreateMemory,
         Route::ListMemories,
         Route::BatchCreate,
@@ -151,6 +152,12 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
             success: vec![(200, "This document.", Some(json!({"type": "object"})), json!({"openapi": "3.1.0"}))],
             ..base("get", "/api/v1/openapi.json", "openapi", "ops", "This contract",
                 "The OpenAPI 3.1 document of the API, generated from the server's types. Needs no key.")
+        },
+        Route::Console(_) => Operation {
+            success: vec![(200, "The console's page (HTML); its scripts and stylesheet are under /console/.", None,
+                Value::String("<!doctype html>".into()))],
+            ..base("get", "/console", "console", "ops", "Web console",
+                "The web console (docs/console.md), served from files compiled into the binary; off with console.enabled = false (then 404). Needs no key: the pages ask for one and call the API with it.")
         },
         Route::CreateMemory => Operation {
             request: Some((g.request::<CreateMemory>(), create_example())),
@@ -413,6 +420,9 @@ pub fn document() -> Value {
                 None if op.path == "/metrics" => {
                     json!({"text/plain": {"schema": {"type": "string"}, "example": example}})
                 }
+                None if op.path == "/console" => {
+                    json!({"text/html": {"schema": {"type": "string"}, "example": example}})
+                }
                 None => json!({}),
             };
             let mut r = json!({"description": description});
@@ -511,6 +521,7 @@ fn operation_id(route: &Route) -> &'static str {
         Route::Health => "health",
         Route::Metrics => "metrics",
         Route::OpenApi => "openapi",
+        Route::Console(_) => "console",
         Route::CreateMemory => "createMemory",
         Route::ListMemories => "listMemories",
         Route::BatchCreate => "batchCreate",

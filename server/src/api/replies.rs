@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use engram_engine::cold::ColdSegmentStats;
 use engram_engine::search::{Component, SearchHit};
 use engram_engine::snapshot::SnapshotManifest;
-use engram_engine::{CompactionReport, Deleted, MigrationReport, Tier, TierReport};
+use engram_engine::{
+    CompactionReport, Deleted, MigrationConfig, MigrationReport, Tier, TierReport,
+};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -218,6 +221,18 @@ pub struct SnapshotListOut {
     /// oldest kept snapshot's commit time (the archived WAL since it is kept). `null` without
     /// snapshots.
     pub restorable_from: Option<String>,
+    /// The archived WAL that replays from a snapshot to any later moment.
+    pub archive: ArchiveOut,
+}
+
+/// `wal/archive` of the data directory.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ArchiveOut {
+    /// Closed WAL segments kept.
+    pub segments: usize,
+    pub bytes: u64,
+    /// How long they are kept (`wal.archive_retention`); `null`: forever.
+    pub retention_seconds: Option<f64>,
 }
 
 /// `DELETE /api/v1/admin/snapshots/{id}`.
@@ -337,10 +352,45 @@ pub struct TestClockOut {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TiersOut {
     pub tiers: BTreeMap<&'static str, TierOut>,
+    /// The live `[tier_migration]` settings, to draw the retention curve from.
+    pub policy: PolicyOut,
+    /// Every live cold segment, oldest first.
+    pub cold_segments: Vec<ColdSegmentOut>,
+}
+
+/// The tier policy as configured (`[tier_migration]`), durations in seconds.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PolicyOut {
+    pub enabled: bool,
+    pub interval_seconds: f64,
+    pub working_to_warm_after_seconds: f64,
+    pub warm_to_cold_after_seconds: f64,
+    pub min_importance_to_stay_warm: f32,
+    pub promote_after_accesses: u64,
+    /// S of a memory never accessed, of importance 0.
+    pub strength_seconds: f64,
+    pub access_weight: f64,
+    pub importance_weight: f64,
+    pub compact_dead_ratio: f64,
+}
+
+/// One cold segment.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ColdSegmentOut {
+    pub id: u64,
+    /// Memories written into it.
+    pub entries: usize,
+    /// Of those, the ones still current (the rest are dead: changed, moved or deleted since).
+    pub live: usize,
+    pub bytes: u64,
 }
 
 impl TiersOut {
-    pub fn new(report: &[TierReport; 3], cold_segments: usize) -> TiersOut {
+    pub fn new(
+        report: &[TierReport; 3],
+        segments: &[ColdSegmentStats],
+        policy: &MigrationConfig,
+    ) -> TiersOut {
         let tiers = Tier::ALL
             .iter()
             .zip(report)
@@ -351,11 +401,34 @@ impl TiersOut {
                     avg_importance: r.avg_importance,
                     avg_access_count: r.avg_access_count,
                     oldest_access: r.oldest_access_us.map(format_time),
-                    segments: (*tier == Tier::Cold).then_some(cold_segments),
+                    segments: (*tier == Tier::Cold).then_some(segments.len()),
                 };
                 (tier.as_str(), out)
             })
             .collect();
-        TiersOut { tiers }
+        TiersOut {
+            tiers,
+            policy: PolicyOut {
+                enabled: policy.enabled,
+                interval_seconds: policy.interval.as_secs_f64(),
+                working_to_warm_after_seconds: policy.working_to_warm_after.as_secs_f64(),
+                warm_to_cold_after_seconds: policy.warm_to_cold_after.as_secs_f64(),
+                min_importance_to_stay_warm: policy.min_importance_to_stay_warm,
+                promote_after_accesses: policy.promote_after_accesses,
+                strength_seconds: policy.strength.as_secs_f64(),
+                access_weight: policy.access_weight,
+                importance_weight: policy.importance_weight,
+                compact_dead_ratio: policy.compact_dead_ratio,
+            },
+            cold_segments: segments
+                .iter()
+                .map(|s| ColdSegmentOut {
+                    id: s.id.0,
+                    entries: s.entries,
+                    live: s.live,
+                    bytes: s.bytes,
+                })
+                .collect(),
+        }
     }
 }

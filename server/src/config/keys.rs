@@ -68,6 +68,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("tier_migration.importance_weight", Kind::Float, "1.0"),
     ("tier_migration.compact_dead_ratio", Kind::Float, "0.3"),
     ("tier_migration.zstd_level", Kind::Int, "3"),
+    ("console.enabled", Kind::Bool, "true"),
 ];
 
 /// The TOML type of a key, for reading it from the environment or a flag.

@@ -169,6 +169,8 @@ pub struct Settings {
     /// 0: no rate limit.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// Serve the web console at `/console`.
+    pub console: bool,
 }
 
 impl Settings {

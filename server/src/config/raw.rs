@@ -30,6 +30,14 @@ pub(super) struct RawConfig {
     pub(super) search: RawSearch,
     #[serde(default)]
     pub(super) tier_migration: RawTierMigration,
+    #[serde(default)]
+    pub(super) console: RawConsole,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    pub(super) enabled: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

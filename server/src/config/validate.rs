@@ -460,6 +460,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         snapshots_kept: snapshots_kept as usize,
         rate_limit_per_second: rate_limit_per_second as u32,
         rate_limit_burst: (rate_limit_burst as u32).max(rate_limit_per_second as u32),
+        console: raw
+            .console
+            .enabled
+            .unwrap_or(default_bool("console.enabled")),
     })
 }
 

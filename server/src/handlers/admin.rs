@@ -9,8 +9,8 @@ use hyper::{Request, StatusCode};
 use serde_json::json;
 
 use crate::api::replies::{
-    CompactOut, MigrateOut, SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TestClockOut,
-    TiersOut,
+    ArchiveOut, CompactOut, MigrateOut, SnapshotDeletedOut, SnapshotListOut, SnapshotOut,
+    TestClockOut, TiersOut,
 };
 use crate::api::{MigrateRequest, TestClockRequest};
 use crate::error::ApiError;
@@ -35,8 +35,17 @@ pub(crate) async fn snapshot_create(state: &Arc<AppState>) -> Result<Reply, ApiE
 
 pub(crate) async fn snapshot_list(state: &Arc<AppState>) -> Result<Reply, ApiError> {
     let engine = Arc::clone(&state.engine);
-    let all = blocking(move || engine.list_snapshots()).await??;
+    let (all, archive) =
+        blocking(move || engine.list_snapshots().map(|l| (l, engine.archive_usage()))).await??;
     let body = SnapshotListOut {
+        archive: ArchiveOut {
+            segments: archive.segments,
+            bytes: archive.bytes,
+            retention_seconds: state
+                .settings
+                .wal_archive_retention
+                .map(|d| d.as_secs_f64()),
+        },
         snapshots: all.iter().map(SnapshotOut::from).collect(),
         restorable_from: all
             .iter()
@@ -91,11 +100,11 @@ pub(crate) async fn compact(state: &Arc<AppState>) -> Result<Reply, ApiError> {
 
 pub(crate) async fn tiers(state: &Arc<AppState>) -> Result<Reply, ApiError> {
     let engine = Arc::clone(&state.engine);
-    let (report, stats) =
-        blocking(move || engine.tier_report().map(|r| (r, engine.stats()))).await??;
+    let (report, segments) =
+        blocking(move || engine.tier_report().map(|r| (r, engine.cold_segments()))).await??;
     Ok(json_reply(
         StatusCode::OK,
-        &TiersOut::new(&report, stats.cold_segments),
+        &TiersOut::new(&report, &segments, &state.settings.migration),
     ))
 }
 

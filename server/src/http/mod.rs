@@ -186,6 +186,17 @@ async fn serve(
         Route::Health => return Ok(boxed(handlers::ops::health(state))),
         Route::Metrics => return Ok(boxed(handlers::ops::metrics(state))),
         Route::OpenApi => return Ok(boxed(handlers::ops::openapi())),
+        // Static files: the pages ask for the key themselves and call the API with it.
+        Route::Console(file) if state.settings.console => {
+            return crate::console::serve(&file, req.headers()).map(boxed)
+        }
+        Route::Console(file) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ROUTE_NOT_FOUND",
+                format!("no route for /console/{file} (console.enabled = false)"),
+            ))
+        }
         _ => {}
     }
     let access = route.access();
@@ -223,7 +234,7 @@ async fn serve(
     }
     let key = key.as_ref();
     let reply = match route {
-        Route::Health | Route::Metrics | Route::OpenApi | Route::Mcp => {
+        Route::Health | Route::Metrics | Route::OpenApi | Route::Console(_) | Route::Mcp => {
             unreachable!("answered before authentication or above")
         }
         Route::CreateMemory => handlers::memories::create(state, req, key, &query).await,

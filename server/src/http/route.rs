@@ -15,6 +15,8 @@ pub enum Route {
     Metrics,
     /// The OpenAPI document.
     OpenApi,
+    /// A file of the web console (`""`: the page itself).
+    Console(String),
     CreateMemory,
     ListMemories,
     BatchCreate,
@@ -77,6 +79,11 @@ impl Route {
         match segments.as_slice() {
             ["api", "v1", "health"] => by_method(Some(Route::Health), None),
             ["api", "v1", "openapi.json"] => by_method(Some(Route::OpenApi), None),
+            ["console"] => by_method(Some(Route::Console(String::new())), None),
+            ["console", file] => by_method(Some(Route::Console((*file).to_owned())), None),
+            ["console", "pages", file] => {
+                by_method(Some(Route::Console(format!("pages/{file}"))), None)
+            }
             ["metrics"] | ["api", "v1", "metrics"] => by_method(Some(Route::Metrics), None),
             ["api", "v1", "memories"] => {
                 by_method(Some(Route::ListMemories), Some(Route::CreateMemory))
@@ -126,6 +133,7 @@ impl Route {
             Route::Health => "health",
             Route::Metrics => "metrics",
             Route::OpenApi => "openapi",
+            Route::Console(_) => "console",
             Route::CreateMemory => "create",
             Route::ListMemories => "list",
             Route::BatchCreate => "batch",
@@ -151,7 +159,9 @@ impl Route {
     /// not limited to namespaces; the rest any key whose role covers [`Route::role`].
     pub fn access(&self) -> Access {
         match (self, self.role()) {
-            (Route::Health | Route::Metrics | Route::OpenApi, _) => Access::Open,
+            (Route::Health | Route::Metrics | Route::OpenApi | Route::Console(_), _) => {
+                Access::Open
+            }
             (_, Role::Admin) => Access::Admin,
             (_, Role::Read | Role::Write) => Access::Key,
         }
@@ -165,6 +175,7 @@ impl Route {
             Route::Health
             | Route::Metrics
             | Route::OpenApi
+            | Route::Console(_)
             | Route::ListMemories
             | Route::GetMemory(_)
             | Route::Search(_)
@@ -203,6 +214,7 @@ impl Route {
             Route::Health
             | Route::Metrics
             | Route::OpenApi
+            | Route::Console(_)
             | Route::Search(_)
             | Route::CreateSnapshot
             | Route::ListSnapshots
@@ -232,6 +244,16 @@ mod tests {
         let id = "0190f0f0-0000-7000-8000-000000000000";
         let cases = [
             (Method::GET, "/api/v1/health".to_owned(), Route::Health),
+            (
+                Method::GET,
+                "/console/".to_owned(),
+                Route::Console(String::new()),
+            ),
+            (
+                Method::GET,
+                "/console/pages/search.js".to_owned(),
+                Route::Console("pages/search.js".into()),
+            ),
             (Method::GET, "/metrics".to_owned(), Route::Metrics),
             (Method::GET, "/api/v1/metrics".to_owned(), Route::Metrics),
             (

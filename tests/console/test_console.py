@@ -1,0 +1,325 @@
+"""The web console in a real browser: headless Chromium (Debian's chromium and chromium-driver)
+driven by selenium against a live engramd with the built-in embedding model. Every page must
+load with no console errors; a memory created through the API shows in the browser; a search
+from the playground shows the expected memory first with its score bars; editing importance in
+the UI changes it in the API; delete and purge remove it; with keys configured the key prompt
+works and a wrong key is refused. It also checks the headers, the first load's size, a narrow
+window and `console.enabled = false`.
+
+ENGRAM_CONSOLE_SCREENSHOTS=DIR writes a screenshot of each page there (docs/images is where the
+README's come from: scripts/console-screenshots.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+ADMIN_KEY = "console-admin-key-1"
+NAMESPACE = "console-test"
+WAIT_S = 20
+
+
+def engramd_path() -> str:
+    if os.environ.get("ENGRAM_BIN"):
+        return os.environ["ENGRAM_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/engram/target"))
+    return str(Path(target) / "release" / "engramd")
+
+
+def model_dir() -> str:
+    return os.environ.get(
+        "ENGRAM_EMBEDDING_MODEL_DIR", os.path.expanduser("~/.cache/engram/models/all-MiniLM-L6-v2")
+    )
+
+
+class Daemon:
+    """One engramd on a free port with its own data directory."""
+
+    def __init__(self, settings: dict[str, str]) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="engram-console-"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [engramd_path(), "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.dir / "data")]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGRAM_")}
+        for k, v in settings.items():
+            if k == "auth.api_keys":
+                # Keys belong in the environment, not on a command line that `ps` shows.
+                env["ENGRAM_AUTH_API_KEYS"] = v
+            else:
+                args += ["--set", f"{k}={v}"]
+        self.log = open(self.dir / "engramd.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.dir / "engramd.log").read_text()
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("engramd did not answer within 60 s")
+
+    def api(self, method: str, path: str, key: Optional[str] = None, headers: Optional[dict] = None, **kw) -> httpx.Response:
+        headers = {**(headers or {}), **({"authorization": f"Bearer {key}"} if key else {})}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kw)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon({"embedding.provider": "local", "embedding.model_dir": model_dir()})
+    yield d
+    d.stop()
+
+
+def make_browser(width: int = 1280, height: int = 800) -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--window-size={width},{height}", "--disable-extensions", "--no-first-run"]:
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+    return webdriver.Chrome(options=options, service=service)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    b = make_browser()
+    yield b
+    b.quit()
+
+
+def errors_in_console(b: webdriver.Chrome, allowed: tuple[str, ...] = ()) -> list[str]:
+    """SEVERE entries of the browser's console since the last call, minus the expected ones."""
+    return [e["message"] for e in b.get_log("browser")
+            if e["level"] == "SEVERE" and not any(a in e["message"] for a in allowed)]
+
+
+def wait_for(b: webdriver.Chrome, css: str, text: Optional[str] = None):
+    if text is None:
+        return WebDriverWait(b, WAIT_S).until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
+    WebDriverWait(b, WAIT_S).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+    return b.find_element(By.CSS_SELECTOR, css)
+
+
+def screenshot(b: webdriver.Chrome, name: str) -> None:
+    out = os.environ.get("ENGRAM_CONSOLE_SCREENSHOTS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        # The whole page, not just the window: stretch the window to the page's height.
+        height = b.execute_script("return document.documentElement.scrollHeight")
+        width = b.get_window_size()["width"]
+        b.set_window_size(width, max(800, height + 120))
+        b.save_screenshot(str(Path(out) / f"console-{name}.png"))
+        b.set_window_size(width, 800)
+
+
+def go(b: webdriver.Chrome, d: Daemon, page: str) -> None:
+    b.get(f"{d.url}/console#/{page}")
+
+
+@pytest.fixture(scope="module")
+def memories(daemon):
+    contents = [
+        "Caroline adopted a grey cat named Oscar from the shelter in March",
+        "The quarterly budget review moved to Thursday at 10am",
+        "Melanie painted a lake at sunrise and gave it to her sister",
+    ]
+    ids = []
+    for i, c in enumerate(contents):
+        r = daemon.api("POST", "/api/v1/memories?wait_for_embedding=true",
+                       json={"content": c, "namespace": NAMESPACE, "importance_score": 0.3 + 0.2 * i, "tags": ["console"]})
+        assert r.status_code == 201, r.text
+        assert r.json()["embedding_status"] == "ready", r.text
+        ids.append(r.json()["id"])
+    return dict(zip(contents, ids))
+
+
+def test_headers_and_first_load(daemon):
+    r = daemon.api("GET", "/console")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-security-policy"].startswith("default-src 'self'")
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["cache-control"] == "no-cache"
+    again = daemon.api("GET", "/console/app.js", headers={"if-none-match": daemon.api("GET", "/console/app.js").headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    assert daemon.api("GET", "/console/nope.js").json()["error"]["code"] == "ROUTE_NOT_FOUND"
+
+
+def test_overview_loads_with_live_charts(daemon, browser, memories):
+    started = time.monotonic()
+    go(browser, daemon, "overview")
+    wait_for(browser, "main h1", "Overview")
+    wait_for(browser, ".card .pill.good", "healthy")
+    shown_s = time.monotonic() - started
+    # Two samples 2 s apart make the first chart point.
+    WebDriverWait(browser, WAIT_S).until(lambda b: b.find_elements(By.CSS_SELECTOR, "svg.chart path.line"))
+    text = browser.find_element(By.TAG_NAME, "main").text.lower()
+    assert "memories" in text and "wal durable lsn" in text and "disk free" in text, text
+    assert "working" in text
+    transferred = browser.execute_script(
+        "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
+        ".filter(e => e.name.includes('/console')).reduce((a, e) => a + e.transferSize, 0)")
+    interactive_ms = browser.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0]; return n.domInteractive")
+    print(f"console first load: {transferred} bytes transferred, DOM interactive at {interactive_ms:.0f} ms, overview shown after {shown_s:.2f} s")
+    assert 0 < transferred <= 200_000, transferred
+    assert errors_in_console(browser) == []
+    screenshot(browser, "overview")
+
+
+def test_memories_list_detail_edit_delete(daemon, browser, memories):
+    content, mid = next(iter(memories.items()))
+    go(browser, daemon, f"memories?namespace={NAMESPACE}")
+    wait_for(browser, "#memory-table", content)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#memory-table tbody tr")
+    assert len(rows) == len(memories)
+    browser.find_element(By.CSS_SELECTOR, f"tr[data-id='{mid}']").click()
+    wait_for(browser, "#memory-detail", mid)
+    browser.find_element(By.ID, "show-vector").click()
+    wait_for(browser, "#memory-detail", "384 dimensions, norm 1.0000")
+    importance = wait_for(browser, "#edit-importance")
+    importance.clear()
+    importance.send_keys("0.95")
+    browser.find_element(By.ID, "save-memory").click()
+    wait_for(browser, "#toasts", "Saved: version 2")
+    r = daemon.api("GET", f"/api/v1/memories/{mid}")
+    assert r.json()["importance_score"] == 0.95 and r.json()["version"] == 2, r.text
+    screenshot(browser, "memories")
+
+    # Delete, confirmed in the dialog: the API shows it deleted.
+    browser.find_element(By.ID, "delete-memory").click()
+    wait_for(browser, "#confirm-dialog", "Delete this memory?")
+    browser.find_element(By.ID, "confirm-ok").click()
+    wait_for(browser, "#toasts", "Deleted.")
+    assert daemon.api("GET", f"/api/v1/memories/{mid}").json()["status"] == "deleted"
+    WebDriverWait(browser, WAIT_S).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#memory-table tbody tr")) == len(memories) - 1)
+
+    # Purge needs the word typed; the memory is then gone from the API.
+    go(browser, daemon, f"memories?namespace={NAMESPACE}&status=deleted&id={mid}")
+    wait_for(browser, "#memory-detail", mid)
+    browser.find_element(By.ID, "purge-memory").click()
+    ok = wait_for(browser, "#confirm-ok")
+    assert not ok.is_enabled()
+    browser.find_element(By.ID, "confirm-typed").send_keys("purge")
+    assert ok.is_enabled()
+    ok.click()
+    wait_for(browser, "#toasts", "Purged.")
+    assert daemon.api("GET", f"/api/v1/memories/{mid}").status_code == 404
+    assert errors_in_console(browser) == []
+
+
+def test_search_playground_ranks_and_explains(daemon, browser, memories):
+    content = "The quarterly budget review moved to Thursday at 10am"
+    go(browser, daemon, f"search?q=when+is+the+budget+meeting&namespace={NAMESPACE}")
+    wait_for(browser, "#search-results .result")
+    first = browser.find_elements(By.CSS_SELECTOR, "#search-results .result")[0]
+    assert first.get_attribute("data-id") == memories[content]
+    assert content in first.text
+    bars = first.find_elements(By.CSS_SELECTOR, ".stack span")
+    kinds = {b.get_attribute("class") for b in bars}
+    assert {"c-semantic", "c-text"} <= kinds, kinds
+    # The weights are sent: text alone ranks by BM25.
+    for name, value in [("semantic", 0), ("text", 1), ("importance", 0), ("recency", 0)]:
+        browser.execute_script("const s = document.getElementById(arguments[0]); s.value = arguments[1]; s.dispatchEvent(new Event('input'));", f"weight-{name}", value)
+    browser.find_element(By.ID, "search-go").click()
+    WebDriverWait(browser, WAIT_S).until(lambda b: {s.get_attribute("class") for s in b.find_elements(By.CSS_SELECTOR, "#search-results .result .stack span")} == {"c-text"})
+    assert errors_in_console(browser) == []
+    screenshot(browser, "search")
+
+
+def test_tiers_curve_plan_and_backups(daemon, browser, memories):
+    go(browser, daemon, "tiers")
+    wait_for(browser, "#tier-table", "working")
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.chart path.line"), "retention curve"
+    browser.find_element(By.ID, "plan-button").click()
+    wait_for(browser, "#plan", "nothing")
+    screenshot(browser, "tiers")
+    assert errors_in_console(browser) == []
+
+    go(browser, daemon, "backups")
+    wait_for(browser, "main h1", "Backups")
+    wait_for(browser, "main", "No snapshots yet.")
+    browser.find_element(By.ID, "take-snapshot").click()
+    wait_for(browser, "#snapshot-table")
+    snaps = daemon.api("GET", "/api/v1/admin/snapshots").json()
+    assert len(snaps["snapshots"]) == 1
+    wait_for(browser, "#snapshot-table", snaps["snapshots"][0]["id"])
+    wait_for(browser, "#pitr-window", "Restorable from")
+    assert errors_in_console(browser) == []
+    screenshot(browser, "backups")
+
+
+def test_narrow_window_has_no_sideways_scroll(daemon, memories):
+    b = make_browser(420, 800)
+    try:
+        for page in ["overview", f"memories?namespace={NAMESPACE}", "search", "tiers", "backups"]:
+            go(b, daemon, page)
+            wait_for(b, "main h1")
+            time.sleep(0.5)  # let the page's first request land before measuring its width
+            overflow = b.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"{page}: {overflow} px wider than the window"
+        assert errors_in_console(b) == []
+        go(b, daemon, f"memories?namespace={NAMESPACE}")
+        wait_for(b, "#memory-table")
+        screenshot(b, "narrow")
+    finally:
+        b.quit()
+
+
+def test_key_prompt_refuses_a_wrong_key_and_takes_the_right_one():
+    d = Daemon({"auth.api_keys": ADMIN_KEY, "embedding.dimensions": "8"})
+    b = make_browser()
+    try:
+        assert d.api("POST", "/api/v1/memories", key=ADMIN_KEY, json={"content": "behind a key"}).status_code == 201
+        go(b, d, "memories")
+        wait_for(b, "#key-dialog", "needs an API key")
+        b.find_element(By.ID, "key-input").send_keys("not-the-key")
+        b.find_element(By.ID, "key-ok").click()
+        wait_for(b, "#key-dialog", "The key was refused")
+        b.find_element(By.ID, "key-input").send_keys(ADMIN_KEY)
+        b.find_element(By.ID, "key-ok").click()
+        wait_for(b, "#memory-table", "behind a key")
+        assert b.execute_script("return sessionStorage.getItem('engram.apiKey')") == ADMIN_KEY
+        # The 401s that made the prompt appear are the only errors.
+        assert errors_in_console(b, allowed=("401",)) == []
+    finally:
+        b.quit()
+        d.stop()
+
+
+def test_console_can_be_turned_off():
+    d = Daemon({"console.enabled": "false", "embedding.dimensions": "8"})
+    try:
+        r = d.api("GET", "/console")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "ROUTE_NOT_FOUND"
+    finally:
+        d.stop()
