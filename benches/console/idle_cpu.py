@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "console"))
-from test_console import Daemon, make_browser  # noqa: E402
+from engramd import Daemon  # noqa: E402
+from test_console import make_browser  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -27,7 +29,7 @@ def measure(pid: int, seconds: float) -> float:
 
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
-    d = Daemon({"embedding.dimensions": "8"})
+    d = Daemon({"embedding.dimensions": "8"}).start()
     try:
         time.sleep(5)  # past start-up work
         idle = measure(d.proc.pid, seconds)
@@ -41,7 +43,7 @@ def main() -> None:
         print(f"engramd CPU over {seconds:.0f} s: idle {100 * idle:.3f}% of a core, "
               f"overview open {100 * watched:.3f}%, added {100 * (watched - idle):.3f}%")
     finally:
-        d.stop()
+        d.cleanup()
 
 
 if __name__ == "__main__":

@@ -6,18 +6,16 @@ the UI changes it in the API; delete and purge remove it; with keys configured t
 works and a wrong key is refused. It also checks the headers, the first load's size, a narrow
 window and `console.enabled = false`.
 
-ENGRAM_CONSOLE_SCREENSHOTS=DIR writes a screenshot of each page there (docs/images is where the
-README's come from: scripts/console-screenshots.sh).
+ENGRAM_CONSOLE_SCREENSHOTS=DIR writes a screenshot of each page there (the README's come from
+`ENGRAM_CONSOLE_SCREENSHOTS=docs/images`), after half a minute of light traffic on the overview so
+its charts have lines.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -30,70 +28,19 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from engramd import Daemon, model_dir  # noqa: E402
+
 ADMIN_KEY = "console-admin-key-1"
 NAMESPACE = "console-test"
 WAIT_S = 20
 
 
-def engramd_path() -> str:
-    if os.environ.get("ENGRAM_BIN"):
-        return os.environ["ENGRAM_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/engram/target"))
-    return str(Path(target) / "release" / "engramd")
-
-
-def model_dir() -> str:
-    return os.environ.get(
-        "ENGRAM_EMBEDDING_MODEL_DIR", os.path.expanduser("~/.cache/engram/models/all-MiniLM-L6-v2")
-    )
-
-
-class Daemon:
-    """One engramd on a free port with its own data directory."""
-
-    def __init__(self, settings: dict[str, str]) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="engram-console-"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [engramd_path(), "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.dir / "data")]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGRAM_")}
-        for k, v in settings.items():
-            if k == "auth.api_keys":
-                # Keys belong in the environment, not on a command line that `ps` shows.
-                env["ENGRAM_AUTH_API_KEYS"] = v
-            else:
-                args += ["--set", f"{k}={v}"]
-        self.log = open(self.dir / "engramd.log", "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.dir / "engramd.log").read_text()
-            try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("engramd did not answer within 60 s")
-
-    def api(self, method: str, path: str, key: Optional[str] = None, headers: Optional[dict] = None, **kw) -> httpx.Response:
-        headers = {**(headers or {}), **({"authorization": f"Bearer {key}"} if key else {})}
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kw)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def daemon():
-    d = Daemon({"embedding.provider": "local", "embedding.model_dir": model_dir()})
+    d = Daemon({"embedding.provider": "local", "embedding.model_dir": model_dir()}).start()
     yield d
-    d.stop()
+    d.cleanup()
 
 
 def make_browser(width: int = 1280, height: int = 800) -> webdriver.Chrome:
@@ -131,6 +78,7 @@ def screenshot(b: webdriver.Chrome, name: str) -> None:
     out = os.environ.get("ENGRAM_CONSOLE_SCREENSHOTS")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
+        b.execute_script("document.getElementById('toasts').replaceChildren()")
         # The whole page, not just the window: stretch the window to the page's height.
         height = b.execute_script("return document.documentElement.scrollHeight")
         width = b.get_window_size()["width"]
@@ -192,6 +140,18 @@ def test_overview_loads_with_live_charts(daemon, browser, memories):
     print(f"console first load: {transferred} bytes transferred, DOM interactive at {interactive_ms:.0f} ms, overview shown after {shown_s:.2f} s")
     assert 0 < transferred <= 200_000, transferred
     assert errors_in_console(browser) == []
+    if os.environ.get("ENGRAM_CONSOLE_SCREENSHOTS"):
+        # Light traffic for the charts: reads and searches, a few errors.
+        deadline = time.monotonic() + 30
+        ids = list(memories.values())
+        with httpx.Client(base_url=daemon.url) as c:
+            while time.monotonic() < deadline:
+                for i in ids:
+                    c.get(f"/api/v1/memories/{i}")
+                c.post("/api/v1/search", json={"namespace": NAMESPACE, "query_text": "budget", "search_type": "text"})
+                c.get("/api/v1/memories/not-an-id")
+                time.sleep(0.05)
+        time.sleep(2.5)
     screenshot(browser, "overview")
 
 
@@ -296,7 +256,7 @@ def test_narrow_window_has_no_sideways_scroll(daemon, memories):
 
 
 def test_key_prompt_refuses_a_wrong_key_and_takes_the_right_one():
-    d = Daemon({"auth.api_keys": ADMIN_KEY, "embedding.dimensions": "8"})
+    d = Daemon({"auth.api_keys": ADMIN_KEY, "embedding.dimensions": "8"}).start()
     b = make_browser()
     try:
         assert d.api("POST", "/api/v1/memories", key=ADMIN_KEY, json={"content": "behind a key"}).status_code == 201
@@ -313,13 +273,13 @@ def test_key_prompt_refuses_a_wrong_key_and_takes_the_right_one():
         assert errors_in_console(b, allowed=("401",)) == []
     finally:
         b.quit()
-        d.stop()
+        d.cleanup()
 
 
 def test_console_can_be_turned_off():
-    d = Daemon({"console.enabled": "false", "embedding.dimensions": "8"})
+    d = Daemon({"console.enabled": "false", "embedding.dimensions": "8"}).start()
     try:
         r = d.api("GET", "/console")
         assert r.status_code == 404 and r.json()["error"]["code"] == "ROUTE_NOT_FOUND"
     finally:
-        d.stop()
+        d.cleanup()

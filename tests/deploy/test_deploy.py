@@ -12,67 +12,24 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Optional
 
 import httpx
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from engramd import Daemon, model_dir, release_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 ADMIN_KEY = "runbook-admin-key-1"
 
 
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/engram/target"))) / "release"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daemon:
-    """engramd on `data` with extra arguments; restartable on the same port and directory."""
-
-    def __init__(self, data: Path, args: list[str], env: Optional[dict[str, str]] = None) -> None:
-        self.data = data
-        self.args = args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ENGRAM_")}
-        self.env.update(env or {})
-        self.proc: Optional[subprocess.Popen] = None
-
-    def start(self) -> "Daemon":
-        log = open(self.data.parent / f"engramd-{self.port}.log", "ab")
-        cmd = [str(target_dir() / "engramd"), "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data), *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, Path(log.name).read_text()
-            try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("engramd did not answer within 60 s")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(30) == 0
-        self.proc = None
-
-    def call(self, method: str, path: str, **kw) -> httpx.Response:
-        return httpx.request(method, f"{self.url}{path}", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60, **kw)
+def call(d: Daemon, method: str, path: str, **kw) -> httpx.Response:
+    return d.api(method, path, key=ADMIN_KEY, **kw)
 
 
 @pytest.fixture
@@ -96,12 +53,12 @@ def test_prometheus_config_and_alert_rules_check_and_fire():
 
 
 def test_every_metric_in_alerts_and_dashboard_exists(workdir):
-    d = Daemon(workdir / "data", ["--set", "embedding.dimensions=4"], {"ENGRAM_AUTH_API_KEYS": ADMIN_KEY}).start()
+    d = Daemon({"embedding.dimensions": "4", "auth.api_keys": ADMIN_KEY}, data=workdir / "data").start()
     try:
         # Some of everything, so labelled series exist.
-        assert d.call("POST", "/api/v1/memories", json={"content": "a fact", "embedding": [1, 0, 0, 0]}).status_code == 201
-        assert d.call("POST", "/api/v1/search", json={"query_text": "fact"}).status_code == 200
-        assert d.call("POST", "/api/v1/admin/snapshots").status_code == 201
+        assert call(d, "POST", "/api/v1/memories", json={"content": "a fact", "embedding": [1, 0, 0, 0]}).status_code == 201
+        assert call(d, "POST", "/api/v1/search", json={"query_text": "fact"}).status_code == 200
+        assert call(d, "POST", "/api/v1/admin/snapshots").status_code == 201
         exposed = set(re.findall(r"^# TYPE (\S+)", httpx.get(f"{d.url}/metrics").text, re.M))
     finally:
         d.stop()
@@ -121,7 +78,7 @@ def test_every_metric_in_alerts_and_dashboard_exists(workdir):
 def test_systemd_unit_verifies(workdir):
     unit = (DEPLOY / "engram.service").read_text()
     # systemd-analyze checks that ExecStart's binary exists: point it at the one just built.
-    local = unit.replace("/usr/local/bin/engramd", str(target_dir() / "engramd"))
+    local = unit.replace("/usr/local/bin/engramd", str(release_dir() / "engramd"))
     (workdir / "engram.service").write_text(local)
     out = subprocess.run(["systemd-analyze", "verify", str(workdir / "engram.service")], capture_output=True, text=True)
     problems = [l for l in (out.stdout + out.stderr).splitlines() if "engram.service" in l]
@@ -135,8 +92,7 @@ def test_systemd_unit_verifies(workdir):
 
 
 def test_example_configuration_starts_a_daemon(workdir):
-    model = os.environ.get("ENGRAM_EMBEDDING_MODEL_DIR", os.path.expanduser("~/.cache/engram/models/all-MiniLM-L6-v2"))
-    d = Daemon(workdir / "data", ["--config", str(DEPLOY / "engram.toml"), "--set", f"embedding.model_dir={model}"]).start()
+    d = Daemon({"embedding.model_dir": model_dir()}, data=workdir / "data", args=["--config", str(DEPLOY / "engram.toml")]).start()
     try:
         h = httpx.get(f"{d.url}/api/v1/health").json()
         assert h["embedding"]["model"] == "all-MiniLM-L6-v2", h
@@ -154,13 +110,13 @@ def test_runbook_runs(workdir):
     blocks = runnable_blocks()
     assert len(blocks) >= 5 and any(stopped for stopped, _ in blocks)
     data = workdir / "var-lib-engram"
-    d = Daemon(data, ["--set", "embedding.dimensions=4", "--set", "backup.snapshots_kept=3"], {"ENGRAM_AUTH_API_KEYS": ADMIN_KEY}).start()
-    before = d.call("POST", "/api/v1/memories", json={"content": "written before the deploy", "embedding": [0, 1, 0, 0]})
+    d = Daemon({"embedding.dimensions": "4", "backup.snapshots_kept": "3", "auth.api_keys": ADMIN_KEY}, data=data).start()
+    before = call(d, "POST", "/api/v1/memories", json={"content": "written before the deploy", "embedding": [0, 1, 0, 0]})
     assert before.status_code == 201
     state = workdir / "state.sh"
     state.write_text("")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENGRAM_")},
-           "ENGRAM_API_KEY": ADMIN_KEY, "PATH": f"{target_dir()}:{os.environ['PATH']}"}
+           "ENGRAM_API_KEY": ADMIN_KEY, "PATH": f"{release_dir()}:{os.environ['PATH']}"}
     after_id = None
     try:
         for stopped, block in blocks:
@@ -175,12 +131,12 @@ def test_runbook_runs(workdir):
                 d.start()
             if "DEPLOY_STARTED=" in block:
                 # The deploy goes wrong: a write after its start must not survive the rollback.
-                r = d.call("POST", "/api/v1/memories", json={"content": "written after the deploy started", "embedding": [0, 0, 1, 0]})
+                r = call(d, "POST", "/api/v1/memories", json={"content": "written after the deploy started", "embedding": [0, 0, 1, 0]})
                 assert r.status_code == 201
                 after_id = r.json()["id"]
         assert after_id, "the runbook's deploy block sets DEPLOY_STARTED"
-        assert d.call("GET", f"/api/v1/memories/{before.json()['id']}").status_code == 200
-        assert d.call("GET", f"/api/v1/memories/{after_id}").status_code == 404
+        assert call(d, "GET", f"/api/v1/memories/{before.json()['id']}").status_code == 200
+        assert call(d, "GET", f"/api/v1/memories/{after_id}").status_code == 404
         assert (workdir / "var-lib-engram-failed-deploy").is_dir()
     finally:
         d.stop()
