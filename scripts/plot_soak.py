@@ -18,12 +18,17 @@ def main(src: str, dst: str) -> None:
     fig, ax = plt.subplots(2, 2, figsize=(12, 7), sharex=True)
     ax[0][0].plot(minutes, col("rss_mib"), label="RSS")
     ax[0][0].plot(minutes, col("anon_mib"), label="anonymous (heap)")
+    if "memtables_mib" in rows[0]:
+        ax[0][0].plot(minutes, col("memtables_mib"), label="RocksDB memtables")
+        ax[0][0].plot(minutes, col("block_cache_mib"), label="RocksDB block cache")
     ax[0][0].set_ylabel("MiB")
     ax[0][0].set_ylim(bottom=0)
     ax[0][0].legend()
     ax[0][0].set_title("engramd memory")
     ax[0][1].plot(minutes, col("open_files"), label="open files")
     ax[0][1].plot(minutes, col("threads"), label="threads")
+    if "memories" in rows[0]:
+        ax[0][1].plot(minutes, [m / 100 for m in col("memories")], label="memories stored / 100")
     ax[0][1].set_ylim(bottom=0)
     ax[0][1].legend()
     ax[0][1].set_title("descriptors and threads")

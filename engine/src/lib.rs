@@ -59,7 +59,7 @@ pub use model::{
     MAX_NAMESPACE_BYTES, MAX_TAGS, MAX_TAG_BYTES,
 };
 pub use policy::{CompactionReport, MigrationConfig, MigrationReport, PlannedMove};
-pub use tier::warm::WARM_MAX_OPEN_FILES;
+pub use tier::warm::{WarmMemory, WARM_MAX_OPEN_FILES};
 pub use tier::working::stored_layout;
 pub use uuid::Uuid;
 

@@ -36,6 +36,7 @@ pub struct Metrics {
     compaction_seconds: prometheus::Counter,
     compaction_dead: prometheus::IntCounter,
     cold_dead_entries: IntGauge,
+    warm_memory: IntGaugeVec,
     storage_free_bytes: IntGauge,
     archive_bytes: IntGauge,
     archive_segments: IntGauge,
@@ -169,6 +170,13 @@ impl Metrics {
             "engram_cold_dead_entries",
             "Entries of live cold segments whose memory changed, moved or went since (compaction drops them).",
         ));
+        let warm_memory = must(IntGaugeVec::new(
+            Opts::new(
+                "engram_warm_memory_bytes",
+                "What RocksDB holds in memory: memtables, table readers (index and filter blocks), block cache.",
+            ),
+            &["kind"],
+        ));
         let storage_free_bytes = must(IntGauge::new(
             "engram_storage_free_bytes",
             "Free bytes on the data directory's file system (looked up at most a second ago).",
@@ -198,6 +206,7 @@ impl Metrics {
         for c in [
             Box::new(expired.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(cold_dead_entries.clone()),
+            Box::new(warm_memory.clone()),
             Box::new(storage_free_bytes.clone()),
             Box::new(archive_bytes.clone()),
             Box::new(archive_segments.clone()),
@@ -251,6 +260,7 @@ impl Metrics {
             compaction_seconds,
             compaction_dead,
             cold_dead_entries,
+            warm_memory,
             storage_free_bytes,
             archive_bytes,
             archive_segments,
@@ -290,6 +300,15 @@ impl Metrics {
             .set(i64::try_from(stats.cold_dead_entries).unwrap_or(i64::MAX));
         self.storage_free_bytes
             .set(i64::try_from(stats.free_disk_bytes).unwrap_or(i64::MAX));
+        for (kind, bytes) in [
+            ("memtables", stats.warm_memory.memtables),
+            ("table_readers", stats.warm_memory.table_readers),
+            ("block_cache", stats.warm_memory.block_cache),
+        ] {
+            self.warm_memory
+                .with_label_values(&[kind])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         self.uptime_seconds
             .set(i64::try_from(uptime_seconds).unwrap_or(i64::MAX));
     }

@@ -52,6 +52,11 @@ struct Sample {
     /// The anonymous part of RSS (heap): where a leak shows. The rest is pages of mapped
     /// files (the working tier), which the kernel can drop.
     anon_mib: f64,
+    /// Of the heap, what RocksDB holds: memtables and block cache (`/metrics`).
+    memtables_mib: f64,
+    block_cache_mib: f64,
+    /// Memories stored, every tier (deleted ones too).
+    memories: f64,
     fds: usize,
     threads: usize,
     data_mib: f64,
@@ -116,13 +121,14 @@ fn steady_mixed_load_keeps_memory_descriptors_and_latency_flat() {
     // The soak: paced clients, a sampler.
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (stop, window_now, pid, data) = (
+        let (stop, window_now, pid, data, url) = (
             Arc::clone(&stop),
             Arc::clone(&window_now),
             d.pid(),
             data.clone(),
+            d.url.clone(),
         );
-        std::thread::spawn(move || sample(pid, &data, &window_now, window, &stop))
+        std::thread::spawn(move || sample(pid, &url, &data, &window_now, window, &stop))
     };
     run_clients(&d.url, Some(rate), Duration::from_secs(secs), &window_now);
     stop.store(true, Ordering::Relaxed);
@@ -160,12 +166,18 @@ fn steady_mixed_load_keeps_memory_descriptors_and_latency_flat() {
     let peak = |xs: &[Sample], f: fn(&Sample) -> f64| xs.iter().map(f).fold(0.0, f64::max);
     let (rss0, rss1) = (median(first, |s| s.rss_mib), median(last, |s| s.rss_mib));
     let (anon0, anon1) = (median(first, |s| s.anon_mib), median(last, |s| s.anon_mib));
+    let (stored0, stored1) = (median(first, |s| s.memories), median(last, |s| s.memories));
     let (fd0, fd1) = (peak(first, |s| s.fds as f64), peak(last, |s| s.fds as f64));
     let (p99a, p99b) = (median(first, |s| s.p99_ms), median(last, |s| s.p99_ms));
     println!(
-        "soak: {total_ops} requests in {secs} s, {total_errors} errors; RSS median {rss0:.0} → {rss1:.0} MiB (anonymous {anon0:.0} → {anon1:.0}), open files peak {fd0} → {fd1}, p99 median {p99a:.2} → {p99b:.2} ms (first third → last third)"
+        "soak: {total_ops} requests in {secs} s, {total_errors} errors; memories stored {stored0:.0} → {stored1:.0}; RSS median {rss0:.0} → {rss1:.0} MiB (anonymous {anon0:.0} → {anon1:.0}), open files peak {fd0} → {fd1}, p99 median {p99a:.2} → {p99b:.2} ms (first third → last third)"
     );
     assert_eq!(total_errors, 0, "requests failed during the soak");
+    // The memory checks mean something only if the store kept its size.
+    assert!(
+        stored1 <= stored0 * 1.25 + 1000.0,
+        "the store grew from {stored0} to {stored1} memories: the load is not steady"
+    );
     assert!(
         log_errors.is_empty(),
         "the daemon logged errors:\n{}",
@@ -257,7 +269,9 @@ fn client(
         let target = (!live.is_empty()).then(|| rng.random_range(0..live.len()));
         let started = Instant::now();
         let (kind, creates, result) = match (pick, target) {
-            (0..=19, Some(i)) if full => {
+            // Full: what would have created (a single or a batch) purges instead, so the
+            // store keeps its size.
+            (0..=22, Some(i)) if full => {
                 let id = deleted.pop().unwrap_or_else(|| live.swap_remove(i));
                 let r = agent
                     .delete(&format!("{url}/api/v1/memories/{id}?purge=true"))
@@ -405,6 +419,7 @@ fn owned(agent: &ureq::Agent, url: &str, namespace: &str, status: &str) -> Vec<S
 /// Samples the daemon and the clients' window every `every` until `stop`.
 fn sample(
     pid: u32,
+    url: &str,
     data: &Path,
     window: &Mutex<Window>,
     every: Duration,
@@ -431,6 +446,25 @@ fn sample(
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
+        let metrics = ureq::get(&format!("{url}/metrics"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default();
+        let memories: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("engram_tier_memories{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let warm = |kind: &str| {
+            let prefix = format!("engram_warm_memory_bytes{{kind=\"{kind}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / f64::from(1 << 20)
+        };
         let mut all: Vec<u32> = [&w.writes[..], &w.reads, &w.searches].concat();
         for e in w.errors.iter().take(3) {
             println!(
@@ -442,6 +476,9 @@ fn sample(
             at_s: started.elapsed().as_secs_f64(),
             rss_mib: field("VmRSS:") / 1024.0,
             anon_mib: field("RssAnon:") / 1024.0,
+            memtables_mib: warm("memtables"),
+            block_cache_mib: warm("block_cache"),
+            memories,
             fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
             threads: field("Threads:") as usize,
             data_mib: disk_usage(data) as f64 / f64::from(1 << 20),
@@ -486,14 +523,17 @@ fn disk_usage(dir: &Path) -> u64 {
 fn write_csv(path: &str, samples: &[Sample], capacity: f64, rate: f64) {
     let mut out = format!(
         "# capacity {capacity:.0} requests/s, paced at {rate:.0}/s\n\
-         seconds,rss_mib,anon_mib,open_files,threads,data_mib,requests,errors,p50_ms,p99_ms,write_p99_ms,read_p99_ms,search_p99_ms\n"
+         seconds,memories,rss_mib,anon_mib,memtables_mib,block_cache_mib,open_files,threads,data_mib,requests,errors,p50_ms,p99_ms,write_p99_ms,read_p99_ms,search_p99_ms\n"
     );
     for s in samples {
         out.push_str(&format!(
-            "{:.1},{:.1},{:.1},{},{},{:.1},{},{},{:.3},{:.3},{:.3},{:.3},{:.3}\n",
+            "{:.1},{},{:.1},{:.1},{:.1},{:.1},{},{},{:.1},{},{},{:.3},{:.3},{:.3},{:.3},{:.3}\n",
             s.at_s,
+            s.memories,
             s.rss_mib,
             s.anon_mib,
+            s.memtables_mib,
+            s.block_cache_mib,
             s.fds,
             s.threads,
             s.data_mib,

@@ -45,6 +45,8 @@ pub struct EngineStats {
     pub cold_dead_entries: u64,
     /// Free space on the data directory's file system at the last look (at most a second old).
     pub free_disk_bytes: u64,
+    /// What RocksDB holds in memory.
+    pub warm_memory: crate::tier::warm::WarmMemory,
 }
 
 impl EngineCounters {
@@ -110,6 +112,7 @@ impl Inner {
                 .map(|s| s.entries.saturating_sub(s.live) as u64)
                 .sum(),
             free_disk_bytes: self.free_disk_bytes.load(Ordering::Relaxed),
+            warm_memory: self.warm.memory(),
         }
     }
 

@@ -71,6 +71,18 @@ pub struct WarmTier {
     /// it has recovered by itself (it polls for free space), so the engine refuses new writes
     /// with 507 before logging them, until a probe write succeeds.
     out_of_space: AtomicBool,
+    /// The block cache, for its usage in the metrics.
+    cache: rocksdb::Cache,
+}
+
+/// What RocksDB holds in memory, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmMemory {
+    /// Memtables of every column family, flushed ones not yet released included.
+    pub memtables: u64,
+    /// Index and filter blocks of open SST files (outside the block cache).
+    pub table_readers: u64,
+    pub block_cache: u64,
 }
 
 impl std::fmt::Debug for WarmTier {
@@ -153,6 +165,7 @@ impl WarmTier {
             write_opts,
             analyzer: Analyzer::new(stemming),
             out_of_space: AtomicBool::new(false),
+            cache,
         };
         let lsn = tier.applied_lsn()?;
         Ok((tier, lsn))
@@ -424,6 +437,26 @@ impl WarmTier {
     }
 
     /// Total bytes of live SST files, every column family.
+    /// What RocksDB holds in memory now.
+    pub fn memory(&self) -> WarmMemory {
+        let sum = |property: &str| -> u64 {
+            ALL_CFS
+                .iter()
+                .filter_map(|name| {
+                    self.db
+                        .property_int_value_cf(self.cf(name), property)
+                        .ok()
+                        .flatten()
+                })
+                .sum()
+        };
+        WarmMemory {
+            memtables: sum("rocksdb.cur-size-all-mem-tables"),
+            table_readers: sum("rocksdb.estimate-table-readers-mem"),
+            block_cache: self.cache.get_usage() as u64,
+        }
+    }
+
     pub fn disk_bytes(&self) -> u64 {
         ALL_CFS
             .iter()
