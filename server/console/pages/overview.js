@@ -45,10 +45,13 @@ function point(now, before, seconds) {
 
 function charts() {
   const minutes = (t) => {
-    const m = Math.round((t - Date.now()) / 60000);
-    return m === 0 ? 'now' : `${m} min`;
+    const s = Math.round((Date.now() - t) / 1000);
+    if (s < 5) return 'now';
+    return s < 120 ? `-${s} s` : `-${Math.round(s / 60)} min`;
   };
-  const span = [Date.now() - KEEP * SAMPLE_MS, Date.now()];
+  // From the first sample (at least the last minute) to now, at most the last 10 minutes.
+  const first = history.length ? history[0].t : Date.now();
+  const span = [Math.min(first, Date.now() - 60000), Date.now()];
   const series = (key) => history.map((p) => [p.t, p[key]]);
   return h('div', { class: 'grid wide' },
     h('div', { class: 'card' }, h('h2', {}, 'Requests per second'),
