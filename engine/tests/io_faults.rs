@@ -10,7 +10,9 @@
 //! acknowledged state or (for a failed write) the state that write would have made, and
 //! nothing else.
 //!
-//! `ENGRAM_IO_FAULT_ROUNDS` (default 1) repeats the loop with other workloads;
+//! `ENGRAM_IO_FAULT_ROUNDS` (default 1) repeats the loop with other workloads, starting at
+//! workload `ENGRAM_IO_FAULT_FIRST_ROUND` (default 0; a long campaign can go on where another
+//! stopped);
 //! `ENGRAM_IO_FAULT_STRIDE` (default 5) tries every Nth operation (1: all of them);
 //! `ENGRAM_IO_FAULT_THREADS` (default 2) runs that many at once.
 
@@ -274,7 +276,11 @@ fn every_failed_io_operation_is_refused_cleanly_and_loses_nothing() {
         .max(1);
     let mut injected = 0u64;
     let mut by_op: HashMap<String, u64> = HashMap::new();
-    for round in 0..rounds {
+    let first: u64 = std::env::var("ENGRAM_IO_FAULT_FIRST_ROUND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for round in first..first + rounds {
         let seed = 1000 + round;
         let total = count_ops(seed);
         assert!(total > 50, "the workload did only {total} I/O operations");
