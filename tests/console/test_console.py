@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-from engramd import Daemon, model_dir  # noqa: E402
+from engramd import Daemon, model_dir, release_dir  # noqa: E402
 
 ADMIN_KEY = "console-admin-key-1"
 NAMESPACE = "console-test"
@@ -271,6 +272,41 @@ def test_key_prompt_refuses_a_wrong_key_and_takes_the_right_one():
         assert b.execute_script("return sessionStorage.getItem('engram.apiKey')") == ADMIN_KEY
         # The 401s that made the prompt appear are the only errors.
         assert errors_in_console(b, allowed=("401",)) == []
+    finally:
+        b.quit()
+        d.cleanup()
+
+
+def test_a_read_key_sees_but_cannot_change(tmp_path):
+    """The console holds no privilege: a read-only key limited to one namespace lists and reads
+    there, and the API refuses its delete, which the page shows; other namespaces stay hidden."""
+    made = subprocess.run([str(release_dir() / "engramctl"), "key", "new", "--name", "viewer", "--role", "read",
+                           "--namespace", NAMESPACE], capture_output=True, text=True, check=True).stdout
+    read_key = next(line.strip() for line in made.splitlines() if line.strip().startswith("egk_"))
+    entry = made[made.index("[[auth.keys]]"):]
+    config = tmp_path / "engram.toml"
+    config.write_text(f'[auth]\napi_keys = ["{ADMIN_KEY}"]\n\n{entry}')
+    d = Daemon({"embedding.dimensions": "8"}, args=["--config", str(config)]).start()
+    b = make_browser()
+    try:
+        mine = d.api("POST", "/api/v1/memories", key=ADMIN_KEY, json={"content": "visible to the viewer", "namespace": NAMESPACE}).json()["id"]
+        d.api("POST", "/api/v1/memories", key=ADMIN_KEY, json={"content": "another team's memory", "namespace": "elsewhere"})
+        go(b, d, f"memories?namespace={NAMESPACE}&id={mine}")
+        wait_for(b, "#key-dialog", "needs an API key")
+        b.find_element(By.ID, "key-input").send_keys(read_key)
+        b.find_element(By.ID, "key-ok").click()
+        wait_for(b, "#memory-table", "visible to the viewer")
+        wait_for(b, "#memory-detail", mine)
+        b.find_element(By.ID, "delete-memory").click()
+        b.find_element(By.ID, "confirm-ok").click()
+        wait_for(b, "#memory-detail .error", "FORBIDDEN")
+        assert d.api("GET", f"/api/v1/memories/{mine}", key=ADMIN_KEY).json()["status"] == "active"
+        go(b, d, "memories?namespace=elsewhere")
+        wait_for(b, "main .error", "FORBIDDEN")
+        assert "another team" not in b.find_element(By.TAG_NAME, "main").text
+        go(b, d, "backups")
+        wait_for(b, "main .error", "admin")
+        assert errors_in_console(b, allowed=("401", "403")) == []
     finally:
         b.quit()
         d.cleanup()
