@@ -485,17 +485,36 @@ impl Inner {
 
     /// Counts accesses to warm and cold memories; one used `promote_after_accesses` times since
     /// its last move is queued for promotion.
+    ///
+    /// Accesses are logged up to `storage.access_flush_interval` after they happen, so a delta
+    /// can name a memory purged meanwhile (or one that is not active any more): counting it
+    /// would keep an entry no purge removes again, one per such memory for the life of the
+    /// process. Only active warm memories (in the search attributes) and cold ones count.
     pub(super) fn count_accesses_since_move(&self, deltas: &[AccessDelta]) {
         let needed = self.config.migration.promote_after_accesses;
         if needed == 0 {
             return;
         }
+        // One lock at a time: the attributes, then the cold tier's locations.
+        let warm: Vec<bool> = {
+            let attrs = self.search.attrs.read();
+            deltas
+                .iter()
+                .map(|d| attrs.by_id.get(&d.id).is_some_and(|a| a.tier == Tier::Warm))
+                .collect()
+        };
+        let counted: Vec<&AccessDelta> = deltas
+            .iter()
+            .zip(warm)
+            .filter(|(d, warm)| *warm || self.cold.contains(&d.id))
+            .map(|(d, _)| d)
+            .collect();
+        if counted.is_empty() {
+            return;
+        }
         let mut hits = self.accesses_since_move.lock();
         let mut promote = Vec::new();
-        for d in deltas {
-            if self.working.contains(&d.id) {
-                continue;
-            }
+        for d in counted {
             let n = hits.entry(d.id).or_default();
             *n += d.count;
             if *n >= needed {

@@ -433,3 +433,27 @@ fn reads_that_need_no_cold_segment_are_answered_inline() {
     let again = engine.get(&hot.id).expect("get").expect("present");
     assert_eq!(again.access_count, 1);
 }
+
+#[test]
+fn an_access_logged_after_a_purge_leaves_no_promotion_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let warm = engine.create(new("read, then purged")).expect("create");
+    engine.move_to(&warm.id, Tier::Warm).expect("move");
+    let kept = engine.create(new("read and kept")).expect("create");
+    engine.move_to(&kept.id, Tier::Warm).expect("move");
+    // Reads are counted at once and logged at the next flush; the purge comes in between.
+    engine
+        .get_and_touch(&warm.id)
+        .expect("read")
+        .expect("found");
+    engine
+        .get_and_touch(&kept.id)
+        .expect("read")
+        .expect("found");
+    engine.delete(&warm.id, true).expect("purge");
+    engine.inner.flush_access().expect("flush");
+    let hits = engine.inner.accesses_since_move.lock();
+    assert_eq!(hits.get(&warm.id), None, "a purged memory keeps a count");
+    assert_eq!(hits.get(&kept.id), Some(&1));
+}
