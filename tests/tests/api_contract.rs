@@ -267,6 +267,64 @@ fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
             "INVALID_REQUEST",
             "content",
         ),
+        // serde reads a struct from an array of its fields in order; a body and every object
+        // inside one must be an object (schemathesis found `[true]` accepted by migrate).
+        (
+            "POST",
+            "/api/v1/memories",
+            json!(["an array is not a memory"]).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "body",
+        ),
+        (
+            "POST",
+            "/api/v1/admin/migrate",
+            json!([true]).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "body",
+        ),
+        (
+            "PATCH",
+            "/api/v1/memories/KEEP",
+            json!(["changed"]).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "body",
+        ),
+        (
+            "POST",
+            "/api/v1/search",
+            json!({"query_text": "a", "hybrid_weights": [1, 0, 0, 0]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "hybrid_weights",
+        ),
+        (
+            "POST",
+            "/api/v1/search",
+            json!({"query_text": "a", "tags": [["t"]]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "tags",
+        ),
+        (
+            "POST",
+            "/api/v1/search",
+            json!({"query_text": "a", "importance_range": [0, 1]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "importance_range",
+        ),
+        (
+            "POST",
+            "/api/v1/search",
+            json!({"query_text": "a", "date_range": ["2020-01-01T00:00:00Z"]}).to_string(),
+            400,
+            "INVALID_REQUEST",
+            "date_range",
+        ),
         (
             "POST",
             "/api/v1/memories",
@@ -611,6 +669,17 @@ fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
     assert_eq!((route.status, route.code()), (404, "ROUTE_NOT_FOUND"));
     let method = d.request("DELETE", "/api/v1/health", None, &[]);
     assert_eq!(method.status, 405);
+    // A batch item that is an array is that item's error, in its place.
+    let batch = d.request(
+        "POST",
+        "/api/v1/memories/batch",
+        Some(&json!({"memories": [["an array is not a memory"]]}).to_string()),
+        &[],
+    );
+    assert_eq!(batch.status, 200, "{}", batch.text);
+    let item = &batch.body["results"][0]["error"];
+    assert_eq!(item["code"], "INVALID_REQUEST", "{}", batch.text);
+    assert_eq!(item["details"]["index"], 0, "{}", batch.text);
     // Nothing stored changed.
     let all = d.list_all("");
     assert_eq!(all.len(), 1);

@@ -20,6 +20,37 @@ use time::OffsetDateTime;
 
 use crate::error::ApiError;
 
+/// A value that must be a JSON object. serde's derived `Deserialize` for a struct also accepts
+/// a JSON array (its fields in order), so `[true]` would pass for `{"dry_run": true}`; every
+/// request body, and every object inside one, goes through this instead.
+pub(crate) struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
+/// An optional field that, when present and not `null`, must be a JSON object.
+fn optional_object<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Ok(Option::<Object<T>>::deserialize(d)?.map(|Object(t)| t))
+}
+
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn nullable<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
@@ -165,11 +196,14 @@ pub struct SearchRequest {
     pub tiers: Option<Vec<String>>,
     /// Also search the cold tier.
     pub include_cold: Option<bool>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub tags: Option<TagFilter>,
     /// `{"key": value}` for equality, or `{"key": {"$eq"|"$in"|"$gt"|"$gte"|"$lt"|"$lte": …}}`.
     pub metadata_filters: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub importance_range: Option<NumRange>,
     /// On `created_at`.
+    #[serde(default, deserialize_with = "optional_object")]
     pub date_range: Option<DateRange>,
     /// 1 to 1000 (default 10).
     #[schemars(range(min = 1, max = 1000))]
@@ -180,6 +214,7 @@ pub struct SearchRequest {
     /// Minimum cosine similarity, -1 to 1.
     #[schemars(range(min = -1.0, max = 1.0))]
     pub similarity_threshold: Option<f64>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub hybrid_weights: Option<Weights>,
     /// Half-life of the recency component (default 168).
     pub recency_half_life_hours: Option<f64>,

@@ -10,6 +10,7 @@ use hyper::header::CONTENT_LENGTH;
 use hyper::{Request, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::api::Object;
 use crate::error::ApiError;
 
 /// Most bytes of an oversized body read and thrown away before answering 413.
@@ -113,12 +114,14 @@ async fn read_body_untimed(req: Request<Incoming>, limit: usize) -> Result<Bytes
 
 /// Parses a JSON body. The fast path is plain serde_json; only a failing body is parsed again
 /// with path tracking, to name the field in the error.
+/// Every body is a JSON object: an array is refused even where serde would read it as a struct's
+/// fields in order.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if let Ok(value) = serde_json::from_slice(bytes) {
+    if let Ok(Object(value)) = serde_json::from_slice(bytes) {
         return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let Object(value): Object<T> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         // "." is the whole body; "?" a position the path tracker could not name.
         let path = match e.path().to_string() {
             p if p == "?" => ".".to_owned(),
