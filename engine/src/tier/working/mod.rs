@@ -65,6 +65,14 @@ pub struct SlotSummary {
     pub access_count: u64,
 }
 
+/// A heap is compacted early, long before it is full, once its tail is past this and at least
+/// three quarters of it is dead entries (images replaced or removed): when the next write is
+/// reserved ([`WorkingTier::reserve`]). Without it a small store
+/// with steady updates grew its heap files to `working.heap_bytes` (8 GiB by default) of disk,
+/// and as much page cache, before the first compaction (found by the soak). Each heap file so
+/// stays near max(this, 4 × the live bytes).
+pub(crate) const EARLY_COMPACTION_MIN_TAIL: u64 = 64 << 20;
+
 /// The single writer's state: free slots and where the next heap entry goes.
 struct HeapWriter {
     free: Vec<u32>,
@@ -73,6 +81,14 @@ struct HeapWriter {
     heap_tail: u64,
     /// Bytes of heap entries referenced by live slots.
     live_heap_bytes: u64,
+}
+
+impl HeapWriter {
+    /// Whether most of the current heap is dead and it is big enough to be worth compacting.
+    fn mostly_dead(&self) -> bool {
+        self.heap_tail >= EARLY_COMPACTION_MIN_TAIL
+            && self.live_heap_bytes.saturating_mul(4) < self.heap_tail
+    }
 }
 
 /// The working tier. See the module docs for the concurrency protocol.
@@ -400,6 +416,13 @@ impl WorkingTier {
         let mut w = self.writer.lock();
         self.reserve_slots(&mut w, slots)?;
         let cap = self.heap_capacity_bytes;
+        if w.mostly_dead() {
+            // Here, before anything is logged, a full disk is a clean refusal: the other heap
+            // is grown to hold the live entries first, so the compaction itself needs no space.
+            let other = &self.heaps[usize::from(1 - w.heap_gen)];
+            self.grow(other, w.live_heap_bytes.min(cap), cap)?;
+            self.compact_locked(&mut w)?;
+        }
         let current = &self.heaps[usize::from(w.heap_gen)];
         let wanted = w.heap_tail.saturating_add(heap_bytes);
         self.grow(current, wanted.min(cap), cap)?;
