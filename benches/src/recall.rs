@@ -4,7 +4,9 @@
 //! `content`, optional `created_at` and `metadata`) and `queries.jsonl` (`id`, `namespace`,
 //! `query`, `relevant` ids). Memories are written under a fresh namespace prefix (so runs never
 //! collide), the embedder is waited for, then every query is searched in its namespace with each
-//! mode and scored by recall@1/5/10 (fraction of relevant ids in the top k) and MRR.
+//! mode and scored by recall@1/5/10 (fraction of relevant ids in the top k), MRR and nDCG@10
+//! (binary relevance), overall and per query `category` when the dataset has one, so weak
+//! spots show.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,7 @@ struct Scores {
     r5: f64,
     r10: f64,
     mrr: f64,
+    ndcg10: f64,
     n: usize,
 }
 
@@ -66,12 +69,53 @@ impl Scores {
         if let Some(pos) = ranked.iter().position(|x| relevant.contains(x)) {
             self.mrr += 1.0 / (pos + 1) as f64;
         }
+        self.ndcg10 += ndcg(ranked, relevant, 10);
         self.n += 1;
     }
 
-    fn mean(&self) -> [f64; 4] {
+    /// recall@1, recall@5, recall@10, MRR, nDCG@10: means over the queries added.
+    fn mean(&self) -> [f64; 5] {
         let n = self.n.max(1) as f64;
-        [self.r1 / n, self.r5 / n, self.r10 / n, self.mrr / n]
+        [
+            self.r1 / n,
+            self.r5 / n,
+            self.r10 / n,
+            self.mrr / n,
+            self.ndcg10 / n,
+        ]
+    }
+
+    fn to_json(self) -> Value {
+        let [r1, r5, r10, mrr, ndcg10] = self.mean();
+        json!({"queries": self.n, "recall@1": r1, "recall@5": r5, "recall@10": r10, "mrr": mrr, "ndcg@10": ndcg10})
+    }
+}
+
+/// nDCG@k with binary relevance: the discounted gain of the relevant ids in the top k, over the
+/// gain of a ranking with every relevant id first.
+fn ndcg(ranked: &[String], relevant: &[String], k: usize) -> f64 {
+    let gain = |rank: usize| 1.0 / ((rank + 2) as f64).log2();
+    let dcg: f64 = ranked
+        .iter()
+        .take(k)
+        .enumerate()
+        .filter(|(_, id)| relevant.contains(*id))
+        .map(|(i, _)| gain(i))
+        .sum();
+    let ideal: f64 = (0..relevant.len().min(k)).map(gain).sum();
+    if ideal == 0.0 {
+        0.0
+    } else {
+        dcg / ideal
+    }
+}
+
+/// A query category's name: the dataset's `category` field, as a string.
+fn category_of(q: &Value) -> Option<String> {
+    match &q["category"] {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        v => Some(v.to_string()),
     }
 }
 
@@ -139,12 +183,15 @@ pub async fn recall(args: RecallArgs) -> anyhow::Result<()> {
     }
 
     let mut results: Vec<(String, Scores, f64)> = Vec::new();
+    // Per mode, per category (in the order categories appear in the dataset).
+    let mut by_category: Vec<(String, Vec<(String, Scores)>)> = Vec::new();
     for mode in &modes {
         if *mode == "semantic" && !has_embedder {
             eprintln!("semantic: skipped (no embedding provider configured)");
             continue;
         }
         let mut scores = Scores::default();
+        let mut categories: Vec<(String, Scores)> = Vec::new();
         let t = Instant::now();
         for q in &queries {
             let relevant: Vec<String> = q["relevant"]
@@ -176,17 +223,36 @@ pub async fn recall(args: RecallArgs) -> anyhow::Result<()> {
                 .filter_map(|id| engram_to_dataset.get(id).cloned())
                 .collect();
             scores.add(&ranked, &relevant);
+            if let Some(c) = category_of(q) {
+                match categories.iter_mut().find(|(name, _)| *name == c) {
+                    Some((_, s)) => s.add(&ranked, &relevant),
+                    None => {
+                        let mut s = Scores::default();
+                        s.add(&ranked, &relevant);
+                        categories.push((c, s));
+                    }
+                }
+            }
         }
         let per_query_ms = t.elapsed().as_secs_f64() * 1000.0 / scores.n.max(1) as f64;
         results.push(((*mode).to_owned(), scores, per_query_ms));
+        by_category.push(((*mode).to_owned(), categories));
     }
 
     if args.json {
         let modes: Vec<Value> = results
             .iter()
-            .map(|(m, s, ms)| {
-                let [r1, r5, r10, mrr] = s.mean();
-                json!({"mode": m, "queries": s.n, "recall@1": r1, "recall@5": r5, "recall@10": r10, "mrr": mrr, "ms_per_query": ms})
+            .zip(&by_category)
+            .map(|((m, s, ms), (_, cats))| {
+                let mut v = s.to_json();
+                v["mode"] = json!(m);
+                v["ms_per_query"] = json!(ms);
+                v["by_category"] = cats
+                    .iter()
+                    .map(|(c, s)| (c.clone(), s.to_json()))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+                v
             })
             .collect();
         println!(
@@ -210,12 +276,62 @@ pub async fn recall(args: RecallArgs) -> anyhow::Result<()> {
                 memories.len() as f64 / s
             ))
         );
-        println!("| mode | recall@1 | recall@5 | recall@10 | MRR | ms/query |");
-        println!("|---|---|---|---|---|---|");
+        println!("| mode | recall@1 | recall@5 | recall@10 | MRR | nDCG@10 | ms/query |");
+        println!("|---|---|---|---|---|---|---|");
         for (m, s, ms) in &results {
-            let [r1, r5, r10, mrr] = s.mean();
-            println!("| {m} | {r1:.3} | {r5:.3} | {r10:.3} | {mrr:.3} | {ms:.1} |");
+            let [r1, r5, r10, mrr, ndcg10] = s.mean();
+            println!("| {m} | {r1:.3} | {r5:.3} | {r10:.3} | {mrr:.3} | {ndcg10:.3} | {ms:.1} |");
+        }
+        if by_category.iter().any(|(_, cats)| !cats.is_empty()) {
+            println!();
+            println!("| mode | category | queries | recall@5 | recall@10 | MRR | nDCG@10 |");
+            println!("|---|---|---|---|---|---|---|");
+            for (m, cats) in &by_category {
+                let mut cats = cats.clone();
+                cats.sort_by(|a, b| a.0.cmp(&b.0));
+                for (c, s) in &cats {
+                    let [_, r5, r10, mrr, ndcg10] = s.mean();
+                    println!(
+                        "| {m} | {c} | {} | {r5:.3} | {r10:.3} | {mrr:.3} | {ndcg10:.3} |",
+                        s.n
+                    );
+                }
+            }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn ndcg_is_one_for_an_ideal_ranking_and_falls_with_rank() {
+        let relevant = ids(&["a", "b"]);
+        assert!((ndcg(&ids(&["a", "b", "x"]), &relevant, 10) - 1.0).abs() < 1e-12);
+        assert!((ndcg(&ids(&["b", "a"]), &relevant, 10) - 1.0).abs() < 1e-12);
+        // One relevant id at rank 2 of two relevant: (1/log2 3) / (1 + 1/log2 3).
+        let g2 = 1.0 / 3f64.log2();
+        let got = ndcg(&ids(&["x", "a"]), &relevant, 10);
+        assert!((got - g2 / (1.0 + g2)).abs() < 1e-12, "{got}");
+        assert_eq!(ndcg(&ids(&["x", "y"]), &relevant, 10), 0.0);
+        // Beyond k counts nothing.
+        assert_eq!(ndcg(&ids(&["x", "a"]), &relevant, 1), 0.0);
+    }
+
+    #[test]
+    fn scores_average_recall_mrr_and_ndcg_over_queries() {
+        let mut s = Scores::default();
+        s.add(&ids(&["a", "x"]), &ids(&["a"]));
+        s.add(&ids(&["x", "y"]), &ids(&["b"]));
+        let [r1, r5, r10, mrr, ndcg10] = s.mean();
+        assert_eq!((r1, r5, r10, mrr, ndcg10), (0.5, 0.5, 0.5, 0.5, 0.5));
+        assert_eq!(category_of(&json!({"category": 2})), Some("2".to_owned()));
+        assert_eq!(category_of(&json!({})), None);
+    }
 }

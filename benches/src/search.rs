@@ -3,7 +3,9 @@
 //! Loads `--preload` memories with clustered random unit vectors (a fraction `--selectivity`
 //! tagged `rare`), waits until the HNSW graph holds every warm vector, measures recall@10 of
 //! `--recall-sample` queries against brute force computed here, then drives `--clients`
-//! connections of semantic searches for `--duration` seconds.
+//! connections of semantic searches for `--duration` seconds. With `--hybrid` each memory's
+//! content also carries eight words of a 5,000-word vocabulary (log-uniform, so a few are
+//! common and most rare) and the searches are hybrid: the vector plus three such words.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +43,23 @@ pub struct SearchArgs {
     no_load: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Hybrid searches (vector and three words) instead of semantic ones; no recall check.
+    #[arg(long)]
+    hybrid: bool,
+    /// With --hybrid: send this `hybrid_weights.context` (default: the daemon's).
+    #[arg(long)]
+    context_weight: Option<f64>,
+}
+
+/// Words of the hybrid vocabulary.
+const VOCABULARY: f64 = 5000.0;
+
+/// `n` words `w<k>`, k log-uniform in 1..=5000: few common words, many rare ones.
+fn words(rng: &mut impl Rng, n: usize) -> String {
+    (0..n)
+        .map(|_| format!("w{}", VOCABULARY.powf(rng.random::<f64>()).floor() as u64))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn unit(v: &mut [f32]) {
@@ -95,6 +114,19 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let vectors: Vec<Vec<f32>> = (0..args.preload)
         .map(|_| near(&mut rng, &centres, spread))
         .collect();
+    // Words come from their own generator: the vectors are the same with and without them.
+    let mut word_rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ 0x776f_7264);
+    let texts: Arc<Vec<String>> = Arc::new(
+        (0..args.preload)
+            .map(|_| {
+                if args.hybrid {
+                    format!(" {}", words(&mut word_rng, 8))
+                } else {
+                    String::new()
+                }
+            })
+            .collect(),
+    );
 
     // Load: 4 connections of 1000-memory batches. The id of memory i is learned from the reply.
     let mut ids: Vec<String> = vec![String::new(); vectors.len()];
@@ -104,10 +136,11 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         let conns = 4usize;
         for c in 0..conns {
-            let (url, ns, vectors) = (
+            let (url, ns, vectors, texts) = (
                 common.url.clone(),
                 common.namespace.clone(),
                 Arc::clone(&vectors),
+                Arc::clone(&texts),
             );
             let seed = args.seed;
             tasks.push(tokio::spawn(async move {
@@ -119,7 +152,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
                     let items: Vec<Value> = (i..end)
                         .map(|j| {
                             let tags: Vec<&str> = if j % every == 0 { vec!["rare"] } else { vec![] };
-                            json!({"namespace": ns, "content": format!("search bench {seed} memory {j}"), "embedding": vectors[j], "tags": tags})
+                            json!({"namespace": ns, "content": format!("search bench {seed} memory {j}{}", texts[j]), "embedding": vectors[j], "tags": tags})
                         })
                         .collect();
                     let v = conn
@@ -164,6 +197,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
                 let j = m["content"]
                     .as_str()
                     .and_then(|c| c.strip_prefix(&prefix))
+                    .and_then(|rest| rest.split(' ').next())
                     .and_then(|n| n.parse::<usize>().ok());
                 if let (Some(j), Some(id)) = (j, m["id"].as_str()) {
                     if j < ids.len() {
@@ -236,20 +270,29 @@ async fn measure(
     let common = &args.common;
     let spread = 0.08;
     let tiers: Vec<&str> = args.tiers.split(',').map(str::trim).collect();
-    let body_for = |q: &[f32]| -> String {
+    let mut word_rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ 0x7175_6572);
+    let mut body_for = |q: &[f32]| -> String {
         let mut b = json!({
             "namespace": common.namespace, "query_embedding": q, "search_type": "semantic",
             "limit": 10, "include_metadata": false, "tiers": tiers,
         });
+        if args.hybrid {
+            b["search_type"] = json!("hybrid");
+            b["query_text"] = json!(words(&mut word_rng, 3));
+            if let Some(w) = args.context_weight {
+                b["hybrid_weights"] = json!({ "context": w });
+            }
+        }
         if filtered {
             b["tags"] = json!({"all_of": ["rare"]});
         }
         b.to_string()
     };
 
-    // Recall against brute force (only when this run loaded, so ids are known).
+    // Recall against brute force (only when this run loaded, so ids are known); a hybrid
+    // ranking has no exact answer to compare with.
     let mut recall = None;
-    if args.recall_sample > 0 {
+    if args.recall_sample > 0 && !args.hybrid {
         let mut total = 0.0;
         for _ in 0..args.recall_sample {
             let q = near(rng, centres, spread);
@@ -288,8 +331,13 @@ async fn measure(
     })
     .await?;
     let what = format!(
-        "search{} preload={} tiers={}{}",
+        "search{}{}{} preload={} tiers={}{}",
         if filtered { " filtered" } else { "" },
+        if args.hybrid { " hybrid" } else { "" },
+        match (args.hybrid, args.context_weight) {
+            (true, Some(w)) => format!(" context={w}"),
+            _ => String::new(),
+        },
         args.preload,
         args.tiers,
         recall.map_or(String::new(), |r| format!(" recall@10={r:.4}"))

@@ -209,7 +209,7 @@ def test_search_playground_ranks_and_explains(daemon, browser, memories):
     kinds = {b.get_attribute("class") for b in bars}
     assert {"c-semantic", "c-text"} <= kinds, kinds
     # The weights are sent: text alone ranks by BM25.
-    for name, value in [("semantic", 0), ("text", 1), ("importance", 0), ("recency", 0)]:
+    for name, value in [("semantic", 0), ("text", 1), ("importance", 0), ("recency", 0), ("context", 0)]:
         browser.execute_script("const s = document.getElementById(arguments[0]); s.value = arguments[1]; s.dispatchEvent(new Event('input'));", f"weight-{name}", value)
     browser.find_element(By.ID, "search-go").click()
     WebDriverWait(browser, WAIT_S).until(lambda b: {s.get_attribute("class") for s in b.find_elements(By.CSS_SELECTOR, "#search-results .result .stack span")} == {"c-text"})

@@ -465,7 +465,7 @@ fn hybrid_explanation_sums_to_the_score() {
     let mut last = f64::INFINITY;
     for h in results {
         let e = &h["explanation"];
-        let sum: f64 = ["semantic", "text", "importance", "recency"]
+        let sum: f64 = ["semantic", "text", "importance", "recency", "context"]
             .iter()
             .map(|k| {
                 let c = &e[k];
@@ -494,6 +494,113 @@ fn hybrid_explanation_sums_to_the_score() {
     let r = search(&d, json!({"namespace": "h", "query_text": "mountain"}));
     assert!(r["results"][0].get("explanation").is_none());
     assert!(r["query_time_ms"].as_f64().is_some());
+}
+
+#[test]
+fn hybrid_context_brings_in_the_neighbouring_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(&dir.path().join("data"), &dimensions_settings("20"));
+    let turn = |content: &str, at: &str, tags: Value| {
+        let r = d.post(
+            "/api/v1/memories",
+            &json!({"namespace": "conv", "content": content, "created_at": at, "tags": tags}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["id"].as_str().expect("id").to_owned()
+    };
+    turn(
+        "Caroline: Morning! Off to the gym.",
+        "2024-02-29T10:00:00Z",
+        json!(["t"]),
+    );
+    let question = turn(
+        "Melanie: What did you paint last weekend?",
+        "2024-03-01T10:00:00Z",
+        json!(["t"]),
+    );
+    let answer = turn(
+        "Caroline: A sunrise over the lake, with my kids.",
+        "2024-03-01T10:00:30Z",
+        json!([]),
+    );
+    let later = turn(
+        "Caroline: Then we went hiking in the hills.",
+        "2024-03-01T12:00:00Z",
+        json!([]),
+    );
+    let query = |extra: Value| {
+        let mut body = json!({"namespace": "conv", "query_text": "paint", "explain_score": true});
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        search(&d, body)
+    };
+    // The question matches the words; the answer, 30 s later, joins by the context component.
+    let r = query(json!({}));
+    assert_eq!(ids(&r), vec![question.clone(), answer.clone()], "{r}");
+    let (q, a) = (&r["results"][0], &r["results"][1]);
+    let e = &a["explanation"];
+    assert_eq!(e["text"]["value"], 0.0, "{e}");
+    assert_eq!(e["semantic"]["value"], 0.0, "{e}");
+    let weight = e["context"]["weight"].as_f64().expect("weight");
+    assert!((weight - 0.4).abs() < 1e-6, "{e}");
+    let lent = e["context"]["value"].as_f64().expect("context");
+    let q_score = q["score"].as_f64().expect("score");
+    assert!(
+        (lent - q_score).abs() < 1e-5,
+        "lent {lent}, question scored {q_score}"
+    );
+    // The question's neighbours are a day before and the answer, which is no candidate.
+    assert_eq!(q["explanation"]["context"]["value"], 0.0);
+    let parts: f64 = ["semantic", "text", "importance", "recency", "context"]
+        .iter()
+        .map(|k| e[k]["contribution"].as_f64().expect("contribution"))
+        .sum();
+    assert!((parts - a["score"].as_f64().expect("score")).abs() < 1e-5);
+    assert!(!ids(&r).contains(&later), "two hours later is no neighbour");
+    // Off by weight, by window, in the single-signal modes, and filtered like any candidate.
+    for extra in [
+        json!({"hybrid_weights": {"context": 0}}),
+        json!({"context_window_seconds": 10}),
+        json!({"context_window_seconds": 0}),
+        json!({"search_type": "text"}),
+        json!({"tags": {"all_of": ["t"]}}),
+    ] {
+        assert_eq!(
+            ids(&query(extra.clone())),
+            vec![question.clone()],
+            "{extra}"
+        );
+    }
+    // Only candidates lend: the answer, in by context alone, lends nothing on, so the later
+    // turn stays out even within a day's window.
+    let wide = query(json!({"context_window_seconds": 86400}));
+    assert!(!ids(&wide).contains(&later), "{wide}");
+    for (body, field) in [
+        (
+            json!({"context_window_seconds": -1}),
+            "context_window_seconds",
+        ),
+        (
+            json!({"context_window_seconds": 604801}),
+            "context_window_seconds",
+        ),
+        (
+            json!({"hybrid_weights": {"context": 1001}}),
+            "hybrid_weights.context",
+        ),
+        (
+            json!({"hybrid_weights": {"semantic": 0, "text": 0, "importance": 0, "recency": 0, "context": 1}}),
+            "hybrid_weights",
+        ),
+    ] {
+        let mut b = body.clone();
+        b["namespace"] = json!("conv");
+        b["query_text"] = json!("paint");
+        let r = d.post("/api/v1/search", &b);
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert_eq!(r.body["error"]["details"]["field"], field, "{}", r.text);
+    }
 }
 
 #[test]

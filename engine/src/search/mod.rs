@@ -98,6 +98,9 @@ pub(crate) struct Attrs {
     pub by_tag: HashMap<(Arc<str>, Box<str>), crate::idhash::IdSet<Uuid>>,
     /// namespace → its memories: a small namespace in a big graph is scored directly.
     pub by_namespace: HashMap<Arc<str>, crate::idhash::IdSet<Uuid>>,
+    /// namespace → its memories in `created_at` order: a hybrid search finds a result's
+    /// neighbours (the turns around it in a conversation) here.
+    pub by_time: HashMap<Arc<str>, std::collections::BTreeSet<(i64, Uuid)>>,
 }
 
 impl Attrs {
@@ -125,6 +128,10 @@ impl Attrs {
             .entry(Arc::clone(&attr.namespace))
             .or_default()
             .insert(id);
+        self.by_time
+            .entry(Arc::clone(&attr.namespace))
+            .or_default()
+            .insert((attr.created_at_us, id));
         self.by_id.insert(id, attr);
     }
 
@@ -136,6 +143,12 @@ impl Attrs {
         }
         if let Some(set) = self.by_namespace.get_mut(&old.namespace) {
             set.remove(id);
+        }
+        if let Some(timeline) = self.by_time.get_mut(&old.namespace) {
+            timeline.remove(&(old.created_at_us, *id));
+            if timeline.is_empty() {
+                self.by_time.remove(&old.namespace);
+            }
         }
         for tag in old.tags.iter() {
             let key = (Arc::clone(&old.namespace), tag.clone());

@@ -41,18 +41,29 @@ pub struct HybridWeights {
     pub text: f32,
     pub importance: f32,
     pub recency: f32,
+    /// Of the best base score among a memory's neighbours (see [`Explanation::context`]).
+    pub context: f32,
 }
 
 impl Default for HybridWeights {
+    /// Chosen on the conversational set in `../shared/data/locomo-dev` with each conversation
+    /// held out in turn (docs/benchmarks.md, "Recall").
     fn default() -> Self {
         HybridWeights {
-            semantic: 0.5,
-            text: 0.4,
+            semantic: 0.3,
+            text: 0.7,
             importance: 0.05,
             recency: 0.05,
+            context: 0.4,
         }
     }
 }
+
+/// Fewest candidates that lend context (see [`Explanation::context`]).
+pub const CONTEXT_LENDERS: usize = 10;
+
+/// Default for [`SearchQuery::context_window_us`]: ten minutes.
+pub const DEFAULT_CONTEXT_WINDOW_US: i64 = 600_000_000;
 
 /// A condition on one top-level metadata key.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +126,9 @@ pub struct SearchQuery {
     pub similarity_threshold: Option<f32>,
     pub weights: HybridWeights,
     pub recency_half_life_hours: f64,
+    /// How far apart in `created_at` two memories of a namespace may be and still be
+    /// neighbours for the context component (0: no neighbours).
+    pub context_window_us: i64,
 }
 
 impl SearchQuery {
@@ -138,6 +152,7 @@ impl SearchQuery {
             similarity_threshold: None,
             weights: HybridWeights::default(),
             recency_half_life_hours: 168.0,
+            context_window_us: DEFAULT_CONTEXT_WINDOW_US,
         }
     }
 }
@@ -158,17 +173,40 @@ impl Component {
 /// Why a result scored what it did: the score is the sum of the components' contributions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
-    /// Cosine similarity (negative clamped to 0 in hybrid).
+    /// Cosine similarity; in hybrid rescaled over the vector candidates, `(s − lowest) /
+    /// (highest − lowest)` clamped to 0..1, so the best match is 1 whatever the model's range.
     pub semantic: Component,
     /// BM25, divided by the best BM25 among the candidates in hybrid.
     pub text: Component,
     pub importance: Component,
     /// `0.5 ^ (age_hours / half_life_hours)`, age since `created_at`.
     pub recency: Component,
+    /// Hybrid only: the best base score (the four components above summed) among the memory's
+    /// neighbours that lend — the best candidates by base score (as many as the search asks
+    /// for, at least [`CONTEXT_LENDERS`]) just before and after it in its namespace by
+    /// `created_at`, at most the context window apart. Conversations put the answer next to
+    /// the turn that matches the question; a neighbour that was in neither candidate pool joins
+    /// the results by this component alone (its semantic and text values are 0).
+    pub context: Component,
     /// The raw BM25 score.
     pub bm25: f32,
     /// The raw cosine similarity, when the memory has a vector and the query one.
     pub similarity: Option<f32>,
+}
+
+impl Explanation {
+    /// The score without the context component: what a memory lends its neighbours.
+    pub fn base(&self) -> f32 {
+        self.semantic.contribution()
+            + self.text.contribution()
+            + self.importance.contribution()
+            + self.recency.contribution()
+    }
+
+    /// The whole score: the sum of every component's contribution.
+    pub fn score(&self) -> f32 {
+        self.base() + self.context.contribution()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -503,10 +541,6 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
         // Metadata last: it reads the memory.
         bm25.retain(|id, _| meta_ok(id));
     }
-    if let Some(e) = read_error.into_inner() {
-        return Err(e);
-    }
-
     // Candidates: the best `pool` by each signal.
     let mut candidates: Vec<Uuid> = similarity.keys().copied().collect();
     if use_text {
@@ -527,17 +561,34 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
             .filter(|id| !similarity.contains_key(id))
             .count();
     let best_bm25 = bm25.values().copied().fold(0f32, f32::max);
-    let (w_sem, w_text, w_imp, w_rec) = match q.mode {
-        SearchMode::Semantic => (1.0, 0.0, 0.0, 0.0),
-        SearchMode::Text => (0.0, 1.0, 0.0, 0.0),
+    let (w_sem, w_text, w_imp, w_rec, w_ctx) = match q.mode {
+        SearchMode::Semantic => (1.0, 0.0, 0.0, 0.0, 0.0),
+        SearchMode::Text => (0.0, 1.0, 0.0, 0.0, 0.0),
         SearchMode::Hybrid => (
             if use_vectors { q.weights.semantic } else { 0.0 },
             if use_text { q.weights.text } else { 0.0 },
             q.weights.importance,
             q.weights.recency,
+            if q.context_window_us > 0 {
+                q.weights.context
+            } else {
+                0.0
+            },
         ),
     };
+    // Hybrid rescales similarity over the vector candidates (min-max): a model's cosines sit in
+    // a narrow band of its own, BM25 is already divided by its best.
+    let (sim_lo, sim_hi) = similarity
+        .values()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
+            (lo.min(*s), hi.max(*s))
+        });
     let half_life = q.recency_half_life_hours.max(1e-6);
+    let recency_of = |attr: &Attr| {
+        let age_hours = ((ctx.now_us - attr.created_at_us).max(0) as f64) / 3.6e9;
+        0.5f64.powf(age_hours / half_life) as f32
+    };
+    let component = |value: f32, weight: f32| Component { value, weight };
     let mut out = Vec::with_capacity(candidates.len());
     for id in candidates {
         let Some(attr) = attrs.by_id.get(&id) else {
@@ -564,42 +615,97 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
             _ if best_bm25 > 0.0 => raw_bm25 / best_bm25,
             _ => 0.0,
         };
-        let sem_value = match q.mode {
-            SearchMode::Semantic => sim.unwrap_or(0.0),
-            _ => sim.unwrap_or(0.0).max(0.0),
+        let sem_value = match (q.mode, sim) {
+            (SearchMode::Semantic, s) => s.unwrap_or(0.0),
+            (_, None) => 0.0,
+            (_, Some(s)) if sim_hi > sim_lo => ((s - sim_lo) / (sim_hi - sim_lo)).clamp(0.0, 1.0),
+            (_, Some(s)) => s.max(0.0),
         };
-        let age_hours = ((ctx.now_us - attr.created_at_us).max(0) as f64) / 3.6e9;
-        let recency = 0.5f64.powf(age_hours / half_life) as f32;
         let explanation = Explanation {
-            semantic: Component {
-                value: sem_value,
-                weight: w_sem,
-            },
-            text: Component {
-                value: text_value,
-                weight: w_text,
-            },
-            importance: Component {
-                value: attr.importance,
-                weight: w_imp,
-            },
-            recency: Component {
-                value: recency,
-                weight: w_rec,
-            },
+            semantic: component(sem_value, w_sem),
+            text: component(text_value, w_text),
+            importance: component(attr.importance, w_imp),
+            recency: component(recency_of(attr), w_rec),
+            context: component(0.0, w_ctx),
             bm25: raw_bm25,
             similarity: sim,
         };
-        let score = explanation.semantic.contribution()
-            + explanation.text.contribution()
-            + explanation.importance.contribution()
-            + explanation.recency.contribution();
         out.push(Ranked {
             id,
-            score,
+            score: explanation.base(),
             similarity: sim,
             explanation,
         });
+    }
+
+    // Context: the best candidates by base score (as many as asked for, at least
+    // CONTEXT_LENDERS) lend it to their neighbours in time, the best lender counting; a
+    // neighbour in neither pool joins the candidates. Lending from the pools' tails added
+    // nothing on the dev set and made results hang on which near-ties an approximate walk found.
+    if w_ctx > 0.0 {
+        if let Some(timeline) = attrs.by_time.get(q.namespace.as_str()) {
+            out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+            let lenders = want.max(CONTEXT_LENDERS).min(out.len());
+            let mut lent: HashMap<Uuid, f32> = HashMap::new();
+            for r in &out[..lenders] {
+                let Some(attr) = attrs.by_id.get(&r.id) else {
+                    continue;
+                };
+                let key = (attr.created_at_us, r.id);
+                let before = timeline.range(..key).next_back();
+                let after = timeline
+                    .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+                    .next();
+                for (t, n) in before.into_iter().chain(after) {
+                    if (t - attr.created_at_us).abs() <= q.context_window_us {
+                        let best = lent.entry(*n).or_insert(0.0);
+                        *best = best.max(r.score);
+                    }
+                }
+            }
+            let position: HashMap<Uuid, usize> =
+                out.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+            let mut joined: Vec<(Uuid, f32)> = Vec::new();
+            for (id, value) in lent {
+                match position.get(&id) {
+                    Some(&i) => {
+                        let r = &mut out[i];
+                        r.explanation.context.value = value;
+                        r.score = r.explanation.score();
+                    }
+                    // With a similarity threshold every result needs a similarity.
+                    None if q.similarity_threshold.is_none() => joined.push((id, value)),
+                    None => {}
+                }
+            }
+            joined.sort_unstable_by_key(|(id, _)| *id);
+            for (id, value) in joined {
+                let Some(attr) = attrs.by_id.get(&id) else {
+                    continue;
+                };
+                if !ctx.attr_ok(q, attr) || !meta_ok(&id) {
+                    continue;
+                }
+                let explanation = Explanation {
+                    semantic: component(0.0, w_sem),
+                    text: component(0.0, w_text),
+                    importance: component(attr.importance, w_imp),
+                    recency: component(recency_of(attr), w_rec),
+                    context: component(value, w_ctx),
+                    bm25: 0.0,
+                    similarity: None,
+                };
+                out.push(Ranked {
+                    id,
+                    score: explanation.score(),
+                    similarity: None,
+                    explanation,
+                });
+            }
+        }
+    }
+    if let Some(e) = read_error.into_inner() {
+        return Err(e);
     }
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
     // A similarity threshold drops candidates after counting: count what is left.

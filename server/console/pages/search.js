@@ -4,8 +4,8 @@
 import { api } from '../api.js';
 import { errorBox, fill, fmtNumber, h, loading, setParams } from '../ui.js';
 
-const COMPONENTS = ['semantic', 'text', 'importance', 'recency'];
-const DEFAULT_WEIGHTS = { semantic: 0.5, text: 0.4, importance: 0.05, recency: 0.05 };
+const COMPONENTS = ['semantic', 'text', 'importance', 'recency', 'context'];
+const DEFAULT_WEIGHTS = { semantic: 0.3, text: 0.7, importance: 0.05, recency: 0.05, context: 0.4 };
 
 function slider(name, value) {
   const out = h('span', { class: 'mono' }, Number(value).toFixed(2));

@@ -170,12 +170,19 @@ pub struct DateRange {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-/// Weights of the hybrid score's components (0 to 1000 each, not all zero).
+/// Weights of the hybrid score's components (0 to 1000 each, not all zero); a weight not given
+/// keeps its default.
 pub struct Weights {
+    /// Default 0.3. Applies to the similarity rescaled over the vector candidates.
     pub semantic: Option<f64>,
+    /// Default 0.7. Applies to BM25 divided by the best BM25.
     pub text: Option<f64>,
+    /// Default 0.05.
     pub importance: Option<f64>,
+    /// Default 0.05.
     pub recency: Option<f64>,
+    /// Default 0.4. Applies to the best score among the memory's neighbours in time (0: off).
+    pub context: Option<f64>,
 }
 
 /// `POST /api/v1/search`.
@@ -218,6 +225,10 @@ pub struct SearchRequest {
     pub hybrid_weights: Option<Weights>,
     /// Half-life of the recency component (default 168).
     pub recency_half_life_hours: Option<f64>,
+    /// How far apart in `created_at` two memories may be and still lend each other score as
+    /// neighbours (hybrid's `context` component), 0 to 604,800 (default 600; 0: off).
+    #[schemars(range(min = 0.0, max = 604800.0))]
+    pub context_window_seconds: Option<f64>,
     /// Add each result's score components.
     pub explain_score: Option<bool>,
     /// Include metadata in results (default true).
@@ -225,6 +236,9 @@ pub struct SearchRequest {
     /// Include vectors in results (default false).
     pub include_embedding: Option<bool>,
 }
+
+/// Widest `context_window_seconds`: a week.
+pub const MAX_CONTEXT_WINDOW_SECONDS: f64 = 604_800.0;
 
 /// Largest `offset` a search accepts: deep pages cost a full ranking each.
 pub const MAX_SEARCH_OFFSET: i64 = 10_000;
@@ -439,11 +453,16 @@ impl SearchRequest {
                 text: unit_weight("hybrid_weights.text", w.text, d.text)?,
                 importance: unit_weight("hybrid_weights.importance", w.importance, d.importance)?,
                 recency: unit_weight("hybrid_weights.recency", w.recency, d.recency)?,
+                context: unit_weight("hybrid_weights.context", w.context, d.context)?,
             };
+            // Context lends the other components' sum: it cannot score alone.
             let sum =
                 q.weights.semantic + q.weights.text + q.weights.importance + q.weights.recency;
             if sum <= 0.0 {
-                return Err(ApiError::invalid("hybrid_weights", "must not all be zero"));
+                return Err(ApiError::invalid(
+                    "hybrid_weights",
+                    "semantic, text, importance and recency must not all be zero",
+                ));
             }
         }
         if let Some(h) = self.recency_half_life_hours {
@@ -454,6 +473,15 @@ impl SearchRequest {
                 ));
             }
             q.recency_half_life_hours = h;
+        }
+        if let Some(w) = self.context_window_seconds {
+            if !(w.is_finite() && (0.0..=MAX_CONTEXT_WINDOW_SECONDS).contains(&w)) {
+                return Err(ApiError::invalid(
+                    "context_window_seconds",
+                    format!("must be between 0 and {MAX_CONTEXT_WINDOW_SECONDS}, got {w}"),
+                ));
+            }
+            q.context_window_us = (w * 1e6).round() as i64;
         }
         let shape = SearchShape {
             explain: self.explain_score.unwrap_or(false),

@@ -100,6 +100,8 @@ pub struct ExplanationOut {
     pub text: ComponentOut,
     pub importance: ComponentOut,
     pub recency: ComponentOut,
+    /// The best base score among the memory's neighbours in time (hybrid).
+    pub context: ComponentOut,
     pub similarity: Option<f32>,
     pub bm25: f32,
     pub recency_half_life_hours: f64,
@@ -124,6 +126,7 @@ impl SearchHitOut {
             text: (&e.text).into(),
             importance: (&e.importance).into(),
             recency: (&e.recency).into(),
+            context: (&e.context).into(),
             similarity: e.similarity,
             bm25: e.bm25,
             recency_half_life_hours: half_life_hours,

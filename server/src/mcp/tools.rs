@@ -463,6 +463,7 @@ pub(crate) async fn recall(
         similarity_threshold: None,
         hybrid_weights: None,
         recency_half_life_hours: None,
+        context_window_seconds: None,
         explain_score: None,
         include_metadata: Some(false),
         include_embedding: None,
