@@ -194,6 +194,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
                 working_projected: working_count,
                 working_reserved: std::collections::VecDeque::new(),
                 working_reserved_bytes: 0,
+                writer_evictions: Default::default(),
             },
         ),
         queue: RankedMutex::new(Rank::Queue, VecDeque::new()),

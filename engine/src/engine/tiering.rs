@@ -11,7 +11,7 @@ use engram_wal::Lsn;
 use uuid::Uuid;
 
 use super::read::is_expired;
-use super::writer::WriterState;
+use super::writer::{WriterEvictions, WriterState};
 use super::Inner;
 use crate::codec::{Op, PutKind};
 use crate::model::{Memory, Status, Tier};
@@ -20,6 +20,8 @@ use crate::EngineError;
 
 /// Most memories one eviction pass moves to warm beyond what is needed.
 const EVICTION_CHUNK: usize = 8192;
+/// Least time between two log lines about writers evicting (see `make_room`).
+const EVICTION_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Records logged per hold of the writer lock by background work (eviction, promotion,
 /// migration, expiry).
 const LOG_CHUNK_RECORDS: usize = 256;
@@ -141,12 +143,25 @@ impl Inner {
         }
         self.counters
             .count_move(Tier::Working, Tier::Warm, moved as u64);
-        // Every writer waits for this: background eviction fell behind.
-        tracing::info!(
-            moved,
-            took_ms = started.elapsed().as_millis() as u64,
-            "working tier full: a writer evicted to warm"
-        );
+        // Every writer waits for this: background eviction fell behind. Said at most once a
+        // second, with how often it happened since.
+        let e = &mut w.writer_evictions;
+        e.times += 1;
+        e.moved += moved as u64;
+        if e.logged_at
+            .is_none_or(|at| at.elapsed() >= EVICTION_LOG_INTERVAL)
+        {
+            tracing::info!(
+                times = e.times,
+                moved = e.moved,
+                last_took_ms = started.elapsed().as_millis() as u64,
+                "working tier full: writers evicted to warm themselves"
+            );
+            *e = WriterEvictions {
+                logged_at: Some(Instant::now()),
+                ..WriterEvictions::default()
+            };
+        }
         Ok(w.working_projected + incoming <= capacity)
     }
 

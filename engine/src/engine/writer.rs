@@ -30,6 +30,18 @@ pub(super) struct WriterState {
     pub(super) working_reserved: VecDeque<(Lsn, u64)>,
     /// Sum of the bytes in `working_reserved`.
     pub(super) working_reserved_bytes: u64,
+    /// Evictions writers made themselves since the last log line about them, and when that
+    /// line was written: under a sustained overload every create evicts, and a line each
+    /// would be a log write per create.
+    pub(super) writer_evictions: WriterEvictions,
+}
+
+/// See [`WriterState::writer_evictions`].
+#[derive(Default)]
+pub(super) struct WriterEvictions {
+    pub(super) times: u64,
+    pub(super) moved: u64,
+    pub(super) logged_at: Option<std::time::Instant>,
 }
 
 /// How old a look at the free disk space may be before a write looks again.
