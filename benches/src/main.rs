@@ -53,6 +53,17 @@ struct Common {
     json: bool,
 }
 
+/// How creates are sent and answered.
+#[derive(Debug, clap::Args, Clone, Copy)]
+struct Wire {
+    /// Send vectors as `embedding_b64` (base64 of little-endian f32s) instead of numbers.
+    #[arg(long)]
+    b64: bool,
+    /// Ask for `return=minimal` replies (id, version and status only).
+    #[arg(long)]
+    minimal: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Durable creates (one memory per request, or --batch memories per batch request).
@@ -62,6 +73,8 @@ enum Command {
         /// Memories per request through /api/v1/memories/batch (0: single creates).
         #[arg(long, default_value_t = 0)]
         batch: usize,
+        #[command(flatten)]
+        wire: Wire,
     },
     /// GET by id of memories created first (--preload of them).
     Get {
@@ -98,7 +111,11 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Create { common, batch } => create(common, batch).await,
+            Command::Create {
+                common,
+                batch,
+                wire,
+            } => create(common, batch, wire).await,
             Command::Get { common, preload } => get(common, preload).await,
             Command::Load {
                 common,
@@ -115,14 +132,26 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn embedding_json(rng: &mut impl Rng, dims: usize) -> String {
+    embedding_field(rng, dims, false)
+}
+
+/// `,"embedding":[…]` or, with `b64`, `,"embedding_b64":"…"` (empty for 0 dimensions).
+fn embedding_field(rng: &mut impl Rng, dims: usize, b64: bool) -> String {
     if dims == 0 {
         return String::new();
     }
     let v: Vec<f32> = (0..dims).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    format!(
-        ",\"embedding\":{}",
-        serde_json::to_string(&v).expect("floats serialize")
-    )
+    if b64 {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+        format!(",\"embedding_b64\":\"{text}\"")
+    } else {
+        format!(
+            ",\"embedding\":{}",
+            serde_json::to_string(&v).expect("floats serialize")
+        )
+    }
 }
 
 fn memory_body(namespace: &str, content: &str, emb: &str) -> String {
@@ -252,17 +281,18 @@ where
     })
 }
 
-async fn create(common: Common, batch: usize) -> anyhow::Result<()> {
+async fn create(common: Common, batch: usize, wire: Wire) -> anyhow::Result<()> {
     let run: u64 = rand::random();
     let mut rng = rand::rngs::StdRng::seed_from_u64(run);
     let embs: Vec<String> = (0..common.clients)
-        .map(|_| embedding_json(&mut rng, common.dims))
+        .map(|_| embedding_field(&mut rng, common.dims, wire.b64))
         .collect();
     let ns = common.namespace.clone();
+    let query = if wire.minimal { "?return=minimal" } else { "" };
     let outcome = if batch == 0 {
         drive(&common, move |c, n| {
             let body = memory_body(&ns, &format!("bench {run} client {c} memory {n}"), &embs[c]);
-            ("POST", "/api/v1/memories".to_owned(), Some(body))
+            ("POST", format!("/api/v1/memories{query}"), Some(body))
         })
         .await?
     } else {
@@ -278,17 +308,23 @@ async fn create(common: Common, batch: usize) -> anyhow::Result<()> {
                 .collect();
             (
                 "POST",
-                "/api/v1/memories/batch".to_owned(),
+                format!("/api/v1/memories/batch{query}"),
                 Some(format!("{{\"memories\":[{}]}}", items.join(","))),
             )
         })
         .await?
     };
-    let what = if batch == 0 {
+    let mut what = if batch == 0 {
         "create".to_owned()
     } else {
         format!("batch-create x{batch}")
     };
+    if wire.b64 {
+        what.push_str(" b64");
+    }
+    if wire.minimal {
+        what.push_str(" minimal");
+    }
     outcome.report(&what, batch.max(1) as u64, &common);
     Ok(())
 }

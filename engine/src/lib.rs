@@ -45,9 +45,9 @@ mod vector;
 pub use codec::{decode_op, encode_op, AccessDelta, DecodeError, Op, PutKind};
 pub use config::{Clock, EngineConfig};
 pub use engine::{
-    restore_snapshot, ArchiveUsage, Deleted, EmbedJob, EmbedResult, Engine, EngineCounters,
-    EngineStats, OpenReport, Page, TierReport, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD,
-    MAX_LIST_LIMIT,
+    restore_snapshot, ArchiveUsage, Committing, Deleted, EmbedJob, EmbedResult, Engine,
+    EngineCounters, EngineStats, OpenReport, Page, TierReport, LIST_SCAN_BUDGET,
+    MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT,
 };
 pub use engram_wal::{FaultInjector, IoOp, Lsn, SyncMode};
 pub use error::EngineError;

@@ -82,6 +82,11 @@ impl AtomicLsn {
     pub fn store(&self, lsn: Lsn, order: std::sync::atomic::Ordering) {
         self.0.store(lsn.0, order);
     }
+
+    /// Raises the mark to `lsn` if it is lower; returns the mark before.
+    pub fn fetch_max(&self, lsn: Lsn, order: std::sync::atomic::Ordering) -> Lsn {
+        Lsn(self.0.fetch_max(lsn.0, order))
+    }
 }
 
 impl fmt::Display for Lsn {

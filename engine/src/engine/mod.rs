@@ -3,7 +3,8 @@
 //!
 //! A write goes `writer` (validate, decide: dedup, versions, room in the working tier; append to
 //! the WAL) → `apply` (wait for the group commit, then apply durable records in LSN order through
-//! the [`apply::Applier`]) → readers see it. `read` serves gets, lists and searches; `tiering`
+//! the [`apply::Applier`]) → readers see it. An async writer hands the wait to `commit`: one
+//! thread that group-commits and applies for every awaiting [`Committing`] future. `read` serves gets, lists and searches; `tiering`
 //! and `seal` move memories between tiers (eviction, promotion, the migration policy, expiry,
 //! cold seals and compaction); `background` runs the periodic jobs and checkpoints; `recovery`
 //! opens a store and replays the WAL through the same `Applier`; `report` answers for health,
@@ -17,6 +18,7 @@
 
 mod apply;
 mod background;
+mod commit;
 mod locks;
 mod read;
 mod recovery;
@@ -52,6 +54,7 @@ use crate::EngineError;
 use locks::RankedMutex;
 use writer::WriterState;
 
+pub use commit::Committing;
 pub use read::{Page, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT};
 pub use report::{ArchiveUsage, EngineCounters, EngineStats, OpenReport, TierReport};
 pub use snapshots::restore_snapshot;
@@ -92,6 +95,8 @@ pub(crate) struct Inner {
     /// `interval` sync mode).
     applied_lsn: AtomicLsn,
     poisoned: AtomicBool,
+    /// Commits and applies for writers that await a [`Committing`] instead of blocking.
+    committer: commit::Committer,
     /// Memories per tier, indexed by [`Tier::index`].
     tier_counts: [AtomicU64; 3],
     /// Accesses not logged yet: id → (count, last access µs).
@@ -107,10 +112,12 @@ pub(crate) struct Inner {
 }
 
 /// An open store. All methods block (they may wait for an fsync or read a cold segment); call
-/// them from threads that may block.
+/// them from threads that may block. The exception is [`Engine::create_batch_async`], which
+/// only logs on the calling thread and leaves the wait to a future.
 pub struct Engine {
     inner: Arc<Inner>,
     background: Mutex<Option<JoinHandle<()>>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -152,6 +159,22 @@ impl Engine {
     /// input.
     pub fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
         self.inner.create_batch(items)
+    }
+
+    /// [`Engine::create_batch`] for async callers: the memories are logged on the calling
+    /// thread (the writer lock, dedup lookups, a copy into the WAL buffer; it blocks only
+    /// briefly, or on a WAL write when its buffer is full), and the returned future resolves
+    /// once the committer thread has made them durable and applied them.
+    pub fn create_batch_async(&self, items: Vec<NewMemory>) -> Committing {
+        let (results, lsn) = match self.inner.check_batch_size(items.len()) {
+            Err(e) => (vec![Err(e)], engram_wal::Lsn::ZERO),
+            Ok(()) => {
+                let now = self.inner.now_us();
+                self.inner
+                    .log_items(items, |inner, w, item| inner.log_create(w, item, now))
+            }
+        };
+        Committing::new(Arc::clone(&self.inner), lsn, results)
     }
 
     /// Stores memories exactly as given (id, versions, timestamps, tier, status, access counts)
@@ -363,6 +386,11 @@ impl Engine {
         self.inner.stop.store(true, Ordering::Release);
         if let Some(handle) = self.background.lock().take() {
             handle.thread().unpark();
+            let _ = handle.join();
+        }
+        // The committer's last round commits what was requested before the stop.
+        if let Some(handle) = self.committer.lock().take() {
+            self.inner.committer.ring();
             let _ = handle.join();
         }
     }

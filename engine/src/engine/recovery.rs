@@ -202,6 +202,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         checkpoint_lock: RankedMutex::new(Rank::Checkpoint, ()),
         applied_lsn: AtomicLsn::new(last_lsn),
         poisoned: AtomicBool::new(false),
+        committer: super::commit::Committer::new(),
         tier_counts: [
             AtomicU64::new(working_count as u64),
             AtomicU64::new(warm_count),
@@ -226,10 +227,24 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         .name("engram-background".to_owned())
         .spawn(move || bg.background())
         .map_err(|e| EngineError::io(std::path::Path::new("<thread>"), e))?;
+    let committer = Arc::clone(&inner);
+    let committer = match std::thread::Builder::new()
+        .name("engram-commit".to_owned())
+        .spawn(move || committer.commit_loop())
+    {
+        Ok(c) => c,
+        Err(e) => {
+            inner.stop.store(true, std::sync::atomic::Ordering::Release);
+            handle.thread().unpark();
+            let _ = handle.join();
+            return Err(EngineError::io(std::path::Path::new("<thread>"), e));
+        }
+    };
     Ok((
         Engine {
             inner,
             background: Mutex::new(Some(handle)),
+            committer: Mutex::new(Some(committer)),
         },
         report,
     ))

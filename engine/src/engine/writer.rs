@@ -77,11 +77,8 @@ pub struct EmbedResult {
 impl Inner {
     /// Stores up to [`MAX_BATCH_ITEMS`] memories with one group commit; one result per input.
     pub(super) fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
-        if items.len() > MAX_BATCH_ITEMS {
-            return vec![Err(EngineError::Invalid {
-                field: "memories",
-                message: format!("at most {MAX_BATCH_ITEMS} memories per batch"),
-            })];
+        if let Err(e) = self.check_batch_size(items.len()) {
+            return vec![Err(e)];
         }
         let now = self.now_us();
         self.log_batch(items, |inner, w, item| inner.log_create(w, item, now))
@@ -339,21 +336,7 @@ impl Inner {
         items: Vec<T>,
         log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<Memory, EngineError>,
     ) -> Vec<Result<Memory, EngineError>> {
-        if let Err(e) = self.check_writable() {
-            return items.iter().map(|_| Err(e.clone())).collect();
-        }
-        let mut results = Vec::with_capacity(items.len());
-        let mut last_lsn = Lsn::ZERO;
-        {
-            let mut w = self.writer.lock();
-            for item in items {
-                let result = log_one(self, &mut w, item);
-                if let Ok(m) = &result {
-                    last_lsn = m.lsn;
-                }
-                results.push(result);
-            }
-        }
+        let (mut results, last_lsn) = self.log_items(items, log_one);
         if last_lsn > Lsn::ZERO {
             if let Err(e) = self.sync_and_apply(last_lsn) {
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -362,6 +345,40 @@ impl Inner {
             }
         }
         results
+    }
+
+    /// Logs every item under one hold of the writer lock, without waiting for durability:
+    /// one result per item, and the last LSN logged (`ZERO`: none).
+    pub(super) fn log_items<T>(
+        &self,
+        items: Vec<T>,
+        log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<Memory, EngineError>,
+    ) -> (Vec<Result<Memory, EngineError>>, Lsn) {
+        if let Err(e) = self.check_writable() {
+            return (items.iter().map(|_| Err(e.clone())).collect(), Lsn::ZERO);
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let mut last_lsn = Lsn::ZERO;
+        let mut w = self.writer.lock();
+        for item in items {
+            let result = log_one(self, &mut w, item);
+            if let Ok(m) = &result {
+                last_lsn = m.lsn;
+            }
+            results.push(result);
+        }
+        (results, last_lsn)
+    }
+
+    /// The checks [`Inner::create_batch`] makes before logging anything.
+    pub(super) fn check_batch_size(&self, n: usize) -> Result<(), EngineError> {
+        if n > MAX_BATCH_ITEMS {
+            return Err(EngineError::Invalid {
+                field: "memories",
+                message: format!("at most {MAX_BATCH_ITEMS} memories per batch"),
+            });
+        }
+        Ok(())
     }
 
     pub(super) fn log_create(

@@ -3,6 +3,7 @@
 
 pub mod openapi;
 pub mod replies;
+pub mod vector;
 
 use engram_engine::search::{
     HybridWeights, MetadataCondition, MetadataFilter, SearchMode, SearchQuery,
@@ -19,6 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
+use vector::VectorFormat;
 
 /// A value that must be a JSON object. serde's derived `Deserialize` for a struct also accepts
 /// a JSON array (its fields in order), so `[true]` would pass for `{"dry_run": true}`; every
@@ -68,9 +70,12 @@ pub struct CreateMemory {
     pub namespace: Option<String>,
     /// The memory's text (at most 1 MiB; unique per namespace among live memories).
     pub content: String,
-    /// A vector of `embedding.dimensions` finite numbers; without it the configured embedder
-    /// computes one in the background.
-    pub embedding: Option<Vec<f64>>,
+    /// A vector of `embedding.dimensions` finite numbers; without it (and without
+    /// `embedding_b64`) the configured embedder computes one in the background.
+    pub embedding: Option<Vec<f32>>,
+    /// The same vector as base64 of its little-endian 32-bit floats (OpenAI's
+    /// `encoding_format: "base64"`); instead of `embedding`, cheaper to send and to parse.
+    pub embedding_b64: Option<String>,
     /// 0 to 1 (default 0.5).
     #[schemars(range(min = 0.0, max = 1.0))]
     pub importance_score: Option<f64>,
@@ -124,8 +129,11 @@ pub struct PatchMemory {
     pub namespace: Option<String>,
     /// New content (the memory is embedded again).
     pub content: Option<String>,
+    /// A new vector (`null`: drop the vector; the configured embedder computes one).
     #[serde(default, deserialize_with = "nullable")]
-    pub embedding: Option<Option<Vec<f64>>>,
+    pub embedding: Option<Option<Vec<f32>>>,
+    /// A new vector as base64 of little-endian 32-bit floats, instead of `embedding`.
+    pub embedding_b64: Option<String>,
     #[schemars(range(min = 0.0, max = 1.0))]
     pub importance_score: Option<f64>,
     pub metadata: Option<Map<String, Value>>,
@@ -192,7 +200,9 @@ pub struct SearchRequest {
     /// Words to match (BM25) and, without `query_embedding`, to embed (at most 64 KiB).
     pub query_text: Option<String>,
     /// A query vector of `embedding.dimensions` numbers.
-    pub query_embedding: Option<Vec<f64>>,
+    pub query_embedding: Option<Vec<f32>>,
+    /// The query vector as base64 of little-endian 32-bit floats, instead of `query_embedding`.
+    pub query_embedding_b64: Option<String>,
     /// `hybrid` (default), `semantic` or `text`.
     #[schemars(extend("enum" = ["hybrid", "semantic", "text", null]))]
     pub search_type: Option<String>,
@@ -235,6 +245,10 @@ pub struct SearchRequest {
     pub include_metadata: Option<bool>,
     /// Include vectors in results (default false).
     pub include_embedding: Option<bool>,
+    /// How included vectors are written: `float` (default, `embedding`) or `base64`
+    /// (`embedding_b64`).
+    #[schemars(extend("enum" = ["float", "base64", null]))]
+    pub embedding_format: Option<String>,
 }
 
 /// Widest `context_window_seconds`: a week.
@@ -250,7 +264,8 @@ pub const MAX_QUERY_TEXT_BYTES: usize = 64 * 1024;
 pub struct SearchShape {
     pub explain: bool,
     pub include_metadata: bool,
-    pub include_embedding: bool,
+    /// Whether results carry their vectors, and in which form.
+    pub embedding: Option<VectorFormat>,
 }
 
 fn unit_weight(field: &'static str, v: Option<f64>, default: f32) -> Result<f32, ApiError> {
@@ -348,10 +363,10 @@ impl SearchRequest {
             }
         }
         q.text = self.query_text.filter(|t| !t.trim().is_empty());
-        q.embedding = self
-            .query_embedding
-            .map(|v| embedding("query_embedding", v))
-            .transpose()?;
+        q.embedding = vector::either(
+            ("query_embedding", self.query_embedding),
+            ("query_embedding_b64", self.query_embedding_b64),
+        )?;
         if q.mode == SearchMode::Text && q.text.is_none() {
             return Err(ApiError::invalid(
                 "query_text",
@@ -486,10 +501,26 @@ impl SearchRequest {
         let shape = SearchShape {
             explain: self.explain_score.unwrap_or(false),
             include_metadata: self.include_metadata.unwrap_or(true),
-            include_embedding: self.include_embedding.unwrap_or(false),
+            embedding: embedding_view(
+                self.include_embedding.unwrap_or(false),
+                self.embedding_format.as_deref(),
+            )?,
         };
         Ok((q, shape))
     }
+}
+
+/// Whether a reply includes vectors (`include_embedding`) and in which form
+/// (`embedding_format`, which alone changes nothing).
+pub fn embedding_view(
+    include: bool,
+    format: Option<&str>,
+) -> Result<Option<VectorFormat>, ApiError> {
+    let format = format
+        .map(|f| VectorFormat::parse("embedding_format", f))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(include.then_some(format))
 }
 
 /// Refuses an invalid namespace, saying what a valid one is.
@@ -534,23 +565,6 @@ pub fn parse_id(field: &'static str, s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| ApiError::invalid(field, format!("must be a UUID, got {s:?}")))
 }
 
-fn embedding(field: &'static str, v: Vec<f64>) -> Result<Vec<f32>, ApiError> {
-    v.into_iter()
-        .enumerate()
-        .map(|(i, x)| {
-            let y = x as f32;
-            if y.is_finite() {
-                Ok(y)
-            } else {
-                Err(ApiError::invalid(
-                    field,
-                    format!("value at index {i} is not a finite 32-bit float"),
-                ))
-            }
-        })
-        .collect()
-}
-
 fn importance(x: f64) -> Result<f32, ApiError> {
     if x.is_finite() && (0.0..=1.0).contains(&x) {
         Ok(x as f32)
@@ -588,10 +602,10 @@ impl CreateMemory {
                 .namespace
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
             content: self.content,
-            embedding: self
-                .embedding
-                .map(|v| embedding("embedding", v))
-                .transpose()?,
+            embedding: vector::either(
+                ("embedding", self.embedding),
+                ("embedding_b64", self.embedding_b64),
+            )?,
             importance: self
                 .importance_score
                 .map(importance)
@@ -615,10 +629,21 @@ impl PatchMemory {
     pub fn into_patch(self) -> Result<(MemoryPatch, Option<String>), ApiError> {
         let patch = MemoryPatch {
             content: self.content,
-            embedding: self
-                .embedding
-                .map(|e| e.map(|v| embedding("embedding", v)).transpose())
-                .transpose()?,
+            embedding: match (self.embedding, self.embedding_b64) {
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::invalid(
+                        "embedding_b64",
+                        "cannot be given together with embedding",
+                    ))
+                }
+                (Some(floats), None) => Some(
+                    floats
+                        .map(|v| vector::from_floats("embedding", v))
+                        .transpose()?,
+                ),
+                (None, Some(b64)) => Some(Some(vector::from_base64("embedding_b64", &b64)?)),
+                (None, None) => None,
+            },
             importance: self.importance_score.map(importance).transpose()?,
             metadata_json: self.metadata.map(metadata_text),
             tags: self.tags,
@@ -647,8 +672,12 @@ pub struct MemoryOut {
     pub namespace: String,
     pub content: String,
     pub content_hash: String,
+    /// With `include_embedding` (the default `embedding_format=float`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
+    /// With `include_embedding` and `embedding_format=base64`: base64 of little-endian f32s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_b64: Option<String>,
     pub has_embedding: bool,
     pub embedding_status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -673,7 +702,8 @@ pub struct MemoryOut {
 }
 
 impl MemoryOut {
-    pub fn new(m: Memory, include_embedding: bool) -> MemoryOut {
+    /// `embedding`: whether the vector is included, and in which form.
+    pub fn new(m: Memory, embedding: Option<VectorFormat>) -> MemoryOut {
         let metadata = RawValue::from_string(m.metadata_json)
             .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("{} is valid JSON"));
         MemoryOut {
@@ -682,7 +712,14 @@ impl MemoryOut {
             content: m.content,
             content_hash: hex(&m.content_hash),
             has_embedding: m.embedding.is_some(),
-            embedding: if include_embedding { m.embedding } else { None },
+            embedding_b64: match embedding {
+                Some(VectorFormat::Base64) => m.embedding.as_deref().map(vector::to_base64),
+                _ => None,
+            },
+            embedding: match embedding {
+                Some(VectorFormat::Float) => m.embedding,
+                _ => None,
+            },
             embedding_status: m.embedding_status.as_str(),
             embedding_error: match m.embedding_status {
                 EmbeddingStatus::Failed(reason) => Some(reason),
@@ -754,7 +791,11 @@ mod tests {
 
     #[test]
     fn embedding_overflowing_f32_is_refused() {
-        assert!(embedding("embedding", vec![1e39]).is_err());
-        assert!(embedding("embedding", vec![0.5, -1e30]).is_ok());
+        let req = |v: &str| -> CreateMemory {
+            serde_json::from_str(&format!(r#"{{"content": "x", "embedding": {v}}}"#))
+                .expect("a create body")
+        };
+        assert!(req("[1e39]").into_new().is_err());
+        assert!(req("[0.5, -1e30]").into_new().is_ok());
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::replies::{
     BatchOut, CompactOut, DeletedOut, HealthOut, ListOut, MigrateOut, SearchOut,
-    SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TestClockOut, TiersOut,
+    SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TestClockOut, TiersOut, WrittenOut,
 };
 use super::{
     BatchCreate, CreateMemory, MemoryOut, MigrateRequest, PatchMemory, SearchRequest,
@@ -161,10 +161,10 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
         },
         Route::CreateMemory => Operation {
             request: Some((g.request::<CreateMemory>(), create_example())),
-            success: vec![(201, "Stored (durable when answered).", Some(g.reply::<MemoryOut>()), memory_example())],
+            success: vec![(201, "Stored (durable when answered): the memory, or with `return=minimal` only its `id`, `version` and `status`.", Some(g.reply::<WrittenOut>()), memory_example())],
             errors: WRITE,
             ..base("post", "/api/v1/memories", "createMemory", "memories", "Store a memory",
-                "Validates, logs durably (WAL, group commit) and stores one memory in the working tier. Without `embedding`, the configured embedder computes one in the background (`embedding_status: pending`); `wait_for_embedding` waits for it (up to 30 s).")
+                "Validates, logs durably (WAL, group commit) and stores one memory in the working tier. Without `embedding` (or `embedding_b64`), the configured embedder computes one in the background (`embedding_status: pending`); `wait_for_embedding` waits for it (up to 30 s). `Prefer: return=minimal` (or `?return=minimal`) answers with the id, version and status only, and says `Preference-Applied: return=minimal`.")
         },
         Route::ListMemories => Operation {
             success: vec![(200, "A page, in id order.", Some(g.reply::<ListOut>()),
@@ -175,7 +175,7 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
         },
         Route::BatchCreate => Operation {
             request: Some((g.request::<BatchCreate>(), json!({"memories": [create_example(), {"content": "Melanie painted a lake at sunrise", "namespace": "agent-7"}]}))),
-            success: vec![(200, "One result per item, in order: the memory, or `{\"error\": …}` for an item that was refused (the others are stored).",
+            success: vec![(200, "One result per item, in order: the memory (with `return=minimal`: its id, version and status), or `{\"error\": …}` for an item that was refused (the others are stored).",
                 Some(g.reply::<BatchOut>()), json!({"results": [memory_example(), {"error": {"code": "DUPLICATE_CONTENT", "message": "a memory with the same content already exists in this namespace", "details": {"existing_id": MEMORY_ID, "index": 1}}}]}))],
             errors: WRITE,
             ..base("post", "/api/v1/memories/batch", "batchCreate", "memories", "Store up to 1,000 memories",
@@ -189,7 +189,7 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
         },
         Route::UpdateMemory(_) => Operation {
             request: Some((g.request::<PatchMemory>(), json!({"importance_score": 0.3, "tags": ["caroline"], "expires_at": null}))),
-            success: vec![(200, "The updated memory (`version` + 1 unless only the tier moved).", Some(g.reply::<MemoryOut>()), memory_example())],
+            success: vec![(200, "The updated memory (`version` + 1 unless only the tier moved); with `return=minimal` its id, version and status.", Some(g.reply::<WrittenOut>()), memory_example())],
             errors: &[400, 401, 403, 404, 408, 409, 413, 429, 500, 503, 507],
             ..base("patch", "/api/v1/memories/{id}", "updateMemory", "memories", "Update a memory",
                 "Partial update (PUT is accepted as a synonym). A deleted memory can only be patched with a `status` (to restore it).")
@@ -301,6 +301,14 @@ fn flag() -> Value {
 fn query_parameter(name: &str) -> Value {
     let (schema, description) = match name {
         "include_embedding" => (flag(), "Include vectors in the reply."),
+        "embedding_format" => (
+            json!({"type": "string", "enum": ["float", "base64"]}),
+            "How included vectors are written: `float` (default) as `embedding`, an array of numbers; `base64` as `embedding_b64`, base64 of little-endian 32-bit floats.",
+        ),
+        "return" => (
+            json!({"type": "string", "enum": ["minimal", "representation"]}),
+            "`minimal`: answer with the memory's id, version and status only (as the header `Prefer: return=minimal`, which this overrides).",
+        ),
         "wait_for_embedding" => (
             flag(),
             "Wait (up to 30 s) until the memory is embedded before answering.",

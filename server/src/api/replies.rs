@@ -7,7 +7,7 @@ use engram_engine::cold::ColdSegmentStats;
 use engram_engine::search::{Component, SearchHit};
 use engram_engine::snapshot::SnapshotManifest;
 use engram_engine::{
-    CompactionReport, Deleted, MigrationConfig, MigrationReport, Tier, TierReport,
+    CompactionReport, Deleted, Memory, MigrationConfig, MigrationReport, Tier, TierReport,
 };
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -48,11 +48,39 @@ pub struct ItemError {
     pub details: serde_json::Value,
 }
 
-/// One item of a batch reply: the stored memory, or why it was not stored.
+/// A write's reply under `Prefer: return=minimal` (or `?return=minimal`): what a client needs
+/// to refer to the memory, without echoing it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MinimalOut {
+    pub id: String,
+    pub version: u64,
+    pub status: &'static str,
+}
+
+impl MinimalOut {
+    pub fn new(m: &Memory) -> MinimalOut {
+        MinimalOut {
+            id: m.id.to_string(),
+            version: m.version,
+            status: m.status.as_str(),
+        }
+    }
+}
+
+/// A single write's reply: the memory, or under `return=minimal` its id, version and status.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum WrittenOut {
+    Memory(Box<MemoryOut>),
+    Minimal(MinimalOut),
+}
+
+/// One item of a batch reply: the stored memory (whole, or minimal), or why it was not stored.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum BatchItem {
     Stored(Box<MemoryOut>),
+    Minimal(MinimalOut),
     Failed { error: ItemError },
 }
 
@@ -131,7 +159,7 @@ impl SearchHitOut {
             bm25: e.bm25,
             recency_half_life_hours: half_life_hours,
         });
-        let mut memory = MemoryOut::new(hit.memory, shape.include_embedding);
+        let mut memory = MemoryOut::new(hit.memory, shape.embedding);
         if !shape.include_metadata {
             memory.metadata = None;
         }

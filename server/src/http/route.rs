@@ -197,10 +197,13 @@ impl Route {
     /// The query parameters the route takes; any other is refused, naming it.
     pub fn query_parameters(&self) -> &'static [&'static str] {
         match self {
-            Route::CreateMemory | Route::BatchCreate | Route::UpdateMemory(_) => {
-                &["include_embedding", "wait_for_embedding"]
-            }
-            Route::GetMemory(_) => &["include_embedding"],
+            Route::CreateMemory | Route::BatchCreate | Route::UpdateMemory(_) => &[
+                "include_embedding",
+                "embedding_format",
+                "wait_for_embedding",
+                "return",
+            ],
+            Route::GetMemory(_) => &["include_embedding", "embedding_format"],
             Route::DeleteMemory(_) => &["purge"],
             Route::ListMemories => &[
                 "namespace",
@@ -210,6 +213,7 @@ impl Route {
                 "limit",
                 "cursor",
                 "include_embedding",
+                "embedding_format",
             ],
             Route::Health
             | Route::Metrics

@@ -254,7 +254,7 @@ impl EngramMcp {
             let m = memories::get_one(&caller.state, id, key)
                 .await
                 .map_err(resource_error)?;
-            serde_json::to_string(&MemoryOut::new(m, false)).expect("memories serialize")
+            serde_json::to_string(&MemoryOut::new(m, None)).expect("memories serialize")
         } else {
             return Err(ErrorData::resource_not_found(
                 format!("no resource {uri:?}; see resources/list and resources/templates/list"),

@@ -382,6 +382,7 @@ pub(crate) async fn remember(
         namespace: a.namespace,
         content: a.content,
         embedding: None,
+        embedding_b64: None,
         importance_score: a.importance,
         metadata: a.metadata,
         tags: a.tags,
@@ -442,6 +443,7 @@ pub(crate) async fn recall(
     let request = SearchRequest {
         query_text: Some(a.query),
         query_embedding: None,
+        query_embedding_b64: None,
         search_type: None,
         namespace: a.namespace,
         tiers: a
@@ -467,6 +469,7 @@ pub(crate) async fn recall(
         explain_score: None,
         include_metadata: Some(false),
         include_embedding: None,
+        embedding_format: None,
     };
     let mode = a.mode.map(|m| match m {
         RecallMode::Hybrid => SearchMode::Hybrid,
@@ -507,7 +510,7 @@ pub(crate) async fn get_memory(
 ) -> ToolResult {
     let id = api::parse_id("id", &a.id)?;
     let m = memories::get_one(state, id, key).await?;
-    Ok(to_value(&MemoryOut::new(m, false)))
+    Ok(to_value(&MemoryOut::new(m, None)))
 }
 
 pub(crate) async fn update_memory(
@@ -531,6 +534,7 @@ pub(crate) async fn update_memory(
         namespace: None,
         content: a.content,
         embedding: None,
+        embedding_b64: None,
         importance_score: a.importance,
         metadata: a.metadata,
         tags: a.tags,
@@ -542,7 +546,7 @@ pub(crate) async fn update_memory(
     let m: Memory = memories::update_one(state, id, patch, key, false)
         .await
         .map_err(|e| rename_field(e, &[("importance_score", "importance")]))?;
-    Ok(to_value(&MemoryOut::new(m, false)))
+    Ok(to_value(&MemoryOut::new(m, None)))
 }
 
 pub(crate) async fn forget(
@@ -581,7 +585,7 @@ pub(crate) async fn list_memories(
         memories: page
             .memories
             .into_iter()
-            .map(|m| MemoryBrief::new(MemoryOut::new(m, false), None))
+            .map(|m| MemoryBrief::new(MemoryOut::new(m, None), None))
             .collect(),
         next_cursor: page.next_after.map(api::encode_cursor),
     }))
