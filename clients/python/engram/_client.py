@@ -8,7 +8,9 @@ between retries differ.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
+import struct
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -117,6 +119,15 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
+def _vector_b64(v: Optional[Sequence[float]]) -> Optional[str]:
+    """A vector as the server's ``*_b64`` fields take it: base64 of little-endian f32s (half
+    the bytes of decimal JSON, and no float parsing on either side)."""
+    if v is None:
+        return None
+    values = list(v)
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
+
+
 def _memory_body(
     content: str,
     namespace: Optional[str],
@@ -138,7 +149,7 @@ def _memory_body(
             "importance_score": importance,
             "tags": list(tags) if tags is not None else None,
             "metadata": dict(metadata) if metadata is not None else None,
-            "embedding": list(embedding) if embedding is not None else None,
+            "embedding_b64": _vector_b64(embedding),
             "created_at": _time(created_at, "created_at"),
             "expires_at": _time(expires_at, "expires_at") or _ttl(ttl),
             "parent_id": parent_id,
@@ -185,7 +196,7 @@ class _Calls:
         body = _drop_none(
             {
                 "query_text": query,
-                "query_embedding": list(embedding) if embedding is not None else None,
+                "query_embedding_b64": _vector_b64(embedding),
                 "search_type": mode,
                 "namespace": namespace,
                 "limit": limit,
@@ -212,7 +223,7 @@ class _Calls:
 
     @staticmethod
     def get(memory_id: str, include_embedding: bool) -> _Call:
-        params = {"include_embedding": "true"} if include_embedding else None
+        params = {"include_embedding": "true", "embedding_format": "base64"} if include_embedding else None
         return _Call("GET", f"/api/v1/memories/{memory_id}", Memory.from_json, params=params)
 
     @staticmethod
@@ -224,8 +235,10 @@ class _Calls:
                 continue
             if name in ("expires_at",) and value is not None:
                 value = _time(value, name)
-            if name in ("tags", "embedding") and value is not None:
+            if name == "tags" and value is not None:
                 value = list(value)
+            if name == "embedding" and value is not None:
+                name, value = "embedding_b64", _vector_b64(value)
             if name == "metadata" and value is not None:
                 value = dict(value)
             body[names.get(name, name)] = value

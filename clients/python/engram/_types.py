@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
@@ -15,6 +17,15 @@ def parse_time(s: Optional[str]) -> Optional[datetime]:
         s = s[:-1] + "+00:00"
     # Python before 3.11 takes at most 6 fractional digits, which is what the daemon writes.
     return datetime.fromisoformat(s)
+
+
+def _vector(v: dict[str, Any]) -> Optional[list[float]]:
+    """A memory's vector, written as numbers (``embedding``) or base64 of little-endian f32s
+    (``embedding_b64``)."""
+    if v.get("embedding_b64") is not None:
+        raw = base64.b64decode(v["embedding_b64"])
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    return v.get("embedding")
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ class Memory:
             embedding_status=v["embedding_status"],
             embedding_model=v.get("embedding_model"),
             embedding_error=v.get("embedding_error"),
-            embedding=v.get("embedding"),
+            embedding=_vector(v),
         )
 
 

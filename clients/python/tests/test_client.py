@@ -4,6 +4,7 @@ retries, and the async client."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -56,10 +57,14 @@ def test_remember_get_update_forget(db):
     got = db.get(m.id, include_embedding=True)
     assert got.content == m.content and got.access_count == 1
     assert got.embedding == pytest.approx(vec(1))
+    # Vectors travel as base64 of little-endian f32s: exactly the f32 of each number sent.
+    assert got.embedding == [struct.unpack("<f", struct.pack("<f", x))[0] for x in vec(1)]
 
     updated = db.update(m.id, importance=0.4, tags=["health"], expires_at=None)
     assert (updated.version, updated.tags, updated.expires_at) == (2, ["health"], None)
     assert updated.importance == pytest.approx(0.4)
+    db.update(m.id, embedding=vec(2))
+    assert db.get(m.id, include_embedding=True).embedding == pytest.approx(vec(2))
     assert updated.metadata == {"speaker": "Mel", "session": 3}, "fields left out are kept"
 
     gone = db.forget(m.id)

@@ -1,7 +1,7 @@
 //! The API's wire types as the client reads and writes them (docs/api.md, docs/openapi.json).
 //! Times stay RFC 3339 strings: the client adds no date library.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// A memory to store (`POST /api/v1/memories`); fields left `None` take the daemon's defaults.
@@ -10,7 +10,12 @@ pub struct NewMemory {
     pub content: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Sent as `embedding_b64` (base64 of little-endian f32s): exact, and no float parsing.
+    #[serde(
+        rename = "embedding_b64",
+        serialize_with = "vector_b64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub embedding: Option<Vec<f32>>,
     #[serde(rename = "importance_score", skip_serializing_if = "Option::is_none")]
     pub importance: Option<f32>,
@@ -52,6 +57,17 @@ impl NewMemory {
     pub fn embedding(mut self, v: Vec<f32>) -> NewMemory {
         self.embedding = Some(v);
         self
+    }
+}
+
+fn vector_b64<S: Serializer>(v: &Option<Vec<f32>>, s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine as _;
+    match v {
+        Some(v) => {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+        }
+        None => s.serialize_none(),
     }
 }
 
