@@ -49,6 +49,21 @@ pub struct SearchArgs {
     /// With --hybrid: send this `hybrid_weights.context` (default: the daemon's).
     #[arg(long)]
     context_weight: Option<f64>,
+    /// Also write the memories' vectors and the queries to this directory (`vectors.f32`,
+    /// `recall_queries.f32`, `queries.f32`: little-endian f32 rows of --dims), so a peer
+    /// database can be measured on the same data (benches/peers).
+    #[arg(long)]
+    export: Option<std::path::PathBuf>,
+}
+
+/// Writes vectors as little-endian f32 rows.
+fn export_rows(dir: &std::path::Path, name: &str, rows: &[Vec<f32>]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes: Vec<u8> = rows
+        .iter()
+        .flat_map(|r| r.iter().flat_map(|x| x.to_le_bytes()))
+        .collect();
+    std::fs::write(dir.join(name), bytes).with_context(|| format!("writing {name}"))
 }
 
 /// Words of the hybrid vocabulary.
@@ -114,6 +129,9 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let vectors: Vec<Vec<f32>> = (0..args.preload)
         .map(|_| near(&mut rng, &centres, spread))
         .collect();
+    if let Some(dir) = &args.export {
+        export_rows(dir, "vectors.f32", &vectors)?;
+    }
     // Words come from their own generator: the vectors are the same with and without them.
     let mut word_rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ 0x776f_7264);
     let texts: Arc<Vec<String>> = Arc::new(
@@ -294,8 +312,13 @@ async fn measure(
     let mut recall = None;
     if args.recall_sample > 0 && !args.hybrid {
         let mut total = 0.0;
-        for _ in 0..args.recall_sample {
-            let q = near(rng, centres, spread);
+        let queries: Vec<Vec<f32>> = (0..args.recall_sample)
+            .map(|_| near(rng, centres, spread))
+            .collect();
+        if let (Some(dir), false) = (&args.export, filtered) {
+            export_rows(dir, "recall_queries.f32", &queries)?;
+        }
+        for q in queries {
             let mut exact: Vec<(f32, usize)> = vectors
                 .iter()
                 .enumerate()
@@ -320,11 +343,11 @@ async fn measure(
         recall = Some(total / args.recall_sample as f64);
     }
 
-    let pool: Arc<Vec<String>> = Arc::new(
-        (0..1000)
-            .map(|_| body_for(&near(rng, centres, spread)))
-            .collect(),
-    );
+    let queries: Vec<Vec<f32>> = (0..1000).map(|_| near(rng, centres, spread)).collect();
+    if let (Some(dir), false) = (&args.export, filtered) {
+        export_rows(dir, "queries.f32", &queries)?;
+    }
+    let pool: Arc<Vec<String>> = Arc::new(queries.iter().map(|q| body_for(q)).collect());
     let outcome = drive(common, move |c, n| {
         let i = (c * 7919 + n as usize * 104_729) % pool.len();
         ("POST", "/api/v1/search".to_owned(), Some(pool[i].clone()))
