@@ -49,6 +49,10 @@ pub struct SearchArgs {
     /// With --hybrid: send this `hybrid_weights.context` (default: the daemon's).
     #[arg(long)]
     context_weight: Option<f64>,
+    /// With --hybrid: send only the words, so the daemon's embedder embeds each query (run the
+    /// daemon with `embedding.provider=local`; memories keep the vectors sent at load).
+    #[arg(long)]
+    embed_queries: bool,
     /// Also write the memories' vectors and the queries to this directory (`vectors.f32`,
     /// `recall_queries.f32`, `queries.f32`: little-endian f32 rows of --dims), so a peer
     /// database can be measured on the same data (benches/peers).
@@ -297,6 +301,11 @@ async fn measure(
         if args.hybrid {
             b["search_type"] = json!("hybrid");
             b["query_text"] = json!(words(&mut word_rng, 3));
+            if args.embed_queries {
+                b.as_object_mut()
+                    .expect("a JSON object")
+                    .remove("query_embedding");
+            }
             if let Some(w) = args.context_weight {
                 b["hybrid_weights"] = json!({ "context": w });
             }
@@ -354,9 +363,14 @@ async fn measure(
     })
     .await?;
     let what = format!(
-        "search{}{}{} preload={} tiers={}{}",
+        "search{}{}{}{} preload={} tiers={}{}",
         if filtered { " filtered" } else { "" },
         if args.hybrid { " hybrid" } else { "" },
+        if args.hybrid && args.embed_queries {
+            " embedded-queries"
+        } else {
+            ""
+        },
         match (args.hybrid, args.context_weight) {
             (true, Some(w)) => format!(" context={w}"),
             _ => String::new(),

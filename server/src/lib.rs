@@ -18,6 +18,7 @@ mod handlers;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod query_embed;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

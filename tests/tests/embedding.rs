@@ -487,3 +487,64 @@ fn an_unreachable_provider_leaves_memories_pending_and_health_says_so() {
     assert_eq!(r.status, 200);
     assert!(r.body["warnings"].is_array());
 }
+
+/// Concurrent searches have their query texts embedded together in one model call
+/// (`query_embed.rs`): each must still get its own text's vector. Every query is one of the
+/// stored sentences, so its own memory must come first with a similarity of 1.
+#[test]
+fn concurrent_query_texts_are_embedded_in_batches_each_getting_its_own_vector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = model_dir();
+    let d = Arc::new(Daemon::start(
+        &dir.path().join("data"),
+        &local_settings(model.to_str().expect("utf-8 path")),
+    ));
+    let mut texts: Vec<String> = GOLDEN.iter().map(|(t, _)| (*t).to_owned()).collect();
+    texts.extend(
+        [
+            "The quarterly budget review is moved to Thursday afternoon",
+            "My cat knocked the tomato plants off the balcony again",
+            "Melanie ran a charity race for mental health last Saturday",
+            "How to tune the HNSW expansion factor for better recall",
+            "We adopted a golden retriever puppy named Oscar",
+        ]
+        .map(str::to_owned),
+    );
+    let mut ids = Vec::new();
+    for t in &texts {
+        let r = d.post(
+            "/api/v1/memories?wait_for_embedding=true",
+            &json!({ "content": t }),
+        );
+        assert_eq!(r.body["embedding_status"], "ready", "{}", r.text);
+        ids.push(r.body["id"].as_str().expect("id").to_owned());
+    }
+    let threads: Vec<_> = (0..24)
+        .map(|i| {
+            let (d, text, id) = (
+                Arc::clone(&d),
+                texts[i % texts.len()].clone(),
+                ids[i % ids.len()].clone(),
+            );
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    let r = d.post(
+                        "/api/v1/search",
+                        &json!({"query_text": text, "search_type": "semantic", "limit": 1,
+                                "explain_score": true}),
+                    );
+                    assert_eq!(r.status, 200, "{}", r.text);
+                    let top = &r.body["results"][0];
+                    assert_eq!(top["memory"]["id"], id.as_str(), "{text:?}: {}", r.text);
+                    let sim = top["explanation"]["similarity"]
+                        .as_f64()
+                        .expect("similarity");
+                    assert!(sim > 0.9999, "{text:?}: similarity {sim}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a search thread failed");
+    }
+}

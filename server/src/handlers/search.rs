@@ -40,24 +40,20 @@ pub(crate) async fn run(
     authorize(key, &q.namespace)?;
     let mut warnings: Vec<String> = Vec::new();
     if q.mode != SearchMode::Text && q.embedding.is_none() {
-        match (&state.embedder, &q.text) {
-            (Some(embedder), Some(text)) => {
-                let embedder = Arc::clone(embedder);
-                let text = text.clone();
-                match blocking(move || embedder.embed(&[text.as_str()])).await? {
-                    Ok(mut v) => q.embedding = v.pop(),
-                    Err(e) if q.mode == SearchMode::Semantic => {
-                        return Err(ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "SERVICE_UNAVAILABLE",
-                            format!("cannot embed query_text: {e}"),
-                        ))
-                    }
-                    Err(e) => warnings.push(format!(
-                        "query_text could not be embedded ({e}); ranked without the semantic part"
-                    )),
+        match (&state.query_embedder, &q.text) {
+            (Some(queries), Some(text)) => match queries.embed(text.clone()).await {
+                Ok(v) => q.embedding = Some(v),
+                Err(e) if q.mode == SearchMode::Semantic => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "SERVICE_UNAVAILABLE",
+                        format!("cannot embed query_text: {e}"),
+                    ))
                 }
-            }
+                Err(e) => warnings.push(format!(
+                    "query_text could not be embedded ({e}); ranked without the semantic part"
+                )),
+            },
             _ if q.mode == SearchMode::Semantic => {
                 return Err(ApiError::invalid(
                     "query_embedding",

@@ -40,6 +40,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub settings: Settings,
     pub embedder: Option<Arc<dyn Embedder>>,
+    /// Embeds search queries in batches (with the same embedder).
+    pub query_embedder: Option<crate::query_embed::QueryEmbedder>,
     pub embed_worker: Option<EmbedWorker>,
     pub started: Instant,
     limiter: RateLimiter,
@@ -56,6 +58,9 @@ impl AppState {
         embed_worker: Option<EmbedWorker>,
     ) -> AppState {
         AppState {
+            query_embedder: embedder
+                .as_ref()
+                .map(|e| crate::query_embed::QueryEmbedder::start(Arc::clone(e))),
             embedder,
             embed_worker,
             limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
