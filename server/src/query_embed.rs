@@ -18,7 +18,7 @@ type Job = (String, oneshot::Sender<Result<Vec<f32>, EmbedError>>);
 
 /// The queue and its threads; the threads end when this is dropped.
 pub struct QueryEmbedder {
-    queue: Mutex<Sender<Job>>,
+    queue: Sender<Job>,
 }
 
 impl std::fmt::Debug for QueryEmbedder {
@@ -43,20 +43,13 @@ impl QueryEmbedder {
                 tracing::error!(error = %e, "could not start a query-embedding thread");
             }
         }
-        QueryEmbedder {
-            queue: Mutex::new(tx),
-        }
+        QueryEmbedder { queue: tx }
     }
 
     /// The vector of one query text.
     pub async fn embed(&self, text: String) -> Result<Vec<f32>, EmbedError> {
         let (tx, rx) = oneshot::channel();
-        let sent = self
-            .queue
-            .lock()
-            .map_err(|_| EmbedError::Unavailable("the query embedder failed".to_owned()))?
-            .send((text, tx));
-        if sent.is_err() {
+        if self.queue.send((text, tx)).is_err() {
             return Err(EmbedError::Unavailable(
                 "the query embedder has stopped".to_owned(),
             ));
