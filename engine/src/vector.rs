@@ -6,9 +6,15 @@
 
 /// CRC32 of a vector's little-endian bytes: tells whether the HNSW copy is current.
 pub fn vector_crc(v: &[f32]) -> u32 {
+    // The bytes go to the hasher 256 at a time: fed a float at a time it took crc32fast's
+    // 4-byte path (2–4% of a create's CPU at 64 clients), not its folding one.
     let mut h = crc32fast::Hasher::new();
-    for x in v {
-        h.update(&x.to_le_bytes());
+    let mut buf = [0u8; 256];
+    for chunk in v.chunks(64) {
+        for (b, x) in buf.chunks_exact_mut(4).zip(chunk) {
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+        h.update(&buf[..chunk.len() * 4]);
     }
     h.finalize()
 }
@@ -102,4 +108,20 @@ fn i8_dot_and<const NORM: bool>(c: &[i8], q: &[i8]) -> (i32, i32) {
         }
     }
     (d, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_crc_is_the_crc_of_the_little_endian_bytes_at_every_length() {
+        // Stored CRCs (search attributes, saved graphs) were computed a float at a time; the
+        // chunked hashing must give the same value for every length.
+        for n in [0usize, 1, 3, 63, 64, 65, 128, 384, 1000] {
+            let v: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            assert_eq!(vector_crc(&v), crc32fast::hash(&bytes), "length {n}");
+        }
+    }
 }
