@@ -302,6 +302,12 @@ impl Inner {
                 }
             }
         }
+        if !ready.is_empty() {
+            // Whoever applies wakes the futures waiting for it: a blocking caller (an update,
+            // a tier move, a snapshot's checkpoint) may apply records a `Committing` waits for,
+            // and the committer then finds nothing left to do.
+            self.wake_committed();
+        }
         let applied = self.applied_lsn.load(Ordering::Acquire);
         if applied < lsn {
             // Another committer drained this record and failed to apply it: it poisoned the

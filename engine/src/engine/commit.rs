@@ -86,8 +86,9 @@ impl Inner {
                 }
                 continue;
             }
+            // Records another thread applied: their waiters were woken there; this is a net.
+            self.wake_committed();
             if self.stop.load(Ordering::Acquire) {
-                self.wake_committed();
                 return;
             }
             let mut bell = self.committer.bell.lock();
@@ -103,8 +104,8 @@ impl Inner {
     }
 
     /// Wakes the waiters whose records are applied (all of them if the engine is poisoned or
-    /// stopping: they then find out for themselves).
-    fn wake_committed(&self) {
+    /// stopping: they then find out for themselves). Called by every thread that applies.
+    pub(super) fn wake_committed(&self) {
         let applied = self.applied_lsn.load(Ordering::Acquire);
         let all = self.is_poisoned() || self.stop.load(Ordering::Acquire);
         let ready: Vec<Waker> = {
