@@ -100,9 +100,11 @@ pub(crate) struct Inner {
     /// Memories per tier, indexed by [`Tier::index`].
     tier_counts: [AtomicU64; 3],
     /// Accesses not logged yet: id → (count, last access µs).
-    access_pending: RankedMutex<HashMap<Uuid, (u64, i64)>>,
+    access_pending: RankedMutex<crate::idhash::IdMap<Uuid, (u64, i64)>>,
     /// The data directory's free space at the last look (see [`Inner::free_disk_bytes`]).
     free_disk_bytes: AtomicU64,
+    /// RocksDB's memtable bytes at that look: room their flushes will need.
+    unflushed_bytes: AtomicU64,
     /// When that look was, in ms since `opened`.
     free_disk_checked_ms: AtomicU64,
     opened: std::time::Instant,

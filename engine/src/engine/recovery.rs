@@ -189,7 +189,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         writer: RankedMutex::new(
             Rank::Writer,
             WriterState {
-                pending: HashMap::new(),
+                pending: Default::default(),
                 pending_hashes: HashMap::new(),
                 working_projected: working_count,
                 working_reserved: std::collections::VecDeque::new(),
@@ -208,8 +208,9 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
             AtomicU64::new(warm_count),
             AtomicU64::new(cold_count),
         ],
-        access_pending: RankedMutex::new(Rank::Leaf, HashMap::new()),
+        access_pending: RankedMutex::new(Rank::Leaf, Default::default()),
         free_disk_bytes: AtomicU64::new(free),
+        unflushed_bytes: AtomicU64::new(0),
         free_disk_checked_ms: AtomicU64::new(0),
         opened: std::time::Instant::now(),
         counters: EngineCounters::default(),

@@ -20,7 +20,7 @@ use crate::EngineError;
 /// What the writer knows beyond the applied state: records logged but not applied yet.
 pub(super) struct WriterState {
     /// Latest logged-but-not-yet-applied image per id (`None`: purged).
-    pub(super) pending: HashMap<Uuid, (Lsn, Option<Memory>)>,
+    pub(super) pending: crate::idhash::IdMap<Uuid, (Lsn, Option<Memory>)>,
     /// Dedup claims and releases not yet applied: `Some(id)` claimed, `None` released.
     pub(super) pending_hashes: HashMap<(String, [u8; 32]), (Lsn, Option<Uuid>)>,
     /// Working-tier count once everything logged is applied.
@@ -173,6 +173,16 @@ impl Inner {
                 self.config.min_free_disk_bytes
             )));
         }
+        // RocksDB's memtables must flush into that space too: a flush that meets a full disk
+        // stops RocksDB, and the write being applied waits for space. Faster ingest makes
+        // bigger memtables between checkpoints, so the margin alone did not always cover them.
+        let unflushed = self.unflushed_bytes.load(Ordering::Relaxed);
+        if free < self.config.min_free_disk_bytes.saturating_add(unflushed) {
+            return Err(EngineError::StorageFull(format!(
+                "{free} bytes free on the data directory's filesystem, below storage.min_free_disk_bytes ({}) plus the {unflushed} bytes RocksDB's memtables will flush",
+                self.config.min_free_disk_bytes
+            )));
+        }
         if !self.warm.writable() {
             return Err(EngineError::StorageFull(
                 "RocksDB stopped taking writes when the disk filled up; it resumes by itself once space is free".to_owned(),
@@ -193,6 +203,8 @@ impl Inner {
         self.free_disk_checked_ms.store(now_ms, Ordering::Relaxed);
         let free = self.layout.free_bytes();
         self.free_disk_bytes.store(free, Ordering::Relaxed);
+        self.unflushed_bytes
+            .store(self.warm.memtable_bytes(), Ordering::Relaxed);
         free
     }
 

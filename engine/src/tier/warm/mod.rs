@@ -438,6 +438,20 @@ impl WarmTier {
 
     /// Total bytes of live SST files, every column family.
     /// What RocksDB holds in memory now.
+    /// Bytes in the memtables of every column family (flushed ones not yet released
+    /// included): about what their flushes will write to disk.
+    pub fn memtable_bytes(&self) -> u64 {
+        ALL_CFS
+            .iter()
+            .filter_map(|name| {
+                self.db
+                    .property_int_value_cf(self.cf(name), "rocksdb.cur-size-all-mem-tables")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
     pub fn memory(&self) -> WarmMemory {
         let sum = |property: &str| -> u64 {
             ALL_CFS

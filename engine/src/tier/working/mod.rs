@@ -25,6 +25,7 @@ use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
 use crate::codec;
+use crate::idhash::IdMap;
 #[cfg(test)]
 use crate::model::Status;
 use crate::model::{Memory, Tier};
@@ -101,7 +102,8 @@ pub struct WorkingTier {
     heaps: [Mapped; 2],
     /// id → slot. Readers take the read lock for one hash lookup; the slot data itself is read
     /// lock-free. The writer holds the write lock only to insert or remove an entry.
-    index: RwLock<HashMap<Uuid, u32>>,
+    /// Slot of each id (ids are random in their last bytes: no SipHash needed).
+    index: RwLock<IdMap<Uuid, u32>>,
     /// Serializes writers (the engine already applies one record at a time; this makes the
     /// tier safe on its own).
     writer: Mutex<HeapWriter>,
@@ -178,7 +180,7 @@ impl WorkingTier {
             heap_capacity_bytes,
             slots,
             heaps,
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(IdMap::default()),
             writer: Mutex::new(HeapWriter {
                 free: Vec::new(),
                 heap_gen: 0,
@@ -202,7 +204,7 @@ impl WorkingTier {
             checkpoint_lsn,
             ..WorkingOpenReport::default()
         };
-        let mut index: HashMap<Uuid, u32> = HashMap::new();
+        let mut index: IdMap<Uuid, u32> = IdMap::default();
         let mut free = Vec::new();
         let mut tails = [0u64; 2];
         let mut live_bytes = 0u64;
@@ -304,7 +306,7 @@ impl WorkingTier {
     /// (id → offset, length). A compaction copies every live entry into its target from offset
     /// 0 and makes them durable before it repoints any slot, so the target is the heap holding
     /// a copy of every memory still on the other one.
-    fn compaction_target(&self, index: &HashMap<Uuid, u32>, tails: &[u64; 2]) -> (u8, HeapCopies) {
+    fn compaction_target(&self, index: &IdMap<Uuid, u32>, tails: &[u64; 2]) -> (u8, HeapCopies) {
         let mut buf = vec![0u8; self.slot_bytes];
         let mut best: Option<(u8, HeapCopies)> = None;
         for g in [0u8, 1] {
