@@ -77,10 +77,12 @@ impl Inner {
         loop {
             let target = self.committer.wanted.load(Ordering::SeqCst);
             if target > self.applied_lsn.load(Ordering::Acquire) {
+                // The apply wakes the waiters it covered; a failure poisons the engine, and
+                // then every waiter is woken to find that out.
                 if let Err(e) = self.sync_and_apply(target) {
                     tracing::error!(error = %e, "the committer's group commit failed");
+                    self.wake_committed();
                 }
-                self.wake_committed();
                 if self.is_poisoned() {
                     return;
                 }

@@ -629,20 +629,19 @@ impl PatchMemory {
     pub fn into_patch(self) -> Result<(MemoryPatch, Option<String>), ApiError> {
         let patch = MemoryPatch {
             content: self.content,
+            // `null` clears the vector; otherwise the same rules as a create's.
             embedding: match (self.embedding, self.embedding_b64) {
-                (Some(_), Some(_)) => {
+                (Some(None), None) => Some(None),
+                (Some(None), Some(_)) => {
                     return Err(ApiError::invalid(
                         "embedding_b64",
                         "cannot be given together with embedding",
                     ))
                 }
-                (Some(floats), None) => Some(
-                    floats
-                        .map(|v| vector::from_floats("embedding", v))
-                        .transpose()?,
-                ),
-                (None, Some(b64)) => Some(Some(vector::from_base64("embedding_b64", &b64)?)),
-                (None, None) => None,
+                (floats, b64) => {
+                    vector::either(("embedding", floats.flatten()), ("embedding_b64", b64))?
+                        .map(Some)
+                }
             },
             importance: self.importance_score.map(importance).transpose()?,
             metadata_json: self.metadata.map(metadata_text),
