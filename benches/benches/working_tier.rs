@@ -28,6 +28,8 @@ fn bench(c: &mut Criterion) {
             parent_id: None,
             created_at_us: None,
             expires_at_us: None,
+            supersedes: vec![],
+            actor: None,
         })
         .collect();
     let mut ids = Vec::new();

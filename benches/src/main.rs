@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+mod history;
 mod mcp;
 mod recall;
 mod search;
@@ -102,6 +103,8 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// MCP against REST: recall vs search latency, and remember throughput over sessions.
     Mcp(mcp::McpArgs),
+    /// What versions cost: warm bytes per memory with 1 and with N versions, update rate.
+    History(history::HistoryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,6 +130,7 @@ fn main() -> anyhow::Result<()> {
             Command::Tiers(args) => tiers::tiers(args).await,
             Command::Snapshot(args) => snapshot::snapshot(args).await,
             Command::Mcp(args) => mcp::mcp(args).await,
+            Command::History(args) => history::history(args).await,
         }
     })
 }

@@ -77,7 +77,7 @@ const WORDS: &[&str] = &[
 ];
 
 /// The vector of memory `i` of a run: regenerated for brute force, never stored here.
-fn vector(run: u64, i: u64, dims: usize) -> Vec<f32> {
+pub(crate) fn vector(run: u64, i: u64, dims: usize) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(run.wrapping_mul(0x9E37_79B9) ^ i);
     let v: Vec<f32> = (0..dims).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -85,7 +85,7 @@ fn vector(run: u64, i: u64, dims: usize) -> Vec<f32> {
 }
 
 /// About 200 characters of agent-memory-like text.
-fn content(run: u64, i: u64) -> String {
+pub(crate) fn content(run: u64, i: u64) -> String {
     let mut rng = rand::rngs::StdRng::seed_from_u64(run ^ i.wrapping_mul(31));
     let mut s = format!("memory {i}:");
     while s.len() < 200 {
@@ -95,7 +95,7 @@ fn content(run: u64, i: u64) -> String {
     s
 }
 
-async fn load(common: &Common, run: u64, count: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn load(common: &Common, run: u64, count: usize) -> anyhow::Result<Vec<String>> {
     let clients = 2usize;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -146,7 +146,7 @@ async fn load(common: &Common, run: u64, count: usize) -> anyhow::Result<Vec<Str
 }
 
 /// Flushes RocksDB's memtables (a snapshot does) so the SST sizes count everything.
-async fn flush(conn: &mut Conn) -> anyhow::Result<()> {
+pub(crate) async fn flush(conn: &mut Conn) -> anyhow::Result<()> {
     let (status, body) = conn
         .send("POST", "/api/v1/admin/snapshots", Some(String::new()))
         .await?;
@@ -211,7 +211,7 @@ async fn create_latency(
     Ok((h, v?))
 }
 
-fn tier(v: &Value, t: &str, field: &str) -> u64 {
+pub(crate) fn tier(v: &Value, t: &str, field: &str) -> u64 {
     v["tiers"][t][field].as_u64().unwrap_or(0)
 }
 

@@ -8,9 +8,9 @@ use uuid::Uuid;
 use crate::model::{EmbeddingStatus, Memory, SegmentId, Status, Tier, MAX_DIMENSIONS};
 
 /// Version byte at the start of every memory image.
-pub const IMAGE_VERSION: u8 = 2;
+pub const IMAGE_VERSION: u8 = 3;
 /// Version byte at the start of every WAL operation payload.
-pub const OP_VERSION: u8 = 1;
+pub const OP_VERSION: u8 = 2;
 
 const OP_PUT: u8 = 1;
 const OP_PURGE: u8 = 2;
@@ -60,6 +60,9 @@ pub enum Op {
         /// it held none: new, or soft-deleted). Released when the content changes or the memory
         /// is deleted.
         previous_hash: Option<[u8; 32]>,
+        /// The version this record replaces (an update that made a new version), kept in the
+        /// memory's history.
+        history: Option<crate::history::VersionDelta>,
     },
     /// Remove the memory from every tier and index.
     Purge {
@@ -99,32 +102,32 @@ pub struct DecodeError {
     pub reason: String,
 }
 
-struct Writer<'a>(&'a mut Vec<u8>);
+pub(crate) struct Writer<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl Writer<'_> {
-    fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn i64(&mut self, v: i64) {
+    pub(crate) fn i64(&mut self, v: i64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn f32(&mut self, v: f32) {
+    pub(crate) fn f32(&mut self, v: f32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, v: &[u8]) {
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
         self.0.extend_from_slice(v);
     }
-    fn str(&mut self, v: &str) {
+    pub(crate) fn str(&mut self, v: &str) {
         self.u32(u32::try_from(v.len()).expect("strings are bounded well below 4 GiB"));
         self.bytes(v.as_bytes());
     }
-    fn opt_i64(&mut self, v: Option<i64>) {
+    pub(crate) fn opt_i64(&mut self, v: Option<i64>) {
         match v {
             Some(v) => {
                 self.u8(1);
@@ -133,7 +136,7 @@ impl Writer<'_> {
             None => self.u8(0),
         }
     }
-    fn opt_uuid(&mut self, v: Option<Uuid>) {
+    pub(crate) fn opt_uuid(&mut self, v: Option<Uuid>) {
         match v {
             Some(v) => {
                 self.u8(1);
@@ -144,19 +147,19 @@ impl Writer<'_> {
     }
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    what: &'static str,
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn err(&self, reason: impl Into<String>) -> DecodeError {
+    pub(crate) fn err(&self, reason: impl Into<String>) -> DecodeError {
         DecodeError {
             what: self.what,
             reason: reason.into(),
         }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(self.err(format!("needs {n} more bytes, {} left", self.buf.len())));
         }
@@ -164,58 +167,58 @@ impl<'a> Reader<'a> {
         self.buf = tail;
         Ok(head)
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         Ok(self.take(N)?.try_into().expect("take returned N bytes"))
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
-    fn i64(&mut self) -> Result<i64, DecodeError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
-    fn f32(&mut self) -> Result<f32, DecodeError> {
+    pub(crate) fn f32(&mut self) -> Result<f32, DecodeError> {
         Ok(f32::from_le_bytes(self.array()?))
     }
-    fn str(&mut self) -> Result<String, DecodeError> {
+    pub(crate) fn str(&mut self) -> Result<String, DecodeError> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| self.err("string is not UTF-8"))
     }
-    fn uuid(&mut self) -> Result<Uuid, DecodeError> {
+    pub(crate) fn uuid(&mut self) -> Result<Uuid, DecodeError> {
         Ok(Uuid::from_bytes(self.array()?))
     }
-    fn flag(&mut self) -> Result<bool, DecodeError> {
+    pub(crate) fn flag(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
             other => Err(self.err(format!("flag byte {other}"))),
         }
     }
-    fn opt_i64(&mut self) -> Result<Option<i64>, DecodeError> {
+    pub(crate) fn opt_i64(&mut self) -> Result<Option<i64>, DecodeError> {
         Ok(if self.flag()? {
             Some(self.i64()?)
         } else {
             None
         })
     }
-    fn opt_uuid(&mut self) -> Result<Option<Uuid>, DecodeError> {
+    pub(crate) fn opt_uuid(&mut self) -> Result<Option<Uuid>, DecodeError> {
         Ok(if self.flag()? {
             Some(self.uuid()?)
         } else {
             None
         })
     }
-    fn tier(&mut self) -> Result<Tier, DecodeError> {
+    pub(crate) fn tier(&mut self) -> Result<Tier, DecodeError> {
         let code = self.u8()?;
         Tier::from_code(code).ok_or_else(|| self.err(format!("tier code {code}")))
     }
-    fn finish(self) -> Result<(), DecodeError> {
+    pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -269,11 +272,19 @@ pub fn encode_memory(out: &mut Vec<u8>, memory: &Memory, with_embedding: bool) {
         }
         None => w.u8(0),
     }
+    w.opt_uuid(memory.superseded_by);
+    match &memory.actor {
+        Some(a) => {
+            w.u8(1);
+            w.str(a);
+        }
+        None => w.u8(0),
+    }
 }
 
 fn read_memory(r: &mut Reader<'_>, lsn: Lsn) -> Result<Memory, DecodeError> {
     let image_version = r.u8()?;
-    if image_version != IMAGE_VERSION && image_version != 1 {
+    if !(1..=IMAGE_VERSION).contains(&image_version) {
         return Err(r.err(format!("image version {image_version}")));
     }
     let id = r.uuid()?;
@@ -334,6 +345,14 @@ fn read_memory(r: &mut Reader<'_>, lsn: Lsn) -> Result<Memory, DecodeError> {
         let model = if r.flag()? { Some(r.str()?) } else { None };
         (status, model)
     };
+    // Version 3 added who made the version and what superseded it.
+    let (superseded_by, actor) = if image_version >= 3 {
+        let by = r.opt_uuid()?;
+        let actor = if r.flag()? { Some(r.str()?) } else { None };
+        (by, actor)
+    } else {
+        (None, None)
+    };
     Ok(Memory {
         id,
         namespace,
@@ -354,6 +373,8 @@ fn read_memory(r: &mut Reader<'_>, lsn: Lsn) -> Result<Memory, DecodeError> {
         updated_at_us,
         expires_at_us,
         version,
+        superseded_by,
+        actor,
         lsn,
     })
 }
@@ -382,10 +403,12 @@ pub(crate) struct AttrRow {
     pub doc_len: u32,
     /// CRC32 of the vector's bytes, if it has one.
     pub vector_crc: Option<u32>,
+    /// Status `superseded` (version 2 rows; version 1 rows are all active).
+    pub superseded: bool,
     pub terms: Vec<(String, u32)>,
 }
 
-const ATTR_ROW_VERSION: u8 = 1;
+const ATTR_ROW_VERSION: u8 = 2;
 
 pub(crate) fn encode_attr_row(row: &AttrRow) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + row.terms.len() * 12);
@@ -412,6 +435,7 @@ pub(crate) fn encode_attr_row(row: &AttrRow) -> Vec<u8> {
         w.str(t);
         w.u32(*tf);
     }
+    w.u8(u8::from(row.superseded));
     out
 }
 
@@ -421,7 +445,7 @@ pub(crate) fn decode_attr_row(bytes: &[u8]) -> Result<AttrRow, DecodeError> {
         what: "search attributes",
     };
     let version = r.u8()?;
-    if version != ATTR_ROW_VERSION {
+    if !(1..=ATTR_ROW_VERSION).contains(&version) {
         return Err(r.err(format!("version {version}")));
     }
     let namespace = r.str()?;
@@ -446,6 +470,7 @@ pub(crate) fn decode_attr_row(bytes: &[u8]) -> Result<AttrRow, DecodeError> {
     for _ in 0..n {
         terms.push((r.str()?, r.u32()?));
     }
+    let superseded = version >= 2 && r.flag()?;
     r.finish()?;
     Ok(AttrRow {
         namespace,
@@ -455,6 +480,7 @@ pub(crate) fn decode_attr_row(bytes: &[u8]) -> Result<AttrRow, DecodeError> {
         tags,
         doc_len,
         vector_crc,
+        superseded,
         terms,
     })
 }
@@ -543,8 +569,18 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
             }
         }
     }
-    if let Op::Put { memory, .. } = op {
+    if let Op::Put {
+        memory, history, ..
+    } = op
+    {
         encode_memory(&mut out, memory, true);
+        match history {
+            Some(d) => {
+                out.push(1);
+                d.encode(&mut out);
+            }
+            None => out.push(0),
+        }
     }
     out
 }
@@ -556,7 +592,7 @@ pub fn decode_op(bytes: &[u8], lsn: Lsn) -> Result<Op, DecodeError> {
         what: "WAL operation",
     };
     let version = r.u8()?;
-    if version != OP_VERSION {
+    if !(1..=OP_VERSION).contains(&version) {
         return Err(r.err(format!("operation version {version}")));
     }
     let op = match r.u8()? {
@@ -574,11 +610,18 @@ pub fn decode_op(bytes: &[u8], lsn: Lsn) -> Result<Op, DecodeError> {
             };
             let previous_hash = if r.flag()? { Some(r.array()?) } else { None };
             let memory = read_memory(&mut r, lsn)?;
+            // Version 1 records predate history.
+            let history = if version >= 2 && r.flag()? {
+                Some(crate::history::VersionDelta::read(&mut r)?)
+            } else {
+                None
+            };
             Op::Put {
                 kind,
                 memory,
                 previous_tier,
                 previous_hash,
+                history,
             }
         }
         OP_PURGE => Op::Purge {
@@ -673,34 +716,59 @@ pub(crate) mod tests {
             updated_at_us: 1_700_000_000_000_000,
             expires_at_us: None,
             version: 4,
+            superseded_by: None,
+            actor: Some("agent-7".into()),
             lsn: Lsn::new(99),
         }
     }
 
     #[test]
-    fn version_1_images_still_decode() {
+    fn version_1_and_2_images_still_decode() {
         let mut m = sample_memory();
         m.version = 1;
         m.embedding_model = None;
+        m.actor = None;
         let mut bytes = Vec::new();
         encode_memory(&mut bytes, &m, true);
-        // The same memory in image version 1: no embedding status (2) and no model flag (0).
-        assert_eq!(&bytes[bytes.len() - 2..], &[2, 0]);
-        let mut v1 = bytes[..bytes.len() - 2].to_vec();
+        // The same memory in image version 1: no embedding status (2), model flag (0),
+        // superseded-by flag (0) or actor flag (0); version 2 has the first two of those.
+        assert_eq!(&bytes[bytes.len() - 4..], &[2, 0, 0, 0]);
+        let mut v1 = bytes[..bytes.len() - 4].to_vec();
         v1[0] = 1;
         assert_eq!(decode_memory(&v1, m.lsn).expect("decodes"), m);
+        let mut v2 = bytes[..bytes.len() - 2].to_vec();
+        v2[0] = 2;
+        assert_eq!(decode_memory(&v2, m.lsn).expect("decodes"), m);
         m.embedding = None;
         m.embedding_status = EmbeddingStatus::None;
         let mut bytes = Vec::new();
         encode_memory(&mut bytes, &m, true);
-        let mut v1 = bytes[..bytes.len() - 2].to_vec();
+        let mut v1 = bytes[..bytes.len() - 4].to_vec();
         v1[0] = 1;
         assert_eq!(decode_memory(&v1, m.lsn).expect("decodes"), m);
         // A memory whose own version is 1 is not mistaken for an old image.
         m.embedding_status = EmbeddingStatus::Pending;
+        m.superseded_by = Some(Uuid::now_v7());
+        m.actor = Some("importer".into());
         let mut bytes = Vec::new();
         encode_memory(&mut bytes, &m, true);
         assert_eq!(decode_memory(&bytes, m.lsn).expect("decodes"), m);
+    }
+
+    #[test]
+    fn version_1_puts_still_decode() {
+        let op = Op::Put {
+            kind: PutKind::Create,
+            memory: sample_memory(),
+            previous_tier: None,
+            previous_hash: None,
+            history: None,
+        };
+        let mut bytes = encode_op(&op);
+        // Version 1: no history flag after the image.
+        assert_eq!(bytes.pop(), Some(0));
+        bytes[0] = 1;
+        assert_eq!(decode_op(&bytes, Lsn::new(99)).expect("decodes"), op);
     }
 
     #[test]
@@ -712,6 +780,14 @@ pub(crate) mod tests {
                 memory: memory.clone(),
                 previous_tier: Some(Tier::Warm),
                 previous_hash: Some([7; 32]),
+                history: Some(crate::history::VersionDelta::between(
+                    &Memory {
+                        version: 3,
+                        importance: 0.1,
+                        ..memory.clone()
+                    },
+                    &memory,
+                )),
             },
             Op::Put {
                 kind: PutKind::Embed,
@@ -723,6 +799,7 @@ pub(crate) mod tests {
                 },
                 previous_tier: Some(Tier::Working),
                 previous_hash: None,
+                history: None,
             },
             Op::Purge {
                 id: memory.id,

@@ -40,6 +40,11 @@ pub struct EngineConfig {
     pub snapshot_interval: Option<Duration>,
     /// Scheduled snapshots kept; older ones are deleted after each new one.
     pub snapshots_kept: usize,
+    /// `history.keep_versions`: replaced versions kept per memory (0: none).
+    pub history_keep_versions: u64,
+    /// `history.keep_for`: a replaced version is removed this long after it was replaced
+    /// (`None`: kept until `history_keep_versions` pushes it out).
+    pub history_keep_for: Option<Duration>,
     /// An embedder is configured: memories stored without a vector wait for it
     /// (`embedding_status: pending`).
     pub auto_embed: bool,
@@ -85,6 +90,8 @@ impl EngineConfig {
             min_free_disk_bytes: 64 << 20,
             snapshot_interval: None,
             snapshots_kept: 7,
+            history_keep_versions: 20,
+            history_keep_for: Some(Duration::from_secs(90 * 86_400)),
             auto_embed: false,
             search: SearchConfig::default(),
             migration: MigrationConfig::default(),

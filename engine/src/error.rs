@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 /// Everything that can go wrong in the engine.
 ///
-/// - caller error: `Invalid`, `TooLarge`, `NotFound`, `Duplicate`;
+/// - caller error: `Invalid`, `TooLarge`, `NotFound`, `VersionNotFound`, `Duplicate`;
 /// - capacity: `StorageFull`, `Busy`;
 /// - corruption: `Corrupt`, `Invariant` (state the engine cannot trust: it poisons itself);
 /// - I/O and environment: `Io`, `Rocks`, `Index`, `Wal`, `Locked`, `Config`;
@@ -31,6 +31,9 @@ pub enum EngineError {
     },
     #[error("memory {0} not found")]
     NotFound(Uuid),
+    /// The memory exists but not the version asked for (never was, or no longer kept).
+    #[error("memory {id} {detail}")]
+    VersionNotFound { id: Uuid, detail: String },
     #[error("a memory with the same content already exists in this namespace: {existing}")]
     Duplicate { existing: Uuid },
     #[error("storage full: {0}")]

@@ -138,6 +138,8 @@ mod tests {
             updated_at_us: 1_690_000_000_000_001,
             expires_at_us: i.is_multiple_of(3).then_some(1_800_000_000_000_000),
             version: 2,
+            superseded_by: None,
+            actor: Some("seed".into()),
             lsn: Lsn::ZERO,
         }
     }
@@ -150,12 +152,21 @@ mod tests {
                 memory: memory(1, 4),
                 previous_tier: None,
                 previous_hash: None,
+                history: None,
             },
             Op::Put {
                 kind: PutKind::Update,
                 memory: memory(2, 0),
                 previous_tier: Some(Tier::Working),
                 previous_hash: Some([7; 32]),
+                history: Some(crate::history::VersionDelta::between(
+                    &Memory {
+                        version: 1,
+                        tags: vec![],
+                        ..memory(2, 0)
+                    },
+                    &memory(2, 0),
+                )),
             },
             Op::Purge {
                 id: Uuid::from_u128(9),
@@ -199,6 +210,7 @@ mod tests {
             tags: vec!["travel".into()],
             doc_len: 11,
             vector_crc: Some(0xdead_beef),
+            superseded: false,
             terms: vec![("ferri".into(), 1), ("ticket".into(), 2)],
         };
         out.push(("attr_row", "row-0".into(), codec::encode_attr_row(&row)));

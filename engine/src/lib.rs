@@ -31,6 +31,7 @@ mod fsutil;
 /// The decoders' fuzz properties, for `fuzz/` (not a stable surface).
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod history;
 mod idhash;
 mod layout;
 mod model;
@@ -46,8 +47,8 @@ pub use codec::{decode_op, encode_op, AccessDelta, DecodeError, Op, PutKind};
 pub use config::{Clock, EngineConfig};
 pub use engine::{
     restore_snapshot, ArchiveUsage, Committing, Deleted, EmbedJob, EmbedResult, Engine,
-    EngineCounters, EngineStats, OpenReport, Page, TierReport, LIST_SCAN_BUDGET,
-    MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT,
+    EngineCounters, EngineStats, HistoryPage, OpenReport, Page, TierReport, LIST_SCAN_BUDGET,
+    MAX_ACCESS_DELTAS_PER_RECORD, MAX_HISTORY_LIMIT, MAX_LIST_LIMIT,
 };
 pub use engram_wal::{FaultInjector, IoOp, Lsn, SyncMode};
 pub use error::EngineError;
@@ -55,8 +56,8 @@ pub use layout::DataDir;
 pub use model::{
     content_hash, hex, is_valid_namespace, namespace_rule, now_us, EmbeddingStatus, ListFilter,
     Memory, MemoryPatch, NewMemory, Status, Tier, UnknownName, DEFAULT_IMPORTANCE,
-    DEFAULT_NAMESPACE, MAX_BATCH_ITEMS, MAX_CONTENT_BYTES, MAX_DIMENSIONS, MAX_METADATA_BYTES,
-    MAX_NAMESPACE_BYTES, MAX_TAGS, MAX_TAG_BYTES,
+    DEFAULT_NAMESPACE, MAX_ACTOR_BYTES, MAX_BATCH_ITEMS, MAX_CONTENT_BYTES, MAX_DIMENSIONS,
+    MAX_METADATA_BYTES, MAX_NAMESPACE_BYTES, MAX_SUPERSEDES, MAX_TAGS, MAX_TAG_BYTES,
 };
 pub use policy::{CompactionReport, MigrationConfig, MigrationReport, PlannedMove};
 pub use tier::warm::{WarmMemory, WARM_MAX_OPEN_FILES};

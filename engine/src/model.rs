@@ -18,6 +18,10 @@ pub const MAX_NAMESPACE_BYTES: usize = 128;
 pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Largest embedding dimension the engine accepts in config.
 pub const MAX_DIMENSIONS: usize = 4096;
+/// Longest `actor` (who made a version), in bytes.
+pub const MAX_ACTOR_BYTES: usize = 256;
+/// Most memories one create may supersede.
+pub const MAX_SUPERSEDES: usize = 100;
 /// Namespace used when a request names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// Importance when a request gives none.
@@ -87,16 +91,25 @@ pub enum Status {
     Archived,
     /// Soft-deleted: kept, readable by id, hidden from lists; `?purge=true` removes it for good.
     Deleted,
+    /// Replaced by a newer memory (`superseded_by`): kept and readable, hidden from search,
+    /// lists and recall unless they ask for superseded memories.
+    Superseded,
 }
 
 impl Status {
-    pub const ALL: [Status; 3] = [Status::Active, Status::Archived, Status::Deleted];
+    pub const ALL: [Status; 4] = [
+        Status::Active,
+        Status::Archived,
+        Status::Deleted,
+        Status::Superseded,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Active => "active",
             Status::Archived => "archived",
             Status::Deleted => "deleted",
+            Status::Superseded => "superseded",
         }
     }
 
@@ -106,11 +119,18 @@ impl Status {
             .find(|t| t.as_str().eq_ignore_ascii_case(s))
     }
 
+    /// Whether search indexes a memory with this status: active ones, and superseded ones
+    /// (found only when a search includes them).
+    pub fn is_searchable(self) -> bool {
+        matches!(self, Status::Active | Status::Superseded)
+    }
+
     pub(crate) fn code(self) -> u8 {
         match self {
             Status::Active => 1,
             Status::Archived => 2,
             Status::Deleted => 3,
+            Status::Superseded => 4,
         }
     }
 
@@ -179,6 +199,10 @@ pub struct Memory {
     pub expires_at_us: Option<i64>,
     /// 1 on create, +1 on every update (moves between tiers and accesses do not count).
     pub version: u64,
+    /// The memory that replaced this one (status `superseded`).
+    pub superseded_by: Option<Uuid>,
+    /// Who made this version, as the request said (`X-Engram-Actor` or `actor`).
+    pub actor: Option<String>,
     /// LSN of the WAL record that produced this image.
     pub lsn: Lsn,
 }
@@ -196,6 +220,10 @@ pub struct NewMemory {
     /// `None` means now.
     pub created_at_us: Option<i64>,
     pub expires_at_us: Option<i64>,
+    /// Memories this one replaces: each becomes `superseded` in the same group commit.
+    pub supersedes: Vec<Uuid>,
+    /// Who writes it.
+    pub actor: Option<String>,
 }
 
 /// A cold segment's id. It names the segment's file, and ids only grow, so they order segments
@@ -235,7 +263,7 @@ impl std::str::FromStr for Status {
     /// Case-insensitive, as [`Status::parse`].
     fn from_str(s: &str) -> Result<Status, UnknownName> {
         Status::parse(s).ok_or_else(|| UnknownName {
-            expected: "active, archived or deleted",
+            expected: "active, archived, deleted or superseded",
             got: s.to_owned(),
         })
     }
@@ -253,6 +281,10 @@ pub struct MemoryPatch {
     pub tier: Option<Tier>,
     pub parent_id: Option<Option<Uuid>>,
     pub expires_at_us: Option<Option<i64>>,
+    /// Set with `status: superseded` (a supersede or a revert); any other status clears it.
+    pub superseded_by: Option<Option<Uuid>>,
+    /// Who makes the change; `None` leaves the field to say nobody did.
+    pub actor: Option<String>,
 }
 
 /// What [`MemoryPatch::apply_to`] changed that needs more than a field copy.
@@ -303,6 +335,12 @@ impl MemoryPatch {
         if let Some(t) = self.tier {
             m.tier = t;
         }
+        if let Some(s) = self.superseded_by {
+            m.superseded_by = s;
+        }
+        if m.status != Status::Superseded {
+            m.superseded_by = None;
+        }
         PatchApplied {
             content_changed,
             vector_given,
@@ -320,6 +358,8 @@ pub struct ListFilter {
     pub tag: Option<String>,
     /// With `status: None`, list deleted memories too (exports).
     pub include_deleted: bool,
+    /// With `status: None`, list superseded memories too.
+    pub include_superseded: bool,
 }
 
 /// Whether `s` is a valid namespace: 1–128 bytes of `[A-Za-z0-9._:-]`.

@@ -3,8 +3,8 @@
 //! here rather than through the daemon.
 
 use crate::model::{
-    is_valid_namespace, namespace_rule, MemoryPatch, MAX_CONTENT_BYTES, MAX_METADATA_BYTES,
-    MAX_TAGS, MAX_TAG_BYTES,
+    is_valid_namespace, namespace_rule, MemoryPatch, Status, MAX_ACTOR_BYTES, MAX_CONTENT_BYTES,
+    MAX_METADATA_BYTES, MAX_SUPERSEDES, MAX_TAGS, MAX_TAG_BYTES,
 };
 use crate::EngineError;
 
@@ -148,6 +148,42 @@ pub(crate) fn patch(p: &MemoryPatch, dimensions: usize) -> Result<(), EngineErro
         p.metadata_json.as_deref(),
         p.tags.as_deref(),
     )?;
+    if p.status == Some(Status::Superseded) && !matches!(p.superseded_by, Some(Some(_))) {
+        return Err(EngineError::Invalid {
+            field: "status",
+            message: "superseded is set by creating the memory that replaces it \
+                      (`supersedes`), not by an update"
+                .to_owned(),
+        });
+    }
+    actor(p.actor.as_deref())
+}
+
+/// Who a request says makes a version: 1 to [`MAX_ACTOR_BYTES`] bytes without control
+/// characters.
+pub(crate) fn actor(actor: Option<&str>) -> Result<(), EngineError> {
+    match actor {
+        Some(a) if a.is_empty() || a.len() > MAX_ACTOR_BYTES || a.chars().any(char::is_control) => {
+            Err(EngineError::Invalid {
+                field: "actor",
+                message: format!("must be 1 to {MAX_ACTOR_BYTES} bytes without control characters"),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The memories a create replaces: at most [`MAX_SUPERSEDES`].
+pub(crate) fn supersedes(ids: &[uuid::Uuid]) -> Result<(), EngineError> {
+    if ids.len() > MAX_SUPERSEDES {
+        return Err(EngineError::Invalid {
+            field: "supersedes",
+            message: format!(
+                "names {} memories; the limit is {MAX_SUPERSEDES}",
+                ids.len()
+            ),
+        });
+    }
     Ok(())
 }
 

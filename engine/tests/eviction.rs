@@ -31,6 +31,8 @@ fn concurrent_creates_into_a_tiny_working_tier_never_overflow_it() {
                             parent_id: None,
                             created_at_us: None,
                             expires_at_us: None,
+                            supersedes: vec![],
+                            actor: None,
                         })
                         .collect();
                     for r in engine.create_batch(items) {

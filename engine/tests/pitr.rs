@@ -144,6 +144,8 @@ fn restore_to_random_moments_matches_the_oracle() {
                         parent_id: None,
                         created_at_us: None,
                         expires_at_us: None,
+                        supersedes: vec![],
+                        actor: None,
                     })
                     .expect("create");
                 Some(m)
@@ -331,6 +333,8 @@ fn snapshot_taken_under_concurrent_writes_restores_every_acknowledged_write() {
                             parent_id: None,
                             created_at_us: None,
                             expires_at_us: None,
+                            supersedes: vec![],
+                            actor: None,
                         })
                         .expect("create");
                     acked
@@ -409,6 +413,8 @@ fn restore_refuses_a_target_before_the_snapshot_or_beyond_the_log() {
                 parent_id: None,
                 created_at_us: None,
                 expires_at_us: None,
+                supersedes: vec![],
+                actor: None,
             })
             .expect("create");
     }

@@ -96,6 +96,14 @@ impl From<EngineError> for ApiError {
                 details: json!({ "id": id.to_string() }),
                 ..ApiError::new(StatusCode::NOT_FOUND, "MEMORY_NOT_FOUND", format!("memory {id} not found"))
             },
+            EngineError::VersionNotFound { id, detail } => ApiError {
+                details: json!({ "id": id.to_string() }),
+                ..ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "VERSION_NOT_FOUND",
+                    format!("memory {id} {detail}"),
+                )
+            },
             EngineError::Duplicate { existing } => ApiError {
                 details: json!({ "existing_id": existing.to_string() }),
                 ..ApiError::new(

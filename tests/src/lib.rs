@@ -346,6 +346,13 @@ pub fn rfc3339(us: i64) -> String {
         .expect("formats")
 }
 
+/// An RFC 3339 time as the API writes it, in µs since the Unix epoch.
+pub fn parse_rfc3339(s: &str) -> i64 {
+    use time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(s, &Rfc3339).expect("an RFC 3339 time");
+    i64::try_from(t.unix_timestamp_nanos() / 1000).expect("in range")
+}
+
 /// Now plus `ms` milliseconds (system clock), as [`rfc3339`] writes it.
 pub fn rfc3339_in(ms: i64) -> String {
     let now = std::time::SystemTime::now()

@@ -30,6 +30,8 @@ fn memory(i: u64) -> Memory {
         updated_at_us: 2,
         expires_at_us: None,
         version: 1,
+        superseded_by: None,
+        actor: None,
         lsn: Lsn::new(i + 1),
     }
 }

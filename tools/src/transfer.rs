@@ -90,6 +90,8 @@ struct ExportLine<'a> {
     updated_at_us: i64,
     expires_at_us: Option<i64>,
     version: u64,
+    superseded_by: Option<String>,
+    actor: Option<&'a str>,
 }
 
 fn write_memory_line(out: &mut Vec<u8>, m: &Memory) -> anyhow::Result<()> {
@@ -127,6 +129,8 @@ fn write_memory_line(out: &mut Vec<u8>, m: &Memory) -> anyhow::Result<()> {
         updated_at_us: m.updated_at_us,
         expires_at_us: m.expires_at_us,
         version: m.version,
+        superseded_by: m.superseded_by.map(|p| p.to_string()),
+        actor: m.actor.as_deref(),
     };
     serde_json::to_writer(&mut *out, &line)?;
     out.push(b'\n');
@@ -158,6 +162,10 @@ struct ImportLine {
     updated_at_us: i64,
     expires_at_us: Option<i64>,
     version: u64,
+    #[serde(default)]
+    superseded_by: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
 }
 
 fn parse_line(line: &str, n: usize) -> anyhow::Result<Memory> {
@@ -208,6 +216,11 @@ fn parse_line(line: &str, n: usize) -> anyhow::Result<Memory> {
         updated_at_us: l.updated_at_us,
         expires_at_us: l.expires_at_us,
         version: l.version,
+        superseded_by: l
+            .superseded_by
+            .map(|p| parse_id("superseded_by", &p))
+            .transpose()?,
+        actor: l.actor,
         lsn: Lsn::ZERO,
     })
 }

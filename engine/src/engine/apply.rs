@@ -22,6 +22,8 @@ pub(super) struct Applier<'a> {
     pub working: &'a WorkingTier,
     pub warm: &'a WarmTier,
     pub cold: &'a ColdTier,
+    /// `history.keep_versions`.
+    pub keep_versions: u64,
 }
 
 impl Applier<'_> {
@@ -34,10 +36,14 @@ impl Applier<'_> {
                 kind,
                 memory,
                 previous_tier,
+                history,
                 ..
             } => {
                 if *kind == PutKind::Create {
                     batch.index_namespace(&memory.namespace, &memory.id);
+                }
+                if let Some(delta) = history {
+                    batch.put_version(&memory.id, delta, self.keep_versions);
                 }
                 let dedup = DedupChange::of(op);
                 if let Some((namespace, hash)) = dedup.release {
@@ -67,6 +73,7 @@ impl Applier<'_> {
                 previous_tier,
             } => {
                 batch.unindex_namespace(namespace, id);
+                batch.delete_versions(id);
                 if let Some(h) = release_hash {
                     batch.unindex_hash(namespace, h);
                 }
@@ -227,6 +234,7 @@ impl Inner {
             working: &self.working,
             warm: &self.warm,
             cold: &self.cold,
+            keep_versions: self.config.history_keep_versions,
         }
     }
 

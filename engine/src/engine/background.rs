@@ -39,6 +39,14 @@ impl Periodic {
         }
     }
 
+    /// A job that runs at the first tick, then every `every`.
+    fn due_at_start(self) -> Self {
+        Periodic {
+            last: Instant::now().checked_sub(self.every).unwrap_or(self.last),
+            ..self
+        }
+    }
+
     fn due(&mut self) -> bool {
         let due = self.last.elapsed() >= self.every;
         if due {
@@ -47,6 +55,9 @@ impl Periodic {
         due
     }
 }
+
+/// How often versions past `history.keep_versions` / `history.keep_for` are removed.
+const HISTORY_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The jobs run on the background thread itself, in this order each tick.
 fn periodic_jobs(inner: &Inner) -> Vec<Periodic> {
@@ -76,6 +87,14 @@ fn periodic_jobs(inner: &Inner) -> Vec<Periodic> {
             Inner::run_policy,
         ));
     }
+    jobs.push(
+        Periodic::new(
+            "history retention",
+            HISTORY_SWEEP_INTERVAL,
+            Inner::sweep_history,
+        )
+        .due_at_start(),
+    );
     jobs.push(Periodic::new(
         "logging access statistics",
         inner.config.access_flush_interval,

@@ -19,6 +19,7 @@
 mod apply;
 mod background;
 mod commit;
+mod history;
 mod locks;
 mod read;
 mod recovery;
@@ -55,6 +56,7 @@ use locks::RankedMutex;
 use writer::WriterState;
 
 pub use commit::Committing;
+pub use history::{HistoryPage, MAX_HISTORY_LIMIT};
 pub use read::{Page, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT};
 pub use report::{ArchiveUsage, EngineCounters, EngineStats, OpenReport, TierReport};
 pub use snapshots::restore_snapshot;
@@ -267,7 +269,60 @@ impl Engine {
 
     /// Soft-deletes (status `deleted`, hidden from lists) or, with `purge`, removes for good.
     pub fn delete(&self, id: &Uuid, purge: bool) -> Result<Deleted, EngineError> {
-        self.inner.delete(id, purge)
+        self.inner.delete(id, purge, None)
+    }
+
+    /// [`Engine::delete`], saying who deletes (the deleted version's `actor`).
+    pub fn delete_by(
+        &self,
+        id: &Uuid,
+        purge: bool,
+        actor: Option<&str>,
+    ) -> Result<Deleted, EngineError> {
+        self.inner.delete(id, purge, actor)
+    }
+
+    /// A page of `id`'s versions, newest first: those older than `before`, or from the
+    /// current one.
+    pub fn history(
+        &self,
+        id: &Uuid,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, EngineError> {
+        self.inner.history(id, before, limit)
+    }
+
+    /// Version `version` of `id` (`VersionNotFound` if it never was or is no longer kept).
+    pub fn get_version(&self, id: &Uuid, version: u64) -> Result<Memory, EngineError> {
+        self.inner.version(id, version)
+    }
+
+    /// The version of `id` current at `at_us` (µs since the epoch, by write time).
+    pub fn get_as_of(&self, id: &Uuid, at_us: i64) -> Result<Memory, EngineError> {
+        self.inner.as_of(id, at_us)
+    }
+
+    /// Makes a new version of `id` equal to its version `version`.
+    pub fn revert(
+        &self,
+        id: &Uuid,
+        version: u64,
+        actor: Option<String>,
+    ) -> Result<Memory, EngineError> {
+        self.inner.check_writable()?;
+        self.inner.revert(id, version, actor)
+    }
+
+    /// Applies `history.keep_versions` and `history.keep_for` now (the background does it
+    /// hourly).
+    pub fn sweep_history(&self) -> Result<(), EngineError> {
+        self.inner.sweep_history()
+    }
+
+    /// Bytes RocksDB holds for one column family (table files and memtables).
+    pub fn warm_column_family_bytes(&self, column_family: &str) -> u64 {
+        self.inner.warm.column_family_bytes(column_family)
     }
 
     /// One page of memories in id order (UUIDv7: creation order) after `after`.

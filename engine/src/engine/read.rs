@@ -176,10 +176,9 @@ impl Inner {
             let Some(m) = self.read(&r.id)? else {
                 continue;
             };
-            if m.status != Status::Active
-                || m.namespace != q.namespace
-                || is_expired(&m, ctx.now_us)
-            {
+            let wanted = m.status == Status::Active
+                || (m.status == Status::Superseded && q.include_superseded);
+            if !wanted || m.namespace != q.namespace || is_expired(&m, ctx.now_us) {
                 continue;
             }
             hits.push(SearchHit {
@@ -316,7 +315,11 @@ impl Inner {
                 && filter.tier.is_none_or(|t| m.tier == t)
                 && match filter.status {
                     Some(s) => m.status == s,
-                    None => filter.include_deleted || m.status != Status::Deleted,
+                    None => match m.status {
+                        Status::Deleted => filter.include_deleted,
+                        Status::Superseded => filter.include_deleted || filter.include_superseded,
+                        Status::Active | Status::Archived => true,
+                    },
                 }
                 && filter
                     .tag

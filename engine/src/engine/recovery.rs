@@ -79,6 +79,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         working: &working,
         warm: &warm,
         cold: &cold,
+        keep_versions: config.history_keep_versions,
     };
     let mut batch = Some(warm.batch());
     let mut batched = 0usize;

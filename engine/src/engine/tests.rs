@@ -48,6 +48,8 @@ fn new(content: &str) -> NewMemory {
         parent_id: None,
         created_at_us: None,
         expires_at_us: None,
+        supersedes: vec![],
+        actor: None,
     }
 }
 
@@ -57,6 +59,7 @@ fn put(memory: Memory, previous_tier: Option<Tier>, previous_hash: Option<[u8; 3
         memory,
         previous_tier,
         previous_hash,
+        history: None,
     }
 }
 
@@ -543,4 +546,48 @@ fn async_creates_are_committed_by_the_committer_and_survive_reopen() {
         402,
         "400 + the dropped future's + the late one"
     );
+}
+
+#[test]
+fn a_purge_drops_every_kept_version_and_replay_keeps_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let kept = engine.create(new("kept v1")).expect("create");
+    let purged = engine.create(new("purged v1")).expect("create");
+    for v in 2..=4 {
+        for id in [kept.id, purged.id] {
+            let patch = MemoryPatch {
+                importance: Some(v as f32 / 10.0),
+                ..MemoryPatch::default()
+            };
+            engine.update(&id, patch).expect("update");
+        }
+    }
+    let versions = |e: &Engine, id: &Uuid| -> Vec<u64> {
+        let warm = &e.inner.warm;
+        warm.versions(id, u64::MAX, 100)
+            .expect("versions")
+            .iter()
+            .map(|d| d.version)
+            .collect()
+    };
+    assert_eq!(versions(&engine, &purged.id), [3, 2, 1]);
+    engine.delete(&purged.id, true).expect("purge");
+    assert!(
+        versions(&engine, &purged.id).is_empty(),
+        "no row of it is left"
+    );
+    assert_eq!(versions(&engine, &kept.id), [3, 2, 1]);
+    // Dropped without a checkpoint: the WAL is replayed into RocksDB at open, and replaying
+    // the updates does not bring back the purged memory's versions.
+    drop(engine);
+    let engine = open(dir.path(), 100);
+    assert!(versions(&engine, &purged.id).is_empty());
+    assert_eq!(versions(&engine, &kept.id), [3, 2, 1]);
+    let v2 = engine.get_version(&kept.id, 2).expect("version 2");
+    assert_eq!((v2.version, v2.importance), (2, 0.2));
+    assert!(matches!(
+        engine.get_version(&purged.id, 2),
+        Err(EngineError::NotFound(_))
+    ));
 }

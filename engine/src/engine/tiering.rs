@@ -102,7 +102,9 @@ impl Inner {
         let purged = self.log_in_chunks(due, |w, id| {
             // Re-checked under the writer lock: an update may have moved the date.
             Ok(match self.current(w, &id)? {
-                Some(m) if is_expired(&m, now) => Logged::Yes(self.log_delete(w, &id, true)?.0),
+                Some(m) if is_expired(&m, now) => {
+                    Logged::Yes(self.log_delete(w, &id, true, None)?.0)
+                }
                 _ => Logged::No,
             })
         })?;
@@ -195,6 +197,7 @@ impl Inner {
                 memory,
                 previous_tier: Some(Tier::Working),
                 previous_hash: holds.then_some(hash),
+                history: None,
             },
         )?;
         w.working_projected -= 1;
@@ -263,6 +266,7 @@ impl Inner {
                 },
                 previous_tier: Some(from),
                 previous_hash: Some(hash),
+                history: None,
             },
         )?;
         self.adjust_projected(w, Some(from), Some(to));

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::read::is_expired;
 use super::Inner;
 use crate::codec::{self, Op, PutKind};
+use crate::history::VersionDelta;
 use crate::model::{
     content_hash, EmbeddingStatus, Memory, MemoryPatch, NewMemory, Status, Tier, MAX_BATCH_ITEMS,
 };
@@ -134,11 +135,18 @@ impl Inner {
     }
 
     /// Soft-deletes (status `deleted`, hidden from lists) or, with `purge`, removes for good.
-    pub(super) fn delete(&self, id: &Uuid, purge: bool) -> Result<Deleted, EngineError> {
+    /// A soft delete is a version made by `actor`; a purge removes every version.
+    pub(super) fn delete(
+        &self,
+        id: &Uuid,
+        purge: bool,
+        actor: Option<&str>,
+    ) -> Result<Deleted, EngineError> {
         self.check_writable()?;
+        validate::actor(actor)?;
         let (lsn, deleted) = {
             let mut w = self.writer.lock();
-            self.log_delete(&mut w, id, purge)?
+            self.log_delete(&mut w, id, purge, actor)?
         };
         self.sync_and_apply(lsn)?;
         Ok(deleted)
@@ -246,7 +254,7 @@ impl Inner {
         };
         match self.current(w, &holder)? {
             Some(m) if is_expired(&m, self.now_us()) => {
-                self.log_delete(w, &holder, true)?;
+                self.log_delete(w, &holder, true, None)?;
                 self.counters
                     .memories_expired
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -408,10 +416,13 @@ impl Inner {
             &item.metadata_json,
             &item.tags,
         )?;
+        validate::actor(item.actor.as_deref())?;
+        validate::supersedes(&item.supersedes)?;
         let hash = content_hash(&item.content);
         if let Some(existing) = self.live_hash_holder(w, &item.namespace, &hash)? {
             return Err(EngineError::Duplicate { existing });
         }
+        let replaced = self.superseded_targets(w, &item.namespace, &item.supersedes)?;
         // A new memory belongs in the working tier; if every memory there is an in-flight write
         // (nothing can be evicted yet), it starts in warm rather than failing.
         let tier = if self.make_room(w, 1)? {
@@ -439,9 +450,61 @@ impl Inner {
             updated_at_us: now,
             expires_at_us: item.expires_at_us,
             version: 1,
+            superseded_by: None,
+            actor: item.actor.clone(),
             lsn: Lsn::ZERO,
         };
-        self.log_new(w, memory)
+        let created = self.log_new(w, memory)?;
+        // In the same hold of the writer lock, so in the create's group commit.
+        for id in replaced {
+            let patch = MemoryPatch {
+                status: Some(Status::Superseded),
+                superseded_by: Some(Some(created.id)),
+                actor: item.actor.clone(),
+                ..MemoryPatch::default()
+            };
+            self.log_update(w, &id, patch)?;
+        }
+        Ok(created)
+    }
+
+    /// The memories a create may supersede: each must exist in `namespace` and not be deleted
+    /// (one already superseded is superseded again, by the new memory). Checked before anything
+    /// is logged, so a bad id stores nothing.
+    fn superseded_targets(
+        &self,
+        w: &WriterState,
+        namespace: &str,
+        ids: &[Uuid],
+    ) -> Result<Vec<Uuid>, EngineError> {
+        let mut out: Vec<Uuid> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if out.contains(id) {
+                continue;
+            }
+            let current = self
+                .current(w, id)?
+                .filter(|m| m.status != Status::Deleted && !is_expired(m, self.now_us()));
+            match current {
+                None => {
+                    return Err(EngineError::Invalid {
+                        field: "supersedes",
+                        message: format!("no memory {id}"),
+                    })
+                }
+                Some(m) if m.namespace != namespace => {
+                    return Err(EngineError::Invalid {
+                        field: "supersedes",
+                        message: format!(
+                            "{id} is in namespace {:?}, not {namespace:?}",
+                            m.namespace
+                        ),
+                    })
+                }
+                Some(_) => out.push(*id),
+            }
+        }
+        Ok(out)
     }
 
     /// Logs a memory that did not exist before (created or imported) in its tier.
@@ -458,6 +521,7 @@ impl Inner {
                 memory: memory.clone(),
                 previous_tier: None,
                 previous_hash: None,
+                history: None,
             },
         )?;
         self.adjust_projected(w, None, Some(tier));
@@ -513,6 +577,7 @@ impl Inner {
                 memory: next.clone(),
                 previous_tier: Some(current.tier),
                 previous_hash: Some(current.content_hash),
+                history: None,
             },
         )?;
         Ok(Memory { lsn, ..next })
@@ -566,8 +631,9 @@ impl Inner {
         &self,
         w: &mut WriterState,
         id: &Uuid,
-        patch: MemoryPatch,
+        mut patch: MemoryPatch,
     ) -> Result<Memory, EngineError> {
+        let actor = patch.actor.take();
         let Some(current) = self
             .current(w, id)?
             .filter(|m| !is_expired(m, self.now_us()))
@@ -613,9 +679,12 @@ impl Inner {
                 "the working tier is full of in-flight writes; retry",
             ));
         }
+        let mut history = None;
         if !only_moves {
             next.version = current.version + 1;
             next.updated_at_us = self.now_us().max(current.updated_at_us);
+            next.actor = actor;
+            history = Some(VersionDelta::between(&current, &next));
         }
         let lsn = self.log(
             w,
@@ -624,6 +693,7 @@ impl Inner {
                 memory: next.clone(),
                 previous_tier: Some(current.tier),
                 previous_hash: holds_hash.then_some(current.content_hash),
+                history,
             },
         )?;
         self.adjust_projected(w, Some(current.tier), Some(next.tier));
@@ -635,6 +705,7 @@ impl Inner {
         w: &mut WriterState,
         id: &Uuid,
         purge: bool,
+        actor: Option<&str>,
     ) -> Result<(Lsn, Deleted), EngineError> {
         let Some(current) = self.current(w, id)? else {
             return Err(EngineError::NotFound(*id));
@@ -669,12 +740,15 @@ impl Inner {
         }
         let mut next = current.clone();
         next.status = Status::Deleted;
+        next.superseded_by = None;
         next.version += 1;
         next.updated_at_us = now;
+        next.actor = actor.map(str::to_owned);
         if next.tier == Tier::Cold {
             // Segments are immutable: the deleted state is kept in warm.
             next.tier = Tier::Warm;
         }
+        let history = Some(VersionDelta::between(&current, &next));
         let lsn = self.log(
             w,
             Op::Put {
@@ -682,6 +756,7 @@ impl Inner {
                 memory: next,
                 previous_tier: Some(current.tier),
                 previous_hash: Some(current.content_hash),
+                history,
             },
         )?;
         Ok((

@@ -11,8 +11,10 @@
 //!   an HNSW index ([`hnsw`]) maintained by its own thread; until that thread has indexed a
 //!   vector, the vector sits in a small "lagging" set that every search scans exactly.
 //!
-//! Only `active` memories are searchable; deleted, archived and expired ones never match.
+//! Only `active` memories are searchable (and `superseded` ones, for a search that asks for
+//! them); deleted, archived and expired ones never match.
 
+mod filter;
 pub(crate) mod hnsw;
 pub(crate) mod query;
 
@@ -27,10 +29,10 @@ use crate::model::{Memory, Status, Tier};
 use crate::text::Analyzer;
 use crate::vector::vector_crc;
 
+pub use filter::{MetadataCondition, MetadataFilter};
 pub use hnsw::Quantization;
 pub use query::{
-    Component, Explanation, HybridWeights, MetadataCondition, MetadataFilter, SearchHit,
-    SearchMode, SearchQuery, SearchResults,
+    Component, Explanation, HybridWeights, SearchHit, SearchMode, SearchQuery, SearchResults,
 };
 
 /// How the search structures are built.
@@ -80,12 +82,16 @@ pub(crate) struct Attr {
     pub tags: Box<[Box<str>]>,
     pub doc_len: u32,
     pub vector_crc: Option<u32>,
+    /// Status `superseded`: found only by a search that includes superseded memories.
+    pub superseded: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct NsStats {
     pub docs: u64,
     pub total_len: u64,
+    /// Superseded memories among `docs`: while there are any, every candidate is checked.
+    pub superseded: u64,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +124,7 @@ impl Attrs {
         let s = self.stats.entry(Arc::clone(&attr.namespace)).or_default();
         s.docs += 1;
         s.total_len += u64::from(attr.doc_len);
+        s.superseded += u64::from(attr.superseded);
         for tag in attr.tags.iter() {
             self.by_tag
                 .entry((Arc::clone(&attr.namespace), tag.clone()))
@@ -140,6 +147,7 @@ impl Attrs {
         if let Some(s) = self.stats.get_mut(&old.namespace) {
             s.docs = s.docs.saturating_sub(1);
             s.total_len = s.total_len.saturating_sub(u64::from(old.doc_len));
+            s.superseded = s.superseded.saturating_sub(u64::from(old.superseded));
         }
         if let Some(set) = self.by_namespace.get_mut(&old.namespace) {
             set.remove(id);
@@ -516,6 +524,7 @@ impl SearchIndex {
                 tags: row.tags.into_iter().map(String::into_boxed_str).collect(),
                 doc_len: row.doc_len,
                 vector_crc: row.vector_crc,
+                superseded: row.superseded,
             },
         );
     }
@@ -527,7 +536,7 @@ impl SearchIndex {
         }
         let id = memory.id;
         let old = self.remove_inner(&id);
-        if memory.status != Status::Active {
+        if !memory.status.is_searchable() {
             if old.is_some_and(|a| a.tier == Tier::Warm) {
                 self.hnsw.forget(id);
             }
@@ -549,6 +558,7 @@ impl SearchIndex {
                     tags: memory.tags.iter().map(|t| Box::from(t.as_str())).collect(),
                     doc_len,
                     vector_crc: crc,
+                    superseded: memory.status == Status::Superseded,
                 },
             );
             namespace

@@ -7,6 +7,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use uuid::Uuid;
 
+use super::filter::MetadataFilter;
 use super::{Attr, SearchIndex};
 use crate::model::{Memory, Tier};
 use crate::text::{bm25_term, idf};
@@ -65,47 +66,6 @@ pub const CONTEXT_LENDERS: usize = 10;
 /// Default for [`SearchQuery::context_window_us`]: ten minutes.
 pub const DEFAULT_CONTEXT_WINDOW_US: i64 = 600_000_000;
 
-/// A condition on one top-level metadata key.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MetadataCondition {
-    Eq(serde_json::Value),
-    In(Vec<serde_json::Value>),
-    Gt(f64),
-    Gte(f64),
-    Lt(f64),
-    Lte(f64),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetadataFilter {
-    pub key: String,
-    pub condition: MetadataCondition,
-}
-
-impl MetadataFilter {
-    fn matches(&self, metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
-        let Some(v) = metadata.get(&self.key) else {
-            return false;
-        };
-        match &self.condition {
-            MetadataCondition::Eq(want) => json_eq(v, want),
-            MetadataCondition::In(set) => set.iter().any(|w| json_eq(v, w)),
-            MetadataCondition::Gt(x) => v.as_f64().is_some_and(|n| n > *x),
-            MetadataCondition::Gte(x) => v.as_f64().is_some_and(|n| n >= *x),
-            MetadataCondition::Lt(x) => v.as_f64().is_some_and(|n| n < *x),
-            MetadataCondition::Lte(x) => v.as_f64().is_some_and(|n| n <= *x),
-        }
-    }
-}
-
-/// JSON equality where numbers compare by value (`1` equals `1.0`).
-fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
-}
-
 /// A search request, validated by the caller.
 #[derive(Debug, Clone)]
 pub struct SearchQuery {
@@ -129,6 +89,8 @@ pub struct SearchQuery {
     /// How far apart in `created_at` two memories of a namespace may be and still be
     /// neighbours for the context component (0: no neighbours).
     pub context_window_us: i64,
+    /// Superseded memories match too.
+    pub include_superseded: bool,
 }
 
 impl SearchQuery {
@@ -153,6 +115,7 @@ impl SearchQuery {
             weights: HybridWeights::default(),
             recency_half_life_hours: 168.0,
             context_window_us: DEFAULT_CONTEXT_WINDOW_US,
+            include_superseded: false,
         }
     }
 }
@@ -300,6 +263,7 @@ impl SearchQuery {
 impl Ctx<'_> {
     fn attr_ok(&self, q: &SearchQuery, attr: &Attr) -> bool {
         *attr.namespace == *q.namespace
+            && (!attr.superseded || q.include_superseded)
             && q.tiers.contains(&attr.tier)
             && attr.expires_at_us.is_none_or(|e| e > self.now_us)
             && q.importance_min.is_none_or(|m| attr.importance >= m)
@@ -386,9 +350,10 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
             let arenas = index.working_vectors.read();
             if let Some(arena) = arenas.get(q.namespace.as_str()) {
                 let dimensions = index.dimensions;
-                // The arena is this namespace's working tier: only other filters need the
-                // attributes.
-                let check = q.filters_attributes();
+                // The arena is this namespace's working tier: only other filters (or superseded
+                // memories to leave out) need the attributes.
+                let ns = attrs.stats.get(q.namespace.as_str());
+                let check = q.filters_attributes() || ns.is_some_and(|s| s.superseded > 0);
                 for (i, v) in arena.rows(dimensions).enumerate() {
                     let (n, expires) = arena.meta[i];
                     if expires <= ctx.now_us {
@@ -801,32 +766,6 @@ fn vector_of(ctx: &Ctx<'_>, id: &Uuid, attr: &Attr) -> Result<Option<Vec<f32>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn metadata_operators() {
-        let map = json!({"speaker": "Caroline", "session": 3, "score": 0.5})
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        let f = |key: &str, condition| MetadataFilter {
-            key: key.to_owned(),
-            condition,
-        };
-        assert!(f("speaker", MetadataCondition::Eq(json!("Caroline"))).matches(&map));
-        assert!(!f("speaker", MetadataCondition::Eq(json!("Mel"))).matches(&map));
-        assert!(f("session", MetadataCondition::Eq(json!(3.0))).matches(&map));
-        assert!(f("session", MetadataCondition::In(vec![json!(1), json!(3)])).matches(&map));
-        assert!(!f("session", MetadataCondition::In(vec![])).matches(&map));
-        assert!(f("session", MetadataCondition::Gt(2.0)).matches(&map));
-        assert!(!f("session", MetadataCondition::Gt(3.0)).matches(&map));
-        assert!(f("session", MetadataCondition::Gte(3.0)).matches(&map));
-        assert!(f("score", MetadataCondition::Lt(1.0)).matches(&map));
-        assert!(f("score", MetadataCondition::Lte(0.5)).matches(&map));
-        assert!(!f("score", MetadataCondition::Lte(0.4)).matches(&map));
-        assert!(!f("speaker", MetadataCondition::Gt(0.0)).matches(&map));
-        assert!(!f("missing", MetadataCondition::Eq(json!(null))).matches(&map));
-    }
 
     #[test]
     fn top_n_keeps_the_best() {

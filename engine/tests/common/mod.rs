@@ -18,6 +18,8 @@ pub fn plain_memory(content: String, embedding: Vec<f32>) -> NewMemory {
         parent_id: None,
         created_at_us: None,
         expires_at_us: None,
+        supersedes: vec![],
+        actor: None,
     }
 }
 

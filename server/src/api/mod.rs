@@ -1,6 +1,7 @@
 //! JSON wire types of the v1 API and their conversion to and from engine types. Engine types are
 //! never serialized directly: this module is the only place that knows the wire shape.
 
+pub mod history;
 pub mod openapi;
 pub mod replies;
 pub mod vector;
@@ -89,6 +90,12 @@ pub struct CreateMemory {
     pub created_at: Option<String>,
     /// RFC 3339 time after which the memory is gone.
     pub expires_at: Option<String>,
+    /// Ids of memories (in the same namespace) this one replaces: each becomes `superseded`
+    /// (hidden from search, lists and recall unless asked for) in the same group commit.
+    #[schemars(length(max = 100))]
+    pub supersedes: Option<Vec<String>>,
+    /// Who writes it (kept with the version; the `X-Engram-Actor` header says the same).
+    pub actor: Option<String>,
 }
 
 /// `POST /api/v1/admin/migrate` (the body is optional).
@@ -138,7 +145,8 @@ pub struct PatchMemory {
     pub importance_score: Option<f64>,
     pub metadata: Option<Map<String, Value>>,
     pub tags: Option<Vec<String>>,
-    /// `active`, `archived` or `deleted` (setting `active` restores a deleted memory).
+    /// `active`, `archived` or `deleted` (setting `active` restores a deleted or superseded
+    /// memory; `superseded` is set only by a create's `supersedes`).
     #[schemars(extend("enum" = ["active", "archived", "deleted", null]))]
     pub status: Option<String>,
     /// Move to `working`, `warm` or `cold`.
@@ -148,6 +156,8 @@ pub struct PatchMemory {
     pub parent_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub expires_at: Option<Option<String>>,
+    /// Who makes the change (kept with the new version; or the `X-Engram-Actor` header).
+    pub actor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -249,6 +259,8 @@ pub struct SearchRequest {
     /// (`embedding_b64`).
     #[schemars(extend("enum" = ["float", "base64", null]))]
     pub embedding_format: Option<String>,
+    /// Find superseded memories too (default false: only current ones).
+    pub include_superseded: Option<bool>,
 }
 
 /// Widest `context_window_seconds`: a week.
@@ -498,6 +510,7 @@ impl SearchRequest {
             }
             q.context_window_us = (w * 1e6).round() as i64;
         }
+        q.include_superseded = self.include_superseded.unwrap_or(false);
         let shape = SearchShape {
             explain: self.explain_score.unwrap_or(false),
             include_metadata: self.include_metadata.unwrap_or(true),
@@ -597,7 +610,15 @@ impl CreateMemory {
             .as_deref()
             .map(|s| parse_time("expires_at", s))
             .transpose()?;
+        let supersedes = self
+            .supersedes
+            .unwrap_or_default()
+            .iter()
+            .map(|s| parse_id("supersedes", s))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(NewMemory {
+            supersedes,
+            actor: self.actor,
             namespace: self
                 .namespace
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
@@ -656,11 +677,19 @@ impl PatchMemory {
                 .expires_at
                 .map(|p| p.map(|s| parse_time("expires_at", &s)).transpose())
                 .transpose()?,
+            superseded_by: None,
+            actor: None,
         };
         if patch == MemoryPatch::default() && self.namespace.is_none() {
             return Err(ApiError::invalid("body", "names no field to update"));
         }
-        Ok((patch, self.namespace))
+        Ok((
+            MemoryPatch {
+                actor: self.actor,
+                ..patch
+            },
+            self.namespace,
+        ))
     }
 }
 
@@ -698,6 +727,10 @@ pub struct MemoryOut {
     pub updated_at: String,
     pub expires_at: Option<String>,
     pub version: u64,
+    /// The memory that replaced this one (status `superseded`).
+    pub superseded_by: Option<String>,
+    /// Who made this version, as its request said.
+    pub actor: Option<String>,
 }
 
 impl MemoryOut {
@@ -737,6 +770,8 @@ impl MemoryOut {
             updated_at: format_time(m.updated_at_us),
             expires_at: m.expires_at_us.map(format_time),
             version: m.version,
+            superseded_by: m.superseded_by.map(|p| p.to_string()),
+            actor: m.actor,
         }
     }
 }

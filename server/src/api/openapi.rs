@@ -8,6 +8,7 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
+use super::history::{HistoryOut, RevertRequest};
 use super::replies::{
     BatchOut, CompactOut, DeletedOut, HealthOut, ListOut, MigrateOut, SearchOut,
     SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TestClockOut, TiersOut, WrittenOut,
@@ -50,6 +51,8 @@ pub fn every_route() -> Vec<Route> {
         Route::GetMemory(id()),
         Route::UpdateMemory(id()),
         Route::DeleteMemory(id()),
+        Route::MemoryHistory(id()),
+        Route::RevertMemory(id()),
         Route::Search(None),
         Route::Search(Some(SearchMode::Semantic)),
         Route::Search(Some(SearchMode::Text)),
@@ -76,7 +79,8 @@ fn memory_example() -> Value {
         "access_count": 0, "last_accessed_at": null,
         "metadata": {"speaker": "Caroline", "session": 1}, "tags": ["caroline", "events"],
         "parent_id": null, "created_at": "2023-05-08T13:56:00Z",
-        "updated_at": "2026-11-30T18:00:00.123456Z", "expires_at": null, "version": 1
+        "updated_at": "2026-11-30T18:00:00.123456Z", "expires_at": null, "version": 1,
+        "superseded_by": null, "actor": "agent-7"
     })
 }
 
@@ -100,6 +104,13 @@ fn search_reply_example() -> Value {
         "results": [{"memory": memory_example(), "score": 0.8731, "distance": 0.2114}],
         "total_count": 1, "query_time_ms": 1.42
     })
+}
+
+fn history_example() -> Value {
+    json!({"id": MEMORY_ID, "versions": [
+        {"version": 2, "valid_from": "2026-11-30T18:05:00Z", "valid_to": null, "changed": ["content", "embedding"],
+         "actor": "agent-7", "memory": memory_example()}],
+        "next_cursor": "v1_2"})
 }
 
 fn snapshot_example() -> Value {
@@ -199,6 +210,19 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
             errors: &[400, 401, 403, 404, 429, 500, 503, 507],
             ..base("delete", "/api/v1/memories/{id}", "deleteMemory", "memories", "Delete a memory",
                 "Soft by default (status `deleted`, hidden from lists and searches, content hash freed); `purge=true` removes it from every tier and index for good.")
+        },
+        Route::MemoryHistory(_) => Operation {
+            success: vec![(200, "Versions, newest first.", Some(g.reply::<HistoryOut>()), history_example())],
+            errors: ONE,
+            ..base("get", "/api/v1/memories/{id}/history", "memoryHistory", "memories", "A memory's versions",
+                "Every kept version, newest first, a page at a time (`next_cursor` back as `cursor`): when each was current (`valid_from`, `valid_to`), what it changed, who made it, and the memory as it was. `history.keep_versions` (default 20) and `history.keep_for` (default 90 days) bound what is kept; a purge removes every version. Counts no access.")
+        },
+        Route::RevertMemory(_) => Operation {
+            request: Some((g.request::<RevertRequest>(), json!({"version": 2, "actor": "agent-7"}))),
+            success: vec![(200, "The new current version (its `version` is the next number; history is never rewritten).", Some(g.reply::<WrittenOut>()), memory_example())],
+            errors: &[400, 401, 403, 404, 408, 409, 413, 429, 500, 503, 507],
+            ..base("post", "/api/v1/memories/{id}/revert", "revertMemory", "memories", "Revert to a version",
+                "Makes a new version equal to version `version`: content, vector, importance, metadata, tags, status, parent and expiry. 404 `VERSION_NOT_FOUND` if that version is no longer kept; 409 if another memory of the namespace now holds its content.")
         },
         Route::Search(mode) => {
             let (path, id, summary, description) = match mode {
@@ -314,6 +338,15 @@ fn query_parameter(name: &str) -> Value {
             "Wait (up to 30 s) until the memory is embedded before answering.",
         ),
         "purge" => (flag(), "Remove for good instead of a soft delete."),
+        "version" => (
+            json!({"type": "integer", "minimum": 1}),
+            "Read this version instead of the current one (404 `VERSION_NOT_FOUND` if it is no longer kept). Not together with `as_of`.",
+        ),
+        "as_of" => (
+            json!({"type": "string", "format": "date-time"}),
+            "Read the version that was current at this moment (RFC 3339, by the time versions were written). Not together with `version`.",
+        ),
+        "include_superseded" => (flag(), "List superseded memories too (default: only current ones)."),
         "namespace" => (
             json!({"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}),
             "Only this namespace (required for keys limited to namespaces).",
@@ -323,8 +356,8 @@ fn query_parameter(name: &str) -> Value {
             "Only this tier.",
         ),
         "status" => (
-            json!({"type": "string", "enum": ["active", "archived", "deleted"]}),
-            "Only this status (default: all but deleted).",
+            json!({"type": "string", "enum": ["active", "archived", "deleted", "superseded"]}),
+            "Only this status (default: all but deleted and superseded).",
         ),
         "tag" => (json!({"type": "string"}), "Only memories with this tag."),
         "limit" => (
@@ -344,7 +377,7 @@ const ERRORS: &[(u16, &str, &str, &str)] = &[
     (400, "INVALID_REQUEST", "Malformed JSON, a wrong type, an unknown field or query parameter, an out-of-range value; `details.field` names it.", "importance_score must be between 0.0 and 1.0, got 1.5"),
     (401, "UNAUTHORIZED", "No API key, or not a valid one (only when `auth.api_keys` is set).", "an API key is required: send Authorization: Bearer <key> or X-API-Key"),
     (403, "FORBIDDEN", "The key may not touch that namespace, or is limited to namespaces on an admin endpoint.", "this API key may not access namespace \"team-b\""),
-    (404, "MEMORY_NOT_FOUND", "No such memory (or purged); `SNAPSHOT_NOT_FOUND` for snapshots.", "memory 0193a6f2-6c1e-7b7a-9d2e-4f5a6b7c8d9e not found"),
+    (404, "MEMORY_NOT_FOUND", "No such memory (or purged); `VERSION_NOT_FOUND` for a version that never was or is no longer kept; `SNAPSHOT_NOT_FOUND` for snapshots.", "memory 0193a6f2-6c1e-7b7a-9d2e-4f5a6b7c8d9e not found"),
     (408, "REQUEST_TIMEOUT", "The body did not arrive within 60 s.", "the request body did not arrive within 60 s"),
     (409, "DUPLICATE_CONTENT", "The namespace already holds this content; `details.existing_id` names it.", "a memory with the same content already exists in this namespace: 0193a6f2-6c1e-7b7a-9d2e-4f5a6b7c8d9e"),
     (413, "CONTENT_TOO_LARGE", "Content, metadata or the body is over its limit.", "content is 1048577 bytes; the limit is 1048576"),
@@ -536,6 +569,8 @@ fn operation_id(route: &Route) -> &'static str {
         Route::GetMemory(_) => "getMemory",
         Route::UpdateMemory(_) => "updateMemory",
         Route::DeleteMemory(_) => "deleteMemory",
+        Route::MemoryHistory(_) => "memoryHistory",
+        Route::RevertMemory(_) => "revertMemory",
         Route::Search(None | Some(SearchMode::Hybrid)) => "search",
         Route::Search(Some(SearchMode::Semantic)) => "searchSemantic",
         Route::Search(Some(SearchMode::Text)) => "searchText",
@@ -575,6 +610,8 @@ mod tests {
                     Route::GetMemory(_) => Route::GetMemory("x".into()),
                     Route::UpdateMemory(_) => Route::UpdateMemory("x".into()),
                     Route::DeleteMemory(_) => Route::DeleteMemory("x".into()),
+                    Route::MemoryHistory(_) => Route::MemoryHistory("x".into()),
+                    Route::RevertMemory(_) => Route::RevertMemory("x".into()),
                     Route::DeleteSnapshot(_) => Route::DeleteSnapshot("x".into()),
                     r => r,
                 }

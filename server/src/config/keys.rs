@@ -50,6 +50,8 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("auth.allow_unauthenticated", Kind::Bool, "false"),
     ("backup.snapshot_interval", Kind::Str, "off"),
     ("backup.snapshots_kept", Kind::Int, "7"),
+    ("history.keep_versions", Kind::Int, "20"),
+    ("history.keep_for", Kind::Str, "90d"),
     ("rate_limit.requests_per_second", Kind::Int, "0"),
     ("rate_limit.burst", Kind::Int, "0"),
     ("tier_migration.enabled", Kind::Bool, "true"),

@@ -166,6 +166,10 @@ pub struct Settings {
     /// `None`: snapshots only on request.
     pub snapshot_interval: Option<Duration>,
     pub snapshots_kept: usize,
+    /// Replaced versions kept per memory (0: none).
+    pub history_keep_versions: u64,
+    /// `None`: versions are removed only by `history_keep_versions`.
+    pub history_keep_for: Option<Duration>,
     /// 0: no rate limit.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
@@ -190,6 +194,8 @@ impl Settings {
         c.min_free_disk_bytes = self.min_free_disk_bytes;
         c.snapshot_interval = self.snapshot_interval;
         c.snapshots_kept = self.snapshots_kept;
+        c.history_keep_versions = self.history_keep_versions;
+        c.history_keep_for = self.history_keep_for;
         c.auto_embed = self.provider != Provider::None;
         c.search = self.search.clone();
         c.migration = self.migration.clone();
@@ -495,7 +501,7 @@ mod tests {
         assert_eq!(ours.migration, engine.migration);
         assert_eq!(ours.search, SearchConfig::default());
         assert_eq!(ours.migration, MigrationConfig::default());
-        let pairs: [(&str, String, String); 14] = [
+        let pairs: [(&str, String, String); 16] = [
             (
                 "dimensions",
                 ours.dimensions.to_string(),
@@ -565,6 +571,16 @@ mod tests {
                 "snapshots_kept",
                 ours.snapshots_kept.to_string(),
                 engine.snapshots_kept.to_string(),
+            ),
+            (
+                "history_keep_versions",
+                ours.history_keep_versions.to_string(),
+                engine.history_keep_versions.to_string(),
+            ),
+            (
+                "history_keep_for",
+                format!("{:?}", ours.history_keep_for),
+                format!("{:?}", engine.history_keep_for),
             ),
         ];
         for (field, a, b) in pairs {

@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) backup: RawBackup,
     #[serde(default)]
+    pub(super) history: RawHistory,
+    #[serde(default)]
     pub(super) rate_limit: RawRateLimit,
     #[serde(default)]
     pub(super) search: RawSearch,
@@ -68,6 +70,13 @@ pub(super) struct RawSearch {
     pub(super) max_concurrent: Option<i64>,
     pub(super) index_save_changes: Option<i64>,
     pub(super) exact_candidates_max: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHistory {
+    pub(super) keep_versions: Option<i64>,
+    pub(super) keep_for: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

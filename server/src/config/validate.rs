@@ -345,6 +345,21 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         1,
         10_000,
     )?;
+    let history_keep_versions = positive(
+        "history.keep_versions",
+        raw.history.keep_versions,
+        0,
+        1_000_000,
+    )?;
+    let history_keep_for = match raw
+        .history
+        .keep_for
+        .as_deref()
+        .or(Some(default_of("history.keep_for")))
+    {
+        Some("forever") => None,
+        other => Some(duration("history.keep_for", other.map(str::to_owned))?),
+    };
     let mut api_keys = Vec::new();
     for (i, entry) in raw
         .auth
@@ -458,6 +473,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         allow_unauthenticated,
         snapshot_interval,
         snapshots_kept: snapshots_kept as usize,
+        history_keep_versions: history_keep_versions as u64,
+        history_keep_for,
         rate_limit_per_second: rate_limit_per_second as u32,
         rate_limit_burst: (rate_limit_burst as u32).max(rate_limit_per_second as u32),
         console: raw

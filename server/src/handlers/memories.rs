@@ -33,16 +33,21 @@ const EMBEDDING_POLL: Duration = Duration::from_millis(200);
 const DEFAULT_LIST_LIMIT: usize = 100;
 
 /// The flags every write takes.
-struct WriteParams {
+pub(crate) struct WriteParams {
     /// Whether the reply carries the vector, and in which form.
     embedding: Option<VectorFormat>,
-    wait_for_embedding: bool,
+    pub(crate) wait_for_embedding: bool,
     /// Answer with id, version and status only (`Prefer: return=minimal` or `?return=minimal`).
     minimal: bool,
+    /// `X-Engram-Actor`: who writes, for a body that does not say.
+    pub(crate) actor: Option<String>,
 }
 
 impl WriteParams {
-    fn from_request(query: &Query, headers: &HeaderMap) -> Result<WriteParams, ApiError> {
+    pub(crate) fn from_request(
+        query: &Query,
+        headers: &HeaderMap,
+    ) -> Result<WriteParams, ApiError> {
         let minimal = match query.get("return") {
             Some("minimal") => true,
             Some("representation") => false,
@@ -58,11 +63,12 @@ impl WriteParams {
             embedding: embedding_view(query)?,
             wait_for_embedding: query.flag("wait_for_embedding")?,
             minimal,
+            actor: actor_header(headers)?,
         })
     }
 
     /// The reply for one written memory.
-    fn reply(&self, status: StatusCode, memory: Memory) -> Reply {
+    pub(crate) fn reply(&self, status: StatusCode, memory: Memory) -> Reply {
         let out = if self.minimal {
             WrittenOut::Minimal(MinimalOut::new(&memory))
         } else {
@@ -84,7 +90,7 @@ impl WriteParams {
 }
 
 /// `include_embedding` and `embedding_format` of a query.
-fn embedding_view(query: &Query) -> Result<Option<VectorFormat>, ApiError> {
+pub(crate) fn embedding_view(query: &Query) -> Result<Option<VectorFormat>, ApiError> {
     api::embedding_view(
         query.flag("include_embedding")?,
         query.get("embedding_format"),
@@ -110,7 +116,11 @@ fn prefers_minimal(headers: &HeaderMap) -> bool {
 
 /// After a write: wake the embedder for a pending memory, and with `wait` return the memory once
 /// it is embedded (or failed, or the wait ran out: then still `pending`).
-async fn after_write(state: &Arc<AppState>, m: Memory, wait: bool) -> Result<Memory, ApiError> {
+pub(crate) async fn after_write(
+    state: &Arc<AppState>,
+    m: Memory,
+    wait: bool,
+) -> Result<Memory, ApiError> {
     let mut out = after_writes(state, vec![m], wait).await?;
     Ok(out.pop().expect("one memory in, one out"))
 }
@@ -157,7 +167,19 @@ async fn after_writes(
 }
 
 /// Counts a completed operation.
-fn count(state: &AppState, operation: &str) {
+/// The `X-Engram-Actor` header: who makes a write (kept with the version it makes).
+pub(crate) fn actor_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get("x-engram-actor")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::invalid("X-Engram-Actor", "must be visible ASCII"))
+        })
+        .transpose()
+}
+
+pub(crate) fn count(state: &AppState, operation: &str) {
     state
         .metrics
         .operations
@@ -193,7 +215,7 @@ async fn read(state: &Arc<AppState>, id: Uuid, touch: bool) -> Result<Memory, Ap
 }
 
 /// Reads memory `id` for a key limited to namespaces, and refuses it outside them.
-async fn authorized_read(
+pub(crate) async fn authorized_read(
     state: &Arc<AppState>,
     id: Uuid,
     key: Option<&ApiKey>,
@@ -215,7 +237,9 @@ pub(crate) async fn create(
 ) -> Result<Reply, ApiError> {
     let params = WriteParams::from_request(query, req.headers())?;
     let body = read_body(req, state.settings.max_body_bytes).await?;
-    let memory = create_one(state, parse_json(&body)?, key, params.wait_for_embedding).await?;
+    let mut create: CreateMemory = parse_json(&body)?;
+    create.actor = create.actor.or_else(|| params.actor.clone());
+    let memory = create_one(state, create, key, params.wait_for_embedding).await?;
     Ok(params.reply(StatusCode::CREATED, memory))
 }
 
@@ -263,7 +287,10 @@ pub(crate) async fn batch(
         .enumerate()
         .map(|(i, value)| {
             parse_json::<CreateMemory>(value.get().as_bytes())
-                .and_then(|req| check_create(req, key))
+                .and_then(|mut req| {
+                    req.actor = req.actor.or_else(|| params.actor.clone());
+                    check_create(req, key)
+                })
                 .map_err(|e| locate(e, i))
         })
         .collect();
@@ -332,6 +359,10 @@ pub(crate) async fn get(
     query: &Query,
 ) -> Result<Reply, ApiError> {
     let id = api::parse_id("id", id)?;
+    if let Some(past) = crate::handlers::history::Past::from_query(query)? {
+        let memory = crate::handlers::history::get_past(state, id, past, key).await?;
+        return crate::handlers::history::past_reply(memory, query);
+    }
     let embedding = embedding_view(query)?;
     let memory = get_one(state, id, key).await?;
     Ok(json_reply(
@@ -364,14 +395,9 @@ pub(crate) async fn update(
     let id = api::parse_id("id", id)?;
     let params = WriteParams::from_request(query, req.headers())?;
     let body = read_body(req, state.settings.max_body_bytes).await?;
-    let memory = update_one(
-        state,
-        id,
-        parse_json(&body)?,
-        key,
-        params.wait_for_embedding,
-    )
-    .await?;
+    let mut patch: PatchMemory = parse_json(&body)?;
+    patch.actor = patch.actor.or_else(|| params.actor.clone());
+    let memory = update_one(state, id, patch, key, params.wait_for_embedding).await?;
     Ok(params.reply(StatusCode::OK, memory))
 }
 
@@ -402,13 +428,15 @@ pub(crate) async fn update_one(
 
 pub(crate) async fn delete(
     state: &Arc<AppState>,
+    req: &Request<Incoming>,
     id: &str,
     key: Option<&ApiKey>,
     query: &Query,
 ) -> Result<Reply, ApiError> {
     let id = api::parse_id("id", id)?;
     let purge = query.flag("purge")?;
-    let deleted = delete_one(state, id, purge, key).await?;
+    let actor = actor_header(req.headers())?;
+    let deleted = delete_one(state, id, purge, key, actor).await?;
     Ok(json_reply(StatusCode::OK, &deleted))
 }
 
@@ -418,6 +446,7 @@ pub(crate) async fn delete_one(
     id: Uuid,
     purge: bool,
     key: Option<&ApiKey>,
+    actor: Option<String>,
 ) -> Result<DeletedOut, ApiError> {
     if purge {
         crate::http::auth::require(key, crate::config::Role::Admin, || {
@@ -428,7 +457,7 @@ pub(crate) async fn delete_one(
         authorized_read(state, id, key).await?;
     }
     let engine = Arc::clone(&state.engine);
-    let deleted = blocking(move || engine.delete(&id, purge)).await??;
+    let deleted = blocking(move || engine.delete_by(&id, purge, actor.as_deref())).await??;
     count(state, if purge { "purge" } else { "delete" });
     Ok(DeletedOut::from(deleted))
 }
@@ -459,6 +488,7 @@ pub(crate) async fn list(
         tag: query.get("tag").map(str::to_owned),
         limit,
         cursor: query.get("cursor").map(str::to_owned),
+        include_superseded: query.flag("include_superseded")?,
     };
     let page = list_page(state, key, params).await?;
     let body = ListOut {
@@ -480,6 +510,7 @@ pub(crate) struct ListParams {
     pub tag: Option<String>,
     pub limit: usize,
     pub cursor: Option<String>,
+    pub include_superseded: bool,
 }
 
 /// One page of a list, checked against the key's namespaces, and counted.
@@ -527,6 +558,7 @@ pub(crate) async fn list_page(
         status,
         tag: params.tag,
         include_deleted: false,
+        include_superseded: params.include_superseded,
     };
     let engine = Arc::clone(&state.engine);
     let page = blocking(move || engine.list(&filter, after, limit)).await??;

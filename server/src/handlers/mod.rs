@@ -2,6 +2,7 @@
 //! engine on a blocking thread, and answers with a typed reply from `api::replies`.
 
 pub(crate) mod admin;
+pub(crate) mod history;
 pub(crate) mod memories;
 pub(crate) mod ops;
 pub(crate) mod search;

@@ -25,6 +25,10 @@ pub enum Route {
     GetMemory(String),
     UpdateMemory(String),
     DeleteMemory(String),
+    /// A memory's versions, newest first.
+    MemoryHistory(String),
+    /// A new version equal to an old one.
+    RevertMemory(String),
     CreateSnapshot,
     ListSnapshots,
     DeleteSnapshot(String),
@@ -105,6 +109,12 @@ impl Route {
                     _ => Err(not_allowed("GET, PATCH, PUT, DELETE")),
                 }
             }
+            ["api", "v1", "memories", id, "history"] => {
+                by_method(Some(Route::MemoryHistory((*id).to_owned())), None)
+            }
+            ["api", "v1", "memories", id, "revert"] => {
+                by_method(None, Some(Route::RevertMemory((*id).to_owned())))
+            }
             ["api", "v1", "admin", "snapshots"] => {
                 by_method(Some(Route::ListSnapshots), Some(Route::CreateSnapshot))
             }
@@ -144,6 +154,8 @@ impl Route {
             Route::GetMemory(_) => "get",
             Route::UpdateMemory(_) => "update",
             Route::DeleteMemory(_) => "delete",
+            Route::MemoryHistory(_) => "history",
+            Route::RevertMemory(_) => "revert",
             Route::CreateSnapshot => "snapshot_create",
             Route::ListSnapshots => "snapshot_list",
             Route::DeleteSnapshot(_) => "snapshot_delete",
@@ -178,11 +190,13 @@ impl Route {
             | Route::Console(_)
             | Route::ListMemories
             | Route::GetMemory(_)
+            | Route::MemoryHistory(_)
             | Route::Search(_)
             | Route::Mcp => Role::Read,
             Route::CreateMemory
             | Route::BatchCreate
             | Route::UpdateMemory(_)
+            | Route::RevertMemory(_)
             | Route::DeleteMemory(_) => Role::Write,
             Route::CreateSnapshot
             | Route::ListSnapshots
@@ -197,13 +211,19 @@ impl Route {
     /// The query parameters the route takes; any other is refused, naming it.
     pub fn query_parameters(&self) -> &'static [&'static str] {
         match self {
-            Route::CreateMemory | Route::BatchCreate | Route::UpdateMemory(_) => &[
+            Route::CreateMemory
+            | Route::BatchCreate
+            | Route::UpdateMemory(_)
+            | Route::RevertMemory(_) => &[
                 "include_embedding",
                 "embedding_format",
                 "wait_for_embedding",
                 "return",
             ],
-            Route::GetMemory(_) => &["include_embedding", "embedding_format"],
+            Route::GetMemory(_) => &["include_embedding", "embedding_format", "version", "as_of"],
+            Route::MemoryHistory(_) => {
+                &["limit", "cursor", "include_embedding", "embedding_format"]
+            }
             Route::DeleteMemory(_) => &["purge"],
             Route::ListMemories => &[
                 "namespace",
@@ -214,6 +234,7 @@ impl Route {
                 "cursor",
                 "include_embedding",
                 "embedding_format",
+                "include_superseded",
             ],
             Route::Health
             | Route::Metrics
@@ -331,6 +352,16 @@ mod tests {
                 Route::Compact,
             ),
             (Method::GET, "/api/v1/tiers".to_owned(), Route::Tiers),
+            (
+                Method::GET,
+                format!("/api/v1/memories/{id}/history"),
+                Route::MemoryHistory(id.into()),
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/memories/{id}/revert"),
+                Route::RevertMemory(id.into()),
+            ),
             (Method::POST, "/mcp".to_owned(), Route::Mcp),
             (
                 Method::POST,

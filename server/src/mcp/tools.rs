@@ -150,6 +150,9 @@ pub struct RememberArgs {
     pub ttl: Option<String>,
     /// When it happened (RFC 3339), if not now.
     pub created_at: Option<String>,
+    /// Ids of memories this one corrects or replaces (same namespace): they stop showing in
+    /// recall and lists, and stay readable by id with status "superseded".
+    pub supersedes: Option<Vec<String>>,
 }
 
 /// How `recall` ranks.
@@ -209,6 +212,8 @@ pub struct RecallArgs {
     pub min_importance: Option<f64>,
     /// Tiers to search (default working and warm; add "cold" for archived memories).
     pub tiers: Option<Vec<TierName>>,
+    /// Also find memories that were superseded by newer ones (default false).
+    pub include_superseded: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -259,6 +264,8 @@ pub struct ListArgs {
     pub limit: Option<u32>,
     /// next_cursor from the previous page.
     pub cursor: Option<String>,
+    /// Also list memories that were superseded by newer ones (default false).
+    pub include_superseded: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -389,6 +396,8 @@ pub(crate) async fn remember(
         parent_id: None,
         created_at: a.created_at,
         expires_at,
+        supersedes: a.supersedes,
+        actor: None,
     };
     let namespace = req
         .namespace
@@ -470,6 +479,7 @@ pub(crate) async fn recall(
         include_metadata: Some(false),
         include_embedding: None,
         embedding_format: None,
+        include_superseded: a.include_superseded,
     };
     let mode = a.mode.map(|m| match m {
         RecallMode::Hybrid => SearchMode::Hybrid,
@@ -542,6 +552,7 @@ pub(crate) async fn update_memory(
         tier: None,
         parent_id: None,
         expires_at: a.expires_at,
+        actor: None,
     };
     let m: Memory = memories::update_one(state, id, patch, key, false)
         .await
@@ -556,7 +567,7 @@ pub(crate) async fn forget(
 ) -> ToolResult {
     let id = api::parse_id("id", &a.id)?;
     let deleted: DeletedOut =
-        memories::delete_one(state, id, a.purge.unwrap_or(false), key).await?;
+        memories::delete_one(state, id, a.purge.unwrap_or(false), key, None).await?;
     Ok(to_value(&deleted))
 }
 
@@ -579,6 +590,7 @@ pub(crate) async fn list_memories(
         tag: a.tag,
         limit: limit as usize,
         cursor: a.cursor,
+        include_superseded: a.include_superseded.unwrap_or(false),
     };
     let page = memories::list_page(state, key, params).await?;
     Ok(to_value(&Listed {

@@ -668,6 +668,8 @@ mod tests {
             updated_at_us: 1_600_000_000_000_001,
             expires_at_us: None,
             version: 3,
+            superseded_by: None,
+            actor: None,
             lsn: Lsn::new(1000 + i),
         }
     }

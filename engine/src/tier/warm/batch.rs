@@ -18,8 +18,8 @@ use crate::EngineError;
 
 /// A set of changes applied atomically with the LSN they reflect.
 pub struct WarmBatch<'a> {
-    tier: &'a WarmTier,
-    batch: WriteBatch,
+    pub(super) tier: &'a WarmTier,
+    pub(super) batch: WriteBatch,
     /// Search attribute rows written by this batch (`None`: deleted), so a later change to the
     /// same memory in the batch sees them.
     staged_attrs: HashMap<Uuid, Option<AttrRow>>,
@@ -156,7 +156,7 @@ impl WarmBatch<'_> {
             self.batch
                 .delete_cf(self.tier.cf(CF_EMBED_QUEUE), memory.id.as_bytes());
         }
-        if memory.tier == Tier::Working || memory.status != Status::Active {
+        if memory.tier == Tier::Working || !memory.status.is_searchable() {
             return Ok(());
         }
         let (terms, doc_len) = self.tier.analyzer.frequencies(&memory.content);
@@ -176,6 +176,7 @@ impl WarmBatch<'_> {
             tags: memory.tags.clone(),
             doc_len,
             vector_crc: memory.embedding.as_deref().map(crate::vector::vector_crc),
+            superseded: memory.status == Status::Superseded,
             terms,
         };
         self.batch.put_cf(

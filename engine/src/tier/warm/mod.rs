@@ -11,6 +11,8 @@
 //! - `search_attrs`: id → the search attributes of an active warm memory (namespace, importance,
 //!   times, tags, vector CRC, distinct terms), read at open to rebuild the in-memory filter table;
 //! - `embed_queue`: id → empty, for every memory (any tier) waiting for the background embedder;
+//! - `history`: `id version(u64 BE)` → a replaced version of the memory (a reverse delta, see
+//!   `crate::history`), whatever the memory's tier;
 //! - `meta`: `applied_lsn` → u64, written in the same WriteBatch as the change it covers.
 //!
 //! RocksDB's own WAL is off: Engram's WAL is the truth. Flushes are atomic across column families,
@@ -29,6 +31,7 @@ use crate::text::Analyzer;
 use crate::EngineError;
 
 mod batch;
+mod history;
 mod scan;
 
 pub use batch::WarmBatch;
@@ -43,7 +46,8 @@ const CF_POSTINGS: &str = "postings";
 const CF_SEARCH_ATTRS: &str = "search_attrs";
 const CF_EMBED_QUEUE: &str = "embed_queue";
 const CF_COLD_LOC: &str = "cold_loc";
-const ALL_CFS: [&str; 10] = [
+pub(crate) const CF_HISTORY: &str = "history";
+const ALL_CFS: [&str; 11] = [
     CF_RECORDS,
     CF_VECTORS,
     CF_ACCESS,
@@ -54,6 +58,7 @@ const ALL_CFS: [&str; 10] = [
     CF_SEARCH_ATTRS,
     CF_EMBED_QUEUE,
     CF_COLD_LOC,
+    CF_HISTORY,
 ];
 const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
 /// Written (with its value unchanged) to learn whether RocksDB takes writes again.

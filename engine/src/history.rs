@@ -1,0 +1,424 @@
+//! Versions of a memory: what an update keeps of the version it replaces.
+//!
+//! An update's WAL record carries a [`VersionDelta`]: the replaced version's values of every
+//! field that differs from the new version's (a reverse delta), with the time span it was
+//! current. The warm tier stores the deltas by `(id, version)` beside the records; reading
+//! version N starts from the current image and applies the deltas newest first down to N. A
+//! version that only changed tags or importance costs a few dozen bytes; one that changed the
+//! content keeps the old text, and the old vector (as-of search ranks the past by it).
+//!
+//! Fields that are not versioned: the tier (where the memory lives now), access statistics,
+//! the namespace, `created_at` and the id (none of them change with an update).
+
+use uuid::Uuid;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::model::{content_hash, EmbeddingStatus, Memory, Status};
+
+/// Version byte of an encoded delta.
+const DELTA_VERSION: u8 = 1;
+
+/// A versioned field, as `changed` lists name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Content,
+    Embedding,
+    Importance,
+    Metadata,
+    Tags,
+    Status,
+    ParentId,
+    ExpiresAt,
+    SupersededBy,
+    Actor,
+}
+
+impl Field {
+    pub const ALL: [Field; 10] = [
+        Field::Content,
+        Field::Embedding,
+        Field::Importance,
+        Field::Metadata,
+        Field::Tags,
+        Field::Status,
+        Field::ParentId,
+        Field::ExpiresAt,
+        Field::SupersededBy,
+        Field::Actor,
+    ];
+
+    /// The name the API gives the field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Content => "content",
+            Field::Embedding => "embedding",
+            Field::Importance => "importance",
+            Field::Metadata => "metadata",
+            Field::Tags => "tags",
+            Field::Status => "status",
+            Field::ParentId => "parent_id",
+            Field::ExpiresAt => "expires_at",
+            Field::SupersededBy => "superseded_by",
+            Field::Actor => "actor",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (Field::ALL
+            .iter()
+            .position(|f| *f == self)
+            .expect("every field is in ALL"))
+    }
+}
+
+/// A set of [`Field`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fields(u16);
+
+impl Fields {
+    pub fn contains(self, f: Field) -> bool {
+        self.0 & f.bit() != 0
+    }
+
+    fn insert(&mut self, f: Field) {
+        self.0 |= f.bit();
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Field> {
+        Field::ALL.into_iter().filter(move |f| self.contains(*f))
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// A replaced version: its number, when it was current, and its values of the fields the next
+/// version changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionDelta {
+    pub version: u64,
+    /// Its `updated_at`: when it became current.
+    pub valid_from_us: i64,
+    /// The next version's `updated_at`: when it stopped being current.
+    pub valid_to_us: i64,
+    /// The fields the next version changed; `old` holds this version's values of them.
+    pub changed: Fields,
+    old: Memory,
+}
+
+impl VersionDelta {
+    /// What `newer` (the next version of `older`) changed, with `older`'s values.
+    pub fn between(older: &Memory, newer: &Memory) -> VersionDelta {
+        let mut changed = Fields::default();
+        let mut mark = |f: Field, differs: bool| {
+            if differs {
+                changed.insert(f);
+            }
+        };
+        mark(Field::Content, older.content != newer.content);
+        mark(
+            Field::Embedding,
+            older.embedding != newer.embedding
+                || older.embedding_status != newer.embedding_status
+                || older.embedding_model != newer.embedding_model,
+        );
+        mark(
+            Field::Importance,
+            older.importance.to_bits() != newer.importance.to_bits(),
+        );
+        mark(Field::Metadata, older.metadata_json != newer.metadata_json);
+        mark(Field::Tags, older.tags != newer.tags);
+        mark(Field::Status, older.status != newer.status);
+        mark(Field::ParentId, older.parent_id != newer.parent_id);
+        mark(Field::ExpiresAt, older.expires_at_us != newer.expires_at_us);
+        mark(
+            Field::SupersededBy,
+            older.superseded_by != newer.superseded_by,
+        );
+        mark(Field::Actor, older.actor != newer.actor);
+        // Only the changed fields are kept (and compared): what a decoded delta has.
+        let mut old = blank();
+        let picked = VersionDelta {
+            version: older.version,
+            valid_from_us: older.updated_at_us,
+            valid_to_us: newer.updated_at_us,
+            changed,
+            old: older.clone(),
+        };
+        picked.restore(&mut old);
+        // The version and times live in the delta itself.
+        old.version = 0;
+        old.updated_at_us = 0;
+        VersionDelta { old, ..picked }
+    }
+
+    /// Turns `m` (the next version, as reconstructed so far) into this version.
+    pub fn restore(&self, m: &mut Memory) {
+        let old = &self.old;
+        for f in self.changed.iter() {
+            match f {
+                Field::Content => {
+                    m.content.clone_from(&old.content);
+                    m.content_hash = content_hash(&m.content);
+                }
+                Field::Embedding => {
+                    m.embedding.clone_from(&old.embedding);
+                    m.embedding_status = old.embedding_status.clone();
+                    m.embedding_model.clone_from(&old.embedding_model);
+                }
+                Field::Importance => m.importance = old.importance,
+                Field::Metadata => m.metadata_json.clone_from(&old.metadata_json),
+                Field::Tags => m.tags.clone_from(&old.tags),
+                Field::Status => m.status = old.status,
+                Field::ParentId => m.parent_id = old.parent_id,
+                Field::ExpiresAt => m.expires_at_us = old.expires_at_us,
+                Field::SupersededBy => m.superseded_by = old.superseded_by,
+                Field::Actor => m.actor.clone_from(&old.actor),
+            }
+        }
+        m.version = self.version;
+        m.updated_at_us = self.valid_from_us;
+    }
+
+    /// Appends the delta's bytes: only the changed fields are written.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
+        let old = &self.old;
+        w.u8(DELTA_VERSION);
+        w.u64(self.version);
+        w.i64(self.valid_from_us);
+        w.i64(self.valid_to_us);
+        w.bytes(&self.changed.0.to_le_bytes());
+        for f in self.changed.iter() {
+            match f {
+                Field::Content => w.str(&old.content),
+                Field::Embedding => {
+                    match &old.embedding {
+                        Some(v) => {
+                            w.u8(1);
+                            w.u32(u32::try_from(v.len()).expect("dimensions are bounded"));
+                            for x in v {
+                                w.f32(*x);
+                            }
+                        }
+                        None => w.u8(0),
+                    }
+                    w.u8(old.embedding_status.code());
+                    if let EmbeddingStatus::Failed(reason) = &old.embedding_status {
+                        w.str(reason);
+                    }
+                    opt_str(&mut w, old.embedding_model.as_deref());
+                }
+                Field::Importance => w.f32(old.importance),
+                Field::Metadata => w.str(&old.metadata_json),
+                Field::Tags => {
+                    w.u32(u32::try_from(old.tags.len()).expect("tags are bounded"));
+                    for t in &old.tags {
+                        w.str(t);
+                    }
+                }
+                Field::Status => w.u8(old.status.code()),
+                Field::ParentId => w.opt_uuid(old.parent_id),
+                Field::ExpiresAt => w.opt_i64(old.expires_at_us),
+                Field::SupersededBy => w.opt_uuid(old.superseded_by),
+                Field::Actor => opt_str(&mut w, old.actor.as_deref()),
+            }
+        }
+    }
+
+    /// Reads a delta written by [`VersionDelta::encode`] from the front of `r`.
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<VersionDelta, DecodeError> {
+        let format = r.u8()?;
+        if format != DELTA_VERSION {
+            return Err(r.err(format!("version delta format {format}")));
+        }
+        let version = r.u64()?;
+        let valid_from_us = r.i64()?;
+        let valid_to_us = r.i64()?;
+        let bits = u16::from_le_bytes(r.array()?);
+        if bits >> Field::ALL.len() != 0 {
+            return Err(r.err(format!("field set {bits:#x}")));
+        }
+        let changed = Fields(bits);
+        let mut old = blank();
+        for f in changed.iter() {
+            match f {
+                Field::Content => old.content = r.str()?,
+                Field::Embedding => {
+                    old.embedding = if r.flag()? {
+                        let n = r.u32()? as usize;
+                        if n > crate::model::MAX_DIMENSIONS {
+                            return Err(r.err(format!("{n} dimensions")));
+                        }
+                        let mut v = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            v.push(r.f32()?);
+                        }
+                        Some(v)
+                    } else {
+                        None
+                    };
+                    old.embedding_status = match r.u8()? {
+                        0 => EmbeddingStatus::None,
+                        1 => EmbeddingStatus::Pending,
+                        2 => EmbeddingStatus::Ready,
+                        3 => EmbeddingStatus::Failed(r.str()?),
+                        other => return Err(r.err(format!("embedding status {other}"))),
+                    };
+                    old.embedding_model = read_opt_str(r)?;
+                }
+                Field::Importance => old.importance = r.f32()?,
+                Field::Metadata => old.metadata_json = r.str()?,
+                Field::Tags => {
+                    let n = r.u32()? as usize;
+                    if n > crate::model::MAX_TAGS {
+                        return Err(r.err(format!("{n} tags")));
+                    }
+                    old.tags = (0..n).map(|_| r.str()).collect::<Result<_, _>>()?;
+                }
+                Field::Status => {
+                    let code = r.u8()?;
+                    old.status =
+                        Status::from_code(code).ok_or_else(|| r.err(format!("status {code}")))?;
+                }
+                Field::ParentId => old.parent_id = r.opt_uuid()?,
+                Field::ExpiresAt => old.expires_at_us = r.opt_i64()?,
+                Field::SupersededBy => old.superseded_by = r.opt_uuid()?,
+                Field::Actor => old.actor = read_opt_str(r)?,
+            }
+        }
+        Ok(VersionDelta {
+            version,
+            valid_from_us,
+            valid_to_us,
+            changed,
+            old,
+        })
+    }
+}
+
+/// Decodes one stored delta.
+pub(crate) fn decode_delta(bytes: &[u8]) -> Result<VersionDelta, DecodeError> {
+    let mut r = Reader {
+        buf: bytes,
+        what: "version delta",
+    };
+    let d = VersionDelta::read(&mut r)?;
+    r.finish()?;
+    Ok(d)
+}
+
+fn opt_str(w: &mut Writer<'_>, v: Option<&str>) {
+    match v {
+        Some(s) => {
+            w.u8(1);
+            w.str(s);
+        }
+        None => w.u8(0),
+    }
+}
+
+fn read_opt_str(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
+    Ok(if r.flag()? { Some(r.str()?) } else { None })
+}
+
+/// The holder of a delta's values; only the changed fields are set.
+fn blank() -> Memory {
+    Memory {
+        id: Uuid::nil(),
+        namespace: String::new(),
+        content: String::new(),
+        content_hash: [0; 32],
+        embedding: None,
+        embedding_status: EmbeddingStatus::None,
+        embedding_model: None,
+        tier: crate::model::Tier::Warm,
+        status: Status::Active,
+        importance: 0.0,
+        access_count: 0,
+        last_accessed_at_us: None,
+        metadata_json: String::new(),
+        tags: Vec::new(),
+        parent_id: None,
+        created_at_us: 0,
+        updated_at_us: 0,
+        expires_at_us: None,
+        version: 0,
+        superseded_by: None,
+        actor: None,
+        lsn: engram_wal::Lsn::ZERO,
+    }
+}
+
+/// One version of a memory as history lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    /// The memory as it was (tier and access statistics are today's).
+    pub memory: Memory,
+    pub valid_from_us: i64,
+    /// `None` for the current version.
+    pub valid_to_us: Option<i64>,
+    /// What this version changed from the one before (`None`: version 1, or the one before
+    /// is no longer kept).
+    pub changed: Option<Fields>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_restores_the_older_version_and_round_trips() {
+        let older = crate::codec::tests::sample_memory();
+        let mut newer = older.clone();
+        newer.version += 1;
+        newer.updated_at_us += 10;
+        newer.content = "moved to Berlin".into();
+        newer.content_hash = content_hash(&newer.content);
+        newer.embedding = None;
+        newer.embedding_status = EmbeddingStatus::Pending;
+        newer.embedding_model = None;
+        newer.tags = vec!["city".into()];
+        newer.status = Status::Superseded;
+        newer.superseded_by = Some(Uuid::now_v7());
+        newer.actor = Some("agent-8".into());
+        let delta = VersionDelta::between(&older, &newer);
+        let names: Vec<_> = delta.changed.iter().map(Field::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "content",
+                "embedding",
+                "tags",
+                "status",
+                "superseded_by",
+                "actor"
+            ]
+        );
+        let mut bytes = Vec::new();
+        delta.encode(&mut bytes);
+        let back = decode_delta(&bytes).expect("decodes");
+        assert_eq!(back.changed, delta.changed);
+        let mut m = newer.clone();
+        back.restore(&mut m);
+        assert_eq!(m, older);
+        for cut in 0..bytes.len() {
+            assert!(decode_delta(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn an_importance_change_costs_a_few_bytes() {
+        let older = crate::codec::tests::sample_memory();
+        let newer = Memory {
+            importance: 0.9,
+            version: older.version + 1,
+            updated_at_us: older.updated_at_us + 1,
+            ..older.clone()
+        };
+        let mut bytes = Vec::new();
+        VersionDelta::between(&older, &newer).encode(&mut bytes);
+        assert_eq!(bytes.len(), 1 + 8 + 8 + 8 + 2 + 4);
+    }
+}
