@@ -5,7 +5,10 @@
 //! 3. updates every memory until it has `--versions` versions, `--clients` at a time, timing
 //!    the updates (`--kind attrs`: importance, tags and metadata change; `--kind content`: new
 //!    text and a new vector each time);
-//! 4. measures the bytes per memory again: the ratio is what history costs in warm bytes.
+//! 4. measures the bytes per memory again: the ratio is what history costs in warm bytes;
+//! 5. times top-10 semantic searches of the namespace as it is and as it was before the updates
+//!    (`as_of`: every memory rewound through all its versions and scored exactly), one at a
+//!    time, and reports the medians.
 //!
 //! Run it once with the daemon's default `history.keep_versions` and once with
 //! `history.keep_versions=0` for the update rate without history.
@@ -84,6 +87,19 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
             .await?;
     }
     let one = warm_bytes(&mut admin).await?;
+    // A moment when every memory had its first version: a marker written after the loads.
+    let marker = crate::post_batch(
+        &mut admin,
+        vec![json!({"namespace": "engram-bench-marker", "content": "before the updates"})],
+    )
+    .await?;
+    let marker = admin
+        .call("GET", &format!("/api/v1/memories/{}", marker[0]), None)
+        .await?;
+    let before_updates = marker["created_at"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no created_at in {marker}"))?
+        .to_owned();
 
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
@@ -114,6 +130,8 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     let many = warm_bytes(&mut admin).await?;
+    let search_now = median_search_ms(&mut admin, common, run, None).await?;
+    let search_then = median_search_ms(&mut admin, common, run, Some(&before_updates)).await?;
     let n = ids.len() as f64;
     let per_one = one.saturating_sub(empty) as f64 / n;
     let per_many = many.saturating_sub(empty) as f64 / n;
@@ -128,6 +146,8 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
         "updates": updates,
         "updates_per_s": (updates as f64 / secs).round(),
         "clients": common.clients,
+        "search_median_ms": search_now,
+        "as_of_search_median_ms": search_then,
     });
     if common.json {
         println!("{out}");
@@ -135,4 +155,41 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+/// The median latency of 21 top-10 semantic searches of the bench namespace, one at a time, as
+/// it is or as it was at `as_of`; `None` when the past cannot be searched (its versions were not
+/// kept: `history.keep_versions=0`).
+async fn median_search_ms(
+    conn: &mut Conn,
+    common: &Common,
+    run: u64,
+    as_of: Option<&str>,
+) -> anyhow::Result<Option<f64>> {
+    let mut ms = Vec::new();
+    for q in 0..21u64 {
+        let mut body = json!({
+            "namespace": common.namespace,
+            "search_type": "semantic",
+            "query_embedding": vector(run ^ 0x5EA4C8, q, common.dims),
+            "limit": 10,
+        });
+        if let Some(at) = as_of {
+            body["as_of"] = json!(at);
+        }
+        let started = Instant::now();
+        let r = conn
+            .call("POST", "/api/v1/search", Some(body.to_string()))
+            .await?;
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+        if as_of.is_some() && r["results"].as_array().is_some_and(|a| a.is_empty()) {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            r["results"].as_array().is_some_and(|a| a.len() == 10),
+            "unexpected search reply {r}"
+        );
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(Some((ms[ms.len() / 2] * 100.0).round() / 100.0))
 }

@@ -2,6 +2,7 @@
 //! (readable by number and by moment, across tier moves, restarts and kill -9), history pages,
 //! revert, supersede, and the retention bounds.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use engram_tests::{embedding, parse_rfc3339, rfc3339, Daemon};
@@ -209,16 +210,8 @@ fn every_version_reads_back_by_number_and_moment_across_tier_moves_restart_and_k
     let r = d.get(&format!("/api/v1/memories/{id}/history?limit=100"));
     let versions = r.body["versions"].as_array().expect("versions");
     assert_eq!(versions.len(), oracle.len());
-    assert_eq!(
-        versions[0]["changed"],
-        json!(["status"]),
-        "the restore"
-    );
-    assert_eq!(
-        versions[1]["changed"],
-        json!(["status"]),
-        "the delete"
-    );
+    assert_eq!(versions[0]["changed"], json!(["status"]), "the restore");
+    assert_eq!(versions[1]["changed"], json!(["status"]), "the delete");
 
     // A clean restart, then kill -9 after more versions: all of them survive.
     d.terminate();
@@ -537,4 +530,230 @@ fn retention_keeps_the_newest_versions_and_a_purge_removes_them_all() {
     assert_eq!((r.status, r.code()), (404, "MEMORY_NOT_FOUND"));
     let r = d.get(&format!("/api/v1/memories/{id}?version=7"));
     assert_eq!((r.status, r.code()), (404, "MEMORY_NOT_FOUND"));
+}
+
+/// The oracle's view of one memory at one moment.
+#[derive(Debug, Clone)]
+struct Was {
+    content: String,
+    vector: Vec<f32>,
+    searchable: bool,
+}
+
+const FRUITS: [&str; 6] = ["mango", "kiwi", "papaya", "lychee", "guava", "quince"];
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+/// Semantic and word searches as of each moment against brute force over the oracle's state.
+fn check_moments(
+    d: &Daemon,
+    moments: &[(i64, BTreeMap<String, Was>)],
+    rng: &mut rand::rngs::StdRng,
+) {
+    for (at, was) in moments {
+        let query = embedding(rng.random_range(0..5000), DIMS);
+        let r = d.post(
+            "/api/v1/search",
+            &json!({"namespace": "past", "search_type": "semantic", "query_embedding": query,
+                    "as_of": rfc3339(*at), "limit": 100}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        let got: Vec<(String, String)> = r.body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|h| {
+                (
+                    id_of(&h["memory"]),
+                    h["memory"]["content"].as_str().expect("c").to_owned(),
+                )
+            })
+            .collect();
+        let mut brute: Vec<(f32, &String, &Was)> = was
+            .iter()
+            .filter(|(_, w)| w.searchable)
+            .map(|(id, w)| (cosine(&query, &w.vector), id, w))
+            .collect();
+        brute.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+        let want: Vec<(String, String)> = brute
+            .iter()
+            .map(|(_, id, w)| ((*id).clone(), w.content.clone()))
+            .collect();
+        assert_eq!(got, want, "semantic as of {at}");
+        // Words: exactly the memories whose text then held the word.
+        let fruit = FRUITS[rng.random_range(0..FRUITS.len())];
+        let r = d.post(
+            "/api/v1/search/text",
+            &json!({"namespace": "past", "query_text": fruit, "as_of": rfc3339(*at), "limit": 100}),
+        );
+        let mut got: Vec<String> = r.body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|h| id_of(&h["memory"]))
+            .collect();
+        got.sort();
+        let want: Vec<String> = was
+            .iter()
+            .filter(|(_, w)| w.searchable && w.content.ends_with(fruit))
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(got, want, "text {fruit} as of {at}");
+    }
+}
+
+#[test]
+fn as_of_search_ranks_the_namespace_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut d = start(&data, &[]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut state: BTreeMap<String, Was> = BTreeMap::new();
+    let mut moments: Vec<(i64, BTreeMap<String, Was>)> = Vec::new();
+    let mut seed = 1000u64;
+    let mut latest = 0i64;
+    let text = |rng: &mut rand::rngs::StdRng, n: u64| {
+        format!(
+            "note {n} about {}",
+            FRUITS[rng.random_range(0..FRUITS.len())]
+        )
+    };
+    let updated_at = |d: &Daemon, id: &str| {
+        let r = d.get(&format!("/api/v1/memories/{id}"));
+        parse_rfc3339(r.body["updated_at"].as_str().expect("updated_at"))
+    };
+    for step in 0..80u64 {
+        seed += 1;
+        let ids: Vec<String> = state.keys().cloned().collect();
+        let pick = |rng: &mut rand::rngs::StdRng| ids[rng.random_range(0..ids.len())].clone();
+        let op = if ids.len() < 10 {
+            0
+        } else {
+            rng.random_range(0..5)
+        };
+        let touched: Vec<String> = match op {
+            0 | 4 => {
+                let content = text(&mut rng, seed);
+                let vector = embedding(seed, DIMS);
+                let mut body =
+                    json!({"namespace": "past", "content": content, "embedding": vector});
+                let mut replaced = None;
+                if op == 4 {
+                    let old = pick(&mut rng);
+                    if state[&old].searchable {
+                        body["supersedes"] = json!([old]);
+                        replaced = Some(old);
+                    }
+                }
+                let r = d.post("/api/v1/memories", &body);
+                assert_eq!(r.status, 201, "{}", r.text);
+                let id = id_of(&r.body);
+                state.insert(
+                    id.clone(),
+                    Was {
+                        content,
+                        vector,
+                        searchable: true,
+                    },
+                );
+                match replaced {
+                    Some(old) => {
+                        state.get_mut(&old).expect("old").searchable = false;
+                        vec![id, old]
+                    }
+                    None => vec![id],
+                }
+            }
+            1 => {
+                let id = pick(&mut rng);
+                if !state[&id].searchable {
+                    continue;
+                }
+                let content = text(&mut rng, seed);
+                let vector = embedding(seed, DIMS);
+                let r = d.patch(
+                    &format!("/api/v1/memories/{id}"),
+                    &json!({"content": content, "embedding": vector}),
+                );
+                if r.status == 409 {
+                    continue;
+                }
+                assert_eq!(r.status, 200, "{}", r.text);
+                let w = state.get_mut(&id).expect("known");
+                w.content = content;
+                w.vector = vector;
+                vec![id]
+            }
+            2 => {
+                let id = pick(&mut rng);
+                if !state[&id].searchable {
+                    continue;
+                }
+                let r = d.delete(&format!("/api/v1/memories/{id}"));
+                assert_eq!(r.status, 200, "{}", r.text);
+                state.get_mut(&id).expect("known").searchable = false;
+                vec![id]
+            }
+            _ => {
+                let id = pick(&mut rng);
+                let r = d.patch(
+                    &format!("/api/v1/memories/{id}"),
+                    &json!({"status": "active"}),
+                );
+                if r.status == 409 {
+                    continue;
+                }
+                assert_eq!(r.status, 200, "{}", r.text);
+                state.get_mut(&id).expect("known").searchable = true;
+                vec![id]
+            }
+        };
+        // The state now is the state as of the newest write (an op that changed nothing, such
+        // as restoring an active memory, leaves its updated_at where it was).
+        latest = touched
+            .iter()
+            .map(|id| updated_at(&d, id))
+            .fold(latest, i64::max);
+        if step % 7 == 3 {
+            moments.push((latest, state.clone()));
+        }
+    }
+    assert!(moments.len() >= 8);
+    check_moments(&d, &moments, &mut rng);
+    // Tier moves make no version: every moment reads the same from warm and cold, and after
+    // kill -9.
+    let mut moved = 0;
+    for (i, (id, was)) in state.iter().enumerate() {
+        let tier = ["warm", "cold", "working"][i % 3];
+        let r = d.patch(&format!("/api/v1/memories/{id}"), &json!({"tier": tier}));
+        if r.status == 404 && !was.searchable {
+            continue; // deleted: not movable
+        }
+        assert_eq!(r.status, 200, "move to {tier}: {}", r.text);
+        moved += 1;
+    }
+    assert!(moved >= 20);
+    check_moments(&d, &moments, &mut rng);
+    d.kill9();
+    let d = start(&data, &[]);
+    check_moments(&d, &moments, &mut rng);
+    // Before the first memory was written, the namespace was empty.
+    let (first, _) = moments[0];
+    let r = d.post(
+        "/api/v1/search/text",
+        &json!({"namespace": "past", "query_text": "note", "as_of": rfc3339(first - 60_000_000)}),
+    );
+    assert_eq!(r.body["results"], json!([]), "{}", r.text);
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"namespace": "past", "query_text": "x", "as_of": "then"}),
+    );
+    assert_eq!(
+        (r.status, r.body["error"]["details"]["field"].as_str()),
+        (400, Some("as_of"))
+    );
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::Inner;
 use crate::history::{Version, VersionDelta};
 use crate::model::{EmbeddingStatus, Memory, MemoryPatch};
+use crate::search::{SearchHit, SearchQuery, SearchResults};
 use crate::EngineError;
 
 /// Most versions one history page lists.
@@ -210,6 +211,77 @@ impl Inner {
         Err(EngineError::Busy(
             "the memory kept changing while reverting; retry",
         ))
+    }
+
+    /// `q` over the namespace as it was at `at_us`: every memory of the namespace (deleted and
+    /// superseded ones too, since they may have been current then) rewound to its version of
+    /// that moment and scored exactly (`search::past`), holding a few dozen bytes per memory;
+    /// the hits returned are read again. Reads every memory of the namespace and the versions
+    /// of those changed since; counts no access.
+    pub(super) fn search_past(
+        &self,
+        q: &SearchQuery,
+        at_us: i64,
+    ) -> Result<SearchResults, EngineError> {
+        let mut ranker = crate::search::past::Ranker::new(q, &self.search.analyzer, at_us);
+        let mut after = None;
+        loop {
+            let ids = self.warm.ids_after(Some(&q.namespace), after, 1024)?;
+            let Some(last) = ids.last().copied() else {
+                break;
+            };
+            after = Some(last);
+            for id in ids {
+                if let Some(past) = self.read_as_of(&id, at_us)? {
+                    ranker.add(&past);
+                }
+            }
+        }
+        let (ranked, total_count) = ranker.rank();
+        let mut hits = Vec::with_capacity(q.limit.min(ranked.len()));
+        for r in ranked.into_iter().skip(q.offset).take(q.limit) {
+            // Gone since (purged between the scan and now): left out.
+            let Some(memory) = self.read_as_of(&r.id, at_us)? else {
+                continue;
+            };
+            hits.push(SearchHit {
+                distance: r.explanation.similarity.map(|s| 1.0 - s),
+                score: r.score,
+                explanation: r.explanation,
+                memory,
+            });
+        }
+        Ok(SearchResults { hits, total_count })
+    }
+
+    /// `id` as it was at `at_us` (`None`: unknown, not written yet then, or that version is no
+    /// longer kept).
+    fn read_as_of(&self, id: &Uuid, at_us: i64) -> Result<Option<Memory>, EngineError> {
+        match self.read(id)? {
+            Some(m) => self.rewind(m, at_us),
+            None => Ok(None),
+        }
+    }
+
+    /// `current` as it was at `at_us` (`None`: not written yet then, or that version is no
+    /// longer kept).
+    fn rewind(&self, current: Memory, at_us: i64) -> Result<Option<Memory>, EngineError> {
+        if current.updated_at_us <= at_us {
+            return Ok(Some(current));
+        }
+        let deltas = contiguous(
+            &current,
+            self.warm
+                .versions(&current.id, current.version, current.version as usize)?,
+        );
+        let mut m = current;
+        for d in &deltas {
+            d.restore(&mut m);
+            if d.valid_from_us <= at_us {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
     }
 
     /// Removes versions past `history.keep_versions` and `history.keep_for`.

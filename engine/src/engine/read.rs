@@ -158,6 +158,9 @@ impl Inner {
                 other => other,
             })?;
         }
+        if let Some(at) = q.as_of_us {
+            return self.search_past(q, at);
+        }
         let read = |id: &Uuid| self.read(id);
         let ctx = crate::search::query::Ctx {
             index: &self.search,

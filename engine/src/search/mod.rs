@@ -16,6 +16,7 @@
 
 mod filter;
 pub(crate) mod hnsw;
+pub(crate) mod past;
 pub(crate) mod query;
 
 use std::collections::HashMap;

@@ -91,6 +91,8 @@ pub struct SearchQuery {
     pub context_window_us: i64,
     /// Superseded memories match too.
     pub include_superseded: bool,
+    /// Search the namespace as it was at this moment (µs), exactly (see `search::past`).
+    pub as_of_us: Option<i64>,
 }
 
 impl SearchQuery {
@@ -116,6 +118,7 @@ impl SearchQuery {
             recency_half_life_hours: 168.0,
             context_window_us: DEFAULT_CONTEXT_WINDOW_US,
             include_superseded: false,
+            as_of_us: None,
         }
     }
 }

@@ -261,6 +261,10 @@ pub struct SearchRequest {
     pub embedding_format: Option<String>,
     /// Find superseded memories too (default false: only current ones).
     pub include_superseded: Option<bool>,
+    /// Search the namespace as it was at this moment (RFC 3339): every memory that existed
+    /// then, with its contents then, scored exactly (no index; tiers do not apply to the past,
+    /// and the context component is not used).
+    pub as_of: Option<String>,
 }
 
 /// Widest `context_window_seconds`: a week.
@@ -511,6 +515,11 @@ impl SearchRequest {
             q.context_window_us = (w * 1e6).round() as i64;
         }
         q.include_superseded = self.include_superseded.unwrap_or(false);
+        q.as_of_us = self
+            .as_of
+            .as_deref()
+            .map(|s| parse_time("as_of", s))
+            .transpose()?;
         let shape = SearchShape {
             explain: self.explain_score.unwrap_or(false),
             include_metadata: self.include_metadata.unwrap_or(true),

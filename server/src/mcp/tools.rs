@@ -480,6 +480,7 @@ pub(crate) async fn recall(
         include_embedding: None,
         embedding_format: None,
         include_superseded: a.include_superseded,
+        as_of: None,
     };
     let mode = a.mode.map(|m| match m {
         RecallMode::Hybrid => SearchMode::Hybrid,
