@@ -15,6 +15,7 @@ use serde_json::json;
 
 mod backup;
 mod mcp;
+mod trace;
 mod transfer;
 
 #[global_allocator]
@@ -69,9 +70,19 @@ enum Command {
     },
     /// Check a stopped store: every checksum (WAL, working-tier slots and heap), every memory's
     /// fields, and records against indexes against tiers. Lists every problem; non-zero exit.
+    ///
+    /// With --find-namespace NS: instead, look for the namespace in every byte of the store
+    /// (RocksDB and cold segments read through their formats, every other file raw): the proof
+    /// of a purge. Non-zero exit if the live data holds it; snapshots and archived WAL
+    /// segments that hold it are listed.
     Check {
         #[arg(long)]
         data_dir: PathBuf,
+        #[arg(long)]
+        find_namespace: Option<String>,
+        /// A string the namespace held (e.g. a text), looked for too (repeatable).
+        #[arg(long, requires = "find_namespace")]
+        find: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -222,7 +233,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => new_key(&name, &role, &namespaces, json),
-        Command::Check { data_dir, json } => check(&data_dir, json),
+        Command::Check {
+            data_dir,
+            find_namespace: Some(ns),
+            find,
+            json,
+        } => trace::find_namespace(&data_dir, &ns, &find, json),
+        Command::Check { data_dir, json, .. } => check(&data_dir, json),
         Command::Export {
             data_dir,
             out,

@@ -470,6 +470,19 @@ impl Wal {
         Ok(removed)
     }
 
+    /// Closes the current segment now, if it holds any record, and starts the next one: so
+    /// that a later [`Wal::checkpoint`] can remove every record written so far from the active
+    /// directory (a namespace purge leaves none of its records there). Everything appended
+    /// before is written and synced first.
+    pub fn rotate_now(&self) -> Result<(), WalError> {
+        self.sync_all()?;
+        let mut writer = self.shared.writer.lock();
+        if writer.offset > SEGMENT_HEADER_BYTES as u64 {
+            rotate(&self.shared, &mut writer)?;
+        }
+        Ok(())
+    }
+
     /// Removes archived segments last modified before `cutoff` (retention) whose records are
     /// all below `keep_from_lsn` (still needed, e.g. to replay from the oldest snapshot).
     /// Returns how many. Segments still in the active directory are unaffected: the archive

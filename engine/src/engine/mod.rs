@@ -21,6 +21,7 @@ mod background;
 mod commit;
 mod history;
 mod locks;
+mod namespaces;
 mod read;
 mod recovery;
 mod report;
@@ -57,6 +58,7 @@ use writer::WriterState;
 
 pub use commit::Committing;
 pub use history::{HistoryPage, MAX_HISTORY_LIMIT};
+pub use namespaces::{NamespaceCounts, NamespacePurge};
 pub use read::{Page, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT};
 pub use report::{ArchiveUsage, EngineCounters, EngineStats, OpenReport, TierReport};
 pub use snapshots::restore_snapshot;
@@ -341,6 +343,30 @@ impl Engine {
         self.inner.warm.namespaces()
     }
 
+    /// Per namespace (or only `namespace`), its memories per tier and how many are searchable.
+    pub fn namespace_counts(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<NamespaceCounts>, EngineError> {
+        self.inner.namespace_counts(namespace)
+    }
+
+    /// Deletes every memory of `namespace` (versions kept, as a single delete). Returns how
+    /// many were deleted.
+    pub fn delete_namespace(
+        &self,
+        namespace: &str,
+        actor: Option<&str>,
+    ) -> Result<usize, EngineError> {
+        self.inner.delete_namespace(namespace, actor)
+    }
+
+    /// Purges every memory of `namespace` with its versions and removes their bytes from the
+    /// live data files (see `engine::namespaces`).
+    pub fn purge_namespace(&self, namespace: &str) -> Result<NamespacePurge, EngineError> {
+        self.inner.purge_namespace(namespace)
+    }
+
     /// Moves a memory to `tier` as a logged operation (to cold: a seal).
     pub fn move_to(&self, id: &Uuid, tier: Tier) -> Result<Memory, EngineError> {
         let patch = MemoryPatch {
@@ -400,7 +426,7 @@ impl Engine {
         self.inner.check_writable()?;
         let mut report = self.inner.compact(true)?;
         let started = Instant::now();
-        self.inner.warm.compact_all();
+        self.inner.warm.compact_all_to_bottom()?;
         report.took += started.elapsed();
         Ok(report)
     }

@@ -511,6 +511,11 @@ impl SearchIndex {
     }
 
     /// Loads a warm or cold memory's persisted attributes at open.
+    /// Memories of `namespace` a search can find (active and superseded).
+    pub(crate) fn searchable_in(&self, namespace: &str) -> u64 {
+        self.attrs.read().stats.get(namespace).map_or(0, |s| s.docs)
+    }
+
     pub(crate) fn load_attrs(&self, id: Uuid, tier: Tier, row: AttrRow) {
         let mut attrs = self.attrs.write();
         let namespace = attrs.intern(&row.namespace);

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 use super::history::{HistoryOut, RevertRequest};
+use super::namespaces::{NamespaceDeletedOut, NamespaceOut, NamespacesOut};
 use super::replies::{
     BatchOut, CompactOut, DeletedOut, HealthOut, ListOut, MigrateOut, SearchOut,
     SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TestClockOut, TiersOut, WrittenOut,
@@ -56,6 +57,9 @@ pub fn every_route() -> Vec<Route> {
         Route::Search(None),
         Route::Search(Some(SearchMode::Semantic)),
         Route::Search(Some(SearchMode::Text)),
+        Route::ListNamespaces,
+        Route::GetNamespace("{namespace}".to_owned()),
+        Route::DeleteNamespace("{namespace}".to_owned()),
         Route::CreateSnapshot,
         Route::ListSnapshots,
         Route::DeleteSnapshot(id()),
@@ -111,6 +115,11 @@ fn history_example() -> Value {
         {"version": 2, "valid_from": "2026-11-30T18:05:00Z", "valid_to": null, "changed": ["content", "embedding"],
          "actor": "agent-7", "memory": memory_example()}],
         "next_cursor": "v1_2"})
+}
+
+fn namespace_example() -> Value {
+    json!({"namespace": "agent-7", "memories": 1200, "searchable": 1180,
+           "tiers": {"working": 200, "warm": 900, "cold": 100}})
 }
 
 fn snapshot_example() -> Value {
@@ -240,6 +249,26 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
                 ..base("post", path, id, "search", summary, description)
             }
         }
+        Route::ListNamespaces => Operation {
+            success: vec![(200, "Every namespace that holds a memory, in name order (for a key limited to namespaces, only those).", Some(g.reply::<NamespacesOut>()),
+                json!({"namespaces": [namespace_example()]}))],
+            errors: READ,
+            ..base("get", "/api/v1/namespaces", "listNamespaces", "namespaces", "List namespaces",
+                "Each namespace with its memories per tier (deleted ones included until purged) and how many a search can find. Walks the namespace index: cost grows with the number of memories.")
+        },
+        Route::GetNamespace(_) => Operation {
+            success: vec![(200, "The namespace.", Some(g.reply::<NamespaceOut>()), namespace_example())],
+            errors: ONE,
+            ..base("get", "/api/v1/namespaces/{namespace}", "getNamespace", "namespaces", "One namespace",
+                "Its memories per tier and how many a search can find; 404 `NAMESPACE_NOT_FOUND` when it holds none.")
+        },
+        Route::DeleteNamespace(_) => Operation {
+            success: vec![(200, "Deleted (`deleted`), or purged and scrubbed (`purged`, `scrub`).", Some(g.reply::<NamespaceDeletedOut>()),
+                json!({"namespace": "agent-7", "purged": 1200, "scrub": {"working_bytes_zeroed": 1048576, "cold_segments_rewritten": 2, "cold_segments_written": 1, "checkpoint_lsn": 482113}, "took_ms": 850}))],
+            errors: &[400, 401, 403, 404, 429, 500, 503, 507],
+            ..base("delete", "/api/v1/namespaces/{namespace}", "deleteNamespace", "namespaces", "Delete or purge a namespace",
+                "Soft by default: every memory of the namespace is deleted as a single delete would (versions kept, restorable). `purge=true` (an admin key) purges every memory with all its versions, postings, vectors and index entries, then scrubs the live data files: the working tier's heap is compacted and the space it left zeroed, cold segments holding a purged entry are rewritten, the WAL segment holding the purge is closed and checkpointed out of the active directory, and RocksDB is compacted to its last level. Snapshots and the WAL archive keep what they hold (docs/operations.md, \"Purging a namespace\").")
+        },
         Route::CreateSnapshot => Operation {
             success: vec![(201, "A consistent snapshot of every tier, taken while writes go on.", Some(g.reply::<SnapshotOut>()), snapshot_example())],
             errors: ADMIN,
@@ -454,6 +483,10 @@ pub fn document() -> Value {
             };
             parameters.insert(0, json!({"name": "id", "in": "path", "required": true, "schema": schema, "description": description}));
         }
+        if op.path.contains("{namespace}") {
+            parameters.insert(0, json!({"name": "namespace", "in": "path", "required": true,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}, "description": "The namespace."}));
+        }
         let mut responses = Map::new();
         for (status, description, schema, example) in &op.success {
             let content = match schema {
@@ -540,6 +573,7 @@ pub fn document() -> Value {
         "tags": [
             {"name": "memories", "description": "Store, read, change, delete and list memories."},
             {"name": "search", "description": "Recall by meaning, words, importance and recency."},
+            {"name": "namespaces", "description": "Whole namespaces: counts per tier, delete and purge."},
             {"name": "admin", "description": "Snapshots and tiers; keys limited to namespaces are refused."},
             {"name": "ops", "description": "Health, metrics and this contract; no key needed."},
             {"name": "mcp", "description": "The Model Context Protocol endpoint."},
@@ -574,6 +608,9 @@ fn operation_id(route: &Route) -> &'static str {
         Route::Search(None | Some(SearchMode::Hybrid)) => "search",
         Route::Search(Some(SearchMode::Semantic)) => "searchSemantic",
         Route::Search(Some(SearchMode::Text)) => "searchText",
+        Route::ListNamespaces => "listNamespaces",
+        Route::GetNamespace(_) => "getNamespace",
+        Route::DeleteNamespace(_) => "deleteNamespace",
         Route::CreateSnapshot => "createSnapshot",
         Route::ListSnapshots => "listSnapshots",
         Route::DeleteSnapshot(_) => "deleteSnapshot",
@@ -604,7 +641,7 @@ mod tests {
             let op = operation(&route, &mut Schemas::new());
             assert_eq!(op.id, operation_id(&route));
             let method = Method::from_bytes(op.method.to_uppercase().as_bytes()).expect("method");
-            let path = op.path.replace("{id}", "x");
+            let path = op.path.replace("{id}", "x").replace("{namespace}", "x");
             assert_eq!(Route::parse(&method, &path).expect(op.path), {
                 match route {
                     Route::GetMemory(_) => Route::GetMemory("x".into()),
@@ -613,6 +650,8 @@ mod tests {
                     Route::MemoryHistory(_) => Route::MemoryHistory("x".into()),
                     Route::RevertMemory(_) => Route::RevertMemory("x".into()),
                     Route::DeleteSnapshot(_) => Route::DeleteSnapshot("x".into()),
+                    Route::GetNamespace(_) => Route::GetNamespace("x".into()),
+                    Route::DeleteNamespace(_) => Route::DeleteNamespace("x".into()),
                     r => r,
                 }
             });

@@ -4,5 +4,6 @@
 pub(crate) mod admin;
 pub(crate) mod history;
 pub(crate) mod memories;
+pub(crate) mod namespaces;
 pub(crate) mod ops;
 pub(crate) mod search;

@@ -251,6 +251,11 @@ async fn serve(
         Route::MemoryHistory(id) => handlers::history::history(state, &id, key, &query).await,
         Route::RevertMemory(id) => handlers::history::revert(state, req, &id, key, &query).await,
         Route::Search(forced) => handlers::search::search(state, req, key, forced).await,
+        Route::ListNamespaces => handlers::namespaces::list(state, key).await,
+        Route::GetNamespace(ns) => handlers::namespaces::get(state, &ns, key).await,
+        Route::DeleteNamespace(ns) => {
+            handlers::namespaces::delete(state, &req, &ns, key, &query).await
+        }
         Route::CreateSnapshot => handlers::admin::snapshot_create(state).await,
         Route::ListSnapshots => handlers::admin::snapshot_list(state).await,
         Route::DeleteSnapshot(id) => handlers::admin::snapshot_delete(state, id).await,

@@ -29,6 +29,11 @@ pub enum Route {
     MemoryHistory(String),
     /// A new version equal to an old one.
     RevertMemory(String),
+    /// Every namespace with its counts per tier.
+    ListNamespaces,
+    GetNamespace(String),
+    /// Deletes every memory of a namespace; `?purge=true` purges them and scrubs the data.
+    DeleteNamespace(String),
     CreateSnapshot,
     ListSnapshots,
     DeleteSnapshot(String),
@@ -115,6 +120,12 @@ impl Route {
             ["api", "v1", "memories", id, "revert"] => {
                 by_method(None, Some(Route::RevertMemory((*id).to_owned())))
             }
+            ["api", "v1", "namespaces"] => by_method(Some(Route::ListNamespaces), None),
+            ["api", "v1", "namespaces", ns] => match *method {
+                Method::GET => Ok(Route::GetNamespace((*ns).to_owned())),
+                Method::DELETE => Ok(Route::DeleteNamespace((*ns).to_owned())),
+                _ => Err(not_allowed("GET, DELETE")),
+            },
             ["api", "v1", "admin", "snapshots"] => {
                 by_method(Some(Route::ListSnapshots), Some(Route::CreateSnapshot))
             }
@@ -156,6 +167,9 @@ impl Route {
             Route::DeleteMemory(_) => "delete",
             Route::MemoryHistory(_) => "history",
             Route::RevertMemory(_) => "revert",
+            Route::ListNamespaces => "namespace_list",
+            Route::GetNamespace(_) => "namespace_get",
+            Route::DeleteNamespace(_) => "namespace_delete",
             Route::CreateSnapshot => "snapshot_create",
             Route::ListSnapshots => "snapshot_list",
             Route::DeleteSnapshot(_) => "snapshot_delete",
@@ -181,7 +195,8 @@ impl Route {
 
     /// The role a key needs for the route (when keys are configured). Purging a memory
     /// (`DELETE …?purge=true`, or MCP `forget` with `purge`) needs admin, checked where both
-    /// delete (`handlers::memories::delete_one`).
+    /// delete (`handlers::memories::delete_one`); so does purging a namespace
+    /// (`handlers::namespaces::delete`).
     pub fn role(&self) -> Role {
         match self {
             Route::Health
@@ -192,12 +207,15 @@ impl Route {
             | Route::GetMemory(_)
             | Route::MemoryHistory(_)
             | Route::Search(_)
+            | Route::ListNamespaces
+            | Route::GetNamespace(_)
             | Route::Mcp => Role::Read,
             Route::CreateMemory
             | Route::BatchCreate
             | Route::UpdateMemory(_)
             | Route::RevertMemory(_)
-            | Route::DeleteMemory(_) => Role::Write,
+            | Route::DeleteMemory(_)
+            | Route::DeleteNamespace(_) => Role::Write,
             Route::CreateSnapshot
             | Route::ListSnapshots
             | Route::DeleteSnapshot(_)
@@ -224,7 +242,7 @@ impl Route {
             Route::MemoryHistory(_) => {
                 &["limit", "cursor", "include_embedding", "embedding_format"]
             }
-            Route::DeleteMemory(_) => &["purge"],
+            Route::DeleteMemory(_) | Route::DeleteNamespace(_) => &["purge"],
             Route::ListMemories => &[
                 "namespace",
                 "tier",
@@ -241,6 +259,8 @@ impl Route {
             | Route::OpenApi
             | Route::Console(_)
             | Route::Search(_)
+            | Route::ListNamespaces
+            | Route::GetNamespace(_)
             | Route::CreateSnapshot
             | Route::ListSnapshots
             | Route::DeleteSnapshot(_)

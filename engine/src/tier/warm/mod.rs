@@ -369,13 +369,19 @@ impl WarmTier {
         }))
     }
 
-    /// Compacts every column family fully, so the space of deleted and moved memories is
-    /// reclaimed now rather than when RocksDB gets to it.
-    pub fn compact_all(&self) {
+    /// Flushes, then compacts every column family into its last level, rewriting even files
+    /// already there: deleted keys and their values leave the live files (the files they were
+    /// in are deleted once no reader holds them; hard links in snapshots keep theirs).
+    pub fn compact_all_to_bottom(&self) -> Result<(), EngineError> {
+        self.flush()?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        opts.set_exclusive_manual_compaction(true);
         for name in ALL_CFS {
             self.db
-                .compact_range_cf(self.cf(name), None::<&[u8]>, None::<&[u8]>);
+                .compact_range_cf_opt(self.cf(name), None::<&[u8]>, None::<&[u8]>, &opts);
         }
+        Ok(())
     }
 
     /// Makes everything written so far durable (atomic across column families).

@@ -178,6 +178,24 @@ impl Mapped {
         }
     }
 
+    /// Overwrites the reserved bytes in `from..to` (8-aligned, clamped to what is reserved)
+    /// with zeros, by relaxed word stores: for bytes no slot points at any more. A stale reader
+    /// that still copies them fails its checks and looks again.
+    pub(super) fn zero(&self, from: u64, to: u64) {
+        let to = to.min(self.backed());
+        if from >= to {
+            return;
+        }
+        let (from, to) = (
+            usize::try_from(from).expect("64-bit target"),
+            usize::try_from(to).expect("64-bit target"),
+        );
+        assert!(from.is_multiple_of(8), "zeroing from a misaligned offset");
+        for word in self.words(from, (to - from) / 8) {
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Makes the mapping durable. The pages written since the last checkpoint (up to a few
     /// hundred MB) are written back in steps first (see `sync_gently`), so the WAL syncs issued
     /// meanwhile do not queue behind all of them; the msync then finds little left.

@@ -630,6 +630,13 @@ impl WorkingTier {
             if self.slot_seq(slot) != seq {
                 continue;
             }
+            let pointer = self.slots.word(self.slot_offset(slot) + OFF_HEAP_OFFSET);
+            if entry.is_none()
+                && pointer.load(Ordering::Acquire) != pack_pointer(h.heap_gen, h.heap_offset)
+            {
+                // A compaction moved the entry (and may have zeroed the old copy): look again.
+                continue;
+            }
             let Some(entry) = entry else {
                 return Err(EngineError::Corrupt {
                     path: self.heaps[usize::from(h.heap_gen.min(1))].path.clone(),
@@ -879,6 +886,25 @@ impl WorkingTier {
             self.replace_slot(&mut w, *id, Some(slot), &bytes)?;
         }
         Ok(true)
+    }
+
+    /// Leaves no byte of a removed memory in the tier's files: compacts the heap now (every
+    /// live entry moves to the other heap, and the slots are made durable), then zeros the
+    /// heap it left and the other heap past the moved entries (bytes from that heap's last
+    /// use), and syncs both. Freed slots are zeroed when freed. Returns the bytes zeroed.
+    pub fn scrub(&self) -> Result<u64, EngineError> {
+        let mut w = self.writer.lock();
+        let from = usize::from(w.heap_gen);
+        self.compact_locked(&mut w)?;
+        let to = usize::from(w.heap_gen);
+        let stale = self.heaps[to].backed().saturating_sub(w.heap_tail);
+        self.heaps[to].zero(w.heap_tail, u64::MAX);
+        let left = self.heaps[from].backed();
+        self.heaps[from].zero(0, u64::MAX);
+        for heap in &self.heaps {
+            heap.sync()?;
+        }
+        Ok(stale + left)
     }
 
     fn compact_locked(&self, w: &mut HeapWriter) -> Result<(), EngineError> {

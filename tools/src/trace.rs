@@ -1,0 +1,75 @@
+//! `engramctl check --find-namespace`: the proof of a namespace purge.
+
+use std::path::Path;
+
+use anyhow::bail;
+use serde_json::json;
+
+pub fn find_namespace(
+    data_dir: &Path,
+    namespace: &str,
+    extra: &[String],
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if !data_dir.is_dir() {
+        bail!("{} is not a directory", data_dir.display());
+    }
+    // A running daemon keeps writing: the answer would be stale before it is printed.
+    let _lock = engram_engine::DataDir::new(data_dir).lock()?;
+    let report = engram_engine::trace::find_namespace(data_dir, namespace, extra)?;
+    if as_json {
+        let live: Vec<_> = report
+            .live
+            .iter()
+            .map(|t| json!({"path": t.path.display().to_string(), "what": t.what}))
+            .collect();
+        let archived: Vec<String> = report
+            .archived_wal
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let hidden: Vec<_> = report
+            .hidden
+            .iter()
+            .map(|(cf, n)| json!({"column_family": cf, "entries": n}))
+            .collect();
+        println!(
+            "{}",
+            json!({"namespace": namespace, "live": live, "hidden": hidden,
+                   "clean": report.is_clean(), "snapshots": report.snapshots,
+                   "archived_wal": archived})
+        );
+    } else {
+        for t in &report.live {
+            println!("live: {} holds {}", t.path.display(), t.what);
+        }
+        for s in &report.snapshots {
+            println!("snapshot {s} holds it");
+        }
+        for p in &report.archived_wal {
+            println!("archived WAL {} holds it", p.display());
+        }
+        for (cf, n) in &report.hidden {
+            println!(
+                "unproven: {n} entries of RocksDB column family {cf} are deleted or overwritten \
+                 but not compacted away (compact with POST /api/v1/admin/compact, then check again)"
+            );
+        }
+        if report.is_clean() {
+            println!("no trace of namespace {namespace:?} in the live data");
+        }
+    }
+    if !report.hidden.is_empty() && report.live.is_empty() {
+        bail!(
+            "RocksDB holds {} entries it does not show: the proof is not complete",
+            report.hidden.iter().map(|(_, n)| n).sum::<u64>()
+        );
+    }
+    if !report.live.is_empty() {
+        bail!(
+            "the live data holds namespace {namespace:?} in {} place(s)",
+            report.live.len()
+        );
+    }
+    Ok(())
+}
