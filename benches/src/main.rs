@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 mod history;
 mod mcp;
+mod namespace;
 mod recall;
 mod search;
 mod snapshot;
@@ -105,6 +106,8 @@ enum Command {
     Mcp(mcp::McpArgs),
     /// What versions cost: warm bytes per memory with 1 and with N versions, update rate.
     History(history::HistoryArgs),
+    /// A namespace exported, purged and imported back over HTTP: rates and the purge's time.
+    Namespace(namespace::NamespaceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -131,6 +134,7 @@ fn main() -> anyhow::Result<()> {
             Command::Snapshot(args) => snapshot::snapshot(args).await,
             Command::Mcp(args) => mcp::mcp(args).await,
             Command::History(args) => history::history(args).await,
+            Command::Namespace(args) => namespace::namespace(args).await,
         }
     })
 }

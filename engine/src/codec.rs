@@ -60,9 +60,9 @@ pub enum Op {
         /// it held none: new, or soft-deleted). Released when the content changes or the memory
         /// is deleted.
         previous_hash: Option<[u8; 32]>,
-        /// The version this record replaces (an update that made a new version), kept in the
-        /// memory's history.
-        history: Option<crate::history::VersionDelta>,
+        /// Versions kept in the memory's history, oldest first: the one an update replaces
+        /// (one delta), or an imported memory's past (as many as it brings; none otherwise).
+        history: Vec<crate::history::VersionDelta>,
     },
     /// Remove the memory from every tier and index.
     Purge {
@@ -574,12 +574,24 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
     } = op
     {
         encode_memory(&mut out, memory, true);
-        match history {
-            Some(d) => {
+        // 0: no delta, 1: one (what an update writes), 2: a counted list (an import).
+        match history.as_slice() {
+            [] => out.push(0),
+            [d] => {
                 out.push(1);
                 d.encode(&mut out);
             }
-            None => out.push(0),
+            many => {
+                out.push(2);
+                out.extend_from_slice(
+                    &u32::try_from(many.len())
+                        .expect("versions are bounded")
+                        .to_le_bytes(),
+                );
+                for d in many {
+                    d.encode(&mut out);
+                }
+            }
         }
     }
     out
@@ -611,10 +623,25 @@ pub fn decode_op(bytes: &[u8], lsn: Lsn) -> Result<Op, DecodeError> {
             let previous_hash = if r.flag()? { Some(r.array()?) } else { None };
             let memory = read_memory(&mut r, lsn)?;
             // Version 1 records predate history.
-            let history = if version >= 2 && r.flag()? {
-                Some(crate::history::VersionDelta::read(&mut r)?)
+            let history = if version < 2 {
+                Vec::new()
             } else {
-                None
+                match r.u8()? {
+                    0 => Vec::new(),
+                    1 => vec![crate::history::VersionDelta::read(&mut r)?],
+                    2 => {
+                        let n = r.u32()? as usize;
+                        // A delta takes at least 27 bytes: refuse counts the buffer cannot
+                        // hold before allocating.
+                        if n > r.buf.len() / 27 {
+                            return Err(r.err(format!("{n} versions in {} bytes", r.buf.len())));
+                        }
+                        (0..n)
+                            .map(|_| crate::history::VersionDelta::read(&mut r))
+                            .collect::<Result<_, _>>()?
+                    }
+                    other => return Err(r.err(format!("history flag {other}"))),
+                }
             };
             Op::Put {
                 kind,
@@ -762,7 +789,7 @@ pub(crate) mod tests {
             memory: sample_memory(),
             previous_tier: None,
             previous_hash: None,
-            history: None,
+            history: Vec::new(),
         };
         let mut bytes = encode_op(&op);
         // Version 1: no history flag after the image.
@@ -780,14 +807,42 @@ pub(crate) mod tests {
                 memory: memory.clone(),
                 previous_tier: Some(Tier::Warm),
                 previous_hash: Some([7; 32]),
-                history: Some(crate::history::VersionDelta::between(
+                history: vec![crate::history::VersionDelta::between(
                     &Memory {
                         version: 3,
                         importance: 0.1,
                         ..memory.clone()
                     },
                     &memory,
-                )),
+                )],
+            },
+            Op::Put {
+                kind: PutKind::Create,
+                memory: memory.clone(),
+                previous_tier: None,
+                previous_hash: None,
+                history: vec![
+                    crate::history::VersionDelta::between(
+                        &Memory {
+                            version: 2,
+                            content: "older".into(),
+                            ..memory.clone()
+                        },
+                        &Memory {
+                            version: 3,
+                            importance: 0.1,
+                            ..memory.clone()
+                        },
+                    ),
+                    crate::history::VersionDelta::between(
+                        &Memory {
+                            version: 3,
+                            importance: 0.1,
+                            ..memory.clone()
+                        },
+                        &memory,
+                    ),
+                ],
             },
             Op::Put {
                 kind: PutKind::Embed,
@@ -799,7 +854,7 @@ pub(crate) mod tests {
                 },
                 previous_tier: Some(Tier::Working),
                 previous_hash: None,
-                history: None,
+                history: Vec::new(),
             },
             Op::Purge {
                 id: memory.id,

@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 /// Everything that can go wrong in the engine.
 ///
-/// - caller error: `Invalid`, `TooLarge`, `NotFound`, `VersionNotFound`, `Duplicate`;
+/// - caller error: `Invalid`, `TooLarge`, `NotFound`, `VersionNotFound`, `Duplicate`,
+///   `IdExists`;
 /// - capacity: `StorageFull`, `Busy`;
 /// - corruption: `Corrupt`, `Invariant` (state the engine cannot trust: it poisons itself);
 /// - I/O and environment: `Io`, `Rocks`, `Index`, `Wal`, `Locked`, `Config`;
@@ -36,6 +37,9 @@ pub enum EngineError {
     VersionNotFound { id: Uuid, detail: String },
     #[error("a memory with the same content already exists in this namespace: {existing}")]
     Duplicate { existing: Uuid },
+    /// An import names an id the store holds already.
+    #[error("memory {0} exists already")]
+    IdExists(Uuid),
     #[error("storage full: {0}")]
     StorageFull(String),
     #[error("busy: {0}")]

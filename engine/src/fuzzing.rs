@@ -152,21 +152,21 @@ mod tests {
                 memory: memory(1, 4),
                 previous_tier: None,
                 previous_hash: None,
-                history: None,
+                history: Vec::new(),
             },
             Op::Put {
                 kind: PutKind::Update,
                 memory: memory(2, 0),
                 previous_tier: Some(Tier::Working),
                 previous_hash: Some([7; 32]),
-                history: Some(crate::history::VersionDelta::between(
+                history: vec![crate::history::VersionDelta::between(
                     &Memory {
                         version: 1,
                         tags: vec![],
                         ..memory(2, 0)
                     },
                     &memory(2, 0),
-                )),
+                )],
             },
             Op::Purge {
                 id: Uuid::from_u128(9),

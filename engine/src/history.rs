@@ -147,9 +147,11 @@ impl VersionDelta {
             old: older.clone(),
         };
         picked.restore(&mut old);
-        // The version and times live in the delta itself.
+        // The version and times live in the delta itself; the hash is recomputed on restore
+        // (a decoded delta has none).
         old.version = 0;
         old.updated_at_us = 0;
+        old.content_hash = [0; 32];
         VersionDelta { old, ..picked }
     }
 

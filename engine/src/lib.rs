@@ -41,6 +41,7 @@ pub mod snapshot;
 mod text;
 mod tier;
 pub mod trace;
+pub mod transfer;
 mod validate;
 mod vector;
 
@@ -48,8 +49,9 @@ pub use codec::{decode_op, encode_op, AccessDelta, DecodeError, Op, PutKind};
 pub use config::{Clock, EngineConfig};
 pub use engine::{
     restore_snapshot, ArchiveUsage, Committing, Deleted, EmbedJob, EmbedResult, Engine,
-    EngineCounters, EngineStats, HistoryPage, NamespaceCounts, NamespacePurge, OpenReport, Page,
-    TierReport, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_HISTORY_LIMIT, MAX_LIST_LIMIT,
+    EngineCounters, EngineStats, ExportCount, HistoryPage, ImportedAs, NamespaceCounts,
+    NamespacePurge, OpenReport, Page, TierReport, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD,
+    MAX_HISTORY_LIMIT, MAX_LIST_LIMIT,
 };
 pub use engram_wal::{FaultInjector, IoOp, Lsn, SyncMode};
 pub use error::EngineError;

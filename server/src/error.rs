@@ -104,6 +104,10 @@ impl From<EngineError> for ApiError {
                     format!("memory {id} {detail}"),
                 )
             },
+            EngineError::IdExists(id) => ApiError {
+                details: json!({ "id": id.to_string() }),
+                ..ApiError::new(StatusCode::CONFLICT, "ID_EXISTS", format!("memory {id} exists already"))
+            },
             EngineError::Duplicate { existing } => ApiError {
                 details: json!({ "existing_id": existing.to_string() }),
                 ..ApiError::new(

@@ -288,6 +288,37 @@ impl Daemon {
         }
     }
 
+    /// Sends a request with a body of any bytes: (status, body bytes, content type).
+    pub fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<u8>, String) {
+        let mut req = self.agent.request(method, &format!("{}{}", self.url, path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: transport error {e}"),
+        };
+        let status = resp.status();
+        let content_type = resp.header("content-type").unwrap_or("").to_owned();
+        let mut bytes = Vec::new();
+        resp.into_reader()
+            .take(1 << 30)
+            .read_to_end(&mut bytes)
+            .expect("read body");
+        (status, bytes, content_type)
+    }
+
     pub fn get(&self, path: &str) -> Reply {
         self.request("GET", path, None, &[])
     }

@@ -302,3 +302,340 @@ fn namespaces_are_counted_deleted_and_purged_without_a_trace() {
         assert_eq!(d.get(&format!("/api/v1/memories/{id}")).status, 404);
     }
 }
+
+/// An export's header, its memory lines by id, and its footer.
+fn parse_export(bytes: &[u8]) -> (Value, std::collections::BTreeMap<String, Value>, Value) {
+    let text = std::str::from_utf8(bytes).expect("UTF-8");
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let footer = lines.pop().expect("footer");
+    let header = lines.remove(0);
+    let by_id = lines
+        .into_iter()
+        .map(|m| (m["id"].as_str().expect("id").to_owned(), m))
+        .collect();
+    (header, by_id, footer)
+}
+
+fn export(d: &Daemon, ns: &str, query: &str) -> (Vec<u8>, String) {
+    let (status, bytes, content_type) = d.request_bytes(
+        "GET",
+        &format!("/api/v1/namespaces/{ns}/export{query}"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    (bytes, content_type)
+}
+
+fn import(d: &Daemon, ns: &str, query: &str, body: &[u8], zstd: bool) -> (u16, Value) {
+    let content_type = if zstd {
+        "application/zstd"
+    } else {
+        "application/x-ndjson"
+    };
+    let (status, bytes, _) = d.request_bytes(
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/import{query}"),
+        Some(body),
+        &[("content-type", content_type)],
+    );
+    let reply = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)));
+    (status, reply)
+}
+
+/// A memory line as a store that imported it holds it: an import writes cold memories to warm
+/// (one import writes no segment).
+fn as_imported(mut m: Value) -> Value {
+    if m["tier"] == "cold" {
+        m["tier"] = json!("warm");
+    }
+    if let Some(versions) = m.get_mut("versions").and_then(Value::as_array_mut) {
+        for v in versions {
+            if v["tier"] == "cold" {
+                v["tier"] = json!("warm");
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn a_namespace_exported_purged_and_imported_comes_back_field_by_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let d = start(&data);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    let t = fill(&d, "tenant-move", 24, &mut rng);
+    let stay = fill(&d, "tenant-stay", 6, &mut rng);
+    // One memory with more versions (importance, tags, metadata), and some accesses.
+    for i in 1..=3 {
+        let r = d.patch(
+            &format!("/api/v1/memories/{}", t.ids[1]),
+            &json!({"importance_score": 0.2 * i as f32, "tags": [format!("round{i}")],
+                    "metadata": {"round": i}}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    for id in t.ids.iter().take(6) {
+        assert_eq!(d.get(&format!("/api/v1/memories/{id}")).status, 200);
+    }
+
+    let (plain, content_type) = export(&d, "tenant-move", "");
+    assert_eq!(content_type, "application/x-ndjson");
+    let (packed, content_type) = export(&d, "tenant-move", "?compress=zstd");
+    assert_eq!(content_type, "application/zstd");
+    assert_eq!(
+        zstd::decode_all(&packed[..]).expect("zstd"),
+        plain,
+        "the compressed export is the same stream"
+    );
+    let (header, before, footer) = parse_export(&plain);
+    assert_eq!(
+        header,
+        json!({"engram_export": 1, "dimensions": DIMS, "namespace": "tenant-move"})
+    );
+    assert_eq!(before.len(), 25);
+    let versions: usize = before
+        .values()
+        .map(|m| m["versions"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(
+        footer,
+        json!({"engram_export_end": true, "memories": 25, "versions": versions})
+    );
+    // Created, new text, three patches: four past versions, oldest first.
+    let past: Vec<u64> = before[&t.ids[1]]["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| v["version"].as_u64().expect("version"))
+        .collect();
+    assert_eq!(past, [1, 2, 3, 4]);
+    assert!(before.values().any(|m| m["tier"] == "cold"));
+    assert!(before.values().any(|m| m["status"] == "deleted"));
+    assert!(before.values().any(|m| m["status"] == "superseded"));
+    assert!(before
+        .values()
+        .any(|m| m["access_count"].as_u64() > Some(0)));
+
+    let r = d.delete("/api/v1/namespaces/tenant-move?purge=true");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(d.get("/api/v1/namespaces/tenant-move").status, 404);
+
+    // Back from the compressed stream: every memory, every version, every field.
+    let (status, reply) = import(&d, "tenant-move", "", &packed, true);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        (
+            &reply["imported"],
+            &reply["versions"],
+            &reply["skipped"],
+            &reply["complete"]
+        ),
+        (&json!(25), &json!(versions), &json!(0), &json!(true)),
+        "{reply}"
+    );
+    let (again, _) = export(&d, "tenant-move", "");
+    let (_, after, _) = parse_export(&again);
+    assert_eq!(after.len(), before.len());
+    for (id, m) in &before {
+        assert_eq!(after[id], as_imported(m.clone()), "memory {id}");
+    }
+
+    // Importing again: every id is held. Skip (the default) lists them; fail stops at the
+    // first; replace puts the imported ones in their place.
+    let (status, reply) = import(&d, "tenant-move", "", &plain, false);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        (&reply["imported"], &reply["skipped"]),
+        (&json!(0), &json!(25))
+    );
+    assert_eq!(reply["conflicts"][0]["code"], "ID_EXISTS", "{reply}");
+    assert_eq!(reply["conflicts"][0]["line"], 2, "{reply}");
+    let (status, reply) = import(&d, "tenant-move", "?on_conflict=fail", &plain, false);
+    assert_eq!(status, 409, "{reply}");
+    assert_eq!(reply["error"]["code"], "ID_EXISTS");
+    assert_eq!(reply["error"]["details"]["line"], 2);
+    assert_eq!(reply["error"]["details"]["imported"], 0);
+    let (status, reply) = import(&d, "tenant-move", "?on_conflict=replace", &plain, false);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        (&reply["imported"], &reply["replaced"]),
+        (&json!(25), &json!(25))
+    );
+    let (_, after, _) = parse_export(&export(&d, "tenant-move", "").0);
+    for (id, m) in &before {
+        assert_eq!(after[id], as_imported(m.clone()), "memory {id}");
+    }
+    // Read back through the API too (reads count accesses, so after the comparisons): a past version, the history, search.
+    let r = d.get(&format!("/api/v1/memories/{}?version=1", t.ids[1]));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body["content"]
+        .as_str()
+        .expect("content")
+        .contains(&t.markers[2]));
+    let r = d.get(&format!("/api/v1/memories/{}/history", t.ids[1]));
+    assert_eq!(r.body["versions"].as_array().expect("versions").len(), 5);
+    assert!(!search_ns(&d, "tenant-move", "text").is_empty());
+
+    // Replace never reaches into another namespace: the same ids there are conflicts.
+    let (status, reply) = import(&d, "tenant-stay", "?on_conflict=replace", &plain, false);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        (&reply["imported"], &reply["skipped"]),
+        (&json!(0), &json!(25))
+    );
+    let r = d.get("/api/v1/namespaces/tenant-stay");
+    assert_eq!(r.body["memories"], stay.ids.len(), "{}", r.text);
+
+    // A stream cut short (no last line) imports what arrived and says it is incomplete.
+    let r = d.delete("/api/v1/namespaces/tenant-move?purge=true");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let text = std::str::from_utf8(&plain).expect("UTF-8");
+    let half: String = text.lines().take(11).map(|l| format!("{l}\n")).collect();
+    let (status, reply) = import(&d, "tenant-move", "", half.as_bytes(), false);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        (&reply["imported"], &reply["complete"]),
+        (&json!(10), &json!(false))
+    );
+
+    // Bad input: 4xx naming the line and the field, never a 5xx.
+    let lines: Vec<&str> = text.lines().collect();
+    let bad = format!(
+        "{}\n{}\n",
+        lines[0],
+        lines[12].replacen("\"status\":\"", "\"status\":\"bogus-", 1)
+    );
+    let (status, reply) = import(&d, "tenant-move", "", bad.as_bytes(), false);
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["details"]["field"], "status", "{reply}");
+    assert_eq!(reply["error"]["details"]["line"], 2, "{reply}");
+    let (status, reply) = import(
+        &d,
+        "tenant-move",
+        "",
+        b"{\"engram_export\":1,\"dimensions\":4}\n",
+        false,
+    );
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["details"]["field"], "dimensions", "{reply}");
+    let (status, reply) = import(&d, "tenant-move", "", b"not json\n", false);
+    assert_eq!(status, 400, "{reply}");
+    let (status, reply) = import(&d, "tenant-move", "", b"\x28\xb5\x2f\xfd garbage", true);
+    assert_eq!(status, 400, "{reply}");
+    let (status, reply) = import(&d, "tenant-move", "?on_conflict=maybe", &plain, false);
+    assert_eq!(
+        (status, &reply["error"]["details"]["field"]),
+        (400, &json!("on_conflict"))
+    );
+    let r = d.get("/api/v1/namespaces/tenant-move/export?compress=gzip");
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = d.get("/api/v1/namespaces/nobody/export");
+    assert_eq!((r.status, r.code()), (404, "NAMESPACE_NOT_FOUND"));
+}
+
+#[test]
+fn one_namespace_of_a_backup_is_restored_into_the_running_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let backup = dir.path().join("backup");
+    let d = start(&data);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let t = fill(&d, "tenant-back", 12, &mut rng);
+    fill(&d, "tenant-other", 4, &mut rng);
+    let (_, before, _) = parse_export(&export(&d, "tenant-back", "").0);
+    let (_, other_before, _) = parse_export(&export(&d, "tenant-other", "").0);
+    let out = ctl(&[
+        "backup",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--out",
+        backup.to_str().expect("utf-8"),
+        "--url",
+        &d.url,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // After the backup the tenant is damaged, then erased.
+    let r = d.patch(
+        &format!("/api/v1/memories/{}", t.ids[3]),
+        &json!({"content": "overwritten by mistake"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = d.delete("/api/v1/namespaces/tenant-back?purge=true");
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Back as the backup holds it, every field and version, while the daemon serves.
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            backup.to_str().expect("utf-8"),
+            "--namespace",
+            "tenant-back",
+            "--into",
+            &d.url,
+            "--json",
+        ];
+        args.extend(extra);
+        let out = ctl(&args);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, report)
+    };
+    let (out, report) = restore(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["import"]["imported"], before.len(), "{report}");
+    let (_, after, _) = parse_export(&export(&d, "tenant-back", "").0);
+    assert_eq!(after.len(), before.len());
+    for (id, m) in &before {
+        assert_eq!(after[id], as_imported(m.clone()), "memory {id}");
+    }
+    // The other namespace was not touched.
+    let (_, other_after, _) = parse_export(&export(&d, "tenant-other", "").0);
+    assert_eq!(other_after, other_before);
+    // Again: every memory is there already, so each is skipped (the default).
+    let (out, report) = restore(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        (&report["import"]["imported"], &report["import"]["skipped"]),
+        (&json!(0), &json!(before.len())),
+        "{report}"
+    );
+    // A namespace the backup does not hold, and a daemon that is not there, are errors.
+    let out = ctl(&[
+        "restore",
+        backup.to_str().expect("utf-8"),
+        "--namespace",
+        "tenant-never",
+        "--into",
+        &d.url,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no memory"));
+    let out = ctl(&[
+        "restore",
+        backup.to_str().expect("utf-8"),
+        "--namespace",
+        "tenant-back",
+        "--into",
+        "http://127.0.0.1:1",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}

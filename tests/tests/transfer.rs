@@ -157,7 +157,13 @@ fn export_then_import_yields_an_identical_store() {
         .next()
         .expect("header")
         .contains("\"engram_export\":1"));
-    let memories: Vec<&str> = lines.collect();
+    let mut memories: Vec<&str> = lines.collect();
+    let footer = memories.pop().expect("footer");
+    assert!(
+        footer.starts_with("{\"engram_export_end\":true,\"memories\":")
+            && footer.contains(&format!("\"memories\":{},", memories.len())),
+        "{footer}"
+    );
     assert!(!memories.is_empty() && memories.iter().all(|l| l.contains("\"namespace\":\"ns1\"")));
 }
 

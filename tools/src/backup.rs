@@ -299,6 +299,30 @@ pub fn restore(
     to_lsn: Option<Lsn>,
     as_json: bool,
 ) -> anyhow::Result<()> {
+    let out = restore_quietly(backup, target, to_time, to_lsn, as_json)?;
+    if as_json {
+        println!("{out}");
+    } else {
+        println!(
+            "restored {} to LSN {} from snapshot {} (LSN {}), {} WAL records replayed",
+            target.display(),
+            out["restored_lsn"],
+            out["snapshot"].as_str().unwrap_or_default(),
+            out["snapshot_lsn"],
+            out["records_replayed"]
+        );
+    }
+    Ok(())
+}
+
+/// [`restore`] without printing: its report.
+pub fn restore_quietly(
+    backup: &Path,
+    target: &Path,
+    to_time: Option<&str>,
+    to_lsn: Option<Lsn>,
+    as_json: bool,
+) -> anyhow::Result<serde_json::Value> {
     let snapshots = snapshot::list_snapshots(&backup.join("snapshots"))?;
     let Some((_, oldest)) = snapshots.first() else {
         bail!("{} holds no snapshot", backup.display());
@@ -394,17 +418,5 @@ pub fn restore(
         "replay_seconds": report.replay_time.as_secs_f64(),
         "replay_records_per_second": report.records_replayed as f64 / report.replay_time.as_secs_f64().max(1e-9),
     });
-    if as_json {
-        println!("{out}");
-    } else {
-        println!(
-            "restored {} to LSN {} from snapshot {} (LSN {}), {} WAL records replayed",
-            target.display(),
-            report.restored_lsn,
-            snap.id,
-            report.snapshot_lsn,
-            report.records_replayed
-        );
-    }
-    Ok(())
+    Ok(out)
 }

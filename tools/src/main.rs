@@ -55,10 +55,28 @@ enum Command {
     },
     /// Build a data directory from a backup, at its newest state or at a moment. BACKUP may
     /// also be a stopped daemon's data directory: its kept snapshots and archived WAL.
+    ///
+    /// With --namespace NS --into URL: one namespace of the backup, at that moment, into the
+    /// daemon running at URL (restored into a scratch directory, exported with every version,
+    /// and imported over HTTP into NS).
     Restore {
         backup: PathBuf,
-        #[arg(long)]
-        target_dir: PathBuf,
+        /// Where the data directory is built (with --into: optional, a scratch directory
+        /// removed afterwards by default).
+        #[arg(long, required_unless_present = "into")]
+        target_dir: Option<PathBuf>,
+        /// Only this namespace, into the daemon at --into.
+        #[arg(long, requires = "into")]
+        namespace: Option<String>,
+        /// The running daemon to import the namespace into.
+        #[arg(long, requires = "namespace")]
+        into: Option<String>,
+        /// API key for --into (also ENGRAM_API_KEY).
+        #[arg(long, env = "ENGRAM_API_KEY")]
+        api_key: Option<String>,
+        /// What the import does with memories the daemon holds already: skip, replace or fail.
+        #[arg(long, default_value = "skip", value_parser = ["skip", "replace", "fail"])]
+        on_conflict: String,
         /// Restore the state after the last write committed at or before this RFC 3339 time.
         #[arg(long, conflicts_with = "to_lsn")]
         to_time: Option<String>,
@@ -255,10 +273,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore {
             backup,
             target_dir,
+            namespace,
+            into,
+            api_key,
+            on_conflict,
             to_time,
             to_lsn,
             json,
-        } => backup::restore(&backup, &target_dir, to_time.as_deref(), to_lsn, json),
+        } => match (namespace, into, target_dir) {
+            (Some(namespace), Some(url), target_dir) => {
+                transfer::restore_namespace(&transfer::NamespaceRestore {
+                    backup: &backup,
+                    namespace: &namespace,
+                    url: &url,
+                    api_key: api_key.as_deref(),
+                    to_time: to_time.as_deref(),
+                    to_lsn,
+                    target_dir: target_dir.as_deref(),
+                    on_conflict: &on_conflict,
+                    as_json: json,
+                })
+            }
+            (_, _, Some(target_dir)) => {
+                backup::restore(&backup, &target_dir, to_time.as_deref(), to_lsn, json)
+            }
+            _ => anyhow::bail!("restore needs --target-dir, or --namespace with --into"),
+        },
         Command::Segment {
             command: SegmentCommand::Inspect { file, json },
         } => segment_inspect(&file, json),

@@ -422,6 +422,58 @@ impl Client {
         Ok(())
     }
 
+    /// Every memory of `namespace` with its kept versions: the export stream as it is (JSON
+    /// lines, or one zstd stream with `zstd`), for [`Client::import_namespace`] or a file that
+    /// `engramctl import` reads.
+    pub async fn export_namespace(&self, namespace: &str, zstd: bool) -> Result<Bytes> {
+        let query = if zstd { "?compress=zstd" } else { "" };
+        let a = self
+            .send(
+                Method::GET,
+                &format!("/api/v1/namespaces/{namespace}/export{query}"),
+                None,
+                &[],
+            )
+            .await?;
+        Ok(a.body)
+    }
+
+    /// Stores an export into `namespace` (`on_conflict`: `skip`, `replace` or `fail`); the
+    /// reply counts what was imported, replaced and skipped.
+    pub async fn import_namespace(
+        &self,
+        namespace: &str,
+        export: Vec<u8>,
+        zstd: bool,
+        on_conflict: &str,
+    ) -> Result<Value> {
+        let headers: &[(&str, &str)] = if zstd {
+            &[("content-encoding", "zstd")]
+        } else {
+            &[]
+        };
+        let a = self
+            .send(
+                Method::POST,
+                &format!("/api/v1/namespaces/{namespace}/import?on_conflict={on_conflict}"),
+                Some(export),
+                headers,
+            )
+            .await?;
+        serde_json::from_slice(&a.body).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Deletes every memory of `namespace`; with `purge`, removes them for good and scrubs the
+    /// live data (admin key).
+    pub async fn delete_namespace(&self, namespace: &str, purge: bool) -> Result<Value> {
+        let path = if purge {
+            format!("/api/v1/namespaces/{namespace}?purge=true")
+        } else {
+            format!("/api/v1/namespaces/{namespace}")
+        };
+        self.json(Method::DELETE, &path, None::<&()>).await
+    }
+
     /// Posts one JSON-RPC message to `/mcp` and returns the answer as it is (status, content
     /// type, body), with `MCP-Protocol-Version` when given.
     pub async fn mcp(&self, message: Vec<u8>, protocol_version: Option<&str>) -> Result<RawAnswer> {

@@ -42,7 +42,7 @@ impl Applier<'_> {
                 if *kind == PutKind::Create {
                     batch.index_namespace(&memory.namespace, &memory.id);
                 }
-                if let Some(delta) = history {
+                for delta in history {
                     batch.put_version(&memory.id, delta, self.keep_versions);
                 }
                 let dedup = DedupChange::of(op);

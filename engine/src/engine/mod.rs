@@ -30,6 +30,7 @@ mod snapshots;
 #[cfg(test)]
 mod tests;
 mod tiering;
+mod transfer;
 mod writer;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -62,6 +63,7 @@ pub use namespaces::{NamespaceCounts, NamespacePurge};
 pub use read::{Page, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT};
 pub use report::{ArchiveUsage, EngineCounters, EngineStats, OpenReport, TierReport};
 pub use snapshots::restore_snapshot;
+pub use transfer::{ExportCount, ImportedAs};
 pub use writer::{Deleted, EmbedJob, EmbedResult};
 
 /// The state of an open store, shared by the facade, the background thread and the threads a
@@ -183,11 +185,32 @@ impl Engine {
         Committing::new(Arc::clone(&self.inner), lsn, results)
     }
 
-    /// Stores memories exactly as given (id, versions, timestamps, tier, status, access counts)
-    /// with one group commit: the other half of an export. One result per input; an id that
-    /// exists already, or content a namespace already holds, is refused.
-    pub fn import_batch(&self, items: Vec<Memory>) -> Vec<Result<Memory, EngineError>> {
-        self.inner.import_batch(items)
+    /// Stores exported memories exactly as they were, each with its kept past versions, with
+    /// one group commit: the other half of an export. One result per input: content the
+    /// namespace holds already is refused (`Duplicate`), and so is an id the store holds
+    /// (`IdExists`) unless `replace` and it is in the same namespace (then the stored memory
+    /// is purged with its versions first).
+    pub fn import_batch(
+        &self,
+        items: Vec<crate::transfer::Exported>,
+        replace: bool,
+    ) -> Vec<Result<ImportedAs, EngineError>> {
+        self.inner.import_batch(items, replace)
+    }
+
+    /// Calls `f` for every memory of `namespace` (every status) with its kept past versions,
+    /// oldest first, while the store serves: each memory that exists throughout, exactly once.
+    pub fn export_namespace(
+        &self,
+        namespace: &str,
+        f: impl FnMut(crate::transfer::Exported) -> Result<(), EngineError>,
+    ) -> Result<ExportCount, EngineError> {
+        self.inner.export_namespace(namespace, f)
+    }
+
+    /// The kept versions of `current` before it, oldest first.
+    pub fn past_versions(&self, current: &Memory) -> Result<Vec<Memory>, EngineError> {
+        self.inner.past_versions(current)
     }
 
     /// Calls `f` for every stored memory (every status; `namespace` filters): the working tier in

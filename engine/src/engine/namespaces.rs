@@ -55,7 +55,7 @@ const PURGE_ROUNDS: usize = 3;
 
 impl Inner {
     /// Every id in `namespace` (deleted memories included until purged), in id order.
-    fn namespace_ids(&self, namespace: &str) -> Result<Vec<Uuid>, EngineError> {
+    pub(super) fn namespace_ids(&self, namespace: &str) -> Result<Vec<Uuid>, EngineError> {
         let mut ids = Vec::new();
         loop {
             let page = self
@@ -109,7 +109,7 @@ impl Inner {
 
     /// The tier `id` lives in, by the working tier's and the cold tier's in-memory maps
     /// (anything else in the namespace index is warm).
-    fn tier_of(&self, id: &Uuid) -> Tier {
+    pub(super) fn tier_of(&self, id: &Uuid) -> Tier {
         if self.working.contains(id) {
             Tier::Working
         } else if self.cold.contains(id) {

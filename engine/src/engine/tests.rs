@@ -15,6 +15,7 @@ use super::Engine;
 use crate::codec::{AccessDelta, Op, PutKind};
 use crate::config::{Clock, EngineConfig};
 use crate::model::{EmbeddingStatus, Memory, MemoryPatch, NewMemory, Status, Tier};
+use crate::transfer::Exported;
 use crate::EngineError;
 
 const DIMS: usize = 4;
@@ -59,7 +60,7 @@ fn put(memory: Memory, previous_tier: Option<Tier>, previous_hash: Option<[u8; 3
         memory,
         previous_tier,
         previous_hash,
-        history: None,
+        history: Vec::new(),
     }
 }
 
@@ -134,24 +135,93 @@ fn imports_keep_ids_and_refuse_what_would_break_the_store() {
     let mut copy = stored.clone();
     copy.id = Uuid::now_v7();
     copy.namespace = "other".into();
-    let results = engine.import_batch(vec![stored.clone(), copy.clone()]);
-    assert!(matches!(
-        &results[0],
-        Err(EngineError::Invalid { field: "id", .. })
-    ));
-    let imported = results[1].as_ref().expect("imported");
+    let one = |m: &Memory| Exported {
+        memory: m.clone(),
+        versions: Vec::new(),
+    };
+    let results = engine.import_batch(vec![one(&stored), one(&copy)], false);
+    assert!(matches!(&results[0], Err(EngineError::IdExists(id)) if *id == stored.id));
+    let imported = &results[1].as_ref().expect("imported").memory;
     assert_eq!((imported.id, imported.version), (copy.id, stored.version));
     let mut bad = copy.clone();
     bad.id = Uuid::now_v7();
     bad.namespace = "third".into();
     bad.content = "changed without its hash".into();
     assert!(matches!(
-        &engine.import_batch(vec![bad])[0],
+        &engine.import_batch(vec![one(&bad)], false)[0],
         Err(EngineError::Invalid {
             field: "content_hash",
             ..
         })
     ));
+    // Replacing never reaches into another namespace under the same id.
+    let mut elsewhere = stored.clone();
+    elsewhere.namespace = "fourth".into();
+    assert!(matches!(
+        &engine.import_batch(vec![one(&elsewhere)], true)[0],
+        Err(EngineError::IdExists(_))
+    ));
+}
+
+#[test]
+fn an_import_rebuilds_every_version_and_may_replace_in_its_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let v1 = engine.create(new("lives in Paris")).expect("create");
+    let v2 = engine
+        .update(
+            &v1.id,
+            MemoryPatch {
+                content: Some("lives in Berlin".into()),
+                ..MemoryPatch::default()
+            },
+        )
+        .expect("update");
+    let v3 = engine
+        .update(
+            &v1.id,
+            MemoryPatch {
+                tags: Some(vec!["city".into()]),
+                importance: Some(0.9),
+                ..MemoryPatch::default()
+            },
+        )
+        .expect("update");
+    let past = engine.past_versions(&v3).expect("past");
+    assert_eq!(past.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2]);
+    let exported = Exported {
+        memory: v3.clone(),
+        versions: past.clone(),
+    };
+    // The same id in the same namespace: refused, then replaced.
+    assert!(matches!(
+        &engine.import_batch(vec![exported.clone()], false)[0],
+        Err(EngineError::IdExists(_))
+    ));
+    let r = engine.import_batch(vec![exported.clone()], true);
+    let back = r[0].as_ref().expect("replaced");
+    assert!(back.replaced);
+    for (want, v) in [(&v1, 1), (&v2, 2)] {
+        let got = engine.get_version(&v1.id, v).expect("version");
+        assert_eq!(
+            (got.content.as_str(), got.updated_at_us, &got.tags),
+            (want.content.as_str(), want.updated_at_us, &want.tags),
+            "version {v}"
+        );
+    }
+    let page = engine.history(&v1.id, None, 10).expect("history");
+    assert_eq!(page.versions.len(), 3);
+    // Versions must run one by one up to the memory's own.
+    let mut gap = exported.clone();
+    gap.versions.remove(1);
+    assert!(matches!(
+        &engine.import_batch(vec![gap], true)[0],
+        Err(EngineError::Invalid {
+            field: "versions",
+            ..
+        })
+    ));
+    engine.close().expect("close");
 }
 
 #[test]

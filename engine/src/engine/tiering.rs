@@ -197,7 +197,7 @@ impl Inner {
                 memory,
                 previous_tier: Some(Tier::Working),
                 previous_hash: holds.then_some(hash),
-                history: None,
+                history: Vec::new(),
             },
         )?;
         w.working_projected -= 1;
@@ -266,7 +266,7 @@ impl Inner {
                 },
                 previous_tier: Some(from),
                 previous_hash: Some(hash),
-                history: None,
+                history: Vec::new(),
             },
         )?;
         self.adjust_projected(w, Some(from), Some(to));

@@ -48,6 +48,17 @@ pub(super) struct WriterEvictions {
 /// How old a look at the free disk space may be before a write looks again.
 const FREE_SPACE_FRESH_MS: u64 = 20;
 
+/// What a logging step hands back: the LSN its last record got.
+pub(super) trait HasLsn {
+    fn lsn(&self) -> Lsn;
+}
+
+impl HasLsn for Memory {
+    fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+}
+
 /// Outcome of a delete.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deleted {
@@ -83,13 +94,6 @@ impl Inner {
         }
         let now = self.now_us();
         self.log_batch(items, |inner, w, item| inner.log_create(w, item, now))
-    }
-
-    /// Stores memories exactly as given (id, versions, timestamps, tier, status, access counts)
-    /// with one group commit: the other half of an export. One result per input; an id that
-    /// exists already, or content a namespace already holds, is refused.
-    pub(super) fn import_batch(&self, items: Vec<Memory>) -> Vec<Result<Memory, EngineError>> {
-        self.log_batch(items, |inner, w, item| inner.log_import(w, item))
     }
 
     /// Stores the embedder's results. A result for content that changed since is refused
@@ -351,11 +355,11 @@ impl Inner {
 
     /// Logs every item under one hold of the writer lock, then makes them durable with one
     /// group commit. One result per item; if the commit fails, every logged item fails with it.
-    pub(super) fn log_batch<T>(
+    pub(super) fn log_batch<T, R: HasLsn>(
         &self,
         items: Vec<T>,
-        log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<Memory, EngineError>,
-    ) -> Vec<Result<Memory, EngineError>> {
+        log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<R, EngineError>,
+    ) -> Vec<Result<R, EngineError>> {
         let (mut results, last_lsn) = self.log_items(items, log_one);
         if last_lsn > Lsn::ZERO {
             if let Err(e) = self.sync_and_apply(last_lsn) {
@@ -369,11 +373,11 @@ impl Inner {
 
     /// Logs every item under one hold of the writer lock, without waiting for durability:
     /// one result per item, and the last LSN logged (`ZERO`: none).
-    pub(super) fn log_items<T>(
+    pub(super) fn log_items<T, R: HasLsn>(
         &self,
         items: Vec<T>,
-        log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<Memory, EngineError>,
-    ) -> (Vec<Result<Memory, EngineError>>, Lsn) {
+        log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<R, EngineError>,
+    ) -> (Vec<Result<R, EngineError>>, Lsn) {
         if let Err(e) = self.check_writable() {
             return (items.iter().map(|_| Err(e.clone())).collect(), Lsn::ZERO);
         }
@@ -383,7 +387,7 @@ impl Inner {
         for item in items {
             let result = log_one(self, &mut w, item);
             if let Ok(m) = &result {
-                last_lsn = m.lsn;
+                last_lsn = m.lsn();
             }
             results.push(result);
         }
@@ -454,7 +458,7 @@ impl Inner {
             actor: item.actor.clone(),
             lsn: Lsn::ZERO,
         };
-        let created = self.log_new(w, memory)?;
+        let created = self.log_new(w, memory, Vec::new())?;
         // In the same hold of the writer lock, so in the create's group commit.
         for id in replaced {
             let patch = MemoryPatch {
@@ -512,6 +516,7 @@ impl Inner {
         &self,
         w: &mut WriterState,
         memory: Memory,
+        history: Vec<VersionDelta>,
     ) -> Result<Memory, EngineError> {
         let tier = memory.tier;
         let lsn = self.log(
@@ -521,7 +526,7 @@ impl Inner {
                 memory: memory.clone(),
                 previous_tier: None,
                 previous_hash: None,
-                history: None,
+                history,
             },
         )?;
         self.adjust_projected(w, None, Some(tier));
@@ -577,54 +582,10 @@ impl Inner {
                 memory: next.clone(),
                 previous_tier: Some(current.tier),
                 previous_hash: Some(current.content_hash),
-                history: None,
+                history: Vec::new(),
             },
         )?;
         Ok(Memory { lsn, ..next })
-    }
-
-    pub(super) fn log_import(
-        &self,
-        w: &mut WriterState,
-        mut memory: Memory,
-    ) -> Result<Memory, EngineError> {
-        validate::new_memory(
-            self.config.dimensions,
-            &memory.namespace,
-            &memory.content,
-            memory.embedding.as_deref(),
-            memory.importance,
-            &memory.metadata_json,
-            &memory.tags,
-        )?;
-        if memory.content_hash != content_hash(&memory.content) {
-            return Err(EngineError::Invalid {
-                field: "content_hash",
-                message: "does not match the content".to_owned(),
-            });
-        }
-        if self.current(w, &memory.id)?.is_some() {
-            return Err(EngineError::Invalid {
-                field: "id",
-                message: format!("{} exists already", memory.id),
-            });
-        }
-        if memory.status != Status::Deleted {
-            if let Some(existing) =
-                self.live_hash_holder(w, &memory.namespace, &memory.content_hash)?
-            {
-                return Err(EngineError::Duplicate { existing });
-            }
-        }
-        if memory.embedding.is_some() {
-            memory.embedding_status = EmbeddingStatus::Ready;
-        } else if memory.embedding_status == EmbeddingStatus::Ready {
-            memory.embedding_status = self.initial_embedding_status(false);
-        }
-        if memory.tier == Tier::Cold || (memory.tier == Tier::Working && !self.make_room(w, 1)?) {
-            memory.tier = Tier::Warm;
-        }
-        self.log_new(w, memory)
     }
 
     pub(super) fn log_update(
@@ -679,12 +640,12 @@ impl Inner {
                 "the working tier is full of in-flight writes; retry",
             ));
         }
-        let mut history = None;
+        let mut history = Vec::new();
         if !only_moves {
             next.version = current.version + 1;
             next.updated_at_us = self.now_us().max(current.updated_at_us);
             next.actor = actor;
-            history = Some(VersionDelta::between(&current, &next));
+            history.push(VersionDelta::between(&current, &next));
         }
         let lsn = self.log(
             w,
@@ -748,7 +709,7 @@ impl Inner {
             // Segments are immutable: the deleted state is kept in warm.
             next.tier = Tier::Warm;
         }
-        let history = Some(VersionDelta::between(&current, &next));
+        let history = vec![VersionDelta::between(&current, &next)];
         let lsn = self.log(
             w,
             Op::Put {

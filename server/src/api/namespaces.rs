@@ -91,3 +91,36 @@ impl From<NamespacePurge> for NamespaceDeletedOut {
         }
     }
 }
+
+/// `POST /api/v1/namespaces/{ns}/import`: what was imported.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct NamespaceImportOut {
+    pub namespace: String,
+    /// Memories stored (replaced ones included).
+    pub imported: u64,
+    /// Of those, memories that replaced a stored one of the same id (`on_conflict=replace`).
+    pub replaced: u64,
+    /// Past versions stored with them.
+    pub versions: u64,
+    /// Memories left out because of a conflict (`on_conflict=skip`).
+    pub skipped: u64,
+    /// The first 100 conflicts.
+    pub conflicts: Vec<ImportConflictOut>,
+    /// The stream ended with an export's last line, and held as many memories as it says.
+    /// `false`: the export was cut short (or written by hand): what arrived is imported.
+    pub complete: bool,
+    pub took_ms: u64,
+}
+
+/// One memory an import left out.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ImportConflictOut {
+    /// The line of the stream (1-based).
+    pub line: usize,
+    pub id: String,
+    /// `ID_EXISTS` or `DUPLICATE_CONTENT`.
+    pub code: &'static str,
+    /// With `DUPLICATE_CONTENT`: the memory that holds the content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing_id: Option<String>,
+}

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 use super::history::{HistoryOut, RevertRequest};
-use super::namespaces::{NamespaceDeletedOut, NamespaceOut, NamespacesOut};
+use super::namespaces::{NamespaceDeletedOut, NamespaceImportOut, NamespaceOut, NamespacesOut};
 use super::replies::{
     BatchOut, CompactOut, DeletedOut, HealthOut, ListOut, MigrateOut, SearchOut,
     SnapshotDeletedOut, SnapshotListOut, SnapshotOut, TestClockOut, TiersOut, WrittenOut,
@@ -60,6 +60,8 @@ pub fn every_route() -> Vec<Route> {
         Route::ListNamespaces,
         Route::GetNamespace("{namespace}".to_owned()),
         Route::DeleteNamespace("{namespace}".to_owned()),
+        Route::ExportNamespace("{namespace}".to_owned()),
+        Route::ImportNamespace("{namespace}".to_owned()),
         Route::CreateSnapshot,
         Route::ListSnapshots,
         Route::DeleteSnapshot(id()),
@@ -269,6 +271,22 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
             ..base("delete", "/api/v1/namespaces/{namespace}", "deleteNamespace", "namespaces", "Delete or purge a namespace",
                 "Soft by default: every memory of the namespace is deleted as a single delete would (versions kept, restorable). `purge=true` (an admin key) purges every memory with all its versions, postings, vectors and index entries, then scrubs the live data files: the working tier's heap is compacted and the space it left zeroed, cold segments holding a purged entry are rewritten, the WAL segment holding the purge is closed and checkpointed out of the active directory, and RocksDB is compacted to its last level. Snapshots and the WAL archive keep what they hold (docs/operations.md, \"Purging a namespace\").")
         },
+        Route::ExportNamespace(_) => Operation {
+            success: vec![(200, "JSON lines (`application/x-ndjson`, or `application/zstd` with `compress=zstd`): a header `{\"engram_export\":1,\"dimensions\",\"namespace\"}`, one line per memory with every field and `versions` (its kept past versions, oldest first), and a last line `{\"engram_export_end\":true,\"memories\",\"versions\"}`. A stream without that last line was cut short.", None,
+                json!("{\"engram_export\":1,\"dimensions\":384,\"namespace\":\"agent-7\"}\n{\"id\":\"…\",\"namespace\":\"agent-7\",\"content\":\"…\",…,\"version\":3,\"versions\":[{…,\"version\":1},{…,\"version\":2}]}\n{\"engram_export_end\":true,\"memories\":1,\"versions\":2}\n"))],
+            errors: ONE,
+            ..base("get", "/api/v1/namespaces/{namespace}/export", "exportNamespace", "namespaces", "Export a namespace",
+                "Streamed while the daemon serves: every memory of the namespace (every status) with its kept versions, read through the namespace index as of the start (each memory that exists throughout, exactly once). The format `engramctl export` writes and `engramctl import` and `POST …/import` read.")
+        },
+        Route::ImportNamespace(_) => Operation {
+            request: Some((json!({"type": "string"}), json!("{\"engram_export\":1,\"dimensions\":384}\n{\"id\":\"…\",…}\n{\"engram_export_end\":true,\"memories\":1,\"versions\":0}\n"))),
+            success: vec![(200, "What was imported, skipped and replaced.", Some(g.reply::<NamespaceImportOut>()),
+                json!({"namespace": "agent-7", "imported": 1200, "replaced": 0, "versions": 310, "skipped": 1,
+                       "conflicts": [{"line": 17, "id": MEMORY_ID, "code": "ID_EXISTS"}], "complete": true, "took_ms": 61}))],
+            errors: &[400, 401, 403, 408, 409, 413, 429, 500, 503, 507],
+            ..base("post", "/api/v1/namespaces/{namespace}/import", "importNamespace", "namespaces", "Import into a namespace",
+                "Reads an export as it arrives (JSON lines; zstd with `Content-Type: application/zstd` or `Content-Encoding: zstd`) and stores it into the namespace in the path, whatever namespace the lines name: every field, ids, timestamps, tiers, and each memory's versions, with a group commit per 1,000 memories. `on_conflict`: `skip` (default) leaves out a memory whose id the store holds or whose content the namespace holds under another id, and lists it; `replace` purges a stored memory of the same id in this namespace and stores the imported one; `fail` stops at the first conflict (409). Not atomic: after an error, what came before stays (`details.imported`), and importing again with `skip` resumes.")
+        },
         Route::CreateSnapshot => Operation {
             success: vec![(201, "A consistent snapshot of every tier, taken while writes go on.", Some(g.reply::<SnapshotOut>()), snapshot_example())],
             errors: ADMIN,
@@ -367,6 +385,14 @@ fn query_parameter(name: &str) -> Value {
             "Wait (up to 30 s) until the memory is embedded before answering.",
         ),
         "purge" => (flag(), "Remove for good instead of a soft delete."),
+        "compress" => (
+            json!({"type": "string", "enum": ["zstd", "none"]}),
+            "`zstd`: the export is one zstd stream (`application/zstd`); default `none`.",
+        ),
+        "on_conflict" => (
+            json!({"type": "string", "enum": ["skip", "replace", "fail"]}),
+            "What to do with a memory whose id the store holds, or whose content the namespace holds under another id (default `skip`).",
+        ),
         "version" => (
             json!({"type": "integer", "minimum": 1}),
             "Read this version instead of the current one (404 `VERSION_NOT_FOUND` if it is no longer kept). Not together with `as_of`.",
@@ -494,6 +520,10 @@ pub fn document() -> Value {
                 None if op.path == "/metrics" => {
                     json!({"text/plain": {"schema": {"type": "string"}, "example": example}})
                 }
+                None if op.id == "exportNamespace" => json!({
+                    "application/x-ndjson": {"schema": {"type": "string"}, "example": example},
+                    "application/zstd": {"schema": {"type": "string", "format": "binary"}, "example": "(the same lines, one zstd stream)"}
+                }),
                 None if op.path == "/console" => {
                     json!({"text/html": {"schema": {"type": "string"}, "example": example}})
                 }
@@ -535,7 +565,15 @@ pub fn document() -> Value {
         if !parameters.is_empty() {
             operation["parameters"] = Value::Array(parameters);
         }
-        if let Some((schema, example)) = &op.request {
+        if op.id == "importNamespace" {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": {
+                    "application/x-ndjson": {"schema": {"type": "string"}, "example": op.request.as_ref().map(|r| r.1.clone())},
+                    "application/zstd": {"schema": {"type": "string", "format": "binary"}}
+                }
+            });
+        } else if let Some((schema, example)) = &op.request {
             operation["requestBody"] = json!({
                 "required": op.request_required,
                 "content": {"application/json": {"schema": schema, "example": example}}
@@ -611,6 +649,8 @@ fn operation_id(route: &Route) -> &'static str {
         Route::ListNamespaces => "listNamespaces",
         Route::GetNamespace(_) => "getNamespace",
         Route::DeleteNamespace(_) => "deleteNamespace",
+        Route::ExportNamespace(_) => "exportNamespace",
+        Route::ImportNamespace(_) => "importNamespace",
         Route::CreateSnapshot => "createSnapshot",
         Route::ListSnapshots => "listSnapshots",
         Route::DeleteSnapshot(_) => "deleteSnapshot",
@@ -652,6 +692,8 @@ mod tests {
                     Route::DeleteSnapshot(_) => Route::DeleteSnapshot("x".into()),
                     Route::GetNamespace(_) => Route::GetNamespace("x".into()),
                     Route::DeleteNamespace(_) => Route::DeleteNamespace("x".into()),
+                    Route::ExportNamespace(_) => Route::ExportNamespace("x".into()),
+                    Route::ImportNamespace(_) => Route::ImportNamespace("x".into()),
                     r => r,
                 }
             });

@@ -7,3 +7,4 @@ pub(crate) mod memories;
 pub(crate) mod namespaces;
 pub(crate) mod ops;
 pub(crate) mod search;
+pub(crate) mod transfer;

@@ -112,6 +112,21 @@ async fn read_body_untimed(req: Request<Incoming>, limit: usize) -> Result<Bytes
     Ok(buf.freeze())
 }
 
+/// Reads the rest of a body and drops it (up to [`MAX_DRAIN_BYTES`], each frame within
+/// [`BODY_READ_TIMEOUT`]): a request refused before its body was read is answered to a client
+/// that is still sending, instead of resetting the connection under it.
+pub(crate) async fn drain(body: &mut Incoming) {
+    let mut seen = 0u64;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(BODY_READ_TIMEOUT, body.frame()).await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen > MAX_DRAIN_BYTES {
+                return;
+            }
+        }
+    }
+}
+
 /// Parses a JSON body. The fast path is plain serde_json; only a failing body is parsed again
 /// with path tracking, to name the field in the error.
 /// Every body is a JSON object: an array is refused even where serde would read it as a struct's

@@ -5,6 +5,7 @@
 pub(crate) mod auth;
 pub(crate) mod body;
 pub mod route;
+pub(crate) mod stream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -238,8 +239,17 @@ async fn serve(
         return state.mcp.serve(req, caller).await;
     }
     let key = key.as_ref();
+    if let Route::ExportNamespace(ns) = &route {
+        // Streamed: the only reply besides MCP's that is not one whole body.
+        return handlers::transfer::export(state, ns, key, &query).await;
+    }
     let reply = match route {
-        Route::Health | Route::Metrics | Route::OpenApi | Route::Console(_) | Route::Mcp => {
+        Route::Health
+        | Route::Metrics
+        | Route::OpenApi
+        | Route::Console(_)
+        | Route::Mcp
+        | Route::ExportNamespace(_) => {
             unreachable!("answered before authentication or above")
         }
         Route::CreateMemory => handlers::memories::create(state, req, key, &query).await,
@@ -255,6 +265,9 @@ async fn serve(
         Route::GetNamespace(ns) => handlers::namespaces::get(state, &ns, key).await,
         Route::DeleteNamespace(ns) => {
             handlers::namespaces::delete(state, &req, &ns, key, &query).await
+        }
+        Route::ImportNamespace(ns) => {
+            handlers::transfer::import(state, req, &ns, key, &query).await
         }
         Route::CreateSnapshot => handlers::admin::snapshot_create(state).await,
         Route::ListSnapshots => handlers::admin::snapshot_list(state).await,

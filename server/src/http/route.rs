@@ -34,6 +34,10 @@ pub enum Route {
     GetNamespace(String),
     /// Deletes every memory of a namespace; `?purge=true` purges them and scrubs the data.
     DeleteNamespace(String),
+    /// Every memory of a namespace with its versions, streamed as JSON lines.
+    ExportNamespace(String),
+    /// A streamed export, into a namespace.
+    ImportNamespace(String),
     CreateSnapshot,
     ListSnapshots,
     DeleteSnapshot(String),
@@ -126,6 +130,12 @@ impl Route {
                 Method::DELETE => Ok(Route::DeleteNamespace((*ns).to_owned())),
                 _ => Err(not_allowed("GET, DELETE")),
             },
+            ["api", "v1", "namespaces", ns, "export"] => {
+                by_method(Some(Route::ExportNamespace((*ns).to_owned())), None)
+            }
+            ["api", "v1", "namespaces", ns, "import"] => {
+                by_method(None, Some(Route::ImportNamespace((*ns).to_owned())))
+            }
             ["api", "v1", "admin", "snapshots"] => {
                 by_method(Some(Route::ListSnapshots), Some(Route::CreateSnapshot))
             }
@@ -170,6 +180,8 @@ impl Route {
             Route::ListNamespaces => "namespace_list",
             Route::GetNamespace(_) => "namespace_get",
             Route::DeleteNamespace(_) => "namespace_delete",
+            Route::ExportNamespace(_) => "namespace_export",
+            Route::ImportNamespace(_) => "namespace_import",
             Route::CreateSnapshot => "snapshot_create",
             Route::ListSnapshots => "snapshot_list",
             Route::DeleteSnapshot(_) => "snapshot_delete",
@@ -209,13 +221,15 @@ impl Route {
             | Route::Search(_)
             | Route::ListNamespaces
             | Route::GetNamespace(_)
+            | Route::ExportNamespace(_)
             | Route::Mcp => Role::Read,
             Route::CreateMemory
             | Route::BatchCreate
             | Route::UpdateMemory(_)
             | Route::RevertMemory(_)
             | Route::DeleteMemory(_)
-            | Route::DeleteNamespace(_) => Role::Write,
+            | Route::DeleteNamespace(_)
+            | Route::ImportNamespace(_) => Role::Write,
             Route::CreateSnapshot
             | Route::ListSnapshots
             | Route::DeleteSnapshot(_)
@@ -243,6 +257,8 @@ impl Route {
                 &["limit", "cursor", "include_embedding", "embedding_format"]
             }
             Route::DeleteMemory(_) | Route::DeleteNamespace(_) => &["purge"],
+            Route::ExportNamespace(_) => &["compress"],
+            Route::ImportNamespace(_) => &["on_conflict"],
             Route::ListMemories => &[
                 "namespace",
                 "tier",

@@ -579,6 +579,26 @@ impl ColdTier {
         Ok(())
     }
 
+    /// The live entries of segment `seg` among `want` (those whose live copy it still holds).
+    /// A segment compacted away meanwhile gives nothing: the caller reads those ids again.
+    pub(crate) fn scan_some(
+        &self,
+        seg: SegmentId,
+        want: &HashSet<Uuid>,
+        mut f: impl FnMut(Memory) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let Some(segment) = self.state.read().segments.get(&seg).cloned() else {
+            return Ok(());
+        };
+        segment.for_each(|m| {
+            if want.contains(&m.id) && self.location(&m.id) == Some(seg) {
+                f(m)
+            } else {
+                Ok(())
+            }
+        })
+    }
+
     /// Writes the manifest for `lsn` (and the current segment list), if anything changed.
     pub(crate) fn write_manifest(&self, lsn: Lsn) -> Result<(), EngineError> {
         let mut last = self.manifest_lsn.lock();

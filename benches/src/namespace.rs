@@ -1,0 +1,149 @@
+//! `engram-bench namespace`: a whole namespace out, gone, and back in, over HTTP. Against a fresh
+//! daemon (`benches/scripts/namespace.sh`):
+//! 1. loads `--count` memories into `--namespace` (384-d, ~200-character texts): first
+//!    `--cold-percent` of them, which the tier policy then moves to cold (the script starts the
+//!    daemon with second-long retention and the policy off, and this runs it), then the rest;
+//!    and `--others` into another namespace (what the export and purge must not walk);
+//! 2. exports the namespace (JSON lines, then zstd), timing each to its last byte;
+//! 3. purges it (`DELETE …?purge=true`: the purge and the scrub of the live files);
+//! 4. imports the zstd export back, timing it;
+//! 5. exports again and checks the stream is the same but for the tiers (cold comes back warm).
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::tiers::load;
+use crate::{Common, Conn};
+
+#[derive(Debug, clap::Args)]
+pub struct NamespaceArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Memories in the namespace exported, purged and imported.
+    #[arg(long, default_value_t = 100_000)]
+    count: usize,
+    /// Memories in another namespace, left alone.
+    #[arg(long, default_value_t = 100_000)]
+    others: usize,
+    /// Share of the namespace moved to the cold tier first.
+    #[arg(long, default_value_t = 30)]
+    cold_percent: usize,
+}
+
+fn ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The memory lines of an export, tiers left out (an import writes cold memories to warm).
+fn lines_without_tier(export: &[u8]) -> anyhow::Result<Vec<String>> {
+    let text = std::str::from_utf8(export)?;
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("{\"id\"")) {
+        let mut v: Value = serde_json::from_str(line)?;
+        v.as_object_mut()
+            .ok_or_else(|| anyhow::anyhow!("not an object"))?
+            .remove("tier");
+        out.push(v.to_string());
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
+    let common = &args.common;
+    let ns = common.namespace.clone();
+    let run: u64 = rand::random();
+    let started = Instant::now();
+    let cold = args.count * args.cold_percent / 100;
+    let mut admin = Conn::open(&common.url).await?;
+    if cold > 0 {
+        load(common, run, cold).await?;
+        // Retention is seconds long: a few policy runs move them working → warm → cold.
+        for _ in 0..30 {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            admin
+                .call(
+                    "POST",
+                    "/api/v1/admin/migrate",
+                    Some(r#"{"dry_run":false}"#.to_owned()),
+                )
+                .await?;
+            let c = admin
+                .call("GET", &format!("/api/v1/namespaces/{ns}"), None)
+                .await?;
+            if c["tiers"]["cold"].as_u64() >= Some(cold as u64) {
+                break;
+            }
+        }
+    }
+    load(common, run ^ 0xc01d, args.count - cold).await?;
+    if args.others > 0 {
+        let others = Common {
+            namespace: format!("{ns}-others"),
+            ..common.clone()
+        };
+        load(&others, run ^ 0x5eed, args.others).await?;
+    }
+    let load_ms = ms(started);
+    let counts = admin
+        .call("GET", &format!("/api/v1/namespaces/{ns}"), None)
+        .await?;
+    let client =
+        engram_client::Client::new(&common.url)?.with_timeout(std::time::Duration::from_secs(3600));
+
+    let t = Instant::now();
+    let plain = client.export_namespace(&ns, false).await?;
+    let export_ms = ms(t);
+    let t = Instant::now();
+    let packed = client.export_namespace(&ns, true).await?;
+    let export_zstd_ms = ms(t);
+
+    let t = Instant::now();
+    let purged = client.delete_namespace(&ns, true).await?;
+    let purge_ms = ms(t);
+    anyhow::ensure!(
+        purged["purged"] == json!(args.count),
+        "purge answered {purged}"
+    );
+
+    let t = Instant::now();
+    let imported = client
+        .import_namespace(&ns, packed.to_vec(), true, "fail")
+        .await?;
+    let import_ms = ms(t);
+    anyhow::ensure!(
+        imported["imported"] == json!(args.count) && imported["complete"] == json!(true),
+        "import answered {imported}"
+    );
+    let again = client.export_namespace(&ns, false).await?;
+    anyhow::ensure!(
+        lines_without_tier(&plain)? == lines_without_tier(&again)?,
+        "the namespace came back different"
+    );
+
+    let n = args.count as f64;
+    let out = json!({
+        "memories": args.count,
+        "other_memories": args.others,
+        "tiers_before": counts["tiers"],
+        "load_ms": load_ms,
+        "export_ms": export_ms,
+        "export_per_second": n / export_ms * 1000.0,
+        "export_bytes": plain.len(),
+        "export_zstd_ms": export_zstd_ms,
+        "export_zstd_per_second": n / export_zstd_ms * 1000.0,
+        "export_zstd_bytes": packed.len(),
+        "purge_ms": purge_ms,
+        "purge_scrub": purged["scrub"],
+        "import_ms": import_ms,
+        "import_per_second": n / import_ms * 1000.0,
+        "round_trip_identical": true,
+    });
+    if common.json {
+        println!("{out}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
