@@ -289,7 +289,69 @@ fn namespaces_are_counted_deleted_and_purged_without_a_trace() {
         .is_empty());
     let (ok, _) = find(&data, "tenant-kept", &kept.markers);
     assert!(!ok);
+    // Scrub: the snapshot and archived WAL holding it are given up for a fresh snapshot.
+    let mut args = vec![
+        "scrub",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--namespace",
+        "tenant-gone",
+        "--json",
+    ];
+    for m in &gone.markers {
+        args.extend(["--find", m.as_str()]);
+    }
+    let out = ctl(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scrub: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(
+        scrub["snapshots_deleted"],
+        json!([snapshot.body["id"]]),
+        "{scrub}"
+    );
+    assert!(
+        scrub["archived_segments_removed"].as_u64() >= Some(1),
+        "{scrub}"
+    );
+    let (ok, report) = find(&data, "tenant-gone", &gone.markers);
+    assert!(ok, "{report}");
+    assert_eq!(report["snapshots"], json!([]), "{report}");
+    assert_eq!(report["archived_wal"], json!([]), "{report}");
+    assert!(holding(&data, &[], &gone.markers).is_empty());
+    // The new snapshot restores the store without the namespace, with the others.
+    let restored = dir.path().join("restored");
+    let out = ctl(&[
+        "restore",
+        data.to_str().expect("utf-8"),
+        "--target-dir",
+        restored.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, _) = find(&restored, "tenant-gone", &gone.markers);
+    assert!(ok);
+    let (ok, _) = find(&restored, "tenant-kept", &kept.markers);
+    assert!(!ok);
     let d = start(&data);
+    let r = d.get("/api/v1/admin/snapshots");
+    assert_eq!(
+        r.body["snapshots"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.body["snapshots"][0]["id"], scrub["snapshot"],
+        "{}",
+        r.text
+    );
     let r = d.get("/api/v1/namespaces");
     let names: Vec<&str> = r.body["namespaces"]
         .as_array()

@@ -104,6 +104,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// After a namespace purge: give up the restorable past that still holds it. Takes a
+    /// snapshot, deletes every older one and the archived WAL only they needed (their records
+    /// cannot be cut out in place), then runs the proof again. The daemon must be stopped;
+    /// backups copied elsewhere are not touched.
+    Scrub {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        /// A string the namespace held, looked for too (repeatable).
+        #[arg(long)]
+        find: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write every memory (every field, vectors included) as JSON lines; `.zst` compresses.
     Export {
         #[arg(long)]
@@ -258,6 +273,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => trace::find_namespace(&data_dir, &ns, &find, json),
         Command::Check { data_dir, json, .. } => check(&data_dir, json),
+        Command::Scrub {
+            data_dir,
+            namespace,
+            find,
+            json,
+        } => trace::scrub(&data_dir, &namespace, &find, json),
         Command::Export {
             data_dir,
             out,

@@ -73,3 +73,71 @@ pub fn find_namespace(
     }
     Ok(())
 }
+
+/// `engramctl scrub --namespace NS`: after a purge, the snapshots and archived WAL that still
+/// hold the namespace are given up (a fresh snapshot becomes the oldest restorable moment), and
+/// the proof is run again.
+pub fn scrub(
+    data_dir: &Path,
+    namespace: &str,
+    extra: &[String],
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if !data_dir.is_dir() {
+        bail!("{} is not a directory", data_dir.display());
+    }
+    let before = {
+        let _lock = engram_engine::DataDir::new(data_dir).lock()?;
+        engram_engine::trace::find_namespace(data_dir, namespace, extra)?
+    };
+    if !before.is_clean() {
+        bail!(
+            "the live data still holds namespace {namespace:?}: purge it first \
+             (DELETE /api/v1/namespaces/{namespace}?purge=true), then scrub"
+        );
+    }
+    if before.snapshots.is_empty() && before.archived_wal.is_empty() {
+        if as_json {
+            println!(
+                "{}",
+                json!({"namespace": namespace, "snapshots_deleted": [], "archived_segments_removed": 0, "clean": true})
+            );
+        } else {
+            println!("no snapshot or archived WAL segment holds namespace {namespace:?}");
+        }
+        return Ok(());
+    }
+    let engine = crate::transfer::open_offline(data_dir, None)?;
+    let (kept, deleted, removed) = engine.forget_past()?;
+    engine.close()?;
+    let after = {
+        let _lock = engram_engine::DataDir::new(data_dir).lock()?;
+        engram_engine::trace::find_namespace(data_dir, namespace, extra)?
+    };
+    let clean = after.is_clean() && after.snapshots.is_empty() && after.archived_wal.is_empty();
+    if as_json {
+        println!(
+            "{}",
+            json!({"namespace": namespace, "snapshots_deleted": deleted,
+                   "archived_segments_removed": removed, "snapshot": kept.id,
+                   "restorable_from": crate::backup::format_time(kept.commit_time_us),
+                   "clean": clean})
+        );
+    } else {
+        println!(
+            "deleted {} snapshot(s) and {removed} archived WAL segment(s); point-in-time restore \
+             now reaches back to snapshot {} ({})",
+            deleted.len(),
+            kept.id,
+            crate::backup::format_time(kept.commit_time_us)
+        );
+    }
+    if !clean {
+        bail!(
+            "namespace {namespace:?} is still held: snapshots {:?}, archived WAL {:?}",
+            after.snapshots,
+            after.archived_wal
+        );
+    }
+    Ok(())
+}

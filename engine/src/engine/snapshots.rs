@@ -36,6 +36,31 @@ impl Engine {
             .collect())
     }
 
+    /// Gives up the restorable past before a fresh snapshot: takes one, deletes every older
+    /// snapshot, and removes the archived WAL segments that only restores from those needed.
+    /// Point-in-time restore then reaches back to the new snapshot only. For data that must be
+    /// forgotten (a purged namespace) and is still held by older snapshots and the archive:
+    /// their records cannot be cut out in place, since every later record's LSN and the WAL's
+    /// continuity depend on them. Returns the new snapshot, the ids deleted and the segments
+    /// removed.
+    pub fn forget_past(&self) -> Result<(SnapshotManifest, Vec<String>, usize), EngineError> {
+        let kept = self.create_snapshot()?;
+        let mut deleted = Vec::new();
+        for (dir, m) in list_snapshots(&self.inner.layout.snapshots())? {
+            if m.id != kept.id && m.lsn <= kept.lsn {
+                remove_snapshot_dir(&dir)?;
+                deleted.push(m.id);
+            }
+        }
+        // Every archived segment, whatever its age, that ends before the new snapshot's replay.
+        let all = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);
+        let removed = self
+            .inner
+            .wal
+            .prune_archive(all, self.inner.oldest_snapshot_replay_start()?)?;
+        Ok((kept, deleted, removed))
+    }
+
     /// Deletes snapshot `id`; `false` if there is none.
     pub fn delete_snapshot(&self, id: &str) -> Result<bool, EngineError> {
         if uuid::Uuid::try_parse(id).is_err() {
