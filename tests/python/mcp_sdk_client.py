@@ -22,6 +22,7 @@ EXPECTED_TOOLS = {
     "remember",
     "recall",
     "get_memory",
+    "memory_history",
     "update_memory",
     "forget",
     "list_memories",

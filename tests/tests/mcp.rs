@@ -108,6 +108,7 @@ fn tools_resources_errors_auth_and_metrics_over_http() {
             "remember",
             "recall",
             "get_memory",
+            "memory_history",
             "update_memory",
             "forget",
             "list_memories",
@@ -126,7 +127,7 @@ fn tools_resources_errors_auth_and_metrics_over_http() {
     assert!(recall["properties"]["mode"]
         .to_string()
         .contains("semantic"));
-    assert_eq!(tools[4]["annotations"]["destructiveHint"], true);
+    assert_eq!(tools[5]["annotations"]["destructiveHint"], true);
 
     // remember, and a duplicate that is not an error.
     let first = ok(
@@ -210,6 +211,17 @@ fn tools_resources_errors_auth_and_metrics_over_http() {
             "since",
         ),
         ("get_memory", json!({"id": "nope"}), "id"),
+        ("memory_history", json!({"id": id, "limit": 21}), "limit"),
+        (
+            "memory_history",
+            json!({"id": id, "cursor": "zzz"}),
+            "cursor",
+        ),
+        (
+            "recall",
+            json!({"query": "x", "as_of": "yesterday"}),
+            "as_of",
+        ),
         ("list_memories", json!({"limit": 0}), "limit"),
         ("list_memories", json!({"cursor": "zzz"}), "cursor"),
         ("update_memory", json!({"id": id}), "arguments"),
@@ -251,6 +263,39 @@ fn tools_resources_errors_auth_and_metrics_over_http() {
     );
     assert_eq!(updated["version"], 2);
     assert_eq!(updated["tags"], json!(["it", "office"]));
+    // The history: newest first, what changed, the content each version had.
+    let history = ok(&d, "memory_history", json!({"id": id}));
+    let versions = history["versions"].as_array().expect("versions");
+    assert_eq!(versions.len(), 2, "{history}");
+    assert_eq!(versions[0]["version"], 2);
+    assert_eq!(
+        versions[0]["changed"],
+        json!(["content", "tags"]),
+        "{history}"
+    );
+    assert!(versions[0]["valid_to"].is_null());
+    assert_eq!(versions[1]["version"], 1);
+    assert_eq!(versions[1]["valid_to"], versions[0]["valid_from"]);
+    assert_ne!(versions[1]["content"], updated["content"]);
+    assert!(history["next_cursor"].is_null());
+    let page = ok(&d, "memory_history", json!({"id": id, "limit": 1}));
+    assert_eq!(page["versions"].as_array().map(Vec::len), Some(1));
+    let older = ok(
+        &d,
+        "memory_history",
+        json!({"id": id, "limit": 1, "cursor": page["next_cursor"]}),
+    );
+    assert_eq!(older["versions"][0]["version"], 1, "{older}");
+    // Recall as of the first version's time finds what was remembered then.
+    let then = ok(
+        &d,
+        "recall",
+        json!({"query": "wifi password", "namespace": "ops", "mode": "text", "as_of": versions[1]["valid_from"]}),
+    );
+    assert_eq!(
+        then["memories"][0]["content"], versions[1]["content"],
+        "{then}"
+    );
     for i in 0..4 {
         ok(
             &d,
@@ -553,7 +598,7 @@ fn rmcp_client_over_stdio() {
             Some("engram")
         );
         let tools = client.list_all_tools().await.expect("tools/list");
-        assert_eq!(tools.len(), 7);
+        assert_eq!(tools.len(), 8);
         let args = |v: Value| v.as_object().expect("object").clone();
         let stored = client
             .call_tool(CallToolRequestParams::new("remember").with_arguments(args(
@@ -719,7 +764,7 @@ fn rmcp_client_over_streamable_http() {
                 .as_deref(),
             Some("engram")
         );
-        assert_eq!(client.list_all_tools().await.expect("tools").len(), 7);
+        assert_eq!(client.list_all_tools().await.expect("tools").len(), 8);
         let args = |v: Value| v.as_object().expect("object").clone();
         let stored = client
             .call_tool(CallToolRequestParams::new("remember").with_arguments(args(

@@ -87,16 +87,32 @@ pub(crate) async fn history(
                 )
             })?,
     };
-    let before = query.get("cursor").map(decode_history_cursor).transpose()?;
+    let out = history_page(state, id, query.get("cursor"), limit, key, embedding).await?;
+    Ok(json_reply(StatusCode::OK, &out))
+}
+
+/// A page of `id`'s versions, checked against the key's namespaces: the core of the history
+/// endpoint and the MCP `memory_history` tool.
+pub(crate) async fn history_page(
+    state: &Arc<AppState>,
+    id: Uuid,
+    cursor: Option<&str>,
+    limit: usize,
+    key: Option<&ApiKey>,
+    embedding: Option<crate::api::vector::VectorFormat>,
+) -> Result<HistoryOut, ApiError> {
+    let before = cursor.map(decode_history_cursor).transpose()?;
     if key.is_some() {
         authorized_read(state, id, key).await?;
     }
     let engine = Arc::clone(&state.engine);
     let page = blocking(move || engine.history(&id, before, limit)).await??;
     count(state, "history");
-    Ok(json_reply(
-        StatusCode::OK,
-        &HistoryOut::new(id, page.versions, page.next_before, embedding),
+    Ok(HistoryOut::new(
+        id,
+        page.versions,
+        page.next_before,
+        embedding,
     ))
 }
 

@@ -216,6 +216,7 @@ impl EngramMcp {
             "remember" => tools::remember(state, key, arguments(args)?).await,
             "recall" => tools::recall(state, key, arguments(args)?).await,
             "get_memory" => tools::get_memory(state, key, arguments(args)?).await,
+            "memory_history" => tools::memory_history(state, key, arguments(args)?).await,
             "update_memory" => tools::update_memory(state, key, arguments(args)?).await,
             "forget" => tools::forget(state, key, arguments(args)?).await,
             "list_memories" => tools::list_memories(state, key, arguments(args)?).await,

@@ -17,7 +17,7 @@ use crate::api::{
 };
 use crate::config::{parse_duration, ApiKey};
 use crate::error::ApiError;
-use crate::handlers::{memories, ops, search};
+use crate::handlers::{history, memories, ops, search};
 use crate::http::AppState;
 
 /// Results `recall` returns when the call names no limit.
@@ -78,6 +78,18 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
         description: "Read one memory by id, with all its fields (metadata, version, embedding \
             status, access count). Counts as an access.",
         schema: rmcp::handler::server::common::schema_for_input::<IdArgs>,
+        read_only: true,
+        destructive: false,
+    },
+    ToolSpec {
+        name: "memory_history",
+        title: "A memory's history",
+        description: "How a memory changed: its versions, newest first, each with when it was \
+            current (valid_from, valid_to), which fields changed, who changed it (actor) and the \
+            content, tags and importance it had then. Use it when asked what was believed \
+            before, when a fact was corrected, or who changed it. Older versions than the page \
+            holds: pass next_cursor back as cursor. Counts no access.",
+        schema: rmcp::handler::server::common::schema_for_input::<HistoryArgs>,
         read_only: true,
         destructive: false,
     },
@@ -214,6 +226,20 @@ pub struct RecallArgs {
     pub tiers: Option<Vec<TierName>>,
     /// Also find memories that were superseded by newer ones (default false).
     pub include_superseded: Option<bool>,
+    /// Search the memories as they were at this moment (RFC 3339): what was known then, with
+    /// the contents it had then. Slower: every memory of the namespace is read.
+    pub as_of: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryArgs {
+    /// The memory's id.
+    pub id: String,
+    /// Most versions to return: 1 to 20, default 10.
+    pub limit: Option<u32>,
+    /// next_cursor from the previous page (older versions).
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -480,7 +506,7 @@ pub(crate) async fn recall(
         include_embedding: None,
         embedding_format: None,
         include_superseded: a.include_superseded,
-        as_of: None,
+        as_of: a.as_of,
     };
     let mode = a.mode.map(|m| match m {
         RecallMode::Hybrid => SearchMode::Hybrid,
@@ -522,6 +548,62 @@ pub(crate) async fn get_memory(
     let id = api::parse_id("id", &a.id)?;
     let m = memories::get_one(state, id, key).await?;
     Ok(to_value(&MemoryOut::new(m, None)))
+}
+
+/// One version as `memory_history` returns it.
+#[derive(Debug, Serialize)]
+pub struct VersionBrief {
+    pub version: u64,
+    pub valid_from: String,
+    pub valid_to: Option<String>,
+    pub changed: Option<Vec<&'static str>>,
+    pub actor: Option<String>,
+    pub content: String,
+    pub tags: Vec<String>,
+    pub importance: f32,
+    pub status: &'static str,
+}
+
+/// Versions `memory_history` returns when the call names no limit.
+pub const HISTORY_DEFAULT_LIMIT: u32 = 10;
+/// Largest `memory_history` page.
+pub const HISTORY_MAX_LIMIT: u32 = 20;
+
+pub(crate) async fn memory_history(
+    state: &Arc<AppState>,
+    key: Option<&ApiKey>,
+    a: HistoryArgs,
+) -> ToolResult {
+    let id = api::parse_id("id", &a.id)?;
+    let limit = a.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
+    if !(1..=HISTORY_MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be from 1 to {HISTORY_MAX_LIMIT}, got {limit}"),
+        ));
+    }
+    let out =
+        history::history_page(state, id, a.cursor.as_deref(), limit as usize, key, None).await?;
+    let versions: Vec<VersionBrief> = out
+        .versions
+        .into_iter()
+        .map(|v| VersionBrief {
+            version: v.version,
+            valid_from: v.valid_from,
+            valid_to: v.valid_to,
+            changed: v.changed,
+            actor: v.actor,
+            content: v.memory.content,
+            tags: v.memory.tags,
+            importance: v.memory.importance_score,
+            status: v.memory.status,
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "id": out.id,
+        "versions": to_value(&versions),
+        "next_cursor": out.next_cursor,
+    }))
 }
 
 pub(crate) async fn update_memory(
