@@ -586,6 +586,9 @@ fn a_namespace_exported_purged_and_imported_comes_back_field_by_field() {
     );
     assert_eq!(status, 400, "{reply}");
     assert_eq!(reply["error"]["details"]["field"], "dimensions", "{reply}");
+    let (status, reply) = import(&d, "tenant-move", "", b"", false);
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["details"]["field"], "body", "{reply}");
     let (status, reply) = import(&d, "tenant-move", "", b"not json\n", false);
     assert_eq!(status, 400, "{reply}");
     let (status, reply) = import(&d, "tenant-move", "", b"\x28\xb5\x2f\xfd garbage", true);

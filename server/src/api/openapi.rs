@@ -285,7 +285,7 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
                        "conflicts": [{"line": 17, "id": MEMORY_ID, "code": "ID_EXISTS"}], "complete": true, "took_ms": 61}))],
             errors: &[400, 401, 403, 408, 409, 413, 429, 500, 503, 507],
             ..base("post", "/api/v1/namespaces/{namespace}/import", "importNamespace", "namespaces", "Import into a namespace",
-                "Reads an export as it arrives (JSON lines; zstd with `Content-Type: application/zstd` or `Content-Encoding: zstd`) and stores it into the namespace in the path, whatever namespace the lines name: every field, ids, timestamps, tiers, and each memory's versions, with a group commit per 1,000 memories. `on_conflict`: `skip` (default) leaves out a memory whose id the store holds or whose content the namespace holds under another id, and lists it; `replace` purges a stored memory of the same id in this namespace and stores the imported one; `fail` stops at the first conflict (409). Not atomic: after an error, what came before stays (`details.imported`), and importing again with `skip` resumes.")
+                "Reads an export as it arrives (JSON lines, as `text/plain` or `application/x-ndjson`; zstd with `Content-Type: application/zstd` or `Content-Encoding: zstd`) and stores it into the namespace in the path, whatever namespace the lines name: every field, ids, timestamps, tiers, and each memory's versions, with a group commit per 1,000 memories. `on_conflict`: `skip` (default) leaves out a memory whose id the store holds or whose content the namespace holds under another id, and lists it; `replace` purges a stored memory of the same id in this namespace and stores the imported one; `fail` stops at the first conflict (409). Not atomic: after an error, what came before stays (`details.imported`), and importing again with `skip` resumes.")
         },
         Route::CreateSnapshot => Operation {
             success: vec![(201, "A consistent snapshot of every tier, taken while writes go on.", Some(g.reply::<SnapshotOut>()), snapshot_example())],
@@ -569,7 +569,9 @@ pub fn document() -> Value {
             operation["requestBody"] = json!({
                 "required": true,
                 "content": {
-                    "application/x-ndjson": {"schema": {"type": "string"}, "example": op.request.as_ref().map(|r| r.1.clone())},
+                    // JSON lines; sent as `application/x-ndjson` too (any type but zstd is read as
+                    // lines), which schema tools have no serializer for.
+                    "text/plain": {"schema": {"type": "string"}, "example": op.request.as_ref().map(|r| r.1.clone())},
                     "application/zstd": {"schema": {"type": "string", "format": "binary"}}
                 }
             });

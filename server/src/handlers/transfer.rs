@@ -502,6 +502,12 @@ fn import_stream(
     // The storing side's error came first if it stopped the parse.
     stored?;
     let (footer, read) = ended.map_err(|(e, line)| imp.failed(e, line))?;
+    if read == 0 && footer.is_none() {
+        return Err(ApiError::invalid(
+            "body",
+            "holds no export: send the lines GET /api/v1/namespaces/{ns}/export wrote",
+        ));
+    }
     imp.out.complete = footer.is_some_and(|f| f.memories == read);
     Ok(imp.out)
 }
