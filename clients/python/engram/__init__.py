@@ -23,7 +23,7 @@ from ._errors import (
     UnavailableError,
     ValidationError,
 )
-from ._types import Deleted, Health, Memory, SearchHit, SearchResults, Snapshot
+from ._types import Deleted, Health, Memory, Namespace, SearchHit, SearchResults, Snapshot, Version
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "EngramError",
     "Health",
     "Memory",
+    "Namespace",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -51,4 +52,5 @@ __all__ = [
     "UNSET",
     "UnavailableError",
     "ValidationError",
+    "Version",
 ]

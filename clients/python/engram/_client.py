@@ -28,7 +28,7 @@ from ._errors import (
     error_from_item,
     error_from_response,
 )
-from ._types import Deleted, Health, Memory, SearchResults, Snapshot
+from ._types import Deleted, Health, Memory, Namespace, SearchResults, Snapshot, Version
 
 __all__ = ["Engram", "AsyncEngram", "RetryPolicy", "UNSET"]
 
@@ -82,6 +82,11 @@ class _Call:
     parse: Callable[[Any], Any]
     json: Any = None
     params: Optional[dict[str, Any]] = None
+    # A body that is not JSON (an export to import), with its headers.
+    content: Optional[bytes] = None
+    headers: Optional[dict[str, str]] = None
+    # Hand the parser the raw bytes of the answer (an export), not JSON.
+    raw: bool = False
     # Safe to send again after a connection broke mid-request.
     repeatable: bool = True
     # A create: a 409 duplicate on a retry means the first attempt stored it.
@@ -192,6 +197,8 @@ class _Calls:
         similarity_threshold: Optional[float],
         explain: bool,
         include_metadata: bool,
+        as_of: Optional[Time] = None,
+        include_superseded: bool = False,
     ) -> _Call:
         body = _drop_none(
             {
@@ -206,6 +213,8 @@ class _Calls:
                 "similarity_threshold": similarity_threshold,
                 "explain_score": explain or None,
                 "include_metadata": include_metadata,
+                "as_of": _time(as_of, "as_of"),
+                "include_superseded": include_superseded or None,
             }
         )
         if tags is not None or any_tags is not None:
@@ -222,9 +231,51 @@ class _Calls:
         return _Call("POST", "/api/v1/search", SearchResults.from_json, json=body)
 
     @staticmethod
-    def get(memory_id: str, include_embedding: bool) -> _Call:
-        params = {"include_embedding": "true", "embedding_format": "base64"} if include_embedding else None
-        return _Call("GET", f"/api/v1/memories/{memory_id}", Memory.from_json, params=params)
+    def get(
+        memory_id: str, include_embedding: bool, version: Optional[int] = None, as_of: Optional[Time] = None
+    ) -> _Call:
+        params: dict[str, Any] = {"include_embedding": "true", "embedding_format": "base64"} if include_embedding else {}
+        if version is not None:
+            params["version"] = str(version)
+        if as_of is not None:
+            params["as_of"] = _time(as_of, "as_of")
+        return _Call("GET", f"/api/v1/memories/{memory_id}", Memory.from_json, params=params or None)
+
+    @staticmethod
+    def history(memory_id: str, limit: int, cursor: Optional[str]) -> _Call:
+        params = _drop_none({"limit": limit, "cursor": cursor})
+        return _Call("GET", f"/api/v1/memories/{memory_id}/history", lambda v: v, params=params)
+
+    @staticmethod
+    def revert(memory_id: str, version: int, actor: Optional[str]) -> _Call:
+        body = _drop_none({"version": version, "actor": actor})
+        return _Call("POST", f"/api/v1/memories/{memory_id}/revert", Memory.from_json, json=body, repeatable=False)
+
+    @staticmethod
+    def namespaces() -> _Call:
+        return _Call("GET", "/api/v1/namespaces", lambda v: [Namespace.from_json(n) for n in v["namespaces"]])
+
+    @staticmethod
+    def export_namespace(namespace: str, compress: bool) -> _Call:
+        params = {"compress": "zstd"} if compress else None
+        return _Call("GET", f"/api/v1/namespaces/{namespace}/export", lambda b: b, params=params, raw=True)
+
+    @staticmethod
+    def import_namespace(namespace: str, export: bytes, on_conflict: str, compressed: Optional[bool]) -> _Call:
+        if compressed is None:
+            # A zstd frame starts with its magic number.
+            compressed = export[:4] == b"\x28\xb5\x2f\xfd"
+        content_type = "application/zstd" if compressed else "application/x-ndjson"
+        return _Call(
+            "POST", f"/api/v1/namespaces/{namespace}/import", lambda v: v,
+            params={"on_conflict": on_conflict}, content=export, headers={"content-type": content_type},
+            repeatable=False,
+        )
+
+    @staticmethod
+    def delete_namespace(namespace: str, purge: bool) -> _Call:
+        params = {"purge": "true"} if purge else None
+        return _Call("DELETE", f"/api/v1/namespaces/{namespace}", lambda v: v, params=params)
 
     @staticmethod
     def update(memory_id: str, fields: dict[str, Any]) -> _Call:
@@ -307,6 +358,8 @@ def _headers(api_key: Optional[str]) -> dict[str, str]:
 
 
 def _answer(call: _Call, response: httpx.Response) -> Any:
+    if call.raw and response.status_code < 400:
+        return call.parse(response.content)
     try:
         body = response.json()
     except ValueError:
@@ -373,7 +426,9 @@ class Engram:
         attempt = 0
         while True:
             try:
-                response = self._http.request(call.method, call.path, params=call.params, json=call.json)
+                response = self._http.request(
+                    call.method, call.path, params=call.params, json=call.json, content=call.content, headers=call.headers
+                )
                 return _answer(call, response), attempt
             except httpx.HTTPError as e:
                 error, safe = _transport_error(e, call)
@@ -402,12 +457,15 @@ class Engram:
         expires_at: Optional[Time] = None,
         ttl: Union[timedelta, float, int, None] = None,
         parent_id: Optional[str] = None,
+        supersedes: Optional[Sequence[str]] = None,
+        actor: Optional[str] = None,
         wait_for_embedding: bool = False,
     ) -> Memory:
         """Stores a memory and returns it. Raises ``ConflictError`` (with ``existing_id``) when
         the namespace already holds the same content — except when the conflict comes from
         retrying this very call, which then returns the memory the first attempt stored."""
         body = _memory_body(content, namespace, importance, tags, metadata, embedding, created_at, expires_at, ttl, parent_id)
+        body.update(_drop_none({"supersedes": list(supersedes) if supersedes else None, "actor": actor}))
         value, _ = self._send(_Calls.remember(body, wait_for_embedding))
         if isinstance(value, _StoredEarlier):
             return self.get(value.id)
@@ -433,6 +491,8 @@ class Engram:
         similarity_threshold: Optional[float] = None,
         explain: bool = False,
         include_metadata: bool = True,
+        as_of: Optional[Time] = None,
+        include_superseded: bool = False,
     ) -> SearchResults:
         """Searches by meaning and words (``mode``: hybrid, semantic or text), best first."""
         return self._do(
@@ -441,12 +501,56 @@ class Engram:
                 any_tags=any_tags, metadata=metadata, since=since, until=until,
                 min_importance=min_importance, max_importance=max_importance, tiers=tiers,
                 offset=offset, similarity_threshold=similarity_threshold, explain=explain,
-                include_metadata=include_metadata,
+                include_metadata=include_metadata, as_of=as_of, include_superseded=include_superseded,
             )
         )
 
-    def get(self, memory_id: str, *, include_embedding: bool = False) -> Memory:
-        return self._do(_Calls.get(memory_id, include_embedding))
+    def get(
+        self,
+        memory_id: str,
+        *,
+        include_embedding: bool = False,
+        version: Optional[int] = None,
+        as_of: Optional[Time] = None,
+    ) -> Memory:
+        """A memory as it is, or a past version of it (``version=N``, or the one current at
+        ``as_of``)."""
+        return self._do(_Calls.get(memory_id, include_embedding, version, as_of))
+
+    def history(self, memory_id: str, *, page_size: int = 20) -> Iterator[Version]:
+        """Every kept version of a memory, newest first, fetched a page at a time."""
+        cursor = None
+        while True:
+            page = self._do(_Calls.history(memory_id, page_size, cursor))
+            for v in page["versions"]:
+                yield Version.from_json(v)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def revert(self, memory_id: str, version: int, *, actor: Optional[str] = None) -> Memory:
+        """Makes a new version equal to version ``version`` (history is never rewritten)."""
+        return self._do(_Calls.revert(memory_id, version, actor))
+
+    def namespaces(self) -> list[Namespace]:
+        """Every namespace the key may see, with its counts per tier."""
+        return self._do(_Calls.namespaces())
+
+    def export_namespace(self, namespace: str, *, compress: bool = False) -> bytes:
+        """Every memory of a namespace with its versions: the export stream (JSON lines, or one
+        zstd stream), for ``import_namespace`` or ``engramctl import``."""
+        return self._do(_Calls.export_namespace(namespace, compress))
+
+    def import_namespace(
+        self, namespace: str, export: bytes, *, on_conflict: str = "skip", compressed: Optional[bool] = None
+    ) -> dict[str, Any]:
+        """Stores an export into ``namespace``; ``on_conflict`` is skip, replace or fail. Returns
+        the counts (imported, replaced, versions, skipped, conflicts, complete)."""
+        return self._do(_Calls.import_namespace(namespace, export, on_conflict, compressed))
+
+    def delete_namespace(self, namespace: str, *, purge: bool = False) -> dict[str, Any]:
+        """Deletes every memory of a namespace; ``purge=True`` (admin key) erases it for good."""
+        return self._do(_Calls.delete_namespace(namespace, purge))
 
     def update(
         self,
@@ -541,7 +645,9 @@ class AsyncEngram:
         attempt = 0
         while True:
             try:
-                response = await self._http.request(call.method, call.path, params=call.params, json=call.json)
+                response = await self._http.request(
+                    call.method, call.path, params=call.params, json=call.json, content=call.content, headers=call.headers
+                )
                 return _answer(call, response), attempt
             except httpx.HTTPError as e:
                 error, safe = _transport_error(e, call)
@@ -570,9 +676,12 @@ class AsyncEngram:
         expires_at: Optional[Time] = None,
         ttl: Union[timedelta, float, int, None] = None,
         parent_id: Optional[str] = None,
+        supersedes: Optional[Sequence[str]] = None,
+        actor: Optional[str] = None,
         wait_for_embedding: bool = False,
     ) -> Memory:
         body = _memory_body(content, namespace, importance, tags, metadata, embedding, created_at, expires_at, ttl, parent_id)
+        body.update(_drop_none({"supersedes": list(supersedes) if supersedes else None, "actor": actor}))
         value, _ = await self._send(_Calls.remember(body, wait_for_embedding))
         if isinstance(value, _StoredEarlier):
             return await self.get(value.id)
@@ -598,6 +707,8 @@ class AsyncEngram:
         similarity_threshold: Optional[float] = None,
         explain: bool = False,
         include_metadata: bool = True,
+        as_of: Optional[Time] = None,
+        include_superseded: bool = False,
     ) -> SearchResults:
         return await self._do(
             _Calls.recall(
@@ -605,12 +716,46 @@ class AsyncEngram:
                 any_tags=any_tags, metadata=metadata, since=since, until=until,
                 min_importance=min_importance, max_importance=max_importance, tiers=tiers,
                 offset=offset, similarity_threshold=similarity_threshold, explain=explain,
-                include_metadata=include_metadata,
+                include_metadata=include_metadata, as_of=as_of, include_superseded=include_superseded,
             )
         )
 
-    async def get(self, memory_id: str, *, include_embedding: bool = False) -> Memory:
-        return await self._do(_Calls.get(memory_id, include_embedding))
+    async def get(
+        self,
+        memory_id: str,
+        *,
+        include_embedding: bool = False,
+        version: Optional[int] = None,
+        as_of: Optional[Time] = None,
+    ) -> Memory:
+        return await self._do(_Calls.get(memory_id, include_embedding, version, as_of))
+
+    async def history(self, memory_id: str, *, page_size: int = 20) -> AsyncIterator[Version]:
+        cursor = None
+        while True:
+            page = await self._do(_Calls.history(memory_id, page_size, cursor))
+            for v in page["versions"]:
+                yield Version.from_json(v)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    async def revert(self, memory_id: str, version: int, *, actor: Optional[str] = None) -> Memory:
+        return await self._do(_Calls.revert(memory_id, version, actor))
+
+    async def namespaces(self) -> list[Namespace]:
+        return await self._do(_Calls.namespaces())
+
+    async def export_namespace(self, namespace: str, *, compress: bool = False) -> bytes:
+        return await self._do(_Calls.export_namespace(namespace, compress))
+
+    async def import_namespace(
+        self, namespace: str, export: bytes, *, on_conflict: str = "skip", compressed: Optional[bool] = None
+    ) -> dict[str, Any]:
+        return await self._do(_Calls.import_namespace(namespace, export, on_conflict, compressed))
+
+    async def delete_namespace(self, namespace: str, *, purge: bool = False) -> dict[str, Any]:
+        return await self._do(_Calls.delete_namespace(namespace, purge))
 
     async def update(
         self,

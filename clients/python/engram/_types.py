@@ -53,6 +53,8 @@ class Memory:
     embedding_model: Optional[str]
     embedding_error: Optional[str] = None
     embedding: Optional[list[float]] = None
+    superseded_by: Optional[str] = None
+    actor: Optional[str] = None
 
     @classmethod
     def from_json(cls, v: dict[str, Any]) -> "Memory":
@@ -78,6 +80,52 @@ class Memory:
             embedding_model=v.get("embedding_model"),
             embedding_error=v.get("embedding_error"),
             embedding=_vector(v),
+            superseded_by=v.get("superseded_by"),
+            actor=v.get("actor"),
+        )
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of a memory: when it was current, what it changed, who made it, and the
+    memory as it was."""
+
+    version: int
+    valid_from: datetime
+    valid_to: Optional[datetime]
+    changed: Optional[list[str]]
+    actor: Optional[str]
+    memory: Memory
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "Version":
+        return cls(
+            version=v["version"],
+            valid_from=parse_time(v["valid_from"]),  # type: ignore[arg-type]
+            valid_to=parse_time(v.get("valid_to")),
+            changed=v.get("changed"),
+            actor=v.get("actor"),
+            memory=Memory.from_json(v["memory"]),
+        )
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A namespace's memories: all of them (deleted ones too, until purged), those a search
+    can find, and how many live in each tier."""
+
+    namespace: str
+    memories: int
+    searchable: int
+    tiers: dict[str, int]
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "Namespace":
+        return cls(
+            namespace=v["namespace"],
+            memories=v["memories"],
+            searchable=v["searchable"],
+            tiers=dict(v["tiers"]),
         )
 
 

@@ -131,6 +131,62 @@ def test_list_follows_cursors_over_2500_memories(db):
     assert [m.id for m in db.list(namespace=space, page_size=1000)] == listed
 
 
+def test_versions_supersede_and_as_of(db):
+    space = ns()
+    m = db.remember("Caroline lives in Paris", namespace=space, tags=["city"], actor="agent-1")
+    assert m.actor == "agent-1"
+    moved = db.update(m.id, content="Caroline lives in Berlin")
+    assert moved.version == 2
+    versions = list(db.history(m.id, page_size=1))
+    assert [v.version for v in versions] == [2, 1]
+    assert versions[0].changed == ["content"]
+    assert versions[1].valid_to == versions[0].valid_from
+    assert versions[1].memory.content == "Caroline lives in Paris"
+    assert db.get(m.id, version=1).content == "Caroline lives in Paris"
+    assert db.get(m.id, as_of=versions[1].valid_from).version == 1
+    then = db.recall("Caroline", namespace=space, mode="text", as_of=versions[1].valid_from)
+    assert [h.memory.content for h in then] == ["Caroline lives in Paris"]
+    back = db.revert(m.id, 1, actor="agent-2")
+    assert (back.version, back.content, back.actor) == (3, "Caroline lives in Paris", "agent-2")
+    newer = db.remember("Caroline lives in Lisbon", namespace=space, supersedes=[m.id])
+    old = db.get(m.id)
+    assert (old.status, old.superseded_by) == ("superseded", newer.id)
+    assert [h.memory.id for h in db.recall("Caroline", namespace=space, mode="text")] == [newer.id]
+    both = db.recall("Caroline", namespace=space, mode="text", include_superseded=True)
+    assert {h.memory.id for h in both} == {m.id, newer.id}
+    with pytest.raises(engram.NotFoundError):
+        db.get(m.id, version=9)
+
+
+def test_namespaces_export_purge_import(db):
+    space = ns()
+    first = db.remember("the lighthouse keeper's log", namespace=space, embedding=vec(3), tags=["sea"])
+    db.update(first.id, importance=0.9)
+    for i in range(30):
+        db.remember(f"harbour note {i}", namespace=space, embedding=vec(10 + i))
+    listed = {n.namespace: n for n in db.namespaces()}
+    assert listed[space].memories == 31 and listed[space].searchable == 31
+    plain = db.export_namespace(space)
+    packed = db.export_namespace(space, compress=True)
+    lines = plain.decode().splitlines()
+    assert len(lines) == 33 and '"engram_export_end":true' in lines[-1]
+    assert packed[:4] == b"\x28\xb5\x2f\xfd"
+    purged = db.delete_namespace(space, purge=True)
+    assert purged["purged"] == 31
+    with pytest.raises(engram.NotFoundError):
+        db.get(first.id)
+    out = db.import_namespace(space, packed)
+    assert (out["imported"], out["versions"], out["complete"]) == (31, 1, True)
+    assert db.get(first.id, version=1).importance != db.get(first.id).importance
+    again = db.import_namespace(space, plain)
+    assert (again["imported"], again["skipped"]) == (0, 31)
+    with pytest.raises(engram.ConflictError):
+        db.import_namespace(space, plain, on_conflict="fail")
+    with pytest.raises(engram.ValidationError):
+        db.import_namespace(space, b"not an export\n")
+    assert db.delete_namespace(space)["deleted"] == 31
+
+
 def test_health_and_snapshots(db):
     h = db.health()
     assert h.healthy and h.database_connected and h.version
@@ -311,6 +367,11 @@ async def test_async_client(daemon):
         assert hits.hits[0].memory.id == m.id
         updated = await db.update(m.id, content="async memory about harbours")
         assert updated.version == 2
+        assert [v.version async for v in db.history(m.id)] == [2, 1]
+        assert (await db.get(m.id, version=1)).content == "async memory about lighthouses"
+        assert space in {n.namespace for n in await db.namespaces()}
+        exported = await db.export_namespace(space)
+        assert exported.count(b"\n") == 3
         batch = await db.batch([{"content": f"async {i}", "namespace": space} for i in range(250)])
         assert sum(isinstance(x, engram.Memory) for x in batch) == 250
         seen = [x.id async for x in db.list(namespace=space, page_size=100)]
