@@ -255,19 +255,11 @@ impl Daemon {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = self.agent.request(method, &format!("{}{}", self.url, path));
-        for (k, v) in headers {
-            req = req.set(k, v);
+        let mut with_type = headers.to_vec();
+        if body.is_some() {
+            with_type.push(("content-type", "application/json"));
         }
-        let result = match body {
-            Some(b) => req.set("content-type", "application/json").send_string(b),
-            None => req.call(),
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: transport error {e}"),
-        };
+        let resp = self.send(method, path, body.map(str::as_bytes), &with_type);
         let status = resp.status();
         let headers = resp
             .headers_names()
@@ -288,14 +280,14 @@ impl Daemon {
         }
     }
 
-    /// Sends a request with a body of any bytes: (status, body bytes, content type).
-    pub fn request_bytes(
+    /// Sends a request; an error status is an answer too, a transport error a panic.
+    fn send(
         &self,
         method: &str,
         path: &str,
         body: Option<&[u8]>,
         headers: &[(&str, &str)],
-    ) -> (u16, Vec<u8>, String) {
+    ) -> ureq::Response {
         let mut req = self.agent.request(method, &format!("{}{}", self.url, path));
         for (k, v) in headers {
             req = req.set(k, v);
@@ -304,11 +296,22 @@ impl Daemon {
             Some(b) => req.send_bytes(b),
             None => req.call(),
         };
-        let resp = match result {
+        match result {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => panic!("{method} {path}: transport error {e}"),
-        };
+        }
+    }
+
+    /// Sends a request with a body of any bytes: (status, body bytes, content type).
+    pub fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<u8>, String) {
+        let resp = self.send(method, path, body, headers);
         let status = resp.status();
         let content_type = resp.header("content-type").unwrap_or("").to_owned();
         let mut bytes = Vec::new();

@@ -3,7 +3,20 @@
 use std::path::Path;
 
 use anyhow::bail;
+use engram_engine::trace::TraceReport;
 use serde_json::json;
+
+/// The trace of `namespace` in a stopped store (the lock is held while it is read: a running
+/// daemon keeps writing, so the answer would be stale before it is printed).
+fn trace(data_dir: &Path, namespace: &str, extra: &[String]) -> anyhow::Result<TraceReport> {
+    if !data_dir.is_dir() {
+        bail!("{} is not a directory", data_dir.display());
+    }
+    let _lock = engram_engine::DataDir::new(data_dir).lock()?;
+    Ok(engram_engine::trace::find_namespace(
+        data_dir, namespace, extra,
+    )?)
+}
 
 pub fn find_namespace(
     data_dir: &Path,
@@ -11,12 +24,7 @@ pub fn find_namespace(
     extra: &[String],
     as_json: bool,
 ) -> anyhow::Result<()> {
-    if !data_dir.is_dir() {
-        bail!("{} is not a directory", data_dir.display());
-    }
-    // A running daemon keeps writing: the answer would be stale before it is printed.
-    let _lock = engram_engine::DataDir::new(data_dir).lock()?;
-    let report = engram_engine::trace::find_namespace(data_dir, namespace, extra)?;
+    let report = trace(data_dir, namespace, extra)?;
     if as_json {
         let live: Vec<_> = report
             .live
@@ -83,13 +91,7 @@ pub fn scrub(
     extra: &[String],
     as_json: bool,
 ) -> anyhow::Result<()> {
-    if !data_dir.is_dir() {
-        bail!("{} is not a directory", data_dir.display());
-    }
-    let before = {
-        let _lock = engram_engine::DataDir::new(data_dir).lock()?;
-        engram_engine::trace::find_namespace(data_dir, namespace, extra)?
-    };
+    let before = trace(data_dir, namespace, extra)?;
     if !before.is_clean() {
         bail!(
             "the live data still holds namespace {namespace:?}: purge it first \
@@ -110,10 +112,7 @@ pub fn scrub(
     let engine = crate::transfer::open_offline(data_dir, None)?;
     let (kept, deleted, removed) = engine.forget_past()?;
     engine.close()?;
-    let after = {
-        let _lock = engram_engine::DataDir::new(data_dir).lock()?;
-        engram_engine::trace::find_namespace(data_dir, namespace, extra)?
-    };
+    let after = trace(data_dir, namespace, extra)?;
     let clean = after.is_clean() && after.snapshots.is_empty() && after.archived_wal.is_empty();
     if as_json {
         println!(

@@ -82,15 +82,23 @@ pub fn export(
     let (writer, footer) =
         transfer::write_export(writer, engine.config().dimensions, namespace, |put| {
             let mut n = 0u64;
-            engine.scan_all(namespace, |memory| {
-                let versions = engine.past_versions(&memory)?;
+            let mut counted = |e: Exported| {
                 n += 1;
                 if n.is_multiple_of(512) {
                     bar.set_position(n);
                 }
-                put(Exported { memory, versions })
-            })?;
-            Ok(())
+                put(e)
+            };
+            match namespace {
+                // One namespace: read through its index, not by a walk of the whole store.
+                Some(ns) => engine.export_namespace(ns, counted).map(|_| ()),
+                None => engine
+                    .scan_all(None, |memory| {
+                        let versions = engine.past_versions(&memory)?;
+                        counted(Exported { memory, versions })
+                    })
+                    .map(|_| ()),
+            }
         })
         .with_context(|| format!("writing {}", out.display()))?;
     // Dropping the encoder writes the end of the zstd frame.
