@@ -5,11 +5,17 @@
 //!    daemon with second-long retention and the policy off, and this runs it), then the rest;
 //!    and `--others` into another namespace (what the export and purge must not walk);
 //! 2. exports the namespace (JSON lines, then zstd), timing each to its last byte;
-//! 3. purges it (`DELETE …?purge=true`: the purge and the scrub of the live files);
+//! 3. purges it (`DELETE …?purge=true`: the purge and the scrub of the live files) while one
+//!    client creates memories in the other namespace, one at a time, timing each: what the
+//!    purge costs the rest of the store;
 //! 4. imports the zstd export back, timing it;
 //! 5. exports again and checks the stream is the same but for the tiers (cold comes back warm).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+use hdrhistogram::Histogram;
 
 use serde_json::{json, Value};
 
@@ -99,9 +105,37 @@ pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
     let packed = client.export_namespace(&ns, true).await?;
     let export_zstd_ms = ms(t);
 
+    // One client writing elsewhere for as long as the purge runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (common.url.clone(), Arc::clone(&stop));
+        let others = format!("{ns}-others");
+        tokio::spawn(async move {
+            let mut conn = Conn::open(&url).await?;
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"namespace": others, "content": format!("written during the purge {run} {i}")});
+                let t = Instant::now();
+                let (status, reply) = conn
+                    .send("POST", "/api/v1/memories?return=minimal", Some(body.to_string()))
+                    .await?;
+                anyhow::ensure!(
+                    status == 201,
+                    "a create during the purge: {status} {}",
+                    String::from_utf8_lossy(&reply)
+                );
+                latency.record(t.elapsed().as_micros().max(1) as u64)?;
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(latency)
+        })
+    };
     let t = Instant::now();
     let purged = client.delete_namespace(&ns, true).await?;
     let purge_ms = ms(t);
+    stop.store(true, Ordering::Relaxed);
+    let during = writer.await??;
     anyhow::ensure!(
         purged["purged"] == json!(args.count),
         "purge answered {purged}"
@@ -136,6 +170,10 @@ pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
         "export_zstd_bytes": packed.len(),
         "purge_ms": purge_ms,
         "purge_scrub": purged["scrub"],
+        "creates_during_purge": during.len(),
+        "create_during_purge_p50_ms": during.value_at_quantile(0.5) as f64 / 1000.0,
+        "create_during_purge_p99_ms": during.value_at_quantile(0.99) as f64 / 1000.0,
+        "create_during_purge_max_ms": during.max() as f64 / 1000.0,
         "import_ms": import_ms,
         "import_per_second": n / import_ms * 1000.0,
         "round_trip_identical": true,
