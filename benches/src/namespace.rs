@@ -118,7 +118,11 @@ pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
                 let body = json!({"namespace": others, "content": format!("written during the purge {run} {i}")});
                 let t = Instant::now();
                 let (status, reply) = conn
-                    .send("POST", "/api/v1/memories?return=minimal", Some(body.to_string()))
+                    .send(
+                        "POST",
+                        "/api/v1/memories?return=minimal",
+                        Some(body.to_string()),
+                    )
                     .await?;
                 anyhow::ensure!(
                     status == 201,

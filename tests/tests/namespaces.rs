@@ -704,3 +704,96 @@ fn one_namespace_of_a_backup_is_restored_into_the_running_daemon() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }
+
+#[test]
+fn an_import_killed_midway_keeps_whole_memories_and_resumes() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut d = start(&data);
+    // 3,000 memories, every 30th with two more versions.
+    let mut ids = Vec::new();
+    for chunk in 0..3 {
+        let items: Vec<Value> = (0..1000)
+            .map(|i| {
+                let n = chunk * 1000 + i;
+                json!({"namespace": "tenant-big", "content": format!("memory number {n} of the big tenant"),
+                       "embedding": embedding(n as u64, DIMS), "tags": [format!("t{}", n % 7)]})
+            })
+            .collect();
+        let r = d.post("/api/v1/memories/batch", &json!({ "memories": items }));
+        assert_eq!(r.status, 200, "{}", r.text);
+        ids.extend(
+            r.body["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(id_of),
+        );
+    }
+    for id in ids.iter().step_by(30) {
+        for importance in [0.2, 0.9] {
+            let r = d.patch(
+                &format!("/api/v1/memories/{id}"),
+                &json!({"importance_score": importance}),
+            );
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    }
+    let (plain, _) = export(&d, "tenant-big", "");
+    let (_, before, _) = parse_export(&plain);
+    assert_eq!(before.len(), 3000);
+    assert_eq!(
+        d.delete("/api/v1/namespaces/tenant-big?purge=true").status,
+        200
+    );
+
+    // Half of the body arrives, then the daemon is killed: the first full batch (1,000
+    // memories) was committed, the rest never.
+    let half = plain.len() / 2;
+    let addr = d.url.trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        conn,
+        "POST /api/v1/namespaces/tenant-big/import HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        plain.len()
+    )
+    .expect("request head");
+    conn.write_all(&plain[..half]).expect("half the body");
+    conn.flush().expect("flush");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = d.get("/api/v1/namespaces/tenant-big");
+        if r.status == 200 && r.body["memories"] == 1000 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.text);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    d.kill9();
+    drop(conn);
+
+    let d = start(&data);
+    let r = d.get("/api/v1/namespaces/tenant-big");
+    assert_eq!(r.body["memories"], 1000, "{}", r.text);
+    // Each memory that is there is whole: every field and version as exported.
+    let (_, partial, _) = parse_export(&export(&d, "tenant-big", "").0);
+    assert_eq!(partial.len(), 1000);
+    for (id, m) in &partial {
+        assert_eq!(m, &as_imported(before[id].clone()), "memory {id}");
+    }
+    // Importing the whole export again with skip resumes where it stopped.
+    let (status, reply) = import(&d, "tenant-big", "", &plain, false);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        (&reply["imported"], &reply["skipped"], &reply["complete"]),
+        (&json!(2000), &json!(1000), &json!(true)),
+        "{reply}"
+    );
+    let (_, after, _) = parse_export(&export(&d, "tenant-big", "").0);
+    assert_eq!(after.len(), 3000);
+    for (id, m) in &before {
+        assert_eq!(after[id], as_imported(m.clone()), "memory {id}");
+    }
+}
