@@ -797,3 +797,84 @@ fn an_import_killed_midway_keeps_whole_memories_and_resumes() {
         assert_eq!(after[id], as_imported(m.clone()), "memory {id}");
     }
 }
+
+#[test]
+fn an_export_while_memories_move_and_arrive_holds_each_one_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let d = std::sync::Arc::new(start(&data));
+    let items: Vec<Value> = (0..600)
+        .map(|n| {
+            json!({"namespace": "tenant-busy", "content": format!("busy memory {n}"),
+                   "embedding": embedding(n as u64, DIMS)})
+        })
+        .collect();
+    let r = d.post("/api/v1/memories/batch", &json!({ "memories": items }));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ids: Vec<String> = r.body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(id_of)
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let moved = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // One thread moves memories through the tiers, another adds new ones.
+    let mover = {
+        let (d, stop, ids, moved) = (d.clone(), stop.clone(), ids.clone(), moved.clone());
+        std::thread::spawn(move || {
+            let mut moves = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = &ids[(moves * 7) % ids.len()];
+                let tier = ["cold", "warm", "working"][moves % 3];
+                let r = d.patch(&format!("/api/v1/memories/{id}"), &json!({"tier": tier}));
+                assert_eq!(r.status, 200, "{}", r.text);
+                moves += 1;
+                moved.store(moves, std::sync::atomic::Ordering::Relaxed);
+            }
+            moves
+        })
+    };
+    let writer = {
+        let (d, stop) = (d.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = d.post(
+                    "/api/v1/memories",
+                    &json!({"namespace": "tenant-busy", "content": format!("arrived during the export {n}")}),
+                );
+                assert_eq!(r.status, 201, "{}", r.text);
+                n += 1;
+            }
+            n
+        })
+    };
+    // Exports back to back until 300 moves happened meanwhile.
+    let mut round = 0;
+    while moved.load(std::sync::atomic::Ordering::Relaxed) < 300 {
+        round += 1;
+        assert!(round < 10_000, "the mover is stuck");
+        let (bytes, _) = export(&d, "tenant-busy", "");
+        let text = std::str::from_utf8(&bytes).expect("UTF-8");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        let footer = lines.last().expect("footer");
+        let memories = &lines[1..lines.len() - 1];
+        assert_eq!(footer["memories"], memories.len(), "round {round}");
+        let mut seen = std::collections::HashSet::new();
+        for m in memories {
+            let id = m["id"].as_str().expect("id");
+            assert!(seen.insert(id.to_owned()), "round {round}: {id} twice");
+        }
+        for id in &ids {
+            assert!(seen.contains(id), "round {round}: {id} missing");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let moves = mover.join().expect("mover");
+    let arrived = writer.join().expect("writer");
+    assert!(moves > 0 && arrived > 0, "{moves} moves, {arrived} creates");
+}

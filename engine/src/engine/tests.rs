@@ -661,3 +661,56 @@ fn a_purge_drops_every_kept_version_and_replay_keeps_the_rest() {
         Err(EngineError::NotFound(_))
     ));
 }
+
+#[test]
+fn an_export_reads_a_memory_that_moved_after_its_tier_was_looked_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let to = |id: &Uuid, tier: Tier| {
+        engine
+            .update(
+                id,
+                MemoryPatch {
+                    tier: Some(tier),
+                    ..MemoryPatch::default()
+                },
+            )
+            .expect("move");
+    };
+    // In id order: a warm one, a cold one, then working ones. The export looks up the first
+    // two, then emits the first working one; at that moment the two move (warm to cold, cold
+    // to warm), so where it looked is no longer where they are.
+    let warm = engine.create(new("was warm")).expect("create");
+    let cold = engine.create(new("was cold")).expect("create");
+    to(&warm.id, Tier::Warm);
+    to(&cold.id, Tier::Cold);
+    let rest: Vec<Uuid> = (0..5)
+        .map(|i| {
+            engine
+                .create(new(&format!("working {i}")))
+                .expect("create")
+                .id
+        })
+        .collect();
+    let mut seen = Vec::new();
+    let mut moved = false;
+    let count = engine
+        .export_namespace("n", |e| {
+            if !moved {
+                moved = true;
+                to(&warm.id, Tier::Cold);
+                to(&cold.id, Tier::Warm);
+            }
+            seen.push(e.memory.id);
+            Ok(())
+        })
+        .expect("export");
+    assert!(moved);
+    seen.sort_unstable();
+    let mut all = vec![warm.id, cold.id];
+    all.extend(rest);
+    all.sort_unstable();
+    assert_eq!(seen, all, "each memory exactly once");
+    assert_eq!(count.memories, 7);
+    engine.close().expect("close");
+}
