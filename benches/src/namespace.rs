@@ -114,6 +114,8 @@ pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
             let mut conn = Conn::open(&url).await?;
             let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
             let mut i = 0u64;
+            let began = Instant::now();
+            let mut slow = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let body = json!({"namespace": others, "content": format!("written during the purge {run} {i}")});
                 let t = Instant::now();
@@ -130,16 +132,23 @@ pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
                     String::from_utf8_lossy(&reply)
                 );
                 latency.record(t.elapsed().as_micros().max(1) as u64)?;
+                if t.elapsed().as_millis() >= 100 {
+                    // (ms into the purge, ms the create took): to line up with the purge's steps.
+                    slow.push((
+                        t.duration_since(began).as_millis() as u64,
+                        t.elapsed().as_millis() as u64,
+                    ));
+                }
                 i += 1;
             }
-            Ok::<_, anyhow::Error>(latency)
+            Ok::<_, anyhow::Error>((latency, slow))
         })
     };
     let t = Instant::now();
     let purged = client.delete_namespace(&ns, true).await?;
     let purge_ms = ms(t);
     stop.store(true, Ordering::Relaxed);
-    let during = writer.await??;
+    let (during, slow_creates) = writer.await??;
     anyhow::ensure!(
         purged["purged"] == json!(args.count),
         "purge answered {purged}"
@@ -178,6 +187,7 @@ pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
         "create_during_purge_p50_ms": during.value_at_quantile(0.5) as f64 / 1000.0,
         "create_during_purge_p99_ms": during.value_at_quantile(0.99) as f64 / 1000.0,
         "create_during_purge_max_ms": during.max() as f64 / 1000.0,
+        "creates_over_100ms_at_ms_into_purge": slow_creates,
         "import_ms": import_ms,
         "import_per_second": n / import_ms * 1000.0,
         "round_trip_identical": true,

@@ -167,10 +167,13 @@ impl Inner {
                 })?;
             self.closing_check()?;
         }
+        let purged_at = started.elapsed();
         report.working_bytes_zeroed = self.working.scrub()?;
+        let working_at = started.elapsed();
         let cold = self.compact(true)?;
         report.cold_segments_rewritten = cold.segments_in;
         report.cold_segments_written = cold.segments_out;
+        let cold_at = started.elapsed();
         // Close the segment holding the purge, let every record before the close be applied,
         // then checkpoint: the closed segments leave the active directory.
         self.wal.rotate_now()?;
@@ -178,12 +181,19 @@ impl Inner {
         self.flush_access()?;
         self.checkpoint()?;
         report.checkpoint_lsn = self.applied_lsn.load(Ordering::Acquire);
+        let checkpoint_at = started.elapsed();
         self.warm.compact_all_to_bottom()?;
         report.took = started.elapsed();
+        let ms = |d: Duration| d.as_millis() as u64;
         tracing::info!(
             namespace,
             purged = report.purged,
-            took_ms = report.took.as_millis() as u64,
+            purge_ms = ms(purged_at),
+            working_scrub_ms = ms(working_at - purged_at),
+            cold_rewrite_ms = ms(cold_at - working_at),
+            checkpoint_ms = ms(checkpoint_at - cold_at),
+            rocksdb_compaction_ms = ms(report.took - checkpoint_at),
+            took_ms = ms(report.took),
             "namespace purged"
         );
         Ok(report)

@@ -893,18 +893,24 @@ impl WorkingTier {
     /// heap it left and the other heap past the moved entries (bytes from that heap's last
     /// use), and syncs both. Freed slots are zeroed when freed. Returns the bytes zeroed.
     pub fn scrub(&self) -> Result<u64, EngineError> {
-        let mut w = self.writer.lock();
-        let from = usize::from(w.heap_gen);
-        self.compact_locked(&mut w)?;
-        let to = usize::from(w.heap_gen);
-        let stale = self.heaps[to].backed().saturating_sub(w.heap_tail);
-        self.heaps[to].zero(w.heap_tail, u64::MAX);
-        let left = self.heaps[from].backed();
-        self.heaps[from].zero(0, u64::MAX);
+        let zeroed = {
+            let mut w = self.writer.lock();
+            let from = usize::from(w.heap_gen);
+            self.compact_locked(&mut w)?;
+            let to = usize::from(w.heap_gen);
+            let stale = self.heaps[to].backed().saturating_sub(w.heap_tail);
+            self.heaps[to].zero(w.heap_tail, u64::MAX);
+            let left = self.heaps[from].backed();
+            self.heaps[from].zero(0, u64::MAX);
+            stale + left
+        };
+        // The zeros are written back without the writer lock (the write-back paces itself and
+        // took most of a second for a 90 MB heap): writes go on meanwhile, and the pages they
+        // touch are theirs to make durable.
         for heap in &self.heaps {
             heap.sync()?;
         }
-        Ok(stale + left)
+        Ok(zeroed)
     }
 
     fn compact_locked(&self, w: &mut HeapWriter) -> Result<(), EngineError> {
