@@ -1093,6 +1093,31 @@ fn roles_limit_what_a_key_may_do() {
     assert_eq!((r.status, r.code()), (403, "FORBIDDEN"), "{}", r.text);
     let r = as_key(&writer, "POST", "/api/v1/admin/snapshots", Some("{}"));
     assert_eq!(r.status, 403, "{}", r.text);
+    // Importing with replace purges what it replaces: admin only; exporting needs read.
+    let line = r#"{"engram_export":1,"dimensions":4}"#;
+    let r = as_key(
+        &writer,
+        "POST",
+        "/api/v1/namespaces/default/import?on_conflict=replace",
+        Some(line),
+    );
+    assert_eq!((r.status, r.code()), (403, "FORBIDDEN"), "{}", r.text);
+    let r = as_key(
+        &writer,
+        "POST",
+        "/api/v1/namespaces/default/import",
+        Some(line),
+    );
+    assert_eq!(r.status, 400, "a header alone holds no export: {}", r.text);
+    let r = as_key(
+        &reader,
+        "POST",
+        "/api/v1/namespaces/default/import",
+        Some(line),
+    );
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = as_key(&reader, "GET", "/api/v1/namespaces/default/export", None);
+    assert_eq!(r.status, 200, "{}", r.text);
     let r = as_key(&reader, "DELETE", &format!("/api/v1/memories/{id}"), None);
     assert_eq!(r.status, 403, "{}", r.text);
     // admin: purge and snapshots.

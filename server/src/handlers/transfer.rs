@@ -18,10 +18,10 @@ use serde_json::json;
 
 use crate::api::check_namespace;
 use crate::api::namespaces::{ImportConflictOut, NamespaceImportOut};
-use crate::config::ApiKey;
+use crate::config::{ApiKey, Role};
 use crate::error::ApiError;
 use crate::handlers::memories::count;
-use crate::http::auth::authorize;
+use crate::http::auth::{authorize, require};
 use crate::http::body::{blocking, drain, Query, BODY_READ_TIMEOUT};
 use crate::http::stream::{channel_body, ChannelReader, CHANNEL_CHUNKS};
 use crate::http::{json_reply, AppState, Reply, ResponseBody};
@@ -164,7 +164,11 @@ pub(crate) async fn import(
         .and_then(|()| authorize(key, namespace))
         .and_then(|()| match query.get("on_conflict") {
             None | Some("skip") => Ok(OnConflict::Skip),
-            Some("replace") => Ok(OnConflict::Replace),
+            // It purges what it replaces, with every version: a purge needs an admin key.
+            Some("replace") => require(key, Role::Admin, || {
+                "on_conflict=replace (it purges the memories it replaces)".to_owned()
+            })
+            .map(|()| OnConflict::Replace),
             Some("fail") => Ok(OnConflict::Fail),
             Some(other) => Err(ApiError::invalid(
                 "on_conflict",
