@@ -4,7 +4,6 @@
 //! same `engramctl export` writes and `engramctl import` reads.
 
 use std::io::{BufRead, BufReader, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -197,11 +196,11 @@ pub(crate) async fn import(
     });
     // The body is passed on as it arrives; a client that stops sending for BODY_READ_TIMEOUT
     // fails the import (408) with what was stored before.
-    let timed_out = AtomicBool::new(false);
+    let mut timed_out = false;
     loop {
         let next = match tokio::time::timeout(BODY_READ_TIMEOUT, body.frame()).await {
             Err(_) => {
-                timed_out.store(true, Ordering::Relaxed);
+                timed_out = true;
                 Some(Err(format!(
                     "no data for {} s",
                     BODY_READ_TIMEOUT.as_secs()
@@ -235,7 +234,7 @@ pub(crate) async fn import(
             "import task failed",
         )
     })?;
-    if timed_out.load(Ordering::Relaxed) {
+    if timed_out {
         if let Err(e) = &mut out {
             *e = ApiError {
                 details: e.details.clone(),
