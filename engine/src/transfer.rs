@@ -318,7 +318,7 @@ pub fn parse_line(line: &str, n: usize) -> Result<Line, LineError> {
     let past = std::mem::take(&mut l.versions);
     let memory = to_memory(l, "").map_err(|(f, m)| err(&f, m))?;
     let mut versions = Vec::with_capacity(past.len());
-    for (i, mut v) in past.into_iter().enumerate() {
+    for (i, v) in past.into_iter().enumerate() {
         let at = format!("versions[{i}].");
         if !v.versions.is_empty() {
             return Err(err(
@@ -326,7 +326,6 @@ pub fn parse_line(line: &str, n: usize) -> Result<Line, LineError> {
                 "a version holds no versions".to_owned(),
             ));
         }
-        v.versions.clear();
         versions.push(to_memory(v, &at).map_err(|(f, m)| err(&f, m))?);
     }
     Ok(Line::Memory(Box::new(Exported { memory, versions })))
