@@ -38,7 +38,7 @@ mod model;
 mod policy;
 pub mod search;
 pub mod snapshot;
-mod text;
+pub mod text;
 mod tier;
 pub mod trace;
 pub mod transfer;
