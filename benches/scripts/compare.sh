@@ -14,7 +14,7 @@ bench="$b/engram-bench"
 port=3396
 url="http://127.0.0.1:$port"
 pid=""
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null || true' EXIT
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null && wait $pid 2>/dev/null || true' EXIT
 
 start() { # BIN_DIR DATA_DIR [ARGS...]
   local bin="$1" data="$2"; shift 2

@@ -18,6 +18,8 @@ rm -rf "$data"
   --set tier_migration.warm_to_cold_after=2s \
   --set tier_migration.strength=1s >"$data.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+# Wait for the daemon to close, so a following run never removes a data directory it still
+# holds or finds the port taken.
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null || true' EXIT
 until curl -sf "$url/api/v1/health" >/dev/null; do sleep 0.05; done
 "$bin/engram-bench" namespace --url "$url" --namespace tenant --count "$n" --others "$others" --json

@@ -16,7 +16,7 @@ dataset="$(cd "$(dirname "$0")/../../.." && pwd)/shared/data/locomo-dev"
 port=3397
 url="http://127.0.0.1:$port"
 pid=""
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null || true' EXIT
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null && wait $pid 2>/dev/null || true' EXIT
 start() {
   local data="/tmp/engram-search-bench-$1"; shift
   rm -rf "$data"
