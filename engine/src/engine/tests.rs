@@ -531,6 +531,43 @@ fn an_access_logged_after_a_purge_leaves_no_promotion_count() {
     assert_eq!(hits.get(&kept.id), Some(&1));
 }
 
+#[test]
+fn a_promotion_takes_free_room_in_working_and_never_evicts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 3);
+    let a = engine.create(new("a")).expect("create");
+    let b = engine.create(new("b")).expect("create");
+    let used = engine.create(new("used again")).expect("create");
+    engine.move_to(&used.id, Tier::Warm).expect("move");
+    let d = engine.create(new("d")).expect("create");
+    let tier = |id: &Uuid| engine.get(id).expect("get").expect("present").tier;
+    let use_three_times = || {
+        for _ in 0..3 {
+            engine
+                .get_and_touch(&used.id)
+                .expect("read")
+                .expect("found");
+        }
+        engine.inner.flush_access().expect("flush");
+        engine.migrate(false).expect("migrate")
+    };
+    // Working is full: the memory used again stays warm, nothing is evicted for it, and its
+    // count starts again.
+    let report = use_three_times();
+    assert!(report.moves.is_empty(), "moved: {:?}", report.moves);
+    assert_eq!(tier(&used.id), Tier::Warm);
+    for id in [&a.id, &b.id, &d.id] {
+        assert_eq!(tier(id), Tier::Working);
+    }
+    assert_eq!(engine.inner.accesses_since_move.lock().get(&used.id), None);
+    // With room, the same use brings it up.
+    engine.move_to(&d.id, Tier::Warm).expect("move");
+    use_three_times();
+    assert_eq!(tier(&used.id), Tier::Working);
+    assert_eq!(tier(&a.id), Tier::Working);
+    assert_eq!(tier(&b.id), Tier::Working);
+}
+
 /// Polls a future on this thread, parking between wake-ups (the engine has no async runtime).
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     struct Unpark(std::thread::Thread);

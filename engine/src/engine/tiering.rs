@@ -204,12 +204,18 @@ impl Inner {
         Ok(Some(lsn))
     }
 
+    /// Memories in working above which background eviction starts (95% of capacity).
+    fn eviction_start(&self) -> usize {
+        let capacity = self.config.working_capacity;
+        capacity - capacity / EVICTION_START_DIVISOR
+    }
+
     /// Background eviction: above 95% of capacity, move the least valuable memories to warm
     /// until 90%, a few hundred per hold of the writer lock, so writers never wait for the
     /// victim scan. `make_room` remains for bursts this cannot keep up with.
     pub(super) fn evict_in_background(&self) -> Result<(), EngineError> {
         let capacity = self.config.working_capacity;
-        let high = capacity - capacity / EVICTION_START_DIVISOR;
+        let high = self.eviction_start();
         let low = capacity - capacity / EVICTION_TARGET_DIVISOR;
         let projected = self.writer.lock().working_projected;
         if projected <= high {
@@ -251,7 +257,13 @@ impl Inner {
         let Some(to) = current.tier.up() else {
             return Ok(None);
         };
-        if to == Tier::Working && !self.make_room(w, 1)? {
+        // A promotion takes free room in working and never evicts for it, not even by the
+        // background eviction it would start: when the memories in use outnumber the tier,
+        // evicting one for another only moves them back and forth (each move a WAL record,
+        // RocksDB writes and a graph insert). The memory stays warm, its count starts again,
+        // and it goes up once idle memories have left.
+        if to == Tier::Working && w.working_projected >= self.eviction_start() {
+            self.accesses_since_move.lock().remove(id);
             return Ok(None);
         }
         let from = current.tier;
