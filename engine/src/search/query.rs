@@ -283,6 +283,15 @@ impl Ctx<'_> {
     }
 }
 
+/// Above this many memories, a namespace that is (nearly) the whole graph is searched with an
+/// unfiltered walk, not by scoring each memory's i8 codes: the scan costs ~90 ns a memory here
+/// (three map lookups and 384 multiply-adds), an unfiltered walk of 5,000 to 100,000 vectors
+/// 0.3–0.5 ms. Measured at 16 clients on 5,000 memories: 1,986–2,048 q/s scanning, 2,507–2,614
+/// walking (recall@10 0.9975); at 20,000: 514–556 against 1,618–1,661. `exact_candidates_max`
+/// still bounds the scan for a filter or a namespace that is a small part of the graph, where a
+/// walk would reject most of the nodes it reaches.
+const EXACT_WHOLE_GRAPH_MAX: usize = 4_096;
+
 /// Runs `q`: the ranked candidates (best first) and how many memories matched: every memory
 /// holding a query term that passed the filters, plus the vector candidates (a vector search
 /// cannot count the whole namespace; it counts the candidates it ranked).
@@ -385,9 +394,17 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                 .stats
                 .get(q.namespace.as_str())
                 .map_or(0, |s| s.docs as usize);
-            if let Some(candidates) = small_candidate_set(&attrs, q, index.exact_candidates_max) {
-                // A selective tag filter: score its few candidates from the in-memory i8 codes,
-                // no walk; the best are re-scored with their f32 vectors below.
+            // The namespace is (nearly) the whole graph and nothing else narrows the search.
+            let whole_graph = !q.filters_attributes() && ns_docs * 10 >= graph * 9;
+            let exact = if whole_graph && ns_docs > EXACT_WHOLE_GRAPH_MAX {
+                None
+            } else {
+                small_candidate_set(&attrs, q, index.exact_candidates_max)
+            };
+            if let Some(candidates) = exact {
+                // A selective tag filter or a small namespace: score its few candidates from
+                // the in-memory i8 codes, no walk; the best are re-scored with their f32
+                // vectors below.
                 let mut rough = TopN::new(pool * 4);
                 let (q_scale, q_codes) = crate::vector::quantize(uq);
                 {
@@ -411,9 +428,9 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                         top.push(cosine(uq, &v), *id);
                     }
                 }
-            } else if !q.filters_attributes() && ns_docs * 10 >= graph * 9 {
-                // The namespace is (nearly) the whole graph: walk without a per-node filter,
-                // check the results, and walk filtered only if too few pass.
+            } else if whole_graph {
+                // Walk without a per-node filter, check the results, and walk filtered only if
+                // too few pass.
                 let hits = index.hnsw.search_unfiltered(uq, pool + pool / 4 + 4)?;
                 let passed: Vec<(Uuid, f32)> = hits
                     .into_iter()
