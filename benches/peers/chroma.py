@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -80,7 +81,7 @@ def _ms(value: str, unit: str) -> float:
 class Chroma:
     def __init__(self, root: Path):
         self.root = root
-        self.exe = shutil.which("chroma") or str(Path(__import__("sys").executable).parent / "chroma")
+        self.exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
