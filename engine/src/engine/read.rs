@@ -171,25 +171,29 @@ impl Inner {
         };
         let (ranked, total_count) = crate::search::query::rank(&ctx, q)?;
         let mut hits = Vec::with_capacity(q.limit.min(ranked.len()));
-        for r in ranked.into_iter().skip(q.offset) {
-            if hits.len() >= q.limit {
-                break;
+        let mut ranked = ranked.into_iter().skip(q.offset).peekable();
+        // The page's memories are read together (one RocksDB lookup for the warm ones); a
+        // memory skipped below is replaced from the next ranks.
+        while hits.len() < q.limit && ranked.peek().is_some() {
+            let page: Vec<_> = ranked.by_ref().take(q.limit - hits.len()).collect();
+            let ids: Vec<Uuid> = page.iter().map(|r| r.id).collect();
+            for (r, m) in page.into_iter().zip(self.read_many(&ids)?) {
+                // Changed between ranking and this read: skip rather than return it stale.
+                let Some(m) = m else {
+                    continue;
+                };
+                let wanted = m.status == Status::Active
+                    || (m.status == Status::Superseded && q.include_superseded);
+                if !wanted || m.namespace != q.namespace || is_expired(&m, ctx.now_us) {
+                    continue;
+                }
+                hits.push(SearchHit {
+                    memory: self.with_pending_access(m),
+                    score: r.score,
+                    distance: r.similarity.map(|s| 1.0 - s),
+                    explanation: r.explanation,
+                });
             }
-            // Changed between ranking and this read: skip rather than return it stale.
-            let Some(m) = self.read(&r.id)? else {
-                continue;
-            };
-            let wanted = m.status == Status::Active
-                || (m.status == Status::Superseded && q.include_superseded);
-            if !wanted || m.namespace != q.namespace || is_expired(&m, ctx.now_us) {
-                continue;
-            }
-            hits.push(SearchHit {
-                memory: self.with_pending_access(m),
-                score: r.score,
-                distance: r.similarity.map(|s| 1.0 - s),
-                explanation: r.explanation,
-            });
         }
         let ids: Vec<Uuid> = hits.iter().map(|h| h.memory.id).collect();
         self.record_access(&ids);
@@ -249,6 +253,32 @@ impl Inner {
             }
         }
         Ok(None)
+    }
+
+    /// [`Inner::read`] of each id, in order: the working tier's slot copies, then one batched
+    /// RocksDB lookup for the rest, then `read` for what neither held (cold, or moved between
+    /// the two looks).
+    fn read_many(&self, ids: &[Uuid]) -> Result<Vec<Option<Memory>>, EngineError> {
+        let mut found = Vec::with_capacity(ids.len());
+        let mut not_working = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let m = self.working.get(id)?;
+            if m.is_none() {
+                not_working.push(i);
+            }
+            found.push(m);
+        }
+        if not_working.is_empty() {
+            return Ok(found);
+        }
+        let warm_ids: Vec<Uuid> = not_working.iter().map(|&i| ids[i]).collect();
+        for (i, m) in not_working.into_iter().zip(self.warm.get_many(&warm_ids)?) {
+            found[i] = match m {
+                Some(m) => Some(m),
+                None => self.read(&ids[i])?,
+            };
+        }
+        Ok(found)
     }
 
     /// One look in the working tier (a lock-free slot copy) and warm (a RocksDB point lookup),
