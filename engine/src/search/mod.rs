@@ -64,7 +64,7 @@ impl Default for SearchConfig {
             connectivity: 16,
             expansion_add: 128,
             expansion_search: 256,
-            quantization: Quantization::BF16,
+            quantization: Quantization::I8,
             threads: 32,
             save_after_changes: 50_000,
             exact_candidates_max: 20_000,

@@ -428,26 +428,33 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                         top.push(cosine(uq, &v), *id);
                     }
                 }
-            } else if whole_graph {
-                // Walk without a per-node filter, check the results, and walk filtered only if
-                // too few pass.
-                let hits = index.hnsw.search_unfiltered(uq, pool + pool / 4 + 4)?;
-                let passed: Vec<(Uuid, f32)> = hits
-                    .into_iter()
-                    .filter(|(id, crc, _)| accept(id, *crc))
-                    .map(|(id, _, d)| (id, d))
-                    .collect();
-                let hits = if passed.len() >= pool.min(graph) {
-                    passed
-                } else {
-                    index.hnsw.search(uq, pool, accept)?
-                };
-                for (id, distance) in hits {
-                    top.push(1.0 - distance, id);
-                }
             } else {
-                for (id, distance) in index.hnsw.search(uq, pool, accept)? {
-                    top.push(1.0 - distance, id);
+                let walk = index.hnsw.candidates_for(pool);
+                let mut hits = if whole_graph {
+                    // Walk without a per-node filter, check the results, and walk filtered
+                    // only if too few pass.
+                    let passed: Vec<(Uuid, f32)> = index
+                        .hnsw
+                        .search_unfiltered(uq, walk)?
+                        .into_iter()
+                        .filter(|(id, crc, _)| accept(id, *crc))
+                        .map(|(id, _, d)| (id, d))
+                        .collect();
+                    if passed.len() >= pool.min(graph) {
+                        passed
+                    } else {
+                        index.hnsw.search(uq, walk, accept)?
+                    }
+                } else {
+                    index.hnsw.search(uq, walk, accept)?
+                };
+                // The graph's distances come from quantized vectors: score its candidates
+                // again with their f32 vectors (one batched read), so ranks and scores are
+                // exact and do not depend on which path found a memory.
+                hits.sort_unstable_by_key(|(id, _)| *id);
+                let ids: Vec<Uuid> = hits.iter().map(|(id, _)| *id).collect();
+                for ((id, distance), v) in hits.into_iter().zip(ctx.warm.vectors(&ids)?) {
+                    top.push(v.map_or(1.0 - distance, |v| cosine(uq, &v)), id);
                 }
             }
         }
@@ -462,23 +469,6 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
             }
         }
         similarity = top.into_map();
-        // The graph's similarities come from quantized vectors: score the chosen candidates
-        // again with their f32 vectors (one batched read), so ranks and scores are exact and do
-        // not depend on which path found a memory.
-        let mut from_graph: Vec<Uuid> = similarity
-            .keys()
-            .filter(|id| {
-                attrs.by_id.get(id).is_some_and(|a| a.tier == Tier::Warm)
-                    && index.hnsw.lagging_vector(id).is_none()
-            })
-            .copied()
-            .collect();
-        from_graph.sort_unstable();
-        for (id, v) in from_graph.iter().zip(ctx.warm.vectors(&from_graph)?) {
-            if let Some(v) = v {
-                similarity.insert(*id, cosine(uq, &v));
-            }
-        }
         if let Some(t) = q.similarity_threshold {
             similarity.retain(|_, s| *s >= t);
         }

@@ -26,7 +26,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("search.hnsw_connectivity", Kind::Int, "16"),
     ("search.hnsw_expansion_add", Kind::Int, "128"),
     ("search.hnsw_expansion_search", Kind::Int, "256"),
-    ("search.hnsw_quantization", Kind::Str, "bf16"),
+    ("search.hnsw_quantization", Kind::Str, "i8"),
     ("search.max_concurrent", Kind::Int, "32"),
     ("search.index_save_changes", Kind::Int, "50000"),
     ("search.exact_candidates_max", Kind::Int, "20000"),
