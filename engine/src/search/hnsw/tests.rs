@@ -13,6 +13,18 @@ fn vector(seed: u64, dimensions: usize) -> Arc<[f32]> {
         .collect()
 }
 
+/// Waits until the indexer has put every queued vector in the graph.
+fn wait_for_indexer(hnsw: &Hnsw) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while hnsw.sizes().1 > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the indexer fell behind"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Every vector the graph holds is found by a search for itself: none is stored but
 /// unreachable (what concurrent adds did, unum-cloud/USearch#735). Rounds of 512 fill the
 /// graph past a load and a capacity growth, as after a restart.
@@ -26,14 +38,7 @@ fn every_added_vector_is_found_again() {
         for i in range {
             hnsw.upsert(ids[i], i as u32, vector(i as u64, dimensions));
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while hnsw.sizes().1 > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the indexer fell behind"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_indexer(hnsw);
     };
     {
         let hnsw = Hnsw::open(dir.path(), dimensions, &config).expect("open");
@@ -71,14 +76,7 @@ fn an_i8_graph_keeps_cosine_close_to_f32() {
     for (i, id) in ids.iter().enumerate() {
         hnsw.upsert(*id, i as u32, vector(i as u64, dimensions));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while hnsw.sizes().1 > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the indexer fell behind"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_indexer(&hnsw);
     let unit = |v: &[f32]| -> Vec<f32> {
         let n = crate::vector::norm(v);
         v.iter().map(|x| x / n).collect()
