@@ -123,15 +123,16 @@ impl Daemon {
         env: &[(&str, &str)],
         open_file_limit: Option<u64>,
     ) -> Daemon {
-        let mut last_error = String::new();
+        let mut errors = String::new();
         for _ in 0..5 {
             let port = free_port();
             match Daemon::try_start(data_dir, port, settings, env, open_file_limit) {
                 Ok(d) => return d,
-                Err(e) => last_error = e,
+                // Every attempt's error: a failed start can change what the next one finds.
+                Err(e) => errors.push_str(&format!("\n--- attempt on port {port}:\n{e}")),
             }
         }
-        panic!("engramd did not start: {last_error}");
+        panic!("engramd did not start: {errors}");
     }
 
     fn try_start(

@@ -171,6 +171,9 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         torn_tail: wal_report.truncated_tail.clone(),
         took: started.elapsed(),
     };
+    // Take the ballast back now, not at the background thread's first free-space check: a
+    // disk can fill within that second, and a store with no ballast may not open again on it.
+    layout.restore_ballast(config.min_free_disk_bytes);
     let free = layout.free_bytes();
     let inner = Arc::new(Inner {
         wal,

@@ -142,6 +142,9 @@ impl WarmTier {
         // (`WARM_MAX_OPEN_FILES` + the engine's own + one per connection).
         opts.set_max_open_files(WARM_MAX_OPEN_FILES);
         opts.set_bytes_per_sync(1 << 20);
+        // RocksDB preallocates 4 MiB for each new MANIFEST, one per open: on a full disk that
+        // is half the ballast a restart has to open with (see `DataDir::ballast`).
+        opts.set_manifest_preallocation_size(64 << 10);
         let mut table = rocksdb::BlockBasedOptions::default();
         let cache = rocksdb::Cache::new_lru_cache(block_cache_bytes);
         table.set_block_cache(&cache);

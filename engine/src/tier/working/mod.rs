@@ -794,13 +794,25 @@ impl WorkingTier {
         image.embedding = None;
         image.tier = Tier::Working;
         codec::encode_memory(&mut body, &image, false);
-        let (gen, offset, len) = self.append_heap(&mut w, &body)?;
-        let bytes = self.encode_slot(memory, gen, offset, len);
         let existing = self.index.read().get(&memory.id).copied();
-        if let Some(slot) = existing {
+        let old = existing.map(|slot| {
             let mut old = vec![0u8; SLOT_HEADER_BYTES];
             self.copy_slot_prefix(slot, &mut old);
-            w.live_heap_bytes -= entry_span(parse_header(&old).heap_len);
+            parse_header(&old)
+        });
+        // The same image again (a WAL replay after a crash, whose slots are newer than the
+        // checkpoint; an update that changed only slot fields) keeps its heap entry: a replay
+        // on a full disk must not need room for copies of what is already there.
+        let same = old.as_ref().filter(|h| {
+            h.heap_gen == w.heap_gen && self.read_heap_entry(h).is_some_and(|b| b == body)
+        });
+        let (gen, offset, len) = match same {
+            Some(h) => (h.heap_gen, h.heap_offset, h.heap_len),
+            None => self.append_heap(&mut w, &body)?,
+        };
+        let bytes = self.encode_slot(memory, gen, offset, len);
+        if let Some(h) = &old {
+            w.live_heap_bytes -= entry_span(h.heap_len);
         }
         self.replace_slot(&mut w, memory.id, existing, &bytes)?;
         w.live_heap_bytes += entry_span(len);

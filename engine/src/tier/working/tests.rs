@@ -426,3 +426,43 @@ fn a_mostly_dead_heap_is_compacted_long_before_it_is_full() {
         keep.content
     );
 }
+
+#[test]
+fn the_same_image_again_keeps_its_heap_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tier, _) = WorkingTier::open(dir.path(), 4, 8, 1 << 30).expect("open");
+    let mut m = memory(4, 1);
+    m.content = "y".repeat(256 * 1024);
+    tier.put(&m).expect("put");
+    let tail = || tier.writer.lock().heap_tail;
+    let after_first = tail();
+    // A WAL replay after a crash puts images the slots already hold: no second copy.
+    tier.put(&m).expect("put again");
+    assert_eq!(tail(), after_first);
+    // The LSN lives in the slot, not in the image: a new one keeps the entry too.
+    let live = tier.heap_usage().0;
+    m.lsn = m.lsn.next();
+    tier.put(&m).expect("put at a later LSN");
+    assert_eq!(tail(), after_first);
+    assert_eq!(tier.heap_usage().0, live, "the entry is counted once");
+    let got = tier.get(&m.id).expect("get").expect("present");
+    assert_eq!((got.content.as_str(), got.lsn), (m.content.as_str(), m.lsn));
+    // New content is a new entry.
+    m.content.push('!');
+    tier.put(&m).expect("put new content");
+    assert!(tail() > after_first);
+    assert_eq!(
+        tier.get(&m.id).expect("get").expect("present").content,
+        m.content
+    );
+    // After a restart without a checkpoint, as after kill -9, the replayed image is found.
+    drop(tier);
+    let (tier, _) = WorkingTier::open(dir.path(), 4, 8, 1 << 30).expect("reopen");
+    let before = tier.writer.lock().heap_tail;
+    tier.put(&m).expect("replayed put");
+    assert_eq!(tier.writer.lock().heap_tail, before);
+    assert_eq!(
+        tier.get(&m.id).expect("get").expect("present").content,
+        m.content
+    );
+}
