@@ -35,6 +35,9 @@ pub struct NamespaceArgs {
     /// Share of the namespace moved to the cold tier first.
     #[arg(long, default_value_t = 30)]
     cold_percent: usize,
+    /// Export (and so import) vectors as `embedding_b64` instead of arrays of floats.
+    #[arg(long)]
+    base64_vectors: bool,
 }
 
 fn ms(started: Instant) -> f64 {
@@ -99,10 +102,11 @@ pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
         engram_client::Client::new(&common.url)?.with_timeout(std::time::Duration::from_secs(3600));
 
     let t = Instant::now();
-    let plain = client.export_namespace(&ns, false).await?;
+    let b64 = args.base64_vectors;
+    let plain = client.export_namespace_with(&ns, false, b64).await?;
     let export_ms = ms(t);
     let t = Instant::now();
-    let packed = client.export_namespace(&ns, true).await?;
+    let packed = client.export_namespace_with(&ns, true, b64).await?;
     let export_zstd_ms = ms(t);
 
     // One client writing elsewhere for as long as the purge runs.
@@ -163,7 +167,7 @@ pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
         imported["imported"] == json!(args.count) && imported["complete"] == json!(true),
         "import answered {imported}"
     );
-    let again = client.export_namespace(&ns, false).await?;
+    let again = client.export_namespace_with(&ns, false, b64).await?;
     anyhow::ensure!(
         lines_without_tier(&plain)? == lines_without_tier(&again)?,
         "the namespace came back different"
@@ -173,6 +177,7 @@ pub async fn namespace(args: NamespaceArgs) -> anyhow::Result<()> {
     let out = json!({
         "memories": args.count,
         "other_memories": args.others,
+        "vectors": if b64 { "base64" } else { "float" },
         "tiers_before": counts["tiers"],
         "load_ms": load_ms,
         "export_ms": export_ms,

@@ -5,13 +5,17 @@
 //!   namespace only when one was exported), so an import into a new store knows its dimensions
 //!   even when the first memories have no vector;
 //! - one line per memory, every field: times as integer microseconds, vectors as full f32
-//!   (shortest round-trip form), metadata as its stored JSON text, and `versions`, the kept
-//!   past versions oldest first, each with the same fields (absent when there are none);
+//!   (`embedding`, shortest round-trip form; or `embedding_b64`, base64 of the little-endian
+//!   floats, when the export was asked for [`VectorForm::Base64`]), metadata as its stored
+//!   JSON text, and `versions`, the kept past versions oldest first, each with the same fields
+//!   (absent when there are none);
 //! - the footer, last: `{"engram_export_end":true,"memories":N,"versions":V}`. A stream cut short
 //!   has none; an import reports whether it saw one that agrees with what it read.
 //!
 //! A round trip is lossless: import rebuilds every kept version exactly.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -19,8 +23,31 @@ use uuid::Uuid;
 use crate::model::{content_hash, hex, EmbeddingStatus, Memory, Status, Tier};
 use crate::EngineError;
 
-/// The value of the header's `engram_export`.
+/// The header's `engram_export` of an export with float vectors (every build reads it).
 pub const FORMAT: u64 = 1;
+/// The header's `engram_export` of an export with base64 vectors: a build that predates
+/// `embedding_b64` refuses the file rather than importing it without its vectors.
+pub const FORMAT_BASE64: u64 = 2;
+
+/// How an export writes vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VectorForm {
+    /// `embedding`: an array of floats, readable by any JSON tool.
+    #[default]
+    Float,
+    /// `embedding_b64`: base64 of the little-endian f32s; about half the bytes, and far less
+    /// work to write and to read (384 floats a memory were most of an export's formatting).
+    Base64,
+}
+
+impl VectorForm {
+    fn format(self) -> u64 {
+        match self {
+            VectorForm::Float => FORMAT,
+            VectorForm::Base64 => FORMAT_BASE64,
+        }
+    }
+}
 
 /// The first line of an export.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +101,11 @@ struct ExportLine<'a> {
     namespace: &'a str,
     content: &'a str,
     content_hash: String,
-    embedding: Option<&'a [f32]>,
+    /// `Some(None)` is a `null`: float exports always name the field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedding: Option<Option<&'a [f32]>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedding_b64: Option<String>,
     embedding_status: &'static str,
     embedding_error: Option<&'a str>,
     embedding_model: Option<&'a str>,
@@ -102,13 +133,28 @@ fn raw_metadata(json: &str) -> &RawValue {
         .unwrap_or_else(|_| serde_json::from_str::<&RawValue>("{}").expect("{} is JSON"))
 }
 
-fn export_line<'a>(m: &'a Memory, versions: Vec<ExportLine<'a>>) -> ExportLine<'a> {
+/// Base64 of the little-endian bytes of `v`.
+fn vector_base64(v: &[f32]) -> String {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    STANDARD.encode(bytes)
+}
+
+fn export_line<'a>(
+    m: &'a Memory,
+    form: VectorForm,
+    versions: Vec<ExportLine<'a>>,
+) -> ExportLine<'a> {
+    let (embedding, embedding_b64) = match form {
+        VectorForm::Float => (Some(m.embedding.as_deref()), None),
+        VectorForm::Base64 => (None, m.embedding.as_deref().map(vector_base64)),
+    };
     ExportLine {
         id: m.id.to_string(),
         namespace: &m.namespace,
         content: &m.content,
         content_hash: hex(&m.content_hash),
-        embedding: m.embedding.as_deref(),
+        embedding,
+        embedding_b64,
         embedding_status: m.embedding_status.as_str(),
         embedding_error: match &m.embedding_status {
             EmbeddingStatus::Failed(reason) => Some(reason),
@@ -139,11 +185,16 @@ fn push_json(out: &mut Vec<u8>, value: &impl Serialize) {
 }
 
 /// Appends the header line.
-pub fn write_header(out: &mut Vec<u8>, dimensions: usize, namespace: Option<&str>) {
+pub fn write_header(
+    out: &mut Vec<u8>,
+    dimensions: usize,
+    namespace: Option<&str>,
+    form: VectorForm,
+) {
     push_json(
         out,
         &Header {
-            engram_export: FORMAT,
+            engram_export: form.format(),
             dimensions,
             namespace: namespace.map(str::to_owned),
         },
@@ -151,12 +202,12 @@ pub fn write_header(out: &mut Vec<u8>, dimensions: usize, namespace: Option<&str
 }
 
 /// Appends one memory's line, with its past versions (oldest first).
-pub fn write_memory(out: &mut Vec<u8>, memory: &Memory, versions: &[Memory]) {
+pub fn write_memory(out: &mut Vec<u8>, memory: &Memory, versions: &[Memory], form: VectorForm) {
     let past = versions
         .iter()
-        .map(|v| export_line(v, Vec::new()))
+        .map(|v| export_line(v, form, Vec::new()))
         .collect();
-    push_json(out, &export_line(memory, past));
+    push_json(out, &export_line(memory, form, past));
 }
 
 /// Appends the footer line.
@@ -182,6 +233,7 @@ pub fn write_export<W: std::io::Write + Send>(
     out: W,
     dimensions: usize,
     namespace: Option<&str>,
+    form: VectorForm,
     read: impl FnOnce(&mut dyn FnMut(Exported) -> Result<(), EngineError>) -> Result<(), EngineError>,
 ) -> Result<(W, Footer), EngineError> {
     let io = |e: std::io::Error| EngineError::io(std::path::Path::new("<export stream>"), e);
@@ -195,10 +247,10 @@ pub fn write_export<W: std::io::Write + Send>(
         let formatter = s.spawn(move || -> std::io::Result<W> {
             let mut out = out;
             let mut buf = Vec::with_capacity(1 << 20);
-            write_header(&mut buf, dimensions, namespace);
+            write_header(&mut buf, dimensions, namespace, form);
             for chunk in formatting {
                 for e in &chunk {
-                    write_memory(&mut buf, &e.memory, &e.versions);
+                    write_memory(&mut buf, &e.memory, &e.versions, form);
                 }
                 out.write_all(&buf)?;
                 buf.clear();
@@ -249,6 +301,9 @@ struct ImportLine {
     content: String,
     content_hash: Option<String>,
     embedding: Option<Vec<f32>>,
+    /// Base64 of little-endian f32s, instead of `embedding` (format 2).
+    #[serde(default)]
+    embedding_b64: Option<String>,
     /// Absent in exports written before embedding status existed.
     embedding_status: Option<String>,
     embedding_error: Option<String>,
@@ -291,11 +346,11 @@ pub fn parse_line(line: &str, n: usize) -> Result<Line, LineError> {
     if head.starts_with("{\"engram_export\"") {
         let header: Header =
             serde_json::from_str(line).map_err(|e| err("", format!("bad header: {e}")))?;
-        if header.engram_export != FORMAT {
+        if !(FORMAT..=FORMAT_BASE64).contains(&header.engram_export) {
             return Err(err(
                 "engram_export",
                 format!(
-                    "export format {} (this build reads {FORMAT})",
+                    "export format {} (this build reads {FORMAT} to {FORMAT_BASE64})",
                     header.engram_export
                 ),
             ));
@@ -334,9 +389,21 @@ pub fn parse_line(line: &str, n: usize) -> Result<Line, LineError> {
 /// The memory a line describes; errors name the field under `at`.
 fn to_memory(l: ImportLine, at: &str) -> Result<Memory, (String, String)> {
     let field = |name: &str| format!("{at}{name}");
+    let embedding = match (l.embedding, l.embedding_b64) {
+        (Some(_), Some(_)) => {
+            return Err((
+                field("embedding_b64"),
+                "a line gives embedding or embedding_b64, not both".to_owned(),
+            ))
+        }
+        (None, Some(b64)) => {
+            Some(vector_from_base64(&b64).map_err(|m| (field("embedding_b64"), m))?)
+        }
+        (floats, None) => floats,
+    };
     // An export's vector was the client's when the export predates embedding status.
     let embedding_status = match l.embedding_status.as_deref() {
-        None if l.embedding.is_some() => EmbeddingStatus::Ready,
+        None if embedding.is_some() => EmbeddingStatus::Ready,
         None | Some("none") => EmbeddingStatus::None,
         Some("pending") => EmbeddingStatus::Pending,
         Some("ready") => EmbeddingStatus::Ready,
@@ -363,7 +430,7 @@ fn to_memory(l: ImportLine, at: &str) -> Result<Memory, (String, String)> {
         namespace: l.namespace,
         content: l.content,
         content_hash,
-        embedding: l.embedding,
+        embedding,
         embedding_status,
         embedding_model: l.embedding_model,
         tier: l
@@ -393,6 +460,27 @@ fn to_memory(l: ImportLine, at: &str) -> Result<Memory, (String, String)> {
     })
 }
 
+/// The floats of an `embedding_b64`; the error says what is wrong with it.
+fn vector_from_base64(s: &str) -> Result<Vec<f32>, String> {
+    let bytes = STANDARD
+        .decode(s)
+        .map_err(|e| format!("is not valid base64: {e}"))?;
+    if bytes.len() % 4 != 0 {
+        return Err(format!(
+            "decodes to {} bytes, not a whole number of 4-byte floats",
+            bytes.len()
+        ));
+    }
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(v),
+        Some(i) => Err(format!("value at index {i} is not a finite 32-bit float")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,49 +488,103 @@ mod tests {
     #[test]
     fn a_memory_with_versions_round_trips_and_errors_name_the_field() {
         let current = crate::codec::tests::sample_memory();
+        assert!(current.embedding.is_some());
         let older = Memory {
             version: current.version - 1,
             content: "an older text".into(),
             content_hash: content_hash("an older text"),
             updated_at_us: current.updated_at_us - 5,
+            embedding: None,
+            embedding_status: EmbeddingStatus::None,
             ..current.clone()
         };
-        let mut out = Vec::new();
-        write_header(&mut out, 4, Some("ns"));
-        write_memory(&mut out, &current, std::slice::from_ref(&older));
-        write_footer(&mut out, 1, 1);
-        let text = String::from_utf8(out).expect("UTF-8");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(matches!(parse_line(lines[0], 1), Ok(Line::Header(h)) if h.dimensions == 4));
-        let Ok(Line::Memory(m)) = parse_line(lines[1], 2) else {
-            panic!("a memory line");
-        };
-        assert_eq!(
-            m.memory,
-            Memory {
-                lsn: m.memory.lsn,
-                ..current.clone()
-            }
-        );
-        assert_eq!(m.versions.len(), 1);
-        assert_eq!(m.versions[0].content, "an older text");
-        assert_eq!(
-            parse_line(lines[2], 3),
-            Ok(Line::Footer(Footer {
-                engram_export_end: true,
-                memories: 1,
-                versions: 1
-            }))
-        );
-        let bad = lines[1].replacen("\"status\":\"active\"", "\"status\":\"gone\"", 2);
-        let e = parse_line(&bad, 7).expect_err("a bad status");
-        assert_eq!(e.line, 7);
-        assert!(
-            e.field == "status" || e.field == "versions[0].status",
-            "{e}"
-        );
+        for form in [VectorForm::Float, VectorForm::Base64] {
+            let mut out = Vec::new();
+            write_header(&mut out, 4, Some("ns"), form);
+            write_memory(&mut out, &current, std::slice::from_ref(&older), form);
+            write_footer(&mut out, 1, 1);
+            let text = String::from_utf8(out).expect("UTF-8");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 3);
+            let Ok(Line::Header(h)) = parse_line(lines[0], 1) else {
+                panic!("a header");
+            };
+            assert_eq!((h.dimensions, h.engram_export), (4, form.format()));
+            assert_eq!(
+                lines[1].contains("\"embedding\":["),
+                form == VectorForm::Float,
+                "{}",
+                lines[1]
+            );
+            assert_eq!(
+                lines[1].contains("\"embedding_b64\":\""),
+                form == VectorForm::Base64
+            );
+            let Ok(Line::Memory(m)) = parse_line(lines[1], 2) else {
+                panic!("a memory line");
+            };
+            // Every bit of every float comes back, in either form.
+            assert_eq!(
+                m.memory,
+                Memory {
+                    lsn: m.memory.lsn,
+                    ..current.clone()
+                }
+            );
+            assert_eq!(m.versions.len(), 1);
+            assert_eq!(m.versions[0].content, "an older text");
+            assert_eq!(m.versions[0].embedding, None);
+            assert_eq!(
+                parse_line(lines[2], 3),
+                Ok(Line::Footer(Footer {
+                    engram_export_end: true,
+                    memories: 1,
+                    versions: 1
+                }))
+            );
+            let bad = lines[1].replacen("\"status\":\"active\"", "\"status\":\"gone\"", 2);
+            let e = parse_line(&bad, 7).expect_err("a bad status");
+            assert_eq!(e.line, 7);
+            assert!(
+                e.field == "status" || e.field == "versions[0].status",
+                "{e}"
+            );
+        }
         let e = parse_line("{\"id\":3}", 2).expect_err("a bad id");
         assert_eq!(e.field, "id");
+    }
+
+    #[test]
+    fn a_bad_embedding_b64_is_refused_naming_it() {
+        let mut out = Vec::new();
+        let m = crate::codec::tests::sample_memory();
+        write_memory(&mut out, &m, &[], VectorForm::Base64);
+        let line = String::from_utf8(out).expect("UTF-8");
+        let b64 = vector_base64(m.embedding.as_deref().expect("a vector"));
+        let cases = [
+            (b64.replacen(&b64[..4], "!!!!", 1), "not valid base64"),
+            (STANDARD.encode([0u8; 6]), "not a whole number"),
+            (
+                STANDARD.encode(f32::NAN.to_le_bytes()),
+                "index 0 is not a finite",
+            ),
+        ];
+        for (bad, says) in cases {
+            let e = parse_line(&line.replacen(&b64, &bad, 1), 4).expect_err(says);
+            assert_eq!(e.field, "embedding_b64", "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+        let both = line.replacen(
+            "\"embedding_b64\"",
+            "\"embedding\":[1,2,3,4],\"embedding_b64\"",
+            1,
+        );
+        let e = parse_line(&both, 5).expect_err("both forms");
+        assert_eq!(e.field, "embedding_b64", "{e}");
+        let future = "{\"engram_export\":3,\"dimensions\":4}";
+        assert_eq!(
+            parse_line(future, 1).expect_err("format 3").field,
+            "engram_export"
+        );
     }
 }

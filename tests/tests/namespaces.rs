@@ -483,13 +483,46 @@ fn a_namespace_exported_purged_and_imported_comes_back_field_by_field() {
     assert!(before
         .values()
         .any(|m| m["access_count"].as_u64() > Some(0)));
+    // Vectors as base64: the same memories, with `embedding_b64` for `embedding`.
+    let (b64, _) = export(&d, "tenant-move", "?embedding_format=base64");
+    let (b64_header, b64_lines, _) = parse_export(&b64);
+    assert_eq!(b64_header["engram_export"], 2);
+    assert!(
+        b64.len() < plain.len(),
+        "{} of {} bytes",
+        b64.len(),
+        plain.len()
+    );
+    for (id, m) in &b64_lines {
+        assert!(m.get("embedding").is_none(), "{m}");
+        assert_eq!(
+            m["embedding_b64"].is_string(),
+            before[id]["embedding"].is_array(),
+            "{m}"
+        );
+    }
+    let (packed_b64, _) = export(&d, "tenant-move", "?compress=zstd&embedding_format=base64");
+    assert_eq!(zstd::decode_all(&packed_b64[..]).expect("zstd"), b64);
+    let (status, bytes, _) = d.request_bytes(
+        "GET",
+        "/api/v1/namespaces/tenant-move/export?embedding_format=hex",
+        None,
+        &[],
+    );
+    let refused: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(
+        (status, &refused["error"]["details"]["field"]),
+        (400, &json!("embedding_format")),
+        "{refused}"
+    );
 
     let r = d.delete("/api/v1/namespaces/tenant-move?purge=true");
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(d.get("/api/v1/namespaces/tenant-move").status, 404);
 
-    // Back from the compressed stream: every memory, every version, every field.
-    let (status, reply) = import(&d, "tenant-move", "", &packed, true);
+    // Back from the compressed base64 stream: every memory, every version, every field, every
+    // bit of every vector (compared below as the float export writes them).
+    let (status, reply) = import(&d, "tenant-move", "", &packed_b64, true);
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
         (

@@ -93,7 +93,8 @@ fn export_then_import_yields_an_identical_store() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("running engramd"));
     drop(d);
 
-    for name in ["export.jsonl", "export.jsonl.zst"] {
+    // Floats in the plain file, base64 vectors in the compressed one: both come back whole.
+    for (name, vectors) in [("export.jsonl", "float"), ("export.jsonl.zst", "base64")] {
         let file = root.path().join(name);
         let out = ctl(&[
             "export",
@@ -101,6 +102,8 @@ fn export_then_import_yields_an_identical_store() {
             data.to_str().expect("utf8"),
             "--out",
             file.to_str().expect("utf8"),
+            "--embedding-format",
+            vectors,
             "--json",
         ]);
         assert!(
@@ -110,6 +113,12 @@ fn export_then_import_yields_an_identical_store() {
         );
         let report: Value = serde_json::from_slice(&out.stdout).expect("json");
         assert_eq!(report["exported"], 80);
+        if vectors == "base64" {
+            let text = zstd::decode_all(&std::fs::read(&file).expect("read")[..]).expect("zstd");
+            let text = String::from_utf8(text).expect("utf8");
+            assert!(text.starts_with("{\"engram_export\":2,"), "{text:.80}");
+            assert!(text.contains("\"embedding_b64\":\"") && !text.contains("\"embedding\":"));
+        }
         let target = root.path().join(format!("imported-{name}"));
         let out = ctl(&[
             "import",

@@ -127,6 +127,10 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         namespace: Option<String>,
+        /// How vectors are written: `float` (an array, any build reads it) or `base64`
+        /// (`embedding_b64`: smaller and faster both ways; read by builds from 2026-12 on).
+        #[arg(long, default_value = "float", value_parser = ["float", "base64"])]
+        embedding_format: String,
         #[arg(long)]
         json: bool,
     },
@@ -283,8 +287,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             out,
             namespace,
+            embedding_format,
             json,
-        } => transfer::export(&data_dir, &out, namespace.as_deref(), json),
+        } => {
+            let form = if embedding_format == "base64" {
+                engram_engine::transfer::VectorForm::Base64
+            } else {
+                engram_engine::transfer::VectorForm::Float
+            };
+            transfer::export(&data_dir, &out, namespace.as_deref(), form, json)
+        }
         Command::Import {
             data_dir,
             input,

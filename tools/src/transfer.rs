@@ -68,6 +68,7 @@ pub fn export(
     data_dir: &Path,
     out: &Path,
     namespace: Option<&str>,
+    form: transfer::VectorForm,
     as_json: bool,
 ) -> anyhow::Result<()> {
     let engine = open_offline(data_dir, None)?;
@@ -80,7 +81,7 @@ pub fn export(
     };
     let bar = progress(as_json, "exported");
     let (writer, footer) =
-        transfer::write_export(writer, engine.config().dimensions, namespace, |put| {
+        transfer::write_export(writer, engine.config().dimensions, namespace, form, |put| {
             let mut n = 0u64;
             let mut counted = |e: Exported| {
                 n += 1;
@@ -280,6 +281,8 @@ pub fn restore_namespace(r: &NamespaceRestore<'_>) -> anyhow::Result<()> {
         encoder,
         engine.config().dimensions,
         Some(r.namespace),
+        // The daemon it goes to reads base64 vectors, and they are half the bytes to post.
+        transfer::VectorForm::Base64,
         |put| {
             let mut n = 0u64;
             engine.export_namespace(r.namespace, |e| {

@@ -256,9 +256,13 @@ class _Calls:
         return _Call("GET", "/api/v1/namespaces", lambda v: [Namespace.from_json(n) for n in v["namespaces"]])
 
     @staticmethod
-    def export_namespace(namespace: str, compress: bool) -> _Call:
-        params = {"compress": "zstd"} if compress else None
-        return _Call("GET", f"/api/v1/namespaces/{namespace}/export", lambda b: b, params=params, raw=True)
+    def export_namespace(namespace: str, compress: bool, embedding_format: str) -> _Call:
+        params = {}
+        if compress:
+            params["compress"] = "zstd"
+        if embedding_format != "float":
+            params["embedding_format"] = embedding_format
+        return _Call("GET", f"/api/v1/namespaces/{namespace}/export", lambda b: b, params=params or None, raw=True)
 
     @staticmethod
     def import_namespace(namespace: str, export: bytes, on_conflict: str, compressed: Optional[bool]) -> _Call:
@@ -536,10 +540,13 @@ class Engram:
         """Every namespace the key may see, with its counts per tier."""
         return self._do(_Calls.namespaces())
 
-    def export_namespace(self, namespace: str, *, compress: bool = False) -> bytes:
+    def export_namespace(
+        self, namespace: str, *, compress: bool = False, embedding_format: str = "float"
+    ) -> bytes:
         """Every memory of a namespace with its versions: the export stream (JSON lines, or one
-        zstd stream), for ``import_namespace`` or ``engramctl import``."""
-        return self._do(_Calls.export_namespace(namespace, compress))
+        zstd stream), for ``import_namespace`` or ``engramctl import``. ``embedding_format=
+        "base64"`` writes vectors as ``embedding_b64``: half the bytes, faster both ways."""
+        return self._do(_Calls.export_namespace(namespace, compress, embedding_format))
 
     def import_namespace(
         self, namespace: str, export: bytes, *, on_conflict: str = "skip", compressed: Optional[bool] = None
@@ -746,8 +753,10 @@ class AsyncEngram:
     async def namespaces(self) -> list[Namespace]:
         return await self._do(_Calls.namespaces())
 
-    async def export_namespace(self, namespace: str, *, compress: bool = False) -> bytes:
-        return await self._do(_Calls.export_namespace(namespace, compress))
+    async def export_namespace(
+        self, namespace: str, *, compress: bool = False, embedding_format: str = "float"
+    ) -> bytes:
+        return await self._do(_Calls.export_namespace(namespace, compress, embedding_format))
 
     async def import_namespace(
         self, namespace: str, export: bytes, *, on_conflict: str = "skip", compressed: Optional[bool] = None

@@ -170,6 +170,9 @@ def test_namespaces_export_purge_import(db):
     packed = db.export_namespace(space, compress=True)
     lines = plain.decode().splitlines()
     assert len(lines) == 33 and '"engram_export_end":true' in lines[-1]
+    b64 = db.export_namespace(space, embedding_format="base64").decode().splitlines()
+    assert '"engram_export":2' in b64[0] and '"embedding_b64":"' in b64[1]
+    assert len(b64) == 33 and len("\n".join(b64)) < len(plain)
     assert packed[:4] == b"\x28\xb5\x2f\xfd"
     purged = db.delete_namespace(space, purge=True)
     assert purged["purged"] == 31

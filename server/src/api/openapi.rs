@@ -272,7 +272,7 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
                 "Soft by default: every memory of the namespace is deleted as a single delete would (versions kept, restorable). `purge=true` (an admin key) purges every memory with all its versions, postings, vectors and index entries, then scrubs the live data files: the working tier's heap is compacted and the space it left zeroed, cold segments holding a purged entry are rewritten, the WAL segment holding the purge is closed and checkpointed out of the active directory, and RocksDB is compacted to its last level. Snapshots and the WAL archive keep what they hold (docs/operations.md, \"Purging a namespace\").")
         },
         Route::ExportNamespace(_) => Operation {
-            success: vec![(200, "JSON lines (`application/x-ndjson`, or `application/zstd` with `compress=zstd`): a header `{\"engram_export\":1,\"dimensions\",\"namespace\"}`, one line per memory with every field and `versions` (its kept past versions, oldest first), and a last line `{\"engram_export_end\":true,\"memories\",\"versions\"}`. A stream without that last line was cut short.", None,
+            success: vec![(200, "JSON lines (`application/x-ndjson`, or `application/zstd` with `compress=zstd`): a header `{\"engram_export\":1,\"dimensions\",\"namespace\"}` (`2` with `embedding_format=base64`), one line per memory with every field and `versions` (its kept past versions, oldest first), and a last line `{\"engram_export_end\":true,\"memories\",\"versions\"}`. A stream without that last line was cut short.", None,
                 json!("{\"engram_export\":1,\"dimensions\":384,\"namespace\":\"agent-7\"}\n{\"id\":\"…\",\"namespace\":\"agent-7\",\"content\":\"…\",…,\"version\":3,\"versions\":[{…,\"version\":1},{…,\"version\":2}]}\n{\"engram_export_end\":true,\"memories\":1,\"versions\":2}\n"))],
             errors: ONE,
             ..base("get", "/api/v1/namespaces/{namespace}/export", "exportNamespace", "namespaces", "Export a namespace",
@@ -374,7 +374,7 @@ fn query_parameter(name: &str) -> Value {
         "include_embedding" => (flag(), "Include vectors in the reply."),
         "embedding_format" => (
             json!({"type": "string", "enum": ["float", "base64"]}),
-            "How included vectors are written: `float` (default) as `embedding`, an array of numbers; `base64` as `embedding_b64`, base64 of little-endian 32-bit floats.",
+            "How vectors in the reply are written: `float` (default) as `embedding`, an array of numbers; `base64` as `embedding_b64`, base64 of little-endian 32-bit floats (an export with base64 vectors says `\"engram_export\":2` in its header).",
         ),
         "return" => (
             json!({"type": "string", "enum": ["minimal", "representation"]}),

@@ -46,7 +46,8 @@ fn namespace_not_found(namespace: &str) -> ApiError {
     }
 }
 
-/// `GET /api/v1/namespaces/{ns}/export[?compress=zstd]`: the answer starts at once and is
+/// `GET /api/v1/namespaces/{ns}/export[?compress=zstd][&embedding_format=base64]`: the answer
+/// starts at once and is
 /// written while the namespace is read (a thread reads, another formats). A failure after the
 /// first bytes ends the stream without its last line, which an import reports as incomplete.
 pub(crate) async fn export(
@@ -67,6 +68,16 @@ pub(crate) async fn export(
             ))
         }
     };
+    let form = match query.get("embedding_format") {
+        None | Some("float") => transfer::VectorForm::Float,
+        Some("base64") => transfer::VectorForm::Base64,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "embedding_format",
+                format!("must be float or base64, not {other:?}"),
+            ))
+        }
+    };
     let engine = Arc::clone(&state.engine);
     let ns = namespace.to_owned();
     let exists = blocking(move || engine.namespace_counts(Some(&ns))).await??;
@@ -82,7 +93,7 @@ pub(crate) async fn export(
         let result = if compress {
             zstd::Encoder::new(sink, 3)
                 .map_err(|e| EngineError::io(std::path::Path::new("<zstd>"), e))
-                .and_then(|enc| write_namespace(&engine, &ns, enc))
+                .and_then(|enc| write_namespace(&engine, &ns, form, enc))
                 .and_then(|(enc, footer)| {
                     enc.finish()
                         .and_then(|mut sink| std::io::Write::flush(&mut sink))
@@ -90,7 +101,7 @@ pub(crate) async fn export(
                     Ok(footer)
                 })
         } else {
-            write_namespace(&engine, &ns, sink).map(|(_, footer)| footer)
+            write_namespace(&engine, &ns, form, sink).map(|(_, footer)| footer)
         };
         match result {
             Ok(footer) => tracing::info!(
@@ -118,11 +129,16 @@ pub(crate) async fn export(
 fn write_namespace<W: std::io::Write + Send>(
     engine: &Engine,
     namespace: &str,
+    form: transfer::VectorForm,
     out: W,
 ) -> Result<(W, transfer::Footer), EngineError> {
-    transfer::write_export(out, engine.config().dimensions, Some(namespace), |put| {
-        engine.export_namespace(namespace, put).map(|_| ())
-    })
+    transfer::write_export(
+        out,
+        engine.config().dimensions,
+        Some(namespace),
+        form,
+        |put| engine.export_namespace(namespace, put).map(|_| ()),
+    )
 }
 
 /// What an import does with a memory whose id the store holds, or whose content the namespace

@@ -257,7 +257,7 @@ impl Route {
                 &["limit", "cursor", "include_embedding", "embedding_format"]
             }
             Route::DeleteMemory(_) | Route::DeleteNamespace(_) => &["purge"],
-            Route::ExportNamespace(_) => &["compress"],
+            Route::ExportNamespace(_) => &["compress", "embedding_format"],
             Route::ImportNamespace(_) => &["on_conflict"],
             Route::ListMemories => &[
                 "namespace",
