@@ -26,6 +26,7 @@ use parking_lot::RwLock;
 use uuid::Uuid;
 
 use crate::codec::AttrRow;
+use crate::idhash::IdMap;
 use crate::model::{Memory, Status, Tier};
 use crate::text::Analyzer;
 use crate::vector::vector_crc;
@@ -418,8 +419,10 @@ mod tests {
 /// document's distinct terms so they can be removed.
 #[derive(Debug, Default)]
 pub(crate) struct WorkingText {
-    pub postings: HashMap<Arc<str>, HashMap<String, HashMap<Uuid, u32>>>,
-    docs: HashMap<Uuid, (Arc<str>, Vec<String>)>,
+    /// Terms are what clients write, so their maps keep SipHash; ids hash with [`IdMap`]'s
+    /// cheap hasher (SipHash of the id was most of an import's postings cost).
+    pub postings: HashMap<Arc<str>, HashMap<String, IdMap<Uuid, u32>>>,
+    docs: IdMap<Uuid, (Arc<str>, Vec<String>)>,
 }
 
 impl WorkingText {
@@ -428,7 +431,15 @@ impl WorkingText {
         let by_term = self.postings.entry(Arc::clone(&ns)).or_default();
         let mut names = Vec::with_capacity(terms.len());
         for (t, tf) in terms {
-            by_term.entry(t.clone()).or_default().insert(id, tf);
+            // A term seen before needs no copy of its name.
+            match by_term.get_mut(&t) {
+                Some(p) => {
+                    p.insert(id, tf);
+                }
+                None => {
+                    by_term.entry(t.clone()).or_default().insert(id, tf);
+                }
+            }
             names.push(t);
         }
         self.docs.insert(id, (ns, names));
