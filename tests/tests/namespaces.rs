@@ -149,6 +149,71 @@ fn search_ns(d: &Daemon, ns: &str, text: &str) -> Vec<Value> {
     r.body["results"].as_array().expect("results").clone()
 }
 
+/// `bytes` and `tier_bytes` follow a memory through the tiers: a 100 kB text is counted in
+/// full in working and warm (stored uncompressed there), as its compressed share in cold, and
+/// is gone from the count once purged.
+#[test]
+fn a_namespace_counts_its_bytes_in_every_tier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir.path().join("data"));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
+    // Random hex: zstd can take it to about half, no further.
+    let big: String = (0..50_000)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect();
+    let small = d.post(
+        "/api/v1/memories",
+        &json!({"namespace": "sized", "content": "a short one", "embedding": embedding(1, DIMS)}),
+    );
+    assert_eq!(small.status, 201, "{}", small.text);
+    let counts = |d: &Daemon| {
+        let r = d.get("/api/v1/namespaces/sized");
+        assert_eq!(r.status, 200, "{}", r.text);
+        let t = &r.body["tier_bytes"];
+        let per_tier = ["working", "warm", "cold"].map(|k| t[k].as_u64().expect("bytes"));
+        assert_eq!(
+            r.body["bytes"].as_u64(),
+            Some(per_tier.iter().sum()),
+            "{}",
+            r.text
+        );
+        println!("bytes per tier: {per_tier:?}");
+        per_tier
+    };
+    let [w0, _, _] = counts(&d);
+    // The short one: its heap entry (text, metadata, times) and its 8 floats.
+    assert!((32 + 11..4_096).contains(&w0), "{w0}");
+
+    let r = d.post(
+        "/api/v1/memories",
+        &json!({"namespace": "sized", "content": big, "embedding": embedding(2, DIMS)}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    let [w1, warm1, cold1] = counts(&d);
+    assert!(w1 - w0 >= 100_000 && w1 - w0 < 104_096, "{w0} -> {w1}");
+    assert_eq!((warm1, cold1), (0, 0));
+
+    let r = d.patch(&format!("/api/v1/memories/{id}"), &json!({"tier": "warm"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let [w2, warm2, cold2] = counts(&d);
+    assert_eq!((w2, cold2), (w0, 0));
+    assert!((100_000..104_096).contains(&warm2), "{warm2}");
+
+    let r = d.patch(&format!("/api/v1/memories/{id}"), &json!({"tier": "cold"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let [w3, warm3, cold3] = counts(&d);
+    assert_eq!((w3, warm3), (w0, 0));
+    assert!(
+        (40_000..100_000).contains(&cold3),
+        "compressed share {cold3}"
+    );
+
+    let r = d.delete("/api/v1/namespaces/sized?purge=true");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(d.get("/api/v1/namespaces/sized").status, 404);
+}
+
 #[test]
 fn namespaces_are_counted_deleted_and_purged_without_a_trace() {
     let dir = tempfile::tempdir().expect("tempdir");

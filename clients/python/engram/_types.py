@@ -112,12 +112,15 @@ class Version:
 @dataclass(frozen=True)
 class Namespace:
     """A namespace's memories: all of them (deleted ones too, until purged), those a search
-    can find, and how many live in each tier."""
+    can find, how many live in each tier, and the bytes they take as stored (in all and per
+    tier; current images and vectors, not versions or indexes)."""
 
     namespace: str
     memories: int
     searchable: int
     tiers: dict[str, int]
+    bytes: int = 0
+    tier_bytes: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, v: dict[str, Any]) -> "Namespace":
@@ -126,6 +129,8 @@ class Namespace:
             memories=v["memories"],
             searchable=v["searchable"],
             tiers=dict(v["tiers"]),
+            bytes=v.get("bytes", 0),
+            tier_bytes=dict(v.get("tier_bytes", {})),
         )
 
 

@@ -166,6 +166,7 @@ def test_namespaces_export_purge_import(db):
         db.remember(f"harbour note {i}", namespace=space, embedding=vec(10 + i))
     listed = {n.namespace: n for n in db.namespaces()}
     assert listed[space].memories == 31 and listed[space].searchable == 31
+    assert listed[space].bytes == sum(listed[space].tier_bytes.values()) > 0
     plain = db.export_namespace(space)
     packed = db.export_namespace(space, compress=True)
     lines = plain.decode().splitlines()

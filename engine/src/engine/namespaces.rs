@@ -22,11 +22,19 @@ pub struct NamespaceCounts {
     pub cold: u64,
     /// Active and superseded memories (indexed for search).
     pub searchable: u64,
+    /// Bytes the memories take in each tier as stored (see [`Inner::namespace_counts`]).
+    pub working_bytes: u64,
+    pub warm_bytes: u64,
+    pub cold_bytes: u64,
 }
 
 impl NamespaceCounts {
     pub fn memories(&self) -> u64 {
         self.working + self.warm + self.cold
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.working_bytes + self.warm_bytes + self.cold_bytes
     }
 }
 
@@ -68,8 +76,12 @@ impl Inner {
         }
     }
 
-    /// Per namespace, its memories per tier and how many are searchable: a walk of the
-    /// namespace index (keys only) and an in-memory lookup per id.
+    /// Per namespace, its memories per tier, how many are searchable, and the bytes they take:
+    /// a walk of the namespace index (keys only), an in-memory lookup per id, and for the warm
+    /// ones a batched lookup of their values' sizes per page. Bytes are each memory's current
+    /// image and vector as stored (working: heap entry and vector; warm: record and vector
+    /// before RocksDB's compression; cold: its share of its segment's compressed bytes), not
+    /// kept versions or indexes.
     pub(super) fn namespace_counts(
         &self,
         only: Option<&str>,
@@ -91,13 +103,21 @@ impl Inner {
                     break;
                 };
                 after = Some(last);
+                let mut warm = Vec::new();
                 for id in &page {
-                    match self.tier_of(id) {
-                        Tier::Working => c.working += 1,
-                        Tier::Cold => c.cold += 1,
-                        Tier::Warm => c.warm += 1,
+                    // A memory that moves between the lookups counts where it was found.
+                    if let Some(b) = self.working.stored_bytes(id) {
+                        c.working += 1;
+                        c.working_bytes += b;
+                    } else if let Some(b) = self.cold.stored_bytes(id) {
+                        c.cold += 1;
+                        c.cold_bytes += b;
+                    } else {
+                        warm.push(*id);
                     }
                 }
+                c.warm += warm.len() as u64;
+                c.warm_bytes += self.warm.stored_bytes(&warm)?.iter().sum::<u64>();
             }
             c.namespace = namespace;
             if only.is_none() || c.memories() > 0 {

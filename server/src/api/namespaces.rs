@@ -22,6 +22,12 @@ pub struct NamespaceOut {
     /// Active and superseded memories, which a search can find.
     pub searchable: u64,
     pub tiers: NamespaceTiersOut,
+    /// Bytes its memories take as stored: each one's current image and vector (working: heap
+    /// entry and vector; warm: record and vector before RocksDB's block compression; cold: its
+    /// share of its segment's compressed bytes). Kept versions and indexes are not counted.
+    pub bytes: u64,
+    /// `bytes` per tier.
+    pub tier_bytes: NamespaceTiersOut,
 }
 
 impl From<NamespaceCounts> for NamespaceOut {
@@ -33,6 +39,12 @@ impl From<NamespaceCounts> for NamespaceOut {
                 working: c.working,
                 warm: c.warm,
                 cold: c.cold,
+            },
+            bytes: c.bytes(),
+            tier_bytes: NamespaceTiersOut {
+                working: c.working_bytes,
+                warm: c.warm_bytes,
+                cold: c.cold_bytes,
             },
             namespace: c.namespace,
         }

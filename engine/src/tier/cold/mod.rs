@@ -456,6 +456,15 @@ impl ColdTier {
         self.locations.read().contains_key(id)
     }
 
+    /// `id`'s share of the segment holding it: the segment's bytes on disk divided by the
+    /// entries it was written with. `None` if it is not in this tier.
+    pub(crate) fn stored_bytes(&self, id: &Uuid) -> Option<u64> {
+        let seg = self.location(id)?;
+        let state = self.state.read();
+        let info = state.segments.get(&seg)?.info();
+        Some(info.bytes / info.memories.max(1) as u64)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.locations.read().len()
     }

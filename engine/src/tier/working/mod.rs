@@ -513,6 +513,28 @@ impl WorkingTier {
         self.index.read().contains_key(id)
     }
 
+    /// Bytes `id` takes here: its heap entry and, with a vector, the vector's part of its
+    /// slot. `None` if it is not in this tier.
+    pub fn stored_bytes(&self, id: &Uuid) -> Option<u64> {
+        let mut buf = vec![0u8; SLOT_HEADER_BYTES];
+        for _ in 0..MAX_READ_RETRIES {
+            let slot = self.index.read().get(id).copied()?;
+            self.read_slot(slot, &mut buf)?;
+            let h = parse_header(&buf);
+            if !is_live(h.state) || h.id != *id {
+                // The slot was reused between the index lookup and the copy: look again.
+                continue;
+            }
+            let vector = if buf[OFF_HAS_EMBEDDING] == 1 {
+                (self.dimensions * 4) as u64
+            } else {
+                0
+            };
+            return Some(entry_span(h.heap_len) + vector);
+        }
+        None
+    }
+
     /// Every id in the tier (unordered).
     pub fn ids(&self) -> Vec<Uuid> {
         self.index.read().keys().copied().collect()
