@@ -126,6 +126,40 @@ fn vector_recall_matches_brute_force_in_both_tiers() {
     assert!(recall >= 0.99, "recall@10 scoring directly {recall}");
 }
 
+/// A namespace of 3,000 working-tier memories is past the f32 scan (2,048 rows): it is ranked
+/// by its i8 codes and the best re-scored in f32, and still finds what brute force finds.
+#[test]
+fn a_large_working_namespace_ranked_by_codes_matches_brute_force() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(&dir.path().join("data"), &dimensions_settings("5000"));
+    let items: Vec<Value> = (0..3000u64)
+        .map(|i| json!({"namespace": "w", "content": format!("vector {i}"), "embedding": embedding(i, DIMS)}))
+        .collect();
+    let created = create_batch(&d, items);
+    let corpus: Vec<(String, Vec<f32>)> = created
+        .into_iter()
+        .zip(0..)
+        .map(|(id, i)| (id, embedding(i, DIMS)))
+        .collect();
+    let health = d.get("/api/v1/health").body;
+    assert_eq!(health["tiers"]["working"], 3000, "{health}");
+    let queries: Vec<Vec<f32>> = (0..50u64).map(|i| embedding(2_000_000 + i, DIMS)).collect();
+    let recall = recall_at_10(&d, "w", &corpus, &queries);
+    assert!(
+        recall >= 0.99,
+        "recall@10 from the working tier's codes {recall}"
+    );
+    for (id, v) in corpus.iter().step_by(131) {
+        let r = search(
+            &d,
+            json!({"namespace": "w", "query_embedding": v, "search_type": "semantic", "limit": 1}),
+        );
+        assert_eq!(ids(&r), vec![id.clone()]);
+        // The score is the f32 one, not the codes' approximation.
+        assert!(r["results"][0]["distance"].as_f64().expect("distance") < 1e-6);
+    }
+}
+
 #[test]
 fn namespaces_stay_isolated_under_concurrent_writes() {
     let dir = tempfile::tempdir().expect("tempdir");

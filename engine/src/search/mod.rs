@@ -276,21 +276,58 @@ impl<T: Copy + Default, M> Packed<T, M> {
     }
 }
 
-/// Vectors of one namespace's working-tier memories, with each vector's norm and expiry
-/// (`i64::MAX`: never) beside it so the scan reads nothing else.
-pub(crate) type Arena = Packed<f32, (f32, i64)>;
+/// Vectors of one namespace's working-tier memories: the f32 rows, with each vector's norm
+/// and expiry (`i64::MAX`: never) beside it so the scan reads nothing else, and the same rows
+/// as i8 codes ([`crate::vector::quantize`]) with each one's code scale divided by its norm.
+/// Both are changed by the same puts and removes, so row `i` is the same memory in each. A
+/// large namespace is scanned in its codes (a quarter of the bytes: the f32 scan of 100,000
+/// rows read 150 MB per query) and its best rows re-scored in f32.
+#[derive(Debug, Default)]
+pub(crate) struct Arena {
+    rows: Packed<f32, (f32, i64)>,
+    codes: Packed<i8, f32>,
+}
 
 impl Arena {
     fn put_vector(&mut self, id: Uuid, v: &[f32], expires_at_us: Option<i64>) {
-        self.put(
-            id,
-            v,
-            (crate::vector::norm(v), expires_at_us.unwrap_or(i64::MAX)),
-        );
+        let n = crate::vector::norm(v);
+        self.rows.put(id, v, (n, expires_at_us.unwrap_or(i64::MAX)));
+        let (scale, codes) = crate::vector::quantize(v);
+        self.codes
+            .put(id, &codes, if n > 0.0 { scale / n } else { 0.0 });
+        debug_assert_eq!(self.rows.ids.len(), self.codes.ids.len());
+    }
+
+    fn remove(&mut self, id: &Uuid, dimensions: usize) {
+        self.rows.remove(id, dimensions);
+        self.codes.remove(id, dimensions);
     }
 
     pub fn vector(&self, id: &Uuid, dimensions: usize) -> Option<&[f32]> {
-        self.get(id, dimensions).map(|(v, _)| v)
+        self.rows.get(id, dimensions).map(|(v, _)| v)
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.rows.ids.len()
+    }
+
+    /// Row `i`'s id, norm and expiry.
+    pub fn entry(&self, i: usize) -> (&Uuid, f32, i64) {
+        let (n, expires) = self.rows.meta[i];
+        (&self.rows.ids[i], n, expires)
+    }
+
+    /// Every f32 row, in order.
+    pub fn rows(&self, dimensions: usize) -> impl Iterator<Item = &[f32]> {
+        self.rows.rows(dimensions)
+    }
+
+    /// Every row's i8 codes and factor (code scale over norm), in the order of [`Arena::rows`].
+    pub fn code_rows(&self, dimensions: usize) -> impl Iterator<Item = (&[i8], f32)> {
+        self.codes
+            .rows(dimensions)
+            .zip(self.codes.meta.iter().copied())
     }
 }
 

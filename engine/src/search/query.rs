@@ -292,6 +292,13 @@ impl Ctx<'_> {
 /// walk would reject most of the nodes it reaches.
 const EXACT_WHOLE_GRAPH_MAX: usize = 4_096;
 
+/// A namespace's working-tier vectors are scanned in f32 up to this many rows (or four times
+/// the re-score, if more); above, in their i8 codes, with the best
+/// `pool × WORKING_RESCORE_FACTOR + WORKING_RESCORE_EXTRA` re-scored in f32.
+const WORKING_EXACT_ROWS: usize = 2_048;
+const WORKING_RESCORE_FACTOR: usize = 4;
+const WORKING_RESCORE_EXTRA: usize = 16;
+
 /// Runs `q`: the ranked candidates (best first) and how many memories matched: every memory
 /// holding a query term that passed the filters, plus the vector candidates (a vector search
 /// cannot count the whole namespace; it counts the candidates it ranked).
@@ -366,17 +373,35 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                 // memories to leave out) need the attributes.
                 let ns = attrs.stats.get(q.namespace.as_str());
                 let check = q.filters_attributes() || ns.is_some_and(|s| s.superseded > 0);
-                for (i, v) in arena.rows(dimensions).enumerate() {
-                    let (n, expires) = arena.meta[i];
-                    if expires <= ctx.now_us {
-                        continue;
+                let wanted = |i: usize| {
+                    let (id, n, expires) = arena.entry(i);
+                    let ok = expires > ctx.now_us
+                        && (!check || (ok(id, Tier::Working).is_some() && meta_ok(id)));
+                    ok.then_some((id, n))
+                };
+                let rescore = pool * WORKING_RESCORE_FACTOR + WORKING_RESCORE_EXTRA;
+                if arena.len() <= WORKING_EXACT_ROWS.max(rescore * 4) {
+                    for (i, v) in arena.rows(dimensions).enumerate() {
+                        if let Some((id, n)) = wanted(i) {
+                            top.push(if n == 0.0 { 0.0 } else { dot(uq, v) / n }, *id);
+                        }
                     }
-                    let id = &arena.ids[i];
-                    if check && !(ok(id, Tier::Working).is_some() && meta_ok(id)) {
-                        continue;
+                } else {
+                    // Rank by the i8 codes, re-score the best in f32: ranks and scores are
+                    // exact for every row that reaches the re-score.
+                    let (q_scale, q_codes) = crate::vector::quantize(uq);
+                    let mut rough = TopN::new(rescore);
+                    for (i, (c, factor)) in arena.code_rows(dimensions).enumerate() {
+                        if let Some((id, _)) = wanted(i) {
+                            let s = crate::vector::i8_dot(c, &q_codes) as f32 * q_scale * factor;
+                            rough.push(s, *id);
+                        }
                     }
-                    let s = if n == 0.0 { 0.0 } else { dot(uq, v) / n };
-                    top.push(s, *id);
+                    for id in rough.into_map().into_keys() {
+                        if let Some(v) = arena.vector(&id, dimensions) {
+                            top.push(cosine(uq, v), id);
+                        }
+                    }
                 }
             }
         }
