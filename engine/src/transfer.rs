@@ -133,8 +133,8 @@ fn raw_metadata(json: &str) -> &RawValue {
         .unwrap_or_else(|_| serde_json::from_str::<&RawValue>("{}").expect("{} is JSON"))
 }
 
-/// Base64 of the little-endian bytes of `v`.
-fn vector_base64(v: &[f32]) -> String {
+/// Base64 of the little-endian bytes of `v` (`embedding_b64`, here and on the HTTP API).
+pub fn vector_base64(v: &[f32]) -> String {
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     STANDARD.encode(bytes)
 }
@@ -460,8 +460,9 @@ fn to_memory(l: ImportLine, at: &str) -> Result<Memory, (String, String)> {
     })
 }
 
-/// The floats of an `embedding_b64`; the error says what is wrong with it.
-fn vector_from_base64(s: &str) -> Result<Vec<f32>, String> {
+/// The floats of an `embedding_b64` (here and on the HTTP API); the error says what is wrong
+/// with it: not base64, not whole 4-byte floats, or a value that is not finite.
+pub fn vector_from_base64(s: &str) -> Result<Vec<f32>, String> {
     let bytes = STANDARD
         .decode(s)
         .map_err(|e| format!("is not valid base64: {e}"))?;

@@ -85,20 +85,25 @@ fn recall_at_10(d: &Daemon, ns: &str, corpus: &[(String, Vec<f32>)], queries: &[
     total / queries.len() as f64
 }
 
+/// Stores `n` memories in `namespace` with vectors `embedding(0..n)`; returns (id, vector) of
+/// each, in order.
+fn store_vectors(d: &Daemon, namespace: &str, n: u64) -> Vec<(String, Vec<f32>)> {
+    let items: Vec<Value> = (0..n)
+        .map(|i| json!({"namespace": namespace, "content": format!("vector {i}"), "embedding": embedding(i, DIMS)}))
+        .collect();
+    create_batch(d, items)
+        .into_iter()
+        .zip(0..)
+        .map(|(id, i)| (id, embedding(i, DIMS)))
+        .collect()
+}
+
 #[test]
 fn vector_recall_matches_brute_force_in_both_tiers() {
     let dir = tempfile::tempdir().expect("tempdir");
     // 100 memories fit in the working tier; the rest are evicted to warm and its HNSW graph.
     let d = Daemon::start(&dir.path().join("data"), &graph_settings("100"));
-    let items: Vec<Value> = (0..3000u64)
-        .map(|i| json!({"namespace": "a", "content": format!("vector {i}"), "embedding": embedding(i, DIMS)}))
-        .collect();
-    let created = create_batch(&d, items);
-    let corpus: Vec<(String, Vec<f32>)> = created
-        .into_iter()
-        .zip(0..)
-        .map(|(id, i)| (id, embedding(i, DIMS)))
-        .collect();
+    let corpus = store_vectors(&d, "a", 3000);
     wait_for_vector_index(&d);
     let health = d.get("/api/v1/health").body;
     assert!(
@@ -132,15 +137,7 @@ fn vector_recall_matches_brute_force_in_both_tiers() {
 fn a_large_working_namespace_ranked_by_codes_matches_brute_force() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start(&dir.path().join("data"), &dimensions_settings("5000"));
-    let items: Vec<Value> = (0..3000u64)
-        .map(|i| json!({"namespace": "w", "content": format!("vector {i}"), "embedding": embedding(i, DIMS)}))
-        .collect();
-    let created = create_batch(&d, items);
-    let corpus: Vec<(String, Vec<f32>)> = created
-        .into_iter()
-        .zip(0..)
-        .map(|(id, i)| (id, embedding(i, DIMS)))
-        .collect();
+    let corpus = store_vectors(&d, "w", 3000);
     let health = d.get("/api/v1/health").body;
     assert_eq!(health["tiers"]["working"], 3000, "{health}");
     let queries: Vec<Vec<f32>> = (0..50u64).map(|i| embedding(2_000_000 + i, DIMS)).collect();

@@ -4,8 +4,7 @@
 //! text that costs a float parse per number. Replies carry vectors in the form the request asks
 //! (`embedding_format`).
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use engram_engine::transfer;
 
 use crate::error::ApiError;
 
@@ -40,26 +39,9 @@ pub fn from_floats(field: &'static str, v: Vec<f32>) -> Result<Vec<f32>, ApiErro
     Ok(v)
 }
 
-/// Decodes a vector sent as base64 of little-endian `f32`s.
+/// Decodes a vector sent as base64 of little-endian `f32`s (the codec exports use too).
 pub fn from_base64(field: &'static str, s: &str) -> Result<Vec<f32>, ApiError> {
-    let bytes = STANDARD
-        .decode(s)
-        .map_err(|e| ApiError::invalid(field, format!("is not valid base64: {e}")))?;
-    if bytes.len() % 4 != 0 {
-        return Err(ApiError::invalid(
-            field,
-            format!(
-                "decodes to {} bytes, not a whole number of 4-byte floats",
-                bytes.len()
-            ),
-        ));
-    }
-    let v: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    check_finite(field, &v)?;
-    Ok(v)
+    transfer::vector_from_base64(s).map_err(|message| ApiError::invalid(field, message))
 }
 
 /// The vector a request gives in either form; both at once is refused, naming the second.
@@ -80,11 +62,7 @@ pub fn either(
 
 /// Base64 of a vector's little-endian `f32`s.
 pub fn to_base64(v: &[f32]) -> String {
-    let mut bytes = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    STANDARD.encode(bytes)
+    transfer::vector_base64(v)
 }
 
 fn check_finite(field: &'static str, v: &[f32]) -> Result<(), ApiError> {
