@@ -826,7 +826,9 @@ impl WorkingTier {
         // checkpoint; an update that changed only slot fields) keeps its heap entry: a replay
         // on a full disk must not need room for copies of what is already there.
         let same = old.as_ref().filter(|h| {
-            h.heap_gen == w.heap_gen && self.read_heap_entry(h).is_some_and(|b| b == body)
+            h.heap_gen == w.heap_gen
+                && h.heap_len as usize == body.len()
+                && self.read_heap_entry(h).is_some_and(|b| b == body)
         });
         let (gen, offset, len) = match same {
             Some(h) => (h.heap_gen, h.heap_offset, h.heap_len),
