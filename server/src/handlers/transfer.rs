@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::api::check_namespace;
 use crate::api::namespaces::{ImportConflictOut, NamespaceImportOut};
+use crate::api::vector::VectorFormat;
 use crate::config::{ApiKey, Role};
 use crate::error::ApiError;
 use crate::handlers::memories::count;
@@ -47,9 +48,9 @@ fn namespace_not_found(namespace: &str) -> ApiError {
 }
 
 /// `GET /api/v1/namespaces/{ns}/export[?compress=zstd][&embedding_format=base64]`: the answer
-/// starts at once and is
-/// written while the namespace is read (a thread reads, another formats). A failure after the
-/// first bytes ends the stream without its last line, which an import reports as incomplete.
+/// starts at once and is written while the namespace is read (a thread reads, another
+/// formats). A failure after the first bytes ends the stream without its last line, which an
+/// import reports as incomplete.
 pub(crate) async fn export(
     state: &Arc<AppState>,
     namespace: &str,
@@ -68,15 +69,14 @@ pub(crate) async fn export(
             ))
         }
     };
-    let form = match query.get("embedding_format") {
-        None | Some("float") => transfer::VectorForm::Float,
-        Some("base64") => transfer::VectorForm::Base64,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "embedding_format",
-                format!("must be float or base64, not {other:?}"),
-            ))
-        }
+    let form = match query
+        .get("embedding_format")
+        .map(|f| VectorFormat::parse("embedding_format", f))
+        .transpose()?
+        .unwrap_or_default()
+    {
+        VectorFormat::Float => transfer::VectorForm::Float,
+        VectorFormat::Base64 => transfer::VectorForm::Base64,
     };
     let engine = Arc::clone(&state.engine);
     let ns = namespace.to_owned();
