@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 /// Everything that can go wrong in the engine.
 ///
-/// - caller error: `Invalid`, `TooLarge`, `NotFound`, `VersionNotFound`, `Duplicate`,
+/// - caller error: `Invalid`, `TooLarge`, `NotFound`, `VersionNotFound`, `SpaceNotFound`, `Duplicate`,
 ///   `IdExists`;
 /// - capacity: `StorageFull`, `Busy`;
 /// - corruption: `Corrupt`, `Invariant` (state the engine cannot trust: it poisons itself);
@@ -35,6 +35,9 @@ pub enum EngineError {
     /// The memory exists but not the version asked for (never was, or no longer kept).
     #[error("memory {id} {detail}")]
     VersionNotFound { id: Uuid, detail: String },
+    /// No embedding migration (vector space) has this id.
+    #[error("embedding migration {0} not found")]
+    SpaceNotFound(u32),
     #[error("a memory with the same content already exists in this namespace: {existing}")]
     Duplicate { existing: Uuid },
     /// An import names an id the store holds already.

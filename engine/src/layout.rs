@@ -59,6 +59,11 @@ impl DataDir {
         self.root.join("search")
     }
 
+    /// The saved graph of vector space `id` (derived from its rows in RocksDB).
+    pub fn space(&self, id: u32) -> PathBuf {
+        self.root.join("spaces").join(id.to_string())
+    }
+
     pub fn cold(&self) -> PathBuf {
         self.root.join("cold")
     }

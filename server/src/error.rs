@@ -104,6 +104,14 @@ impl From<EngineError> for ApiError {
                     format!("memory {id} {detail}"),
                 )
             },
+            EngineError::SpaceNotFound(id) => ApiError {
+                details: json!({ "id": id }),
+                ..ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "MIGRATION_NOT_FOUND",
+                    format!("embedding migration {id} not found"),
+                )
+            },
             EngineError::IdExists(id) => ApiError {
                 details: json!({ "id": id.to_string() }),
                 ..ApiError::new(StatusCode::CONFLICT, "ID_EXISTS", format!("memory {id} exists already"))

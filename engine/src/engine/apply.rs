@@ -42,6 +42,9 @@ impl Applier<'_> {
                 if *kind == PutKind::Create {
                     batch.index_namespace(&memory.namespace, &memory.id);
                 }
+                if matches!(kind, PutKind::Create | PutKind::Update) {
+                    batch.mark_space_dirty(&memory.id, memory.lsn.get());
+                }
                 for delta in history {
                     batch.put_version(&memory.id, delta, self.keep_versions);
                 }
@@ -74,6 +77,7 @@ impl Applier<'_> {
             } => {
                 batch.unindex_namespace(namespace, id);
                 batch.delete_versions(id);
+                batch.delete_space_rows(id);
                 if let Some(h) = release_hash {
                     batch.unindex_hash(namespace, h);
                 }
@@ -473,6 +477,7 @@ impl Inner {
             }
             Op::Purge { id, .. } => {
                 self.search.remove(id);
+                self.forget_in_spaces(id);
                 self.embed_pending.lock().remove(id);
                 self.track_expiry(id, None);
                 self.accesses_since_move.lock().remove(id);

@@ -27,6 +27,7 @@ mod recovery;
 mod report;
 mod seal;
 mod snapshots;
+mod spaces;
 #[cfg(test)]
 mod tests;
 mod tiering;
@@ -63,6 +64,7 @@ pub use namespaces::{NamespaceCounts, NamespacePurge};
 pub use read::{Page, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT};
 pub use report::{ArchiveUsage, EngineCounters, EngineStats, OpenReport, TierReport};
 pub use snapshots::restore_snapshot;
+pub use spaces::{SpaceInfo, SpaceJob};
 pub use transfer::{ExportCount, ImportedAs};
 pub use writer::{Deleted, EmbedJob, EmbedResult};
 
@@ -76,6 +78,8 @@ pub(crate) struct Inner {
     warm: WarmTier,
     cold: ColdTier,
     search: SearchIndex,
+    /// Vector spaces beside the store's own (embedding migrations), by id.
+    spaces: spaces::Spaces,
     /// Accesses since each memory's last move, counted while it is warm or cold (for promotion).
     accesses_since_move: RankedMutex<HashMap<Uuid, u64>>,
     /// Memories used enough to go up a tier, for the background thread.
@@ -470,6 +474,64 @@ impl Engine {
         self.inner.checkpoint()
     }
 
+    /// Registers a new vector space of `dimensions` for an embedding migration; `descriptor`
+    /// (opaque to the engine) says what makes its vectors.
+    pub fn create_space(
+        &self,
+        dimensions: usize,
+        descriptor: String,
+    ) -> Result<SpaceInfo, EngineError> {
+        self.inner.create_space(dimensions, descriptor)
+    }
+
+    /// Every vector space beside the store's own, by id.
+    pub fn spaces(&self) -> Result<Vec<SpaceInfo>, EngineError> {
+        self.inner.spaces()
+    }
+
+    pub fn space(&self, id: u32) -> Result<SpaceInfo, EngineError> {
+        self.inner.space(id)
+    }
+
+    /// Pauses or resumes a space's work (kept across restarts).
+    pub fn set_space_paused(&self, id: u32, paused: bool) -> Result<SpaceInfo, EngineError> {
+        self.inner.set_space_paused(id, paused)
+    }
+
+    /// Removes a space with its vectors and graph.
+    pub fn drop_space(&self, id: u32) -> Result<(), EngineError> {
+        self.inner.drop_space(id)
+    }
+
+    /// Up to `max` memories to embed into space `id` (empty: caught up or paused).
+    pub fn space_work(&self, id: u32, max: usize) -> Result<Vec<SpaceJob>, EngineError> {
+        self.inner.space_work(id, max)
+    }
+
+    /// Stores the vectors computed for `jobs`, one per job; returns how many were kept.
+    pub fn store_space_vectors(
+        &self,
+        id: u32,
+        jobs: &[SpaceJob],
+        vectors: Vec<Vec<f32>>,
+    ) -> Result<usize, EngineError> {
+        self.inner.store_space_vectors(id, jobs, vectors)
+    }
+
+    /// The `limit` memories of `namespace` nearest `query` in space `id`, with their cosine
+    /// similarity, best first.
+    pub fn search_space(
+        &self,
+        id: u32,
+        query: &[f32],
+        namespace: &str,
+        limit: usize,
+        include_superseded: bool,
+    ) -> Result<Vec<(Memory, f32)>, EngineError> {
+        self.inner
+            .search_space(id, query, namespace, limit, include_superseded)
+    }
+
     /// Graceful shutdown: stop background work, log pending access statistics, checkpoint,
     /// sync and close the WAL.
     pub fn close(self) -> Result<(), EngineError> {
@@ -485,6 +547,7 @@ impl Engine {
         if let Err(e) = inner.search.hnsw.close() {
             tracing::warn!(error = %e, "saving the vector index at close failed; it is caught up at the next open");
         }
+        inner.close_spaces();
         Ok(())
     }
 

@@ -158,6 +158,11 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         );
     }
     let (search, expiry) = open_search(&config, &layout, &working, &warm, &cold)?;
+    let spaces = if config.search_structures {
+        super::spaces::open_spaces(&layout, &warm, &config)?
+    } else {
+        Default::default()
+    };
     let embed_pending: BTreeSet<Uuid> = warm.embed_queue()?.into_iter().collect();
     let last_lsn = wal.last_lsn();
     let working_count = working.len();
@@ -181,6 +186,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         warm,
         cold,
         search,
+        spaces,
         accesses_since_move: RankedMutex::new(Rank::Leaf, HashMap::new()),
         promote: RankedMutex::new(Rank::Leaf, BTreeSet::new()),
         migration_lock: RankedMutex::new(Rank::Migration, ()),

@@ -751,3 +751,149 @@ fn an_export_reads_a_memory_that_moved_after_its_tier_was_looked_up() {
     assert_eq!(count.memories, 7);
     engine.close().expect("close");
 }
+
+/// A stand-in model for the space tests: 3 dimensions from the content's bytes, so equal texts
+/// get equal vectors and the test can say which memory a query vector should find.
+fn space_vector(content: &str) -> Vec<f32> {
+    let b = content.as_bytes();
+    let sum: u32 = b.iter().map(|x| u32::from(*x)).sum();
+    vec![
+        1.0 + (sum % 7) as f32,
+        (b.len() % 11) as f32,
+        f32::from(b.last().copied().unwrap_or(0) % 13),
+    ]
+}
+
+/// Runs a space's work to the end with [`space_vector`]; returns how many were embedded.
+fn drain_space(engine: &Engine, space: u32) -> usize {
+    let mut n = 0;
+    loop {
+        let jobs = engine.space_work(space, 7).expect("work");
+        if jobs.is_empty() {
+            return n;
+        }
+        let vectors = jobs.iter().map(|j| space_vector(&j.content)).collect();
+        n += engine
+            .store_space_vectors(space, &jobs, vectors)
+            .expect("store");
+    }
+}
+
+#[test]
+fn a_space_covers_every_tier_follows_changes_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let ids: Vec<Uuid> = (0..30)
+        .map(|i| {
+            engine
+                .create(new(&format!("memory number {i}")))
+                .expect("create")
+                .id
+        })
+        .collect();
+    engine.move_to(&ids[0], Tier::Warm).expect("to warm");
+    engine.move_to(&ids[1], Tier::Cold).expect("to cold");
+    let space = engine
+        .create_space(3, "{\"model\":\"test\"}".into())
+        .expect("space")
+        .id;
+    assert_eq!(
+        drain_space(&engine, space),
+        30,
+        "every memory of every tier"
+    );
+    let info = engine.space(space).expect("info");
+    assert_eq!((info.vectors, info.dirty, info.caught_up), (30, 0, true));
+    assert!(info.backfilled_at_us.is_some());
+
+    // A change made after the pass is found through its dirty mark.
+    let patch = |content: &str| MemoryPatch {
+        content: Some(content.into()),
+        ..Default::default()
+    };
+    engine
+        .update(&ids[2], patch("changed text"))
+        .expect("update");
+    assert_eq!(engine.space(space).expect("info").dirty, 1);
+    assert_eq!(drain_space(&engine, space), 1);
+    // A change racing the worker: its mark survives the store of the older content.
+    engine
+        .update(&ids[3], patch("first change"))
+        .expect("update");
+    let jobs = engine.space_work(space, 10).expect("work");
+    assert_eq!(jobs.len(), 1);
+    engine
+        .update(&ids[3], patch("second change"))
+        .expect("update");
+    let vectors = jobs.iter().map(|j| space_vector(&j.content)).collect();
+    engine
+        .store_space_vectors(space, &jobs, vectors)
+        .expect("store");
+    let again = engine.space_work(space, 10).expect("work");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].content, "second change");
+    let vectors = again.iter().map(|j| space_vector(&j.content)).collect();
+    engine
+        .store_space_vectors(space, &again, vectors)
+        .expect("store");
+
+    // A tier move is not a change; a delete drops the row; a purge removes it.
+    engine.move_to(&ids[4], Tier::Warm).expect("move");
+    engine.delete(&ids[5], false).expect("delete");
+    engine.delete(&ids[6], true).expect("purge");
+    assert_eq!(drain_space(&engine, space), 0);
+    let info = engine.space(space).expect("info");
+    assert_eq!((info.vectors, info.dirty, info.caught_up), (28, 0, true));
+
+    // Search ranks only the space's vectors, with its dimensions.
+    let target = engine.get(&ids[7]).expect("get").expect("there");
+    let hits = engine
+        .search_space(space, &space_vector(&target.content), "n", 30, false)
+        .expect("search");
+    assert!(
+        (hits[0].1 - 1.0).abs() < 1e-5,
+        "an equal vector first: {hits:?}"
+    );
+    assert!(hits.iter().all(|(m, _)| m.id != ids[5] && m.id != ids[6]));
+    assert_eq!(hits.len(), 28);
+    match engine.search_space(space, &[0.5; DIMS], "n", 5, false) {
+        Err(EngineError::Invalid { field, message }) => {
+            assert_eq!(field, "query_embedding");
+            assert!(message.contains("3"), "{message}");
+        }
+        other => panic!("expected a dimensions error, got {other:?}"),
+    }
+    assert!(matches!(
+        engine.space_work(99, 1),
+        Err(EngineError::SpaceNotFound(99))
+    ));
+
+    // Paused: no work, and the pause outlives a reopen; rows too.
+    engine.set_space_paused(space, true).expect("pause");
+    engine
+        .update(&ids[8], patch("while paused"))
+        .expect("update");
+    assert!(engine.space_work(space, 10).expect("work").is_empty());
+    engine.close().expect("close");
+    let engine = open(dir.path(), 100);
+    let info = engine.space(space).expect("info");
+    assert!(info.paused);
+    assert_eq!((info.vectors, info.dirty), (28, 1));
+    engine.set_space_paused(space, false).expect("resume");
+    assert_eq!(
+        drain_space(&engine, space),
+        1,
+        "only the change made while paused"
+    );
+    assert!(engine.space(space).expect("info").caught_up);
+
+    engine.drop_space(space).expect("drop");
+    assert!(engine.spaces().expect("spaces").is_empty());
+    assert!(!dir.path().join("spaces").join(space.to_string()).exists());
+    engine.close().expect("close");
+    let engine = open(dir.path(), 100);
+    assert!(engine.spaces().expect("spaces").is_empty());
+    // A new space after a drop starts empty.
+    let next = engine.create_space(3, "{}".into()).expect("space");
+    assert_eq!(next.vectors, 0);
+}

@@ -13,7 +13,8 @@
 //! - `embed_queue`: id → empty, for every memory (any tier) waiting for the background embedder;
 //! - `history`: `id version(u64 BE)` → a replaced version of the memory (a reverse delta, see
 //!   `crate::history`), whatever the memory's tier;
-//! - `meta`: `applied_lsn` → u64, written in the same WriteBatch as the change it covers.
+//! - `meta`: `applied_lsn` → u64, written in the same WriteBatch as the change it covers;
+//! - `space_vectors`, `space_dirty`: vector spaces beside the store's own (see [`space`]).
 //!
 //! RocksDB's own WAL is off: Engram's WAL is the truth. Flushes are atomic across column families,
 //! so the durable image is always the state after exactly `applied_lsn`.
@@ -33,6 +34,7 @@ use crate::EngineError;
 mod batch;
 mod history;
 mod scan;
+pub mod space;
 
 pub use batch::WarmBatch;
 
@@ -47,7 +49,7 @@ const CF_SEARCH_ATTRS: &str = "search_attrs";
 const CF_EMBED_QUEUE: &str = "embed_queue";
 const CF_COLD_LOC: &str = "cold_loc";
 pub(crate) const CF_HISTORY: &str = "history";
-const ALL_CFS: [&str; 11] = [
+const ALL_CFS: [&str; 13] = [
     CF_RECORDS,
     CF_VECTORS,
     CF_ACCESS,
@@ -59,6 +61,8 @@ const ALL_CFS: [&str; 11] = [
     CF_EMBED_QUEUE,
     CF_COLD_LOC,
     CF_HISTORY,
+    space::CF_SPACE_VECTORS,
+    space::CF_SPACE_DIRTY,
 ];
 const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
 /// Written (with its value unchanged) to learn whether RocksDB takes writes again.
@@ -78,6 +82,8 @@ pub struct WarmTier {
     out_of_space: AtomicBool,
     /// The block cache, for its usage in the metrics.
     cache: rocksdb::Cache,
+    /// Registered vector spaces (see [`space`]): an apply marks a changed memory dirty in each.
+    spaces: parking_lot::RwLock<Vec<u32>>,
 }
 
 /// What RocksDB holds in memory, in bytes.
@@ -157,11 +163,13 @@ impl WarmTier {
             .iter()
             .map(|name| {
                 let mut cf_opts = Options::default();
-                cf_opts.set_compression_type(if *name == CF_VECTORS {
-                    rocksdb::DBCompressionType::None
-                } else {
-                    rocksdb::DBCompressionType::Lz4
-                });
+                cf_opts.set_compression_type(
+                    if *name == CF_VECTORS || *name == space::CF_SPACE_VECTORS {
+                        rocksdb::DBCompressionType::None
+                    } else {
+                        rocksdb::DBCompressionType::Lz4
+                    },
+                );
                 cf_opts.set_block_based_table_factory(&table);
                 ColumnFamilyDescriptor::new(*name, cf_opts)
             })
@@ -176,7 +184,10 @@ impl WarmTier {
             analyzer: Analyzer::new(stemming),
             out_of_space: AtomicBool::new(false),
             cache,
+            spaces: parking_lot::RwLock::new(Vec::new()),
         };
+        let spaces = tier.space_records()?.iter().map(|r| r.id).collect();
+        tier.set_live_spaces(spaces);
         let lsn = tier.applied_lsn()?;
         Ok((tier, lsn))
     }
