@@ -18,6 +18,7 @@ mod handlers;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod migrations;
 pub mod query_embed;
 
 use std::future::Future;
@@ -388,9 +389,24 @@ pub async fn serve(settings: Settings, hooks: config::TestHooks) -> Result<(), S
         embedder,
         worker,
     ));
+    {
+        let s = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || {
+            s.migrations
+                .resume_all(&s.engine, &s.settings, s.embedder.as_ref())
+        })
+        .await
+        .map_err(|e| ServeError::Task("migrations resume", e))?;
+    }
     run(listener, Arc::clone(&state), shutdown_signal()).await;
     if let Some(w) = &state.embed_worker {
         w.stop();
+    }
+    {
+        let s = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || s.migrations.stop_all())
+            .await
+            .map_err(|e| ServeError::Task("migrations stop", e))?;
     }
     drop(state);
     let engine = Arc::try_unwrap(engine).map_err(|_| ServeError::StillInUse)?;

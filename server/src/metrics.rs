@@ -43,6 +43,9 @@ pub struct Metrics {
     archive_oldest_timestamp: prometheus::Gauge,
     snapshots: IntGauge,
     snapshot_last_timestamp: prometheus::Gauge,
+    migration_vectors: IntGaugeVec,
+    migration_rate: prometheus::GaugeVec,
+    migration_embedded: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -198,6 +201,27 @@ impl Metrics {
             "engram_snapshot_last_timestamp_seconds",
             "Unix time the newest kept snapshot was taken (0: none).",
         ));
+        let migration_vectors = must(IntGaugeVec::new(
+            Opts::new(
+                "engram_embedding_migration_memories",
+                "Embedding migrations: memories with a vector in the new space (vectors), changed since theirs was computed (pending_changes), searchable in the store (searchable), in the new space's graph (indexed).",
+            ),
+            &["migration", "kind"],
+        ));
+        let migration_rate = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "engram_embedding_migration_rate",
+                "Embedding migrations: vectors per second over the current stretch of work (0 when idle).",
+            ),
+            &["migration"],
+        ));
+        let migration_embedded = must(IntCounterVec::new(
+            Opts::new(
+                "engram_embedding_migration_embedded_total",
+                "Embedding migrations: vectors stored since the daemon started.",
+            ),
+            &["migration"],
+        ));
         // Known label values exist from the start (at 0), so alerts and dashboards find the
         // series before the first embedding.
         for outcome in ["ready", "failed"] {
@@ -233,6 +257,9 @@ impl Metrics {
             Box::new(uptime_seconds.clone()),
             Box::new(migrations.clone()),
             Box::new(checkpoints.clone()),
+            Box::new(migration_vectors.clone()),
+            Box::new(migration_rate.clone()),
+            Box::new(migration_embedded.clone()),
         ] {
             must(registry.register(c));
         }
@@ -267,6 +294,9 @@ impl Metrics {
             archive_oldest_timestamp,
             snapshots,
             snapshot_last_timestamp,
+            migration_vectors,
+            migration_rate,
+            migration_embedded,
         }
     }
 
@@ -318,6 +348,38 @@ impl Metrics {
         let seen = counter.get();
         if value > seen {
             counter.inc_by(value - seen);
+        }
+    }
+
+    /// Sets the embedding migrations' series (a dropped migration's disappear).
+    pub fn observe_migrations(
+        &self,
+        migrations: &[(
+            engram_engine::SpaceInfo,
+            std::sync::Arc<crate::migrations::WorkerStats>,
+        )],
+    ) {
+        self.migration_vectors.reset();
+        self.migration_rate.reset();
+        self.migration_embedded.reset();
+        for (info, stats) in migrations {
+            let id = info.id.to_string();
+            for (kind, n) in [
+                ("vectors", info.vectors),
+                ("pending_changes", info.dirty),
+                ("searchable", info.searchable),
+                ("indexed", info.indexed),
+            ] {
+                self.migration_vectors
+                    .with_label_values(&[id.as_str(), kind])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            self.migration_rate
+                .with_label_values(&[id.as_str()])
+                .set(stats.rate());
+            self.migration_embedded
+                .with_label_values(&[id.as_str()])
+                .inc_by(stats.embedded.load(std::sync::atomic::Ordering::Relaxed));
         }
     }
 

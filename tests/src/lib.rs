@@ -4,10 +4,11 @@
 //! The binary is looked up next to the test executable (`target/<profile>/engramd`), or taken
 //! from `ENGRAM_BIN`. `cargo nextest run --workspace` builds it.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -464,4 +465,59 @@ pub fn embedding(seed: u64, dimensions: usize) -> Vec<f32> {
             ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
         .collect()
+}
+
+/// A request the stub saw: path, headers, JSON body.
+pub type Seen = (String, String, Value);
+
+/// A one-thread HTTP server (imitating a third-party service's wire format, e.g. an
+/// embedding provider's) answering every request with `respond(path, headers, body)`.
+pub fn stub_server(
+    respond: impl Fn(&str, &str, &Value) -> (u16, Value) + Send + 'static,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
+            let mut headers = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                headers.push_str(&line);
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let (status, reply) = respond(&path, &headers, &body);
+            log.lock().expect("log").push((path, headers, body));
+            let text = reply.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (url, seen)
 }

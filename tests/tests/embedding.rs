@@ -4,12 +4,10 @@
 //! memories pending (unreachable) or failed (refused). The built-in model's vectors match an
 //! independent reference forward pass (`scripts/golden_embeddings.py`, numpy) to 1e-5.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use engram_tests::{model_dir, wait_for_embeddings, Daemon};
+use engram_tests::{model_dir, stub_server, wait_for_embeddings, Daemon};
 use serde_json::{json, Value};
 
 fn local_settings(model: &str) -> Vec<(&str, &str)> {
@@ -263,60 +261,6 @@ fn the_embedding_queue_survives_kill9() {
         assert_eq!(m["embedding_status"], "ready", "{m}");
         assert_eq!(m["has_embedding"], true);
     }
-}
-
-/// A request the stub saw: path, headers, JSON body.
-type Seen = (String, String, Value);
-
-/// A one-thread HTTP server answering every request with `respond(path, headers, body)`.
-fn stub_server(
-    respond: impl Fn(&str, &str, &Value) -> (u16, Value) + Send + 'static,
-) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let path = request_line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("")
-                .to_owned();
-            let mut headers = String::new();
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                headers.push_str(&line);
-            }
-            let mut body = vec![0u8; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let (status, reply) = respond(&path, &headers, &body);
-            log.lock().expect("log").push((path, headers, body));
-            let text = reply.to_string();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-        }
-    });
-    (url, seen)
 }
 
 /// The stub's vector for a text: 16 numbers from its bytes.

@@ -2,6 +2,7 @@
 //! never serialized directly: this module is the only place that knows the wire shape.
 
 pub mod history;
+pub mod migrations;
 pub mod namespaces;
 pub mod openapi;
 pub mod replies;

@@ -9,6 +9,10 @@ use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 use super::history::{HistoryOut, RevertRequest};
+use super::migrations::{
+    CreateMigrationRequest, MigrationDeletedOut, MigrationListOut, MigrationOut,
+    MigrationSearchOut, MigrationSearchRequest,
+};
 use super::namespaces::{NamespaceDeletedOut, NamespaceImportOut, NamespaceOut, NamespacesOut};
 use super::replies::{
     BatchOut, CompactOut, DeletedOut, HealthOut, ListOut, MigrateOut, SearchOut,
@@ -70,7 +74,22 @@ pub fn every_route() -> Vec<Route> {
         Route::Tiers,
         Route::Mcp,
         Route::TestClock,
+        Route::CreateMigration,
+        Route::ListMigrations,
+        Route::GetMigration(id()),
+        Route::DeleteMigration(id()),
+        Route::PauseMigration(id()),
+        Route::ResumeMigration(id()),
+        Route::SearchMigration(id()),
     ]
+}
+
+fn migration_example() -> Value {
+    json!({"id": 1, "provider": "openai", "model": "text-embedding-3-small", "dimensions": 768,
+           "state": "running", "created_at": "2026-12-02T21:00:00Z", "backfilled_at": null,
+           "vectors": 41200, "pending_changes": 12, "searchable": 100000, "progress": 0.412,
+           "indexed": 40800, "rate_per_second": 812.5, "embedded": 41200, "failed_batches": 0,
+           "last_error": null})
 }
 
 const MEMORY_ID: &str = "0193a6f2-6c1e-7b7a-9d2e-4f5a6b7c8d9e";
@@ -320,6 +339,48 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
             errors: ADMIN,
             ..base("post", "/api/v1/admin/compact", "compact", "admin", "Compact the cold tier",
                 "Rewrites cold segments whose share of dead entries is above `tier_migration.compact_dead_ratio`.")
+        },
+        Route::CreateMigration => Operation {
+            request: Some((g.request::<CreateMigrationRequest>(), json!({"provider": "openai", "model": "text-embedding-3-small", "dimensions": 768, "url": "https://api.openai.com"}))),
+            success: vec![(201, "Registered and started.", Some(g.reply::<MigrationOut>()), migration_example())],
+            errors: &[400, 401, 403, 408, 413, 429, 500, 503],
+            ..base("post", "/api/v1/admin/embedding/migrations", "createMigration", "admin", "Start an embedding migration",
+                "Registers a new vector space (its own vectors, HNSW graph and dimensions, which may differ from the store's) and re-embeds every stored memory into it in the background with the model named, following every create and update made meanwhile. The embedder is made first (the local model loaded, dimensions checked), so a migration that cannot run is refused. Searches of the store keep using its own vectors; the new space is searched on its own with `…/{id}/search`, never in one ranking with another. Survives restarts and kill -9: the pass starts again and skips what is current. Cut-over to the new space is not built yet (docs/operations.md, \"Embedding migrations\").")
+        },
+        Route::ListMigrations => Operation {
+            success: vec![(200, "By id.", Some(g.reply::<MigrationListOut>()), json!({"migrations": [migration_example()]}))],
+            errors: ADMIN,
+            ..base("get", "/api/v1/admin/embedding/migrations", "listMigrations", "admin", "List embedding migrations", "")
+        },
+        Route::GetMigration(_) => Operation {
+            success: vec![(200, "Progress and rate.", Some(g.reply::<MigrationOut>()), migration_example())],
+            errors: &[400, 401, 403, 404, 429, 500, 503],
+            ..base("get", "/api/v1/admin/embedding/migrations/{id}", "getMigration", "admin", "An embedding migration's progress",
+                "`state` is `running`, `paused` or `ready` (every searchable memory has a vector of its current content; changes are still followed).")
+        },
+        Route::DeleteMigration(_) => Operation {
+            success: vec![(200, "Its worker stopped and its space dropped.", Some(g.reply::<MigrationDeletedOut>()), json!({"id": 1, "deleted": true}))],
+            errors: &[400, 401, 403, 404, 429, 500, 503],
+            ..base("delete", "/api/v1/admin/embedding/migrations/{id}", "deleteMigration", "admin", "Drop an embedding migration",
+                "Stops its worker and removes its vectors, dirty marks and graph.")
+        },
+        Route::PauseMigration(_) => Operation {
+            success: vec![(200, "Paused (kept across restarts); changes are still recorded.", Some(g.reply::<MigrationOut>()), migration_example())],
+            errors: &[400, 401, 403, 404, 429, 500, 503],
+            ..base("post", "/api/v1/admin/embedding/migrations/{id}/pause", "pauseMigration", "admin", "Pause an embedding migration", "")
+        },
+        Route::ResumeMigration(_) => Operation {
+            success: vec![(200, "Running again.", Some(g.reply::<MigrationOut>()), migration_example())],
+            errors: &[400, 401, 403, 404, 429, 500, 503],
+            ..base("post", "/api/v1/admin/embedding/migrations/{id}/resume", "resumeMigration", "admin", "Resume an embedding migration", "")
+        },
+        Route::SearchMigration(_) => Operation {
+            request: Some((g.request::<MigrationSearchRequest>(), json!({"query_text": "where does the user live", "namespace": "agent-7", "limit": 5}))),
+            success: vec![(200, "Nearest first, by cosine similarity in the new space.", Some(g.reply::<MigrationSearchOut>()),
+                json!({"migration": 1, "results": [{"memory": memory_example(), "similarity": 0.83}], "query_time_ms": 1.9}))],
+            errors: &[400, 401, 403, 404, 408, 413, 429, 500, 503],
+            ..base("post", "/api/v1/admin/embedding/migrations/{id}/search", "searchMigration", "admin", "Search a migration's space",
+                "Vector search in the new space only (its model embeds `query_text`; a vector must have the new space's dimensions), over the memories it has vectors for: to judge a migration before it is used. Namespaces of up to 4,096 searchable memories are scored exactly, larger ones through the space's graph.")
         },
         Route::Tiers => Operation {
             success: vec![(200, "Per tier.", Some(g.reply::<TiersOut>()),
@@ -614,7 +675,7 @@ pub fn document() -> Value {
             {"name": "memories", "description": "Store, read, change, delete and list memories."},
             {"name": "search", "description": "Recall by meaning, words, importance and recency."},
             {"name": "namespaces", "description": "Whole namespaces: counts per tier, delete and purge."},
-            {"name": "admin", "description": "Snapshots and tiers; keys limited to namespaces are refused."},
+            {"name": "admin", "description": "Snapshots, tiers and embedding migrations; keys limited to namespaces are refused."},
             {"name": "ops", "description": "Health, metrics and this contract; no key needed."},
             {"name": "mcp", "description": "The Model Context Protocol endpoint."},
             {"name": "testing", "description": "Hooks for tests, off unless the daemon was started with them."}
@@ -661,6 +722,13 @@ fn operation_id(route: &Route) -> &'static str {
         Route::Tiers => "tiers",
         Route::Mcp => "mcp",
         Route::TestClock => "advanceTestClock",
+        Route::CreateMigration => "createMigration",
+        Route::ListMigrations => "listMigrations",
+        Route::GetMigration(_) => "getMigration",
+        Route::DeleteMigration(_) => "deleteMigration",
+        Route::PauseMigration(_) => "pauseMigration",
+        Route::ResumeMigration(_) => "resumeMigration",
+        Route::SearchMigration(_) => "searchMigration",
     }
 }
 
@@ -696,6 +764,11 @@ mod tests {
                     Route::DeleteNamespace(_) => Route::DeleteNamespace("x".into()),
                     Route::ExportNamespace(_) => Route::ExportNamespace("x".into()),
                     Route::ImportNamespace(_) => Route::ImportNamespace("x".into()),
+                    Route::GetMigration(_) => Route::GetMigration("x".into()),
+                    Route::DeleteMigration(_) => Route::DeleteMigration("x".into()),
+                    Route::PauseMigration(_) => Route::PauseMigration("x".into()),
+                    Route::ResumeMigration(_) => Route::ResumeMigration("x".into()),
+                    Route::SearchMigration(_) => Route::SearchMigration("x".into()),
                     r => r,
                 }
             });

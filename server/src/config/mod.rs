@@ -133,6 +133,9 @@ pub struct Settings {
     pub log_json: bool,
     pub dimensions: usize,
     pub provider: Provider,
+    /// `embedding.model_dir` whatever the provider: an embedding migration to the local model
+    /// loads it from here.
+    pub model_dir: Option<PathBuf>,
     pub embed_batch: usize,
     /// Parallel model passes of the local embedder.
     pub embed_threads: usize,

@@ -101,6 +101,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         v.filter(|s| !s.trim().is_empty())
             .ok_or_else(|| err(key, "must be set for this embedding.provider"))
     };
+    let model_dir = raw
+        .embedding
+        .model_dir
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(PathBuf::from);
     let provider = match raw
         .embedding
         .provider
@@ -448,6 +454,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         log_json,
         dimensions: dimensions as usize,
         provider,
+        model_dir,
         embed_batch: embed_batch as usize,
         embed_threads,
         embed_timeout,

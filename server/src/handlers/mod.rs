@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod history;
 pub(crate) mod memories;
+pub(crate) mod migrations;
 pub(crate) mod namespaces;
 pub(crate) mod ops;
 pub(crate) mod search;

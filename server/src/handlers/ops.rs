@@ -53,6 +53,17 @@ pub(crate) fn health_report(state: &AppState) -> HealthOut {
 }
 
 pub(crate) fn metrics(state: &AppState) -> Reply {
+    // An unreadable space only leaves its series out of this scrape.
+    if let Ok(spaces) = state.engine.spaces() {
+        let observed: Vec<_> = spaces
+            .into_iter()
+            .map(|info| {
+                let stats = state.migrations.stats(info.id);
+                (info, stats)
+            })
+            .collect();
+        state.metrics.observe_migrations(&observed);
+    }
     let text = state.metrics.render(
         &state.engine,
         state.embed_worker.as_ref().map(|w| &*w.stats),

@@ -44,6 +44,8 @@ pub struct AppState {
     /// Embeds search queries in batches (with the same embedder).
     pub query_embedder: Option<crate::query_embed::QueryEmbedder>,
     pub embed_worker: Option<EmbedWorker>,
+    /// Embedding migrations' workers.
+    pub migrations: crate::migrations::Migrations,
     pub started: Instant,
     limiter: RateLimiter,
     mcp: McpEndpoint,
@@ -64,6 +66,7 @@ impl AppState {
                 .map(|e| crate::query_embed::QueryEmbedder::start(Arc::clone(e))),
             embedder,
             embed_worker,
+            migrations: Default::default(),
             limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
             mcp: McpEndpoint::new(settings.listen, settings.max_body_bytes),
             engine,
@@ -276,6 +279,13 @@ async fn serve(
         Route::Compact => handlers::admin::compact(state).await,
         Route::Tiers => handlers::admin::tiers(state).await,
         Route::TestClock => handlers::admin::test_clock(state, req).await,
+        Route::CreateMigration => handlers::migrations::create(state, req).await,
+        Route::ListMigrations => handlers::migrations::list(state).await,
+        Route::GetMigration(id) => handlers::migrations::get(state, &id).await,
+        Route::DeleteMigration(id) => handlers::migrations::delete(state, &id).await,
+        Route::PauseMigration(id) => handlers::migrations::pause(state, &id, true).await,
+        Route::ResumeMigration(id) => handlers::migrations::pause(state, &id, false).await,
+        Route::SearchMigration(id) => handlers::migrations::search(state, req, &id).await,
     };
     reply.map(boxed)
 }

@@ -46,6 +46,16 @@ pub enum Route {
     Tiers,
     /// The MCP endpoint (Streamable HTTP, stateless: POST only).
     Mcp,
+    /// Starts re-embedding every memory into a new vector space.
+    CreateMigration,
+    ListMigrations,
+    GetMigration(String),
+    /// Stops a migration and drops its vector space.
+    DeleteMigration(String),
+    PauseMigration(String),
+    ResumeMigration(String),
+    /// Nearest neighbours in a migration's space only.
+    SearchMigration(String),
     /// Moves the engine's clock forward; answers only on a daemon started with
     /// `ENGRAM_TEST_CLOCK=adjustable`, and 404 otherwise.
     TestClock,
@@ -143,6 +153,23 @@ impl Route {
                 Method::DELETE => Ok(Route::DeleteSnapshot((*id).to_owned())),
                 _ => Err(not_allowed("DELETE")),
             },
+            ["api", "v1", "admin", "embedding", "migrations"] => {
+                by_method(Some(Route::ListMigrations), Some(Route::CreateMigration))
+            }
+            ["api", "v1", "admin", "embedding", "migrations", id] => match *method {
+                Method::GET => Ok(Route::GetMigration((*id).to_owned())),
+                Method::DELETE => Ok(Route::DeleteMigration((*id).to_owned())),
+                _ => Err(not_allowed("GET, DELETE")),
+            },
+            ["api", "v1", "admin", "embedding", "migrations", id, "pause"] => {
+                by_method(None, Some(Route::PauseMigration((*id).to_owned())))
+            }
+            ["api", "v1", "admin", "embedding", "migrations", id, "resume"] => {
+                by_method(None, Some(Route::ResumeMigration((*id).to_owned())))
+            }
+            ["api", "v1", "admin", "embedding", "migrations", id, "search"] => {
+                by_method(None, Some(Route::SearchMigration((*id).to_owned())))
+            }
             ["api", "v1", "admin", "migrate"] => by_method(None, Some(Route::Migrate)),
             ["api", "v1", "admin", "compact"] => by_method(None, Some(Route::Compact)),
             ["api", "v1", "admin", "test-clock"] => by_method(None, Some(Route::TestClock)),
@@ -190,6 +217,13 @@ impl Route {
             Route::Tiers => "tiers",
             Route::Mcp => "/mcp",
             Route::TestClock => "admin_test_clock",
+            Route::CreateMigration => "migration_create",
+            Route::ListMigrations => "migration_list",
+            Route::GetMigration(_) => "migration_get",
+            Route::DeleteMigration(_) => "migration_delete",
+            Route::PauseMigration(_) => "migration_pause",
+            Route::ResumeMigration(_) => "migration_resume",
+            Route::SearchMigration(_) => "migration_search",
         }
     }
 
@@ -236,7 +270,14 @@ impl Route {
             | Route::Migrate
             | Route::Compact
             | Route::Tiers
-            | Route::TestClock => Role::Admin,
+            | Route::TestClock
+            | Route::CreateMigration
+            | Route::ListMigrations
+            | Route::GetMigration(_)
+            | Route::DeleteMigration(_)
+            | Route::PauseMigration(_)
+            | Route::ResumeMigration(_)
+            | Route::SearchMigration(_) => Role::Admin,
         }
     }
 
@@ -284,7 +325,14 @@ impl Route {
             | Route::Compact
             | Route::Tiers
             | Route::Mcp
-            | Route::TestClock => &[],
+            | Route::TestClock
+            | Route::CreateMigration
+            | Route::ListMigrations
+            | Route::GetMigration(_)
+            | Route::DeleteMigration(_)
+            | Route::PauseMigration(_)
+            | Route::ResumeMigration(_)
+            | Route::SearchMigration(_) => &[],
         }
     }
 }
@@ -399,6 +447,41 @@ mod tests {
                 Route::RevertMemory(id.into()),
             ),
             (Method::POST, "/mcp".to_owned(), Route::Mcp),
+            (
+                Method::POST,
+                "/api/v1/admin/embedding/migrations".to_owned(),
+                Route::CreateMigration,
+            ),
+            (
+                Method::GET,
+                "/api/v1/admin/embedding/migrations".to_owned(),
+                Route::ListMigrations,
+            ),
+            (
+                Method::GET,
+                "/api/v1/admin/embedding/migrations/3".to_owned(),
+                Route::GetMigration("3".into()),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/admin/embedding/migrations/3".to_owned(),
+                Route::DeleteMigration("3".into()),
+            ),
+            (
+                Method::POST,
+                "/api/v1/admin/embedding/migrations/3/pause".to_owned(),
+                Route::PauseMigration("3".into()),
+            ),
+            (
+                Method::POST,
+                "/api/v1/admin/embedding/migrations/3/resume".to_owned(),
+                Route::ResumeMigration("3".into()),
+            ),
+            (
+                Method::POST,
+                "/api/v1/admin/embedding/migrations/3/search".to_owned(),
+                Route::SearchMigration("3".into()),
+            ),
             (
                 Method::POST,
                 "/api/v1/admin/test-clock".to_owned(),

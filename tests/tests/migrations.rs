@@ -1,0 +1,341 @@
+//! Embedding migrations: a store re-embedded into a new vector space in the background, by the
+//! built-in all-MiniLM-L6-v2 model (a store of 4-dimensional client vectors gains a 384-d space
+//! searchable by meaning) and by an OpenAI-compatible provider (a local stub imitating its wire
+//! format: 8 → 24 dimensions, killed -9 midway and resumed, recall through the space's graph
+//! against brute force); writes go on meanwhile; pause, resume and drop; the store's own
+//! search never sees the new space's vectors.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use engram_tests::{embedding, model_dir, stub_server, Daemon};
+use serde_json::{json, Value};
+
+const MIGRATIONS: &str = "/api/v1/admin/embedding/migrations";
+
+/// Polls migration `id` until `done` holds (or panics after `timeout`); returns its state.
+fn wait_until(d: &Daemon, id: u64, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = d.get(&format!("{MIGRATIONS}/{id}"));
+        assert_eq!(r.status, 200, "{}", r.text);
+        if done(&r.body) {
+            return r.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "migration {id} stuck: {}",
+            r.text
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ready(m: &Value) -> bool {
+    m["state"] == "ready"
+}
+
+fn ids_of(r: &Value) -> Vec<String> {
+    r["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|h| h["memory"]["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_migration_to_the_local_model_finds_by_meaning_while_writes_go_on() {
+    let model = model_dir();
+    let model = model.to_str().expect("utf-8 path");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No provider: the store holds 4-dimensional client vectors; the model is only on disk.
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &[
+            ("embedding.dimensions", "4"),
+            ("embedding.model_dir", model),
+        ],
+    );
+    let topics = [
+        "I adopted a golden retriever puppy last week",
+        "The quarterly stock market report showed losses",
+        "We baked sourdough bread on Sunday",
+        "The train to Boston was delayed by snow",
+    ];
+    let mut items: Vec<Value> = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"content": t, "embedding": embedding(i as u64, 4)}))
+        .collect();
+    items.extend((0..150).map(|i| {
+        json!({"content": format!("Filler note {i} about nothing in particular"), "embedding": embedding(100 + i, 4)})
+    }));
+    let r = d.post("/api/v1/memories/batch", &json!({"memories": items}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let puppy = r.body["results"][0]["id"].as_str().expect("id").to_owned();
+    let stocks = r.body["results"][1]["id"].as_str().expect("id").to_owned();
+
+    // Refusals name their field.
+    for (body, field) in [
+        (
+            json!({"provider": "local", "dimensions": 768}),
+            "dimensions",
+        ),
+        (
+            json!({"provider": "local", "model": "bge", "dimensions": 384}),
+            "model",
+        ),
+        (
+            json!({"provider": "cohere", "model": "x", "dimensions": 8}),
+            "provider",
+        ),
+        (
+            json!({"provider": "openai", "model": "x", "dimensions": 8}),
+            "url",
+        ),
+        (
+            json!({"provider": "local", "dimensions": 384, "colour": 1}),
+            "colour",
+        ),
+    ] {
+        let r = d.post(MIGRATIONS, &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert!(r.text.contains(field), "{body}: {}", r.text);
+    }
+
+    let r = d.post(MIGRATIONS, &json!({"provider": "local", "dimensions": 384}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["model"], "all-MiniLM-L6-v2");
+    let id = r.body["id"].as_u64().expect("id");
+    // Writes while the migration runs: new memories and a changed one.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..40 {
+                let r = d.post(
+                    "/api/v1/memories",
+                    &json!({"content": format!("Later note {i} on gardening"), "embedding": embedding(1000 + i, 4)}),
+                );
+                assert_eq!(r.status, 201, "{}", r.text);
+            }
+            let r = d.patch(
+                &format!("/api/v1/memories/{stocks}"),
+                &json!({"content": "My cat knocked a glass of water off the table"}),
+            );
+            assert_eq!(r.status, 200, "{}", r.text);
+        });
+    });
+    let m = wait_until(&d, id, Duration::from_secs(180), ready);
+    assert_eq!(m["vectors"], 194, "{m}");
+    assert_eq!(m["searchable"], 194, "{m}");
+    assert_eq!(m["pending_changes"], 0, "{m}");
+    assert!(m["backfilled_at"].is_string(), "{m}");
+
+    // The new space finds by meaning, and the changed memory by its new content.
+    let search = |text: &str| {
+        let r = d.post(
+            &format!("{MIGRATIONS}/{id}/search"),
+            &json!({"query_text": text, "limit": 3}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+    };
+    assert_eq!(ids_of(&search("dog"))[0], puppy);
+    assert_eq!(ids_of(&search("a pet spilled something"))[0], stocks);
+    assert!(!ids_of(&search("finance and shares")).contains(&stocks));
+    // Never mixed: the store searches its own 4-d vectors; each side refuses the other's.
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"query_embedding": embedding(0, 4), "search_type": "semantic", "limit": 1}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(ids_of(&r.body)[0], puppy);
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"query_embedding": vec![0.1f32; 384], "search_type": "semantic"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = d.post(
+        &format!("{MIGRATIONS}/{id}/search"),
+        &json!({"query_embedding": embedding(0, 4)}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("query_embedding"), "{}", r.text);
+    let metrics = d.get("/metrics").text;
+    assert!(
+        metrics.contains(&format!(
+            "engram_embedding_migration_memories{{kind=\"vectors\",migration=\"{id}\"}} 194"
+        )),
+        "{metrics}"
+    );
+
+    // Paused: changes wait; resumed: they are embedded.
+    let r = d.post(&format!("{MIGRATIONS}/{id}/pause"), &json!({}));
+    assert_eq!((r.status, r.body["state"].as_str()), (200, Some("paused")));
+    let r = d.patch(
+        &format!("/api/v1/memories/{puppy}"),
+        &json!({"content": "The violin concert downtown was sold out"}),
+    );
+    assert_eq!(r.status, 200);
+    std::thread::sleep(Duration::from_millis(700));
+    let m = d.get(&format!("{MIGRATIONS}/{id}")).body;
+    assert_eq!(
+        (m["state"].as_str(), m["pending_changes"].as_u64()),
+        (Some("paused"), Some(1))
+    );
+    let r = d.post(&format!("{MIGRATIONS}/{id}/resume"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_until(&d, id, Duration::from_secs(60), ready);
+    assert_eq!(ids_of(&search("classical music performance"))[0], puppy);
+
+    // Dropped: gone, with its files.
+    let r = d.delete(&format!("{MIGRATIONS}/{id}"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(d.get(&format!("{MIGRATIONS}/{id}")).status, 404);
+    assert_eq!(d.get(MIGRATIONS).body["migrations"], json!([]));
+    assert!(!dir.path().join("data/spaces").join(id.to_string()).exists());
+    assert_eq!(d.get(&format!("{MIGRATIONS}/x")).status, 400);
+}
+
+/// The stub provider's vector for a text: 24 numbers from its bytes.
+fn stub_vector(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 24];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    for (i, x) in v.iter_mut().enumerate() {
+        h ^= h << 13;
+        h ^= h >> 7;
+        h ^= h << 17;
+        *x = ((h >> 40) as f32 / (1u64 << 24) as f32) - 0.5 + (i % 3) as f32 * 0.01;
+    }
+    v
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn a_migration_killed_midway_resumes_and_its_graph_recalls_like_brute_force() {
+    // An OpenAI-compatible provider (a stub speaking its wire format), a little slow, so the
+    // kill lands midway.
+    let (url, _seen) = stub_server(|_, _, body| {
+        std::thread::sleep(Duration::from_millis(30));
+        let data: Vec<Value> = body["input"]
+            .as_array()
+            .expect("input")
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": stub_vector(t.as_str().expect("text"))}))
+            .collect();
+        (
+            200,
+            json!({"object": "list", "data": data, "model": body["model"]}),
+        )
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let settings = [("embedding.dimensions", "8")];
+    let mut d = Daemon::start(&data, &settings);
+    // More than a space scores exactly per namespace (4,096): searches go through its graph.
+    let n = 5000;
+    let mut contents = Vec::with_capacity(n);
+    for chunk in 0..5 {
+        let items: Vec<Value> = (0..1000)
+            .map(|i| {
+                let k = chunk * 1000 + i;
+                json!({"content": format!("memory {k}: note {}", k * 7919 % 10007), "embedding": embedding(k as u64, 8)})
+            })
+            .collect();
+        let r = d.post("/api/v1/memories/batch", &json!({"memories": items}));
+        assert_eq!(r.status, 200, "{}", r.text);
+        for (item, res) in r.body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .enumerate()
+        {
+            let k = chunk * 1000 + item;
+            contents.push((
+                res["id"].as_str().expect("id").to_owned(),
+                format!("memory {k}: note {}", k * 7919 % 10007),
+            ));
+        }
+    }
+    let r = d.post(
+        MIGRATIONS,
+        &json!({"provider": "openai", "model": "stub-24", "dimensions": 24, "url": url}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_u64().expect("id");
+    let m = wait_until(&d, id, Duration::from_secs(120), |m| {
+        m["vectors"].as_u64().unwrap_or(0) >= 1000
+    });
+    assert!(m["vectors"].as_u64() < Some(n as u64), "killed midway: {m}");
+    d.kill9();
+
+    let d = Daemon::start(&data, &settings);
+    let m = d.get(&format!("{MIGRATIONS}/{id}")).body;
+    assert_eq!(m["state"], "running", "resumed at start: {m}");
+    // Changes made while it catches up.
+    let changed: Vec<(String, String)> = contents[..20]
+        .iter()
+        .map(|(mid, _)| (mid.clone(), format!("rewritten {mid}")))
+        .collect();
+    for (mid, text) in &changed {
+        let r = d.patch(
+            &format!("/api/v1/memories/{mid}"),
+            &json!({"content": text}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let m = wait_until(&d, id, Duration::from_secs(180), ready);
+    assert_eq!(m["vectors"], n as u64, "{m}");
+    for (mid, text) in &changed {
+        let r = d.post(
+            &format!("{MIGRATIONS}/{id}/search"),
+            &json!({"query_embedding": stub_vector(text), "limit": 1}),
+        );
+        assert_eq!(ids_of(&r.body), vec![mid.clone()], "{}", r.text);
+        let sim = r.body["results"][0]["similarity"]
+            .as_f64()
+            .expect("similarity");
+        assert!(sim > 0.9999, "{sim}");
+    }
+
+    // Recall@10 of the space's graph against brute force over the provider's vectors.
+    let current: Vec<(String, Vec<f32>)> = contents
+        .iter()
+        .map(|(mid, text)| {
+            let text = changed
+                .iter()
+                .find(|(c, _)| c == mid)
+                .map_or(text.as_str(), |(_, t)| t.as_str());
+            (mid.clone(), stub_vector(text))
+        })
+        .collect();
+    let mut found = 0;
+    let queries = 30;
+    for q in 0..queries {
+        let query = stub_vector(&format!("query number {q}"));
+        let mut exact: Vec<(f32, &String)> = current
+            .iter()
+            .map(|(mid, v)| (cosine(&query, v), mid))
+            .collect();
+        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let truth: HashSet<&String> = exact.iter().take(10).map(|(_, m)| *m).collect();
+        let r = d.post(
+            &format!("{MIGRATIONS}/{id}/search"),
+            &json!({"query_embedding": query, "limit": 10}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        found += ids_of(&r.body).iter().filter(|m| truth.contains(m)).count();
+    }
+    let recall = found as f64 / (queries * 10) as f64;
+    assert!(recall >= 0.95, "recall@10 {recall}");
+}
