@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 mod history;
 mod mcp;
+mod migration;
 mod namespace;
 mod recall;
 mod search;
@@ -108,6 +109,8 @@ enum Command {
     History(history::HistoryArgs),
     /// A namespace exported, purged and imported back over HTTP: rates and the purge's time.
     Namespace(namespace::NamespaceArgs),
+    /// An embedding migration to the built-in model: its rate alone and while searches run.
+    Migration(migration::MigrationArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -135,6 +138,7 @@ fn main() -> anyhow::Result<()> {
             Command::Mcp(args) => mcp::mcp(args).await,
             Command::History(args) => history::history(args).await,
             Command::Namespace(args) => namespace::namespace(args).await,
+            Command::Migration(args) => migration::migration(args).await,
         }
     })
 }

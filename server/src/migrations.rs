@@ -174,16 +174,14 @@ impl std::fmt::Debug for Migrations {
     }
 }
 
-/// Memories per embedding call.
-const BATCH: usize = 64;
-
 impl Migrations {
     pub fn stats(&self, id: u32) -> Arc<WorkerStats> {
         Arc::clone(self.stats.lock().entry(id).or_default())
     }
 
-    /// Starts the worker of space `id` (no-op if it runs).
-    pub fn start(&self, engine: &Arc<Engine>, id: u32, embedder: Arc<dyn Embedder>) {
+    /// Starts the worker of space `id` (no-op if it runs), embedding `batch` memories per call
+    /// (`embedding.batch_size`, as the store's own embedder).
+    pub fn start(&self, engine: &Arc<Engine>, id: u32, embedder: Arc<dyn Embedder>, batch: usize) {
         let mut workers = self.workers.lock();
         if workers.contains_key(&id) {
             return;
@@ -199,7 +197,7 @@ impl Migrations {
         );
         let thread = std::thread::Builder::new()
             .name(format!("engram-migrate-{id}"))
-            .spawn(move || run(&e, id, embedder.as_ref(), &s, &w, &st))
+            .spawn(move || run(&e, id, embedder.as_ref(), batch.max(1), &s, &w, &st))
             .expect("spawning a migration thread");
         workers.insert(
             id,
@@ -278,7 +276,7 @@ impl Migrations {
         };
         for space in spaces.into_iter().filter(|s| !s.paused) {
             match self.embedder(space.id, &space.descriptor, settings, own) {
-                Ok(embedder) => self.start(engine, space.id, embedder),
+                Ok(embedder) => self.start(engine, space.id, embedder, settings.embed_batch),
                 Err(e) => {
                     tracing::error!(migration = space.id, error = %e, "cannot resume embedding migration");
                     *self.stats(space.id).last_error.lock() = Some(e);
@@ -292,6 +290,7 @@ fn run(
     engine: &Engine,
     id: u32,
     embedder: &dyn Embedder,
+    batch: usize,
     stop: &AtomicBool,
     wake: &(Mutex<u64>, Condvar),
     stats: &WorkerStats,
@@ -306,7 +305,7 @@ fn run(
         }
     };
     while !stop.load(Ordering::Acquire) {
-        let jobs = match engine.space_work(id, BATCH) {
+        let jobs = match engine.space_work(id, batch) {
             Ok(j) => j,
             Err(EngineError::SpaceNotFound(_)) => return,
             Err(e) => {

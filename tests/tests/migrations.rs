@@ -225,7 +225,7 @@ fn a_migration_killed_midway_resumes_and_its_graph_recalls_like_brute_force() {
     // An OpenAI-compatible provider (a stub speaking its wire format), a little slow, so the
     // kill lands midway.
     let (url, _seen) = stub_server(|_, _, body| {
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(40));
         let data: Vec<Value> = body["input"]
             .as_array()
             .expect("input")
@@ -240,7 +240,8 @@ fn a_migration_killed_midway_resumes_and_its_graph_recalls_like_brute_force() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let settings = [("embedding.dimensions", "8")];
+    // 64 memories per provider call: about 80 calls of 40 ms for the whole store.
+    let settings = [("embedding.dimensions", "8"), ("embedding.batch_size", "64")];
     let mut d = Daemon::start(&data, &settings);
     // More than a space scores exactly per namespace (4,096): searches go through its graph.
     let n = 5000;

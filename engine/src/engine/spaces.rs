@@ -26,6 +26,9 @@ use crate::EngineError;
 /// Up to this many candidates in a namespace, a space search scores each exactly.
 const EXACT_MAX: usize = 4096;
 
+/// Spaces that may exist at once: each has a worker and a graph in memory.
+pub const MAX_SPACES: usize = 4;
+
 /// One open space.
 pub(crate) struct Space {
     record: Mutex<SpaceRecord>,
@@ -180,6 +183,14 @@ impl Inner {
         // dirty, and every one applied before is in the namespace index the pass walks.
         let _apply = self.apply_lock.lock();
         let mut spaces = self.spaces.write();
+        if spaces.len() >= MAX_SPACES {
+            return Err(EngineError::Invalid {
+                field: "provider",
+                message: format!(
+                    "at most {MAX_SPACES} embedding migrations may exist at once; drop one first"
+                ),
+            });
+        }
         let id = spaces.keys().next_back().map_or(1, |last| last + 1);
         let record = SpaceRecord {
             id,
@@ -232,6 +243,7 @@ impl Inner {
             self.warm.drop_space(id)?;
             space
         };
+        self.warm.compact_space(id);
         if let Err(e) = space.hnsw.close() {
             tracing::warn!(space = id, error = %e, "closing a dropped space's graph failed");
         }

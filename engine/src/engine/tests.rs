@@ -896,4 +896,12 @@ fn a_space_covers_every_tier_follows_changes_and_survives_reopen() {
     // A new space after a drop starts empty.
     let next = engine.create_space(3, "{}".into()).expect("space");
     assert_eq!(next.vectors, 0);
+    // A bounded number at once.
+    for _ in 1..super::spaces::MAX_SPACES {
+        engine.create_space(3, "{}".into()).expect("space");
+    }
+    assert!(matches!(
+        engine.create_space(3, "{}".into()),
+        Err(EngineError::Invalid { .. })
+    ));
 }

@@ -60,7 +60,9 @@ pub(crate) async fn create(
     state
         .migrations
         .remember_embedder(info.id, Arc::clone(&embedder));
-    state.migrations.start(&state.engine, info.id, embedder);
+    state
+        .migrations
+        .start(&state.engine, info.id, embedder, state.settings.embed_batch);
     tracing::info!(migration = info.id, provider = %spec.provider, model = %spec.model, dimensions, "embedding migration started");
     Ok(json_reply(StatusCode::CREATED, &out(state, &info)))
 }
@@ -129,7 +131,9 @@ pub(crate) async fn pause(
                 )
             })?
         };
-        state.migrations.start(&state.engine, id, embedder);
+        state
+            .migrations
+            .start(&state.engine, id, embedder, state.settings.embed_batch);
     }
     Ok(json_reply(StatusCode::OK, &out(state, &info)))
 }

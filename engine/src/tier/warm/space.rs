@@ -53,6 +53,11 @@ fn row_key(space: u32, id: &Uuid) -> [u8; 20] {
     k
 }
 
+/// The first and last keys a space's rows and marks can have.
+fn space_range(space: u32) -> ([u8; 20], [u8; 20]) {
+    (row_key(space, &Uuid::nil()), row_key(space, &Uuid::max()))
+}
+
 fn record_key(space: u32) -> Vec<u8> {
     let mut k = KEY_SPACE_PREFIX.to_vec();
     k.extend_from_slice(&space.to_be_bytes());
@@ -164,12 +169,12 @@ impl WarmTier {
         self.flush()
     }
 
-    /// Removes a space: its record, rows and dirty marks, durably.
+    /// Removes a space: its record, rows and dirty marks, durably (range deletes and a flush;
+    /// [`Self::compact_space`] then frees the space they took).
     pub fn drop_space(&self, space: u32) -> Result<(), EngineError> {
         self.spaces.write().retain(|s| *s != space);
         let mut batch = rocksdb::WriteBatch::default();
-        let from = row_key(space, &Uuid::nil());
-        let to = row_key(space, &Uuid::max());
+        let (from, to) = space_range(space);
         for cf in [CF_SPACE_VECTORS, CF_SPACE_DIRTY] {
             batch.delete_range_cf(self.cf(cf), from, to);
             batch.delete_cf(self.cf(cf), to);
@@ -181,12 +186,16 @@ impl WarmTier {
             .map_err(|e| rocks_err(&self.path, e));
         self.note(&result);
         result?;
-        self.flush()?;
+        self.flush()
+    }
+
+    /// Compacts what a dropped space's rows and marks took.
+    pub fn compact_space(&self, space: u32) {
+        let (from, to) = space_range(space);
         for cf in [CF_SPACE_VECTORS, CF_SPACE_DIRTY] {
             self.db
                 .compact_range_cf(self.cf(cf), Some(&from[..]), Some(&to[..]));
         }
-        Ok(())
     }
 
     /// `id`'s row in `space`.
