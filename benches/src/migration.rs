@@ -6,7 +6,10 @@
 //! 2. re-embeds them into a new space with the local model, nothing else running: the rate;
 //! 3. drops it and does it again while `--clients` clients search the store's own vectors
 //!    back to back: the rate under load, and the searches per second meanwhile;
-//! 4. the same searches with no migration, for as long as step 3 took: the baseline.
+//! 4. the same searches with no migration, for as long as step 3 took: the baseline;
+//! 5. the cut-over: a third migration made ready, then activated while the clients search
+//!    (3 s before, 3 s after): the activate call's time and the searches' latency before,
+//!    across and after the switch.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,8 +53,8 @@ async fn send(
     Ok(v)
 }
 
-/// Starts a migration to the local model and waits until it is ready: (vectors, seconds).
-async fn migrate(conn: &mut Conn) -> anyhow::Result<(u64, f64)> {
+/// Starts a migration to the local model and waits until it is ready: (id, vectors, seconds).
+async fn start_ready(conn: &mut Conn) -> anyhow::Result<(u64, u64, f64)> {
     let started = Instant::now();
     let m = send(
         conn,
@@ -66,13 +69,84 @@ async fn migrate(conn: &mut Conn) -> anyhow::Result<(u64, f64)> {
         let m = send(conn, "GET", &format!("{MIGRATIONS}/{id}"), None).await?;
         if m["state"] == "ready" {
             let secs = started.elapsed().as_secs_f64();
-            send(conn, "DELETE", &format!("{MIGRATIONS}/{id}"), None).await?;
-            return Ok((m["vectors"].as_u64().unwrap_or(0), secs));
+            return Ok((id, m["vectors"].as_u64().unwrap_or(0), secs));
         }
         if started.elapsed() > Duration::from_secs(3600) {
             bail!("migration {id} not ready after an hour: {m}");
         }
     }
+}
+
+/// Starts a migration to the local model, waits until it is ready and drops it:
+/// (vectors, seconds).
+async fn migrate(conn: &mut Conn) -> anyhow::Result<(u64, f64)> {
+    let (id, vectors, secs) = start_ready(conn).await?;
+    send(conn, "DELETE", &format!("{MIGRATIONS}/{id}"), None).await?;
+    Ok((vectors, secs))
+}
+
+/// Searches across an activation: (activate ms, [before, across, after] as (count, p99 ms,
+/// max ms)). A search is "across" if it was in flight at any moment of the activate call.
+async fn cutover(common: &Common, ns: &str, conn: &mut Conn) -> anyhow::Result<Value> {
+    let (id, _, _) = start_ready(conn).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let origin = Instant::now();
+    let handles: Vec<_> = (0..common.clients)
+        .map(|c| {
+            let (url, ns, stop, dims) = (common.url.clone(), ns.to_owned(), Arc::clone(&stop), common.dims);
+            tokio::spawn(async move {
+                let mut conn = Conn::open(&url).await?;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(100 + c as u64);
+                let mut spans = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let emb = embedding_field(&mut rng, dims, true)
+                        .replacen("\"embedding_b64\"", "\"query_embedding_b64\"", 1);
+                    let body = format!(
+                        "{{\"namespace\":{}{emb},\"search_type\":\"semantic\",\"limit\":10}}",
+                        serde_json::to_string(&ns)?
+                    );
+                    let t = Instant::now();
+                    conn.call("POST", "/api/v1/search", Some(body)).await?;
+                    spans.push((t - origin, t.elapsed()));
+                }
+                anyhow::Ok(spans)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t0 = origin.elapsed();
+    send(conn, "POST", &format!("{MIGRATIONS}/{id}/activate"), None).await?;
+    let t1 = origin.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut groups: [Vec<f64>; 3] = Default::default();
+    for h in handles {
+        for (start, took) in h.await?? {
+            let end = start + took;
+            let g = if end < t0 {
+                0
+            } else if start > t1 {
+                2
+            } else {
+                1
+            };
+            groups[g].push(took.as_secs_f64() * 1000.0);
+        }
+    }
+    send(conn, "POST", &format!("{MIGRATIONS}/{id}/deactivate"), None).await?;
+    send(conn, "DELETE", &format!("{MIGRATIONS}/{id}"), None).await?;
+    let summary = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let p99 = v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1))).copied();
+        json!({"searches": v.len(), "p99_ms": p99, "max_ms": v.last()})
+    };
+    let [before, across, after] = &mut groups;
+    Ok(json!({
+        "activate_ms": (t1 - t0).as_secs_f64() * 1000.0,
+        "before": summary(before),
+        "across": summary(across),
+        "after": summary(after),
+    }))
 }
 
 /// Runs `clients` searchers until `stop`; returns the searches done.
@@ -186,7 +260,10 @@ pub async fn migration(args: MigrationArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let baseline = searched(load).await?;
 
+    let cut = cutover(common, ns, &mut conn).await?;
+
     let out = json!({
+        "cutover": cut,
         "memories": args.count,
         "load_seconds": load_s,
         "alone": {"vectors": alone_vectors, "seconds": alone_s, "per_second": alone_vectors as f64 / alone_s},

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 /// Everything that can go wrong in the engine.
 ///
-/// - caller error: `Invalid`, `TooLarge`, `NotFound`, `VersionNotFound`, `SpaceNotFound`, `Duplicate`,
+/// - caller error: `Invalid`, `TooLarge`, `NotFound`, `VersionNotFound`, `SpaceNotFound`, `SpaceConflict`, `Duplicate`,
 ///   `IdExists`;
 /// - capacity: `StorageFull`, `Busy`;
 /// - corruption: `Corrupt`, `Invariant` (state the engine cannot trust: it poisons itself);
@@ -38,6 +38,13 @@ pub enum EngineError {
     /// No embedding migration (vector space) has this id.
     #[error("embedding migration {0} not found")]
     SpaceNotFound(u32),
+    /// The migration is not in a state that allows the change (`code` says which).
+    #[error("embedding migration {id}: {message}")]
+    SpaceConflict {
+        id: u32,
+        code: &'static str,
+        message: String,
+    },
     #[error("a memory with the same content already exists in this namespace: {existing}")]
     Duplicate { existing: Uuid },
     /// An import names an id the store holds already.

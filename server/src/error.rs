@@ -112,6 +112,14 @@ impl From<EngineError> for ApiError {
                     format!("embedding migration {id} not found"),
                 )
             },
+            EngineError::SpaceConflict { id, code, message } => ApiError {
+                details: json!({ "id": id }),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    code,
+                    format!("embedding migration {id}: {message}"),
+                )
+            },
             EngineError::IdExists(id) => ApiError {
                 details: json!({ "id": id.to_string() }),
                 ..ApiError::new(StatusCode::CONFLICT, "ID_EXISTS", format!("memory {id} exists already"))

@@ -50,13 +50,12 @@ fn a_migration_to_the_local_model_finds_by_meaning_while_writes_go_on() {
     let model = model.to_str().expect("utf-8 path");
     let dir = tempfile::tempdir().expect("tempdir");
     // No provider: the store holds 4-dimensional client vectors; the model is only on disk.
-    let d = Daemon::start(
-        &dir.path().join("data"),
-        &[
-            ("embedding.dimensions", "4"),
-            ("embedding.model_dir", model),
-        ],
-    );
+    let data = dir.path().join("data");
+    let settings = [
+        ("embedding.dimensions", "4"),
+        ("embedding.model_dir", model),
+    ];
+    let mut d = Daemon::start(&data, &settings);
     let topics = [
         "I adopted a golden retriever puppy last week",
         "The quarterly stock market report showed losses",
@@ -75,6 +74,7 @@ fn a_migration_to_the_local_model_finds_by_meaning_while_writes_go_on() {
     assert_eq!(r.status, 200, "{}", r.text);
     let puppy = r.body["results"][0]["id"].as_str().expect("id").to_owned();
     let stocks = r.body["results"][1]["id"].as_str().expect("id").to_owned();
+    let bread = r.body["results"][2]["id"].as_str().expect("id").to_owned();
 
     // Refusals name their field.
     for (body, field) in [
@@ -188,6 +188,111 @@ fn a_migration_to_the_local_model_finds_by_meaning_while_writes_go_on() {
     wait_until(&d, id, Duration::from_secs(60), ready);
     assert_eq!(ids_of(&search("classical music performance"))[0], puppy);
 
+    // Cut-over: only a ready, running migration; then the store's searches rank its space.
+    let r = d.post(&format!("{MIGRATIONS}/{id}/pause"), &json!({}));
+    assert_eq!(r.status, 200);
+    let r = d.post(&format!("{MIGRATIONS}/{id}/activate"), &json!({}));
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "MIGRATION_NOT_READY"),
+        "{}",
+        r.text
+    );
+    let r = d.post(&format!("{MIGRATIONS}/{id}/resume"), &json!({}));
+    assert_eq!(r.status, 200);
+    wait_until(&d, id, Duration::from_secs(60), ready);
+    let r = d.post(&format!("{MIGRATIONS}/{id}/activate"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["active"], true);
+    let semantic = |d: &Daemon, text: &str| {
+        let r = d.post(
+            "/api/v1/search",
+            &json!({"query_text": text, "search_type": "semantic", "limit": 1}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        ids_of(&r.body)
+    };
+    // The store has no embedder of its own: the active migration's model embeds the query.
+    assert_eq!(
+        semantic(&d, "classical music performance"),
+        vec![puppy.clone()]
+    );
+    assert_eq!(
+        semantic(&d, "a pet spilled something"),
+        vec![stocks.clone()]
+    );
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"query_text": "a pet spilled something", "limit": 1}),
+    );
+    assert_eq!(ids_of(&r.body), vec![stocks.clone()], "hybrid: {}", r.text);
+    // Query vectors now have the new space's dimensions; the past keeps the store's own.
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"query_embedding": embedding(0, 4), "search_type": "semantic"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("query_embedding"), "{}", r.text);
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"query_embedding": vec![0.05f32; 384], "search_type": "semantic"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let now = engram_tests::rfc3339(engram_engine::now_us());
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"query_embedding": embedding(3, 4), "search_type": "semantic", "as_of": now, "limit": 1}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A memory written after the cut-over is found once the worker has embedded it.
+    let r = d.post(
+        "/api/v1/memories",
+        &json!({"content": "I go rock climbing at the gym every weekend", "embedding": embedding(77, 4)}),
+    );
+    let climbing = r.body["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while semantic(&d, "bouldering") != vec![climbing.clone()] {
+        assert!(Instant::now() < deadline, "never found by meaning");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // While active it stays current: no pause, no drop. It survives a restart.
+    let r = d.post(&format!("{MIGRATIONS}/{id}/pause"), &json!({}));
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "MIGRATION_ACTIVE"),
+        "{}",
+        r.text
+    );
+    let r = d.delete(&format!("{MIGRATIONS}/{id}"));
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "MIGRATION_ACTIVE"),
+        "{}",
+        r.text
+    );
+    assert!(d.terminate().success());
+    let d = Daemon::start(&data, &settings);
+    assert_eq!(d.get(&format!("{MIGRATIONS}/{id}")).body["active"], true);
+    assert_eq!(semantic(&d, "bouldering"), vec![climbing.clone()]);
+    // Back: the store's own vectors, and no model for query texts.
+    let r = d.post(&format!("{MIGRATIONS}/{id}/deactivate"), &json!({}));
+    assert_eq!(
+        (r.status, &r.body["active"]),
+        (200, &json!(false)),
+        "{}",
+        r.text
+    );
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"query_text": "bouldering", "search_type": "semantic"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"query_embedding": embedding(2, 4), "search_type": "semantic", "limit": 1}),
+    );
+    assert_eq!(ids_of(&r.body), vec![bread.clone()], "{}", r.text);
+
     // Dropped: gone, with its files.
     let r = d.delete(&format!("{MIGRATIONS}/{id}"));
     assert_eq!(r.status, 200, "{}", r.text);
@@ -241,7 +346,10 @@ fn a_migration_killed_midway_resumes_and_its_graph_recalls_like_brute_force() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // 64 memories per provider call: about 80 calls of 40 ms for the whole store.
-    let settings = [("embedding.dimensions", "8"), ("embedding.batch_size", "64")];
+    let settings = [
+        ("embedding.dimensions", "8"),
+        ("embedding.batch_size", "64"),
+    ];
     let mut d = Daemon::start(&data, &settings);
     // More than a space scores exactly per namespace (4,096): searches go through its graph.
     let n = 5000;

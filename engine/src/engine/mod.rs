@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     search: SearchIndex,
     /// Vector spaces beside the store's own (embedding migrations), by id.
     spaces: spaces::Spaces,
+    /// The space the store's searches rank by (0: its own vectors).
+    active_space: std::sync::atomic::AtomicU32,
     /// Accesses since each memory's last move, counted while it is warm or cold (for promotion).
     accesses_since_move: RankedMutex<HashMap<Uuid, u64>>,
     /// Memories used enough to go up a tier, for the background thread.
@@ -496,6 +498,21 @@ impl Engine {
     /// Pauses or resumes a space's work (kept across restarts).
     pub fn set_space_paused(&self, id: u32, paused: bool) -> Result<SpaceInfo, EngineError> {
         self.inner.set_space_paused(id, paused)
+    }
+
+    /// Makes a caught-up space the one the store's searches rank by (an atomic switch).
+    pub fn activate_space(&self, id: u32) -> Result<SpaceInfo, EngineError> {
+        self.inner.activate_space(id)
+    }
+
+    /// The store's searches rank its own vectors again.
+    pub fn deactivate_space(&self, id: u32) -> Result<SpaceInfo, EngineError> {
+        self.inner.deactivate_space(id)
+    }
+
+    /// The active space's id and descriptor, if one is active (cheap: no counting).
+    pub fn active_space(&self) -> Option<(u32, String)> {
+        self.inner.active_space().map(|s| s.id_and_descriptor())
     }
 
     /// Removes a space with its vectors and graph.

@@ -149,25 +149,43 @@ impl Inner {
                 "this store was opened without its search structures (offline)".to_owned(),
             ));
         }
+        // The past is searched with the store's own vectors; the present with the active
+        // embedding space's, if there is one.
+        let active = if q.as_of_us.is_none() {
+            self.active_space()
+        } else {
+            None
+        };
         if let Some(e) = &q.embedding {
-            validate::embedding(e, self.config.dimensions).map_err(|e| match e {
-                EngineError::Invalid { message, .. } => EngineError::Invalid {
-                    field: "query_embedding",
-                    message,
-                },
-                other => other,
-            })?;
+            match &active {
+                Some(space) => space.check_query(e)?,
+                None => validate::embedding(e, self.config.dimensions).map_err(|e| match e {
+                    EngineError::Invalid { message, .. } => EngineError::Invalid {
+                        field: "query_embedding",
+                        message,
+                    },
+                    other => other,
+                })?,
+            }
         }
         if let Some(at) = q.as_of_us {
             return self.search_past(q, at);
         }
         let read = |id: &Uuid| self.read(id);
+        let nearest =
+            |query: &[f32], want: usize, small: Option<&[Uuid]>, accept: &dyn Fn(&Uuid) -> bool| {
+                let space = active.as_ref().expect("called only with an active space");
+                self.nearest(space, query, want, small, accept)
+            };
         let ctx = crate::search::query::Ctx {
             index: &self.search,
             warm: &self.warm,
             cold: &self.cold,
             read: &read,
             now_us: self.now_us(),
+            space: active
+                .is_some()
+                .then_some(&nearest as &crate::search::query::SpaceNearest<'_>),
         };
         let (ranked, total_count) = crate::search::query::rank(&ctx, q)?;
         let mut hits = Vec::with_capacity(q.limit.min(ranked.len()));

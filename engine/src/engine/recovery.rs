@@ -158,10 +158,10 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         );
     }
     let (search, expiry) = open_search(&config, &layout, &working, &warm, &cold)?;
-    let spaces = if config.search_structures {
+    let (spaces, active_space) = if config.search_structures {
         super::spaces::open_spaces(&layout, &warm, &config)?
     } else {
-        Default::default()
+        (Default::default(), 0)
     };
     let embed_pending: BTreeSet<Uuid> = warm.embed_queue()?.into_iter().collect();
     let last_lsn = wal.last_lsn();
@@ -187,6 +187,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         cold,
         search,
         spaces,
+        active_space: std::sync::atomic::AtomicU32::new(active_space),
         accesses_since_move: RankedMutex::new(Rank::Leaf, HashMap::new()),
         promote: RankedMutex::new(Rank::Leaf, BTreeSet::new()),
         migration_lock: RankedMutex::new(Rank::Migration, ()),

@@ -11,6 +11,7 @@
 //! pass is done and nothing is marked. A space search ranks only that space's vectors.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -75,6 +76,8 @@ pub struct SpaceInfo {
     /// The pass over every memory is done and nothing is marked: every searchable memory has
     /// a vector of its current content.
     pub caught_up: bool,
+    /// The store's searches rank this space's vectors.
+    pub active: bool,
 }
 
 /// A memory whose content the worker should embed into a space.
@@ -87,22 +90,50 @@ pub struct SpaceJob {
     mark: Option<u64>,
 }
 
+/// A query vector must have the space's dimensions.
+fn check_query(space: &Space, query: &[f32]) -> Result<(), EngineError> {
+    let dimensions = space.record.lock().dimensions as usize;
+    crate::validate::embedding(query, dimensions).map_err(|e| match e {
+        EngineError::Invalid { message, .. } => EngineError::Invalid {
+            field: "query_embedding",
+            message: message.replace("this store uses", "this embedding space uses"),
+        },
+        other => other,
+    })
+}
+
+impl Space {
+    pub(super) fn id_and_descriptor(&self) -> (u32, String) {
+        let r = self.record.lock();
+        (r.id, r.descriptor.clone())
+    }
+
+    pub(super) fn check_query(&self, query: &[f32]) -> Result<(), EngineError> {
+        check_query(self, query)
+    }
+}
+
 fn unknown(id: u32) -> EngineError {
     EngineError::SpaceNotFound(id)
 }
 
 /// Opens the spaces `warm` has registered, each with its graph (reconciled against its rows).
+/// Also returns the active space's id (0: none; the highest if a crash left two marked).
 pub(super) fn open_spaces(
     layout: &crate::layout::DataDir,
     warm: &crate::tier::warm::WarmTier,
     config: &crate::config::EngineConfig,
-) -> Result<Spaces, EngineError> {
+) -> Result<(Spaces, u32), EngineError> {
     let mut out = BTreeMap::new();
+    let mut active = 0;
     for record in warm.space_records()? {
         let id = record.id;
+        if record.active {
+            active = id;
+        }
         out.insert(id, Arc::new(open_space(layout, warm, config, record)?));
     }
-    Ok(RwLock::new(out))
+    Ok((RwLock::new(out), active))
 }
 
 fn open_space(
@@ -159,6 +190,7 @@ impl Inner {
             searchable: self.search.len() as u64,
             indexed: space.hnsw.sizes().0 as u64,
             caught_up: idle && dirty == 0,
+            active: record.active,
         })
     }
 
@@ -199,6 +231,7 @@ impl Inner {
             paused: false,
             created_at_us: self.now_us(),
             backfilled_at_us: None,
+            active: false,
         };
         // A graph left by a space of the same id that was dropped is not this one's.
         let dir = self.layout.space(id);
@@ -226,6 +259,14 @@ impl Inner {
     /// restart). Changes are still marked while it is paused.
     pub(super) fn set_space_paused(&self, id: u32, paused: bool) -> Result<SpaceInfo, EngineError> {
         let space = self.space_of(id)?;
+        if paused && space.record.lock().active {
+            return Err(EngineError::SpaceConflict {
+                id,
+                code: "MIGRATION_ACTIVE",
+                message: "is active: searches need it to follow changes; deactivate it first"
+                    .to_owned(),
+            });
+        }
         let record = {
             let mut r = space.record.lock();
             r.paused = paused;
@@ -237,6 +278,13 @@ impl Inner {
 
     /// Removes a space: its rows, marks, record and graph.
     pub(super) fn drop_space(&self, id: u32) -> Result<(), EngineError> {
+        if self.space_of(id)?.record.lock().active {
+            return Err(EngineError::SpaceConflict {
+                id,
+                code: "MIGRATION_ACTIVE",
+                message: "is active: searches rank its vectors; deactivate it first".to_owned(),
+            });
+        }
         let space = {
             let _apply = self.apply_lock.lock();
             let space = self.spaces.write().remove(&id).ok_or_else(|| unknown(id))?;
@@ -445,49 +493,69 @@ impl Inner {
         include_superseded: bool,
     ) -> Result<Vec<(Memory, f32)>, EngineError> {
         let space = self.space_of(id)?;
-        let dimensions = space.record.lock().dimensions as usize;
-        crate::validate::embedding(query, dimensions).map_err(|e| match e {
-            EngineError::Invalid { message, .. } => EngineError::Invalid {
-                field: "query_embedding",
-                message: message.replace("this store uses", "this embedding space uses"),
-            },
-            other => other,
-        })?;
+        check_query(&space, query)?;
         let now = self.now_us();
-        let candidates: Vec<Uuid> = {
+        let scored = {
             let attrs = self.search.attrs.read();
-            let rows = space.rows.read();
-            let accept = |mid: &Uuid, crc: Option<u32>| {
+            let accept = |mid: &Uuid| {
                 attrs.by_id.get(mid).is_some_and(|a| {
                     &*a.namespace == namespace
                         && (include_superseded || !a.superseded)
                         && a.expires_at_us.is_none_or(|at| at > now)
-                }) && match crc {
-                    Some(crc) => rows.get(mid) == Some(&crc),
-                    None => rows.contains_key(mid),
-                }
+                })
             };
-            let in_namespace = attrs.by_namespace.get(namespace).map_or(0, |s| s.len());
-            if in_namespace <= EXACT_MAX {
-                attrs
-                    .by_namespace
-                    .get(namespace)
-                    .map(|s| s.iter().filter(|m| accept(m, None)).copied().collect())
-                    .unwrap_or_default()
-            } else {
-                let want = space.hnsw.candidates_for(limit);
-                let mut ids: Vec<Uuid> = space
-                    .hnsw
-                    .search(query, want, |mid, crc| accept(mid, Some(crc)))?
-                    .into_iter()
-                    .map(|(mid, _)| mid)
-                    .collect();
-                space.hnsw.for_each_lagging(|mid, crc, _| {
-                    if accept(mid, Some(crc)) {
-                        ids.push(*mid);
-                    }
-                });
-                ids
+            let small: Option<Vec<Uuid>> = attrs
+                .by_namespace
+                .get(namespace)
+                .filter(|s| s.len() <= EXACT_MAX)
+                .map(|s| s.iter().copied().collect());
+            self.nearest(&space, query, limit, small.as_deref(), &accept)?
+        };
+        let mut out = Vec::with_capacity(scored.len());
+        for (mid, sim) in scored {
+            if let Some(m) = self.read_live(&mid)? {
+                out.push((m, sim));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `want` memories nearest `query` in `space` that `accept` lets through, with their
+    /// exact cosine similarity (f32 rows), best first: `small` (a namespace's or a tag's few
+    /// memories) scored one by one, or else the space's graph walked with the filter, plus the
+    /// vectors not in it yet. A graph hit counts only if its checksum is the row's.
+    pub(super) fn nearest(
+        &self,
+        space: &Space,
+        query: &[f32],
+        want: usize,
+        small: Option<&[Uuid]>,
+        accept: &dyn Fn(&Uuid) -> bool,
+    ) -> Result<Vec<(Uuid, f32)>, EngineError> {
+        let id = space.record.lock().id;
+        let candidates: Vec<Uuid> = {
+            let rows = space.rows.read();
+            match small {
+                Some(ids) => ids
+                    .iter()
+                    .filter(|m| rows.contains_key(m) && accept(m))
+                    .copied()
+                    .collect(),
+                None => {
+                    let ok = |mid: &Uuid, crc: u32| rows.get(mid) == Some(&crc) && accept(mid);
+                    let mut ids: Vec<Uuid> = space
+                        .hnsw
+                        .search(query, space.hnsw.candidates_for(want), ok)?
+                        .into_iter()
+                        .map(|(mid, _)| mid)
+                        .collect();
+                    space.hnsw.for_each_lagging(|mid, crc, _| {
+                        if ok(mid, crc) {
+                            ids.push(*mid);
+                        }
+                    });
+                    ids
+                }
             }
         };
         let query_norm = crate::vector::norm(query);
@@ -504,16 +572,74 @@ impl Inner {
             }
         }
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut out = Vec::with_capacity(limit.min(scored.len()));
-        for (mid, sim) in scored {
-            if out.len() >= limit {
-                break;
-            }
-            if let Some(m) = self.read_live(&mid)? {
-                out.push((m, sim));
+        scored.truncate(want);
+        Ok(scored)
+    }
+
+    /// The space the store's searches rank by, if one is active.
+    pub(super) fn active_space(&self) -> Option<Arc<Space>> {
+        let id = self.active_space.load(Ordering::Acquire);
+        (id != 0)
+            .then(|| self.spaces.read().get(&id).cloned())
+            .flatten()
+    }
+
+    /// Makes space `id` the one the store's searches rank by. Only a space that is caught up
+    /// and running may be: from this moment on, every search's vector part is its.
+    pub(super) fn activate_space(&self, id: u32) -> Result<SpaceInfo, EngineError> {
+        let space = self.space_of(id)?;
+        let info = self.space_info(&space)?;
+        let conflict = |message: String| EngineError::SpaceConflict {
+            id,
+            code: "MIGRATION_NOT_READY",
+            message,
+        };
+        if info.paused {
+            return Err(conflict("is paused; resume it first".to_owned()));
+        }
+        if !info.caught_up {
+            return Err(conflict(format!(
+                "is not ready: {} of {} searchable memories have a vector, {} changes pending",
+                info.vectors, info.searchable, info.dirty
+            )));
+        }
+        let record = {
+            let mut r = space.record.lock();
+            r.active = true;
+            r.clone()
+        };
+        self.warm.put_space_record(&record)?;
+        let previous = self.active_space.swap(id, Ordering::AcqRel);
+        if previous != 0 && previous != id {
+            if let Some(old) = self.spaces.read().get(&previous).cloned() {
+                let record = {
+                    let mut r = old.record.lock();
+                    r.active = false;
+                    r.clone()
+                };
+                self.warm.put_space_record(&record)?;
             }
         }
-        Ok(out)
+        tracing::info!(
+            space = id,
+            "embedding space activated: searches rank its vectors"
+        );
+        self.space_info(&space)
+    }
+
+    /// The store's searches rank its own vectors again.
+    pub(super) fn deactivate_space(&self, id: u32) -> Result<SpaceInfo, EngineError> {
+        let space = self.space_of(id)?;
+        let _ = self
+            .active_space
+            .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire);
+        let record = {
+            let mut r = space.record.lock();
+            r.active = false;
+            r.clone()
+        };
+        self.warm.put_space_record(&record)?;
+        self.space_info(&space)
     }
 
     /// A purged memory leaves every space (its rows went in the purge's own batch).

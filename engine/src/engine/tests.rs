@@ -868,6 +868,46 @@ fn a_space_covers_every_tier_follows_changes_and_survives_reopen() {
         Err(EngineError::SpaceNotFound(99))
     ));
 
+    // Activated: the store's searches rank the space's vectors, with the query's filters.
+    let cold = engine.get(&ids[1]).expect("get").expect("there");
+    let search = |engine: &Engine, v: Vec<f32>, tiers: Vec<Tier>| {
+        let mut q = crate::search::SearchQuery::new("n");
+        q.embedding = Some(v);
+        q.mode = crate::search::SearchMode::Semantic;
+        q.tiers = tiers;
+        q.limit = 1;
+        engine.search(&q)
+    };
+    let all = vec![Tier::Working, Tier::Warm, Tier::Cold];
+    assert!(matches!(
+        search(&engine, space_vector(&cold.content), all.clone()),
+        Err(EngineError::Invalid { .. })
+    ));
+    engine.activate_space(space).expect("activate");
+    let hits = search(&engine, space_vector(&cold.content), all.clone()).expect("search");
+    assert_eq!(
+        hits.hits[0].memory.id, cold.id,
+        "a cold memory, by its space vector"
+    );
+    let hits = search(&engine, space_vector(&cold.content), vec![Tier::Working]).expect("search");
+    assert_ne!(hits.hits[0].memory.id, cold.id, "the tier filter holds");
+    assert!(matches!(
+        engine.set_space_paused(space, true),
+        Err(EngineError::SpaceConflict {
+            code: "MIGRATION_ACTIVE",
+            ..
+        })
+    ));
+    assert!(matches!(
+        engine.drop_space(space),
+        Err(EngineError::SpaceConflict {
+            code: "MIGRATION_ACTIVE",
+            ..
+        })
+    ));
+    engine.deactivate_space(space).expect("deactivate");
+    assert!(search(&engine, vec![0.5; DIMS], all).is_ok());
+
     // Paused: no work, and the pause outlives a reopen; rows too.
     engine.set_space_paused(space, true).expect("pause");
     engine

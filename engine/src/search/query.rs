@@ -200,6 +200,20 @@ pub(crate) struct Ranked {
     pub explanation: Explanation,
 }
 
+/// The vector candidates of an active embedding space: `(query, want, small, accept)` →
+/// `(id, cosine)` best first, where `small` are the few memories to score one by one (else the
+/// space's graph is walked) and `accept` is the query's filter.
+pub(crate) type SpaceNearest<'a> = dyn Fn(
+        &[f32],
+        usize,
+        Option<&[Uuid]>,
+        &dyn Fn(&Uuid) -> bool,
+    ) -> Result<Vec<(Uuid, f32)>, EngineError>
+    + 'a;
+
+/// Up to this many memories in a namespace or tag filter, an active space scores each.
+const SPACE_EXACT_MAX: usize = 4096;
+
 /// What a search needs of the engine.
 pub(crate) struct Ctx<'a> {
     pub index: &'a SearchIndex,
@@ -207,6 +221,9 @@ pub(crate) struct Ctx<'a> {
     pub cold: &'a crate::tier::cold::ColdTier,
     pub read: &'a dyn Fn(&Uuid) -> Result<Option<Memory>, EngineError>,
     pub now_us: i64,
+    /// An active embedding space: when set, the vector part ranks its vectors (every tier's
+    /// memories) instead of the tiers' own, which are then not looked at.
+    pub space: Option<&'a SpaceNearest<'a>>,
 }
 
 #[derive(PartialEq)]
@@ -365,7 +382,20 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
     let mut similarity: HashMap<Uuid, f32> = HashMap::new();
     if let Some(uq) = &unit_query {
         let mut top = TopN::new(pool);
-        if q.tiers.contains(&Tier::Working) {
+        if let Some(space) = ctx.space {
+            let accept = |id: &Uuid| {
+                attrs
+                    .by_id
+                    .get(id)
+                    .is_some_and(|a| q.tiers.contains(&a.tier) && ctx.attr_ok(q, a))
+                    && meta_ok(id)
+            };
+            let small = small_candidate_set(&attrs, q, SPACE_EXACT_MAX);
+            for (id, s) in space(uq, pool, small.as_deref(), &accept)? {
+                top.push(s, id);
+            }
+        }
+        if ctx.space.is_none() && q.tiers.contains(&Tier::Working) {
             let arenas = index.working_vectors.read();
             if let Some(arena) = arenas.get(q.namespace.as_str()) {
                 let dimensions = index.dimensions;
@@ -405,7 +435,7 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                 }
             }
         }
-        if q.tiers.contains(&Tier::Warm) {
+        if ctx.space.is_none() && q.tiers.contains(&Tier::Warm) {
             index.hnsw.for_each_lagging(|id, crc, v| {
                 if ok(id, Tier::Warm).is_some_and(|a| a.vector_crc == Some(crc)) && meta_ok(id) {
                     top.push(cosine(uq, v), *id);
@@ -483,7 +513,7 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                 }
             }
         }
-        if q.tiers.contains(&Tier::Cold) {
+        if ctx.space.is_none() && q.tiers.contains(&Tier::Cold) {
             // Cold: an i8 scan of each segment's live entries, re-ranked with the f32
             // originals inside the segment, so these similarities are exact already.
             for (id, s) in ctx

@@ -85,6 +85,8 @@ pub struct MigrationOut {
     pub failed_batches: u64,
     /// The last failure (embedding call or storage), cleared by the next success.
     pub last_error: Option<String>,
+    /// The store's searches rank this space's vectors (`…/activate`).
+    pub active: bool,
 }
 
 impl MigrationOut {
@@ -123,6 +125,7 @@ impl MigrationOut {
                 .failed_batches
                 .load(std::sync::atomic::Ordering::Relaxed),
             last_error: stats.last_error(),
+            active: info.active,
         }
     }
 }

@@ -81,6 +81,8 @@ pub fn every_route() -> Vec<Route> {
         Route::PauseMigration(id()),
         Route::ResumeMigration(id()),
         Route::SearchMigration(id()),
+        Route::ActivateMigration(id()),
+        Route::DeactivateMigration(id()),
     ]
 }
 
@@ -89,7 +91,7 @@ fn migration_example() -> Value {
            "state": "running", "created_at": "2026-12-02T21:00:00Z", "backfilled_at": null,
            "vectors": 41200, "pending_changes": 12, "searchable": 100000, "progress": 0.412,
            "indexed": 40800, "rate_per_second": 812.5, "embedded": 41200, "failed_batches": 0,
-           "last_error": null})
+           "last_error": null, "active": false})
 }
 
 const MEMORY_ID: &str = "0193a6f2-6c1e-7b7a-9d2e-4f5a6b7c8d9e";
@@ -381,6 +383,17 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
             errors: &[400, 401, 403, 404, 408, 413, 429, 500, 503],
             ..base("post", "/api/v1/admin/embedding/migrations/{id}/search", "searchMigration", "admin", "Search a migration's space",
                 "Vector search in the new space only (its model embeds `query_text`; a vector must have the new space's dimensions), over the memories it has vectors for: to judge a migration before it is used. Namespaces of up to 4,096 searchable memories are scored exactly, larger ones through the space's graph.")
+        },
+        Route::ActivateMigration(_) => Operation {
+            success: vec![(200, "Active: the store's searches rank its vectors from now on.", Some(g.reply::<MigrationOut>()), migration_example())],
+            errors: &[400, 401, 403, 404, 409, 429, 500, 503],
+            ..base("post", "/api/v1/admin/embedding/migrations/{id}/activate", "activateMigration", "admin", "Cut searches over to a migration's space",
+                "An atomic switch, for a migration that is `ready` and not paused (else 409 `MIGRATION_NOT_READY`): from the next search on, the vector part of `POST /api/v1/search` (and MCP `recall`) ranks this space's vectors over every tier, `query_text` is embedded with its model, and a `query_embedding` must have its dimensions. Text, importance and recency are ranked as before; `as_of` searches keep the store's own vectors. Writes do not change: client vectors are still the store's own, and the worker keeps the space current. While active, it can be neither paused nor dropped (409 `MIGRATION_ACTIVE`).")
+        },
+        Route::DeactivateMigration(_) => Operation {
+            success: vec![(200, "Searches rank the store's own vectors again.", Some(g.reply::<MigrationOut>()), migration_example())],
+            errors: &[400, 401, 403, 404, 429, 500, 503],
+            ..base("post", "/api/v1/admin/embedding/migrations/{id}/deactivate", "deactivateMigration", "admin", "Cut searches back to the store's own vectors", "")
         },
         Route::Tiers => Operation {
             success: vec![(200, "Per tier.", Some(g.reply::<TiersOut>()),
@@ -729,6 +742,8 @@ fn operation_id(route: &Route) -> &'static str {
         Route::PauseMigration(_) => "pauseMigration",
         Route::ResumeMigration(_) => "resumeMigration",
         Route::SearchMigration(_) => "searchMigration",
+        Route::ActivateMigration(_) => "activateMigration",
+        Route::DeactivateMigration(_) => "deactivateMigration",
     }
 }
 
@@ -769,6 +784,8 @@ mod tests {
                     Route::PauseMigration(_) => Route::PauseMigration("x".into()),
                     Route::ResumeMigration(_) => Route::ResumeMigration("x".into()),
                     Route::SearchMigration(_) => Route::SearchMigration("x".into()),
+                    Route::ActivateMigration(_) => Route::ActivateMigration("x".into()),
+                    Route::DeactivateMigration(_) => Route::DeactivateMigration("x".into()),
                     r => r,
                 }
             });

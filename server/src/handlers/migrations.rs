@@ -16,6 +16,26 @@ use crate::error::ApiError;
 use crate::http::body::{blocking, parse_json, read_body};
 use crate::http::{json_reply, AppState, Reply};
 
+/// Embeds a query text with migration `id`'s model, on a blocking thread.
+pub(crate) async fn embed_query(
+    state: &Arc<AppState>,
+    id: u32,
+    descriptor: String,
+    text: String,
+) -> Result<Result<Vec<f32>, String>, ApiError> {
+    let s = Arc::clone(state);
+    blocking(move || {
+        let embedder = s
+            .migrations
+            .embedder(id, &descriptor, &s.settings, s.embedder.as_ref())?;
+        embedder
+            .embed(&[text.as_str()])
+            .map_err(|e| e.to_string())
+            .map(|mut v| v.pop().unwrap_or_default())
+    })
+    .await
+}
+
 fn parse_id(id: &str) -> Result<u32, ApiError> {
     id.parse::<u32>()
         .ok()
@@ -138,6 +158,32 @@ pub(crate) async fn pause(
     Ok(json_reply(StatusCode::OK, &out(state, &info)))
 }
 
+pub(crate) async fn activate(
+    state: &Arc<AppState>,
+    id: &str,
+    active: bool,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(id)?;
+    let engine = Arc::clone(&state.engine);
+    let started = Instant::now();
+    let info = blocking(move || {
+        if active {
+            engine.activate_space(id)
+        } else {
+            engine.deactivate_space(id)
+        }
+    })
+    .await??;
+    tracing::info!(
+        migration = id,
+        active,
+        took_ms = started.elapsed().as_millis() as u64,
+        "embedding migration {}",
+        if active { "activated" } else { "deactivated" }
+    );
+    Ok(json_reply(StatusCode::OK, &out(state, &info)))
+}
+
 pub(crate) async fn search(
     state: &Arc<AppState>,
     req: Request<Incoming>,
@@ -152,17 +198,7 @@ pub(crate) async fn search(
     let info = blocking(move || engine.space(id)).await??;
     let embedding = match (q.embedding, &q.text) {
         (Some(v), _) => v,
-        (None, Some(text)) => {
-            let (s, descriptor, text) = (Arc::clone(state), info.descriptor.clone(), text.clone());
-            blocking(move || {
-                let embedder =
-                    s.migrations
-                        .embedder(id, &descriptor, &s.settings, s.embedder.as_ref())?;
-                embedder
-                    .embed(&[text.as_str()])
-                    .map_err(|e| e.to_string())
-                    .map(|mut v| v.pop().unwrap_or_default())
-            })
+        (None, Some(text)) => embed_query(state, id, info.descriptor.clone(), text.clone())
             .await?
             .map_err(|e| {
                 ApiError::new(
@@ -170,8 +206,7 @@ pub(crate) async fn search(
                     "SERVICE_UNAVAILABLE",
                     format!("cannot embed query_text with the migration's model: {e}"),
                 )
-            })?
-        }
+            })?,
         (None, None) => unreachable!("parse requires a text or a vector"),
     };
     let engine = Arc::clone(&state.engine);

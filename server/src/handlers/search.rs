@@ -39,7 +39,33 @@ pub(crate) async fn run(
     let (mut q, shape) = request.into_query(forced)?;
     authorize(key, &q.namespace)?;
     let mut warnings: Vec<String> = Vec::new();
-    if q.mode != SearchMode::Text && q.embedding.is_none() {
+    // With an active embedding migration, the present is ranked in its space: its model
+    // embeds the query (the past keeps the store's own vectors and model).
+    let active = if q.as_of_us.is_none() {
+        state.engine.active_space()
+    } else {
+        None
+    };
+    if let (Some((id, descriptor)), Some(text), true) = (
+        active,
+        q.text.clone(),
+        q.mode != SearchMode::Text && q.embedding.is_none(),
+    ) {
+        match super::migrations::embed_query(state, id, descriptor, text).await? {
+            Ok(v) => q.embedding = Some(v),
+            Err(e) if q.mode == SearchMode::Semantic => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVICE_UNAVAILABLE",
+                    format!("cannot embed query_text with the active migration's model: {e}"),
+                ))
+            }
+            Err(e) => warnings.push(format!(
+                "query_text could not be embedded ({e}); ranked without the semantic part"
+            )),
+        }
+    }
+    if q.mode != SearchMode::Text && q.embedding.is_none() && warnings.is_empty() {
         match (&state.query_embedder, &q.text) {
             (Some(queries), Some(text)) => match queries.embed(text.clone()).await {
                 Ok(v) => q.embedding = Some(v),

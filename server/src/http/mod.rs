@@ -286,6 +286,8 @@ async fn serve(
         Route::PauseMigration(id) => handlers::migrations::pause(state, &id, true).await,
         Route::ResumeMigration(id) => handlers::migrations::pause(state, &id, false).await,
         Route::SearchMigration(id) => handlers::migrations::search(state, req, &id).await,
+        Route::ActivateMigration(id) => handlers::migrations::activate(state, &id, true).await,
+        Route::DeactivateMigration(id) => handlers::migrations::activate(state, &id, false).await,
     };
     reply.map(boxed)
 }

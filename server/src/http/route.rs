@@ -56,6 +56,10 @@ pub enum Route {
     ResumeMigration(String),
     /// Nearest neighbours in a migration's space only.
     SearchMigration(String),
+    /// The store's searches rank a ready migration's vectors from now on.
+    ActivateMigration(String),
+    /// The store's searches rank its own vectors again.
+    DeactivateMigration(String),
     /// Moves the engine's clock forward; answers only on a daemon started with
     /// `ENGRAM_TEST_CLOCK=adjustable`, and 404 otherwise.
     TestClock,
@@ -170,6 +174,12 @@ impl Route {
             ["api", "v1", "admin", "embedding", "migrations", id, "search"] => {
                 by_method(None, Some(Route::SearchMigration((*id).to_owned())))
             }
+            ["api", "v1", "admin", "embedding", "migrations", id, "activate"] => {
+                by_method(None, Some(Route::ActivateMigration((*id).to_owned())))
+            }
+            ["api", "v1", "admin", "embedding", "migrations", id, "deactivate"] => {
+                by_method(None, Some(Route::DeactivateMigration((*id).to_owned())))
+            }
             ["api", "v1", "admin", "migrate"] => by_method(None, Some(Route::Migrate)),
             ["api", "v1", "admin", "compact"] => by_method(None, Some(Route::Compact)),
             ["api", "v1", "admin", "test-clock"] => by_method(None, Some(Route::TestClock)),
@@ -224,6 +234,8 @@ impl Route {
             Route::PauseMigration(_) => "migration_pause",
             Route::ResumeMigration(_) => "migration_resume",
             Route::SearchMigration(_) => "migration_search",
+            Route::ActivateMigration(_) => "migration_activate",
+            Route::DeactivateMigration(_) => "migration_deactivate",
         }
     }
 
@@ -277,7 +289,9 @@ impl Route {
             | Route::DeleteMigration(_)
             | Route::PauseMigration(_)
             | Route::ResumeMigration(_)
-            | Route::SearchMigration(_) => Role::Admin,
+            | Route::SearchMigration(_)
+            | Route::ActivateMigration(_)
+            | Route::DeactivateMigration(_) => Role::Admin,
         }
     }
 
@@ -332,7 +346,9 @@ impl Route {
             | Route::DeleteMigration(_)
             | Route::PauseMigration(_)
             | Route::ResumeMigration(_)
-            | Route::SearchMigration(_) => &[],
+            | Route::SearchMigration(_)
+            | Route::ActivateMigration(_)
+            | Route::DeactivateMigration(_) => &[],
         }
     }
 }
@@ -481,6 +497,16 @@ mod tests {
                 Method::POST,
                 "/api/v1/admin/embedding/migrations/3/search".to_owned(),
                 Route::SearchMigration("3".into()),
+            ),
+            (
+                Method::POST,
+                "/api/v1/admin/embedding/migrations/3/activate".to_owned(),
+                Route::ActivateMigration("3".into()),
+            ),
+            (
+                Method::POST,
+                "/api/v1/admin/embedding/migrations/3/deactivate".to_owned(),
+                Route::DeactivateMigration("3".into()),
             ),
             (
                 Method::POST,

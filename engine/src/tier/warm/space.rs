@@ -33,6 +33,9 @@ pub struct SpaceRecord {
     /// When a full pass over the store first found nothing left to embed.
     #[serde(default)]
     pub backfilled_at_us: Option<i64>,
+    /// The store's searches rank this space's vectors instead of its own.
+    #[serde(default)]
+    pub active: bool,
 }
 
 /// One stored row of a space.
