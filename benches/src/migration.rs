@@ -93,14 +93,22 @@ async fn cutover(common: &Common, ns: &str, conn: &mut Conn) -> anyhow::Result<V
     let origin = Instant::now();
     let handles: Vec<_> = (0..common.clients)
         .map(|c| {
-            let (url, ns, stop, dims) = (common.url.clone(), ns.to_owned(), Arc::clone(&stop), common.dims);
+            let (url, ns, stop, dims) = (
+                common.url.clone(),
+                ns.to_owned(),
+                Arc::clone(&stop),
+                common.dims,
+            );
             tokio::spawn(async move {
                 let mut conn = Conn::open(&url).await?;
                 let mut rng = rand::rngs::StdRng::seed_from_u64(100 + c as u64);
                 let mut spans = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let emb = embedding_field(&mut rng, dims, true)
-                        .replacen("\"embedding_b64\"", "\"query_embedding_b64\"", 1);
+                    let emb = embedding_field(&mut rng, dims, true).replacen(
+                        "\"embedding_b64\"",
+                        "\"query_embedding_b64\"",
+                        1,
+                    );
                     let body = format!(
                         "{{\"namespace\":{}{emb},\"search_type\":\"semantic\",\"limit\":10}}",
                         serde_json::to_string(&ns)?
@@ -137,7 +145,9 @@ async fn cutover(common: &Common, ns: &str, conn: &mut Conn) -> anyhow::Result<V
     send(conn, "DELETE", &format!("{MIGRATIONS}/{id}"), None).await?;
     let summary = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        let p99 = v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1))).copied();
+        let p99 = v
+            .get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+            .copied();
         json!({"searches": v.len(), "p99_ms": p99, "max_ms": v.last()})
     };
     let [before, across, after] = &mut groups;
@@ -260,6 +270,8 @@ pub async fn migration(args: MigrationArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let baseline = searched(load).await?;
 
+    // A fresh connection: the daemon closes one left idle through the baseline.
+    let mut conn = Conn::open(&common.url).await?;
     let cut = cutover(common, ns, &mut conn).await?;
 
     let out = json!({

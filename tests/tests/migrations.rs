@@ -346,12 +346,14 @@ fn a_migration_killed_midway_resumes_and_its_graph_recalls_like_brute_force() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // 64 memories per provider call: about 80 calls of 40 ms for the whole store.
+    // search.exact_candidates_max 0: every space search walks the space's graph (by default a
+    // namespace this size is scored from the space's i8 codes).
     let settings = [
         ("embedding.dimensions", "8"),
         ("embedding.batch_size", "64"),
+        ("search.exact_candidates_max", "0"),
     ];
     let mut d = Daemon::start(&data, &settings);
-    // More than a space scores exactly per namespace (4,096): searches go through its graph.
     let n = 5000;
     let mut contents = Vec::with_capacity(n);
     for chunk in 0..5 {

@@ -24,9 +24,6 @@ use crate::search::hnsw::Hnsw;
 use crate::tier::warm::space::SpaceRecord;
 use crate::EngineError;
 
-/// Up to this many candidates in a namespace, a space search scores each exactly.
-const EXACT_MAX: usize = 4096;
-
 /// Spaces that may exist at once: each has a worker and a graph in memory.
 pub const MAX_SPACES: usize = 4;
 
@@ -36,6 +33,8 @@ pub(crate) struct Space {
     hnsw: Hnsw,
     /// id → checksum of the vector its row holds.
     rows: RwLock<IdMap<Uuid, u32>>,
+    /// The rows' vectors as i8 codes, for scoring a namespace's or a tag's candidates.
+    codes: RwLock<crate::search::WarmCodes>,
     /// Where the pass over every stored memory has got to (a namespace-index key), and whether
     /// it reached the end since the space was opened.
     pass: Mutex<(Vec<u8>, bool)>,
@@ -111,6 +110,15 @@ impl Space {
     pub(super) fn check_query(&self, query: &[f32]) -> Result<(), EngineError> {
         check_query(self, query)
     }
+
+    /// `mid` has no vector in this space any more.
+    fn forget(&self, mid: &Uuid) {
+        if self.rows.write().remove(mid).is_some() {
+            let dimensions = self.record.lock().dimensions as usize;
+            self.codes.write().remove(mid, dimensions);
+            self.hnsw.forget(*mid);
+        }
+    }
 }
 
 fn unknown(id: u32) -> EngineError {
@@ -149,9 +157,11 @@ fn open_space(
     )?;
     let mut crcs = HashMap::new();
     let mut rows = IdMap::default();
+    let mut codes = crate::search::WarmCodes::default();
     warm.for_each_space_row(record.id, |id, row| {
         crcs.insert(id, row.crc);
         rows.insert(id, row.crc);
+        codes.put(id, row.crc, &row.vector);
     })?;
     hnsw.reconcile(&crcs, |id| {
         Ok(warm.space_row(record.id, id)?.map(|r| r.vector))
@@ -160,6 +170,7 @@ fn open_space(
         record: Mutex::new(record),
         hnsw,
         rows: RwLock::new(rows),
+        codes: RwLock::new(codes),
         pass: Mutex::new((Vec::new(), false)),
         idle: std::sync::atomic::AtomicBool::new(false),
     })
@@ -416,8 +427,7 @@ impl Inner {
         }
         self.warm.write_space_rows(id, &removed, &cleared)?;
         for (mid, _) in &removed {
-            space.rows.write().remove(mid);
-            space.hnsw.forget(*mid);
+            space.forget(mid);
         }
         Ok(())
     }
@@ -469,13 +479,11 @@ impl Inner {
                 Some((_, v)) => {
                     let crc = crate::vector::vector_crc(v);
                     space.rows.write().insert(mid, crc);
+                    space.codes.write().put(mid, crc, v);
                     space.hnsw.upsert(mid, crc, Arc::from(v));
                     stored += 1;
                 }
-                None => {
-                    space.rows.write().remove(&mid);
-                    space.hnsw.forget(mid);
-                }
+                None => space.forget(&mid),
             }
         }
         Ok(stored)
@@ -507,7 +515,7 @@ impl Inner {
             let small: Option<Vec<Uuid>> = attrs
                 .by_namespace
                 .get(namespace)
-                .filter(|s| s.len() <= EXACT_MAX)
+                .filter(|s| s.len() <= self.search.exact_candidates_max)
                 .map(|s| s.iter().copied().collect());
             self.nearest(&space, query, limit, small.as_deref(), &accept)?
         };
@@ -533,42 +541,74 @@ impl Inner {
         accept: &dyn Fn(&Uuid) -> bool,
     ) -> Result<Vec<(Uuid, f32)>, EngineError> {
         let id = space.record.lock().id;
-        let candidates: Vec<Uuid> = {
-            let rows = space.rows.read();
-            match small {
-                Some(ids) => ids
+        let query_norm = crate::vector::norm(query);
+        let candidates: Vec<Uuid> = match small {
+            Some(ids) => {
+                // Scored from the codes in memory; the best four times the page are re-scored
+                // in f32 below.
+                let unit: Vec<f32> = query
                     .iter()
-                    .filter(|m| rows.contains_key(m) && accept(m))
-                    .copied()
-                    .collect(),
-                None => {
-                    let ok = |mid: &Uuid, crc: u32| rows.get(mid) == Some(&crc) && accept(mid);
-                    let mut ids: Vec<Uuid> = space
-                        .hnsw
-                        .search(query, space.hnsw.candidates_for(want), ok)?
-                        .into_iter()
-                        .map(|(mid, _)| mid)
-                        .collect();
-                    space.hnsw.for_each_lagging(|mid, crc, _| {
-                        if ok(mid, crc) {
-                            ids.push(*mid);
+                    .map(|x| {
+                        if query_norm > 0.0 {
+                            x / query_norm
+                        } else {
+                            0.0
                         }
-                    });
-                    ids
+                    })
+                    .collect();
+                let (q_scale, q_codes) = crate::vector::quantize(&unit);
+                let rows = space.rows.read();
+                let codes = space.codes.read();
+                let mut rough: Vec<(f32, Uuid)> = ids
+                    .iter()
+                    .filter_map(|m| {
+                        let crc = *rows.get(m)?;
+                        if !accept(m) {
+                            return None;
+                        }
+                        codes.cosine(m, crc, (q_scale, &q_codes)).map(|s| (s, *m))
+                    })
+                    .collect();
+                let keep = (want * 4).max(40);
+                if rough.len() > keep {
+                    rough.select_nth_unstable_by(keep, |a, b| b.0.total_cmp(&a.0));
+                    rough.truncate(keep);
                 }
+                rough.into_iter().map(|(_, m)| m).collect()
+            }
+            None => {
+                let rows = space.rows.read();
+                let ok = |mid: &Uuid, crc: u32| rows.get(mid) == Some(&crc) && accept(mid);
+                let mut ids: Vec<Uuid> = space
+                    .hnsw
+                    .search(query, space.hnsw.candidates_for(want), ok)?
+                    .into_iter()
+                    .map(|(mid, _)| mid)
+                    .collect();
+                space.hnsw.for_each_lagging(|mid, crc, _| {
+                    if ok(mid, crc) {
+                        ids.push(*mid);
+                    }
+                });
+                ids
             }
         };
-        let query_norm = crate::vector::norm(query);
+        let mut candidates = candidates;
+        candidates.sort_unstable();
+        candidates.dedup();
         let mut scored: Vec<(Uuid, f32)> = Vec::with_capacity(candidates.len());
-        for mid in candidates {
-            if let Some(row) = self.warm.space_row(id, &mid)? {
+        for (mid, row) in candidates
+            .iter()
+            .zip(self.warm.space_rows(id, &candidates)?)
+        {
+            if let Some(row) = row {
                 let n = crate::vector::norm(&row.vector) * query_norm;
                 let sim = if n > 0.0 {
                     crate::vector::dot(query, &row.vector) / n
                 } else {
                     0.0
                 };
-                scored.push((mid, sim));
+                scored.push((*mid, sim));
             }
         }
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -645,9 +685,7 @@ impl Inner {
     /// A purged memory leaves every space (its rows went in the purge's own batch).
     pub(super) fn forget_in_spaces(&self, mid: &Uuid) {
         for space in self.spaces.read().values() {
-            if space.rows.write().remove(mid).is_some() {
-                space.hnsw.forget(*mid);
-            }
+            space.forget(mid);
         }
     }
 

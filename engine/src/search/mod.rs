@@ -339,14 +339,14 @@ impl Arena {
 pub(crate) struct WarmCodes(Packed<i8, (f32, u32)>);
 
 impl WarmCodes {
-    fn put(&mut self, id: Uuid, crc: u32, v: &[f32]) {
+    pub(crate) fn put(&mut self, id: Uuid, crc: u32, v: &[f32]) {
         let (scale, codes) = crate::vector::quantize(v);
         let n = crate::vector::norm(v);
         self.0
             .put(id, &codes, (if n > 0.0 { scale / n } else { 0.0 }, crc));
     }
 
-    fn remove(&mut self, id: &Uuid, dimensions: usize) {
+    pub(crate) fn remove(&mut self, id: &Uuid, dimensions: usize) {
         self.0.remove(id, dimensions);
     }
 

@@ -211,9 +211,6 @@ pub(crate) type SpaceNearest<'a> = dyn Fn(
     ) -> Result<Vec<(Uuid, f32)>, EngineError>
     + 'a;
 
-/// Up to this many memories in a namespace or tag filter, an active space scores each.
-const SPACE_EXACT_MAX: usize = 4096;
-
 /// What a search needs of the engine.
 pub(crate) struct Ctx<'a> {
     pub index: &'a SearchIndex,
@@ -390,7 +387,7 @@ pub(crate) fn rank(ctx: &Ctx<'_>, q: &SearchQuery) -> Result<(Vec<Ranked>, usize
                     .is_some_and(|a| q.tiers.contains(&a.tier) && ctx.attr_ok(q, a))
                     && meta_ok(id)
             };
-            let small = small_candidate_set(&attrs, q, SPACE_EXACT_MAX);
+            let small = small_candidate_set(&attrs, q, index.exact_candidates_max);
             for (id, s) in space(uq, pool, small.as_deref(), &accept)? {
                 top.push(s, id);
             }

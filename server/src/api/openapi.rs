@@ -382,7 +382,7 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
                 json!({"migration": 1, "results": [{"memory": memory_example(), "similarity": 0.83}], "query_time_ms": 1.9}))],
             errors: &[400, 401, 403, 404, 408, 413, 429, 500, 503],
             ..base("post", "/api/v1/admin/embedding/migrations/{id}/search", "searchMigration", "admin", "Search a migration's space",
-                "Vector search in the new space only (its model embeds `query_text`; a vector must have the new space's dimensions), over the memories it has vectors for: to judge a migration before it is used. Namespaces of up to 4,096 searchable memories are scored exactly, larger ones through the space's graph.")
+                "Vector search in the new space only (its model embeds `query_text`; a vector must have the new space's dimensions), over the memories it has vectors for: to judge a migration before it is used. A namespace of up to `search.exact_candidates_max` (20,000) memories is scored from the space's i8 codes in memory, its best re-scored in f32; a larger one through the space's graph.")
         },
         Route::ActivateMigration(_) => Operation {
             success: vec![(200, "Active: the store's searches rank its vectors from now on.", Some(g.reply::<MigrationOut>()), migration_example())],
