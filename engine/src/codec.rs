@@ -17,6 +17,7 @@ const OP_PURGE: u8 = 2;
 const OP_ACCESS: u8 = 3;
 const OP_COLD_SEAL: u8 = 4;
 const OP_COLD_COMPACT: u8 = 5;
+const OP_SPACE_VECTOR: u8 = 6;
 /// How a `ColdCompact` record writes "no output segment" (segment ids start at 1).
 const NO_SEGMENT_CODE: u64 = 0;
 
@@ -91,6 +92,16 @@ pub enum Op {
         segment: Option<SegmentId>,
         sources: Vec<SegmentId>,
         kept: Vec<Uuid>,
+    },
+    /// A client-supplied vector of memory `id` in embedding space `space` (the active one when
+    /// it was written), for the content with hash `content_hash`. Logged right after the put
+    /// that stores the memory; the space's worker leaves the row alone until the content
+    /// changes. A space dropped since is skipped.
+    SpaceVector {
+        space: u32,
+        id: Uuid,
+        content_hash: [u8; 32],
+        vector: Vec<f32>,
     },
 }
 
@@ -567,6 +578,21 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
                     w.bytes(id.as_bytes());
                 }
             }
+            Op::SpaceVector {
+                space,
+                id,
+                content_hash,
+                vector,
+            } => {
+                w.u8(OP_SPACE_VECTOR);
+                w.u32(*space);
+                w.bytes(id.as_bytes());
+                w.bytes(content_hash);
+                w.u32(u32::try_from(vector.len()).expect("dimensions are bounded"));
+                for x in vector {
+                    w.f32(*x);
+                }
+            }
         }
     }
     if let Op::Put {
@@ -710,6 +736,22 @@ pub fn decode_op(bytes: &[u8], lsn: Lsn) -> Result<Op, DecodeError> {
                 segment,
                 sources,
                 kept,
+            }
+        }
+        OP_SPACE_VECTOR => {
+            let space = r.u32()?;
+            let id = r.uuid()?;
+            let content_hash = r.array()?;
+            let n = r.u32()? as usize;
+            if n > r.buf.len() / 4 {
+                return Err(r.err(format!("{n} dimensions in {} bytes", r.buf.len())));
+            }
+            let vector = (0..n).map(|_| r.f32()).collect::<Result<Vec<_>, _>>()?;
+            Op::SpaceVector {
+                space,
+                id,
+                content_hash,
+                vector,
             }
         }
         other => return Err(r.err(format!("operation tag {other}"))),
@@ -894,6 +936,12 @@ pub(crate) mod tests {
                 segment: Some(SegmentId(9)),
                 sources: vec![SegmentId(7), SegmentId(8)],
                 kept: vec![memory.id],
+            },
+            Op::SpaceVector {
+                space: 3,
+                id: memory.id,
+                content_hash: memory.content_hash,
+                vector: vec![0.25, -1.5, 3.0],
             },
         ];
         for op in ops {

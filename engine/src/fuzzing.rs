@@ -193,6 +193,12 @@ mod tests {
                 sources: vec![SegmentId(4)],
                 kept: vec![],
             },
+            Op::SpaceVector {
+                space: 2,
+                id: Uuid::from_u128(1),
+                content_hash: [5; 32],
+                vector: vec![0.5, -0.25, 1.0, 0.0],
+            },
         ];
         for (i, op) in ops.iter().enumerate() {
             out.push(("wal_op", format!("op-{i}"), codec::encode_op(op)));

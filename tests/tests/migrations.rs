@@ -3,7 +3,8 @@
 //! searchable by meaning) and by an OpenAI-compatible provider (a local stub imitating its wire
 //! format: 8 → 24 dimensions, killed -9 midway and resumed, recall through the space's graph
 //! against brute force); writes go on meanwhile; pause, resume and drop; the store's own
-//! search never sees the new space's vectors.
+//! search never sees the new space's vectors until the cut-over, after which client vectors
+//! are the new space's and survive kill -9.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -244,11 +245,23 @@ fn a_migration_to_the_local_model_finds_by_meaning_while_writes_go_on() {
         &json!({"query_embedding": embedding(3, 4), "search_type": "semantic", "as_of": now, "limit": 1}),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    // A memory written after the cut-over is found once the worker has embedded it.
+    // Client vectors are now the new space's: one of the old dimensions is refused.
     let r = d.post(
         "/api/v1/memories",
         &json!({"content": "I go rock climbing at the gym every weekend", "embedding": embedding(77, 4)}),
     );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(
+        r.body["error"]["details"]["field"], "embedding",
+        "{}",
+        r.text
+    );
+    // A memory written after the cut-over is found once the worker has embedded it.
+    let r = d.post(
+        "/api/v1/memories",
+        &json!({"content": "I go rock climbing at the gym every weekend"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
     let climbing = r.body["id"].as_str().expect("id").to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);
     while semantic(&d, "bouldering") != vec![climbing.clone()] {
@@ -390,7 +403,7 @@ fn a_migration_killed_midway_resumes_and_its_graph_recalls_like_brute_force() {
     assert!(m["vectors"].as_u64() < Some(n as u64), "killed midway: {m}");
     d.kill9();
 
-    let d = Daemon::start(&data, &settings);
+    let mut d = Daemon::start(&data, &settings);
     let m = d.get(&format!("{MIGRATIONS}/{id}")).body;
     assert_eq!(m["state"], "running", "resumed at start: {m}");
     // Changes made while it catches up.
@@ -449,4 +462,82 @@ fn a_migration_killed_midway_resumes_and_its_graph_recalls_like_brute_force() {
     }
     let recall = found as f64 / (queries * 10) as f64;
     assert!(recall >= 0.95, "recall@10 {recall}");
+
+    // After the cut-over a client's vector is the active space's: 24 dimensions, stored with
+    // the write in the same commit (so it survives kill -9 right after the acknowledgement),
+    // and never replaced by the provider's vector of the same content.
+    let r = d.post(&format!("{MIGRATIONS}/{id}/activate"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = d.post(
+        "/api/v1/memories",
+        &json!({"content": "an old-model vector", "embedding": embedding(1, 8)}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(
+        r.body["error"]["details"]["field"], "embedding",
+        "{}",
+        r.text
+    );
+    let mine = embedding(4242, 24);
+    let r = d.post(
+        "/api/v1/memories",
+        &json!({"content": "a note the client embedded itself", "embedding": mine}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let own = r.body["id"].as_str().expect("id").to_owned();
+    let r = d.post(
+        "/api/v1/memories/batch",
+        &json!({"memories": [
+            {"content": "batched with a new-model vector", "embedding": embedding(4243, 24)},
+            {"content": "batched with an old-model vector", "embedding": embedding(4244, 8)},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let batched = r.body["results"][0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        r.body["results"][1]["error"]["details"]["field"], "memories[1].embedding",
+        "{}",
+        r.text
+    );
+    let (patched, _) = &contents[30];
+    let r = d.patch(
+        &format!("/api/v1/memories/{patched}"),
+        &json!({"embedding": embedding(4245, 24)}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    d.kill9();
+    let d = Daemon::start(&data, &settings);
+    let top = |d: &Daemon, v: &[f32]| {
+        let r = d.post(
+            "/api/v1/search",
+            &json!({"query_embedding": v, "search_type": "semantic", "limit": 1}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        ids_of(&r.body)
+    };
+    let expect = [
+        (&own, embedding(4242, 24)),
+        (&batched, embedding(4243, 24)),
+        (patched, embedding(4245, 24)),
+    ];
+    for (mid, v) in &expect {
+        assert_eq!(top(&d, v), vec![(*mid).clone()], "after kill -9");
+    }
+    // Once the worker has caught up with every change, the client's vectors are still there.
+    wait_until(&d, id, Duration::from_secs(60), ready);
+    for (mid, v) in &expect {
+        assert_eq!(
+            top(&d, v),
+            vec![(*mid).clone()],
+            "after the worker caught up"
+        );
+        let r = d.post(
+            &format!("{MIGRATIONS}/{id}/search"),
+            &json!({"query_embedding": v, "limit": 1}),
+        );
+        let sim = r.body["results"][0]["similarity"]
+            .as_f64()
+            .expect("similarity");
+        assert!(sim > 0.9999, "{mid}: {sim} {}", r.text);
+    }
 }

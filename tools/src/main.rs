@@ -644,6 +644,11 @@ fn describe(op: &Op) -> serde_json::Value {
             "op": "cold_compact", "segment": segment.map(|s| s.0),
             "sources": sources.iter().map(|s| s.0).collect::<Vec<_>>(), "kept": kept.len(),
         }),
+        Op::SpaceVector {
+            space, id, vector, ..
+        } => json!({
+            "op": "space_vector", "space": space, "id": id.to_string(), "dimensions": vector.len(),
+        }),
     }
 }
 

@@ -117,6 +117,12 @@ impl Applier<'_> {
             }
             // Nothing kept: the sources' entries were all dead.
             Op::ColdCompact { segment: None, .. } => {}
+            Op::SpaceVector {
+                space,
+                id,
+                content_hash,
+                vector,
+            } => batch.put_space_vector(*space, id, content_hash, vector),
             Op::Access(deltas) => {
                 for d in deltas {
                     if self.working.contains(&d.id) {
@@ -173,7 +179,7 @@ impl Applier<'_> {
                     }
                 }
             }
-            Op::ColdCompact { .. } => {}
+            Op::ColdCompact { .. } | Op::SpaceVector { .. } => {}
         }
         Ok(())
     }
@@ -217,7 +223,10 @@ impl<'a> DedupChange<'a> {
                 release: release_hash.map(|h| (namespace.as_str(), h)),
                 claim: None,
             },
-            Op::Access(_) | Op::ColdSeal { .. } | Op::ColdCompact { .. } => DedupChange {
+            Op::Access(_)
+            | Op::ColdSeal { .. }
+            | Op::ColdCompact { .. }
+            | Op::SpaceVector { .. } => DedupChange {
                 release: None,
                 claim: None,
             },
@@ -494,6 +503,9 @@ impl Inner {
                 }
             }
             Op::ColdCompact { .. } => {}
+            Op::SpaceVector {
+                space, id, vector, ..
+            } => self.apply_space_vector(*space, id, vector),
         }
         if let Op::Put { memory, kind, .. } = op {
             if *kind != PutKind::Embed {
@@ -587,7 +599,7 @@ impl Inner {
                     self.tier_counts[Tier::Cold.index()].fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Op::Access(_) | Op::ColdCompact { .. } => {}
+            Op::Access(_) | Op::ColdCompact { .. } | Op::SpaceVector { .. } => {}
         }
     }
 }
@@ -625,7 +637,7 @@ pub(super) fn group_end(ready: &[(Lsn, Op)], start: usize) -> usize {
 fn op_id(op: &Op) -> Option<Uuid> {
     match op {
         Op::Put { memory, .. } => Some(memory.id),
-        Op::Purge { id, .. } => Some(*id),
+        Op::Purge { id, .. } | Op::SpaceVector { id, .. } => Some(*id),
         Op::Access(_) | Op::ColdSeal { .. } | Op::ColdCompact { .. } => None,
     }
 }
@@ -634,6 +646,8 @@ fn op_id(op: &Op) -> Option<Uuid> {
 fn op_ids(op: &Op) -> Vec<Uuid> {
     match op {
         Op::ColdSeal { memories, .. } => memories.iter().map(|(m, _)| m.id).collect(),
+        // A memory's vector in another space is not part of its image.
+        Op::SpaceVector { .. } => Vec::new(),
         _ => op_id(op).into_iter().collect(),
     }
 }

@@ -206,6 +206,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
                 working_reserved: std::collections::VecDeque::new(),
                 working_reserved_bytes: 0,
                 writer_evictions: Default::default(),
+                last_logged: Lsn::ZERO,
             },
         ),
         queue: RankedMutex::new(Rank::Queue, VecDeque::new()),
@@ -360,7 +361,7 @@ impl WorkingReplay {
                     self.last.insert(m.id, (lsn, None));
                 }
             }
-            Op::ColdCompact { .. } => {}
+            Op::ColdCompact { .. } | Op::SpaceVector { .. } => {}
         }
     }
 

@@ -455,20 +455,38 @@ impl Inner {
         let _apply = self.apply_lock.lock();
         let mut rows = Vec::with_capacity(jobs.len());
         let mut cleared = Vec::new();
+        // A client's vector (an `Op::SpaceVector`) may have settled a job meanwhile: it clears
+        // the mark a job answers, or writes the row a pass job would. It is kept, not replaced.
+        let mut settled = Vec::with_capacity(jobs.len());
+        let pass_jobs: Vec<Uuid> = jobs
+            .iter()
+            .filter(|j| j.mark.is_none())
+            .map(|j| j.id)
+            .collect();
+        let mut stored_rows = self.warm.space_rows(id, &pass_jobs)?.into_iter();
+        for job in jobs {
+            let now = match job.mark {
+                Some(mark) => {
+                    let current = self.warm.space_dirty_mark(id, &job.id)?;
+                    if current == Some(mark) {
+                        cleared.push(job.id);
+                    }
+                    current.is_none()
+                }
+                None => stored_rows
+                    .next()
+                    .flatten()
+                    .is_some_and(|r| r.content_hash == job.content_hash),
+            };
+            settled.push(now);
+        }
         {
             let attrs = self.search.attrs.read();
-            for (job, v) in jobs.iter().zip(&vectors) {
-                if attrs.by_id.contains_key(&job.id) {
-                    rows.push((job.id, Some((job.content_hash, v.as_slice()))));
-                } else {
+            for ((job, v), settled) in jobs.iter().zip(&vectors).zip(settled) {
+                if !attrs.by_id.contains_key(&job.id) {
                     rows.push((job.id, None));
-                }
-            }
-        }
-        for job in jobs {
-            if let Some(mark) = job.mark {
-                if self.warm.space_dirty_mark(id, &job.id)? == Some(mark) {
-                    cleared.push(job.id);
+                } else if !settled {
+                    rows.push((job.id, Some((job.content_hash, v.as_slice()))));
                 }
             }
         }
@@ -614,6 +632,73 @@ impl Inner {
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(want);
         Ok(scored)
+    }
+
+    /// A vector a write carries while an embedding space is active belongs to that space: it
+    /// is checked against the space's dimensions and taken out of the write (the store's own
+    /// vector is left to its own embedder), to be logged as an [`Op::SpaceVector`] after it.
+    pub(super) fn take_client_vector(
+        &self,
+        embedding: &mut Option<Vec<f32>>,
+    ) -> Result<Option<(u32, Vec<f32>)>, EngineError> {
+        if embedding.is_none() {
+            return Ok(None);
+        }
+        let Some(space) = self.active_space() else {
+            return Ok(None);
+        };
+        let (id, dimensions) = {
+            let r = space.record.lock();
+            (r.id, r.dimensions as usize)
+        };
+        let vector = embedding.take().expect("checked above");
+        crate::validate::embedding(&vector, dimensions).map_err(|e| match e {
+            EngineError::Invalid { message, .. } => EngineError::Invalid {
+                field: "embedding",
+                message: message.replace(
+                    "this store uses",
+                    &format!("the active embedding space (migration {id}) uses"),
+                ),
+            },
+            other => other,
+        })?;
+        Ok(Some((id, vector)))
+    }
+
+    /// Logs the vector [`Self::take_client_vector`] took for `memory`, in the same hold of the
+    /// writer lock as the memory's own record.
+    pub(super) fn log_client_vector(
+        &self,
+        w: &mut super::writer::WriterState,
+        memory: &Memory,
+        (space, vector): (u32, Vec<f32>),
+    ) -> Result<(), EngineError> {
+        self.log(
+            w,
+            crate::codec::Op::SpaceVector {
+                space,
+                id: memory.id,
+                content_hash: memory.content_hash,
+                vector,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// A client's vector was applied to space `id`'s rows: the space's search structures
+    /// follow (a space dropped meanwhile has none).
+    pub(super) fn apply_space_vector(&self, id: u32, mid: &Uuid, vector: &[f32]) {
+        let Some(space) = self.spaces.read().get(&id).cloned() else {
+            return;
+        };
+        if !self.search.attrs.read().by_id.contains_key(mid) {
+            // Not searchable (deleted or purged since): the row waits for the worker's check.
+            return;
+        }
+        let crc = crate::vector::vector_crc(vector);
+        space.rows.write().insert(*mid, crc);
+        space.codes.write().put(*mid, crc, vector);
+        space.hnsw.upsert(*mid, crc, Arc::from(vector));
     }
 
     /// The space the store's searches rank by, if one is active.

@@ -945,3 +945,95 @@ fn a_space_covers_every_tier_follows_changes_and_survives_reopen() {
         Err(EngineError::Invalid { .. })
     ));
 }
+
+#[test]
+fn a_client_vector_written_while_a_space_is_active_is_the_spaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let ids: Vec<Uuid> = (0..5)
+        .map(|i| {
+            engine
+                .create(new(&format!("memory {i}")))
+                .expect("create")
+                .id
+        })
+        .collect();
+    let space = engine.create_space(3, "{}".into()).expect("space").id;
+    drain_space(&engine, space);
+    engine.activate_space(space).expect("activate");
+    let nearest = |engine: &Engine, v: &[f32]| {
+        engine
+            .search_space(space, v, "n", 1, false)
+            .expect("search")
+            .pop()
+            .map(|(m, sim)| (m.id, sim))
+            .expect("a hit")
+    };
+
+    // The store's dimensions are refused now; the space's go to the space, not the tiers.
+    match engine.create(new("old model")) {
+        Err(EngineError::Invalid { field, message }) => {
+            assert_eq!(field, "embedding");
+            assert!(message.contains("active embedding space"), "{message}");
+        }
+        other => panic!("expected a dimensions error, got {other:?}"),
+    }
+    let mine = [0.0, 9.0, 1.0];
+    let created = engine
+        .create(NewMemory {
+            embedding: Some(mine.to_vec()),
+            ..new("embedded by the client")
+        })
+        .expect("create");
+    assert_eq!(
+        created.embedding, None,
+        "the store's own space has no vector"
+    );
+    let (id, sim) = nearest(&engine, &mine);
+    assert_eq!(id, created.id);
+    assert!((sim - 1.0).abs() < 1e-5, "{sim}");
+    assert_eq!(engine.space(space).expect("info").dirty, 0, "settled");
+
+    // Racing the worker: a job for a content change, then the client's vector for it; the
+    // worker's vector of the same content does not replace the client's.
+    engine
+        .update(
+            &ids[0],
+            MemoryPatch {
+                content: Some("changed".into()),
+                ..Default::default()
+            },
+        )
+        .expect("update");
+    let jobs = engine.space_work(space, 10).expect("work");
+    assert_eq!(jobs.len(), 1);
+    let theirs = [0.0, 0.0, 1.0];
+    engine
+        .update(
+            &ids[0],
+            MemoryPatch {
+                embedding: Some(Some(theirs.to_vec())),
+                ..Default::default()
+            },
+        )
+        .expect("update with a vector");
+    let vectors = jobs.iter().map(|j| space_vector(&j.content)).collect();
+    assert_eq!(
+        engine
+            .store_space_vectors(space, &jobs, vectors)
+            .expect("store"),
+        0
+    );
+    assert_eq!(nearest(&engine, &theirs).0, ids[0]);
+    assert!(engine.space_work(space, 10).expect("work").is_empty());
+
+    // Replayed and reopened: still the client's vectors.
+    engine.close().expect("close");
+    let engine = open(dir.path(), 100);
+    assert_eq!(nearest(&engine, &mine).0, created.id);
+    assert_eq!(nearest(&engine, &theirs).0, ids[0]);
+    assert!(engine.space_work(space, 10).expect("work").is_empty());
+    // Back on the store's own space, the store's dimensions are accepted again.
+    engine.deactivate_space(space).expect("deactivate");
+    engine.create(new("old model")).expect("create");
+}

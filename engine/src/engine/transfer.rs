@@ -5,10 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use engram_wal::Lsn;
 use uuid::Uuid;
 
-use super::writer::{HasLsn, WriterState};
+use super::writer::WriterState;
 use super::Inner;
 use crate::history::VersionDelta;
 use crate::model::{content_hash, EmbeddingStatus, Memory, SegmentId, Status, Tier};
@@ -32,12 +31,6 @@ pub struct ExportCount {
 pub struct ImportedAs {
     pub memory: Memory,
     pub replaced: bool,
-}
-
-impl HasLsn for ImportedAs {
-    fn lsn(&self) -> Lsn {
-        self.memory.lsn
-    }
 }
 
 impl Inner {

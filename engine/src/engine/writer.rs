@@ -35,6 +35,9 @@ pub(super) struct WriterState {
     /// line was written: under a sustained overload every create evicts, and a line each
     /// would be a log write per create.
     pub(super) writer_evictions: WriterEvictions,
+    /// The LSN of the last record logged: what a write that logged several records (a create
+    /// with supersedes, or with a vector for the active embedding space) must wait for.
+    pub(super) last_logged: Lsn,
 }
 
 /// See [`WriterState::writer_evictions`].
@@ -49,16 +52,6 @@ pub(super) struct WriterEvictions {
 const FREE_SPACE_FRESH_MS: u64 = 20;
 
 /// What a logging step hands back: the LSN its last record got.
-pub(super) trait HasLsn {
-    fn lsn(&self) -> Lsn;
-}
-
-impl HasLsn for Memory {
-    fn lsn(&self) -> Lsn {
-        self.lsn
-    }
-}
-
 /// Outcome of a delete.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deleted {
@@ -108,14 +101,31 @@ impl Inner {
     /// Applies a partial update; `version` + 1.
     pub(super) fn update(&self, id: &Uuid, mut patch: MemoryPatch) -> Result<Memory, EngineError> {
         self.check_writable()?;
+        let client_vector = match patch.embedding.as_mut() {
+            Some(given) => self.take_client_vector(given)?,
+            None => None,
+        };
+        if client_vector.is_some() {
+            // The vector is the active space's; the store's own stays as it is.
+            patch.embedding = None;
+        }
+        self.update_with(id, patch, client_vector)
+    }
+
+    fn update_with(
+        &self,
+        id: &Uuid,
+        mut patch: MemoryPatch,
+        client_vector: Option<(u32, Vec<f32>)>,
+    ) -> Result<Memory, EngineError> {
         validate::patch(&patch, self.config.dimensions)?;
         if patch.tier == Some(Tier::Cold) {
             // Pinning to cold: apply the other fields (if any), then seal the result.
             patch.tier = None;
-            let current = if patch == MemoryPatch::default() {
+            let current = if patch == MemoryPatch::default() && client_vector.is_none() {
                 self.read_live(id)?.ok_or(EngineError::NotFound(*id))?
             } else {
-                self.update(id, patch)?
+                self.update_with(id, patch, client_vector)?
             };
             if current.status == Status::Deleted {
                 return Err(EngineError::NotFound(*id));
@@ -130,11 +140,21 @@ impl Inner {
             }
             return self.read_live(id)?.ok_or(EngineError::NotFound(*id));
         }
-        let memory = {
+        let (memory, last) = {
             let mut w = self.writer.lock();
-            self.log_update(&mut w, id, patch)?
+            let memory = self.log_update(&mut w, id, patch)?;
+            match client_vector {
+                Some(v) => {
+                    self.log_client_vector(&mut w, &memory, v)?;
+                    (memory, w.last_logged)
+                }
+                None => {
+                    let lsn = memory.lsn;
+                    (memory, lsn)
+                }
+            }
         };
-        self.sync_and_apply(memory.lsn)?;
+        self.sync_and_apply(last)?;
         Ok(memory)
     }
 
@@ -347,15 +367,16 @@ impl Inner {
                     w.pending.insert(m.id, (lsn, Some(m.clone())));
                 }
             }
-            Op::Access(_) | Op::ColdCompact { .. } => {}
+            Op::Access(_) | Op::ColdCompact { .. } | Op::SpaceVector { .. } => {}
         }
+        w.last_logged = lsn;
         self.queue.lock().push_back((lsn, op));
         Ok(lsn)
     }
 
     /// Logs every item under one hold of the writer lock, then makes them durable with one
     /// group commit. One result per item; if the commit fails, every logged item fails with it.
-    pub(super) fn log_batch<T, R: HasLsn>(
+    pub(super) fn log_batch<T, R>(
         &self,
         items: Vec<T>,
         log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<R, EngineError>,
@@ -373,7 +394,7 @@ impl Inner {
 
     /// Logs every item under one hold of the writer lock, without waiting for durability:
     /// one result per item, and the last LSN logged (`ZERO`: none).
-    pub(super) fn log_items<T, R: HasLsn>(
+    pub(super) fn log_items<T, R>(
         &self,
         items: Vec<T>,
         log_one: impl Fn(&Inner, &mut WriterState, T) -> Result<R, EngineError>,
@@ -382,15 +403,18 @@ impl Inner {
             return (items.iter().map(|_| Err(e.clone())).collect(), Lsn::ZERO);
         }
         let mut results = Vec::with_capacity(items.len());
-        let mut last_lsn = Lsn::ZERO;
         let mut w = self.writer.lock();
+        let before = w.last_logged;
         for item in items {
-            let result = log_one(self, &mut w, item);
-            if let Ok(m) = &result {
-                last_lsn = m.lsn();
-            }
-            results.push(result);
+            results.push(log_one(self, &mut w, item));
         }
+        // Every record logged here, including those an item logs after its own (a superseded
+        // memory's update, a vector for the active space), is in the commit waited for.
+        let last_lsn = if w.last_logged > before {
+            w.last_logged
+        } else {
+            Lsn::ZERO
+        };
         (results, last_lsn)
     }
 
@@ -411,6 +435,9 @@ impl Inner {
         item: NewMemory,
         now: i64,
     ) -> Result<Memory, EngineError> {
+        let mut item = item;
+        // With an active embedding space, a vector sent with the memory is that space's.
+        let client_vector = self.take_client_vector(&mut item.embedding)?;
         validate::new_memory(
             self.config.dimensions,
             &item.namespace,
@@ -468,6 +495,9 @@ impl Inner {
                 ..MemoryPatch::default()
             };
             self.log_update(w, &id, patch)?;
+        }
+        if let Some(v) = client_vector {
+            self.log_client_vector(w, &created, v)?;
         }
         Ok(created)
     }

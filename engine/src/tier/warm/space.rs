@@ -7,9 +7,11 @@
 //!   space was registered, written in the apply batch of the change (so replay restores it);
 //! - `meta`: `space/ | space u32 BE` → the space's [`SpaceRecord`] (JSON).
 //!
-//! The rows are derived data: they are written outside Engram's WAL (like everything in
-//! RocksDB, with RocksDB's own WAL off), so a crash loses the rows written since the last flush,
-//! and the worker computes them again (a row names the content it embeds; a mismatch is work).
+//! The rows the worker computes are derived data: they are written outside Engram's WAL (with
+//! RocksDB's own WAL off), so a crash loses the rows written since the last flush, and the
+//! worker computes them again (a row names the content it embeds; a mismatch is work). A row a
+//! client sent with a write while the space was active comes from a WAL record
+//! (`Op::SpaceVector`), applied in the batch of its LSN, so replay restores it.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -108,6 +110,28 @@ impl WarmBatch<'_> {
                 lsn.to_le_bytes(),
             );
         }
+    }
+
+    /// A client's vector of `id` in `space` (see `Op::SpaceVector`): the row, and the space's
+    /// dirty mark of `id` cleared, since the row answers the change that set it. Nothing for a
+    /// space that is gone.
+    pub fn put_space_vector(
+        &mut self,
+        space: u32,
+        id: &Uuid,
+        content_hash: &[u8; 32],
+        vector: &[f32],
+    ) {
+        if !self.tier.spaces.read().contains(&space) {
+            return;
+        }
+        self.batch.put_cf(
+            self.tier.cf(CF_SPACE_VECTORS),
+            row_key(space, id),
+            encode_row(content_hash, vector),
+        );
+        self.batch
+            .delete_cf(self.tier.cf(CF_SPACE_DIRTY), row_key(space, id));
     }
 
     /// `id` is purged: its vectors in every space go with it.
