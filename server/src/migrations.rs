@@ -249,6 +249,14 @@ impl Migrations {
         Ok(Arc::clone(self.embedders.lock().entry(id).or_insert(made)))
     }
 
+    /// Wakes the worker of space `id` if it waits for work (after writes it has to embed).
+    pub fn wake(&self, id: u32) {
+        if let Some(w) = self.workers.lock().get(&id) {
+            *w.wake.0.lock() += 1;
+            w.wake.1.notify_all();
+        }
+    }
+
     pub fn stop_all(&self) {
         let ids: Vec<u32> = self.workers.lock().keys().copied().collect();
         for id in ids {
@@ -298,20 +306,23 @@ fn run(
     let mut backoff = Duration::from_millis(200);
     // Vectors and time of the current stretch of work, for the rate.
     let mut stretch: Option<(Instant, u64)> = None;
-    let pause = |d: Duration| {
+    // `seen`: the wake count before the last look for work; a wake since then is not slept
+    // through.
+    let pause = |d: Duration, seen: Option<u64>| {
         let mut g = wake.0.lock();
-        if !stop.load(Ordering::Acquire) {
+        if !stop.load(Ordering::Acquire) && seen.is_none_or(|n| *g == n) {
             wake.1.wait_for(&mut g, d);
         }
     };
     while !stop.load(Ordering::Acquire) {
+        let seen = *wake.0.lock();
         let jobs = match engine.space_work(id, batch) {
             Ok(j) => j,
             Err(EngineError::SpaceNotFound(_)) => return,
             Err(e) => {
                 tracing::error!(migration = id, error = %e, "reading embedding-migration work failed");
                 *stats.last_error.lock() = Some(e.to_string());
-                pause(backoff);
+                pause(backoff, None);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
@@ -319,7 +330,7 @@ fn run(
         if jobs.is_empty() {
             stretch = None;
             stats.rate_bits.store(0f64.to_bits(), Ordering::Relaxed);
-            pause(Duration::from_millis(500));
+            pause(Duration::from_millis(500), Some(seen));
             continue;
         }
         let texts: Vec<&str> = jobs.iter().map(|j| j.content.as_str()).collect();
@@ -349,7 +360,7 @@ fn run(
                 tracing::warn!(migration = id, error = %e, "an embedding-migration batch failed; retrying");
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 *stats.last_error.lock() = Some(e);
-                pause(backoff);
+                pause(backoff, None);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }

@@ -256,18 +256,27 @@ fn a_migration_to_the_local_model_finds_by_meaning_while_writes_go_on() {
         "{}",
         r.text
     );
-    // A memory written after the cut-over is found once the worker has embedded it.
+    // A memory written after the cut-over is found once the worker has embedded it, and a
+    // write that asks to wait for its embedding returns once it is.
     let r = d.post(
-        "/api/v1/memories",
+        "/api/v1/memories?wait_for_embedding=true",
         &json!({"content": "I go rock climbing at the gym every weekend"}),
     );
     assert_eq!(r.status, 201, "{}", r.text);
     let climbing = r.body["id"].as_str().expect("id").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while semantic(&d, "bouldering") != vec![climbing.clone()] {
-        assert!(Instant::now() < deadline, "never found by meaning");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(semantic(&d, "bouldering"), vec![climbing.clone()]);
+    let r = d.patch(
+        &format!("/api/v1/memories/{climbing}?wait_for_embedding=true"),
+        &json!({"content": "I fixed the leaking pipe under the kitchen sink"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(semantic(&d, "plumbing repair"), vec![climbing.clone()]);
+    let r = d.patch(
+        &format!("/api/v1/memories/{climbing}?wait_for_embedding=true"),
+        &json!({"content": "I go rock climbing at the gym every weekend"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(semantic(&d, "bouldering"), vec![climbing.clone()]);
     // While active it stays current: no pause, no drop. It survives a restart.
     let r = d.post(&format!("{MIGRATIONS}/{id}/pause"), &json!({}));
     assert_eq!(

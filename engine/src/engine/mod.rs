@@ -515,6 +515,21 @@ impl Engine {
         self.inner.active_space().map(|s| s.id_and_descriptor())
     }
 
+    /// The active space's id, if one is active (an atomic load).
+    pub fn active_space_id(&self) -> Option<u32> {
+        let id = self
+            .inner
+            .active_space
+            .load(std::sync::atomic::Ordering::Acquire);
+        (id != 0).then_some(id)
+    }
+
+    /// Whether space `id` holds a vector of memory `mid`'s current content: a row, and no
+    /// change waiting for the worker.
+    pub fn space_vector_current(&self, id: u32, mid: &uuid::Uuid) -> Result<bool, EngineError> {
+        self.inner.space_vector_current(id, mid)
+    }
+
     /// Removes a space with its vectors and graph.
     pub fn drop_space(&self, id: u32) -> Result<(), EngineError> {
         self.inner.drop_space(id)

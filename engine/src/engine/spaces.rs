@@ -701,6 +701,12 @@ impl Inner {
         space.hnsw.upsert(*mid, crc, Arc::from(vector));
     }
 
+    pub(super) fn space_vector_current(&self, id: u32, mid: &Uuid) -> Result<bool, EngineError> {
+        let space = self.space_of(id)?;
+        let has_row = space.rows.read().contains_key(mid);
+        Ok(has_row && self.warm.space_dirty_mark(id, mid)?.is_none())
+    }
+
     /// The space the store's searches rank by, if one is active.
     pub(super) fn active_space(&self) -> Option<Arc<Space>> {
         let id = self.active_space.load(Ordering::Acquire);

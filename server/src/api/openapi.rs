@@ -456,7 +456,7 @@ fn query_parameter(name: &str) -> Value {
         ),
         "wait_for_embedding" => (
             flag(),
-            "Wait (up to 30 s) until the memory is embedded before answering.",
+            "Wait (up to 30 s) until the memory is embedded before answering (with an active embedding migration, also until its space holds a vector of the memory's current content).",
         ),
         "purge" => (flag(), "Remove for good instead of a soft delete."),
         "compress" => (

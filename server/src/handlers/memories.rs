@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engram_engine::{
-    EmbeddingStatus, EngineError, ListFilter, Memory, NewMemory, Page, Uuid, MAX_BATCH_ITEMS,
-    MAX_LIST_LIMIT,
+    EmbeddingStatus, EngineError, ListFilter, Memory, NewMemory, Page, Status, Uuid,
+    MAX_BATCH_ITEMS, MAX_LIST_LIMIT,
 };
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -29,6 +29,8 @@ use crate::http::{json_reply, AppState, Reply};
 
 /// How long one look at a pending memory waits for the embedder's next batch.
 const EMBEDDING_POLL: Duration = Duration::from_millis(200);
+/// How often a write waiting for the active embedding space looks again.
+const SPACE_POLL: Duration = Duration::from_millis(5);
 /// Page size of a list that names none.
 const DEFAULT_LIST_LIMIT: usize = 100;
 
@@ -127,21 +129,27 @@ pub(crate) async fn after_write(
 
 /// [`after_write`] for many memories at once: one wait, one deadline for all of them. Each
 /// memory is read again before any waiting, so those already embedded cost no wait at all
-/// (waiting a poll per memory made a 300-item batch take a minute).
+/// (waiting a poll per memory made a 300-item batch take a minute). With an embedding
+/// migration active, its worker is woken too, and the wait also lasts until the active space
+/// holds a vector of each memory's current content (so the memory is found by meaning).
 async fn after_writes(
     state: &Arc<AppState>,
     memories: Vec<Memory>,
     wait: bool,
 ) -> Result<Vec<Memory>, ApiError> {
-    let pending = |m: &Memory| m.embedding_status == EmbeddingStatus::Pending;
-    if !memories.iter().any(pending) {
-        return Ok(memories);
+    let space = state.engine.active_space_id();
+    if let Some(id) = space {
+        state.migrations.wake(id);
     }
-    let Some(worker) = &state.embed_worker else {
-        return Ok(memories);
-    };
-    worker.wake();
-    if !wait {
+    let pending = |m: &Memory| m.embedding_status == EmbeddingStatus::Pending;
+    let own = state
+        .embed_worker
+        .as_ref()
+        .filter(|_| memories.iter().any(pending));
+    if let Some(worker) = own {
+        worker.wake();
+    }
+    if !wait || (own.is_none() && space.is_none()) {
         return Ok(memories);
     }
     let state = Arc::clone(state);
@@ -149,16 +157,30 @@ async fn after_writes(
         let deadline = Instant::now() + state.settings.embed_wait_timeout;
         let mut current = memories;
         loop {
-            for m in current.iter_mut().filter(|m| pending(m)) {
-                if let Some(fresh) = state.engine.get(&m.id)? {
-                    *m = fresh;
+            if state.embed_worker.is_some() {
+                for m in current.iter_mut().filter(|m| pending(m)) {
+                    if let Some(fresh) = state.engine.get(&m.id)? {
+                        *m = fresh;
+                    }
                 }
             }
-            if !current.iter().any(pending) || Instant::now() >= deadline {
+            let own_waits = state.embed_worker.is_some() && current.iter().any(pending);
+            let mut space_waits = false;
+            if let Some(id) = space {
+                for m in current.iter().filter(|m| m.status != Status::Deleted) {
+                    // A space dropped meanwhile has nothing to wait for.
+                    if !state.engine.space_vector_current(id, &m.id).unwrap_or(true) {
+                        space_waits = true;
+                        break;
+                    }
+                }
+            }
+            if !(own_waits || space_waits) || Instant::now() >= deadline {
                 return Ok::<Vec<Memory>, EngineError>(current);
             }
-            if let Some(w) = &state.embed_worker {
-                w.wait_batch(EMBEDDING_POLL);
+            match &state.embed_worker {
+                Some(w) if own_waits => w.wait_batch(EMBEDDING_POLL),
+                _ => std::thread::sleep(SPACE_POLL),
             }
         }
     })
