@@ -23,7 +23,7 @@ from ._errors import (
     UnavailableError,
     ValidationError,
 )
-from ._types import Deleted, Health, Memory, Namespace, SearchHit, SearchResults, Snapshot, Version
+from ._types import Deleted, Health, Memory, Migration, Namespace, SearchHit, SearchResults, Snapshot, SpaceHit, Version
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "EngramError",
     "Health",
     "Memory",
+    "Migration",
     "Namespace",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -47,6 +48,7 @@ __all__ = [
     "SearchResults",
     "ServerError",
     "Snapshot",
+    "SpaceHit",
     "StorageFullError",
     "TimeoutError",
     "UNSET",

@@ -28,7 +28,7 @@ from ._errors import (
     error_from_item,
     error_from_response,
 )
-from ._types import Deleted, Health, Memory, Namespace, SearchResults, Snapshot, Version
+from ._types import Deleted, Health, Memory, Migration, Namespace, SearchResults, Snapshot, SpaceHit, Version
 
 __all__ = ["Engram", "AsyncEngram", "RetryPolicy", "UNSET"]
 
@@ -353,6 +353,57 @@ class _Calls:
     def delete_snapshot(snapshot_id: str) -> _Call:
         return _Call("DELETE", f"/api/v1/admin/snapshots/{snapshot_id}", lambda v: bool(v["deleted"]))
 
+    @staticmethod
+    def migrations() -> _Call:
+        return _Call("GET", _MIGRATIONS, lambda v: [Migration.from_json(m) for m in v["migrations"]])
+
+    @staticmethod
+    def start_migration(
+        provider: str, model: Optional[str], dimensions: int, url: Optional[str], api_key_env: Optional[str]
+    ) -> _Call:
+        body = _drop_none(
+            {"provider": provider, "model": model, "dimensions": dimensions, "url": url, "api_key_env": api_key_env}
+        )
+        return _Call("POST", _MIGRATIONS, Migration.from_json, json=body, repeatable=False)
+
+    @staticmethod
+    def migration(migration_id: int, action: Optional[str] = None) -> _Call:
+        if action is None:
+            return _Call("GET", f"{_MIGRATIONS}/{migration_id}", Migration.from_json)
+        return _Call("POST", f"{_MIGRATIONS}/{migration_id}/{action}", Migration.from_json, json={})
+
+    @staticmethod
+    def drop_migration(migration_id: int) -> _Call:
+        return _Call("DELETE", f"{_MIGRATIONS}/{migration_id}", lambda v: bool(v["deleted"]))
+
+    @staticmethod
+    def search_migration(
+        migration_id: int,
+        query: Optional[str],
+        embedding: Optional[Sequence[float]],
+        namespace: Optional[str],
+        limit: int,
+        include_superseded: bool,
+    ) -> _Call:
+        body = _drop_none(
+            {
+                "query_text": query,
+                "query_embedding_b64": _vector_b64(embedding),
+                "namespace": namespace,
+                "limit": limit,
+                "include_superseded": include_superseded or None,
+            }
+        )
+        return _Call(
+            "POST",
+            f"{_MIGRATIONS}/{migration_id}/search",
+            lambda v: [SpaceHit.from_json(h) for h in v["results"]],
+            json=body,
+        )
+
+
+_MIGRATIONS = "/api/v1/admin/embedding/migrations"
+
 
 def _headers(api_key: Optional[str]) -> dict[str, str]:
     h = {"user-agent": "engram-client-python/0.1.0", "accept": "application/json"}
@@ -620,6 +671,68 @@ class Engram:
     def delete_snapshot(self, snapshot_id: str) -> bool:
         return self._do(_Calls.delete_snapshot(snapshot_id))
 
+    # Embedding migrations (admin key): re-embed the store into a new vector space in the
+    # background, judge it, then switch the store's searches to it.
+
+    def migrations(self) -> list[Migration]:
+        return self._do(_Calls.migrations())
+
+    def start_migration(
+        self,
+        provider: str,
+        dimensions: int,
+        *,
+        model: Optional[str] = None,
+        url: Optional[str] = None,
+        api_key_env: Optional[str] = None,
+    ) -> Migration:
+        """Starts re-embedding every memory with ``provider``/``model`` (``local``, ``ollama``
+        or ``openai``) into a new space of ``dimensions``."""
+        return self._do(_Calls.start_migration(provider, model, dimensions, url, api_key_env))
+
+    def migration(self, migration_id: int) -> Migration:
+        return self._do(_Calls.migration(migration_id))
+
+    def wait_for_migration(self, migration_id: int, *, timeout: float = 600.0, poll: float = 0.2) -> Migration:
+        """Polls until the migration is ``ready`` (raises ``TimeoutError`` after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.migration(migration_id)
+            if m.ready:
+                return m
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"migration {migration_id} not ready after {timeout} s: {m.state}, {m.progress:.0%}")
+            time.sleep(poll)
+
+    def pause_migration(self, migration_id: int) -> Migration:
+        return self._do(_Calls.migration(migration_id, "pause"))
+
+    def resume_migration(self, migration_id: int) -> Migration:
+        return self._do(_Calls.migration(migration_id, "resume"))
+
+    def activate_migration(self, migration_id: int) -> Migration:
+        """Switches the store's searches to the migration's space (it must be ready)."""
+        return self._do(_Calls.migration(migration_id, "activate"))
+
+    def deactivate_migration(self, migration_id: int) -> Migration:
+        return self._do(_Calls.migration(migration_id, "deactivate"))
+
+    def drop_migration(self, migration_id: int) -> bool:
+        return self._do(_Calls.drop_migration(migration_id))
+
+    def search_migration(
+        self,
+        migration_id: int,
+        query: Optional[str] = None,
+        *,
+        embedding: Optional[Sequence[float]] = None,
+        namespace: Optional[str] = None,
+        limit: int = 10,
+        include_superseded: bool = False,
+    ) -> list[SpaceHit]:
+        """Nearest neighbours in the migration's space alone, to judge it before activating."""
+        return self._do(_Calls.search_migration(migration_id, query, embedding, namespace, limit, include_superseded))
+
 
 class AsyncEngram:
     """The asyncio client: the same methods as ``Engram``, awaited; ``list`` is an async iterator."""
@@ -819,3 +932,59 @@ class AsyncEngram:
 
     async def delete_snapshot(self, snapshot_id: str) -> bool:
         return await self._do(_Calls.delete_snapshot(snapshot_id))
+
+    async def migrations(self) -> list[Migration]:
+        return await self._do(_Calls.migrations())
+
+    async def start_migration(
+        self,
+        provider: str,
+        dimensions: int,
+        *,
+        model: Optional[str] = None,
+        url: Optional[str] = None,
+        api_key_env: Optional[str] = None,
+    ) -> Migration:
+        return await self._do(_Calls.start_migration(provider, model, dimensions, url, api_key_env))
+
+    async def migration(self, migration_id: int) -> Migration:
+        return await self._do(_Calls.migration(migration_id))
+
+    async def wait_for_migration(self, migration_id: int, *, timeout: float = 600.0, poll: float = 0.2) -> Migration:
+        deadline = time.monotonic() + timeout
+        while True:
+            m = await self.migration(migration_id)
+            if m.ready:
+                return m
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"migration {migration_id} not ready after {timeout} s: {m.state}, {m.progress:.0%}")
+            await asyncio.sleep(poll)
+
+    async def pause_migration(self, migration_id: int) -> Migration:
+        return await self._do(_Calls.migration(migration_id, "pause"))
+
+    async def resume_migration(self, migration_id: int) -> Migration:
+        return await self._do(_Calls.migration(migration_id, "resume"))
+
+    async def activate_migration(self, migration_id: int) -> Migration:
+        return await self._do(_Calls.migration(migration_id, "activate"))
+
+    async def deactivate_migration(self, migration_id: int) -> Migration:
+        return await self._do(_Calls.migration(migration_id, "deactivate"))
+
+    async def drop_migration(self, migration_id: int) -> bool:
+        return await self._do(_Calls.drop_migration(migration_id))
+
+    async def search_migration(
+        self,
+        migration_id: int,
+        query: Optional[str] = None,
+        *,
+        embedding: Optional[Sequence[float]] = None,
+        namespace: Optional[str] = None,
+        limit: int = 10,
+        include_superseded: bool = False,
+    ) -> list[SpaceHit]:
+        return await self._do(
+            _Calls.search_migration(migration_id, query, embedding, namespace, limit, include_superseded)
+        )

@@ -245,3 +245,66 @@ class Snapshot:
             bytes=v["bytes"],
             took_ms=v.get("took_ms"),
         )
+
+
+@dataclass(frozen=True)
+class Migration:
+    """An embedding migration: a new vector space the store is re-embedded into, and how far
+    it has got (``state``: ``running``, ``paused`` or ``ready``; ``active`` once the store's
+    searches rank it)."""
+
+    id: int
+    provider: str
+    model: str
+    dimensions: int
+    state: str
+    created_at: datetime
+    backfilled_at: Optional[datetime]
+    vectors: int
+    pending_changes: int
+    searchable: int
+    progress: float
+    indexed: int
+    rate_per_second: float
+    embedded: int
+    failed_batches: int
+    last_error: Optional[str]
+    active: bool
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "Migration":
+        return cls(
+            id=v["id"],
+            provider=v["provider"],
+            model=v["model"],
+            dimensions=v["dimensions"],
+            state=v["state"],
+            created_at=parse_time(v["created_at"]),  # type: ignore[arg-type]
+            backfilled_at=parse_time(v.get("backfilled_at")),
+            vectors=v["vectors"],
+            pending_changes=v["pending_changes"],
+            searchable=v["searchable"],
+            progress=v["progress"],
+            indexed=v["indexed"],
+            rate_per_second=v["rate_per_second"],
+            embedded=v["embedded"],
+            failed_batches=v["failed_batches"],
+            last_error=v.get("last_error"),
+            active=v["active"],
+        )
+
+
+@dataclass(frozen=True)
+class SpaceHit:
+    """A result of a search in one migration's space: the memory and its cosine similarity."""
+
+    memory: Memory
+    similarity: float
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "SpaceHit":
+        return cls(memory=Memory.from_json(v["memory"]), similarity=v["similarity"])

@@ -389,3 +389,55 @@ async def test_async_client(daemon):
         assert (await db.forget(m.id, purge=True)).purged
         with pytest.raises(engram.NotFoundError):
             await db.get(m.id)
+
+
+def model_dir() -> str:
+    import os
+
+    return os.environ.get(
+        "ENGRAM_EMBEDDING_MODEL_DIR", os.path.expanduser("~/.cache/engram/models/all-MiniLM-L6-v2")
+    )
+
+
+def test_an_embedding_migration_from_start_to_cut_over(fresh_daemon):
+    # A store of 8-d client vectors and no embedder of its own gains a 384-d space of the
+    # built-in model, is judged in it, and switches its searches to it.
+    d = fresh_daemon({"embedding.model_dir": model_dir()})
+    space = ns()
+    with Engram(d.url) as db:
+        puppy = db.remember("I adopted a golden retriever puppy", namespace=space, embedding=vec(1))
+        db.remember("The stock market fell sharply today", namespace=space, embedding=vec(2))
+        with pytest.raises(engram.ValidationError):
+            db.start_migration("local", 768)
+        m = db.start_migration("local", 384)
+        assert (m.provider, m.model, m.dimensions, m.active) == ("local", "all-MiniLM-L6-v2", 384, False)
+        assert m.id in {x.id for x in db.migrations()}
+        m = db.wait_for_migration(m.id, timeout=120)
+        assert (m.vectors, m.progress) == (2, 1.0)
+        hits = db.search_migration(m.id, "a new dog", namespace=space, limit=1)
+        assert hits[0].memory.id == puppy.id and hits[0].similarity > 0.3
+        with pytest.raises(engram.ValidationError):
+            db.search_migration(m.id, embedding=vec(3))
+        assert db.pause_migration(m.id).state == "paused"
+        with pytest.raises(engram.ConflictError):
+            db.activate_migration(m.id)
+        db.resume_migration(m.id)
+        db.wait_for_migration(m.id, timeout=60)
+        assert db.activate_migration(m.id).active
+        # The store's searches now rank the new space; its model embeds the query, client
+        # vectors have its dimensions, and a write can wait until it is found by meaning.
+        assert db.recall("a new dog", namespace=space, mode="semantic", limit=1).hits[0].memory.id == puppy.id
+        with pytest.raises(engram.ValidationError):
+            db.remember("an old-model vector", namespace=space, embedding=vec(4))
+        own = db.remember("a note the client embedded", namespace=space, embedding=[0.0] * 383 + [1.0])
+        found = db.recall(embedding=[0.0] * 383 + [1.0], namespace=space, mode="semantic", limit=1)
+        assert found.hits[0].memory.id == own.id
+        hiking = db.remember("We hiked up the mountain trail at dawn", namespace=space, wait_for_embedding=True)
+        assert db.recall("climbing a peak", namespace=space, mode="semantic", limit=1).hits[0].memory.id == hiking.id
+        with pytest.raises(engram.ConflictError):
+            db.drop_migration(m.id)
+        assert not db.deactivate_migration(m.id).active
+        assert db.drop_migration(m.id)
+        assert db.migrations() == []
+        with pytest.raises(engram.NotFoundError):
+            db.migration(m.id)
