@@ -10,6 +10,7 @@ const PAGES = {
   search: () => import('./pages/search.js'),
   tiers: () => import('./pages/tiers.js'),
   backups: () => import('./pages/backups.js'),
+  models: () => import('./pages/models.js'),
 };
 
 let cleanup = null;

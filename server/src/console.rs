@@ -50,6 +50,7 @@ const ASSETS: &[Asset] = &[
     asset!("pages/search.js", JS),
     asset!("pages/tiers.js", JS),
     asset!("pages/backups.js", JS),
+    asset!("pages/models.js", JS),
 ];
 
 /// The pages load only their own files and talk only to this daemon; they cannot be framed.

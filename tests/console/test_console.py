@@ -2,7 +2,8 @@
 driven by selenium against a live engramd with the built-in embedding model. Every page must
 load with no console errors; a memory created through the API shows in the browser; a search
 from the playground shows the expected memory first with its score bars; editing importance in
-the UI changes it in the API; delete and purge remove it; with keys configured the key prompt
+the UI changes it in the API; delete and purge remove it; an embedding migration is started,
+activated, deactivated and dropped from the models page; with keys configured the key prompt
 works and a wrong key is refused. It also checks the headers, the first load's size, a narrow
 window and `console.enabled = false`.
 
@@ -27,7 +28,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from engramd import Daemon, model_dir, release_dir  # noqa: E402
@@ -239,10 +240,58 @@ def test_tiers_curve_plan_and_backups(daemon, browser, memories):
     screenshot(browser, "backups")
 
 
+def test_models_page_runs_a_migration_to_its_cut_over(daemon, browser, memories):
+    """An embedding migration started from the form, watched until ready, activated (the
+    store's searches then rank its space), deactivated and dropped with the word typed."""
+    base = "/api/v1/admin/embedding/migrations"
+    go(browser, daemon, "models")
+    wait_for(browser, "main h1", "Embedding models")
+    wait_for(browser, "#search-space", "the store's own vectors")
+    wait_for(browser, "#migrations", "No embedding migrations.")
+    # The URL is asked for only where the provider has one; a refusal names its field.
+    provider = Select(browser.find_element(By.ID, "migration-provider"))
+    assert not browser.find_element(By.ID, "migration-url").is_displayed()
+    provider.select_by_value("openai")
+    assert browser.find_element(By.ID, "migration-url").is_displayed()
+    assert browser.find_element(By.ID, "migration-key-env").is_displayed()
+    provider.select_by_value("local")
+    dims = browser.find_element(By.ID, "migration-dimensions")
+    dims.clear()
+    dims.send_keys("768")
+    browser.find_element(By.ID, "start-migration").click()
+    wait_for(browser, "#toasts", "Starting failed")
+    assert daemon.api("GET", base).json()["migrations"] == []
+    dims.clear()
+    dims.send_keys("384")
+    browser.find_element(By.ID, "start-migration").click()
+    wait_for(browser, "#toasts", "started (local all-MiniLM-L6-v2, 384 dimensions)")
+    wait_for(browser, "#migration-table .state", "ready")
+    row = browser.find_element(By.CSS_SELECTOR, "#migration-table tbody tr")
+    mid = row.get_attribute("data-id")
+    assert daemon.api("GET", f"{base}/{mid}").json()["state"] == "ready"
+    row.find_element(By.CSS_SELECTOR, "[data-action=activate]").click()
+    wait_for(browser, "#search-space", f"migration {mid}")
+    assert daemon.api("GET", f"{base}/{mid}").json()["active"] is True
+    r = daemon.api("POST", "/api/v1/search", json={"namespace": NAMESPACE, "query_text": "a painting of a lake at dawn",
+                                                   "search_type": "semantic", "limit": 1})
+    assert r.json()["results"][0]["memory"]["content"].startswith("Melanie painted"), r.text
+    screenshot(browser, "models")
+    wait_for(browser, "[data-action=deactivate]").click()
+    wait_for(browser, "#search-space", "the store's own vectors")
+    wait_for(browser, "[data-action=drop]").click()
+    wait_for(browser, "#confirm-dialog", f"Drop migration {mid}?")
+    browser.find_element(By.ID, "confirm-typed").send_keys("drop")
+    browser.find_element(By.ID, "confirm-ok").click()
+    wait_for(browser, "#toasts", f"Migration {mid} dropped.")
+    wait_for(browser, "#migrations", "No embedding migrations.")
+    assert daemon.api("GET", base).json()["migrations"] == []
+    assert errors_in_console(browser, allowed=("400",)) == []
+
+
 def test_narrow_window_has_no_sideways_scroll(daemon, memories):
     b = make_browser(420, 800)
     try:
-        for page in ["overview", f"memories?namespace={NAMESPACE}", "search", "tiers", "backups"]:
+        for page in ["overview", f"memories?namespace={NAMESPACE}", "search", "tiers", "backups", "models"]:
             go(b, daemon, page)
             wait_for(b, "main h1")
             time.sleep(0.5)  # let the page's first request land before measuring its width
