@@ -294,6 +294,9 @@ impl Migrations {
     }
 }
 
+/// How long an idle worker woken by a write waits for more before it looks for work.
+const WAKE_COALESCE: Duration = Duration::from_millis(2);
+
 fn run(
     engine: &Engine,
     id: u32,
@@ -331,6 +334,10 @@ fn run(
             stretch = None;
             stats.rate_bits.store(0f64.to_bits(), Ordering::Relaxed);
             pause(Duration::from_millis(500), Some(seen));
+            // Woken by a write: let a burst of writes land before looking again, so a stream
+            // of writes (most of them settled by their own vectors) costs a look per few ms,
+            // not one per write.
+            std::thread::sleep(WAKE_COALESCE);
             continue;
         }
         let texts: Vec<&str> = jobs.iter().map(|j| j.content.as_str()).collect();

@@ -371,7 +371,7 @@ impl Inner {
         }
     }
 
-    /// Applies durable records (distinct ids, see [`group_end`]) in an order that keeps each
+    /// Applies durable records (distinct ids but for space vectors, see [`group_end`]) in an order that keeps each
     /// visible to lock-free readers at every moment and never needs more working-tier slots
     /// than the log's own order would:
     /// - a promotion into the working tier (alone in its group) is put there before RocksDB
@@ -613,7 +613,8 @@ fn is_promotion(op: &Op) -> bool {
 }
 
 /// End of the group starting at `start`: consecutive records touching distinct ids (so their
-/// order within the group does not matter), at most [`APPLY_GROUP_RECORDS`]. An access record
+/// order within the group does not matter), at most [`APPLY_GROUP_RECORDS`]; a space vector may
+/// join the group of its memory's put (it is applied after it, in log order). An access record
 /// reads RocksDB and a promotion needs its own ordering, so each is applied alone.
 pub(super) fn group_end(ready: &[(Lsn, Op)], start: usize) -> usize {
     if matches!(
@@ -626,9 +627,15 @@ pub(super) fn group_end(ready: &[(Lsn, Op)], start: usize) -> usize {
     let mut ids = std::collections::HashSet::new();
     let mut end = start;
     while end < ready.len() && end - start < APPLY_GROUP_RECORDS && !is_promotion(&ready[end].1) {
-        match op_id(&ready[end].1) {
-            Some(id) if ids.insert(id) => end += 1,
-            _ => break,
+        match &ready[end].1 {
+            // A client's vector for a space follows its memory's put, often in the same group:
+            // the group is written to RocksDB and indexed in log order, so the put's mark is
+            // set before the vector clears it, and its attributes are there for the space.
+            Op::SpaceVector { .. } => end += 1,
+            op => match op_id(op) {
+                Some(id) if ids.insert(id) => end += 1,
+                _ => break,
+            },
         }
     }
     end.max(start + 1)

@@ -23,6 +23,10 @@ pub struct WarmBatch<'a> {
     /// Search attribute rows written by this batch (`None`: deleted), so a later change to the
     /// same memory in the batch sees them.
     staged_attrs: HashMap<Uuid, Option<AttrRow>>,
+    /// Dirty marks of vector spaces set by this batch, written at [`WarmBatch::write`]: a
+    /// client's vector later in the batch cancels its memory's mark instead of writing a
+    /// tombstone over it (a scan of the marks steps over every tombstone until compaction).
+    pub(super) staged_marks: HashMap<(u32, Uuid), u64>,
 }
 
 impl WarmTier {
@@ -32,6 +36,7 @@ impl WarmTier {
             tier: self,
             batch: WriteBatch::default(),
             staged_attrs: HashMap::new(),
+            staged_marks: HashMap::new(),
         }
     }
 }
@@ -213,6 +218,7 @@ impl WarmBatch<'_> {
 
     /// Writes the batch together with the LSN it brings the tier to.
     pub fn write(mut self, lsn: Lsn) -> Result<(), EngineError> {
+        self.write_space_marks();
         self.batch
             .put_cf(self.tier.cf(CF_META), KEY_APPLIED_LSN, lsn.to_le_bytes());
         let result = self

@@ -104,9 +104,16 @@ impl WarmBatch<'_> {
     /// `id` changed at `lsn`: every live space must look at it again.
     pub fn mark_space_dirty(&mut self, id: &Uuid, lsn: u64) {
         for space in self.tier.spaces.read().iter() {
+            self.staged_marks.insert((*space, *id), lsn);
+        }
+    }
+
+    /// Writes the marks this batch set and nothing cancelled (see `staged_marks`).
+    pub(super) fn write_space_marks(&mut self) {
+        for ((space, id), lsn) in std::mem::take(&mut self.staged_marks) {
             self.batch.put_cf(
                 self.tier.cf(CF_SPACE_DIRTY),
-                row_key(*space, id),
+                row_key(space, &id),
                 lsn.to_le_bytes(),
             );
         }
@@ -130,13 +137,18 @@ impl WarmBatch<'_> {
             row_key(space, id),
             encode_row(content_hash, vector),
         );
-        self.batch
-            .delete_cf(self.tier.cf(CF_SPACE_DIRTY), row_key(space, id));
+        self.staged_marks.remove(&(space, *id));
+        // A mark an earlier batch wrote is deleted; one this batch set was cancelled above.
+        if !matches!(self.tier.space_dirty_mark(space, id), Ok(None)) {
+            self.batch
+                .delete_cf(self.tier.cf(CF_SPACE_DIRTY), row_key(space, id));
+        }
     }
 
     /// `id` is purged: its vectors in every space go with it.
     pub fn delete_space_rows(&mut self, id: &Uuid) {
         for space in self.tier.spaces.read().iter() {
+            self.staged_marks.remove(&(*space, *id));
             self.batch
                 .delete_cf(self.tier.cf(CF_SPACE_VECTORS), row_key(*space, id));
             self.batch
