@@ -51,7 +51,6 @@ pub(super) struct WriterEvictions {
 /// How old a look at the free disk space may be before a write looks again.
 const FREE_SPACE_FRESH_MS: u64 = 20;
 
-/// What a logging step hands back: the LSN its last record got.
 /// Outcome of a delete.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deleted {
@@ -432,10 +431,9 @@ impl Inner {
     pub(super) fn log_create(
         &self,
         w: &mut WriterState,
-        item: NewMemory,
+        mut item: NewMemory,
         now: i64,
     ) -> Result<Memory, EngineError> {
-        let mut item = item;
         // With an active embedding space, a vector sent with the memory is that space's.
         let client_vector = self.take_client_vector(&mut item.embedding)?;
         validate::new_memory(
