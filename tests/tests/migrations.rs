@@ -98,6 +98,11 @@ fn a_migration_to_the_local_model_finds_by_meaning_while_writes_go_on() {
             json!({"provider": "openai", "model": "x", "dimensions": 8}),
             "url",
         ),
+        // Nothing listens there: refused at once, not left failing in the background.
+        (
+            json!({"provider": "openai", "model": "x", "dimensions": 8, "url": "http://127.0.0.1:9"}),
+            "url",
+        ),
         (
             json!({"provider": "local", "dimensions": 384, "colour": 1}),
             "colour",

@@ -73,6 +73,34 @@ pub(crate) async fn create(
             ),
         ));
     }
+    if spec.provider != "local" {
+        // A remote provider embeds one text before anything is registered: a URL that does
+        // not answer, a key it refuses or a model of other dimensions is refused now, naming
+        // the field, rather than left to fail in the background (and in every search of the
+        // space, whose query texts it embeds).
+        let probe = Arc::clone(&embedder);
+        let answer =
+            blocking(move || probe.embed(&["engram: a test of the embedding provider"])).await?;
+        match answer.map(|v| v.first().map_or(0, Vec::len)) {
+            Ok(n) if n == spec.dimensions => {}
+            Ok(n) => {
+                return Err(ApiError::invalid(
+                    "dimensions",
+                    format!(
+                        "{} answered {n}-dimensional vectors, not {}",
+                        embedder.model_id(),
+                        spec.dimensions
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Err(ApiError::invalid(
+                    "url",
+                    format!("the provider did not embed a test text: {e}"),
+                ))
+            }
+        }
+    }
     let descriptor = serde_json::to_string(&spec).expect("a migration spec serializes");
     let engine = Arc::clone(&state.engine);
     let dimensions = spec.dimensions;
