@@ -27,6 +27,8 @@ mod recovery;
 mod report;
 mod seal;
 mod snapshots;
+#[cfg(test)]
+mod space_tests;
 mod spaces;
 #[cfg(test)]
 mod tests;

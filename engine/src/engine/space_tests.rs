@@ -1,0 +1,296 @@
+//! Unit tests of the vector spaces of embedding migrations (`spaces.rs`), on a real store in a
+//! temporary directory: a space covers every tier and follows changes, its worker's races, the
+//! cut-over of searches, and the vectors clients send while a space is active.
+
+use uuid::Uuid;
+
+use super::tests::{new, open, DIMS};
+use super::Engine;
+use crate::model::{MemoryPatch, NewMemory, Tier};
+use crate::EngineError;
+
+/// A stand-in model for the space tests: 3 dimensions from the content's bytes, so equal texts
+/// get equal vectors and the test can say which memory a query vector should find.
+fn space_vector(content: &str) -> Vec<f32> {
+    let b = content.as_bytes();
+    let sum: u32 = b.iter().map(|x| u32::from(*x)).sum();
+    vec![
+        1.0 + (sum % 7) as f32,
+        (b.len() % 11) as f32,
+        f32::from(b.last().copied().unwrap_or(0) % 13),
+    ]
+}
+
+/// Runs a space's work to the end with [`space_vector`]; returns how many were embedded.
+fn drain_space(engine: &Engine, space: u32) -> usize {
+    let mut n = 0;
+    loop {
+        let jobs = engine.space_work(space, 7).expect("work");
+        if jobs.is_empty() {
+            return n;
+        }
+        let vectors = jobs.iter().map(|j| space_vector(&j.content)).collect();
+        n += engine
+            .store_space_vectors(space, &jobs, vectors)
+            .expect("store");
+    }
+}
+
+#[test]
+fn a_space_covers_every_tier_follows_changes_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let ids: Vec<Uuid> = (0..30)
+        .map(|i| {
+            engine
+                .create(new(&format!("memory number {i}")))
+                .expect("create")
+                .id
+        })
+        .collect();
+    engine.move_to(&ids[0], Tier::Warm).expect("to warm");
+    engine.move_to(&ids[1], Tier::Cold).expect("to cold");
+    let space = engine
+        .create_space(3, "{\"model\":\"test\"}".into())
+        .expect("space")
+        .id;
+    assert_eq!(
+        drain_space(&engine, space),
+        30,
+        "every memory of every tier"
+    );
+    let info = engine.space(space).expect("info");
+    assert_eq!((info.vectors, info.dirty, info.caught_up), (30, 0, true));
+    assert!(info.backfilled_at_us.is_some());
+
+    // A change made after the pass is found through its dirty mark.
+    let patch = |content: &str| MemoryPatch {
+        content: Some(content.into()),
+        ..Default::default()
+    };
+    engine
+        .update(&ids[2], patch("changed text"))
+        .expect("update");
+    assert_eq!(engine.space(space).expect("info").dirty, 1);
+    assert_eq!(drain_space(&engine, space), 1);
+    // A change racing the worker: its mark survives the store of the older content.
+    engine
+        .update(&ids[3], patch("first change"))
+        .expect("update");
+    let jobs = engine.space_work(space, 10).expect("work");
+    assert_eq!(jobs.len(), 1);
+    engine
+        .update(&ids[3], patch("second change"))
+        .expect("update");
+    let vectors = jobs.iter().map(|j| space_vector(&j.content)).collect();
+    engine
+        .store_space_vectors(space, &jobs, vectors)
+        .expect("store");
+    let again = engine.space_work(space, 10).expect("work");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].content, "second change");
+    let vectors = again.iter().map(|j| space_vector(&j.content)).collect();
+    engine
+        .store_space_vectors(space, &again, vectors)
+        .expect("store");
+
+    // A tier move is not a change; a delete drops the row; a purge removes it.
+    engine.move_to(&ids[4], Tier::Warm).expect("move");
+    engine.delete(&ids[5], false).expect("delete");
+    engine.delete(&ids[6], true).expect("purge");
+    assert_eq!(drain_space(&engine, space), 0);
+    let info = engine.space(space).expect("info");
+    assert_eq!((info.vectors, info.dirty, info.caught_up), (28, 0, true));
+
+    // Search ranks only the space's vectors, with its dimensions.
+    let target = engine.get(&ids[7]).expect("get").expect("there");
+    let hits = engine
+        .search_space(space, &space_vector(&target.content), "n", 30, false)
+        .expect("search");
+    assert!(
+        (hits[0].1 - 1.0).abs() < 1e-5,
+        "an equal vector first: {hits:?}"
+    );
+    assert!(hits.iter().all(|(m, _)| m.id != ids[5] && m.id != ids[6]));
+    assert_eq!(hits.len(), 28);
+    match engine.search_space(space, &[0.5; DIMS], "n", 5, false) {
+        Err(EngineError::Invalid { field, message }) => {
+            assert_eq!(field, "query_embedding");
+            assert!(message.contains("3"), "{message}");
+        }
+        other => panic!("expected a dimensions error, got {other:?}"),
+    }
+    assert!(matches!(
+        engine.space_work(99, 1),
+        Err(EngineError::SpaceNotFound(99))
+    ));
+
+    // Activated: the store's searches rank the space's vectors, with the query's filters.
+    let cold = engine.get(&ids[1]).expect("get").expect("there");
+    let search = |engine: &Engine, v: Vec<f32>, tiers: Vec<Tier>| {
+        let mut q = crate::search::SearchQuery::new("n");
+        q.embedding = Some(v);
+        q.mode = crate::search::SearchMode::Semantic;
+        q.tiers = tiers;
+        q.limit = 1;
+        engine.search(&q)
+    };
+    let all = vec![Tier::Working, Tier::Warm, Tier::Cold];
+    assert!(matches!(
+        search(&engine, space_vector(&cold.content), all.clone()),
+        Err(EngineError::Invalid { .. })
+    ));
+    engine.activate_space(space).expect("activate");
+    let hits = search(&engine, space_vector(&cold.content), all.clone()).expect("search");
+    assert_eq!(
+        hits.hits[0].memory.id, cold.id,
+        "a cold memory, by its space vector"
+    );
+    let hits = search(&engine, space_vector(&cold.content), vec![Tier::Working]).expect("search");
+    assert_ne!(hits.hits[0].memory.id, cold.id, "the tier filter holds");
+    assert!(matches!(
+        engine.set_space_paused(space, true),
+        Err(EngineError::SpaceConflict {
+            code: "MIGRATION_ACTIVE",
+            ..
+        })
+    ));
+    assert!(matches!(
+        engine.drop_space(space),
+        Err(EngineError::SpaceConflict {
+            code: "MIGRATION_ACTIVE",
+            ..
+        })
+    ));
+    engine.deactivate_space(space).expect("deactivate");
+    assert!(search(&engine, vec![0.5; DIMS], all).is_ok());
+
+    // Paused: no work, and the pause outlives a reopen; rows too.
+    engine.set_space_paused(space, true).expect("pause");
+    engine
+        .update(&ids[8], patch("while paused"))
+        .expect("update");
+    assert!(engine.space_work(space, 10).expect("work").is_empty());
+    engine.close().expect("close");
+    let engine = open(dir.path(), 100);
+    let info = engine.space(space).expect("info");
+    assert!(info.paused);
+    assert_eq!((info.vectors, info.dirty), (28, 1));
+    engine.set_space_paused(space, false).expect("resume");
+    assert_eq!(
+        drain_space(&engine, space),
+        1,
+        "only the change made while paused"
+    );
+    assert!(engine.space(space).expect("info").caught_up);
+
+    engine.drop_space(space).expect("drop");
+    assert!(engine.spaces().expect("spaces").is_empty());
+    assert!(!dir.path().join("spaces").join(space.to_string()).exists());
+    engine.close().expect("close");
+    let engine = open(dir.path(), 100);
+    assert!(engine.spaces().expect("spaces").is_empty());
+    // A new space after a drop starts empty.
+    let next = engine.create_space(3, "{}".into()).expect("space");
+    assert_eq!(next.vectors, 0);
+    // A bounded number at once.
+    for _ in 1..super::spaces::MAX_SPACES {
+        engine.create_space(3, "{}".into()).expect("space");
+    }
+    assert!(matches!(
+        engine.create_space(3, "{}".into()),
+        Err(EngineError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn a_client_vector_written_while_a_space_is_active_is_the_spaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let ids: Vec<Uuid> = (0..5)
+        .map(|i| {
+            engine
+                .create(new(&format!("memory {i}")))
+                .expect("create")
+                .id
+        })
+        .collect();
+    let space = engine.create_space(3, "{}".into()).expect("space").id;
+    drain_space(&engine, space);
+    engine.activate_space(space).expect("activate");
+    let nearest = |engine: &Engine, v: &[f32]| {
+        engine
+            .search_space(space, v, "n", 1, false)
+            .expect("search")
+            .pop()
+            .map(|(m, sim)| (m.id, sim))
+            .expect("a hit")
+    };
+
+    // The store's dimensions are refused now; the space's go to the space, not the tiers.
+    match engine.create(new("old model")) {
+        Err(EngineError::Invalid { field, message }) => {
+            assert_eq!(field, "embedding");
+            assert!(message.contains("active embedding space"), "{message}");
+        }
+        other => panic!("expected a dimensions error, got {other:?}"),
+    }
+    let mine = [0.0, 9.0, 1.0];
+    let created = engine
+        .create(NewMemory {
+            embedding: Some(mine.to_vec()),
+            ..new("embedded by the client")
+        })
+        .expect("create");
+    assert_eq!(
+        created.embedding, None,
+        "the store's own space has no vector"
+    );
+    let (id, sim) = nearest(&engine, &mine);
+    assert_eq!(id, created.id);
+    assert!((sim - 1.0).abs() < 1e-5, "{sim}");
+    assert_eq!(engine.space(space).expect("info").dirty, 0, "settled");
+
+    // Racing the worker: a job for a content change, then the client's vector for it; the
+    // worker's vector of the same content does not replace the client's.
+    engine
+        .update(
+            &ids[0],
+            MemoryPatch {
+                content: Some("changed".into()),
+                ..Default::default()
+            },
+        )
+        .expect("update");
+    let jobs = engine.space_work(space, 10).expect("work");
+    assert_eq!(jobs.len(), 1);
+    let theirs = [0.0, 0.0, 1.0];
+    engine
+        .update(
+            &ids[0],
+            MemoryPatch {
+                embedding: Some(Some(theirs.to_vec())),
+                ..Default::default()
+            },
+        )
+        .expect("update with a vector");
+    let vectors = jobs.iter().map(|j| space_vector(&j.content)).collect();
+    assert_eq!(
+        engine
+            .store_space_vectors(space, &jobs, vectors)
+            .expect("store"),
+        0
+    );
+    assert_eq!(nearest(&engine, &theirs).0, ids[0]);
+    assert!(engine.space_work(space, 10).expect("work").is_empty());
+
+    // Replayed and reopened: still the client's vectors.
+    engine.close().expect("close");
+    let engine = open(dir.path(), 100);
+    assert_eq!(nearest(&engine, &mine).0, created.id);
+    assert_eq!(nearest(&engine, &theirs).0, ids[0]);
+    assert!(engine.space_work(space, 10).expect("work").is_empty());
+    // Back on the store's own space, the store's dimensions are accepted again.
+    engine.deactivate_space(space).expect("deactivate");
+    engine.create(new("old model")).expect("create");
+}
