@@ -18,6 +18,7 @@ mod filter;
 pub(crate) mod hnsw;
 pub(crate) mod past;
 pub(crate) mod query;
+mod request;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use crate::vector::vector_crc;
 
 pub use filter::{MetadataCondition, MetadataFilter};
 pub use hnsw::Quantization;
-pub use query::{
+pub use request::{
     Component, Explanation, HybridWeights, SearchHit, SearchMode, SearchQuery, SearchResults,
 };
 

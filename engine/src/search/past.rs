@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use super::filter::MetadataFilter;
-use super::query::{Component, Explanation, SearchMode, SearchQuery};
+use super::request::{Component, Explanation, SearchMode, SearchQuery};
 use crate::model::{Memory, Status};
 use crate::text::{bm25_term, idf, Analyzer};
 use crate::vector::{cosine, norm};
