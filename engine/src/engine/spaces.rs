@@ -111,6 +111,14 @@ impl Space {
         check_query(self, query)
     }
 
+    /// `vector` is `mid`'s vector in this space now (its row is written).
+    fn remember(&self, mid: Uuid, vector: &[f32]) {
+        let crc = crate::vector::vector_crc(vector);
+        self.rows.write().insert(mid, crc);
+        self.codes.write().put(mid, crc, vector);
+        self.hnsw.upsert(mid, crc, Arc::from(vector));
+    }
+
     /// `mid` has no vector in this space any more.
     fn forget(&self, mid: &Uuid) {
         if self.rows.write().remove(mid).is_some() {
@@ -495,10 +503,7 @@ impl Inner {
         for (mid, row) in rows {
             match row {
                 Some((_, v)) => {
-                    let crc = crate::vector::vector_crc(v);
-                    space.rows.write().insert(mid, crc);
-                    space.codes.write().put(mid, crc, v);
-                    space.hnsw.upsert(mid, crc, Arc::from(v));
+                    space.remember(mid, v);
                     stored += 1;
                 }
                 None => space.forget(&mid),
@@ -695,10 +700,7 @@ impl Inner {
             // Not searchable (deleted or purged since): the row waits for the worker's check.
             return;
         }
-        let crc = crate::vector::vector_crc(vector);
-        space.rows.write().insert(*mid, crc);
-        space.codes.write().put(*mid, crc, vector);
-        space.hnsw.upsert(*mid, crc, Arc::from(vector));
+        space.remember(*mid, vector);
     }
 
     pub(super) fn space_vector_current(&self, id: u32, mid: &Uuid) -> Result<bool, EngineError> {
