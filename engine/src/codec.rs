@@ -18,6 +18,7 @@ const OP_ACCESS: u8 = 3;
 const OP_COLD_SEAL: u8 = 4;
 const OP_COLD_COMPACT: u8 = 5;
 const OP_SPACE_VECTOR: u8 = 6;
+const OP_DROP_OWN_VECTORS: u8 = 7;
 /// How a `ColdCompact` record writes "no output segment" (segment ids start at 1).
 const NO_SEGMENT_CODE: u64 = 0;
 
@@ -102,6 +103,15 @@ pub enum Op {
         id: Uuid,
         content_hash: [u8; 32],
         vector: Vec<f32>,
+    },
+    /// The store's own vectors are given up for those of embedding space `space` (the active
+    /// one when it was written): from this record on, searches, reads and exports take every
+    /// vector from that space, no write stores an own vector, and the own graph and codes are
+    /// gone. The records written before it lose their own vectors to a sweep that follows.
+    DropOwnVectors {
+        space: u32,
+        /// The space's model, as reads name the vectors from now on.
+        model: String,
     },
 }
 
@@ -593,6 +603,11 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
                     w.f32(*x);
                 }
             }
+            Op::DropOwnVectors { space, model } => {
+                w.u8(OP_DROP_OWN_VECTORS);
+                w.u32(*space);
+                w.str(model);
+            }
         }
     }
     if let Op::Put {
@@ -754,6 +769,10 @@ pub fn decode_op(bytes: &[u8], lsn: Lsn) -> Result<Op, DecodeError> {
                 vector,
             }
         }
+        OP_DROP_OWN_VECTORS => Op::DropOwnVectors {
+            space: r.u32()?,
+            model: r.str()?,
+        },
         other => return Err(r.err(format!("operation tag {other}"))),
     };
     r.finish()?;
@@ -942,6 +961,10 @@ pub(crate) mod tests {
                 id: memory.id,
                 content_hash: memory.content_hash,
                 vector: vec![0.25, -1.5, 3.0],
+            },
+            Op::DropOwnVectors {
+                space: 3,
+                model: "nomic-embed-text".to_owned(),
             },
         ];
         for op in ops {

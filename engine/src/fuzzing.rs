@@ -199,6 +199,10 @@ mod tests {
                 content_hash: [5; 32],
                 vector: vec![0.5, -0.25, 1.0, 0.0],
             },
+            Op::DropOwnVectors {
+                space: 2,
+                model: "all-MiniLM-L6-v2".to_owned(),
+            },
         ];
         for (i, op) in ops.iter().enumerate() {
             out.push(("wal_op", format!("op-{i}"), codec::encode_op(op)));

@@ -50,8 +50,8 @@ pub use config::{Clock, EngineConfig};
 pub use engine::{
     restore_snapshot, ArchiveUsage, Committing, Deleted, EmbedJob, EmbedResult, Engine,
     EngineCounters, EngineStats, ExportCount, HistoryPage, ImportedAs, NamespaceCounts,
-    NamespacePurge, OpenReport, Page, SpaceInfo, SpaceJob, TierReport, LIST_SCAN_BUDGET,
-    MAX_ACCESS_DELTAS_PER_RECORD, MAX_HISTORY_LIMIT, MAX_LIST_LIMIT,
+    NamespacePurge, OpenReport, OwnVectors, Page, SpaceInfo, SpaceJob, TierReport,
+    LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_HISTORY_LIMIT, MAX_LIST_LIMIT,
 };
 pub use engram_wal::{FaultInjector, IoOp, Lsn, SyncMode};
 pub use error::EngineError;
@@ -63,6 +63,7 @@ pub use model::{
     MAX_METADATA_BYTES, MAX_NAMESPACE_BYTES, MAX_SUPERSEDES, MAX_TAGS, MAX_TAG_BYTES,
 };
 pub use policy::{CompactionReport, MigrationConfig, MigrationReport, PlannedMove};
+pub use tier::warm::space::OwnDropped;
 pub use tier::warm::{WarmMemory, WARM_MAX_OPEN_FILES};
 pub use tier::working::stored_layout;
 pub use uuid::Uuid;

@@ -117,7 +117,11 @@ impl From<EngineError> for ApiError {
                 ..ApiError::new(
                     StatusCode::CONFLICT,
                     code,
-                    format!("embedding migration {id}: {message}"),
+                    if id == 0 {
+                        message
+                    } else {
+                        format!("embedding migration {id}: {message}")
+                    },
                 )
             },
             EngineError::IdExists(id) => ApiError {

@@ -649,6 +649,9 @@ fn describe(op: &Op) -> serde_json::Value {
         } => json!({
             "op": "space_vector", "space": space, "id": id.to_string(), "dimensions": vector.len(),
         }),
+        Op::DropOwnVectors { space, model } => {
+            json!({ "op": "drop_own_vectors", "space": space, "model": model })
+        }
     }
 }
 

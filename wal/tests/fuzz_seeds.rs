@@ -7,7 +7,11 @@ use engram_wal::{segment, Lsn};
 
 #[test]
 fn the_wal_record_corpus_decodes_safely() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/wal_record");
+    // The checkout the test runs in (cargo and nextest set it at run time): a test binary
+    // reused from a shared target directory was compiled in another checkout's path.
+    let root = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let dir = std::path::Path::new(&root).join("../fuzz/seeds/wal_record");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/wal_record") {
         let data = std::fs::read(entry.expect("entry").path()).expect("seed");

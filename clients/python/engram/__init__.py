@@ -23,7 +23,7 @@ from ._errors import (
     UnavailableError,
     ValidationError,
 )
-from ._types import Deleted, Health, Memory, Migration, Namespace, SearchHit, SearchResults, Snapshot, SpaceHit, Version
+from ._types import Deleted, Health, Memory, Migration, Namespace, OwnVectors, SearchHit, SearchResults, Snapshot, SpaceHit, Version
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "Migration",
     "Namespace",
     "NotFoundError",
+    "OwnVectors",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",

@@ -28,7 +28,7 @@ from ._errors import (
     error_from_item,
     error_from_response,
 )
-from ._types import Deleted, Health, Memory, Migration, Namespace, SearchResults, Snapshot, SpaceHit, Version
+from ._types import Deleted, Health, Memory, Migration, Namespace, OwnVectors, SearchResults, Snapshot, SpaceHit, Version
 
 __all__ = ["Engram", "AsyncEngram", "RetryPolicy", "UNSET"]
 
@@ -377,6 +377,10 @@ class _Calls:
         return _Call("DELETE", f"{_MIGRATIONS}/{migration_id}", lambda v: bool(v["deleted"]))
 
     @staticmethod
+    def own_vectors(drop: bool) -> _Call:
+        return _Call("DELETE" if drop else "GET", _OWN_VECTORS, OwnVectors.from_json)
+
+    @staticmethod
     def search_migration(
         migration_id: int,
         query: Optional[str],
@@ -403,6 +407,7 @@ class _Calls:
 
 
 _MIGRATIONS = "/api/v1/admin/embedding/migrations"
+_OWN_VECTORS = "/api/v1/admin/embedding/own-vectors"
 
 
 def _headers(api_key: Optional[str]) -> dict[str, str]:
@@ -720,6 +725,15 @@ class Engram:
     def drop_migration(self, migration_id: int) -> bool:
         return self._do(_Calls.drop_migration(migration_id))
 
+    def own_vectors(self) -> OwnVectors:
+        """Whether the store's own vectors were dropped, and how far the sweep has got."""
+        return self._do(_Calls.own_vectors(False))
+
+    def drop_own_vectors(self) -> OwnVectors:
+        """Gives up the store's own vectors for the active migration's (durable when it
+        returns; needs an active migration, else ConflictError)."""
+        return self._do(_Calls.own_vectors(True))
+
     def search_migration(
         self,
         migration_id: int,
@@ -974,6 +988,12 @@ class AsyncEngram:
 
     async def drop_migration(self, migration_id: int) -> bool:
         return await self._do(_Calls.drop_migration(migration_id))
+
+    async def own_vectors(self) -> OwnVectors:
+        return await self._do(_Calls.own_vectors(False))
+
+    async def drop_own_vectors(self) -> OwnVectors:
+        return await self._do(_Calls.own_vectors(True))
 
     async def search_migration(
         self,

@@ -299,6 +299,28 @@ class Migration:
 
 
 @dataclass(frozen=True)
+class OwnVectors:
+    """The store's own vectors: kept, or dropped for an active migration's (``migration``,
+    ``model``), and whether the sweep that rewrites the records without them is done."""
+
+    dropped: bool
+    migration: Optional[int]
+    model: Optional[str]
+    swept: bool
+    stripped: int
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "OwnVectors":
+        return cls(
+            dropped=v["dropped"],
+            migration=v.get("migration"),
+            model=v.get("model"),
+            swept=v["swept"],
+            stripped=v["stripped"],
+        )
+
+
+@dataclass(frozen=True)
 class SpaceHit:
     """A result of a search in one migration's space: the memory and its cosine similarity."""
 

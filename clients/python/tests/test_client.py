@@ -441,3 +441,24 @@ def test_an_embedding_migration_from_start_to_cut_over(fresh_daemon):
         assert db.migrations() == []
         with pytest.raises(engram.NotFoundError):
             db.migration(m.id)
+
+
+def test_the_old_vectors_are_dropped_after_the_cut_over(fresh_daemon):
+    # After the cut-over the store gives up its 8-d client vectors; reads then show the new
+    # space's 384-d vectors, and the migration cannot be switched off.
+    d = fresh_daemon({"embedding.model_dir": model_dir()})
+    space = ns()
+    with Engram(d.url) as db:
+        puppy = db.remember("I adopted a golden retriever puppy", namespace=space, embedding=vec(1))
+        assert not db.own_vectors().dropped
+        with pytest.raises(engram.ConflictError):
+            db.drop_own_vectors()
+        m = db.wait_for_migration(db.start_migration("local", 384).id, timeout=120)
+        db.activate_migration(m.id)
+        own = db.drop_own_vectors()
+        assert (own.dropped, own.migration, own.model) == (True, m.id, "all-MiniLM-L6-v2")
+        got = db.get(puppy.id, include_embedding=True)
+        assert (got.embedding_model, len(got.embedding or [])) == ("all-MiniLM-L6-v2", 384)
+        assert db.recall("a new dog", namespace=space, mode="semantic", limit=1).hits[0].memory.id == puppy.id
+        with pytest.raises(engram.ConflictError):
+            db.deactivate_migration(m.id)

@@ -123,6 +123,7 @@ impl Applier<'_> {
                 content_hash,
                 vector,
             } => batch.put_space_vector(*space, id, content_hash, vector),
+            Op::DropOwnVectors { space, model } => batch.drop_own_vectors(*space, model),
             Op::Access(deltas) => {
                 for d in deltas {
                     if self.working.contains(&d.id) {
@@ -179,7 +180,7 @@ impl Applier<'_> {
                     }
                 }
             }
-            Op::ColdCompact { .. } | Op::SpaceVector { .. } => {}
+            Op::ColdCompact { .. } | Op::SpaceVector { .. } | Op::DropOwnVectors { .. } => {}
         }
         Ok(())
     }
@@ -226,7 +227,8 @@ impl<'a> DedupChange<'a> {
             Op::Access(_)
             | Op::ColdSeal { .. }
             | Op::ColdCompact { .. }
-            | Op::SpaceVector { .. } => DedupChange {
+            | Op::SpaceVector { .. }
+            | Op::DropOwnVectors { .. } => DedupChange {
                 release: None,
                 claim: None,
             },
@@ -506,6 +508,7 @@ impl Inner {
             Op::SpaceVector {
                 space, id, vector, ..
             } => self.apply_space_vector(*space, id, vector),
+            Op::DropOwnVectors { space, model } => self.apply_drop_own_vectors(*space, model),
         }
         if let Op::Put { memory, kind, .. } = op {
             if *kind != PutKind::Embed {
@@ -599,7 +602,10 @@ impl Inner {
                     self.tier_counts[Tier::Cold.index()].fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Op::Access(_) | Op::ColdCompact { .. } | Op::SpaceVector { .. } => {}
+            Op::Access(_)
+            | Op::ColdCompact { .. }
+            | Op::SpaceVector { .. }
+            | Op::DropOwnVectors { .. } => {}
         }
     }
 }
@@ -619,7 +625,7 @@ fn is_promotion(op: &Op) -> bool {
 pub(super) fn group_end(ready: &[(Lsn, Op)], start: usize) -> usize {
     if matches!(
         ready[start].1,
-        Op::Access(_) | Op::ColdSeal { .. } | Op::ColdCompact { .. }
+        Op::Access(_) | Op::ColdSeal { .. } | Op::ColdCompact { .. } | Op::DropOwnVectors { .. }
     ) || is_promotion(&ready[start].1)
     {
         return start + 1;
@@ -645,7 +651,10 @@ fn op_id(op: &Op) -> Option<Uuid> {
     match op {
         Op::Put { memory, .. } => Some(memory.id),
         Op::Purge { id, .. } | Op::SpaceVector { id, .. } => Some(*id),
-        Op::Access(_) | Op::ColdSeal { .. } | Op::ColdCompact { .. } => None,
+        Op::Access(_)
+        | Op::ColdSeal { .. }
+        | Op::ColdCompact { .. }
+        | Op::DropOwnVectors { .. } => None,
     }
 }
 

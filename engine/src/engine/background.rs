@@ -87,6 +87,13 @@ fn periodic_jobs(inner: &Inner) -> Vec<Periodic> {
             Inner::run_policy,
         ));
     }
+    if inner.search.is_enabled() {
+        jobs.push(Periodic::new(
+            "dropping the store's own vectors",
+            Duration::ZERO,
+            Inner::sweep_own_vectors,
+        ));
+    }
     jobs.push(
         Periodic::new(
             "history retention",

@@ -173,8 +173,9 @@ impl Committing {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(e.clone());
             }
+            return results;
         }
-        results
+        self.inner.present_results(results)
     }
 }
 

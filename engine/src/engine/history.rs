@@ -233,7 +233,9 @@ impl Inner {
             after = Some(last);
             for id in ids {
                 if let Some(past) = self.read_as_of(&id, at_us)? {
-                    ranker.add(&past);
+                    // Without own vectors, a version is ranked by the active space's vector
+                    // of its content, if the space has one.
+                    ranker.add(&self.present_version(past, false)?);
                 }
             }
         }

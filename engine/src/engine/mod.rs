@@ -22,6 +22,7 @@ mod commit;
 mod history;
 mod locks;
 mod namespaces;
+mod own;
 mod read;
 mod recovery;
 mod report;
@@ -63,6 +64,7 @@ use writer::WriterState;
 pub use commit::Committing;
 pub use history::{HistoryPage, MAX_HISTORY_LIMIT};
 pub use namespaces::{NamespaceCounts, NamespacePurge};
+pub use own::OwnVectors;
 pub use read::{Page, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LIMIT};
 pub use report::{ArchiveUsage, EngineCounters, EngineStats, OpenReport, TierReport};
 pub use snapshots::restore_snapshot;
@@ -84,6 +86,12 @@ pub(crate) struct Inner {
     spaces: spaces::Spaces,
     /// The space the store's searches rank by (0: its own vectors).
     active_space: std::sync::atomic::AtomicU32,
+    /// Set once the store's own vectors are dropped for the active space's (see [`own`]).
+    own: parking_lot::RwLock<Option<crate::tier::warm::space::OwnDropped>>,
+    /// The sweep that follows that drop.
+    sweep: RankedMutex<own::Sweep>,
+    /// Held by the one thread sweeping (the background thread, or a test).
+    sweep_turn: Mutex<()>,
     /// Accesses since each memory's last move, counted while it is warm or cold (for promotion).
     accesses_since_move: RankedMutex<HashMap<Uuid, u64>>,
     /// Memories used enough to go up a tier, for the background thread.
@@ -174,7 +182,7 @@ impl Engine {
     /// Stores up to [`crate::MAX_BATCH_ITEMS`] memories with one group commit; one result per
     /// input.
     pub fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
-        self.inner.create_batch(items)
+        self.inner.present_results(self.inner.create_batch(items))
     }
 
     /// [`Engine::create_batch`] for async callers: the memories are logged on the calling
@@ -203,7 +211,18 @@ impl Engine {
         items: Vec<crate::transfer::Exported>,
         replace: bool,
     ) -> Vec<Result<ImportedAs, EngineError>> {
-        self.inner.import_batch(items, replace)
+        let mut results = self.inner.import_batch(items, replace);
+        if self.inner.own_vectors_dropped() {
+            for r in &mut results {
+                if let Ok(imported) = r {
+                    match self.inner.present(imported.memory.clone()) {
+                        Ok(m) => imported.memory = m,
+                        Err(e) => *r = Err(e),
+                    }
+                }
+            }
+        }
+        results
     }
 
     /// Calls `f` for every memory of `namespace` (every status) with its kept past versions,
@@ -211,14 +230,19 @@ impl Engine {
     pub fn export_namespace(
         &self,
         namespace: &str,
-        f: impl FnMut(crate::transfer::Exported) -> Result<(), EngineError>,
+        mut f: impl FnMut(crate::transfer::Exported) -> Result<(), EngineError>,
     ) -> Result<ExportCount, EngineError> {
-        self.inner.export_namespace(namespace, f)
+        self.inner.export_namespace(namespace, |e| {
+            f(crate::transfer::Exported {
+                memory: self.inner.present(e.memory)?,
+                versions: self.inner.present_past(e.versions)?,
+            })
+        })
     }
 
     /// The kept versions of `current` before it, oldest first.
     pub fn past_versions(&self, current: &Memory) -> Result<Vec<Memory>, EngineError> {
-        self.inner.past_versions(current)
+        self.inner.present_past(self.inner.past_versions(current)?)
     }
 
     /// Calls `f` for every stored memory (every status; `namespace` filters): the working tier in
@@ -228,9 +252,10 @@ impl Engine {
     pub fn scan_all(
         &self,
         namespace: Option<&str>,
-        f: impl FnMut(Memory) -> Result<(), EngineError>,
+        mut f: impl FnMut(Memory) -> Result<(), EngineError>,
     ) -> Result<u64, EngineError> {
-        self.inner.scan_all(namespace, f)
+        self.inner
+            .scan_all(namespace, |m| f(self.inner.present(m)?))
     }
 
     /// Offline consistency check: every memory in exactly one tier with a content hash that
@@ -244,12 +269,12 @@ impl Engine {
     /// Reads a memory by id without counting an access. An expired memory is gone at once
     /// (`None`), before the background job purges it.
     pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
-        self.inner.get(id)
+        self.inner.present_opt(self.inner.get(id)?)
     }
 
     /// Reads a memory by id and counts an access (soft state: batched into the WAL later).
     pub fn get_and_touch(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
-        self.inner.get_and_touch(id)
+        self.inner.present_opt(self.inner.get_and_touch(id)?)
     }
 
     /// Reads a memory by id if that needs no cold segment (see [`Engine::get`]; `touch` counts
@@ -260,7 +285,10 @@ impl Engine {
         id: &Uuid,
         touch: bool,
     ) -> Result<Option<Option<Memory>>, EngineError> {
-        self.inner.get_unless_cold(id, touch)
+        match self.inner.get_unless_cold(id, touch)? {
+            Some(m) => Ok(Some(self.inner.present_opt(m)?)),
+            None => Ok(None),
+        }
     }
 
     /// Counts an access to each id (soft state).
@@ -271,7 +299,15 @@ impl Engine {
     /// Ranked recall over the tiers the query names (cold only when asked): vector, text, or
     /// both with importance and recency. Returned memories count as accessed.
     pub fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
-        self.inner.search(q)
+        let mut results = self.inner.search(q)?;
+        if self.inner.own_vectors_dropped() {
+            for hit in &mut results.hits {
+                hit.memory = self
+                    .inner
+                    .present_version(hit.memory.clone(), q.as_of_us.is_none())?;
+            }
+        }
+        Ok(results)
     }
 
     /// (vectors in the warm tier's graph, warm vectors still waiting for it).
@@ -297,7 +333,7 @@ impl Engine {
 
     /// Applies a partial update; `version` + 1.
     pub fn update(&self, id: &Uuid, patch: MemoryPatch) -> Result<Memory, EngineError> {
-        self.inner.update(id, patch)
+        self.inner.present(self.inner.update(id, patch)?)
     }
 
     /// Soft-deletes (status `deleted`, hidden from lists) or, with `purge`, removes for good.
@@ -323,17 +359,27 @@ impl Engine {
         before: Option<u64>,
         limit: usize,
     ) -> Result<HistoryPage, EngineError> {
-        self.inner.history(id, before, limit)
+        let mut page = self.inner.history(id, before, limit)?;
+        if self.inner.own_vectors_dropped() {
+            for v in &mut page.versions {
+                v.memory = self
+                    .inner
+                    .present_version(v.memory.clone(), v.valid_to_us.is_none())?;
+            }
+        }
+        Ok(page)
     }
 
     /// Version `version` of `id` (`VersionNotFound` if it never was or is no longer kept).
     pub fn get_version(&self, id: &Uuid, version: u64) -> Result<Memory, EngineError> {
-        self.inner.version(id, version)
+        self.inner
+            .present_version(self.inner.version(id, version)?, false)
     }
 
     /// The version of `id` current at `at_us` (µs since the epoch, by write time).
     pub fn get_as_of(&self, id: &Uuid, at_us: i64) -> Result<Memory, EngineError> {
-        self.inner.as_of(id, at_us)
+        self.inner
+            .present_version(self.inner.as_of(id, at_us)?, false)
     }
 
     /// Makes a new version of `id` equal to its version `version`.
@@ -344,7 +390,7 @@ impl Engine {
         actor: Option<String>,
     ) -> Result<Memory, EngineError> {
         self.inner.check_writable()?;
-        self.inner.revert(id, version, actor)
+        self.inner.present(self.inner.revert(id, version, actor)?)
     }
 
     /// Applies `history.keep_versions` and `history.keep_for` now (the background does it
@@ -365,8 +411,11 @@ impl Engine {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Page, EngineError> {
-        self.inner
-            .list(filter, after, limit.clamp(1, MAX_LIST_LIMIT))
+        let mut page = self
+            .inner
+            .list(filter, after, limit.clamp(1, MAX_LIST_LIMIT))?;
+        page.memories = self.inner.present_all(page.memories)?;
+        Ok(page)
     }
 
     /// Every namespace that holds a memory (deleted ones included until purged), sorted.
@@ -504,11 +553,15 @@ impl Engine {
 
     /// Makes a caught-up space the one the store's searches rank by (an atomic switch).
     pub fn activate_space(&self, id: u32) -> Result<SpaceInfo, EngineError> {
+        if self.inner.own_dropped().is_some_and(|d| d.space != id) {
+            self.inner.refuse_after_own_drop(id)?;
+        }
         self.inner.activate_space(id)
     }
 
     /// The store's searches rank its own vectors again.
     pub fn deactivate_space(&self, id: u32) -> Result<SpaceInfo, EngineError> {
+        self.inner.refuse_after_own_drop(id)?;
         self.inner.deactivate_space(id)
     }
 
@@ -533,6 +586,26 @@ impl Engine {
     }
 
     /// Removes a space with its vectors and graph.
+    /// Drops the store's own vectors for the active space's, whose vectors `model` names from
+    /// now on (see `engine::own`): durable when this returns; a background sweep then
+    /// rewrites the records that still hold one. 409 `MIGRATION_NOT_ACTIVE` without an active
+    /// space.
+    pub fn drop_own_vectors(&self, model: &str) -> Result<OwnVectors, EngineError> {
+        self.inner.check_writable()?;
+        self.inner.drop_own_vectors(model)
+    }
+
+    /// The dimensions of the vectors reads show and writes take (exports, imports): the
+    /// store's own, or the active space's once the own vectors are dropped.
+    pub fn vector_dimensions(&self) -> Result<usize, EngineError> {
+        self.inner.vector_dimensions()
+    }
+
+    /// Whether the store's own vectors were dropped, and how far the sweep has got.
+    pub fn own_vectors(&self) -> OwnVectors {
+        self.inner.own_vectors()
+    }
+
     pub fn drop_space(&self, id: u32) -> Result<(), EngineError> {
         self.inner.drop_space(id)
     }

@@ -149,9 +149,9 @@ impl Inner {
                 "this store was opened without its search structures (offline)".to_owned(),
             ));
         }
-        // The past is searched with the store's own vectors; the present with the active
-        // embedding space's, if there is one.
-        let active = if q.as_of_us.is_none() {
+        // The past is searched with the store's own vectors (unless they were dropped: then
+        // with the active space's); the present with the active embedding space's, if any.
+        let active = if q.as_of_us.is_none() || self.own_vectors_dropped() {
             self.active_space()
         } else {
             None
@@ -276,7 +276,7 @@ impl Inner {
     /// [`Inner::read`] of each id, in order: the working tier's slot copies, then one batched
     /// RocksDB lookup for the rest, then `read` for what neither held (cold, or moved between
     /// the two looks).
-    fn read_many(&self, ids: &[Uuid]) -> Result<Vec<Option<Memory>>, EngineError> {
+    pub(super) fn read_many(&self, ids: &[Uuid]) -> Result<Vec<Option<Memory>>, EngineError> {
         let mut found = Vec::with_capacity(ids.len());
         let mut not_working = Vec::new();
         for (i, id) in ids.iter().enumerate() {

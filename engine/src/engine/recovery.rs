@@ -157,13 +157,26 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
             "removed cold segment files no record names"
         );
     }
-    let (search, expiry) = open_search(&config, &layout, &working, &warm, &cold)?;
+    let own_dropped = warm.own_dropped()?;
+    let (search, expiry) = open_search(
+        &config,
+        &layout,
+        &working,
+        &warm,
+        &cold,
+        own_dropped.is_some(),
+    )?;
     let (spaces, active_space) = if config.search_structures {
         super::spaces::open_spaces(&layout, &warm, &config)?
     } else {
         (Default::default(), 0)
     };
-    let embed_pending: BTreeSet<Uuid> = warm.embed_queue()?.into_iter().collect();
+    // With the own vectors dropped nothing is embedded into them any more.
+    let embed_pending: BTreeSet<Uuid> = if own_dropped.is_some() {
+        BTreeSet::new()
+    } else {
+        warm.embed_queue()?.into_iter().collect()
+    };
     let last_lsn = wal.last_lsn();
     let working_count = working.len();
     let warm_count = warm.count_records()?;
@@ -188,6 +201,9 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         search,
         spaces,
         active_space: std::sync::atomic::AtomicU32::new(active_space),
+        own: parking_lot::RwLock::new(own_dropped),
+        sweep: RankedMutex::new(Rank::Leaf, Default::default()),
+        sweep_turn: parking_lot::Mutex::new(()),
         accesses_since_move: RankedMutex::new(Rank::Leaf, HashMap::new()),
         promote: RankedMutex::new(Rank::Leaf, BTreeSet::new()),
         migration_lock: RankedMutex::new(Rank::Migration, ()),
@@ -272,6 +288,7 @@ fn open_search(
     working: &WorkingTier,
     warm: &WarmTier,
     cold: &ColdTier,
+    own_dropped: bool,
 ) -> Result<(SearchIndex, HashMap<Uuid, i64>), EngineError> {
     let started = Instant::now();
     if !config.search_structures {
@@ -281,8 +298,18 @@ fn open_search(
             HashMap::new(),
         ));
     }
+    if own_dropped {
+        // The saved graph holds vectors given up: not loaded, and emptied.
+        let dir = layout.search();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        }
+    }
     let hnsw = Hnsw::open(&layout.search(), config.dimensions, &config.search)?;
     let index = SearchIndex::new(config.dimensions, &config.search, hnsw);
+    if own_dropped {
+        index.drop_vectors();
+    }
     let mut warm_vectors = HashMap::new();
     warm.scan_attrs(|id, row| {
         // Cold memories keep their attributes and postings in RocksDB; their vectors are in
@@ -290,7 +317,7 @@ fn open_search(
         let tier = if cold.contains(&id) {
             Tier::Cold
         } else {
-            if let Some(crc) = row.vector_crc {
+            if let Some(crc) = row.vector_crc.filter(|_| !own_dropped) {
                 warm_vectors.insert(id, crc);
             }
             Tier::Warm
@@ -361,7 +388,7 @@ impl WorkingReplay {
                     self.last.insert(m.id, (lsn, None));
                 }
             }
-            Op::ColdCompact { .. } | Op::SpaceVector { .. } => {}
+            Op::ColdCompact { .. } | Op::SpaceVector { .. } | Op::DropOwnVectors { .. } => {}
         }
     }
 

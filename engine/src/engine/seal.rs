@@ -117,11 +117,19 @@ impl Inner {
     /// Writes `batch` as a new segment file: (segment id, the cold images).
     fn prepare_seal(&self, batch: &[Memory]) -> Result<(SegmentId, Vec<Memory>), EngineError> {
         let segment = self.cold.allocate_id();
+        let dropped = self.own_vectors_dropped();
         let images: Vec<Memory> = batch
             .iter()
-            .map(|m| Memory {
-                tier: Tier::Cold,
-                ..m.clone()
+            .map(|m| {
+                let mut image = Memory {
+                    tier: Tier::Cold,
+                    ..m.clone()
+                };
+                if dropped {
+                    // As the record will be: the writer strips what it logs.
+                    super::own::strip(&mut image);
+                }
+                image
             })
             .collect();
         self.cold.write(segment, &images)?;

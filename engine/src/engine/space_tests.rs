@@ -294,3 +294,151 @@ fn a_client_vector_written_while_a_space_is_active_is_the_spaces() {
     engine.deactivate_space(space).expect("deactivate");
     engine.create(new("old model")).expect("create");
 }
+
+/// The store's own vectors dropped after a cut-over: the space's vectors are read, searched and
+/// exported in their place, writes store none of their own, the sweep rewrites every working
+/// and warm record, and all of it holds after a reopen.
+#[test]
+fn dropping_the_own_vectors_hands_every_read_to_the_active_space() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), 100);
+    let ids: Vec<Uuid> = (0..12)
+        .map(|i| engine.create(new(&format!("fact {i}"))).expect("create").id)
+        .collect();
+    engine.move_to(&ids[0], Tier::Warm).expect("to warm");
+    engine.move_to(&ids[1], Tier::Cold).expect("to cold");
+    let before_update = engine.get(&ids[2]).expect("get").expect("there");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let at_before = crate::model::now_us();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let patch = MemoryPatch {
+        content: Some("fact two, corrected".into()),
+        ..Default::default()
+    };
+    engine.update(&ids[2], patch).expect("update");
+
+    // Only once a space is active.
+    match engine.drop_own_vectors("test-model") {
+        Err(EngineError::SpaceConflict { code, .. }) => assert_eq!(code, "MIGRATION_NOT_ACTIVE"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let space = engine
+        .create_space(3, "{\"model\":\"test-model\"}".into())
+        .expect("space")
+        .id;
+    drain_space(&engine, space);
+    engine.activate_space(space).expect("activate");
+    let own = engine.drop_own_vectors("test-model").expect("drop");
+    assert_eq!(own.dropped.as_ref().map(|d| d.space), Some(space));
+    engine
+        .inner
+        .search
+        .hnsw
+        .save()
+        .expect("the indexer's queue is done");
+    assert_eq!(
+        engine.vector_index_sizes(),
+        (0, 0),
+        "the own graph is emptied"
+    );
+
+    // Reads show the space's vector of each memory's content, in every tier.
+    let shown = |id: &Uuid| engine.get(id).expect("get").expect("there");
+    for id in &ids {
+        let m = shown(id);
+        assert_eq!(m.embedding, Some(space_vector(&m.content)), "{}", m.content);
+        assert_eq!(m.embedding_model.as_deref(), Some("test-model"));
+        assert_eq!(m.embedding_status, crate::model::EmbeddingStatus::Ready);
+    }
+    // The past: version 1 of the updated memory had other content, which the space never
+    // embedded; as-of searches rank by the space too.
+    let v1 = engine.get_version(&ids[2], 1).expect("v1");
+    assert_eq!(
+        (v1.content.as_str(), v1.embedding.as_ref()),
+        (before_update.content.as_str(), None)
+    );
+    let mut q = crate::search::SearchQuery::new("n");
+    q.embedding = Some(space_vector("fact 5"));
+    q.mode = crate::search::SearchMode::Semantic;
+    q.limit = 1;
+    q.as_of_us = Some(at_before);
+    let past = engine.search(&q).expect("as-of search");
+    assert_eq!(past.hits[0].memory.content, "fact 5");
+    q.embedding = Some(vec![0.5; DIMS]);
+    assert!(
+        matches!(engine.search(&q), Err(EngineError::Invalid { .. })),
+        "a vector of the old dimensions is refused, in the past too"
+    );
+    q.as_of_us = None;
+    assert!(matches!(
+        engine.search(&q),
+        Err(EngineError::Invalid { .. })
+    ));
+
+    // Writes keep no own vector: a client's vector is the space's, a memory without one
+    // waits for the space's worker.
+    let mut sent = new("sent with a vector");
+    sent.embedding = Some(vec![0.0, 1.0, 2.0]);
+    let sent = engine.create(sent).expect("create with a space vector");
+    assert_eq!(sent.embedding, Some(vec![0.0, 1.0, 2.0]));
+    let mut bare = new("sent without one");
+    bare.embedding = None;
+    let bare = engine.create(bare).expect("create");
+    assert_eq!(
+        bare.embedding_status,
+        crate::model::EmbeddingStatus::Pending
+    );
+    assert!(engine.pending_embeddings(10).expect("queue").is_empty());
+    drain_space(&engine, space);
+    assert_eq!(
+        shown(&bare.id).embedding,
+        Some(space_vector("sent without one"))
+    );
+
+    // The space stays: no switching back, no other space.
+    match engine.deactivate_space(space) {
+        Err(EngineError::SpaceConflict { code, .. }) => assert_eq!(code, "OWN_VECTORS_DROPPED"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    engine
+        .activate_space(space)
+        .expect("activating it again is harmless");
+
+    // The sweep rewrites working and warm records; the cold segment keeps its bytes.
+    while !engine.own_vectors().dropped.expect("dropped").swept {
+        engine.inner.sweep_own_vectors().expect("sweep");
+    }
+    for id in &ids[..1]
+        .iter()
+        .chain(&ids[2..])
+        .copied()
+        .collect::<Vec<_>>()
+    {
+        let raw = engine.inner.read(id).expect("read").expect("there");
+        assert_eq!((raw.embedding, raw.embedding_model), (None, None), "{id}");
+    }
+    assert!(engine
+        .inner
+        .read(&ids[1])
+        .expect("read")
+        .expect("there")
+        .embedding
+        .is_some());
+    // Eleven outside cold, less the updated one: its new content came without a vector.
+    assert_eq!(engine.own_vectors().stripped, 10);
+
+    engine.close().expect("close");
+    let engine = open(dir.path(), 100);
+    let own = engine.own_vectors().dropped.expect("still dropped");
+    assert!(own.swept);
+    assert_eq!(engine.vector_index_sizes(), (0, 0));
+    for id in &ids {
+        let m = engine.get(id).expect("get").expect("there");
+        assert_eq!(m.embedding, Some(space_vector(&m.content)));
+    }
+    q.embedding = Some(space_vector("fact 7"));
+    assert_eq!(
+        engine.search(&q).expect("search").hits[0].memory.content,
+        "fact 7"
+    );
+}

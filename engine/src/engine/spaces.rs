@@ -650,7 +650,7 @@ impl Inner {
             return Ok(None);
         }
         let Some(space) = self.active_space() else {
-            return Ok(None);
+            return self.no_space_for_client_vector();
         };
         let (id, dimensions) = {
             let r = space.record.lock();

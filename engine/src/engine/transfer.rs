@@ -58,8 +58,20 @@ impl Inner {
     ) -> Result<ImportedAs, EngineError> {
         let Exported {
             mut memory,
-            versions,
+            mut versions,
         } = item;
+        // Without own vectors, the memory's vector is the active space's (checked against its
+        // dimensions, logged after the memory), and past versions keep none.
+        let space_vector = if self.own_vectors_dropped() {
+            for v in &mut versions {
+                super::own::strip(v);
+            }
+            let vector = self.take_client_vector(&mut memory.embedding)?;
+            super::own::strip(&mut memory);
+            vector
+        } else {
+            None
+        };
         validate::new_memory(
             self.config.dimensions,
             &memory.namespace,
@@ -105,6 +117,9 @@ impl Inner {
             memory.tier = Tier::Warm;
         }
         let memory = self.log_new(w, memory, history)?;
+        if let Some(vector) = space_vector {
+            self.log_client_vector(w, &memory, vector)?;
+        }
         Ok(ImportedAs { memory, replaced })
     }
 

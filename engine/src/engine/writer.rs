@@ -245,10 +245,16 @@ impl Inner {
         w: &WriterState,
         id: &Uuid,
     ) -> Result<Option<Memory>, EngineError> {
-        if let Some((_, m)) = w.pending.get(id) {
-            return Ok(m.clone());
+        let mut m = match w.pending.get(id) {
+            Some((_, m)) => m.clone(),
+            None => self.read(id)?,
+        };
+        if self.own_vectors_dropped() {
+            if let Some(m) = m.as_mut() {
+                super::own::strip(m);
+            }
         }
-        self.read(id)
+        Ok(m)
     }
 
     /// Who holds `hash` in `namespace`, counting logged-but-unapplied claims and releases.
@@ -289,6 +295,7 @@ impl Inner {
 
     /// Appends `op` to the WAL and queues it for apply. The caller holds the writer lock.
     pub(super) fn log(&self, w: &mut WriterState, mut op: Op) -> Result<Lsn, EngineError> {
+        self.strip_op(&mut op);
         if let Op::Put { memory, .. } = &mut op {
             // Only a seal puts memories in cold (segments are immutable); callers redirect a
             // changed cold memory to warm themselves, this only guards the invariant.
@@ -366,7 +373,10 @@ impl Inner {
                     w.pending.insert(m.id, (lsn, Some(m.clone())));
                 }
             }
-            Op::Access(_) | Op::ColdCompact { .. } | Op::SpaceVector { .. } => {}
+            Op::Access(_)
+            | Op::ColdCompact { .. }
+            | Op::SpaceVector { .. }
+            | Op::DropOwnVectors { .. } => {}
         }
         w.last_logged = lsn;
         self.queue.lock().push_back((lsn, op));
@@ -564,7 +574,10 @@ impl Inner {
     /// A memory stored with a vector is ready; without one it waits for the embedder if there
     /// is one.
     pub(super) fn initial_embedding_status(&self, has_vector: bool) -> EmbeddingStatus {
-        if has_vector {
+        if self.own_vectors_dropped() {
+            // The active space's worker embeds it; the store keeps no vector of its own.
+            EmbeddingStatus::None
+        } else if has_vector {
             EmbeddingStatus::Ready
         } else if self.config.auto_embed {
             EmbeddingStatus::Pending
@@ -581,6 +594,13 @@ impl Inner {
         let Some(current) = self.current(w, &r.id)? else {
             return Err(EngineError::NotFound(r.id));
         };
+        if self.own_vectors_dropped() {
+            return Err(EngineError::Invalid {
+                field: "embedding",
+                message: "the store's own vectors are dropped: an embedding space holds them"
+                    .to_owned(),
+            });
+        }
         if current.content_hash != r.content_hash
             || current.embedding_status != EmbeddingStatus::Pending
             || current.status == Status::Deleted

@@ -140,6 +140,8 @@ enum Job {
         id: Uuid,
     },
     Save(mpsc::SyncSender<Result<(), String>>),
+    /// Start again from an empty graph.
+    Clear,
 }
 
 /// A counting semaphore for usearch's per-thread search contexts.
@@ -327,6 +329,12 @@ impl Hnsw {
     pub(crate) fn forget(&self, id: Uuid) {
         self.shared.lagging.write().remove(&id);
         self.send(Job::Forget { id });
+    }
+
+    /// Empties the graph (and what waits to enter it), and saves it empty.
+    pub(crate) fn clear(&self) {
+        self.shared.lagging.write().clear();
+        self.send(Job::Clear);
     }
 
     /// Brings the graph in line with the warm tier's attributes after open: vectors missing or
@@ -547,6 +555,27 @@ fn indexer(shared: &Shared, rx: &mpsc::Receiver<Job>) {
                     flush(&mut round);
                     if !shared.closing() {
                         forget(shared, &id);
+                    }
+                }
+                Job::Clear => {
+                    round.clear();
+                    match new_index(&shared.options) {
+                        Ok(index) => {
+                            if let Err(e) =
+                                index.reserve_capacity_and_threads(1024, shared.threads + 2)
+                            {
+                                tracing::error!(error = %e, "reserving an empty vector index failed");
+                            } else {
+                                *shared.index.write() = index;
+                                shared.indexed.write().clear();
+                                shared.lagging.write().clear();
+                                if let Err(e) = save(shared) {
+                                    tracing::error!(error = %e, "saving the emptied vector index failed");
+                                }
+                                shared.changes_since_save.store(0, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "emptying the vector index failed"),
                     }
                 }
                 Job::Save(reply) => {

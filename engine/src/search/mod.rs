@@ -511,6 +511,9 @@ pub(crate) struct SearchIndex {
     pub(crate) warm_codes: RwLock<WarmCodes>,
     /// `false`: opened offline without search structures; changes are not tracked here.
     enabled: bool,
+    /// The store's own vectors were dropped (searches rank an embedding space's): vectors of
+    /// memories put here are ignored, and the graph, codes and working vectors stay empty.
+    vectors_off: std::sync::atomic::AtomicBool,
     pub(crate) exact_candidates_max: usize,
 }
 
@@ -534,6 +537,7 @@ impl SearchIndex {
             hnsw,
             warm_codes: RwLock::new(WarmCodes::default()),
             enabled: true,
+            vectors_off: std::sync::atomic::AtomicBool::new(false),
             exact_candidates_max: config.exact_candidates_max,
         }
     }
@@ -552,6 +556,20 @@ impl SearchIndex {
 
     pub fn is_enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Gives up the store's own vectors: empties the graph (saved empty), the i8 codes and the
+    /// working tier's vectors, and ignores every vector put from now on.
+    pub(crate) fn drop_vectors(&self) {
+        self.vectors_off
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.working_vectors.write().clear();
+        *self.warm_codes.write() = WarmCodes::default();
+        self.hnsw.clear();
+    }
+
+    pub(crate) fn vectors_dropped(&self) -> bool {
+        self.vectors_off.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Number of searchable memories.
@@ -598,7 +616,12 @@ impl SearchIndex {
             return;
         }
         let (terms, doc_len) = self.analyzer.frequencies(&memory.content);
-        let crc = memory.embedding.as_deref().map(vector_crc);
+        let embedding = if self.vectors_dropped() {
+            &None
+        } else {
+            &memory.embedding
+        };
+        let crc = embedding.as_deref().map(vector_crc);
         let namespace = {
             let mut attrs = self.attrs.write();
             let namespace = attrs.intern(&memory.namespace);
@@ -623,7 +646,7 @@ impl SearchIndex {
                 if old.is_some_and(|a| a.tier == Tier::Warm) {
                     self.hnsw.forget(id);
                 }
-                if let Some(v) = &memory.embedding {
+                if let Some(v) = embedding {
                     self.working_vectors
                         .write()
                         .entry(Arc::clone(&namespace))
@@ -632,7 +655,7 @@ impl SearchIndex {
                 }
                 self.working_text.write().put(id, namespace, terms);
             }
-            Tier::Warm => match (&memory.embedding, crc) {
+            Tier::Warm => match (embedding, crc) {
                 (Some(v), Some(crc)) => {
                     self.warm_codes.write().put(id, crc, v);
                     self.hnsw.upsert(id, crc, Arc::from(v.as_slice()));
@@ -680,7 +703,7 @@ impl SearchIndex {
 
     /// A warm vector read at open (the codes are not persisted).
     pub(crate) fn load_warm_vector(&self, id: Uuid, crc: u32, v: &[f32]) {
-        if v.len() == self.dimensions {
+        if v.len() == self.dimensions && !self.vectors_dropped() {
             self.warm_codes.write().put(id, crc, v);
         }
     }

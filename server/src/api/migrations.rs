@@ -136,6 +136,33 @@ pub struct MigrationListOut {
     pub migrations: Vec<MigrationOut>,
 }
 
+/// `GET` and `DELETE /api/v1/admin/embedding/own-vectors`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OwnVectorsOut {
+    /// The store's own vectors were given up for a migration's.
+    pub dropped: bool,
+    /// The migration whose space holds the store's vectors since.
+    pub migration: Option<u32>,
+    /// That migration's model, as reads name the vectors.
+    pub model: Option<String>,
+    /// Every working and warm memory has been rewritten without its old vector.
+    pub swept: bool,
+    /// Memories the sweep has rewritten since the daemon started.
+    pub stripped: u64,
+}
+
+impl OwnVectorsOut {
+    pub fn new(own: &engram_engine::OwnVectors) -> OwnVectorsOut {
+        OwnVectorsOut {
+            dropped: own.dropped.is_some(),
+            migration: own.dropped.as_ref().map(|d| d.space),
+            model: own.dropped.as_ref().map(|d| d.model.clone()),
+            swept: own.dropped.as_ref().is_some_and(|d| d.swept),
+            stripped: own.stripped,
+        }
+    }
+}
+
 /// `DELETE /api/v1/admin/embedding/migrations/{id}`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct MigrationDeletedOut {

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::history::{HistoryOut, RevertRequest};
 use super::migrations::{
     CreateMigrationRequest, MigrationDeletedOut, MigrationListOut, MigrationOut,
-    MigrationSearchOut, MigrationSearchRequest,
+    MigrationSearchOut, MigrationSearchRequest, OwnVectorsOut,
 };
 use super::namespaces::{NamespaceDeletedOut, NamespaceImportOut, NamespaceOut, NamespacesOut};
 use super::replies::{
@@ -83,7 +83,13 @@ pub fn every_route() -> Vec<Route> {
         Route::SearchMigration(id()),
         Route::ActivateMigration(id()),
         Route::DeactivateMigration(id()),
+        Route::OwnVectors,
+        Route::DropOwnVectors,
     ]
+}
+
+fn own_vectors_example() -> Value {
+    json!({"dropped": true, "migration": 1, "model": "text-embedding-3-small", "swept": false, "stripped": 52000})
 }
 
 fn migration_example() -> Value {
@@ -394,6 +400,17 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
             success: vec![(200, "Searches rank the store's own vectors again.", Some(g.reply::<MigrationOut>()), migration_example())],
             errors: &[400, 401, 403, 404, 429, 500, 503],
             ..base("post", "/api/v1/admin/embedding/migrations/{id}/deactivate", "deactivateMigration", "admin", "Cut searches back to the store's own vectors", "")
+        },
+        Route::OwnVectors => Operation {
+            success: vec![(200, "The store's own vectors: kept, or dropped and how far the sweep has got.", Some(g.reply::<OwnVectorsOut>()), own_vectors_example())],
+            errors: ADMIN,
+            ..base("get", "/api/v1/admin/embedding/own-vectors", "getOwnVectors", "admin", "The store's own vectors", "")
+        },
+        Route::DropOwnVectors => Operation {
+            success: vec![(200, "Dropped (durably): the active migration's space holds the store's vectors from now on.", Some(g.reply::<OwnVectorsOut>()), own_vectors_example())],
+            errors: &[401, 403, 409, 429, 500, 503, 507],
+            ..base("delete", "/api/v1/admin/embedding/own-vectors", "dropOwnVectors", "admin", "Drop the store's own vectors after a cut-over",
+                "Needs an active migration (else 409 `MIGRATION_NOT_ACTIVE`). One WAL record: from it on, every read, list, export, search and `as_of` search takes a memory's vector from the active migration's space (its vector of the memory's content; `embedding_model` is the migration's model, `embedding_status` `pending` while its worker has not embedded the memory), no write stores a vector of the store's own, and the store's graph and i8 codes are emptied. A background sweep then rewrites every working and warm memory without its old vector (`swept` once done; cold segments keep those bytes until their memories leave the cold tier). The migration stays active for good: deactivating it or activating another answers 409 `OWN_VECTORS_DROPPED`. Calling it again answers the state as it is.")
         },
         Route::Tiers => Operation {
             success: vec![(200, "Per tier.", Some(g.reply::<TiersOut>()),
@@ -744,6 +761,8 @@ fn operation_id(route: &Route) -> &'static str {
         Route::SearchMigration(_) => "searchMigration",
         Route::ActivateMigration(_) => "activateMigration",
         Route::DeactivateMigration(_) => "deactivateMigration",
+        Route::OwnVectors => "getOwnVectors",
+        Route::DropOwnVectors => "dropOwnVectors",
     }
 }
 

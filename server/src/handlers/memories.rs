@@ -156,8 +156,10 @@ async fn after_writes(
     blocking(move || {
         let deadline = Instant::now() + state.settings.embed_wait_timeout;
         let mut current = memories;
+        // Without own vectors, `pending` is the active space's: read again as it catches up.
+        let reread = state.embed_worker.is_some() || state.engine.own_vectors().dropped.is_some();
         loop {
-            if state.embed_worker.is_some() {
+            if reread {
                 for m in current.iter_mut().filter(|m| pending(m)) {
                     if let Some(fresh) = state.engine.get(&m.id)? {
                         *m = fresh;

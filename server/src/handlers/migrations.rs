@@ -9,7 +9,7 @@ use hyper::{Request, StatusCode};
 
 use crate::api::migrations::{
     CreateMigrationRequest, MigrationDeletedOut, MigrationHitOut, MigrationListOut, MigrationOut,
-    MigrationSearchOut, MigrationSearchRequest,
+    MigrationSearchOut, MigrationSearchRequest, OwnVectorsOut,
 };
 use crate::api::MemoryOut;
 use crate::error::ApiError;
@@ -150,6 +150,31 @@ pub(crate) async fn delete(state: &Arc<AppState>, id: &str) -> Result<Reply, Api
         StatusCode::OK,
         &MigrationDeletedOut { id, deleted: true },
     ))
+}
+
+/// `GET /api/v1/admin/embedding/own-vectors`.
+pub(crate) async fn own_vectors(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    Ok(json_reply(
+        StatusCode::OK,
+        &OwnVectorsOut::new(&state.engine.own_vectors()),
+    ))
+}
+
+/// `DELETE /api/v1/admin/embedding/own-vectors`: the active migration's space holds the store's
+/// vectors from now on, named by its model.
+pub(crate) async fn drop_own_vectors(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let model = match state.engine.active_space() {
+        Some((_, descriptor)) => {
+            serde_json::from_str::<crate::migrations::MigrationSpec>(&descriptor)
+                .map(|s| s.model)
+                .unwrap_or(descriptor)
+        }
+        None => String::new(),
+    };
+    let engine = Arc::clone(&state.engine);
+    let own = blocking(move || engine.drop_own_vectors(&model)).await??;
+    tracing::info!(migration = ?own.dropped.as_ref().map(|d| d.space), "the store's own vectors dropped");
+    Ok(json_reply(StatusCode::OK, &OwnVectorsOut::new(&own)))
 }
 
 pub(crate) async fn pause(

@@ -31,14 +31,7 @@ pub(crate) fn health_report(state: &AppState) -> HealthOut {
             .embed_worker
             .as_ref()
             .is_some_and(|w| w.stats.available.load(Ordering::Relaxed)),
-        embedding: HealthEmbedding {
-            provider: state
-                .embedder
-                .as_ref()
-                .map_or("none", |_| state.settings.provider.name()),
-            model: state.embedder.as_ref().map(|e| e.model_id().to_owned()),
-            pending: state.engine.pending_embedding_count(),
-        },
+        embedding: health_embedding(state),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
         tiers: TierCounts {
@@ -49,6 +42,36 @@ pub(crate) fn health_report(state: &AppState) -> HealthOut {
         wal: HealthWal {
             durable_lsn: stats.durable_lsn.get(),
         },
+    }
+}
+
+/// The model whose vectors the store keeps: its own embedder's, or once its own vectors are
+/// dropped, the active migration's.
+fn health_embedding(state: &AppState) -> HealthEmbedding {
+    if let Some(dropped) = state.engine.own_vectors().dropped {
+        let provider = state
+            .engine
+            .active_space()
+            .and_then(|(_, d)| serde_json::from_str::<crate::migrations::MigrationSpec>(&d).ok())
+            .map_or("migration", |spec| match spec.provider.as_str() {
+                "local" => "local",
+                "ollama" => "ollama",
+                "openai" => "openai",
+                _ => "migration",
+            });
+        return HealthEmbedding {
+            provider,
+            model: Some(dropped.model),
+            pending: state.engine.pending_embedding_count(),
+        };
+    }
+    HealthEmbedding {
+        provider: state
+            .embedder
+            .as_ref()
+            .map_or("none", |_| state.settings.provider.name()),
+        model: state.embedder.as_ref().map(|e| e.model_id().to_owned()),
+        pending: state.engine.pending_embedding_count(),
     }
 }
 

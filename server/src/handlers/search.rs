@@ -40,8 +40,9 @@ pub(crate) async fn run(
     authorize(key, &q.namespace)?;
     let mut warnings: Vec<String> = Vec::new();
     // With an active embedding migration, the present is ranked in its space: its model
-    // embeds the query (the past keeps the store's own vectors and model).
-    let active = if q.as_of_us.is_none() {
+    // embeds the query (the past keeps the store's own vectors and model, unless those were
+    // dropped).
+    let active = if q.as_of_us.is_none() || state.engine.own_vectors().dropped.is_some() {
         state.engine.active_space()
     } else {
         None

@@ -134,7 +134,7 @@ fn write_namespace<W: std::io::Write + Send>(
 ) -> Result<(W, transfer::Footer), EngineError> {
     transfer::write_export(
         out,
-        engine.config().dimensions,
+        engine.vector_dimensions()?,
         Some(namespace),
         form,
         |put| engine.export_namespace(namespace, put).map(|_| ()),
@@ -490,7 +490,7 @@ fn import_stream(
         batch: Vec::new(),
         lines: Vec::new(),
     };
-    let dimensions = engine.config().dimensions;
+    let dimensions = engine.vector_dimensions()?;
     let (ended, stored) = std::thread::scope(|s| {
         let (to_store, storing) = std::sync::mpsc::sync_channel::<Parsed>(2);
         let parser =

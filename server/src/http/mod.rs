@@ -288,6 +288,8 @@ async fn serve(
         Route::SearchMigration(id) => handlers::migrations::search(state, req, &id).await,
         Route::ActivateMigration(id) => handlers::migrations::activate(state, &id, true).await,
         Route::DeactivateMigration(id) => handlers::migrations::activate(state, &id, false).await,
+        Route::OwnVectors => handlers::migrations::own_vectors(state).await,
+        Route::DropOwnVectors => handlers::migrations::drop_own_vectors(state).await,
     };
     reply.map(boxed)
 }

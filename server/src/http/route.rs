@@ -60,6 +60,8 @@ pub enum Route {
     ActivateMigration(String),
     /// The store's searches rank its own vectors again.
     DeactivateMigration(String),
+    OwnVectors,
+    DropOwnVectors,
     /// Moves the engine's clock forward; answers only on a daemon started with
     /// `ENGRAM_TEST_CLOCK=adjustable`, and 404 otherwise.
     TestClock,
@@ -180,6 +182,11 @@ impl Route {
             ["api", "v1", "admin", "embedding", "migrations", id, "deactivate"] => {
                 by_method(None, Some(Route::DeactivateMigration((*id).to_owned())))
             }
+            ["api", "v1", "admin", "embedding", "own-vectors"] => match *method {
+                Method::GET => Ok(Route::OwnVectors),
+                Method::DELETE => Ok(Route::DropOwnVectors),
+                _ => Err(not_allowed("GET, DELETE")),
+            },
             ["api", "v1", "admin", "migrate"] => by_method(None, Some(Route::Migrate)),
             ["api", "v1", "admin", "compact"] => by_method(None, Some(Route::Compact)),
             ["api", "v1", "admin", "test-clock"] => by_method(None, Some(Route::TestClock)),
@@ -236,6 +243,8 @@ impl Route {
             Route::SearchMigration(_) => "migration_search",
             Route::ActivateMigration(_) => "migration_activate",
             Route::DeactivateMigration(_) => "migration_deactivate",
+            Route::OwnVectors => "own_vectors_get",
+            Route::DropOwnVectors => "own_vectors_drop",
         }
     }
 
@@ -291,7 +300,9 @@ impl Route {
             | Route::ResumeMigration(_)
             | Route::SearchMigration(_)
             | Route::ActivateMigration(_)
-            | Route::DeactivateMigration(_) => Role::Admin,
+            | Route::DeactivateMigration(_)
+            | Route::OwnVectors
+            | Route::DropOwnVectors => Role::Admin,
         }
     }
 
@@ -348,7 +359,9 @@ impl Route {
             | Route::ResumeMigration(_)
             | Route::SearchMigration(_)
             | Route::ActivateMigration(_)
-            | Route::DeactivateMigration(_) => &[],
+            | Route::DeactivateMigration(_)
+            | Route::OwnVectors
+            | Route::DropOwnVectors => &[],
         }
     }
 }
@@ -507,6 +520,16 @@ mod tests {
                 Method::POST,
                 "/api/v1/admin/embedding/migrations/3/deactivate".to_owned(),
                 Route::DeactivateMigration("3".into()),
+            ),
+            (
+                Method::GET,
+                "/api/v1/admin/embedding/own-vectors".to_owned(),
+                Route::OwnVectors,
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/admin/embedding/own-vectors".to_owned(),
+                Route::DropOwnVectors,
             ),
             (
                 Method::POST,

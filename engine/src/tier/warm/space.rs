@@ -5,7 +5,9 @@
 //!   vector in that space and the hash of the content it was computed from;
 //! - `space_dirty`: `space u32 BE | id` → `lsn u64 LE`: a memory created or updated since the
 //!   space was registered, written in the apply batch of the change (so replay restores it);
-//! - `meta`: `space/ | space u32 BE` → the space's [`SpaceRecord`] (JSON).
+//! - `meta`: `space/ | space u32 BE` → the space's [`SpaceRecord`] (JSON);
+//! - `meta`: `own_vectors_dropped` → [`OwnDropped`] (JSON), once the store's own vectors were
+//!   given up for a space's (`Op::DropOwnVectors`, written in the batch of its LSN).
 //!
 //! The rows the worker computes are derived data: they are written outside Engram's WAL (with
 //! RocksDB's own WAL off), so a crash loses the rows written since the last flush, and the
@@ -63,6 +65,19 @@ fn space_range(space: u32) -> ([u8; 20], [u8; 20]) {
     (row_key(space, &Uuid::nil()), row_key(space, &Uuid::max()))
 }
 
+const KEY_OWN_DROPPED: &[u8] = b"own_vectors_dropped";
+
+/// The store's own vectors were dropped for those of a space (see `Op::DropOwnVectors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnDropped {
+    pub space: u32,
+    /// The space's model: reads name the vectors by it.
+    pub model: String,
+    /// Every record has lost its own vector (the sweep after the drop is done).
+    #[serde(default)]
+    pub swept: bool,
+}
+
 fn record_key(space: u32) -> Vec<u8> {
     let mut k = KEY_SPACE_PREFIX.to_vec();
     k.extend_from_slice(&space.to_be_bytes());
@@ -101,6 +116,20 @@ fn id_of(key: &[u8]) -> Option<Uuid> {
 }
 
 impl WarmBatch<'_> {
+    /// The store's own vectors are dropped for space `space`'s (the sweep still to come).
+    pub fn drop_own_vectors(&mut self, space: u32, model: &str) {
+        let value = OwnDropped {
+            space,
+            model: model.to_owned(),
+            swept: false,
+        };
+        self.batch.put_cf(
+            self.tier.cf(CF_META),
+            KEY_OWN_DROPPED,
+            serde_json::to_vec(&value).expect("serializes"),
+        );
+    }
+
     /// `id` changed at `lsn`: every live space must look at it again.
     pub fn mark_space_dirty(&mut self, id: &Uuid, lsn: u64) {
         for space in self.tier.spaces.read().iter() {
@@ -158,6 +187,41 @@ impl WarmBatch<'_> {
 }
 
 impl WarmTier {
+    /// Whether (and for which space) the store's own vectors were dropped.
+    pub fn own_dropped(&self) -> Result<Option<OwnDropped>, EngineError> {
+        let v = self
+            .db
+            .get_cf(self.cf(CF_META), KEY_OWN_DROPPED)
+            .map_err(|e| rocks_err(&self.path, e))?;
+        v.map(|v| {
+            serde_json::from_slice(&v).map_err(|e| EngineError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("own_vectors_dropped: {e}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// The sweep after a drop of the own vectors is done: recorded durably (a flush).
+    pub fn set_own_swept(&self, dropped: &OwnDropped) -> Result<(), EngineError> {
+        let value = OwnDropped {
+            swept: true,
+            ..dropped.clone()
+        };
+        let result = self
+            .db
+            .put_cf_opt(
+                self.cf(CF_META),
+                KEY_OWN_DROPPED,
+                serde_json::to_vec(&value).expect("serializes"),
+                &self.write_opts,
+            )
+            .map_err(|e| rocks_err(&self.path, e));
+        self.note(&result);
+        result?;
+        self.flush()
+    }
+
     /// Every registered space, by id.
     pub fn space_records(&self) -> Result<Vec<SpaceRecord>, EngineError> {
         let mut out = Vec::new();
