@@ -205,6 +205,7 @@ impl Inner {
                 }
             };
             if ids.is_empty() {
+                self.warm.compact_own_vectors()?;
                 self.warm.set_own_swept(&dropped)?;
                 if let Some(d) = self.own.write().as_mut() {
                     d.swept = true;
