@@ -18,7 +18,9 @@
 //!   ([`Inner::present`]): the space's row when it embeds the memory's content, else none
 //!   (`pending` while the space's worker has not embedded it).
 //!
-//! The space stays active for good: it cannot be deactivated, paused or dropped.
+//! Some space stays active for good: the active one cannot be deactivated, paused or dropped,
+//! but a later migration may be activated in its place (reads then take its vectors), after
+//! which the earlier one can be dropped.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -64,6 +66,15 @@ pub(super) fn strip(m: &mut Memory) {
     m.embedding_model = None;
 }
 
+/// The model a space's descriptor names (the server writes it as JSON with a `model`; the
+/// descriptor itself if it has none).
+fn model_of(descriptor: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(descriptor)
+        .ok()
+        .and_then(|v| v.get("model")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| descriptor.to_owned())
+}
+
 /// Whether `m` holds anything of the store's own embedding.
 fn holds_own(m: &Memory) -> bool {
     m.embedding.is_some()
@@ -81,9 +92,13 @@ impl Inner {
         self.own.read().is_some()
     }
 
+    /// The drop, naming the space that holds the store's vectors now.
     pub(super) fn own_vectors(&self) -> OwnVectors {
         OwnVectors {
-            dropped: self.own_dropped(),
+            dropped: self.own_dropped().map(|d| {
+                let (space, model) = self.vector_space(&d);
+                OwnDropped { space, model, ..d }
+            }),
             stripped: self.sweep.lock().stripped,
         }
     }
@@ -125,19 +140,27 @@ impl Inner {
         Ok(self.own_vectors())
     }
 
-    /// Once the own vectors are dropped, the space that replaced them stays the active one:
-    /// switching to another (or back) is refused, 409 `OWN_VECTORS_DROPPED`.
+    /// Once the own vectors are dropped, some space must stay active: going back to the own
+    /// vectors is refused, 409 `OWN_VECTORS_DROPPED` (activating another space is not).
     pub(super) fn refuse_after_own_drop(&self, id: u32) -> Result<(), EngineError> {
         match self.own_dropped() {
-            Some(d) => Err(EngineError::SpaceConflict {
+            Some(_) => Err(EngineError::SpaceConflict {
                 id,
                 code: "OWN_VECTORS_DROPPED",
-                message: format!(
-                    "cannot change: the store's own vectors were dropped for migration {}'s, which stays active",
-                    d.space
-                ),
+                message: "cannot be deactivated: the store's own vectors were dropped, so an embedding migration stays active (activate another to switch)".to_owned(),
             }),
             None => Ok(()),
+        }
+    }
+
+    /// The space that holds the store's vectors after the drop, and its model: the active one
+    /// (a later migration may have been activated since), else the one named by the drop (an
+    /// offline open has no spaces open, but their rows are there).
+    fn vector_space(&self, dropped: &OwnDropped) -> (u32, String) {
+        match self.active_space().map(|s| s.id_and_descriptor()) {
+            Some((id, _)) if id == dropped.space => (id, dropped.model.clone()),
+            Some((id, descriptor)) => (id, model_of(&descriptor)),
+            None => (dropped.space, dropped.model.clone()),
         }
     }
 
@@ -147,11 +170,12 @@ impl Inner {
         let Some(dropped) = self.own_dropped() else {
             return Ok(self.config.dimensions);
         };
+        let (space, _) = self.vector_space(&dropped);
         Ok(self
             .warm
             .space_records()?
             .into_iter()
-            .find(|r| r.id == dropped.space)
+            .find(|r| r.id == space)
             .map_or(self.config.dimensions, |r| r.dimensions as usize))
     }
 
@@ -297,16 +321,14 @@ impl Inner {
             return Ok(m);
         };
         strip(&mut m);
-        match self.warm.space_row(dropped.space, &m.id)? {
+        let (space, model) = self.vector_space(&dropped);
+        match self.warm.space_row(space, &m.id)? {
             Some(row) if row.content_hash == m.content_hash => {
                 m.embedding = Some(row.vector);
                 m.embedding_status = EmbeddingStatus::Ready;
-                m.embedding_model = Some(dropped.model);
+                m.embedding_model = Some(model);
             }
-            _ if current
-                && m.status.is_searchable()
-                && self.spaces.read().contains_key(&dropped.space) =>
-            {
+            _ if current && m.status.is_searchable() && self.spaces.read().contains_key(&space) => {
                 // The space's worker embeds every searchable memory.
                 m.embedding_status = EmbeddingStatus::Pending;
             }

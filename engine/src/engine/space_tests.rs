@@ -441,4 +441,33 @@ fn dropping_the_own_vectors_hands_every_read_to_the_active_space() {
         engine.search(&q).expect("search").hits[0].memory.content,
         "fact 7"
     );
+
+    // A later model change: a second space, activated in the first one's place, which can
+    // then be dropped; reads name the second model.
+    let second = engine
+        .create_space(3, "{\"model\":\"second-model\"}".into())
+        .expect("second space")
+        .id;
+    drain_space(&engine, second);
+    engine
+        .activate_space(second)
+        .expect("switch to the second space");
+    match engine.drop_space(second) {
+        Err(EngineError::SpaceConflict { code, .. }) => assert_eq!(code, "MIGRATION_ACTIVE"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    engine
+        .drop_space(space)
+        .expect("the first space can go now");
+    let own = engine.own_vectors().dropped.expect("dropped");
+    assert_eq!((own.space, own.model.as_str()), (second, "second-model"));
+    for id in &ids {
+        let m = engine.get(id).expect("get").expect("there");
+        assert_eq!(m.embedding, Some(space_vector(&m.content)));
+        assert_eq!(m.embedding_model.as_deref(), Some("second-model"));
+    }
+    assert_eq!(
+        engine.search(&q).expect("search").hits[0].memory.content,
+        "fact 7"
+    );
 }
