@@ -155,6 +155,19 @@ impl VersionDelta {
         VersionDelta { old, ..picked }
     }
 
+    /// Forgets the replaced version's vector (the store's own vectors were dropped); `true` if
+    /// it had one. The delta still says the embedding changed.
+    pub fn strip_embedding(&mut self) -> bool {
+        let had = self.changed.contains(Field::Embedding)
+            && (self.old.embedding.is_some() || self.old.embedding_model.is_some());
+        if had {
+            self.old.embedding = None;
+            self.old.embedding_status = EmbeddingStatus::None;
+            self.old.embedding_model = None;
+        }
+        had
+    }
+
     /// Turns `m` (the next version, as reconstructed so far) into this version.
     pub fn restore(&self, m: &mut Memory) {
         let old = &self.old;

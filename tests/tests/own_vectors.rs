@@ -158,6 +158,7 @@ fn the_own_vectors_dropped_after_a_cut_over_leave_every_read_to_the_new_space() 
     assert_eq!(own["dropped"], true, "{own}");
     // The sweep had not finished at the kill: this process did (at least part of) it.
     assert!(own["stripped"].as_u64() > Some(0), "{own}");
+    assert_eq!(own["segments"], 1, "the cold segment, rewritten: {own}");
     let health = d.get("/api/v1/health").body;
     assert_eq!(
         (

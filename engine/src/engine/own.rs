@@ -11,9 +11,10 @@
 //!   what it appends (a tier move copies an image);
 //! - a sweep on the background thread rewrites every working and warm memory that still holds
 //!   an own vector (a `Put` of kind `Embed`, through the WAL, so replay and point-in-time
-//!   restore see the same), then records that it is done. Cold segments are immutable: their
-//!   memories keep the bytes of their old vectors until they leave the cold tier or are purged,
-//!   and nothing reads them;
+//!   restore see the same), then every cold segment (a logged `ColdCompact` of the segment
+//!   alone; the cold tier writes segments without vectors from the drop on), then the kept
+//!   versions' deltas, compacts the `vectors` and `history` column families, and records
+//!   that it is done;
 //! - reads, exports and as-of searches take a memory's vector from the space
 //!   ([`Inner::present`]): the space's row when it embeds the memory's content, else none
 //!   (`pending` while the space's worker has not embedded it).
@@ -30,7 +31,7 @@ use uuid::Uuid;
 use super::writer::WriterState;
 use super::Inner;
 use crate::codec::{Op, PutKind};
-use crate::model::{EmbeddingStatus, Memory, Tier};
+use crate::model::{EmbeddingStatus, Memory, SegmentId, Tier};
 use crate::tier::warm::space::OwnDropped;
 use crate::EngineError;
 
@@ -46,8 +47,22 @@ pub(crate) struct Sweep {
     working: Option<Vec<Uuid>>,
     /// The last warm or cold id looked at.
     after: Option<Uuid>,
+    /// Cold segments still to rewrite (listed once the warm tier is done).
+    cold: Option<Vec<SegmentId>>,
     /// Memories rewritten without their own vector since the daemon started.
     pub stripped: u64,
+    /// Cold segments rewritten without them since the daemon started.
+    pub segments: u64,
+    /// Kept versions rewritten without them since the daemon started.
+    pub versions: u64,
+}
+
+/// One step of the sweep.
+enum Step {
+    /// Memories to look at, and the warm id to go on after (`None`: working-tier ones).
+    Memories(Vec<Uuid>, Option<Uuid>),
+    Segment(SegmentId),
+    Done,
 }
 
 /// The store's own vectors, as the admin API shows them.
@@ -57,6 +72,10 @@ pub struct OwnVectors {
     pub dropped: Option<OwnDropped>,
     /// Memories rewritten without their own vector since the daemon started.
     pub stripped: u64,
+    /// Cold segments rewritten without them since the daemon started.
+    pub segments: u64,
+    /// Kept versions rewritten without them since the daemon started.
+    pub versions: u64,
 }
 
 /// `m` without a vector of the store's own.
@@ -94,12 +113,18 @@ impl Inner {
 
     /// The drop, naming the space that holds the store's vectors now.
     pub(super) fn own_vectors(&self) -> OwnVectors {
+        let (stripped, segments, versions) = {
+            let sweep = self.sweep.lock();
+            (sweep.stripped, sweep.segments, sweep.versions)
+        };
         OwnVectors {
             dropped: self.own_dropped().map(|d| {
                 let (space, model) = self.vector_space(&d);
                 OwnDropped { space, model, ..d }
             }),
-            stripped: self.sweep.lock().stripped,
+            stripped,
+            segments,
+            versions,
         }
     }
 
@@ -201,6 +226,7 @@ impl Inner {
             swept: false,
         });
         *self.sweep.lock() = Sweep::default();
+        self.cold.strip_vectors();
         self.search.drop_vectors();
         self.embed_pending.lock().clear();
     }
@@ -216,51 +242,80 @@ impl Inner {
         };
         let started = Instant::now();
         while started.elapsed() < SWEEP_SLICE && !self.stop.load(Ordering::Acquire) {
-            let (ids, last) = {
-                let mut sweep = self.sweep.lock();
-                let working = sweep.working.get_or_insert_with(|| self.working.ids());
-                if working.is_empty() {
-                    let ids = self.warm.ids_after(None, sweep.after, SWEEP_BATCH)?;
-                    let last = ids.last().copied();
-                    (ids, last)
-                } else {
-                    let n = working.len().min(SWEEP_BATCH);
-                    (working.drain(..n).collect(), None)
+            match self.next_sweep_step()? {
+                Step::Memories(ids, last) => self.strip_memories(&ids, last)?,
+                Step::Segment(id) => {
+                    let _one = self.migration_lock.lock();
+                    // Gone since (compacted into a segment written without vectors): skip.
+                    if self.cold.segment_stats().iter().any(|s| s.id == id) {
+                        self.rewrite_segments(&[id])?;
+                        self.sweep.lock().segments += 1;
+                    }
                 }
-            };
-            if ids.is_empty() {
-                self.warm.compact_own_vectors()?;
-                self.warm.set_own_swept(&dropped)?;
-                if let Some(d) = self.own.write().as_mut() {
-                    d.swept = true;
-                }
-                tracing::info!(
-                    stripped = self.sweep.lock().stripped,
-                    "the sweep after dropping the store's own vectors is done"
-                );
-                return Ok(());
-            }
-            let todo: Vec<Uuid> = self
-                .read_many(&ids)?
-                .into_iter()
-                .flatten()
-                .filter(|m| m.tier != Tier::Cold && holds_own(m))
-                .map(|m| m.id)
-                .collect();
-            let results = self.log_batch(todo, Inner::log_strip);
-            let mut stripped = 0;
-            for r in results {
-                match r {
-                    Ok(true) => stripped += 1,
-                    Ok(false) => {}
-                    Err(e) => return Err(e),
+                Step::Done => {
+                    let versions = self.warm.strip_history_vectors()?;
+                    self.sweep.lock().versions += versions;
+                    self.warm.compact_own_vectors()?;
+                    self.warm.set_own_swept(&dropped)?;
+                    if let Some(d) = self.own.write().as_mut() {
+                        d.swept = true;
+                    }
+                    let sweep = self.sweep.lock();
+                    tracing::info!(
+                        stripped = sweep.stripped,
+                        segments = sweep.segments,
+                        versions = sweep.versions,
+                        "the sweep after dropping the store's own vectors is done"
+                    );
+                    return Ok(());
                 }
             }
-            let mut sweep = self.sweep.lock();
-            sweep.stripped += stripped;
-            if last.is_some() {
-                sweep.after = last;
+        }
+        Ok(())
+    }
+
+    /// What the sweep does next: working-tier memories, then warm ones (in id order), then
+    /// each cold segment.
+    fn next_sweep_step(&self) -> Result<Step, EngineError> {
+        let mut sweep = self.sweep.lock();
+        let working = sweep.working.get_or_insert_with(|| self.working.ids());
+        if !working.is_empty() {
+            let n = working.len().min(SWEEP_BATCH);
+            return Ok(Step::Memories(working.drain(..n).collect(), None));
+        }
+        if sweep.cold.is_none() {
+            let ids = self.warm.ids_after(None, sweep.after, SWEEP_BATCH)?;
+            if let Some(last) = ids.last().copied() {
+                return Ok(Step::Memories(ids, Some(last)));
             }
+            sweep.cold = Some(self.cold.segment_stats().iter().map(|s| s.id).collect());
+        }
+        Ok(sweep
+            .cold
+            .as_mut()
+            .and_then(Vec::pop)
+            .map_or(Step::Done, Step::Segment))
+    }
+
+    /// Rewrites the working and warm memories among `ids` that hold an own vector.
+    fn strip_memories(&self, ids: &[Uuid], last: Option<Uuid>) -> Result<(), EngineError> {
+        let todo: Vec<Uuid> = self
+            .read_many(ids)?
+            .into_iter()
+            .flatten()
+            .filter(|m| m.tier != Tier::Cold && holds_own(m))
+            .map(|m| m.id)
+            .collect();
+        let mut stripped = 0;
+        for r in self.log_batch(todo, Inner::log_strip) {
+            if r? {
+                stripped += 1;
+            }
+        }
+        let mut sweep = self.sweep.lock();
+        sweep.stripped += stripped;
+        if last.is_some() {
+            sweep.after = last;
         }
         Ok(())
     }

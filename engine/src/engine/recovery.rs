@@ -158,6 +158,9 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         );
     }
     let own_dropped = warm.own_dropped()?;
+    if own_dropped.is_some() {
+        cold.strip_vectors();
+    }
     let (search, expiry) = open_search(
         &config,
         &layout,

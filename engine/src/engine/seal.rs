@@ -117,19 +117,11 @@ impl Inner {
     /// Writes `batch` as a new segment file: (segment id, the cold images).
     fn prepare_seal(&self, batch: &[Memory]) -> Result<(SegmentId, Vec<Memory>), EngineError> {
         let segment = self.cold.allocate_id();
-        let dropped = self.own_vectors_dropped();
         let images: Vec<Memory> = batch
             .iter()
-            .map(|m| {
-                let mut image = Memory {
-                    tier: Tier::Cold,
-                    ..m.clone()
-                };
-                if dropped {
-                    // As the record will be: the writer strips what it logs.
-                    super::own::strip(&mut image);
-                }
-                image
+            .map(|m| Memory {
+                tier: Tier::Cold,
+                ..m.clone()
             })
             .collect();
         self.cold.write(segment, &images)?;
@@ -222,6 +214,46 @@ impl Inner {
     /// Rewrites cold segments without their dead entries: those above the dead ratio (all of
     /// them with `force`), merged with small segments, into outputs of at most
     /// [`COLD_COMPACT_MAX`] entries.
+    /// Replaces the segments `group` by one holding their live memories (none if nothing is
+    /// live), as a logged `ColdCompact`: the memories kept, and the new segment. The caller
+    /// holds the migration lock.
+    pub(super) fn rewrite_segments(
+        &self,
+        group: &[SegmentId],
+    ) -> Result<(usize, Option<SegmentId>), EngineError> {
+        let kept = self.cold.live_ids(group);
+        let memories = self.cold.collect(group, &kept)?;
+        let segment = if kept.is_empty() {
+            None
+        } else {
+            let id = self.cold.allocate_id();
+            self.cold.write(id, &memories)?;
+            Some(id)
+        };
+        let lsn = {
+            let mut w = self.writer.lock();
+            // Entries that died since, or will when a logged change applies, are left out
+            // of the record (the file then no longer matches it and is rebuilt when
+            // applied): a kept id must still be cold when the record applies.
+            let kept: Vec<Uuid> = self
+                .cold
+                .live_ids(group)
+                .into_iter()
+                .filter(|id| !w.pending.contains_key(id))
+                .collect();
+            self.log(
+                &mut w,
+                Op::ColdCompact {
+                    segment,
+                    sources: group.to_vec(),
+                    kept,
+                },
+            )?
+        };
+        self.sync_and_apply(lsn)?;
+        Ok((memories.len(), segment))
+    }
+
     pub(super) fn compact(&self, force: bool) -> Result<CompactionReport, EngineError> {
         let _one = self.migration_lock.lock();
         let started = Instant::now();
@@ -263,36 +295,7 @@ impl Inner {
             {
                 continue;
             }
-            let kept = self.cold.live_ids(&group);
-            let memories = self.cold.collect(&group, &kept)?;
-            let segment = if kept.is_empty() {
-                None
-            } else {
-                let id = self.cold.allocate_id();
-                self.cold.write(id, &memories)?;
-                Some(id)
-            };
-            let lsn = {
-                let mut w = self.writer.lock();
-                // Entries that died since, or will when a logged change applies, are left out
-                // of the record (the file then no longer matches it and is rebuilt when
-                // applied): a kept id must still be cold when the record applies.
-                let kept: Vec<Uuid> = self
-                    .cold
-                    .live_ids(&group)
-                    .into_iter()
-                    .filter(|id| !w.pending.contains_key(id))
-                    .collect();
-                self.log(
-                    &mut w,
-                    Op::ColdCompact {
-                        segment,
-                        sources: group.clone(),
-                        kept,
-                    },
-                )?
-            };
-            self.sync_and_apply(lsn)?;
+            let (kept, segment) = self.rewrite_segments(&group)?;
             let entries: usize = stats
                 .iter()
                 .filter(|s| group.contains(&s.id))
@@ -300,8 +303,8 @@ impl Inner {
                 .sum();
             report.segments_in += group.len();
             report.segments_out += usize::from(segment.is_some());
-            report.live_kept += memories.len();
-            report.dead_dropped += entries.saturating_sub(memories.len());
+            report.live_kept += kept;
+            report.dead_dropped += entries.saturating_sub(kept);
         }
         report.bytes_after = self.cold.disk_bytes();
         report.took = started.elapsed();

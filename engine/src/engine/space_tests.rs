@@ -404,28 +404,38 @@ fn dropping_the_own_vectors_hands_every_read_to_the_active_space() {
         .activate_space(space)
         .expect("activating it again is harmless");
 
-    // The sweep rewrites working and warm records; the cold segment keeps its bytes.
+    // The sweep rewrites working and warm records, the cold segment and the kept versions.
+    let raw_v1 = |engine: &Engine| engine.inner.version(&ids[2], 1).expect("v1").embedding;
+    assert!(raw_v1(&engine).is_some(), "version 1 kept its old vector");
+    let cold_before = engine.cold_segments();
+    assert_eq!(cold_before.len(), 1);
     while !engine.own_vectors().dropped.expect("dropped").swept {
         engine.inner.sweep_own_vectors().expect("sweep");
     }
-    for id in &ids[..1]
-        .iter()
-        .chain(&ids[2..])
-        .copied()
-        .collect::<Vec<_>>()
-    {
+    for id in &ids {
         let raw = engine.inner.read(id).expect("read").expect("there");
         assert_eq!((raw.embedding, raw.embedding_model), (None, None), "{id}");
     }
-    assert!(engine
-        .inner
-        .read(&ids[1])
-        .expect("read")
-        .expect("there")
-        .embedding
-        .is_some());
+    assert_eq!(
+        engine
+            .inner
+            .read(&ids[1])
+            .expect("read")
+            .expect("there")
+            .tier,
+        Tier::Cold
+    );
+    let cold_after = engine.cold_segments();
+    assert_eq!(cold_after.len(), 1);
+    assert_ne!(
+        cold_after[0].id, cold_before[0].id,
+        "the segment was rewritten"
+    );
+    assert!(cold_after[0].bytes < cold_before[0].bytes);
     // Eleven outside cold, less the updated one: its new content came without a vector.
-    assert_eq!(engine.own_vectors().stripped, 10);
+    assert_eq!(raw_v1(&engine), None);
+    let own = engine.own_vectors();
+    assert_eq!((own.stripped, own.segments, own.versions), (10, 1, 1));
 
     engine.close().expect("close");
     let engine = open(dir.path(), 100);

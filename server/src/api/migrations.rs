@@ -149,6 +149,10 @@ pub struct OwnVectorsOut {
     pub swept: bool,
     /// Memories the sweep has rewritten since the daemon started.
     pub stripped: u64,
+    /// Cold segments the sweep has rewritten since the daemon started.
+    pub segments: u64,
+    /// Kept past versions the sweep has rewritten since the daemon started.
+    pub versions: u64,
 }
 
 impl OwnVectorsOut {
@@ -159,6 +163,8 @@ impl OwnVectorsOut {
             model: own.dropped.as_ref().map(|d| d.model.clone()),
             swept: own.dropped.as_ref().is_some_and(|d| d.swept),
             stripped: own.stripped,
+            segments: own.segments,
+            versions: own.versions,
         }
     }
 }

@@ -89,7 +89,7 @@ pub fn every_route() -> Vec<Route> {
 }
 
 fn own_vectors_example() -> Value {
-    json!({"dropped": true, "migration": 1, "model": "text-embedding-3-small", "swept": false, "stripped": 52000})
+    json!({"dropped": true, "migration": 1, "model": "text-embedding-3-small", "swept": false, "stripped": 52000, "segments": 0, "versions": 0})
 }
 
 fn migration_example() -> Value {
@@ -410,7 +410,7 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
             success: vec![(200, "Dropped (durably): the active migration's space holds the store's vectors from now on.", Some(g.reply::<OwnVectorsOut>()), own_vectors_example())],
             errors: &[401, 403, 409, 429, 500, 503, 507],
             ..base("delete", "/api/v1/admin/embedding/own-vectors", "dropOwnVectors", "admin", "Drop the store's own vectors after a cut-over",
-                "Needs an active migration (else 409 `MIGRATION_NOT_ACTIVE`). One WAL record: from it on, every read, list, export, search and `as_of` search takes a memory's vector from the active migration's space (its vector of the memory's content; `embedding_model` is the migration's model, `embedding_status` `pending` while its worker has not embedded the memory), no write stores a vector of the store's own, and the store's graph and i8 codes are emptied. A background sweep then rewrites every working and warm memory without its old vector (`swept` once done; cold segments keep those bytes until their memories leave the cold tier). From then on some migration stays active: deactivating answers 409 `OWN_VECTORS_DROPPED`; a later migration can be activated in its place (reads then take its vectors and name its model), after which the earlier one can be deleted. Calling it again answers the state as it is.")
+                "Needs an active migration (else 409 `MIGRATION_NOT_ACTIVE`). One WAL record: from it on, every read, list, export, search and `as_of` search takes a memory's vector from the active migration's space (its vector of the memory's content; `embedding_model` is the migration's model, `embedding_status` `pending` while its worker has not embedded the memory), no write stores a vector of the store's own, and the store's graph and i8 codes are emptied. A background sweep then rewrites every working and warm memory, every cold segment and every kept past version without the old vectors (`swept` once done). From then on some migration stays active: deactivating answers 409 `OWN_VECTORS_DROPPED`; a later migration can be activated in its place (reads then take its vectors and name its model), after which the earlier one can be deleted. Calling it again answers the state as it is.")
         },
         Route::Tiers => Operation {
             success: vec![(200, "Per tier.", Some(g.reply::<TiersOut>()),

@@ -62,6 +62,8 @@ pub(crate) struct ColdTier {
     next_id: AtomicU64,
     /// Test hook: consulted before a segment file is written.
     faults: Option<engram_wal::FaultInjector>,
+    /// The store's own vectors were dropped: segments are written without them.
+    strip_vectors: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ColdTier {
@@ -208,6 +210,7 @@ impl ColdTier {
                 manifest_lsn: Mutex::new(lsn.unwrap_or(Lsn::ZERO)),
                 next_id: AtomicU64::new(max_id + 1),
                 faults: None,
+                strip_vectors: std::sync::atomic::AtomicBool::new(false),
             },
             lsn,
         ))
@@ -271,6 +274,25 @@ impl ColdTier {
         if let Some(f) = &self.faults {
             f(engram_wal::IoOp::SegmentWrite).map_err(|e| EngineError::io(&self.dir, e))?;
         }
+        let stripped: Vec<Memory>;
+        let memories = if self
+            .strip_vectors
+            .load(std::sync::atomic::Ordering::Acquire)
+            && memories.iter().any(|m| m.embedding.is_some())
+        {
+            stripped = memories
+                .iter()
+                .map(|m| Memory {
+                    embedding: None,
+                    embedding_status: crate::model::EmbeddingStatus::None,
+                    embedding_model: None,
+                    ..m.clone()
+                })
+                .collect();
+            &stripped
+        } else {
+            memories
+        };
         write_segment(
             &self.dir.join(cold_segment_file_name(id)),
             id.0,
@@ -279,6 +301,12 @@ impl ColdTier {
             memories,
         )?;
         Ok(())
+    }
+
+    /// From now on segments are written without the store's own vectors (they were dropped).
+    pub(crate) fn strip_vectors(&self) {
+        self.strip_vectors
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The segment file `id` if it exists and holds exactly `expected` entries.

@@ -124,6 +124,38 @@ impl WarmTier {
         Ok(report)
     }
 
+    /// Rewrites every kept version that holds a vector of the store's own without it (they
+    /// were dropped). Written directly, like the retention sweep; returns how many.
+    pub fn strip_history_vectors(&self) -> Result<u64, EngineError> {
+        let mut rewritten: Vec<(Box<[u8]>, Vec<u8>)> = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_HISTORY));
+        it.seek_to_first();
+        while it.valid() {
+            if let Ok(mut delta) = decode_delta(it.value().expect("valid iterator has a value")) {
+                if delta.strip_embedding() {
+                    let mut value = Vec::new();
+                    delta.encode(&mut value);
+                    rewritten.push((
+                        Box::from(it.key().expect("valid iterator has a key")),
+                        value,
+                    ));
+                }
+            }
+            it.next();
+        }
+        it.status().map_err(|e| rocks_err(&self.path, e))?;
+        for chunk in rewritten.chunks(4096) {
+            let mut batch = rocksdb::WriteBatch::default();
+            for (k, v) in chunk {
+                batch.put_cf(self.cf(CF_HISTORY), k, v);
+            }
+            self.db
+                .write_opt(batch, &self.write_opts)
+                .map_err(|e| rocks_err(&self.path, e))?;
+        }
+        Ok(rewritten.len() as u64)
+    }
+
     /// Bytes of `column_family` in table files plus memtables (an estimate RocksDB keeps).
     pub fn column_family_bytes(&self, column_family: &str) -> u64 {
         let Some(cf) = self.db.cf_handle(column_family) else {

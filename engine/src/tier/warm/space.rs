@@ -222,18 +222,17 @@ impl WarmTier {
         self.flush()
     }
 
-    /// Compacts the column family of the tiers' own vectors to its bottom level, so the
-    /// vectors a drop removed stop taking disk space (a flush first).
+    /// Compacts the column families that held the store's own vectors (the tiers' and the
+    /// kept versions') to their bottom level, so the vectors a drop removed stop taking disk
+    /// space (a flush first).
     pub fn compact_own_vectors(&self) -> Result<(), EngineError> {
         self.flush()?;
         let mut opts = rocksdb::CompactOptions::default();
         opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        self.db.compact_range_cf_opt(
-            self.cf(super::CF_VECTORS),
-            None::<&[u8]>,
-            None::<&[u8]>,
-            &opts,
-        );
+        for cf in [super::CF_VECTORS, super::CF_HISTORY] {
+            self.db
+                .compact_range_cf_opt(self.cf(cf), None::<&[u8]>, None::<&[u8]>, &opts);
+        }
         Ok(())
     }
 
