@@ -6,11 +6,18 @@
 # sweep's time and rate, and the daemon's RSS and the data directory's bytes (search/, warm/,
 # working/) before the drop, right after it, and once swept (RocksDB compacts the old vectors
 # away in its own time: the warm bytes are also given after a restart).
-# WORKING (default 100,000) is the working tier's capacity: with less, the rest is warm.
-# Usage: benches/scripts/own_drop.sh [COUNT] [WORKING]
+# WORKING (default 100,000) is the working tier's capacity: with less, the rest is warm; with
+# COLD=1 the migration policy then moves every memory it can to the cold tier before the
+# migration starts.
+# Usage: [COLD=1] benches/scripts/own_drop.sh [COUNT] [WORKING]
 set -euo pipefail
 count="${1:-100000}"
 working="${2:-100000}"
+cold="${COLD:-0}"
+ages=()
+if [ "$cold" = 1 ]; then
+  ages=(--set tier_migration.working_to_warm_after=1s --set tier_migration.warm_to_cold_after=1s)
+fi
 bin="${CARGO_TARGET_DIR:-$HOME/.cache/engram/target}/release"
 here="$(cd "$(dirname "$0")" && pwd)"
 port=3397
@@ -23,7 +30,7 @@ stub=$!
 start() {
   "$bin/engramd" --data-dir "$data" --listen "127.0.0.1:$port" \
     --set embedding.dimensions=384 --set embedding.batch_size=256 \
-    --set working.capacity="$working" --set tier_migration.enabled=false >>"$data.log" 2>&1 &
+    --set working.capacity="$working" --set tier_migration.enabled=false "${ages[@]}" >>"$data.log" 2>&1 &
   pid=$!
   until curl -sf "$url/api/v1/health" >/dev/null; do sleep 0.05; done
 }
@@ -31,15 +38,21 @@ now_ms() { date +%s%3N; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$pid/status"; }
 bytes() { du -sb "$data/$1" 2>/dev/null | cut -f1; }
 state() {
-  echo "{\"rss_mb\":$(rss_mb),\"search_bytes\":$(bytes search),\"warm_bytes\":$(bytes warm),\"working_bytes\":$(bytes working)}"
+  echo "{\"rss_mb\":$(rss_mb),\"search_bytes\":$(bytes search),\"warm_bytes\":$(bytes warm),\"working_bytes\":$(bytes working),\"cold_bytes\":$(bytes cold)}"
 }
 start
 "$bin/engram-bench" load --url "$url" --count "$count" --dims 384 >/dev/null
+if [ "$cold" = 1 ]; then
+  sleep 2
+  curl -sf -X POST "$url/api/v1/admin/migrate" -d '{"dry_run":false}' >/dev/null
+  curl -sf -X POST "$url/api/v1/admin/migrate" -d '{"dry_run":false}' >/dev/null
+fi
 curl -sf -X POST "$url/api/v1/admin/embedding/migrations" -H 'content-type: application/json' \
   -d "{\"provider\":\"openai\",\"model\":\"stub-384\",\"dimensions\":384,\"url\":\"http://127.0.0.1:$stub_port\"}" >/dev/null
 until curl -sf "$url/api/v1/admin/embedding/migrations/1" | grep -q '"state":"ready"'; do sleep 0.2; done
 curl -sf -X POST "$url/api/v1/admin/embedding/migrations/1/activate" >/dev/null
 sleep 2
+tiers=$(curl -sf "$url/api/v1/health" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["tiers"]))')
 before=$(state)
 t0=$(now_ms)
 curl -sf -X DELETE "$url/api/v1/admin/embedding/own-vectors" >/dev/null
@@ -55,4 +68,4 @@ start
 restarted=$(state)
 kill "$pid"; wait "$pid" 2>/dev/null || true
 kill "$stub"
-echo "{\"memories\":$count,\"working_capacity\":$working,\"drop_call_ms\":$((t1 - t0)),\"sweep_ms\":$((t2 - t0)),\"stripped\":$stripped,\"before\":$before,\"after_drop\":$dropped,\"after_sweep\":$swept,\"after_restart\":$restarted}"
+echo "{\"memories\":$count,\"working_capacity\":$working,\"cold\":$cold,\"tiers\":$tiers,\"drop_call_ms\":$((t1 - t0)),\"sweep_ms\":$((t2 - t0)),\"stripped\":$stripped,\"before\":$before,\"after_drop\":$dropped,\"after_sweep\":$swept,\"after_restart\":$restarted}"
