@@ -305,7 +305,7 @@ fn the_own_vectors_dropped_after_a_cut_over_leave_every_read_to_the_new_space() 
 
     // And all of it across a clean restart.
     assert!(d.terminate().success());
-    let d = Daemon::start(&data, &settings);
+    let mut d = Daemon::start(&data, &settings);
     assert_eq!(d.get(OWN).body["swept"], true);
     let r = d.post(
         "/api/v1/search",
@@ -315,5 +315,34 @@ fn the_own_vectors_dropped_after_a_cut_over_leave_every_read_to_the_new_space() 
         r.body["results"][0]["memory"]["content"], "sent with a new-model vector",
         "{}",
         r.text
+    );
+
+    // The offline export of the stopped store carries the space's vectors too.
+    assert!(d.terminate().success());
+    let file = dir.path().join("offline.jsonl");
+    let out = engram_tests::ctl(&[
+        "export",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "--out",
+        file.to_str().expect("utf8"),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).expect("read");
+    let header: Value = serde_json::from_str(text.lines().next().expect("header")).expect("JSON");
+    assert_eq!(header["dimensions"], 24, "{header}");
+    let line: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .find(|m| m["id"] == json!(ids[7]))
+        .expect("memory 7 exported");
+    assert!(
+        close(&line["embedding"], &stub_vector(&content(7))),
+        "{line}"
     );
 }

@@ -80,8 +80,12 @@ pub fn export(
         Box::new(BufWriter::with_capacity(1 << 20, file))
     };
     let bar = progress(as_json, "exported");
-    let (writer, footer) =
-        transfer::write_export(writer, engine.config().dimensions, namespace, form, |put| {
+    let (writer, footer) = transfer::write_export(
+        writer,
+        engine.vector_dimensions()?,
+        namespace,
+        form,
+        |put| {
             let mut n = 0u64;
             let mut counted = |e: Exported| {
                 n += 1;
@@ -100,8 +104,9 @@ pub fn export(
                     })
                     .map(|_| ()),
             }
-        })
-        .with_context(|| format!("writing {}", out.display()))?;
+        },
+    )
+    .with_context(|| format!("writing {}", out.display()))?;
     // Dropping the encoder writes the end of the zstd frame.
     drop(writer);
     bar.finish_and_clear();

@@ -179,10 +179,18 @@ impl Inner {
     }
 
     /// The space that holds the store's vectors after the drop, and its model: the active one
-    /// (a later migration may have been activated since), else the one named by the drop (an
-    /// offline open has no spaces open, but their rows are there).
+    /// (a later migration may have been activated since). An offline open has no space open,
+    /// but the records and rows are there: the one marked active, else the one the drop named.
     fn vector_space(&self, dropped: &OwnDropped) -> (u32, String) {
-        match self.active_space().map(|s| s.id_and_descriptor()) {
+        let active = self
+            .active_space()
+            .map(|s| s.id_and_descriptor())
+            .or_else(|| {
+                let records = self.warm.space_records().ok()?;
+                let r = records.into_iter().find(|r| r.active)?;
+                Some((r.id, r.descriptor))
+            });
+        match active {
             Some((id, _)) if id == dropped.space => (id, dropped.model.clone()),
             Some((id, descriptor)) => (id, model_of(&descriptor)),
             None => (dropped.space, dropped.model.clone()),
