@@ -3,8 +3,8 @@ driven by selenium against a live engramd with the built-in embedding model. Eve
 load with no console errors; a memory created through the API shows in the browser; a search
 from the playground shows the expected memory first with its score bars; editing importance in
 the UI changes it in the API; delete and purge remove it; an embedding migration is started,
-activated, deactivated and dropped from the models page; with keys configured the key prompt
-works and a wrong key is refused. It also checks the headers, the first load's size, a narrow
+activated, deactivated and dropped from the models page, and the store's own vectors dropped
+after a cut-over; with keys configured the key prompt works and a wrong key is refused. It also checks the headers, the first load's size, a narrow
 window and `console.enabled = false`.
 
 ENGRAM_CONSOLE_SCREENSHOTS=DIR writes a screenshot of each page there (the README's come from
@@ -359,6 +359,36 @@ def test_a_read_key_sees_but_cannot_change(tmp_path):
     finally:
         b.quit()
         d.cleanup()
+
+
+def test_models_page_drops_the_old_vectors_after_a_cut_over(daemon, browser, memories):
+    """Last on the shared daemon, since it cannot be undone: a migration activated through the
+    API, then the store's own vectors dropped from the models page with the word typed; the
+    active migration then offers no way back."""
+    base = "/api/v1/admin/embedding/migrations"
+    mid = daemon.api("POST", base, json={"provider": "local", "dimensions": 384}).json()["id"]
+    deadline = time.time() + 120
+    while daemon.api("GET", f"{base}/{mid}").json()["state"] != "ready":
+        assert time.time() < deadline, "the migration did not become ready"
+        time.sleep(0.2)
+    assert daemon.api("POST", f"{base}/{mid}/activate", json={}).status_code == 200
+    go(browser, daemon, "models")
+    wait_for(browser, "#search-space", f"migration {mid}")
+    wait_for(browser, "#own-vectors", "kept until you drop them")
+    assert browser.find_elements(By.CSS_SELECTOR, "[data-action=deactivate]")
+    wait_for(browser, "[data-action=drop-own]").click()
+    wait_for(browser, "#confirm-dialog", "Drop the store's own vectors?")
+    browser.find_element(By.ID, "confirm-typed").send_keys("drop")
+    browser.find_element(By.ID, "confirm-ok").click()
+    wait_for(browser, "#toasts", "The store's own vectors were dropped.")
+    wait_for(browser, "#own-vectors", "this migration holds all of them")
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-action=deactivate]")
+    own = daemon.api("GET", "/api/v1/admin/embedding/own-vectors").json()
+    assert (own["dropped"], own["migration"], own["model"]) == (True, mid, "all-MiniLM-L6-v2")
+    r = daemon.api("POST", "/api/v1/search", json={"namespace": NAMESPACE, "query_text": "a painting of a lake at dawn",
+                                                   "search_type": "semantic", "limit": 1})
+    assert r.json()["results"][0]["memory"]["content"].startswith("Melanie painted"), r.text
+    assert errors_in_console(browser) == []
 
 
 def test_console_can_be_turned_off():

@@ -1,12 +1,14 @@
 // Embedding models: the store's own embedder, and its embedding migrations — a new model's
 // vector space filled in the background while the store serves, watched here (progress, rate,
-// pending changes, errors), paused or resumed, switched to (activate) and back, and dropped.
+// pending changes, errors), paused or resumed, switched to (activate) and back, and dropped;
+// once one is active, the store's own (old) vectors can be dropped for good.
 // Refreshed every 2 s while shown.
 
 import { api } from '../api.js';
 import { confirmAction, errorBox, fill, fmtNumber, fmtTime, h, toast } from '../ui.js';
 
 const BASE = '/api/v1/admin/embedding/migrations';
+const OWN = '/api/v1/admin/embedding/own-vectors';
 
 function statePill(m) {
   if (m.active) return h('span', { class: 'pill good' }, 'active');
@@ -100,7 +102,20 @@ export function mount(root) {
     load();
   }
 
-  function row(m) {
+  async function dropOwn(active) {
+    if (!await confirmAction('Drop the store\'s own vectors?',
+      `Migration ${active.id} (${active.model}) then holds every vector of the store for good: the old model's graph and vectors are deleted, and searches can no longer switch back to them.`,
+      { typed: 'drop', action: 'Drop' })) return;
+    try {
+      await api('DELETE', OWN);
+      toast('The store\'s own vectors were dropped.');
+    } catch (e) {
+      toast(`Dropping failed: ${e.message}`, 'bad');
+    }
+    load();
+  }
+
+  function row(m, own) {
     const buttons = [];
     if (!m.active) {
       buttons.push(m.state === 'paused'
@@ -112,7 +127,7 @@ export function mount(root) {
         onclick: () => act(m, 'activate', 'activated'),
       }, 'Activate'));
       buttons.push(h('button', { class: 'ghost small', 'data-action': 'drop', onclick: () => drop(m) }, 'Drop'));
-    } else {
+    } else if (!own.dropped) {
       buttons.push(h('button', { class: 'ghost small', 'data-action': 'deactivate', onclick: () => act(m, 'deactivate', 'deactivated') }, 'Deactivate'));
     }
     return h('tr', { 'data-id': m.id },
@@ -130,22 +145,32 @@ export function mount(root) {
   async function load() {
     clearTimeout(timer);
     try {
-      const { migrations } = await api('GET', BASE);
+      const [{ migrations }, own] = await Promise.all([api('GET', BASE), api('GET', OWN)]);
       if (stopped) return;
       const active = migrations.find((m) => m.active);
       const errors = migrations.filter((m) => m.last_error);
+      let ownNote = null;
+      if (own.dropped) {
+        ownNote = h('div', { class: 'sub', id: 'own-vectors' }, own.swept
+          ? 'The store\'s own vectors were dropped: this migration holds all of them.'
+          : `The store's own vectors were dropped; the sweep is rewriting the records (${fmtNumber(own.stripped)} so far).`);
+      } else if (active) {
+        ownNote = h('div', { class: 'sub', id: 'own-vectors' }, 'The store\'s own vectors are kept until you drop them. ',
+          h('button', { class: 'ghost small', 'data-action': 'drop-own', onclick: () => dropOwn(active) }, 'Drop the old vectors'));
+      }
       fill(list,
         h('div', { class: 'card section', id: 'search-space' },
           h('div', { class: 'label' }, 'Searches rank'),
           h('div', { class: 'value' }, active ? `migration ${active.id}` : 'the store\'s own vectors'),
           h('div', { class: 'sub' }, active
             ? `${active.provider} · ${active.model}, ${active.dimensions} dimensions: query texts are embedded with it, and vectors sent with writes must have its dimensions.`
-            : 'No migration is active.')),
+            : 'No migration is active.'),
+          ownNote),
         errors.map((m) => h('div', { class: 'error' }, h('strong', {}, `Migration ${m.id}: `), m.last_error)),
         migrations.length
           ? h('div', { class: 'table-wrap section' }, h('table', { id: 'migration-table' },
             h('thead', {}, h('tr', {}, ['#', 'Model', 'Dims', 'State', 'Vectors', 'Pending', 'Rate', '', ''].map((c, i) => h('th', { class: [0, 2, 5, 6].includes(i) ? 'num' : '' }, c)))),
-            h('tbody', {}, migrations.map(row))))
+            h('tbody', {}, migrations.map((m) => row(m, own)))))
           : h('div', { class: 'card empty' }, 'No embedding migrations.'));
     } catch (e) {
       fill(list, errorBox(e, 'Reading the migrations failed'));
