@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// How long a daemon may take to answer its first health check.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -520,4 +520,41 @@ pub fn stub_server(
         }
     });
     (url, seen)
+}
+
+/// The vector a stand-in OpenAI-compatible provider ([`openai_stub`]) gives `text`: 24 numbers
+/// from its bytes, so a test can compute what the provider answered.
+pub fn stub_vector(text: &str) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..24)
+        .map(|i| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            ((h >> 40) as f32 / (1u64 << 24) as f32) - 0.5 + (i % 3) as f32 * 0.01
+        })
+        .collect()
+}
+
+/// A stand-in for an OpenAI-compatible embeddings service (its wire format only), answering
+/// every call with [`stub_vector`] of each input after `delay`; its URL.
+pub fn openai_stub(delay: Duration) -> String {
+    let (url, _seen) = stub_server(move |_, _, body| {
+        std::thread::sleep(delay);
+        let data: Vec<Value> = body["input"]
+            .as_array()
+            .expect("input")
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": stub_vector(t.as_str().expect("text"))}))
+            .collect();
+        (
+            200,
+            json!({"object": "list", "data": data, "model": body["model"]}),
+        )
+    });
+    url
 }

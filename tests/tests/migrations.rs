@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use engram_tests::{embedding, model_dir, stub_server, Daemon};
+use engram_tests::{embedding, model_dir, openai_stub, stub_vector, Daemon};
 use serde_json::{json, Value};
 
 const MIGRATIONS: &str = "/api/v1/admin/embedding/migrations";
@@ -332,22 +332,6 @@ fn a_migration_to_the_local_model_finds_by_meaning_while_writes_go_on() {
     assert_eq!(d.get(&format!("{MIGRATIONS}/x")).status, 400);
 }
 
-/// The stub provider's vector for a text: 24 numbers from its bytes.
-fn stub_vector(text: &str) -> Vec<f32> {
-    let mut v = vec![0f32; 24];
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    for (i, x) in v.iter_mut().enumerate() {
-        h ^= h << 13;
-        h ^= h >> 7;
-        h ^= h << 17;
-        *x = ((h >> 40) as f32 / (1u64 << 24) as f32) - 0.5 + (i % 3) as f32 * 0.01;
-    }
-    v
-}
-
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -436,20 +420,7 @@ fn search_until_killed(url: &str, id: u64, stop: &AtomicBool, checked: &AtomicUs
 fn a_migration_killed_midway_resumes_and_its_graph_recalls_like_brute_force() {
     // An OpenAI-compatible provider (a stub speaking its wire format), a little slow, so the
     // kill lands midway.
-    let (url, _seen) = stub_server(|_, _, body| {
-        std::thread::sleep(Duration::from_millis(40));
-        let data: Vec<Value> = body["input"]
-            .as_array()
-            .expect("input")
-            .iter()
-            .enumerate()
-            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": stub_vector(t.as_str().expect("text"))}))
-            .collect();
-        (
-            200,
-            json!({"object": "list", "data": data, "model": body["model"]}),
-        )
-    });
+    let url = openai_stub(Duration::from_millis(40));
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // 64 memories per provider call: about 80 calls of 40 ms for the whole store.

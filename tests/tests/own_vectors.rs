@@ -8,27 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use engram_tests::{embedding, rfc3339_in, stub_server, Daemon};
+use engram_tests::{embedding, openai_stub, rfc3339_in, stub_vector, Daemon};
 use serde_json::{json, Value};
 
 const MIGRATIONS: &str = "/api/v1/admin/embedding/migrations";
 const OWN: &str = "/api/v1/admin/embedding/own-vectors";
-
-/// The stub provider's vector for a text: 24 numbers from its bytes.
-fn stub_vector(text: &str) -> Vec<f32> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    (0..24)
-        .map(|i| {
-            h ^= h << 13;
-            h ^= h >> 7;
-            h ^= h << 17;
-            ((h >> 40) as f32 / (1u64 << 24) as f32) - 0.5 + (i % 3) as f32 * 0.01
-        })
-        .collect()
-}
 
 fn close(a: &Value, b: &[f32]) -> bool {
     a.as_array().is_some_and(|a| {
@@ -65,19 +49,7 @@ fn top(d: &Daemon, body: Value) -> Vec<String> {
 
 #[test]
 fn the_own_vectors_dropped_after_a_cut_over_leave_every_read_to_the_new_space() {
-    let (url, _seen) = stub_server(|_, _, body| {
-        let data: Vec<Value> = body["input"]
-            .as_array()
-            .expect("input")
-            .iter()
-            .enumerate()
-            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": stub_vector(t.as_str().expect("text"))}))
-            .collect();
-        (
-            200,
-            json!({"object": "list", "data": data, "model": body["model"]}),
-        )
-    });
+    let url = openai_stub(Duration::ZERO);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let settings = [
