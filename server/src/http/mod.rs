@@ -141,6 +141,14 @@ pub async fn handle(
         method = %req.method(),
         path = %req.uri().path(),
     );
+    // An error may be answered before the request's body is read (an unknown route, a missing
+    // key, a rate limit): hyper then closes the connection, and says so, or a client that
+    // pools connections would send its next request down a closed one.
+    let has_body = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(hyper::header::TRANSFER_ENCODING);
     let (label, result) = dispatch(&state, req, peer).instrument(span.clone()).await;
     let mut reply = match result {
         Ok(r) => r,
@@ -150,7 +158,13 @@ pub async fn handle(
                     tracing::warn!(route = label, status = e.status.as_u16(), message = %e.message, "request failed");
                 });
             }
-            boxed(error_reply(&e, &request_id))
+            let mut reply = boxed(error_reply(&e, &request_id));
+            if has_body {
+                reply
+                    .headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            reply
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
