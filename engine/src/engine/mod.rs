@@ -583,13 +583,12 @@ impl Engine {
     }
 
     /// Removes a space with its vectors and graph.
-    /// Drops the store's own vectors for the active space's, whose vectors `model` names from
-    /// now on (see `engine::own`): durable when this returns; a background sweep then
-    /// rewrites the records that still hold one. 409 `MIGRATION_NOT_ACTIVE` without an active
-    /// space.
-    pub fn drop_own_vectors(&self, model: &str) -> Result<OwnVectors, EngineError> {
+    /// Drops the store's own vectors for the active space's, named from now on by the model
+    /// its descriptor gives (see `engine::own`): durable when this returns; a background sweep
+    /// then rewrites what still holds one. 409 `MIGRATION_NOT_ACTIVE` without an active space.
+    pub fn drop_own_vectors(&self) -> Result<OwnVectors, EngineError> {
         self.inner.check_writable()?;
-        self.inner.drop_own_vectors(model)
+        self.inner.drop_own_vectors()
     }
 
     /// The dimensions of the vectors reads show and writes take (exports, imports): the

@@ -128,9 +128,9 @@ impl Inner {
         }
     }
 
-    /// Drops the store's own vectors for those of the active space (`model` names them from
-    /// now on). 409 unless a space is active. Dropping again answers the state as it is.
-    pub(super) fn drop_own_vectors(&self, model: &str) -> Result<OwnVectors, EngineError> {
+    /// Drops the store's own vectors for those of the active space (named by the model its
+    /// descriptor gives from now on). 409 unless a space is active. Dropping again answers the state as it is.
+    pub(super) fn drop_own_vectors(&self) -> Result<OwnVectors, EngineError> {
         if self.own_vectors_dropped() {
             return Ok(self.own_vectors());
         }
@@ -146,8 +146,8 @@ impl Inner {
                 message: "no embedding migration is active: activate one before the store's own vectors can be dropped".to_owned(),
             });
         };
-        let (id, _) = space.id_and_descriptor();
-        let model = model.to_owned();
+        let (id, descriptor) = space.id_and_descriptor();
+        let model = model_of(&descriptor);
         let mut results = self.log_batch(vec![()], |inner, w, ()| {
             inner.log(
                 w,

@@ -318,7 +318,7 @@ fn dropping_the_own_vectors_hands_every_read_to_the_active_space() {
     engine.update(&ids[2], patch).expect("update");
 
     // Only once a space is active.
-    match engine.drop_own_vectors("test-model") {
+    match engine.drop_own_vectors() {
         Err(EngineError::SpaceConflict { code, .. }) => assert_eq!(code, "MIGRATION_NOT_ACTIVE"),
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -328,7 +328,7 @@ fn dropping_the_own_vectors_hands_every_read_to_the_active_space() {
         .id;
     drain_space(&engine, space);
     engine.activate_space(space).expect("activate");
-    let own = engine.drop_own_vectors("test-model").expect("drop");
+    let own = engine.drop_own_vectors().expect("drop");
     assert_eq!(own.dropped.as_ref().map(|d| d.space), Some(space));
     engine
         .inner

@@ -163,17 +163,8 @@ pub(crate) async fn own_vectors(state: &Arc<AppState>) -> Result<Reply, ApiError
 /// `DELETE /api/v1/admin/embedding/own-vectors`: the active migration's space holds the store's
 /// vectors from now on, named by its model.
 pub(crate) async fn drop_own_vectors(state: &Arc<AppState>) -> Result<Reply, ApiError> {
-    let model = match state.engine.active_space() {
-        Some((_, descriptor)) => {
-            serde_json::from_str::<crate::migrations::MigrationSpec>(&descriptor)
-                .map(|s| s.model)
-                .unwrap_or(descriptor)
-        }
-        None => String::new(),
-    };
     let engine = Arc::clone(&state.engine);
-    let own = blocking(move || engine.drop_own_vectors(&model)).await??;
-    tracing::info!(migration = ?own.dropped.as_ref().map(|d| d.space), "the store's own vectors dropped");
+    let own = blocking(move || engine.drop_own_vectors()).await??;
     Ok(json_reply(StatusCode::OK, &OwnVectorsOut::new(&own)))
 }
 
