@@ -129,7 +129,8 @@ impl Inner {
     }
 
     /// Drops the store's own vectors for those of the active space (named by the model its
-    /// descriptor gives from now on). 409 unless a space is active. Dropping again answers the state as it is.
+    /// descriptor gives from now on). 409 unless a space is active. Dropping again answers the
+    /// state as it is.
     pub(super) fn drop_own_vectors(&self) -> Result<OwnVectors, EngineError> {
         if self.own_vectors_dropped() {
             return Ok(self.own_vectors());
@@ -240,7 +241,8 @@ impl Inner {
     }
 
     /// One slice of the sweep (a background job): rewrites working and warm memories that hold
-    /// an own vector, until done or [`SWEEP_SLICE`] has passed.
+    /// an own vector, then cold segments, until done or [`SWEEP_SLICE`] has passed; the last
+    /// step strips the kept versions and compacts.
     pub(super) fn sweep_own_vectors(&self) -> Result<(), EngineError> {
         let Some(dropped) = self.own_dropped().filter(|d| !d.swept) else {
             return Ok(());

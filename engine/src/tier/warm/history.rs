@@ -127,7 +127,14 @@ impl WarmTier {
     /// Rewrites every kept version that holds a vector of the store's own without it (they
     /// were dropped). Written directly, like the retention sweep; returns how many.
     pub fn strip_history_vectors(&self) -> Result<u64, EngineError> {
-        let mut rewritten: Vec<(Box<[u8]>, Vec<u8>)> = Vec::new();
+        let write = |batch: rocksdb::WriteBatch| {
+            self.db
+                .write_opt(batch, &self.write_opts)
+                .map_err(|e| rocks_err(&self.path, e))
+        };
+        let mut rewritten = 0u64;
+        let mut batch = rocksdb::WriteBatch::default();
+        // The iterator reads the state of its creation: the rewrites do not disturb it.
         let mut it = self.db.raw_iterator_cf(self.cf(CF_HISTORY));
         it.seek_to_first();
         while it.valid() {
@@ -135,25 +142,21 @@ impl WarmTier {
                 if delta.strip_embedding() {
                     let mut value = Vec::new();
                     delta.encode(&mut value);
-                    rewritten.push((
-                        Box::from(it.key().expect("valid iterator has a key")),
-                        value,
-                    ));
+                    let key = it.key().expect("valid iterator has a key");
+                    batch.put_cf(self.cf(CF_HISTORY), key, value);
+                    rewritten += 1;
+                    if batch.len() >= 4096 {
+                        write(std::mem::take(&mut batch))?;
+                    }
                 }
             }
             it.next();
         }
         it.status().map_err(|e| rocks_err(&self.path, e))?;
-        for chunk in rewritten.chunks(4096) {
-            let mut batch = rocksdb::WriteBatch::default();
-            for (k, v) in chunk {
-                batch.put_cf(self.cf(CF_HISTORY), k, v);
-            }
-            self.db
-                .write_opt(batch, &self.write_opts)
-                .map_err(|e| rocks_err(&self.path, e))?;
+        if !batch.is_empty() {
+            write(batch)?;
         }
-        Ok(rewritten.len() as u64)
+        Ok(rewritten)
     }
 
     /// Bytes of `column_family` in table files plus memtables (an estimate RocksDB keeps).
