@@ -5,7 +5,9 @@
 # DELETE /api/v1/admin/embedding/own-vectors. Prints one JSON line: the call's time, the
 # sweep's time and rate, and the daemon's RSS and the data directory's bytes (search/, warm/,
 # working/) before the drop, right after it, and once swept (RocksDB compacts the old vectors
-# away in its own time: the warm bytes are also given after a restart).
+# away in its own time: the warm bytes are also given after a restart), and GET-by-id
+# throughput (16 clients, 5 s) before the drop and once swept (a read then takes its vector
+# from the space's rows).
 # WORKING (default 100,000) is the working tier's capacity: with less, the rest is warm; with
 # COLD=1 the migration policy then moves every memory it can to the cold tier before the
 # migration starts.
@@ -53,6 +55,8 @@ until curl -sf "$url/api/v1/admin/embedding/migrations/1" | grep -q '"state":"re
 curl -sf -X POST "$url/api/v1/admin/embedding/migrations/1/activate" >/dev/null
 sleep 2
 tiers=$(curl -sf "$url/api/v1/health" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["tiers"]))')
+gets() { "$bin/engram-bench" get --url "$url" --clients 16 --duration 5 --dims 384 --namespace gets --preload 2000 --json; }
+gets_before=$(gets)
 before=$(state)
 t0=$(now_ms)
 curl -sf -X DELETE "$url/api/v1/admin/embedding/own-vectors" >/dev/null
@@ -63,9 +67,10 @@ until curl -sf "$url/api/v1/admin/embedding/own-vectors" | grep -q '"swept":true
 t2=$(now_ms)
 stripped=$(curl -sf "$url/api/v1/admin/embedding/own-vectors" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stripped"])')
 swept=$(state)
+gets_after=$(gets)
 kill "$pid"; wait "$pid" 2>/dev/null || true
 start
 restarted=$(state)
 kill "$pid"; wait "$pid" 2>/dev/null || true
 kill "$stub"
-echo "{\"memories\":$count,\"working_capacity\":$working,\"cold\":$cold,\"tiers\":$tiers,\"drop_call_ms\":$((t1 - t0)),\"sweep_ms\":$((t2 - t0)),\"stripped\":$stripped,\"before\":$before,\"after_drop\":$dropped,\"after_sweep\":$swept,\"after_restart\":$restarted}"
+echo "{\"memories\":$count,\"working_capacity\":$working,\"cold\":$cold,\"tiers\":$tiers,\"drop_call_ms\":$((t1 - t0)),\"sweep_ms\":$((t2 - t0)),\"stripped\":$stripped,\"before\":$before,\"after_drop\":$dropped,\"after_sweep\":$swept,\"after_restart\":$restarted,\"gets_before\":$gets_before,\"gets_after\":$gets_after}"
