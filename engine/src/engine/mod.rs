@@ -582,7 +582,6 @@ impl Engine {
         self.inner.space_vector_current(id, mid)
     }
 
-    /// Removes a space with its vectors and graph.
     /// Drops the store's own vectors for the active space's, named from now on by the model
     /// its descriptor gives (see `engine::own`): durable when this returns; a background sweep
     /// then rewrites what still holds one. 409 `MIGRATION_NOT_ACTIVE` without an active space.
@@ -602,6 +601,7 @@ impl Engine {
         self.inner.own_vectors()
     }
 
+    /// Removes a space with its vectors and graph.
     pub fn drop_space(&self, id: u32) -> Result<(), EngineError> {
         self.inner.drop_space(id)
     }

@@ -559,23 +559,8 @@ fn indexer(shared: &Shared, rx: &mpsc::Receiver<Job>) {
                 }
                 Job::Clear => {
                     round.clear();
-                    match new_index(&shared.options) {
-                        Ok(index) => {
-                            if let Err(e) =
-                                index.reserve_capacity_and_threads(1024, shared.threads + 2)
-                            {
-                                tracing::error!(error = %e, "reserving an empty vector index failed");
-                            } else {
-                                *shared.index.write() = index;
-                                shared.indexed.write().clear();
-                                shared.lagging.write().clear();
-                                if let Err(e) = save(shared) {
-                                    tracing::error!(error = %e, "saving the emptied vector index failed");
-                                }
-                                shared.changes_since_save.store(0, Ordering::Relaxed);
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "emptying the vector index failed"),
+                    if let Err(e) = clear(shared) {
+                        tracing::error!(error = %e, "emptying the vector index failed");
                     }
                 }
                 Job::Save(reply) => {
@@ -599,6 +584,19 @@ fn indexer(shared: &Shared, rx: &mpsc::Receiver<Job>) {
             shared.changes_since_save.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// Replaces the graph by an empty one and saves it.
+fn clear(shared: &Shared) -> Result<(), String> {
+    let index = new_index(&shared.options).map_err(|e| e.to_string())?;
+    index
+        .reserve_capacity_and_threads(1024, shared.threads + 2)
+        .map_err(|e| e.to_string())?;
+    *shared.index.write() = index;
+    shared.indexed.write().clear();
+    shared.lagging.write().clear();
+    shared.changes_since_save.store(0, Ordering::Relaxed);
+    save(shared)
 }
 
 fn forget(shared: &Shared, id: &Uuid) {

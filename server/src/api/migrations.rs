@@ -145,7 +145,8 @@ pub struct OwnVectorsOut {
     pub migration: Option<u32>,
     /// That migration's model, as reads name the vectors.
     pub model: Option<String>,
-    /// Every working and warm memory has been rewritten without its old vector.
+    /// The sweep is done: no working or warm memory, cold segment or kept version holds an
+    /// old vector.
     pub swept: bool,
     /// Memories the sweep has rewritten since the daemon started.
     pub stripped: u64,
