@@ -5,7 +5,8 @@
 //! current. The warm tier stores the deltas by `(id, version)` beside the records; reading
 //! version N starts from the current image and applies the deltas newest first down to N. A
 //! version that only changed tags or importance costs a few dozen bytes; one that changed the
-//! content keeps the old text, and the old vector (as-of search ranks the past by it).
+//! content keeps the part of the old text the new one does not share (a correction of a few
+//! words keeps those words), and the old vector (as-of search ranks the past by it).
 //!
 //! Fields that are not versioned: the tier (where the memory lives now), access statistics,
 //! the namespace, `created_at` and the id (none of them change with an update).
@@ -15,8 +16,66 @@ use uuid::Uuid;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::model::{content_hash, EmbeddingStatus, Memory, Status};
 
-/// Version byte of an encoded delta.
-const DELTA_VERSION: u8 = 1;
+/// Version byte of an encoded delta. Format 1 kept a replaced text whole; it still decodes.
+const DELTA_VERSION: u8 = 2;
+
+/// How a replaced text is kept: the bytes it shares with the next version's text at the start
+/// (`prefix`) and at the end (`suffix`); the delta's `old.content` holds what lies between.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TextEdit {
+    prefix: u32,
+    suffix: u32,
+}
+
+impl TextEdit {
+    /// The longest start and end `older` shares with `newer`, cut at characters and never
+    /// overlapping; `older`'s middle is what is left.
+    fn between<'a>(older: &'a str, newer: &str) -> (TextEdit, &'a str) {
+        let (a, b) = (older.as_bytes(), newer.as_bytes());
+        let boundary = |n: usize, from_end: bool| {
+            let at = |s: &str| s.is_char_boundary(if from_end { s.len() - n } else { n });
+            at(older) && at(newer)
+        };
+        let mut prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        while !boundary(prefix, false) {
+            prefix -= 1;
+        }
+        let room = a.len().min(b.len()) - prefix;
+        let mut suffix = a
+            .iter()
+            .rev()
+            .zip(b.iter().rev())
+            .take(room)
+            .take_while(|(x, y)| x == y)
+            .count();
+        while !boundary(suffix, true) {
+            suffix -= 1;
+        }
+        let edit = TextEdit {
+            prefix: u32::try_from(prefix).expect("texts are bounded"),
+            suffix: u32::try_from(suffix).expect("texts are bounded"),
+        };
+        (edit, &older[prefix..older.len() - suffix])
+    }
+
+    /// The older text, from the next version's and the kept middle. A next text that cannot
+    /// hold the shared parts (only a damaged store could give one) contributes nothing.
+    fn apply(self, newer: &str, middle: &str) -> String {
+        let (p, s) = (self.prefix as usize, self.suffix as usize);
+        let start = newer.get(..p).unwrap_or_default();
+        let end = newer
+            .len()
+            .checked_sub(s)
+            .filter(|at| *at >= p)
+            .and_then(|at| newer.get(at..))
+            .unwrap_or_default();
+        let mut text = String::with_capacity(start.len() + middle.len() + end.len());
+        text.push_str(start);
+        text.push_str(middle);
+        text.push_str(end);
+        text
+    }
+}
 
 /// A versioned field, as `changed` lists name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +163,9 @@ pub struct VersionDelta {
     pub valid_to_us: i64,
     /// The fields the next version changed; `old` holds this version's values of them.
     pub changed: Fields,
+    /// With `Field::Content`: what the replaced text shares with the next one (`old.content`
+    /// is the rest).
+    text: TextEdit,
     old: Memory,
 }
 
@@ -144,6 +206,7 @@ impl VersionDelta {
             valid_from_us: older.updated_at_us,
             valid_to_us: newer.updated_at_us,
             changed,
+            text: TextEdit::default(),
             old: older.clone(),
         };
         picked.restore(&mut old);
@@ -152,7 +215,17 @@ impl VersionDelta {
         old.version = 0;
         old.updated_at_us = 0;
         old.content_hash = [0; 32];
-        VersionDelta { old, ..picked }
+        let mut text = TextEdit::default();
+        if changed.contains(Field::Content) {
+            let (edit, middle) = TextEdit::between(&older.content, &newer.content);
+            text = edit;
+            old.content = middle.to_owned();
+        }
+        VersionDelta {
+            text,
+            old,
+            ..picked
+        }
     }
 
     /// Forgets the replaced version's vector (the store's own vectors were dropped); `true` if
@@ -174,7 +247,7 @@ impl VersionDelta {
         for f in self.changed.iter() {
             match f {
                 Field::Content => {
-                    m.content.clone_from(&old.content);
+                    m.content = self.text.apply(&m.content, &old.content);
                     m.content_hash = content_hash(&m.content);
                 }
                 Field::Embedding => {
@@ -207,7 +280,11 @@ impl VersionDelta {
         w.bytes(&self.changed.0.to_le_bytes());
         for f in self.changed.iter() {
             match f {
-                Field::Content => w.str(&old.content),
+                Field::Content => {
+                    w.u32(self.text.prefix);
+                    w.u32(self.text.suffix);
+                    w.str(&old.content);
+                }
                 Field::Embedding => {
                     match &old.embedding {
                         Some(v) => {
@@ -245,7 +322,7 @@ impl VersionDelta {
     /// Reads a delta written by [`VersionDelta::encode`] from the front of `r`.
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<VersionDelta, DecodeError> {
         let format = r.u8()?;
-        if format != DELTA_VERSION {
+        if format != 1 && format != DELTA_VERSION {
             return Err(r.err(format!("version delta format {format}")));
         }
         let version = r.u64()?;
@@ -257,9 +334,18 @@ impl VersionDelta {
         }
         let changed = Fields(bits);
         let mut old = blank();
+        let mut text = TextEdit::default();
         for f in changed.iter() {
             match f {
-                Field::Content => old.content = r.str()?,
+                Field::Content => {
+                    if format > 1 {
+                        text = TextEdit {
+                            prefix: r.u32()?,
+                            suffix: r.u32()?,
+                        };
+                    }
+                    old.content = r.str()?;
+                }
                 Field::Embedding => {
                     old.embedding = if r.flag()? {
                         let n = r.u32()? as usize;
@@ -308,6 +394,7 @@ impl VersionDelta {
             valid_from_us,
             valid_to_us,
             changed,
+            text,
             old,
         })
     }
@@ -421,6 +508,75 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode_delta(&bytes[..cut]).is_err());
         }
+    }
+
+    fn text_memory(text: &str) -> Memory {
+        Memory {
+            content: text.to_owned(),
+            content_hash: content_hash(text),
+            ..crate::codec::tests::sample_memory()
+        }
+    }
+
+    fn with_content(older: &Memory, text: &str) -> Memory {
+        Memory {
+            content: text.to_owned(),
+            content_hash: content_hash(text),
+            version: older.version + 1,
+            updated_at_us: older.updated_at_us + 1,
+            ..older.clone()
+        }
+    }
+
+    fn round_trip(older: &Memory, newer: &Memory) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        VersionDelta::between(older, newer).encode(&mut bytes);
+        let mut m = newer.clone();
+        decode_delta(&bytes).expect("decodes").restore(&mut m);
+        assert_eq!(&m, older, "{:?} -> {:?}", older.content, newer.content);
+        bytes
+    }
+
+    #[test]
+    fn a_corrected_text_keeps_only_the_words_that_changed() {
+        let older =
+            text_memory("The user lives in Lisbon and works as a nurse at the city hospital.");
+        let newer = with_content(&older, &older.content.replace("Lisbon", "Porto"));
+        let bytes = round_trip(&older, &newer);
+        // Header 27, then the edit (8) and the 6 bytes "Lisbon" with their length (4).
+        assert_eq!(bytes.len(), 27 + 8 + 4 + "Lisbon".len());
+        // Texts that share nothing, one inside the other, repeats, the empty text, and cuts
+        // that would fall inside a character.
+        for (a, b) in [
+            ("abc", "xyz"),
+            ("abc", "abcabc"),
+            ("abcabc", "abc"),
+            ("aaaa", "aa"),
+            ("", "something"),
+            ("something", ""),
+            ("naïve café", "naïve cafés"),
+            ("a\u{e9}b", "a\u{e8}b"),
+            ("\u{1F600}\u{1F601}", "\u{1F600}\u{1F602}"),
+            ("\u{1F601}x", "\u{1F602}x"),
+        ] {
+            let older = text_memory(a);
+            round_trip(&older, &with_content(&older, b));
+        }
+    }
+
+    #[test]
+    fn a_format_1_delta_keeps_its_text_whole() {
+        let mut bytes = vec![1];
+        bytes.extend_from_slice(&3u64.to_le_bytes());
+        bytes.extend_from_slice(&10i64.to_le_bytes());
+        bytes.extend_from_slice(&20i64.to_le_bytes());
+        bytes.extend_from_slice(&1u16.to_le_bytes());
+        bytes.extend_from_slice(&5u32.to_le_bytes());
+        bytes.extend_from_slice(b"older");
+        let newer = with_content(&crate::codec::tests::sample_memory(), "newer text");
+        let mut m = newer.clone();
+        decode_delta(&bytes).expect("decodes").restore(&mut m);
+        assert_eq!((m.content.as_str(), m.version), ("older", 3));
     }
 
     #[test]
