@@ -4,7 +4,8 @@
 //! 2. measures RocksDB's bytes per memory (after a flush and a full compaction);
 //! 3. updates every memory until it has `--versions` versions, `--clients` at a time, timing
 //!    the updates (`--kind attrs`: importance, tags and metadata change; `--kind content`: new
-//!    text and a new vector each time);
+//!    text and a new vector each time; `--kind edit`: a phrase in the middle of the text changes
+//!    and the vector is new);
 //! 4. measures the bytes per memory again: the ratio is what history costs in warm bytes;
 //! 5. times top-10 semantic searches of the namespace as it is and as it was before the updates
 //!    (`as_of`: every memory rewound through all its versions and scored exactly), one at a
@@ -28,6 +29,9 @@ pub enum Kind {
     Attrs,
     /// New text and a new vector every version.
     Content,
+    /// A correction: one bracketed phrase in the middle of the text changes every version,
+    /// with a new vector.
+    Edit,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +69,14 @@ fn patch(kind: Kind, run: u64, i: u64, version: u64, dims: usize) -> Value {
             let text = content(run ^ version.wrapping_mul(0x9E37), i);
             json!({
                 "content": format!("{text} (version {version})"),
+                "embedding": vector(run ^ version, i, dims),
+            })
+        }
+        Kind::Edit => {
+            let text = content(run, i);
+            let cut = text[..text.len() / 2].rfind(' ').unwrap_or(0);
+            json!({
+                "content": format!("{} [revised {version}]{}", &text[..cut], &text[cut..]),
                 "embedding": vector(run ^ version, i, dims),
             })
         }

@@ -45,6 +45,9 @@ pub struct EngineConfig {
     /// `history.keep_for`: a replaced version is removed this long after it was replaced
     /// (`None`: kept until `history_keep_versions` pushes it out).
     pub history_keep_for: Option<Duration>,
+    /// `history.keep_vectors`: `false` keeps a replaced version's text and fields but not its
+    /// vector (an as-of search then finds that version by its words only).
+    pub history_keep_vectors: bool,
     /// An embedder is configured: memories stored without a vector wait for it
     /// (`embedding_status: pending`).
     pub auto_embed: bool,
@@ -92,6 +95,7 @@ impl EngineConfig {
             snapshots_kept: 7,
             history_keep_versions: 20,
             history_keep_for: Some(Duration::from_secs(90 * 86_400)),
+            history_keep_vectors: true,
             auto_embed: false,
             search: SearchConfig::default(),
             migration: MigrationConfig::default(),

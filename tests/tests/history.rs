@@ -757,3 +757,83 @@ fn as_of_search_ranks_the_namespace_as_it_was() {
         (400, Some("as_of"))
     );
 }
+
+#[test]
+fn keep_vectors_off_keeps_the_text_of_a_replaced_version_but_not_its_vector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let settings = [("history.keep_vectors", "false")];
+    let mut d = start(&data, &settings);
+    let first = embedding(1, DIMS);
+    let r = d.post(
+        "/api/v1/memories",
+        &json!({"namespace": "lean", "content": "Caroline lives in Boston, near the river",
+                "embedding": first}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = id_of(&r.body);
+    let before = r.body["updated_at"]
+        .as_str()
+        .expect("updated_at")
+        .to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let second = embedding(2, DIMS);
+    let r = d.patch(
+        &format!("/api/v1/memories/{id}"),
+        &json!({"content": "Caroline lives in Denver, near the river", "embedding": second}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    d.kill9();
+    let d = start(&data, &settings);
+
+    // Version 1: its text, rebuilt from the current one, and no vector.
+    let r = d.get(&format!(
+        "/api/v1/memories/{id}?version=1&include_embedding=true"
+    ));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["content"],
+        "Caroline lives in Boston, near the river"
+    );
+    assert_eq!(r.body["embedding_status"], "none", "{}", r.text);
+    assert!(r.body["embedding"].is_null(), "{}", r.text);
+    let r = d.get(&format!("/api/v1/memories/{id}?include_embedding=true"));
+    let current: Option<Vec<f32>> = r.body["embedding"].as_array().map(|a| {
+        a.iter()
+            .map(|x| x.as_f64().expect("a number") as f32)
+            .collect()
+    });
+    assert_eq!(current, Some(second), "the current vector is kept");
+
+    // The past is found by its words, not by its old vector.
+    let r = d.post(
+        "/api/v1/search",
+        &json!({"namespace": "lean", "search_type": "semantic", "query_embedding": first,
+                "as_of": before}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["results"], json!([]), "{}", r.text);
+    let r = d.post(
+        "/api/v1/search/text",
+        &json!({"namespace": "lean", "query_text": "Boston", "as_of": before}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let hits = r.body["results"].as_array().expect("results");
+    assert_eq!(hits.len(), 1, "{}", r.text);
+    assert_eq!(
+        hits[0]["memory"]["content"],
+        "Caroline lives in Boston, near the river"
+    );
+
+    // A revert to it restores the text; the vector is the client's to send again.
+    let r = d.post(
+        &format!("/api/v1/memories/{id}/revert"),
+        &json!({"version": 1}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.body["version"].as_u64(), r.body["content"].as_str()),
+        (Some(3), Some("Caroline lives in Boston, near the river"))
+    );
+    assert_eq!(r.body["embedding_status"], "none", "{}", r.text);
+}

@@ -172,7 +172,7 @@ impl Inner {
                     older.version, newer.version
                 )));
             }
-            deltas.push(VersionDelta::between(older, newer));
+            deltas.push(self.replaced(older, newer));
         }
         Ok(deltas)
     }

@@ -79,6 +79,16 @@ pub struct EmbedResult {
 }
 
 impl Inner {
+    /// What `newer` keeps of the version it replaces: a reverse delta, without the vector when
+    /// `history.keep_vectors` is off.
+    pub(super) fn replaced(&self, older: &Memory, newer: &Memory) -> VersionDelta {
+        let mut delta = VersionDelta::between(older, newer);
+        if !self.config.history_keep_vectors {
+            delta.strip_embedding();
+        }
+        delta
+    }
+
     /// Stores up to [`MAX_BATCH_ITEMS`] memories with one group commit; one result per input.
     pub(super) fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
         if let Err(e) = self.check_batch_size(items.len()) {
@@ -693,7 +703,7 @@ impl Inner {
             next.version = current.version + 1;
             next.updated_at_us = self.now_us().max(current.updated_at_us);
             next.actor = actor;
-            history.push(VersionDelta::between(&current, &next));
+            history.push(self.replaced(&current, &next));
         }
         let lsn = self.log(
             w,
@@ -757,7 +767,7 @@ impl Inner {
             // Segments are immutable: the deleted state is kept in warm.
             next.tier = Tier::Warm;
         }
-        let history = vec![VersionDelta::between(&current, &next)];
+        let history = vec![self.replaced(&current, &next)];
         let lsn = self.log(
             w,
             Op::Put {

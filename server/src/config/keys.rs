@@ -52,6 +52,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("backup.snapshots_kept", Kind::Int, "7"),
     ("history.keep_versions", Kind::Int, "20"),
     ("history.keep_for", Kind::Str, "90d"),
+    ("history.keep_vectors", Kind::Bool, "true"),
     ("rate_limit.requests_per_second", Kind::Int, "0"),
     ("rate_limit.burst", Kind::Int, "0"),
     ("tier_migration.enabled", Kind::Bool, "true"),

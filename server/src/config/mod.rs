@@ -173,6 +173,8 @@ pub struct Settings {
     pub history_keep_versions: u64,
     /// `None`: versions are removed only by `history_keep_versions`.
     pub history_keep_for: Option<Duration>,
+    /// `false`: a replaced version keeps no vector.
+    pub history_keep_vectors: bool,
     /// 0: no rate limit.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
@@ -199,6 +201,7 @@ impl Settings {
         c.snapshots_kept = self.snapshots_kept;
         c.history_keep_versions = self.history_keep_versions;
         c.history_keep_for = self.history_keep_for;
+        c.history_keep_vectors = self.history_keep_vectors;
         c.auto_embed = self.provider != Provider::None;
         c.search = self.search.clone();
         c.migration = self.migration.clone();
@@ -504,7 +507,7 @@ mod tests {
         assert_eq!(ours.migration, engine.migration);
         assert_eq!(ours.search, SearchConfig::default());
         assert_eq!(ours.migration, MigrationConfig::default());
-        let pairs: [(&str, String, String); 16] = [
+        let pairs: [(&str, String, String); 17] = [
             (
                 "dimensions",
                 ours.dimensions.to_string(),
@@ -584,6 +587,11 @@ mod tests {
                 "history_keep_for",
                 format!("{:?}", ours.history_keep_for),
                 format!("{:?}", engine.history_keep_for),
+            ),
+            (
+                "history_keep_vectors",
+                ours.history_keep_vectors.to_string(),
+                engine.history_keep_vectors.to_string(),
             ),
         ];
         for (field, a, b) in pairs {

@@ -77,6 +77,7 @@ pub(super) struct RawSearch {
 pub(super) struct RawHistory {
     pub(super) keep_versions: Option<i64>,
     pub(super) keep_for: Option<String>,
+    pub(super) keep_vectors: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -482,6 +482,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         snapshots_kept: snapshots_kept as usize,
         history_keep_versions: history_keep_versions as u64,
         history_keep_for,
+        history_keep_vectors: raw
+            .history
+            .keep_vectors
+            .unwrap_or(default_bool("history.keep_vectors")),
         rate_limit_per_second: rate_limit_per_second as u32,
         rate_limit_burst: (rate_limit_burst as u32).max(rate_limit_per_second as u32),
         console: raw
