@@ -253,7 +253,7 @@ fn operation(route: &Route, g: &mut Schemas) -> Operation {
             success: vec![(200, "Versions, newest first.", Some(g.reply::<HistoryOut>()), history_example())],
             errors: ONE,
             ..base("get", "/api/v1/memories/{id}/history", "memoryHistory", "memories", "A memory's versions",
-                "Every kept version, newest first, a page at a time (`next_cursor` back as `cursor`): when each was current (`valid_from`, `valid_to`), what it changed, who made it, and the memory as it was. `history.keep_versions` (default 20) and `history.keep_for` (default 90 days) bound what is kept; a purge removes every version. Counts no access.")
+                "Every kept version, newest first, a page at a time (`next_cursor` back as `cursor`): when each was current (`valid_from`, `valid_to`), what it changed, who made it, and the memory as it was. `history.keep_versions` (default 20) and `history.keep_for` (default 90 days) bound what is kept; with `history.keep_vectors=false` a replaced version keeps no vector (`embedding_status` `none`). A purge removes every version. Counts no access.")
         },
         Route::RevertMemory(_) => Operation {
             request: Some((g.request::<RevertRequest>(), json!({"version": 2, "actor": "agent-7"}))),
@@ -486,7 +486,7 @@ fn query_parameter(name: &str) -> Value {
         ),
         "version" => (
             json!({"type": "integer", "minimum": 1}),
-            "Read this version instead of the current one (404 `VERSION_NOT_FOUND` if it is no longer kept). Not together with `as_of`.",
+            "Read this version instead of the current one (404 `VERSION_NOT_FOUND` if it is no longer kept; without its vector when `history.keep_vectors` is off). Not together with `as_of`.",
         ),
         "as_of" => (
             json!({"type": "string", "format": "date-time"}),
