@@ -42,6 +42,16 @@ fn not_kept(id: &Uuid, what: String) -> EngineError {
 }
 
 impl Inner {
+    /// What `newer` keeps of the version it replaces: a reverse delta, without the vector when
+    /// `history.keep_vectors` is off.
+    pub(super) fn replaced(&self, older: &Memory, newer: &Memory) -> VersionDelta {
+        let mut delta = VersionDelta::between(older, newer);
+        if !self.config.history_keep_vectors {
+            delta.strip_embedding();
+        }
+        delta
+    }
+
     fn current_for_history(&self, id: &Uuid) -> Result<Memory, EngineError> {
         let m = self.read_live(id)?.ok_or(EngineError::NotFound(*id))?;
         Ok(self.with_pending_access(m))

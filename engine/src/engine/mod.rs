@@ -20,6 +20,8 @@ mod apply;
 mod background;
 mod commit;
 mod history;
+#[cfg(test)]
+mod history_tests;
 mod locks;
 mod namespaces;
 mod own;

@@ -79,16 +79,6 @@ pub struct EmbedResult {
 }
 
 impl Inner {
-    /// What `newer` keeps of the version it replaces: a reverse delta, without the vector when
-    /// `history.keep_vectors` is off.
-    pub(super) fn replaced(&self, older: &Memory, newer: &Memory) -> VersionDelta {
-        let mut delta = VersionDelta::between(older, newer);
-        if !self.config.history_keep_vectors {
-            delta.strip_embedding();
-        }
-        delta
-    }
-
     /// Stores up to [`MAX_BATCH_ITEMS`] memories with one group commit; one result per input.
     pub(super) fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
         if let Err(e) = self.check_batch_size(items.len()) {
