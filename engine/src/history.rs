@@ -228,8 +228,8 @@ impl VersionDelta {
         }
     }
 
-    /// Forgets the replaced version's vector (the store's own vectors were dropped); `true` if
-    /// it had one. The delta still says the embedding changed.
+    /// Forgets the replaced version's vector (`history.keep_vectors` is off, or the store's own
+    /// vectors were dropped); `true` if it had one. The delta still says the embedding changed.
     pub fn strip_embedding(&mut self) -> bool {
         let had = self.changed.contains(Field::Embedding)
             && (self.old.embedding.is_some() || self.old.embedding_model.is_some());
