@@ -226,8 +226,11 @@ pub mod telemetry {
                 .with_env_filter(filter)
                 .init();
         } else {
+            // Colours only for a terminal: escape codes in a log file or journal are noise to
+            // whoever greps it, and formatting them costs every request's span.
             tracing_subscriber::fmt()
                 .log_internal_errors(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .with_env_filter(filter)
                 .init();
         }

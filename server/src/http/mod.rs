@@ -170,16 +170,17 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         reply.headers_mut().insert("x-request-id", v);
     }
-    let status = reply.status().as_u16().to_string();
+    let status = reply.status();
+    let status = status.as_str();
     state
         .metrics
         .http_duration
-        .with_label_values(&[label, &status])
+        .with_label_values(&[label, status])
         .observe(started.elapsed().as_secs_f64());
     state
         .metrics
         .http_requests
-        .with_label_values(&[label, &status])
+        .with_label_values(&[label, status])
         .inc();
     Ok(reply)
 }
