@@ -30,8 +30,8 @@ struct BertConfig {
 
 /// A dense layer with its weight stored transposed, `(in, out)` and contiguous, so a product
 /// reads it row by row; candle's `Linear` keeps PyTorch's `(out, in)` and multiplies by a
-/// transposed view, which costs a strided repacking of the whole weight on every call (most of
-/// the time of a short query).
+/// transposed view, which costs a strided repacking of the whole weight on every call (with the
+/// GELU below, a quarter of a short query's time: 18.0 → 13.5 ms).
 #[derive(Debug)]
 struct Dense {
     weight_t: Tensor,
@@ -63,7 +63,7 @@ impl Dense {
 
 /// GELU with the exact (erf) form, as BERT uses it. candle's `gelu_erf` calls a scalar `erf`
 /// per element, a tenth of a forward pass; this one computes erf with Abramowitz and Stegun's
-/// 7.1.28 (absolute error ≤ 3e-7, no branches or calls), which the compiler vectorizes.
+/// 7.1.28 (absolute error ≤ 3e-7, no branches or calls) in a loop built for wide vectors.
 #[derive(Debug)]
 struct Gelu;
 
