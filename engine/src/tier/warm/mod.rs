@@ -69,6 +69,9 @@ const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
 const KEY_SPACE_PROBE: &[u8] = b"space_probe";
 /// Most table files RocksDB keeps open (its default keeps every one open).
 pub const WARM_MAX_OPEN_FILES: i32 = 512;
+/// The hash index's memtable bloom filter, as a share of the memtable's bytes (64 MiB: 1.3 MiB,
+/// ~17 bits for each of its ~600,000 keys).
+const MEMTABLE_BLOOM_RATIO: f64 = 0.02;
 
 /// The RocksDB part of the store.
 pub struct WarmTier {
@@ -171,6 +174,13 @@ impl WarmTier {
                     },
                 );
                 cf_opts.set_block_based_table_factory(&table);
+                if *name == CF_HASH_INDEX {
+                    // Every create looks its content up here, and a new text is found in no
+                    // memtable: a bloom filter over the memtable's keys answers that without
+                    // walking its skip list (which was 9% of the HTTP workers' CPU).
+                    cf_opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+                    cf_opts.set_memtable_whole_key_filtering(true);
+                }
                 ColumnFamilyDescriptor::new(*name, cf_opts)
             })
             .collect();
