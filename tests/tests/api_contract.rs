@@ -61,6 +61,10 @@ fn memory_lifecycle_create_get_update_delete_purge() {
     assert!(got.body["last_accessed_at"].is_string());
     let again = d.get(&format!("/api/v1/memories/{id}"));
     assert_eq!(again.body["access_count"], 2);
+    // A plain GET reads the memory without its vector, and still says it has one.
+    assert_eq!(again.body["has_embedding"], true);
+    assert!(again.body.get("embedding").is_none());
+    assert_eq!(again.body["content"], m["content"]);
 
     let patched = d.patch(
         &format!("/api/v1/memories/{id}"),
@@ -88,6 +92,8 @@ fn memory_lifecycle_create_get_update_delete_purge() {
         put.body["has_embedding"], false,
         "changing content drops the stale vector"
     );
+    let plain = d.get(&format!("/api/v1/memories/{id}"));
+    assert_eq!(plain.body["has_embedding"], false, "{}", plain.text);
     assert_eq!(
         put.body["content_hash"],
         sha256_hex("Caroline went to a support group")

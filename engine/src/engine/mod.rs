@@ -287,10 +287,30 @@ impl Engine {
         id: &Uuid,
         touch: bool,
     ) -> Result<Option<Option<Memory>>, EngineError> {
-        match self.inner.get_unless_cold(id, touch)? {
-            Some(m) => Ok(Some(self.inner.present_opt(m)?)),
+        match self.inner.get_unless_cold(id, touch, true)? {
+            Some(m) => Ok(Some(self.inner.present_opt(m.map(|(m, _)| m))?)),
             None => Ok(None),
         }
+    }
+
+    /// [`Engine::get_unless_cold`] for a reply that leaves the vector out: a working-tier
+    /// memory is read without it (its slot's header only). The `bool` says whether the
+    /// memory has a vector; `embedding` may be `None` either way.
+    pub fn get_unless_cold_without_vector(
+        &self,
+        id: &Uuid,
+        touch: bool,
+    ) -> Result<Option<Option<(Memory, bool)>>, EngineError> {
+        if self.inner.own_vectors_dropped() {
+            // What a memory shows then comes from the active space's rows, not its slot.
+            return Ok(self.get_unless_cold(id, touch)?.map(|m| {
+                m.map(|m| {
+                    let has_embedding = m.embedding.is_some();
+                    (m, has_embedding)
+                })
+            }));
+        }
+        self.inner.get_unless_cold(id, touch, false)
     }
 
     /// Counts an access to each id (soft state).

@@ -26,7 +26,8 @@ pub const MAX_ACCESS_DELTAS_PER_RECORD: usize = 4096;
     reason = "returned once per read and matched at once; boxing would allocate per read"
 )]
 enum Hot {
-    Found(Memory),
+    /// The memory (without its vector if none was asked for), and whether it has one.
+    Found(Memory, bool),
     /// A cold segment holds it.
     Cold,
     Absent,
@@ -61,30 +62,33 @@ impl Inner {
     /// [`Inner::get`] on a thread that may block). A working-tier read is a lock-free slot copy
     /// and a warm read a RocksDB point lookup; only a cold read decompresses a block. `touch`
     /// counts an access, as [`Inner::get_and_touch`].
+    /// Without `with_vector` a working-tier memory comes without its vector (the slot's header
+    /// is all that is copied); the `bool` says whether it has one.
     pub(super) fn get_unless_cold(
         &self,
         id: &Uuid,
         touch: bool,
-    ) -> Result<Option<Option<Memory>>, EngineError> {
+        with_vector: bool,
+    ) -> Result<Option<Option<(Memory, bool)>>, EngineError> {
         // Looked at twice before it means "absent", as in `read`.
         let mut found = None;
         for _ in 0..2 {
-            match self.look_up_hot(id)? {
-                Hot::Found(m) => {
-                    found = Some(m);
+            match self.look_up_hot(id, with_vector)? {
+                Hot::Found(m, has_embedding) => {
+                    found = Some((m, has_embedding));
                     break;
                 }
                 Hot::Cold => return Ok(None),
                 Hot::Absent => {}
             }
         }
-        let Some(m) = found.filter(|m| !is_expired(m, self.now_us())) else {
+        let Some((m, has_embedding)) = found.filter(|(m, _)| !is_expired(m, self.now_us())) else {
             return Ok(Some(None));
         };
         if touch {
             self.record_access(&[m.id]);
         }
-        Ok(Some(Some(self.with_pending_access(m))))
+        Ok(Some(Some((self.with_pending_access(m), has_embedding))))
     }
 
     /// Counts an access to each id (soft state).
@@ -255,8 +259,8 @@ impl Inner {
         // warm, then cold can only miss a memory whose move finished between two lookups: look
         // once more in that case.
         for _ in 0..2 {
-            match self.look_up_hot(id)? {
-                Hot::Found(m) => return Ok(Some(m)),
+            match self.look_up_hot(id, true)? {
+                Hot::Found(m, _) => return Ok(Some(m)),
                 Hot::Cold => {
                     if let Some(mut m) = self.cold.get(id)? {
                         // Access state lives beside the immutable image.
@@ -301,12 +305,18 @@ impl Inner {
 
     /// One look in the working tier (a lock-free slot copy) and warm (a RocksDB point lookup),
     /// and whether a cold segment holds `id`; no cold read.
-    fn look_up_hot(&self, id: &Uuid) -> Result<Hot, EngineError> {
-        if let Some(m) = self.working.get(id)? {
-            return Ok(Hot::Found(m));
+    fn look_up_hot(&self, id: &Uuid, with_vector: bool) -> Result<Hot, EngineError> {
+        if with_vector {
+            if let Some(m) = self.working.get(id)? {
+                let has_embedding = m.embedding.is_some();
+                return Ok(Hot::Found(m, has_embedding));
+            }
+        } else if let Some((m, has_embedding)) = self.working.get_without_vector(id)? {
+            return Ok(Hot::Found(m, has_embedding));
         }
         if let Some(m) = self.warm.get(id)? {
-            return Ok(Hot::Found(m));
+            let has_embedding = m.embedding.is_some();
+            return Ok(Hot::Found(m, has_embedding));
         }
         Ok(if self.cold.contains(id) {
             Hot::Cold

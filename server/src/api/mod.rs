@@ -745,6 +745,14 @@ pub struct MemoryOut {
 }
 
 impl MemoryOut {
+    /// A memory read without its vector (`has_embedding` says whether it has one).
+    pub fn without_vector(m: Memory, has_embedding: bool) -> MemoryOut {
+        MemoryOut {
+            has_embedding,
+            ..MemoryOut::new(m, None)
+        }
+    }
+
     /// `embedding`: whether the vector is included, and in which form.
     pub fn new(m: Memory, embedding: Option<VectorFormat>) -> MemoryOut {
         let metadata = RawValue::from_string(m.metadata_json)

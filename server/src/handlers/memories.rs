@@ -388,6 +388,18 @@ pub(crate) async fn get(
         return crate::handlers::history::past_reply(memory, query);
     }
     let embedding = embedding_view(query)?;
+    if embedding.is_none() && key.is_none() {
+        // The reply leaves the vector out, so the read does too (unless the memory is cold).
+        let found = state.engine.get_unless_cold_without_vector(&id, true)?;
+        if let Some(found) = found {
+            let (memory, has_embedding) = found.ok_or(EngineError::NotFound(id))?;
+            count(state, "get");
+            return Ok(json_reply(
+                StatusCode::OK,
+                &MemoryOut::without_vector(memory, has_embedding),
+            ));
+        }
+    }
     let memory = get_one(state, id, key).await?;
     Ok(json_reply(
         StatusCode::OK,

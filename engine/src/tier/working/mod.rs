@@ -634,7 +634,24 @@ impl WorkingTier {
 
     /// Reads a memory by id, lock-free on the slot. `Ok(None)` if it is not in this tier.
     pub fn get(&self, id: &Uuid) -> Result<Option<Memory>, EngineError> {
-        let mut buf = vec![0u8; self.slot_bytes];
+        Ok(self.read(id, true)?.map(|(m, _)| m))
+    }
+
+    /// [`Self::get`] without the vector: only the slot's header is copied, not the 4 bytes a
+    /// dimension behind it. Also says whether the memory has a vector.
+    pub fn get_without_vector(&self, id: &Uuid) -> Result<Option<(Memory, bool)>, EngineError> {
+        self.read(id, false)
+    }
+
+    fn read(&self, id: &Uuid, with_vector: bool) -> Result<Option<(Memory, bool)>, EngineError> {
+        let mut buf = vec![
+            0u8;
+            if with_vector {
+                self.slot_bytes
+            } else {
+                SLOT_HEADER_BYTES
+            }
+        ];
         for _ in 0..MAX_READ_RETRIES {
             let Some(slot) = self.index.read().get(id).copied() else {
                 return Ok(None);
@@ -677,19 +694,18 @@ impl WorkingTier {
             memory.access_count = h.access_count;
             memory.last_accessed_at_us =
                 (h.last_accessed_at_us != NO_TIME).then_some(h.last_accessed_at_us);
-            memory.embedding = (buf[OFF_HAS_EMBEDDING] == 1).then(|| {
+            let has_embedding = buf[OFF_HAS_EMBEDDING] == 1;
+            memory.embedding = (has_embedding && with_vector).then(|| {
                 buf[SLOT_HEADER_BYTES..SLOT_HEADER_BYTES + self.dimensions * 4]
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                     .collect()
             });
-            if memory.embedding.is_some()
-                && memory.embedding_status == crate::model::EmbeddingStatus::None
-            {
+            if has_embedding && memory.embedding_status == crate::model::EmbeddingStatus::None {
                 // A version-1 image: its vector was the client's.
                 memory.embedding_status = crate::model::EmbeddingStatus::Ready;
             }
-            return Ok(Some(memory));
+            return Ok(Some((memory, has_embedding)));
         }
         Err(EngineError::Busy(
             "working-tier slot kept changing during a read",

@@ -44,6 +44,33 @@ fn put_get_remove_reopen() {
 }
 
 #[test]
+fn a_read_without_the_vector_is_the_same_memory_less_its_vector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tier, _) = WorkingTier::open(dir.path(), 4, 16, 1 << 20).expect("open");
+    let with = memory(4, 1);
+    let mut without = memory(4, 2);
+    without.embedding = None;
+    for m in [&with, &without] {
+        tier.put(m).expect("put");
+        let full = tier.get(&m.id).expect("get").expect("present");
+        let (light, has) = tier
+            .get_without_vector(&m.id)
+            .expect("get")
+            .expect("present");
+        assert_eq!(has, m.embedding.is_some());
+        assert_eq!(light.embedding, None);
+        assert_eq!(
+            light,
+            Memory {
+                embedding: None,
+                ..full
+            }
+        );
+    }
+    assert_eq!(tier.get_without_vector(&Uuid::now_v7()).expect("get"), None);
+}
+
+#[test]
 fn heap_compaction_keeps_every_live_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A small heap forces many compactions as the same memories are rewritten.
