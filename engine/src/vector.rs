@@ -63,9 +63,18 @@ pub fn quantize(v: &[f32]) -> (f32, Vec<i8>) {
     (
         scale,
         v.iter()
-            .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
+            .map(|x| round_half_away(x / scale).clamp(-127, 127) as i8)
             .collect(),
     )
+}
+
+/// `y.round() as i32` for |y| ≤ 2²³, without a call to libm's `roundf` for every element (the
+/// baseline x86-64 target has no rounding instruction; a truncating conversion it has). The
+/// fraction `y - trunc(y)` is exact at these magnitudes, so ties go away from zero as `round`'s.
+fn round_half_away(y: f32) -> i32 {
+    let t = y as i32;
+    let frac = y - t as f32;
+    t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)
 }
 
 /// Bytes as i8 codes (same size and alignment; every bit pattern is a valid `i8`).
@@ -113,6 +122,34 @@ fn i8_dot_and<const NORM: bool>(c: &[i8], q: &[i8]) -> (i32, i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_half_away_is_f32_round() {
+        let mut ys: Vec<f32> = (-2600..=2600).map(|i| i as f32 * 0.05).collect();
+        ys.extend([
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            126.5,
+            -126.5,
+            0.49999997,
+            -0.49999997,
+            127.0,
+            -127.0,
+        ]);
+        ys.extend([
+            f32::EPSILON,
+            -f32::EPSILON,
+            0.0,
+            -0.0,
+            2.5000002,
+            8_388_607.5,
+        ]);
+        for y in ys {
+            assert_eq!(round_half_away(y), y.round() as i32, "{y}");
+        }
+    }
 
     #[test]
     fn vector_crc_is_the_crc_of_the_little_endian_bytes_at_every_length() {
