@@ -20,6 +20,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod migrations;
 pub mod query_embed;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,37 +204,6 @@ impl AcceptErrors {
 
     fn succeeded(&mut self) {
         self.pause = None;
-    }
-}
-
-/// Logging, as the settings ask (`RUST_LOG` overrides the level).
-pub mod telemetry {
-    use crate::config::Settings;
-
-    /// Installs the global `tracing` subscriber: text or JSON lines on stdout. A log line that
-    /// cannot be written (stdout redirected to a file on a full disk) is dropped: the default
-    /// would report it with `eprintln!`, which panics when stderr fails too.
-    pub fn init(settings: &Settings) {
-        // rmcp logs every stateless MCP request's session start and end at info, and every
-        // invalid-params answer at warn; those are per-request client events, not daemon ones.
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("{},rmcp=error", settings.log_level))
-        });
-        if settings.log_json {
-            tracing_subscriber::fmt()
-                .json()
-                .log_internal_errors(false)
-                .with_env_filter(filter)
-                .init();
-        } else {
-            // Colours only for a terminal: escape codes in a log file or journal are noise to
-            // whoever greps it, and formatting them costs every request's span.
-            tracing_subscriber::fmt()
-                .log_internal_errors(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                .with_env_filter(filter)
-                .init();
-        }
     }
 }
 

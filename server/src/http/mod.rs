@@ -20,7 +20,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
-use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::embed::{EmbedWorker, Embedder};
@@ -28,6 +27,7 @@ use crate::error::ApiError;
 use crate::handlers;
 use crate::mcp::{Caller, McpEndpoint};
 use crate::metrics::Metrics;
+use crate::telemetry::{self, RequestTag};
 use auth::RateLimiter;
 use route::{Access, Route};
 
@@ -134,13 +134,12 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let request_id = request_id(&state, &req);
-    // Every event of the request, on whatever worker it runs, carries its id.
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %req.method(),
-        path = %req.uri().path(),
-    );
+    // Every line the request's task logs, on whatever worker it runs, names the request.
+    let tag = Arc::new(RequestTag {
+        id: request_id,
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+    });
     // An error may be answered before the request's body is read (an unknown route, a missing
     // key, a rate limit): hyper then closes the connection, and says so, or a client that
     // pools connections would send its next request down a closed one.
@@ -149,16 +148,17 @@ pub async fn handle(
         .get(hyper::header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() != b"0")
         || req.headers().contains_key(hyper::header::TRANSFER_ENCODING);
-    let (label, result) = dispatch(&state, req, peer).instrument(span.clone()).await;
+    let (label, result) =
+        telemetry::in_request(Arc::clone(&tag), dispatch(&state, req, peer)).await;
     let mut reply = match result {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() {
-                span.in_scope(|| {
+                telemetry::with_request(Arc::clone(&tag), || {
                     tracing::warn!(route = label, status = e.status.as_u16(), message = %e.message, "request failed");
                 });
             }
-            let mut reply = boxed(error_reply(&e, &request_id));
+            let mut reply = boxed(error_reply(&e, &tag.id));
             if has_body {
                 reply
                     .headers_mut()
@@ -167,7 +167,7 @@ pub async fn handle(
             reply
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(&tag.id) {
         reply.headers_mut().insert("x-request-id", v);
     }
     let status = reply.status();
