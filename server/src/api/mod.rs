@@ -8,15 +8,17 @@ pub mod openapi;
 pub mod replies;
 pub mod vector;
 
+pub use replies::MemoryOut;
+
 use engram_engine::search::{
     HybridWeights, MetadataCondition, MetadataFilter, SearchMode, SearchQuery,
 };
 use engram_engine::{
-    hex, is_valid_namespace, namespace_rule, EmbeddingStatus, Memory, MemoryPatch, NewMemory, Tier,
-    UnknownName, Uuid, DEFAULT_IMPORTANCE, DEFAULT_NAMESPACE,
+    is_valid_namespace, namespace_rule, MemoryPatch, NewMemory, Tier, UnknownName, Uuid,
+    DEFAULT_IMPORTANCE, DEFAULT_NAMESPACE,
 };
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
@@ -701,97 +703,6 @@ impl PatchMemory {
             },
             self.namespace,
         ))
-    }
-}
-
-/// A memory as the API shows it.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct MemoryOut {
-    pub id: String,
-    pub namespace: String,
-    pub content: String,
-    pub content_hash: String,
-    /// With `include_embedding` (the default `embedding_format=float`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub embedding: Option<Vec<f32>>,
-    /// With `include_embedding` and `embedding_format=base64`: base64 of little-endian f32s.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub embedding_b64: Option<String>,
-    pub has_embedding: bool,
-    pub embedding_status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub embedding_error: Option<String>,
-    pub embedding_model: Option<String>,
-    pub tier: &'static str,
-    pub status: &'static str,
-    /// The stored `f32`, written in its shortest form (0.8 reads back as 0.8).
-    pub importance_score: f32,
-    pub access_count: u64,
-    pub last_accessed_at: Option<String>,
-    /// Left out of search results with `include_metadata: false`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Map<String, Value>>")]
-    pub metadata: Option<Box<RawValue>>,
-    pub tags: Vec<String>,
-    pub parent_id: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub expires_at: Option<String>,
-    pub version: u64,
-    /// The memory that replaced this one (status `superseded`).
-    pub superseded_by: Option<String>,
-    /// Who made this version, as its request said.
-    pub actor: Option<String>,
-}
-
-impl MemoryOut {
-    /// A memory read without its vector (`has_embedding` says whether it has one).
-    pub fn without_vector(m: Memory, has_embedding: bool) -> MemoryOut {
-        MemoryOut {
-            has_embedding,
-            ..MemoryOut::new(m, None)
-        }
-    }
-
-    /// `embedding`: whether the vector is included, and in which form.
-    pub fn new(m: Memory, embedding: Option<VectorFormat>) -> MemoryOut {
-        let metadata = RawValue::from_string(m.metadata_json)
-            .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("{} is valid JSON"));
-        MemoryOut {
-            id: m.id.to_string(),
-            namespace: m.namespace,
-            content: m.content,
-            content_hash: hex(&m.content_hash),
-            has_embedding: m.embedding.is_some(),
-            embedding_b64: match embedding {
-                Some(VectorFormat::Base64) => m.embedding.as_deref().map(vector::to_base64),
-                _ => None,
-            },
-            embedding: match embedding {
-                Some(VectorFormat::Float) => m.embedding,
-                _ => None,
-            },
-            embedding_status: m.embedding_status.as_str(),
-            embedding_error: match m.embedding_status {
-                EmbeddingStatus::Failed(reason) => Some(reason),
-                _ => None,
-            },
-            embedding_model: m.embedding_model,
-            tier: m.tier.as_str(),
-            status: m.status.as_str(),
-            importance_score: m.importance,
-            access_count: m.access_count,
-            last_accessed_at: m.last_accessed_at_us.map(format_time),
-            metadata: Some(metadata),
-            tags: m.tags,
-            parent_id: m.parent_id.map(|p| p.to_string()),
-            created_at: format_time(m.created_at_us),
-            updated_at: format_time(m.updated_at_us),
-            expires_at: m.expires_at_us.map(format_time),
-            version: m.version,
-            superseded_by: m.superseded_by.map(|p| p.to_string()),
-            actor: m.actor,
-        }
     }
 }
 
