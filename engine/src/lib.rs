@@ -50,8 +50,9 @@ pub use config::{Clock, EngineConfig};
 pub use engine::{
     restore_snapshot, ArchiveUsage, Committing, Deleted, EmbedJob, EmbedResult, Engine,
     EngineCounters, EngineStats, ExportCount, HistoryPage, ImportedAs, NamespaceCounts,
-    NamespacePurge, OpenReport, OwnVectors, Page, SpaceInfo, SpaceJob, TierReport,
-    LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_HISTORY_LIMIT, MAX_LIST_LIMIT,
+    NamespacePurge, OpenReport, OwnVectors, Page, SpaceInfo, SpaceJob, TierReport, GRAPH_WAIT_MAX,
+    GRAPH_WAIT_STEP, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_HISTORY_LIMIT,
+    MAX_LIST_LIMIT,
 };
 pub use engram_wal::{FaultInjector, IoOp, Lsn, SyncMode};
 pub use error::EngineError;

@@ -31,6 +31,8 @@ pub struct Metrics {
     embeddings: IntCounterVec,
     vector_index: IntGaugeVec,
     expired: prometheus::IntCounter,
+    graph_waits: prometheus::IntCounter,
+    graph_wait_seconds: prometheus::Counter,
     cold_segments: IntGauge,
     compactions: prometheus::IntCounter,
     compaction_seconds: prometheus::Counter,
@@ -156,6 +158,14 @@ impl Metrics {
             "engram_memories_expired_total",
             "Memories purged because their expires_at passed.",
         ));
+        let graph_waits = must(prometheus::IntCounter::new(
+            "engram_graph_waits_total",
+            "Writes into a full working tier that waited for the vector index to catch up (search.hnsw_max_lagging).",
+        ));
+        let graph_wait_seconds = must(prometheus::Counter::new(
+            "engram_graph_wait_seconds_total",
+            "Time those writes spent waiting.",
+        ));
         let cold_segments = must(IntGauge::new("engram_cold_segments", "Live cold segments."));
         let compactions = must(prometheus::IntCounter::new(
             "engram_cold_compactions_total",
@@ -229,6 +239,8 @@ impl Metrics {
         }
         for c in [
             Box::new(expired.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(graph_waits.clone()),
+            Box::new(graph_wait_seconds.clone()),
             Box::new(cold_dead_entries.clone()),
             Box::new(warm_memory.clone()),
             Box::new(storage_free_bytes.clone()),
@@ -282,6 +294,8 @@ impl Metrics {
             embeddings,
             vector_index,
             expired,
+            graph_waits,
+            graph_wait_seconds,
             cold_segments,
             compactions,
             compaction_seconds,
@@ -474,6 +488,20 @@ impl Metrics {
                 .memories_expired
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
+        Self::mirror(
+            &self.graph_waits,
+            counters
+                .graph_waits
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let secs = counters
+            .graph_wait_us
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1e6;
+        let seen = self.graph_wait_seconds.get();
+        if secs > seen {
+            self.graph_wait_seconds.inc_by(secs - seen);
+        }
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

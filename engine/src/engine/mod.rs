@@ -18,6 +18,8 @@
 
 mod apply;
 mod background;
+#[cfg(test)]
+mod backlog_tests;
 mod commit;
 mod history;
 #[cfg(test)]
@@ -71,6 +73,7 @@ pub use read::{Page, LIST_SCAN_BUDGET, MAX_ACCESS_DELTAS_PER_RECORD, MAX_LIST_LI
 pub use report::{ArchiveUsage, EngineCounters, EngineStats, OpenReport, TierReport};
 pub use snapshots::restore_snapshot;
 pub use spaces::{SpaceInfo, SpaceJob};
+pub use tiering::{GRAPH_WAIT_MAX, GRAPH_WAIT_STEP};
 pub use transfer::{ExportCount, ImportedAs};
 pub use writer::{Deleted, EmbedJob, EmbedResult};
 
@@ -184,7 +187,21 @@ impl Engine {
     /// Stores up to [`crate::MAX_BATCH_ITEMS`] memories with one group commit; one result per
     /// input.
     pub fn create_batch(&self, items: Vec<NewMemory>) -> Vec<Result<Memory, EngineError>> {
+        self.inner.wait_for_graph(items.len());
         self.inner.present_results(self.inner.create_batch(items))
+    }
+
+    /// Whether `incoming` new memories should wait before [`Engine::create_batch_async`]: the
+    /// working tier is full and the graph has `search.hnsw_max_lagging` vectors to catch up on.
+    /// Async callers poll this every [`GRAPH_WAIT_STEP`] for up to [`GRAPH_WAIT_MAX`], then
+    /// report the wait with [`Engine::note_graph_wait`]; blocking calls wait by themselves.
+    pub fn should_wait_for_graph(&self, incoming: usize) -> bool {
+        self.inner.should_wait_for_graph(incoming)
+    }
+
+    /// Counts (and logs, at most once a second) a write's wait for the graph.
+    pub fn note_graph_wait(&self, waited: Duration) {
+        self.inner.note_graph_wait(waited);
     }
 
     /// [`Engine::create_batch`] for async callers: the memories are logged on the calling
@@ -213,6 +230,7 @@ impl Engine {
         items: Vec<crate::transfer::Exported>,
         replace: bool,
     ) -> Vec<Result<ImportedAs, EngineError>> {
+        self.inner.wait_for_graph(items.len());
         let mut results = self.inner.import_batch(items, replace);
         if self.inner.own_vectors_dropped() {
             for r in &mut results {

@@ -225,6 +225,8 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
                 working_reserved: std::collections::VecDeque::new(),
                 working_reserved_bytes: 0,
                 writer_evictions: Default::default(),
+                victims: VecDeque::new(),
+                victims_at: None,
                 last_logged: Lsn::ZERO,
             },
         ),

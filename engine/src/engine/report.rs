@@ -25,6 +25,12 @@ pub struct EngineCounters {
     /// Memories purged because their `expires_at` passed.
     pub memories_expired: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// Writes that waited for the graph to catch up (see `search.hnsw_max_lagging`), and how
+    /// long they waited in all.
+    pub graph_waits: AtomicU64,
+    pub graph_wait_us: AtomicU64,
+    /// When a wait was last logged (µs since the epoch), so it is said at most once a second.
+    pub(super) graph_wait_logged_us: std::sync::atomic::AtomicI64,
 }
 
 /// A point-in-time view for health and metrics.

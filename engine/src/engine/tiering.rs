@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use engram_wal::Lsn;
 use uuid::Uuid;
@@ -30,6 +30,15 @@ const LOG_CHUNK_RECORDS: usize = 256;
 const EVICTION_START_DIVISOR: usize = 20;
 /// Background eviction moves memories until capacity / this many slots are free (90% full).
 const EVICTION_TARGET_DIVISOR: usize = 10;
+
+/// Longest a write waits for the graph to catch up before it goes ahead anyway: a graph
+/// rebuilt after a restart can take minutes, and no write should hang that long.
+pub const GRAPH_WAIT_MAX: Duration = Duration::from_secs(2);
+/// How often a waiting write looks at the graph's backlog again.
+pub const GRAPH_WAIT_STEP: Duration = Duration::from_millis(1);
+
+/// How long a victim scan's order is used by writers that evict (see `make_room`).
+pub(super) const VICTIMS_FRESH: Duration = Duration::from_secs(1);
 
 /// Why a memory goes up a tier, as reports say it.
 const PROMOTION_REASON: &str = "used again";
@@ -126,16 +135,37 @@ impl Inner {
         if w.working_projected + incoming <= capacity {
             return Ok(true);
         }
-        // Evict a twentieth of the tier at a time (at most EVICTION_CHUNK): the scan that picks
-        // victims reads every slot header, so it should run once per many creates.
+        // Evict a twentieth of the tier beyond the need (at most EVICTION_CHUNK), so that
+        // background eviction has time to catch up. But while the graph's backlog is full,
+        // only what is needed: each evicted vector joins the backlog, and writers waiting for
+        // it should go on one by one as the graph catches up, not a twentieth at a time. Then
+        // the rest of that twentieth waits in `victims` for the next writers (for at most
+        // VICTIMS_FRESH): the same memories the eager eviction would have moved at once.
         let started = Instant::now();
         let excess = w.working_projected + incoming - capacity;
-        let want = excess + (capacity / EVICTION_START_DIVISOR).min(EVICTION_CHUNK);
+        let chunk = excess + (capacity / EVICTION_START_DIVISOR).min(EVICTION_CHUNK);
+        let want = if self.graph_backlog_full() {
+            excess
+        } else {
+            chunk
+        };
         let mut moved = 0;
-        for id in self.eviction_order() {
-            if moved >= want {
-                break;
-            }
+        let mut scanned = false;
+        if w.victims_at.is_none_or(|at| at.elapsed() > VICTIMS_FRESH) {
+            w.victims.clear();
+        }
+        while moved < want {
+            let Some(id) = w.victims.pop_front() else {
+                if scanned {
+                    break;
+                }
+                // Memories with a write in flight are passed over, so take that many more.
+                let take = chunk + w.pending.len();
+                w.victims = self.eviction_order().into_iter().take(take).collect();
+                w.victims_at = Some(Instant::now());
+                scanned = true;
+                continue;
+            };
             if w.pending.contains_key(&id) {
                 continue;
             }
@@ -204,6 +234,59 @@ impl Inner {
         Ok(Some(lsn))
     }
 
+    /// Whether the graph's backlog (warm vectors waiting for it, each scanned exactly by every
+    /// search and held in memory) is at its bound, `search.hnsw_max_lagging`.
+    pub(super) fn graph_backlog_full(&self) -> bool {
+        let max = self.config.search.max_lagging;
+        max > 0 && self.search.hnsw.lagging_len() >= max
+    }
+
+    /// Whether `incoming` new memories should wait before they are logged: the graph's backlog
+    /// is full and the working tier cannot take them without moving others to warm, each of
+    /// which would join the backlog. So sustained writes into a full working tier go at the
+    /// graph's pace instead of growing the backlog without bound.
+    pub(super) fn should_wait_for_graph(&self, incoming: usize) -> bool {
+        // The writer lock only once the backlog is full: the count `make_room` goes by
+        // includes writes logged and not yet applied.
+        self.graph_backlog_full()
+            && self.writer.lock().working_projected + incoming > self.config.working_capacity
+    }
+
+    /// Waits (sleeping) while [`Inner::should_wait_for_graph`], at most [`GRAPH_WAIT_MAX`].
+    pub(super) fn wait_for_graph(&self, incoming: usize) {
+        if !self.should_wait_for_graph(incoming) {
+            return;
+        }
+        let started = Instant::now();
+        while started.elapsed() < GRAPH_WAIT_MAX && self.should_wait_for_graph(incoming) {
+            std::thread::sleep(GRAPH_WAIT_STEP);
+        }
+        self.note_graph_wait(started.elapsed());
+    }
+
+    /// Counts a write's wait for the graph and says so in the log, at most once a second.
+    pub(super) fn note_graph_wait(&self, waited: Duration) {
+        let c = &self.counters;
+        c.graph_waits.fetch_add(1, Ordering::Relaxed);
+        c.graph_wait_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        let now = self.now_us();
+        let last = c.graph_wait_logged_us.load(Ordering::Relaxed);
+        if now - last >= 1_000_000
+            && c.graph_wait_logged_us
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::info!(
+                lagging = self.search.hnsw.lagging_len(),
+                max_lagging = self.config.search.max_lagging,
+                waits = c.graph_waits.load(Ordering::Relaxed),
+                waited_ms = waited.as_millis() as u64,
+                "writes into a full working tier wait for the vector index to catch up"
+            );
+        }
+    }
+
     /// Memories in working above which background eviction starts (95% of capacity).
     fn eviction_start(&self) -> usize {
         let capacity = self.config.working_capacity;
@@ -218,12 +301,14 @@ impl Inner {
         let high = self.eviction_start();
         let low = capacity - capacity / EVICTION_TARGET_DIVISOR;
         let projected = self.writer.lock().working_projected;
-        if projected <= high {
+        // While the graph is behind, memories stay in working up to its capacity; writers
+        // that would have to evict wait for the graph instead (`should_wait_for_graph`).
+        if projected <= high || self.graph_backlog_full() {
             return Ok(());
         }
         let mut want = projected - low;
         let moved = self.log_in_chunks(self.eviction_order(), |w, id| {
-            if want == 0 {
+            if want == 0 || self.graph_backlog_full() {
                 return Ok(Logged::Stop);
             }
             if w.pending.contains_key(&id) {

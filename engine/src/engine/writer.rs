@@ -35,6 +35,11 @@ pub(super) struct WriterState {
     /// line was written: under a sustained overload every create evicts, and a line each
     /// would be a log write per create.
     pub(super) writer_evictions: WriterEvictions,
+    /// The rest of the last victim scan's order (least valuable first), for writers that
+    /// evict: the scan reads every slot header, so it runs once per many evictions. Used for
+    /// at most [`super::tiering::VICTIMS_FRESH`] after the scan (`victims_at`).
+    pub(super) victims: VecDeque<Uuid>,
+    pub(super) victims_at: Option<std::time::Instant>,
     /// The LSN of the last record logged: what a write that logged several records (a create
     /// with supersedes, or with a vector for the active embedding space) must wait for.
     pub(super) last_logged: Lsn,

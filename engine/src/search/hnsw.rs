@@ -442,6 +442,18 @@ impl Hnsw {
         self.shared.indexed.read().len()
     }
 
+    /// Holds the graph's write lock: the indexer stops at its next add, and the backlog only
+    /// grows (tests of a lagging graph).
+    #[cfg(test)]
+    pub(crate) fn hold(&self) -> parking_lot::RwLockWriteGuard<'_, Index> {
+        self.shared.index.write()
+    }
+
+    /// Warm vectors the graph does not hold yet.
+    pub(crate) fn lagging_len(&self) -> usize {
+        self.shared.lagging.read().len()
+    }
+
     /// Calls `f` with each warm vector the graph does not hold yet.
     pub(crate) fn for_each_lagging(&self, mut f: impl FnMut(&Uuid, u32, &[f32])) {
         for (id, (crc, v)) in self.shared.lagging.read().iter() {

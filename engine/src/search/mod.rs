@@ -57,6 +57,9 @@ pub struct SearchConfig {
     /// A namespace or tag filter with at most this many memories is scored from in-memory
     /// i8 codes instead of walking the graph (0: always walk).
     pub exact_candidates_max: usize,
+    /// Most warm vectors waiting for the graph before new memories that would push more
+    /// memories out of a full working tier wait for it to catch up (0: no bound).
+    pub max_lagging: usize,
 }
 
 impl Default for SearchConfig {
@@ -70,6 +73,7 @@ impl Default for SearchConfig {
             threads: 32,
             save_after_changes: 50_000,
             exact_candidates_max: 20_000,
+            max_lagging: 100_000,
         }
     }
 }

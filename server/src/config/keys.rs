@@ -30,6 +30,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("search.max_concurrent", Kind::Int, "32"),
     ("search.index_save_changes", Kind::Int, "50000"),
     ("search.exact_candidates_max", Kind::Int, "20000"),
+    ("search.hnsw_max_lagging", Kind::Int, "100000"),
     ("wal.sync", Kind::Str, "always"),
     ("wal.sync_interval", Kind::Str, "10ms"),
     ("wal.segment_bytes", Kind::Int, "67108864"),

@@ -70,6 +70,7 @@ pub(super) struct RawSearch {
     pub(super) max_concurrent: Option<i64>,
     pub(super) index_save_changes: Option<i64>,
     pub(super) exact_candidates_max: Option<i64>,
+    pub(super) hnsw_max_lagging: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -197,6 +197,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             0,
             10_000_000,
         )? as usize,
+        max_lagging: positive(
+            "search.hnsw_max_lagging",
+            raw.search.hnsw_max_lagging,
+            0,
+            100_000_000,
+        )? as usize,
     };
     let sync_interval = duration("wal.sync_interval", raw.wal.sync_interval)?;
     if sync_interval.is_zero() {

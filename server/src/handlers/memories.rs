@@ -267,6 +267,22 @@ pub(crate) async fn create(
     Ok(params.reply(StatusCode::CREATED, memory))
 }
 
+/// New memories that would push others out of a full working tier wait while the vector
+/// graph is `search.hnsw_max_lagging` behind (at most `GRAPH_WAIT_MAX`), holding no thread.
+async fn wait_for_graph(state: &AppState, incoming: usize) {
+    let engine = &state.engine;
+    if !engine.should_wait_for_graph(incoming) {
+        return;
+    }
+    let started = Instant::now();
+    while started.elapsed() < engram_engine::GRAPH_WAIT_MAX
+        && engine.should_wait_for_graph(incoming)
+    {
+        tokio::time::sleep(engram_engine::GRAPH_WAIT_STEP).await;
+    }
+    engine.note_graph_wait(started.elapsed());
+}
+
 /// Stores one memory (REST create, MCP `remember`) and counts it.
 pub(crate) async fn create_one(
     state: &Arc<AppState>,
@@ -275,6 +291,7 @@ pub(crate) async fn create_one(
     wait_for_embedding: bool,
 ) -> Result<Memory, ApiError> {
     let new = check_create(req, key)?;
+    wait_for_graph(state, 1).await;
     // Logged here, committed by the engine's committer thread: no blocking thread waits.
     let memory = state
         .engine
@@ -322,6 +339,7 @@ pub(crate) async fn batch(
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
+    wait_for_graph(state, valid.len()).await;
     let stored = state.engine.create_batch_async(valid).await;
     // Wake the embedder once and, with the wait, wait once for every stored memory (in order).
     let mut memories = Vec::with_capacity(stored.len());
