@@ -365,6 +365,15 @@ impl Metrics {
         }
     }
 
+    /// [`Metrics::mirror`] for a seconds counter fed from a count of microseconds.
+    fn mirror_seconds(counter: &prometheus::Counter, micros: u64) {
+        let secs = micros as f64 / 1e6;
+        let seen = counter.get();
+        if secs > seen {
+            counter.inc_by(secs - seen);
+        }
+    }
+
     /// Sets the embedding migrations' series (a dropped migration's disappear).
     pub fn observe_migrations(
         &self,
@@ -468,14 +477,12 @@ impl Metrics {
                 .compaction_dead_dropped
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
-        let secs = counters
-            .compaction_us
-            .load(std::sync::atomic::Ordering::Relaxed) as f64
-            / 1e6;
-        let seen = self.compaction_seconds.get();
-        if secs > seen {
-            self.compaction_seconds.inc_by(secs - seen);
-        }
+        Self::mirror_seconds(
+            &self.compaction_seconds,
+            counters
+                .compaction_us
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         Self::mirror(
             &self.checkpoints,
             counters
@@ -494,14 +501,12 @@ impl Metrics {
                 .graph_waits
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
-        let secs = counters
-            .graph_wait_us
-            .load(std::sync::atomic::Ordering::Relaxed) as f64
-            / 1e6;
-        let seen = self.graph_wait_seconds.get();
-        if secs > seen {
-            self.graph_wait_seconds.inc_by(secs - seen);
-        }
+        Self::mirror_seconds(
+            &self.graph_wait_seconds,
+            counters
+                .graph_wait_us
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
