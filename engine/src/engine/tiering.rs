@@ -136,19 +136,16 @@ impl Inner {
             return Ok(true);
         }
         // Evict a twentieth of the tier beyond the need (at most EVICTION_CHUNK), so that
-        // background eviction has time to catch up. But while the graph's backlog is full,
-        // only what is needed: each evicted vector joins the backlog, and writers waiting for
-        // it should go on one by one as the graph catches up, not a twentieth at a time. Then
-        // the rest of that twentieth waits in `victims` for the next writers (for at most
-        // VICTIMS_FRESH): the same memories the eager eviction would have moved at once.
+        // background eviction has time to catch up. But no more than the graph's backlog has
+        // room for: each evicted vector joins it, and writers waiting for it should go on as
+        // the graph catches up, not a twentieth of the tier at a time. The rest of that
+        // twentieth waits in `victims` for the next writers (for at most VICTIMS_FRESH): the
+        // same memories the eager eviction would have moved at once.
         let started = Instant::now();
         let excess = w.working_projected + incoming - capacity;
-        let chunk = excess + (capacity / EVICTION_START_DIVISOR).min(EVICTION_CHUNK);
-        let want = if self.graph_backlog_full() {
-            excess
-        } else {
-            chunk
-        };
+        let extra = (capacity / EVICTION_START_DIVISOR).min(EVICTION_CHUNK);
+        let chunk = excess + extra;
+        let want = excess + extra.min(self.graph_room().saturating_sub(excess));
         let mut moved = 0;
         let mut scanned = false;
         if w.victims_at.is_none_or(|at| at.elapsed() > VICTIMS_FRESH) {
@@ -234,11 +231,19 @@ impl Inner {
         Ok(Some(lsn))
     }
 
-    /// Whether the graph's backlog (warm vectors waiting for it, each scanned exactly by every
-    /// search and held in memory) is at its bound, `search.hnsw_max_lagging`.
+    /// How many more vectors the graph's backlog (warm vectors waiting for it, each scanned
+    /// exactly by every search and held in memory) may take before `search.hnsw_max_lagging`;
+    /// unlimited without a bound.
+    fn graph_room(&self) -> usize {
+        match self.config.search.max_lagging {
+            0 => usize::MAX,
+            max => max.saturating_sub(self.search.hnsw.lagging_len()),
+        }
+    }
+
+    /// Whether the graph's backlog is at its bound.
     pub(super) fn graph_backlog_full(&self) -> bool {
-        let max = self.config.search.max_lagging;
-        max > 0 && self.search.hnsw.lagging_len() >= max
+        self.graph_room() == 0
     }
 
     /// Whether `incoming` new memories should wait before they are logged: the graph's backlog
@@ -301,14 +306,19 @@ impl Inner {
         let high = self.eviction_start();
         let low = capacity - capacity / EVICTION_TARGET_DIVISOR;
         let projected = self.writer.lock().working_projected;
-        // While the graph is behind, memories stay in working up to its capacity; writers
-        // that would have to evict wait for the graph instead (`should_wait_for_graph`).
-        if projected <= high || self.graph_backlog_full() {
+        // No more than the graph's backlog has room for (the moves join it only as they are
+        // applied, so the count is taken once, up front). While it is full, memories stay in
+        // working up to its capacity; writers that would have to evict wait for the graph
+        // instead (`should_wait_for_graph`).
+        if projected <= high {
             return Ok(());
         }
-        let mut want = projected - low;
+        let mut want = (projected - low).min(self.graph_room());
+        if want == 0 {
+            return Ok(());
+        }
         let moved = self.log_in_chunks(self.eviction_order(), |w, id| {
-            if want == 0 || self.graph_backlog_full() {
+            if want == 0 {
                 return Ok(Logged::Stop);
             }
             if w.pending.contains_key(&id) {

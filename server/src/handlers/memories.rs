@@ -268,16 +268,20 @@ pub(crate) async fn create(
 }
 
 /// New memories that would push others out of a full working tier wait while the vector
-/// graph is `search.hnsw_max_lagging` behind (at most `GRAPH_WAIT_MAX`), holding no thread.
+/// graph is `search.hnsw_max_lagging` behind (at most `GRAPH_WAIT_MAX` in all), holding no
+/// thread. Waiters take turns in arrival order: the one holding `graph_turn` watches for
+/// room, the rest queue behind it, and a newcomer joins the queue while anyone waits.
 async fn wait_for_graph(state: &AppState, incoming: usize) {
     let engine = &state.engine;
-    if !engine.should_wait_for_graph(incoming) {
+    let queue_empty = state.graph_turn.available_permits() > 0;
+    if queue_empty && !engine.should_wait_for_graph(incoming) {
         return;
     }
     let started = Instant::now();
-    while started.elapsed() < engram_engine::GRAPH_WAIT_MAX
-        && engine.should_wait_for_graph(incoming)
-    {
+    let max = engram_engine::GRAPH_WAIT_MAX;
+    // The semaphore is never closed; on timeout the write goes ahead as after any wait.
+    let _turn = tokio::time::timeout(max, state.graph_turn.acquire()).await;
+    while started.elapsed() < max && engine.should_wait_for_graph(incoming) {
         tokio::time::sleep(engram_engine::GRAPH_WAIT_STEP).await;
     }
     engine.note_graph_wait(started.elapsed());

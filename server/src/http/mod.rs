@@ -47,6 +47,10 @@ pub struct AppState {
     /// Embedding migrations' workers.
     pub migrations: crate::migrations::Migrations,
     pub started: Instant,
+    /// One creator at a time watches the graph's backlog for room; the others queue here in
+    /// order (tokio's semaphore is fair), so waiting creates are admitted first come, first
+    /// served (see `handlers::memories::wait_for_graph`).
+    pub(crate) graph_turn: tokio::sync::Semaphore,
     limiter: RateLimiter,
     mcp: McpEndpoint,
     request_seq: AtomicU64,
@@ -73,6 +77,7 @@ impl AppState {
             metrics,
             settings,
             started: Instant::now(),
+            graph_turn: tokio::sync::Semaphore::new(1),
             request_seq: AtomicU64::new(0),
         }
     }
