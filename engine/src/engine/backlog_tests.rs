@@ -42,7 +42,8 @@ fn writes_into_a_full_working_tier_wait_while_the_graph_is_behind() {
     let held = hnsw.hold();
 
     // The working tier fills, then every create evicts to warm: the backlog grows to the bound
-    // without a wait (each eviction moves a twentieth of the tier beyond what it needs).
+    // without a wait (each eviction moves up to a twentieth of the tier beyond what it needs, as far as the
+    // backlog has room).
     let mut i = 0;
     while hnsw.lagging_len() < MAX_LAGGING {
         create(&engine, i);
