@@ -106,8 +106,11 @@ fn quantization_code(kind: ScalarKind) -> u8 {
     match kind {
         ScalarKind::F32 => 1,
         ScalarKind::BF16 => 2,
-        // 3 was an i8 graph of usearch's own casts: refused, so it is rebuilt with Engram's.
-        ScalarKind::I8 => 4,
+        // 3 was an i8 graph of usearch's own casts, 4 one of codes scaled per vector walked by
+        // cosine: both refused, so the graph is rebuilt as one of codes on a common scale
+        // walked by inner product. That scale (`stored_scale`) is part of what 5 means: a graph
+        // of codes on another scale needs a code of its own.
+        ScalarKind::I8 => 5,
         _ => 0,
     }
 }
