@@ -3,8 +3,10 @@
 # 64 clients creating (base64 vectors, return=minimal) for SECONDS; every 10 s the graph's
 # size and backlog (`engram_vector_index_vectors`), the writes that waited for it
 # (`engram_graph_waits_total`) and the daemon's RSS; at the end its peak RSS. Extra arguments
-# go to engramd (e.g. `--set search.hnsw_max_lagging=0` for an unbounded backlog). Usage:
-#   benches/scripts/sustained.sh BIN_DIR [SECONDS] [ENGRAMD_ARGS...]
+# go to engramd (e.g. `--set search.hnsw_max_lagging=0` for an unbounded backlog); BENCH_ARGS
+# to engram-bench (e.g. `--distinct-vectors`, a random vector per memory: without it each client
+# sends one vector with all its memories, and the graph holds thousands of copies of each). Usage:
+#   [BENCH_ARGS=...] benches/scripts/sustained.sh BIN_DIR [SECONDS] [ENGRAMD_ARGS...]
 set -euo pipefail
 bin="$1"
 secs="${2:-60}"
@@ -27,7 +29,8 @@ until curl -sf "$url/api/v1/health" >/dev/null; do sleep 0.1; done
   done
 ) &
 mon=$!
-"$bin/engram-bench" create --url "$url" --clients 64 --duration "$secs" --b64 --minimal 2>&1 | tail -1
+"$bin/engram-bench" create --url "$url" --clients 64 --duration "$secs" --b64 --minimal \
+  ${BENCH_ARGS:-} 2>&1 | tail -1
 wait $mon || true
 mon=""
 echo "peak $(grep VmHWM /proc/$pid/status | tr -s ' \t' ' ')"

@@ -65,6 +65,11 @@ struct Wire {
     /// Ask for `return=minimal` replies (id, version and status only).
     #[arg(long)]
     minimal: bool,
+    /// A random vector of its own for every memory (uniform components, unclustered). Without
+    /// it each client sends one vector with all its memories, so once they leave the working
+    /// tier the graph holds thousands of copies of each.
+    #[arg(long)]
+    distinct_vectors: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +169,12 @@ fn embedding_field(rng: &mut impl Rng, dims: usize, b64: bool) -> String {
             serde_json::to_string(&v).expect("floats serialize")
         )
     }
+}
+
+/// [`embedding_field`] of a vector of its own for memory `i` of request `n` from client `c`.
+fn fresh_embedding(run: u64, c: usize, n: u64, i: usize, dims: usize, b64: bool) -> String {
+    let seed = run ^ ((c as u64) << 48) ^ (n << 12) ^ i as u64;
+    embedding_field(&mut rand::rngs::StdRng::seed_from_u64(seed), dims, b64)
 }
 
 fn memory_body(namespace: &str, content: &str, emb: &str) -> String {
@@ -301,9 +312,17 @@ async fn create(common: Common, batch: usize, wire: Wire) -> anyhow::Result<()> 
         .collect();
     let ns = common.namespace.clone();
     let query = if wire.minimal { "?return=minimal" } else { "" };
+    let (dims, distinct, b64) = (common.dims, wire.distinct_vectors, wire.b64);
     let outcome = if batch == 0 {
         drive(&common, move |c, n| {
-            let body = memory_body(&ns, &format!("bench {run} client {c} memory {n}"), &embs[c]);
+            let fresh;
+            let emb = if distinct {
+                fresh = fresh_embedding(run, c, n, 0, dims, b64);
+                &fresh
+            } else {
+                &embs[c]
+            };
+            let body = memory_body(&ns, &format!("bench {run} client {c} memory {n}"), emb);
             ("POST", format!("/api/v1/memories{query}"), Some(body))
         })
         .await?
@@ -311,10 +330,17 @@ async fn create(common: Common, batch: usize, wire: Wire) -> anyhow::Result<()> 
         drive(&common, move |c, n| {
             let items: Vec<String> = (0..batch)
                 .map(|i| {
+                    let fresh;
+                    let emb = if distinct {
+                        fresh = fresh_embedding(run, c, n, i, dims, b64);
+                        &fresh
+                    } else {
+                        &embs[c]
+                    };
                     memory_body(
                         &ns,
                         &format!("bench {run} client {c} batch {n} memory {i}"),
-                        &embs[c],
+                        emb,
                     )
                 })
                 .collect();
@@ -336,6 +362,9 @@ async fn create(common: Common, batch: usize, wire: Wire) -> anyhow::Result<()> 
     }
     if wire.minimal {
         what.push_str(" minimal");
+    }
+    if wire.distinct_vectors {
+        what.push_str(" distinct");
     }
     outcome.report(&what, batch.max(1) as u64, &common);
     Ok(())
