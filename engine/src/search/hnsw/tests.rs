@@ -59,6 +59,15 @@ fn every_added_vector_is_found_again() {
     assert!(lost.is_empty(), "unreachable: {lost:?}");
 }
 
+/// An i8 graph (the default settings otherwise) in `dir`.
+fn open_i8(dir: &std::path::Path, dimensions: usize) -> Hnsw {
+    let config = super::super::SearchConfig {
+        quantization: Quantization::I8,
+        ..Default::default()
+    };
+    Hnsw::open(dir, dimensions, &config).expect("open")
+}
+
 /// An i8 graph holds Engram's codes, not usearch's `trunc(127·x/‖x‖)`: stored vectors are
 /// scaled to one common norm and walked by inner product, queries keep a scale of their own,
 /// and the cosine distances handed back stay within 0.005 of the f32 ones for vectors of 384
@@ -68,11 +77,7 @@ fn every_added_vector_is_found_again() {
 fn an_i8_graph_keeps_cosine_close_to_f32() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dimensions = 384;
-    let config = super::super::SearchConfig {
-        quantization: Quantization::I8,
-        ..Default::default()
-    };
-    let hnsw = Hnsw::open(dir.path(), dimensions, &config).expect("open");
+    let hnsw = open_i8(dir.path(), dimensions);
     let ids: Vec<Uuid> = (0..300).map(|_| Uuid::now_v7()).collect();
     for (i, id) in ids.iter().enumerate() {
         // Norms from 0.3 to 2,100: the graph's order must not depend on them.
@@ -108,11 +113,7 @@ fn an_i8_graph_keeps_cosine_close_to_f32() {
 fn an_i8_graph_clips_a_component_too_large_for_its_scale() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dimensions = 384;
-    let config = super::super::SearchConfig {
-        quantization: Quantization::I8,
-        ..Default::default()
-    };
-    let hnsw = Hnsw::open(dir.path(), dimensions, &config).expect("open");
+    let hnsw = open_i8(dir.path(), dimensions);
     let ids: Vec<Uuid> = (0..200).map(|_| Uuid::now_v7()).collect();
     let mut spiky: Vec<f32> = vector(7, dimensions).iter().map(|x| x * 0.02).collect();
     spiky[3] = 0.9;
