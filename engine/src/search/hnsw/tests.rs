@@ -80,7 +80,7 @@ fn an_i8_graph_keeps_cosine_close_to_f32() {
     let hnsw = open_i8(dir.path(), dimensions);
     let ids: Vec<Uuid> = (0..300).map(|_| Uuid::now_v7()).collect();
     for (i, id) in ids.iter().enumerate() {
-        // Norms from 0.3 to 2,100: the graph's order must not depend on them.
+        // Scaled by 0.3 to 3,000: the graph's order must not depend on the norm.
         let norm = 0.3 * 10f32.powi((i % 5) as i32);
         let v: Arc<[f32]> = vector(i as u64, dimensions)
             .iter()
