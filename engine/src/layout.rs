@@ -23,8 +23,9 @@ pub struct DataDir {
     root: PathBuf,
 }
 
-/// Size of the data directory's ballast file (see [`DataDir::ballast`]).
-pub const BALLAST_BYTES: u64 = 8 << 20;
+/// Size of the data directory's ballast file (see [`DataDir::ballast`]): what RocksDB wants
+/// free before it resumes after a failed flush (its largest memtable), and a MiB more.
+pub const BALLAST_BYTES: u64 = crate::tier::warm::WARM_WRITE_BUFFER_BYTES as u64 + (1 << 20);
 
 impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> DataDir {
@@ -98,43 +99,52 @@ impl DataDir {
     }
 
     /// A file of [`BALLAST_BYTES`] the store keeps allocated while the disk has room and
-    /// deletes first thing when it opens: on a disk that filled up, its space is what RocksDB
-    /// needs to open (a new MANIFEST and OPTIONS file) and the WAL replay to apply.
+    /// deletes first thing when it opens, and when a RocksDB flush meets a full disk: its space
+    /// is what RocksDB needs to open (a new MANIFEST and OPTIONS file), the WAL replay to
+    /// apply, and RocksDB to resume after the failed flush.
     pub fn ballast(&self) -> PathBuf {
         self.root.join("ballast")
     }
 
-    /// Deletes the ballast, if there is one (at open, before anything else writes).
-    pub fn release_ballast(&self) -> Result<(), EngineError> {
+    /// Deletes the ballast, if there is one (at open, before anything else writes; and when
+    /// RocksDB meets a full disk). Returns whether there was one.
+    pub fn release_ballast(&self) -> Result<bool, EngineError> {
         let path = self.ballast();
         match std::fs::remove_file(&path) {
             Ok(()) => engram_wal::durable::sync_dir(&self.root)
+                .map(|()| true)
                 .map_err(|e| EngineError::io(&self.root, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(EngineError::io(&path, e)),
         }
     }
 
     /// Allocates the ballast if it is missing and the disk has room for it beyond `margin`
-    /// free bytes. Returns whether it is in place.
+    /// free bytes. Returns whether it is missing for want of room: a filesystem that cannot
+    /// allocate it at all (no `fallocate`) keeps none, and that is not waited for.
     pub fn restore_ballast(&self, margin: u64) -> bool {
         let path = self.ballast();
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == BALLAST_BYTES) {
-            return true;
+            return false;
         }
         if self.free_bytes() < margin.saturating_add(BALLAST_BYTES) {
-            return false;
+            return true;
         }
         let made = std::fs::File::create(&path).and_then(|f| {
             rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, BALLAST_BYTES)
                 .map_err(std::io::Error::from)
         });
-        if let Err(e) = made {
-            tracing::warn!(error = %e, "could not allocate the disk-space ballast; trying again later");
-            let _ = std::fs::remove_file(&path);
-            return false;
+        match made {
+            Ok(()) => false,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                let no_room = e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error());
+                if !no_room {
+                    tracing::warn!(error = %e, "this filesystem cannot allocate the disk-space ballast; the store keeps none");
+                }
+                no_room
+            }
         }
-        true
     }
 
     /// Bytes free to unprivileged users on the directory's filesystem (`u64::MAX` if unknown,

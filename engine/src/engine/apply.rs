@@ -348,7 +348,10 @@ impl Inner {
     /// The RocksDB part of a group, in one batch. A full disk does not fail it: the records
     /// are durable in the WAL and must apply, so it is built and written again until RocksDB
     /// has recovered from the failed flush (it does by itself once space is free; new writes
-    /// are refused with 507 meanwhile, and this one's caller waits).
+    /// are refused with 507 meanwhile, and this one's caller waits). The ballast is given up
+    /// at the first failure: the daemon's own reservations (a WAL segment, a heap growth step)
+    /// can take a disk's last bytes between two free-space checks, and then nothing but the
+    /// ballast would ever free the room the flush needs.
     fn write_rocks(&self, applier: &Applier<'_>, group: &[(Lsn, Op)]) -> Result<(), EngineError> {
         let lsn = group.last().expect("groups are not empty").0;
         let mut wait = std::time::Duration::from_millis(10);
@@ -360,6 +363,16 @@ impl Inner {
             }
             match batch.write(lsn) {
                 Err(e) if e.is_out_of_space() && !self.stop.load(Ordering::Acquire) => {
+                    if waited.is_zero() {
+                        self.ballast_missing.store(true, Ordering::Release);
+                        match self.layout.release_ballast() {
+                            Ok(true) => tracing::warn!(
+                                "the disk filled up under RocksDB: the ballast is released for its flush and taken back once the disk has room"
+                            ),
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "could not release the ballast"),
+                        }
+                    }
                     if waited.is_zero() || waited.as_secs() / 10 != (waited + wait).as_secs() / 10 {
                         tracing::warn!(error = %e, waited_s = waited.as_secs(), "RocksDB is out of disk space; the apply waits for space and retries");
                     }

@@ -233,17 +233,18 @@ impl Inner {
         let mut checkpoint = Detached::<Result<bool, EngineError>>::new();
         let mut last_checkpoint = Instant::now();
         let mut wal_bytes_at_checkpoint = self.wal.bytes_written();
-        // Released at open; allocated again once the disk has room.
-        let mut ballast_in_place = false;
         while !self.stop.load(Ordering::Acquire) {
             std::thread::park_timeout(BACKGROUND_TICK);
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
             if last_free_space_check.elapsed() >= FREE_SPACE_CHECK_INTERVAL {
-                if !ballast_in_place {
-                    ballast_in_place = self.layout.restore_ballast(self.config.min_free_disk_bytes);
-                }
+                // Released at open and when RocksDB meets a full disk; allocated again once
+                // the disk has room (a stat when it is in place).
+                self.ballast_missing.store(
+                    self.layout.restore_ballast(self.config.min_free_disk_bytes),
+                    Ordering::Release,
+                );
                 self.free_disk_bytes
                     .store(self.layout.free_bytes(), Ordering::Relaxed);
                 last_free_space_check = Instant::now();

@@ -134,6 +134,10 @@ pub(crate) struct Inner {
     unflushed_bytes: AtomicU64,
     /// When that look was, in ms since `opened`.
     free_disk_checked_ms: AtomicU64,
+    /// The ballast is missing for want of room (released at open or to let RocksDB resume
+    /// after a failed flush): writes are refused until it is allocated again, so that the
+    /// room it freed goes to RocksDB and the WAL replay, not to new memories.
+    ballast_missing: AtomicBool,
     opened: std::time::Instant,
     counters: EngineCounters,
     stop: AtomicBool,

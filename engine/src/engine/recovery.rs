@@ -194,7 +194,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
     };
     // Take the ballast back now, not at the background thread's first free-space check: a
     // disk can fill within that second, and a store with no ballast may not open again on it.
-    layout.restore_ballast(config.min_free_disk_bytes);
+    let ballast_missing = layout.restore_ballast(config.min_free_disk_bytes);
     let free = layout.free_bytes();
     let inner = Arc::new(Inner {
         wal,
@@ -243,6 +243,7 @@ pub(super) fn open(config: EngineConfig) -> Result<(Engine, OpenReport), EngineE
         ],
         access_pending: RankedMutex::new(Rank::Leaf, Default::default()),
         free_disk_bytes: AtomicU64::new(free),
+        ballast_missing: AtomicBool::new(ballast_missing),
         unflushed_bytes: AtomicU64::new(0),
         free_disk_checked_ms: AtomicU64::new(0),
         opened: std::time::Instant::now(),

@@ -219,6 +219,13 @@ impl Inner {
                 self.config.min_free_disk_bytes
             )));
         }
+        if self.ballast_missing.load(Ordering::Acquire) {
+            return Err(EngineError::StorageFull(format!(
+                "the disk has no room for the store's {} MiB ballast beyond storage.min_free_disk_bytes ({}): it was given to RocksDB or to the start on a full disk, and writes resume once it is allocated again",
+                crate::layout::BALLAST_BYTES >> 20,
+                self.config.min_free_disk_bytes
+            )));
+        }
         if !self.warm.writable() {
             return Err(EngineError::StorageFull(
                 "RocksDB stopped taking writes when the disk filled up; it resumes by itself once space is free".to_owned(),

@@ -69,6 +69,9 @@ const KEY_APPLIED_LSN: &[u8] = b"applied_lsn";
 const KEY_SPACE_PROBE: &[u8] = b"space_probe";
 /// Most table files RocksDB keeps open (its default keeps every one open).
 pub const WARM_MAX_OPEN_FILES: i32 = 512;
+/// Each column family's memtable (RocksDB's default, set here because the ballast is sized by
+/// it): after a flush fails on a full disk, RocksDB resumes only once this much is free.
+pub const WARM_WRITE_BUFFER_BYTES: usize = 64 << 20;
 /// The hash index's memtable bloom filter, as a share of the memtable's bytes (64 MiB: 1.3 MiB,
 /// ~17 bits for each of its ~600,000 keys).
 const MEMTABLE_BLOOM_RATIO: f64 = 0.02;
@@ -174,6 +177,7 @@ impl WarmTier {
                     },
                 );
                 cf_opts.set_block_based_table_factory(&table);
+                cf_opts.set_write_buffer_size(WARM_WRITE_BUFFER_BYTES);
                 if *name == CF_HASH_INDEX {
                     // Every create looks its content up here, and a new text is found in no
                     // memtable: a bloom filter over the memtable's keys answers that without
